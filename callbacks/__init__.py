@@ -1,0 +1,7 @@
+"""lightkit callbacks, one file each, talking to the task only through Lightning hooks."""
+
+from lightkit.callbacks.best_weights import RestoreBestWeights
+from lightkit.callbacks.prediction_writer import PredictionWriter
+from lightkit.callbacks.warmup import LRWarmup, lr_multiplier
+
+__all__ = ["LRWarmup", "PredictionWriter", "RestoreBestWeights", "lr_multiplier"]

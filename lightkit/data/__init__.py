@@ -1,0 +1,6 @@
+"""lightkit's data layer: a base DataModule on `datasets` and one DataModule per kind of data."""
+
+from lightkit.data.base import BaseDataModule
+from lightkit.data.token_classification import CoNLLDataModule
+
+__all__ = ["BaseDataModule", "CoNLLDataModule"]

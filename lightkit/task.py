@@ -1,0 +1,194 @@
+"""BaseTask: the plumbing every lightkit objective shares.
+
+A task subclass defines only what is particular to its objective:
+- `build_model()`: the transformers model (usually one `from_pretrained_or_config` call);
+- `configure_metrics()`: one `MetricCollection`, cloned here per stage with `train_`/`val_`/`test_`
+  prefixes so that logged names read `val_f1`, `test_loss`, ...;
+- `step(batch)`: loss plus what the metrics consume.
+
+Everything else lives here: hyperparameters, model construction from a pretrained folder or a
+transformers config, AdamW with weight-decay groups, per-stage logging, and saving the trained
+model in Hugging Face format at the end of fit so `transformers` loads it with no lightkit code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import lightning as L
+import torch
+from torchmetrics import MetricCollection
+from transformers import AutoConfig, PreTrainedModel
+
+from lightkit.io import atomic_dir
+from lightkit.resources import load_tokenizer, resolve_path
+
+STAGES = ("train", "val", "test")
+
+
+class StepOutput(NamedTuple):
+    """What `step` returns: the loss and what the metrics update on (preds, target, extras)."""
+
+    loss: torch.Tensor
+    preds: Any
+    target: Any
+    metric_kwargs: dict[str, Any] = {}
+
+
+class BaseTask(L.LightningModule):
+    """Shared plumbing for lightkit objectives; subclass it, don't configure it directly.
+
+    Args:
+        pretrained: folder of a Hugging Face model, or a packaged model name such as
+            `sentence-transformers/all-MiniLM-L6-v2`. Mutually exclusive with `model_config`.
+        model_config: keyword arguments for `transformers.AutoConfig.for_model` (must include
+            `model_type`), to train from scratch; tests build tiny models this way. `vocab_size`
+            defaults to the tokenizer's.
+        tokenizer: tokenizer folder or packaged name; linked from the DataModule by the CLI.
+        learning_rate: peak AdamW learning rate (the warmup callback scales it per step).
+        weight_decay: AdamW weight decay for matrices; biases and norm weights get none.
+        betas: AdamW betas.
+        save_dir: where fit writes the Hugging Face model (`save_pretrained` + tokenizer);
+            default `<log_dir>/hf_model`.
+    """
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        model_config: dict[str, Any] | None = None,
+        tokenizer: str | None = None,
+        learning_rate: float = 5e-5,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        save_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        # Collects the subclass's arguments too (Lightning walks the chain of __init__ frames).
+        self.save_hyperparameters()
+        if (pretrained is None) == (model_config is None):
+            raise ValueError(
+                f"{type(self).__name__}: set exactly one of `pretrained` (a model folder or "
+                "packaged name) and `model_config` (a transformers config to train from scratch)"
+            )
+        self.tokenizer = load_tokenizer(tokenizer) if tokenizer else None
+        # transformers returns models in eval mode, and Lightning keeps the submodules' mode:
+        # without train() dropout would silently stay off for the whole fit.
+        self.model = self.build_model().train()
+        metrics = self.configure_metrics()
+        self.train_metrics = metrics.clone(prefix="train_")
+        self.val_metrics = metrics.clone(prefix="val_")
+        self.test_metrics = metrics.clone(prefix="test_")
+
+    # -- what a task defines -------------------------------------------------------------------
+    def build_model(self) -> PreTrainedModel:
+        raise NotImplementedError
+
+    def configure_metrics(self) -> MetricCollection:
+        raise NotImplementedError
+
+    def step(self, batch: dict[str, Any]) -> StepOutput:
+        raise NotImplementedError
+
+    # -- model construction --------------------------------------------------------------------
+    def from_pretrained_or_config(self, auto_class: Any, **overrides: Any) -> PreTrainedModel:
+        """Build `auto_class` from `pretrained` or `model_config`, with task overrides applied.
+
+        `overrides` carry what the task knows (num_labels, id2label, ...). A pretrained model
+        whose head has another shape gets a fresh head (`ignore_mismatched_sizes`), which is what
+        fine-tuning on a new label set needs.
+        """
+        if self.hparams.pretrained is not None:
+            path = resolve_path(self.hparams.pretrained, what="pretrained")
+            return auto_class.from_pretrained(path, ignore_mismatched_sizes=True, **overrides)
+        kwargs = dict(self.hparams.model_config)
+        if "model_type" not in kwargs:
+            raise ValueError("model_config needs `model_type` (e.g. bert, llama)")
+        if self.tokenizer is not None:
+            kwargs.setdefault("vocab_size", len(self.tokenizer))
+            kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        config = AutoConfig.for_model(**{**kwargs, **overrides})
+        return auto_class.from_config(config)
+
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The tensors of `batch` that the model's forward takes (input_ids, attention_mask, ...)."""
+        names = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+        return {k: batch[k] for k in names if k in batch}
+
+    # -- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # Decay only matrices (linear and embedding weights): decaying biases and norm gains
+        # hurts and is what BERT, GPT-2 and the HF Trainer all avoid. Frozen parameters (a KD
+        # teacher, a PPO reference) never enter the optimizer.
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=self.hparams.learning_rate, betas=self.hparams.betas)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def metrics_for(self, stage: str) -> MetricCollection:
+        return getattr(self, f"{stage}_metrics")
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> StepOutput:
+        out = self.step(batch)
+        self.log(
+            f"{stage}_loss",
+            out.loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch["input_ids"].size(0),
+            sync_dist=stage != "train",
+        )
+        self.metrics_for(stage).update(out.preds, out.target, **out.metric_kwargs)
+        return out
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train").loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:
+        return self._shared_step(batch, "test")
+
+    def _log_epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        # Metrics gather their state across processes inside compute(), then compute once on the
+        # whole epoch (exact under DDP), so the values are logged without a second reduction.
+        metrics = self.metrics_for(stage)
+        values = metrics.compute()
+        self.log_dict(values, prog_bar=stage == "val")
+        metrics.reset()
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    # -- output --------------------------------------------------------------------------------
+    def hf_save_dir(self) -> Path:
+        if self.hparams.save_dir:
+            return Path(self.hparams.save_dir)
+        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model"
+
+    def on_fit_end(self) -> None:
+        # Callbacks' on_fit_end runs before this hook, so RestoreBestWeights has already put the
+        # best checkpoint's weights back: the saved model is the best one, not the last.
+        if not self.trainer.is_global_zero:
+            return
+        target = self.hf_save_dir()
+        with atomic_dir(target) as tmp:
+            self.model.save_pretrained(tmp)  # safetensors
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(tmp)
+        print(f"lightkit: saved the trained model in Hugging Face format to {target}")

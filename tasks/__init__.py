@@ -1,0 +1,9 @@
+"""lightkit objectives, one LightningModule per file on `lightkit.task.BaseTask`.
+
+Importing this package registers every task with the CLI, so configs name them by class name
+(`class_path: TokenClassificationTask`).
+"""
+
+from lightkit.tasks.token_classification import TokenClassificationTask
+
+__all__ = ["TokenClassificationTask"]

@@ -1,0 +1,39 @@
+"""Subword label alignment and reading predictions back per word."""
+
+from __future__ import annotations
+
+from lightkit.data.token_classification import IGNORE, align_labels, word_predictions
+from lightkit.resources import load_tokenizer
+
+from conftest import DATA
+
+# label ids: O=0, B-PER=1, I-PER=2
+B_TO_I = {1: 2}
+
+
+def test_first_subword_carries_the_label_and_specials_are_ignored() -> None:
+    word_ids = [None, 0, 1, 1, 1, 2, None]  # [CLS] w0 w1 w1 w1 w2 [SEP]
+    assert align_labels(word_ids, [1, 2, 0]) == [IGNORE, 1, 2, IGNORE, IGNORE, 0, IGNORE]
+
+
+def test_label_all_tokens_maps_b_to_i_on_later_subwords() -> None:
+    word_ids = [None, 0, 0, 0, 1, None]
+    assert align_labels(word_ids, [1, 0], label_all_tokens=True, b_to_i=B_TO_I) == [IGNORE, 1, 2, 2, 0, IGNORE]
+
+
+def test_alignment_through_the_real_fast_tokenizer() -> None:
+    tok = load_tokenizer(str(DATA / "tokenizer"))
+    words = ["alice", "okonkwo", "visited", "paris"]  # okonkwo is not in the vocab: several pieces
+    enc = tok(words, is_split_into_words=True)
+    labels = align_labels(enc.word_ids(), [1, 2, 0, 0])
+    pieces = tok.convert_ids_to_tokens(enc["input_ids"])
+    assert pieces[2:4] == ["o", "##k"]  # the split really happens
+    kept = [(p, lab) for p, lab in zip(pieces, labels) if lab != IGNORE]
+    assert kept == [("alice", 1), ("o", 2), ("visited", 0), ("paris", 0)]
+
+
+def test_word_predictions_read_first_subwords_and_fill_truncated_words() -> None:
+    token_preds = [9, 1, 2, 2, 0, 9]
+    word_ids = [-1, 0, 1, 1, 2, -1]
+    # 5 words but only 3 survived truncation: the last two are predicted O (id 0), never dropped
+    assert word_predictions(token_preds, word_ids, num_words=5) == [1, 2, 0, 0, 0]

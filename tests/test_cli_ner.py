@@ -1,0 +1,99 @@
+"""NER through the real CLI: fit, test and predict on the tiny config, then check the files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from seqeval.metrics import f1_score
+from transformers import AutoModelForTokenClassification
+
+from lightkit.data.conll import CoNLLFormatError, read_conll
+from lightkit.main import main
+
+from conftest import DATA, TINY_NER
+
+
+def lightkit(*args: str) -> None:
+    main([*args])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ner-run")
+    lightkit("fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(root))
+    return root
+
+
+def test_fit_saves_best_weights_in_hugging_face_format(run: Path) -> None:
+    model = AutoModelForTokenClassification.from_pretrained(run / "hf_model")
+    labels = [s.tags for s in read_conll(DATA / "ner" / "train.conll")]
+    assert sorted(model.config.id2label.values()) == sorted({t for s in labels for t in s})
+    assert (run / "hf_model" / "model.safetensors").is_file()
+    assert (run / "hf_model" / "tokenizer.json").is_file()
+    # RestoreBestWeights: the saved model is the best checkpoint, not the last epoch.
+    best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    saved = load_file(run / "hf_model" / "model.safetensors")
+    for name, tensor in saved.items():
+        assert torch.equal(best[f"model.{name}"], tensor), name
+
+
+def test_test_writes_a_seqeval_report_consistent_with_its_predictions(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lightkit("test", "--config", str(TINY_NER), "--trainer.default_root_dir", str(run), "--ckpt_path", str(run / "checkpoints" / "best.ckpt"))
+    assert "micro avg" in capsys.readouterr().out  # the report is printed
+    report = json.loads((run / "seqeval_report.json").read_text())
+    text = (run / "seqeval_report.txt").read_text()
+    assert {"LOC", "ORG", "PER", "micro avg", "macro avg", "weighted avg"} <= report.keys()
+    assert f"{report['micro avg']['f1-score']:.4f}" in text
+    # The synthetic corpus is learnable: a trained tiny model must tag it well.
+    assert report["micro avg"]["f1-score"] >= 0.9
+    # The predictions file holds every test word with its gold tag, and re-scoring it gives the report.
+    predicted = read_conll(run / "test_predictions.conll")  # token, gold, predicted: last column = predicted
+    gold = read_conll(DATA / "ner" / "test.conll")
+    assert [s.tokens for s in predicted] == [s.tokens for s in gold]
+    rescored = f1_score([s.tags for s in gold], [s.tags for s in predicted])
+    assert rescored == pytest.approx(report["micro avg"]["f1-score"])
+    assert report["micro avg"]["support"] == sum(t.startswith("B-") for s in gold for t in s.tags)
+
+
+def test_predict_tags_raw_text_in_conll(run: Path) -> None:
+    out = run / "tagged.conll"
+    lightkit("predict", "--config", str(TINY_NER), "--trainer.default_root_dir", str(run), "--ckpt_path", str(run / "checkpoints" / "best.ckpt"), "--prediction_writer.output", str(out))
+    sentences = read_conll(out)
+    lines = [line.split() for line in (DATA / "ner" / "predict.txt").read_text().splitlines() if line.strip()]
+    assert [s.tokens for s in sentences] == lines
+    # Names in the fixture are always tagged as people: the first name starts an entity.
+    assert all(s.tags[s.tokens.index("visited") - 2] == "B-PER" for s in sentences if "visited" in s.tokens[2:3])
+
+
+# -- bad input: each error names the file and line -----------------------------------------------
+def tiny_with(tmp_path: Path, **files: str) -> list[str]:
+    args = ["test", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path)]
+    for key, text in files.items():
+        path = tmp_path / f"{key}.conll"
+        path.write_text(text)
+        args += [f"--data.init_args.{key}", str(path)]
+    return args
+
+
+def test_unknown_tag_at_test_time(tmp_path: Path) -> None:
+    with pytest.raises(CoNLLFormatError, match=r"test_file\.conll:4: tag 'B-MISC' is not among the 6 labels"):
+        lightkit(*tiny_with(tmp_path, test_file="alice B-PER\n\nparis B-LOC\nacme B-MISC\n"))
+
+
+def test_empty_split(tmp_path: Path) -> None:
+    with pytest.raises(CoNLLFormatError, match=r"test_file\.conll: the test split has no sentences"):
+        lightkit(*tiny_with(tmp_path, test_file="-DOCSTART- O\n\n"))
+
+
+def test_malformed_line_through_the_cli(tmp_path: Path) -> None:
+    with pytest.raises(CoNLLFormatError, match=r"test_file\.conll:2: expected 2 columns"):
+        lightkit(*tiny_with(tmp_path, test_file="alice\tB-PER\nsmith I-PER extra\n"))
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"test_file: '.*nope\.conll' does not exist"):
+        lightkit("test", "--config", str(TINY_NER), "--data.init_args.test_file", str(tmp_path / "nope.conll"))

@@ -1,0 +1,43 @@
+"""Every shipped YAML parses against the real signatures, so no config can drift from the code."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightkit.main import main
+
+from conftest import ROOT
+
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml")) + sorted((ROOT / "tests" / "conf").rglob("*.yaml"))
+
+
+def test_there_are_configs() -> None:
+    assert any(p.parent.name == "configs" for p in CONFIGS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_config_parses(path: Path) -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(path), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(out.getvalue())
+    assert printed["model"]["class_path"].startswith("lightkit.tasks.")
+    assert printed["data"]["class_path"].startswith("lightkit.data.")
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.parent.name == "configs"], ids=lambda p: p.name)
+def test_shipped_configs_start_with_their_command(path: Path) -> None:
+    first = path.read_text().splitlines()[:4]
+    assert any(f"--config configs/{path.name}" in line for line in first), "head each config with the command that runs it"
+
+
+def test_unknown_key_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(ROOT / "tests/conf/ner.yaml"), "--model.init_args.learnin_rate", "0.1"])
+    assert "learnin_rate" in capsys.readouterr().err
