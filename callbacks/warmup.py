@@ -15,6 +15,8 @@ from typing import Any, Literal
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from lightkit.errors import InputError
+
 Decay = Literal["linear", "cosine", "constant"]
 
 
@@ -53,9 +55,9 @@ class LRWarmup(Callback):
         min_lr_ratio: float = 0.0,
     ) -> None:
         if warmup_steps is not None and warmup_ratio is not None:
-            raise ValueError("LRWarmup: set warmup_steps or warmup_ratio, not both")
+            raise InputError("LRWarmup: set warmup_steps or warmup_ratio, not both")
         if warmup_ratio is not None and not 0.0 <= warmup_ratio < 1.0:
-            raise ValueError(f"LRWarmup: warmup_ratio must be in [0, 1), got {warmup_ratio}")
+            raise InputError(f"LRWarmup: warmup_ratio must be in [0, 1), got {warmup_ratio}")
         self.warmup_steps = warmup_steps
         self.warmup_ratio = warmup_ratio
         self.decay = decay

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from lightkit.errors import InputError
+
 PKG_SCHEME = "pkg://"
 
 # hub name -> (module that ships it, folder inside the module, pip requirement to install it)
@@ -74,7 +76,7 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     path = resolve_path(name_or_path, what="tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not tokenizer.is_fast:
-        raise ValueError(
+        raise InputError(
             f"tokenizer '{name_or_path}' has no fast (Rust) version; lightkit aligns labels and "
             "masks whole words through the fast tokenizer's word_ids()"
         )

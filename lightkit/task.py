@@ -21,6 +21,7 @@ import torch
 from torchmetrics import MetricCollection
 from transformers import AutoConfig, PreTrainedModel
 
+from lightkit.errors import InputError
 from lightkit.io import atomic_dir
 from lightkit.resources import load_tokenizer, resolve_path
 
@@ -67,7 +68,7 @@ class BaseTask(L.LightningModule):
         # Collects the subclass's arguments too (Lightning walks the chain of __init__ frames).
         self.save_hyperparameters()
         if (pretrained is None) == (model_config is None):
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__}: set exactly one of `pretrained` (a model folder or "
                 "packaged name) and `model_config` (a transformers config to train from scratch)"
             )
@@ -103,7 +104,7 @@ class BaseTask(L.LightningModule):
             return auto_class.from_pretrained(path, ignore_mismatched_sizes=True, **overrides)
         kwargs = dict(self.hparams.model_config)
         if "model_type" not in kwargs:
-            raise ValueError("model_config needs `model_type` (e.g. bert, llama)")
+            raise InputError("model_config needs `model_type` (e.g. bert, llama)")
         if self.tokenizer is not None:
             kwargs.setdefault("vocab_size", len(self.tokenizer))
             kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)

@@ -4,6 +4,7 @@ Importing this package registers every task with the CLI, so configs name them b
 (`class_path: TokenClassificationTask`).
 """
 
+from lightkit.tasks.sequence_classification import SequenceClassificationTask
 from lightkit.tasks.token_classification import TokenClassificationTask
 
-__all__ = ["TokenClassificationTask"]
+__all__ = ["SequenceClassificationTask", "TokenClassificationTask"]

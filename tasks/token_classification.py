@@ -23,6 +23,7 @@ import torch
 from torchmetrics import MetricCollection
 from transformers import AutoModelForTokenClassification, PreTrainedModel
 
+from lightkit.errors import InputError
 from lightkit.data.conll import conll_lines
 from lightkit.data.token_classification import word_predictions
 from lightkit.entity_metrics import Seqeval, write_report
@@ -43,7 +44,7 @@ class TokenClassificationTask(BaseTask):
     def build_model(self) -> PreTrainedModel:
         names = self.hparams.label_names
         if not names:
-            raise ValueError("TokenClassificationTask needs label_names (linked from the DataModule)")
+            raise InputError("TokenClassificationTask needs label_names (linked from the DataModule)")
         return self.from_pretrained_or_config(
             AutoModelForTokenClassification,
             num_labels=len(names),

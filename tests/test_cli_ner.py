@@ -13,6 +13,7 @@ from transformers import AutoModelForTokenClassification
 
 from lightkit.data.conll import CoNLLFormatError, read_conll
 from lightkit.main import main
+from lightkit.resources import load_tokenizer
 
 from conftest import DATA, TINY_NER
 
@@ -97,3 +98,19 @@ def test_malformed_line_through_the_cli(tmp_path: Path) -> None:
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"test_file: '.*nope\.conll' does not exist"):
         lightkit("test", "--config", str(TINY_NER), "--data.init_args.test_file", str(tmp_path / "nope.conll"))
+
+
+def test_truncated_words_count_as_missed_not_dropped(run: Path) -> None:
+    # max_length 8 keeps 6 subwords of each sentence; the words past them stay in the gold as misses.
+    out = run / "truncated"
+    lightkit("test", "--config", str(TINY_NER), "--trainer.default_root_dir", str(out), "--ckpt_path", str(run / "checkpoints" / "best.ckpt"), "--data.init_args.max_length", "8")
+    report = json.loads((out / "seqeval_report.json").read_text())
+    gold = read_conll(DATA / "ner" / "test.conll")
+    assert report["micro avg"]["support"] == sum(t.startswith("B-") for s in gold for t in s.tags)
+    tok = load_tokenizer(str(DATA / "tokenizer"))
+    kept = [max(w for w in tok(s.tokens, is_split_into_words=True, truncation=True, max_length=8).word_ids() if w is not None) + 1 for s in gold]
+    assert report["truncated_words"] == sum(len(s.tokens) - k for s, k in zip(gold, kept)) > 0
+    assert report["micro avg"]["recall"] < 0.9
+    predicted = read_conll(out / "test_predictions.conll")
+    assert [s.tokens for s in predicted] == [s.tokens for s in gold]
+    assert all(set(s.tags[k:]) <= {"O"} for s, k in zip(predicted, kept))

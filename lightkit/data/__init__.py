@@ -1,6 +1,7 @@
 """lightkit's data layer: a base DataModule on `datasets` and one DataModule per kind of data."""
 
 from lightkit.data.base import BaseDataModule
+from lightkit.data.text_classification import TextClassificationDataModule
 from lightkit.data.token_classification import CoNLLDataModule
 
-__all__ = ["BaseDataModule", "CoNLLDataModule"]
+__all__ = ["BaseDataModule", "CoNLLDataModule", "TextClassificationDataModule"]

@@ -20,6 +20,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from lightkit import __version__
+from lightkit.errors import InputError
 from lightkit.resources import load_tokenizer
 
 
@@ -64,6 +65,9 @@ class BaseDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.tokenizer_name = tokenizer  # linked into the task as written, not resolved
         self.tokenizer = load_tokenizer(tokenizer)
+        # Fingerprint it now: encoding with truncation writes that setting into the backend
+        # tokenizer's JSON, which would change the cache key between the first call and later ones.
+        self._tokenizer_digest = hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.datasets: dict[str, Dataset] = {}
 
@@ -78,8 +82,7 @@ class BaseDataModule(L.LightningDataModule):
         `key` must hold what the result depends on besides the tokenizer and lightkit's version
         (the source file's digest, max_length, label names, options...).
         """
-        tok = self.tokenizer.backend_tokenizer.to_str()
-        blob = json.dumps({"key": key, "tokenizer": tok, "lightkit": __version__}, sort_keys=True)
+        blob = json.dumps({"key": key, "tokenizer": self._tokenizer_digest, "lightkit": __version__}, sort_keys=True)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:20]
         path = self.cache_dir / "datasets" / f"{type(self).__name__}-{digest}.arrow"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,7 @@ class BaseDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
-            raise ValueError(f"{type(self).__name__}: no {split} data configured")
+            raise InputError(f"{type(self).__name__}: no {split} data configured")
         batch_size = self.hparams.batch_size if shuffle else self.eval_batch_size
         return DataLoader(
             self.datasets[split],

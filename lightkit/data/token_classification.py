@@ -15,7 +15,6 @@ count as missed entities, never silently dropped from the gold (the count is log
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +24,8 @@ from transformers import DataCollatorForTokenClassification
 
 from lightkit.data.base import BaseDataModule, file_digest
 from lightkit.data.conll import CoNLLFormatError, Sentence, TagScheme, label_list, read_conll, read_lines
+from lightkit.data.splits import holdout_split
+from lightkit.errors import InputError
 from lightkit.resources import resolve_path
 
 IGNORE = -100  # the index torch's cross-entropy ignores
@@ -67,16 +68,6 @@ def word_predictions(token_preds: Sequence[int], word_ids: Sequence[int], num_wo
             seen.add(word)
             out[word] = int(pred)
     return out
-
-
-def split_sentences(sentences: list[Sentence], fractions: tuple[float, float], seed: int) -> tuple[list, list, list]:
-    """Seeded shuffle by sentence, then (train, validation, test) with the given held-out fractions."""
-    order = list(range(len(sentences)))
-    random.Random(seed).shuffle(order)
-    n_val, n_test = (round(f * len(order)) for f in fractions)
-    val, test, train = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
-    pick = lambda idx: [sentences[i] for i in sorted(idx)]  # noqa: E731 - keep file order
-    return pick(train), pick(val), pick(test)
 
 
 class CoNLLDataModule(BaseDataModule):
@@ -129,7 +120,7 @@ class CoNLLDataModule(BaseDataModule):
             splits = self._splits()
             self.label_names = label_list(splits["train"] + (splits["validation"] + splits["test"] if carved else []))
         else:
-            raise ValueError("CoNLLDataModule: give `train_file` or `labels` (label names)")
+            raise InputError("CoNLLDataModule: give `train_file` or `labels` (label names)")
         self.label2id = {name: i for i, name in enumerate(self.label_names)}
 
     # -- reading -------------------------------------------------------------------------------
@@ -139,7 +130,7 @@ class CoNLLDataModule(BaseDataModule):
             scheme = self.hparams.tag_scheme
             read = lambda split: read_conll(self.files[split], scheme) if self.files[split] else []  # noqa: E731
             if self.files["train"] and not (self.files["validation"] or self.files["test"]):
-                parts = split_sentences(read("train"), self.hparams.holdout, self.hparams.split_seed)
+                parts = holdout_split(read("train"), self.hparams.holdout, self.hparams.split_seed)
             else:
                 parts = read("train"), read("validation"), read("test")
             self._sentences = dict(zip(("train", "validation", "test"), parts))
@@ -213,9 +204,9 @@ class CoNLLDataModule(BaseDataModule):
         }[stage]
         for split in wanted:
             if split == "predict" and not self.files["predict"]:
-                raise ValueError("CoNLLDataModule: set `predict_file` (--data.predict_file) to predict")
+                raise InputError("CoNLLDataModule: set `predict_file` (--data.predict_file) to predict")
             if split == "train" and not self.files["train"]:
-                raise ValueError("CoNLLDataModule: set `train_file` to fit")
+                raise InputError("CoNLLDataModule: set `train_file` to fit")
             if split not in self.datasets:
                 self.datasets[split] = self._dataset(split)
 

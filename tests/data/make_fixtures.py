@@ -56,6 +56,37 @@ def write_conll(path: Path, sentences: list[tuple[list[str], list[str]]]) -> Non
             f.write("\n")
 
 
+TOPICS = {
+    "sport": ["match", "goal", "team", "league", "coach"],
+    "tech": ["phone", "software", "chip", "internet", "robot"],
+    "politics": ["vote", "minister", "party", "election", "law"],
+}
+
+
+def topic_text(topic: str, rng: random.Random) -> str:
+    words = rng.sample(TOPICS[topic], 2) + rng.sample(FILLER[:-1], 3)
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def write_classification(rng: random.Random) -> None:
+    """The same tiny topic corpus as CSV (train), TSV (validation) and JSONL (test)."""
+    import csv
+    import json
+
+    cls = HERE / "cls"
+    cls.mkdir(exist_ok=True)
+    rows = lambda n: [(topic_text(t, rng), t) for t in (rng.choice(sorted(TOPICS)) for _ in range(n))]  # noqa: E731
+    for name, delimiter, n in (("train.csv", ",", 120), ("val.tsv", "\t", 24)):
+        with (cls / name).open("w", newline="") as f:
+            writer = csv.writer(f, delimiter=delimiter)
+            writer.writerow(["text", "label"])
+            writer.writerows(rows(n))
+    with (cls / "test.jsonl").open("w") as f:
+        f.writelines(json.dumps({"text": text, "label": label}) + "\n" for text, label in rows(24))
+    (cls / "predict.txt").write_text("".join(text + "\n" for text, _ in rows(4)))
+
+
 def main() -> None:
     rng = random.Random(0)
     ner = HERE / "ner"
@@ -66,7 +97,9 @@ def main() -> None:
         for _ in range(5):
             f.write(" ".join(fill(rng.choice(TEMPLATES), rng)[0]) + "\n")
 
-    words = sorted(set(FIRST + LAST_IN_VOCAB + CITIES + ORGS + FILLER + ["corp"]))
+    write_classification(rng)
+
+    words = sorted(set(FIRST + LAST_IN_VOCAB + CITIES + ORGS + FILLER + ["corp"] + [w for ws in TOPICS.values() for w in ws]))
     pieces = sorted({c for w in LAST_SPLIT for c in w})
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *pieces, *(f"##{c}" for c in pieces)]
     tok_dir = HERE / "tokenizer"

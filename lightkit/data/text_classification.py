@@ -1,0 +1,205 @@
+"""TextClassificationDataModule: labelled texts (or text pairs) from CSV, TSV, JSONL or class folders.
+
+Formats, chosen by the path:
+- `.csv`, `.tsv`: a header row naming the columns; `.jsonl` / `.json`: one object per line;
+- a folder: one sub-folder per label holding one `.txt` file per example (the layout of BBC News
+  and of many hand-made corpora), read in sorted order. Files that are not UTF-8 are decoded as
+  cp1252 (which also covers latin-1's printable range), since that is what such corpora hold.
+Label names come from the training data (sorted) unless `labels` is given; an unknown label in
+another split is an error naming the file and its row.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from transformers import DataCollatorWithPadding
+
+from lightkit.data.base import BaseDataModule
+from lightkit.data.splits import holdout_split
+from lightkit.errors import InputError
+from lightkit.resources import resolve_path
+
+Rows = list[dict[str, Any]]  # each row keeps its 1-based `_line` (or `_file`) for error messages
+
+
+def read_folder(path: Path, text_column: str, label_column: str) -> Rows:
+    rows = []
+    for label_dir in sorted(p for p in path.iterdir() if p.is_dir()):
+        for file in sorted(label_dir.glob("*.txt")):
+            raw = file.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("cp1252", errors="replace")
+            rows.append({text_column: text.strip(), label_column: label_dir.name, "_where": str(file)})
+    if not rows:
+        raise InputError(f"{path}: no <label>/<name>.txt files in this folder")
+    return rows
+
+
+def read_table(path: Path) -> Rows:
+    """Rows of a CSV/TSV (header first) or JSONL file, each tagged with its file:line."""
+    rows = []
+    if path.suffix in (".jsonl", ".json"):
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{path}:{number}: not a JSON object ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise InputError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+                rows.append({**row, "_where": f"{path}:{number}"})
+    elif path.suffix in (".csv", ".tsv"):
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+            for row in reader:
+                rows.append({**row, "_where": f"{path}:{reader.line_num}"})
+    else:
+        raise InputError(f"{path}: unsupported format {path.suffix!r}; use .csv, .tsv, .jsonl or a folder of class folders")
+    return rows
+
+
+class TextClassificationDataModule(BaseDataModule):
+    """Sequence classification data.
+
+    Args:
+        train_file: training data (see the module docstring for formats); `pkg://` paths read
+            files or folders shipped in installed packages.
+        val_file: validation data. If neither val_file nor test_file is given, both are carved
+            from train_file (`holdout`, `split_seed`), stratified by label.
+        test_file: test data (see val_file).
+        predict_file: texts to classify: the same formats, or a `.txt` file with one text per line.
+        text_column: column holding the text.
+        text_pair_column: column holding the second text of a pair (NLI, paraphrase), if any.
+        label_column: column holding the label name.
+        labels: label names, overriding those read from train_file; needed to predict without it.
+        holdout: (validation, test) fractions when splitting train_file.
+        split_seed: seed of that split.
+        **kwargs: tokenizer, batch sizes, max_length, ... (see BaseDataModule).
+    """
+
+    def __init__(
+        self,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        text_column: str = "text",
+        text_pair_column: str | None = None,
+        label_column: str = "label",
+        labels: list[str] | None = None,
+        holdout: tuple[float, float] = (0.1, 0.1),
+        split_seed: int = 13,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.files = {
+            split: resolve_path(f, what=f"{split}_file") if f else None
+            for split, f in (("train", train_file), ("validation", val_file), ("test", test_file), ("predict", predict_file))
+        }
+        self._rows: dict[str, Rows] | None = None
+        if labels is not None:
+            self.label_names = list(labels)
+        elif train_file is not None:
+            self.label_names = sorted({str(r[label_column]) for r in self._splits()["train"]})
+        else:
+            raise InputError("TextClassificationDataModule: give `train_file` or `labels` (label names)")
+        self.label2id = {name: i for i, name in enumerate(self.label_names)}
+
+    # -- reading -------------------------------------------------------------------------------
+    def _read(self, split: str) -> Rows:
+        path = self.files[split]
+        if path is None:
+            return []
+        if path.is_dir():
+            return read_folder(path, self.hparams.text_column, self.hparams.label_column)
+        if split == "predict" and path.suffix == ".txt":
+            lines = path.read_text(encoding="utf-8").splitlines()
+            return [{self.hparams.text_column: t, "_where": f"{path}:{i}"} for i, t in enumerate(lines, 1) if t.strip()]
+        return read_table(path)
+
+    def _splits(self) -> dict[str, Rows]:
+        if self._rows is None:
+            if self.files["train"] and not (self.files["validation"] or self.files["test"]):
+                rows = self._read("train")
+                parts = holdout_split(rows, self.hparams.holdout, self.hparams.split_seed, key=lambda r: str(r[self.hparams.label_column]))
+            else:
+                parts = self._read("train"), self._read("validation"), self._read("test")
+            self._rows = dict(zip(("train", "validation", "test"), parts))
+        return self._rows
+
+    def _columns(self, split: str, labelled: bool) -> list[str]:
+        cols = [self.hparams.text_column]
+        if self.hparams.text_pair_column:
+            cols.append(self.hparams.text_pair_column)
+        return cols + [self.hparams.label_column] if labelled else cols
+
+    def _check(self, split: str, rows: Rows) -> None:
+        where = self.files[split] or self.files["train"]
+        if not rows:
+            raise InputError(f"{where}: the {split} split has no examples")
+        labelled = split != "predict"
+        for row in rows:
+            missing = [c for c in self._columns(split, labelled) if row.get(c) in (None, "")]
+            if missing:
+                present = sorted(k for k in row if not k.startswith("_"))
+                raise InputError(f"{row['_where']}: missing or empty column(s) {missing}; the row has {present}")
+            if labelled and str(row[self.hparams.label_column]) not in self.label2id:
+                raise InputError(
+                    f"{row['_where']}: label {row[self.hparams.label_column]!r} is not among the "
+                    f"{len(self.label_names)} labels ({', '.join(self.label_names)})"
+                )
+
+    # -- tokenising ----------------------------------------------------------------------------
+    def _encode(self, batch: dict[str, list]) -> dict[str, list]:
+        text, pair = self.hparams.text_column, self.hparams.text_pair_column
+        enc = self.tokenizer(
+            batch[text], batch[pair] if pair else None, truncation=True, max_length=self.hparams.max_length
+        )
+        out = {k: list(v) for k, v in enc.items()}
+        if "label" in batch:
+            out["labels"] = [self.label2id[str(x)] for x in batch["label"]]
+        else:  # predict: keep the text for the output file
+            out["text"] = batch[text]
+        return out
+
+    def _dataset(self, split: str) -> Dataset:
+        rows = self._splits()[split] if split != "predict" else self._read("predict")
+        self._check(split, rows)
+        data = {c: [str(r[c]) for r in rows] for c in self._columns(split, labelled=False)}
+        if split != "predict":
+            data["label"] = [str(r[self.hparams.label_column]) for r in rows]
+        key = {
+            "split": split,
+            "data": hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(),
+            "labels": self.label_names,
+            "max_length": self.hparams.max_length,
+            "holdout": None if self.files[split] else [self.hparams.holdout, self.hparams.split_seed],
+        }
+        return self.tokenize_cached(Dataset.from_dict(data), self._encode, key)
+
+    def setup(self, stage: str) -> None:
+        wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["predict"]}[stage]
+        for split in wanted:
+            if split not in self.datasets:
+                if split != "predict" and not (self.files[split] or self.files["train"]):
+                    raise InputError(f"TextClassificationDataModule: set `{split}_file` (or train_file) for {stage}")
+                if split == "predict" and not self.files["predict"]:
+                    raise InputError("TextClassificationDataModule: set `predict_file` (--data.predict_file) to predict")
+                self.datasets[split] = self._dataset(split)
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        texts = [f.pop("text") for f in features] if "text" in features[0] else None
+        batch = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")(features)
+        if texts is not None:
+            batch["text"] = texts
+        return batch

@@ -1,0 +1,63 @@
+"""CoNLLDataModule: cached tokenisation, held-out splits, dynamic padding and truncation accounting."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lightkit.data import CoNLLDataModule
+from lightkit.data.conll import read_conll
+from lightkit.data.token_classification import IGNORE, NO_WORD
+
+from conftest import DATA
+
+NER = DATA / "ner"
+
+
+def datamodule(tmp_path: Path, **kwargs) -> CoNLLDataModule:  # noqa: ANN003
+    args = dict(tokenizer=str(DATA / "tokenizer"), train_file=str(NER / "train.conll"), val_file=str(NER / "val.conll"), test_file=str(NER / "test.conll"), cache_dir=str(tmp_path), batch_size=4)
+    return CoNLLDataModule(**{**args, **kwargs})
+
+
+def test_tokenisation_is_cached_on_disk_and_reused(tmp_path: Path) -> None:
+    datamodule(tmp_path).setup("fit")
+    cached = sorted((tmp_path / "datasets").glob("*.arrow"))
+    assert len(cached) == 2  # train and validation
+    stamps = [os.stat(p).st_mtime_ns for p in cached]
+    datamodule(tmp_path).setup("fit")  # same files and settings: read back, not rewritten
+    assert sorted((tmp_path / "datasets").glob("*.arrow")) == cached
+    assert [os.stat(p).st_mtime_ns for p in cached] == stamps
+    datamodule(tmp_path, max_length=16).setup("fit")  # a setting changes the key
+    assert len(list((tmp_path / "datasets").glob("*.arrow"))) == 4
+
+
+def test_batches_are_padded_to_their_longest_sequence(tmp_path: Path) -> None:
+    dm = datamodule(tmp_path)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    lengths = batch["attention_mask"].sum(1)
+    assert batch["input_ids"].shape[1] == lengths.max()  # dynamic, not max_length
+    pad = batch["attention_mask"] == 0
+    assert (batch["labels"][pad] == IGNORE).all() and (batch["word_ids"][pad] == NO_WORD).all()
+    assert len(batch["tokens"]) == len(batch["word_labels"]) == 4
+
+
+def test_single_file_is_split_by_sentence_with_a_fixed_seed(tmp_path: Path) -> None:
+    dm = datamodule(tmp_path, val_file=None, test_file=None, holdout=(0.25, 0.25), split_seed=3)
+    parts = dm._splits()
+    sizes = {k: len(v) for k, v in parts.items()}
+    assert sizes == {"train": 32, "validation": 16, "test": 16}
+    all_lines = sorted(s.line for p in parts.values() for s in p)
+    assert all_lines == [s.line for s in read_conll(NER / "train.conll")]  # each sentence exactly once
+    again = datamodule(tmp_path, val_file=None, test_file=None, holdout=(0.25, 0.25), split_seed=3)._splits()
+    assert [s.line for s in again["test"]] == [s.line for s in parts["test"]]
+
+
+def test_predict_needs_labels_or_train_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="give `train_file` or `labels`"):
+        datamodule(tmp_path, train_file=None, val_file=None, test_file=None)
+    dm = datamodule(tmp_path, train_file=None, val_file=None, test_file=None, labels=["O", "B-PER", "I-PER"], predict_file=str(NER / "predict.txt"))
+    dm.setup("predict")
+    assert "labels" not in next(iter(dm.predict_dataloader()))
