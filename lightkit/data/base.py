@@ -52,6 +52,10 @@ class BaseDataModule(L.LightningDataModule):
             `~/.cache/lightkit`. Entries are keyed by file content, tokenizer and settings.
     """
 
+    # What the CLI links into the task; DataModules that know them override these.
+    label_names: list[str] | None = None
+    prompt_template: str | None = None
+
     def __init__(
         self,
         tokenizer: str,
@@ -76,6 +80,7 @@ class BaseDataModule(L.LightningDataModule):
         dataset: Dataset,
         fn: Callable[[dict[str, list]], dict[str, list]],
         key: dict[str, Any],
+        **map_kwargs: Any,
     ) -> Dataset:
         """`dataset.map(fn, batched=True)`, cached on disk under a key of everything it depends on.
 
@@ -94,6 +99,7 @@ class BaseDataModule(L.LightningDataModule):
             load_from_cache_file=True,
             new_fingerprint=digest,
             desc=f"tokenising {key.get('split', '')}".strip(),
+            **map_kwargs,
         )
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:

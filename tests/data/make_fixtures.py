@@ -87,6 +87,22 @@ def write_classification(rng: random.Random) -> None:
     (cls / "predict.txt").write_text("".join(text + "\n" for text, _ in rows(4)))
 
 
+def write_lm(rng: random.Random) -> None:
+    """A tiny corpus (documents separated by blank lines), instruction pairs and prompts."""
+    lm = HERE / "lm"
+    lm.mkdir(exist_ok=True)
+    docs = [" ".join(" ".join(fill(rng.choice(TEMPLATES), rng)[0]) for _ in range(rng.randint(1, 3))) for _ in range(40)]
+    (lm / "corpus.txt").write_text("\n\n".join(docs) + "\n")
+    import json
+
+    with (lm / "instruct.jsonl").open("w") as f:
+        for _ in range(40):
+            city = rng.choice(CITIES)
+            name = rng.choice(FIRST)
+            f.write(json.dumps({"prompt": f"where did {name} go ?", "response": city, "name": name}) + "\n")
+    (lm / "prompts.txt").write_text("yesterday alice\nwe met\n")
+
+
 def main() -> None:
     rng = random.Random(0)
     ner = HERE / "ner"
@@ -98,6 +114,7 @@ def main() -> None:
             f.write(" ".join(fill(rng.choice(TEMPLATES), rng)[0]) + "\n")
 
     write_classification(rng)
+    write_lm(rng)
 
     words = sorted(set(FIRST + LAST_IN_VOCAB + CITIES + ORGS + FILLER + ["corp"] + [w for ws in TOPICS.values() for w in ws]))
     pieces = sorted({c for w in LAST_SPLIT for c in w})

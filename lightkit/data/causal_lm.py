@@ -1,0 +1,214 @@
+"""Causal LM data: packed raw text for pretraining, prompt/response pairs for instruction tuning.
+
+Labels are the input ids (the model shifts them), with -100 on padding. transformers'
+`DataCollatorForLanguageModeling(mlm=False)` is not used because it sets -100 on every token equal
+to `pad_token_id`, which for tokenizers with pad == eos (Llama, SmolLM2) would also erase every
+EOS label and the model would never learn to stop; padding is found from the attention mask.
+
+Prompts for `lightkit predict` are formatted with the DataModule's `prompt_template` (linked into
+the task and saved with the model), so generation sees prompts exactly as training did.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+
+from lightkit.data.base import BaseDataModule
+from lightkit.data.language_modeling import PackedTextDataModule, hash_texts, read_documents
+from lightkit.errors import InputError
+from lightkit.resources import resolve_path
+
+
+def train_bpe_tokenizer(texts: list[str], vocab_size: int, out_dir: str | Path) -> None:
+    """Train a byte-level BPE tokenizer (GPT-2 style) on `texts` and save it as a HF fast tokenizer."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|pad|>"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=specials)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, eos_token=specials[0], bos_token=specials[0], pad_token=specials[1]
+    )
+    tokenizer.save_pretrained(out_dir)
+
+
+def format_prompt(template: str, row: dict[str, Any], where: str) -> str:
+    try:
+        return template.format(**row)
+    except KeyError as e:
+        raise InputError(f"{where}: prompt_template needs field {e.args[0]!r}; the row has {sorted(row)}") from None
+
+
+class PromptsMixin:
+    """`predict` input for causal LMs: prompts formatted with `prompt_template`, left-padded."""
+
+    prompt_template: str
+
+    def prompt_dataset(self) -> Dataset:
+        path: Path = self.files["predict"]
+        if path is None:
+            raise InputError(f"{type(self).__name__}: set `predict_file` (--data.predict_file) to predict")
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            row = json.loads(line) if path.suffix == ".jsonl" else {"prompt": line}
+            rows.append(format_prompt(self.prompt_template, row, f"{path}:{number}"))
+        if not rows:
+            raise InputError(f"{path}: no prompts")
+        return Dataset.from_dict({"prompt": rows})
+
+    def collate_prompts(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        # Left padding: generation appends to the right end of every row.
+        self.tokenizer.padding_side = "left"
+        batch = self.tokenizer([f["prompt"] for f in features], return_tensors="pt", padding=True, add_special_tokens=False)
+        self.tokenizer.padding_side = "right"
+        return {**batch, "prompt": [f["prompt"] for f in features]}
+
+
+def lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    labels = input_ids.clone()
+    labels[attention_mask == 0] = -100
+    return labels
+
+
+class CausalLMDataModule(PromptsMixin, PackedTextDataModule):
+    """Packed text for causal LM pretraining (see the module docstring).
+
+    Args:
+        train_tokenizer_vocab: if set and the `tokenizer` folder does not exist yet, train a
+            byte-level BPE tokenizer of this vocabulary size on train_file and save it there
+            (it is then saved next to the model at the end of fit).
+        prompt_template: how `predict` formats each prompt (`{prompt}` for a .txt line, or
+            fields of a .jsonl row).
+        **kwargs: files, block_size, tokenizer, ... (see PackedTextDataModule).
+    """
+
+    def __init__(self, train_tokenizer_vocab: int | None = None, prompt_template: str = "{prompt}", **kwargs: Any) -> None:
+        tokenizer = kwargs.get("tokenizer")
+        if train_tokenizer_vocab and tokenizer and not Path(tokenizer).exists():
+            if not kwargs.get("train_file"):
+                raise InputError("train_tokenizer_vocab needs train_file to learn the tokenizer from")
+            docs = read_documents(resolve_path(kwargs["train_file"], what="train_file"), kwargs.get("text_column", "text"))
+            train_bpe_tokenizer(docs, train_tokenizer_vocab, tokenizer)
+            print(f"lightkit: trained a byte-level BPE tokenizer ({train_tokenizer_vocab} tokens) into {tokenizer}")
+        super().__init__(**kwargs)
+        self.prompt_template = prompt_template
+        if self.tokenizer.eos_token_id is None:
+            raise InputError(f"tokenizer '{self.tokenizer_name}' has no EOS token; causal LM packing needs one")
+
+    @property
+    def separator_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        if "prompt" in features[0]:
+            return self.collate_prompts(features)
+        padded = self.pad_blocks(features)
+        return {
+            "input_ids": padded["input_ids"],
+            "attention_mask": padded["attention_mask"],
+            "labels": lm_labels(padded["input_ids"], padded["attention_mask"]),
+        }
+
+
+class InstructionDataModule(PromptsMixin, BaseDataModule):
+    """Prompt/response pairs (JSONL) for instruction tuning; loss only on response tokens.
+
+    Each row is formatted as `prompt_template.format(**row)` followed by `row[response_field]` and
+    EOS; prompt tokens get label -100, so the model learns to answer, not to echo questions.
+
+    Args:
+        train_file: JSONL rows with the template's fields and the response field.
+        val_file: validation JSONL; if absent, carved from train_file (`holdout`, `split_seed`).
+        test_file: test JSONL (see val_file).
+        predict_file: prompts: .txt (one `{prompt}` per line) or .jsonl rows with the template fields.
+        prompt_template: e.g. `"### Instruction:\\n{prompt}\\n### Response:\\n"`; saved with the model.
+        response_field: the field holding the answer.
+        holdout: (validation, test) fractions when splitting train_file.
+        split_seed: seed of that split.
+        **kwargs: tokenizer, batch sizes, max_length (prompt + response are cut to it).
+    """
+
+    def __init__(
+        self,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        prompt_template: str = "{prompt}",
+        response_field: str = "response",
+        holdout: tuple[float, float] = (0.1, 0.0),
+        split_seed: int = 13,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prompt_template = prompt_template
+        self.files = {
+            split: resolve_path(f, what=f"{split}_file") if f else None
+            for split, f in (("train", train_file), ("validation", val_file), ("test", test_file), ("predict", predict_file))
+        }
+
+    def _rows(self, split: str) -> list[dict[str, Any]]:
+        own = self.files[split]
+        path = own or self.files["train"]
+        if path is None:
+            raise InputError(f"InstructionDataModule: set `{split}_file` (or train_file)")
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{path}:{number}: not a JSON object ({e.msg})") from None
+                if self.hparams.response_field not in row:
+                    raise InputError(f"{path}:{number}: missing field {self.hparams.response_field!r}; the row has {sorted(row)}")
+                prompt = format_prompt(self.prompt_template, row, f"{path}:{number}")
+                rows.append({"prompt": prompt, "response": str(row[self.hparams.response_field])})
+        if own is None and not (self.files["validation"] or self.files["test"]):
+            from lightkit.data.splits import holdout_split
+
+            rows = dict(zip(("train", "validation", "test"), holdout_split(rows, self.hparams.holdout, self.hparams.split_seed)))[split]
+        if not rows:
+            raise InputError(f"{path}: the {split} split has no rows")
+        return rows
+
+    def _encode(self, batch: dict[str, list]) -> dict[str, list]:
+        prompts = self.tokenizer(batch["prompt"], add_special_tokens=False)["input_ids"]
+        responses = self.tokenizer(batch["response"], add_special_tokens=False)["input_ids"]
+        out: dict[str, list] = {"input_ids": [], "labels": []}
+        for p, r in zip(prompts, responses):
+            r = r + [self.tokenizer.eos_token_id]
+            ids = (p + r)[: self.hparams.max_length]
+            out["input_ids"].append(ids)
+            out["labels"].append(([-100] * len(p) + r)[: self.hparams.max_length])
+        return out
+
+    def setup(self, stage: str) -> None:
+        wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["predict"]}[stage]
+        for split in wanted:
+            if split in self.datasets:
+                continue
+            if split == "predict":
+                self.datasets[split] = self.prompt_dataset()
+                continue
+            rows = self._rows(split)
+            data = {"prompt": [r["prompt"] for r in rows], "response": [r["response"] for r in rows]}
+            key = {"split": split, "data": hash_texts(data["prompt"] + data["response"]), "max_length": self.hparams.max_length}
+            self.datasets[split] = self.tokenize_cached(Dataset.from_dict(data), self._encode, key)
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        if "prompt" in features[0]:
+            return self.collate_prompts(features)
+        length = max(len(f["input_ids"]) for f in features)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        ids = torch.tensor([f["input_ids"] + [pad] * (length - len(f["input_ids"])) for f in features])
+        mask = torch.tensor([[1] * len(f["input_ids"]) + [0] * (length - len(f["input_ids"])) for f in features])
+        labels = torch.tensor([f["labels"] + [-100] * (length - len(f["labels"])) for f in features])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -1,0 +1,95 @@
+"""Causal language modelling: pretraining, instruction tuning and generation.
+
+    lightkit fit --config configs/clm.yaml
+    lightkit predict --config configs/clm.yaml --ckpt_path ... --data.predict_file prompts.txt
+
+Batches come from `CausalLMDataModule` (packed text) or `InstructionDataModule` (prompt/response,
+loss on the response only). Logged per stage: loss, next-token accuracy and perplexity. `predict`
+generates a continuation for each prompt (greedy, or sampling with temperature / top-k / top-p)
+and writes one JSON line per prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchmetrics import MetricCollection
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from lightkit.lm_metrics import TokenMetrics
+from lightkit.task import BaseTask, StepOutput
+
+
+class CausalLMTask(BaseTask):
+    """A decoder (e.g. a small Llama from `model_config`, or a pretrained folder) trained on next tokens.
+
+    Args:
+        prompt_template: how prompts are formatted; linked from the DataModule and saved with the
+            model (`lightkit.json`) so generation formats prompts as training did.
+        max_new_tokens: tokens generated per prompt by `predict`.
+        do_sample: sample instead of greedy decoding.
+        temperature: sampling temperature.
+        top_k: sample among the k most likely tokens (0: no limit).
+        top_p: nucleus sampling threshold (1.0: no limit).
+        **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
+    """
+
+    def __init__(
+        self,
+        prompt_template: str | None = None,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+
+    def build_model(self) -> PreTrainedModel:
+        extra = {}
+        if self.tokenizer is not None and self.hparams.model_config is not None:
+            extra = {"bos_token_id": self.tokenizer.bos_token_id, "eos_token_id": self.tokenizer.eos_token_id}
+        return self.from_pretrained_or_config(AutoModelForCausalLM, **extra)
+
+    def configure_metrics(self) -> MetricCollection:
+        return MetricCollection({"tokens": TokenMetrics()})
+
+    def step(self, batch: dict[str, Any]) -> StepOutput:
+        out = self.model(**self.model_inputs(batch), labels=batch["labels"])  # logits (B, T, V)
+        target = batch["labels"][:, 1:]  # the model predicts token t+1 at position t
+        labelled = target != -100
+        preds = out.logits.detach()[:, :-1][labelled].argmax(-1)
+        return StepOutput(out.loss, preds, target[labelled], {"nll_sum": out.loss.detach() * labelled.sum()})
+
+    def save_extras(self, directory: Path) -> None:
+        (directory / "lightkit.json").write_text(json.dumps({"prompt_template": self.hparams.prompt_template or "{prompt}"}, indent=2) + "\n")
+
+    # -- generation ----------------------------------------------------------------------------
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """New token ids (B, <= max_new_tokens) after left-padded prompts."""
+        h = self.hparams
+        sampling = {"temperature": h.temperature, "top_k": h.top_k or None, "top_p": h.top_p} if h.do_sample else {}
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=h.max_new_tokens,
+            do_sample=h.do_sample,
+            pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            **sampling,
+        )
+        return out[:, input_ids.size(1) :]
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, str]]:
+        new = self.generate(batch["input_ids"], batch["attention_mask"])
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [{"prompt": p, "completion": c} for p, c in zip(batch["prompt"], texts)]
+
+    def prediction_lines(self, prediction: list[dict[str, str]]) -> Iterable[str]:
+        for row in prediction:
+            yield json.dumps(row, ensure_ascii=False) + "\n"
