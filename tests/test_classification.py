@@ -111,3 +111,16 @@ def test_class_folders_and_a_stratified_holdout(tmp_path: Path) -> None:
     assert [sum(r["label"] == "b" for r in splits[s]) for s in ("train", "validation", "test")] == [16, 2, 2]
     texts = [r["text"] for s in splits.values() for r in s]
     assert "café goal" in texts  # a cp1252 byte decoded, not a crash
+
+
+def test_text_pairs_are_encoded_as_pairs(tmp_path: Path) -> None:
+    rows = '{"a": "goal match", "b": "vote law", "label": "no"}\n{"a": "chip", "b": "phone", "label": "yes"}\n'
+    (tmp_path / "pairs.jsonl").write_text(rows)
+    dm = TextClassificationDataModule(
+        tokenizer=str(DATA / "tokenizer"), train_file=str(tmp_path / "pairs.jsonl"), val_file=str(tmp_path / "pairs.jsonl"),
+        text_column="a", text_pair_column="b", cache_dir=str(tmp_path / "cache"),
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["token_type_ids"].max() == 1  # the second text is segment B
+    assert sorted(batch["labels"].tolist()) == [0, 1]

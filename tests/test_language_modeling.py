@@ -153,3 +153,15 @@ def test_tiny_clm_overfits_trains_its_tokenizer_and_generates_deterministically(
     assert outs[0] == outs[1]  # greedy decoding is deterministic
     assert [r["prompt"] for r in outs[0]] == ["yesterday alice", "we met"]
     assert all(r["completion"].strip() for r in outs[0])
+
+
+def test_instruction_tuning_saves_the_template_and_predict_reuses_it(bpe: Path, tmp_path: Path) -> None:
+    common = ["--config", str(ROOT / "tests/conf/instruct.yaml"), "--trainer.default_root_dir", str(tmp_path), "--data.tokenizer", str(bpe)]
+    main(["fit", *common, "--trainer.enable_checkpointing", "true"])
+    assert json.loads((tmp_path / "hf_model" / "lightkit.json").read_text()) == {"prompt_template": "Q: {prompt}\nA: "}
+    (ckpt,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    out = tmp_path / "answers.jsonl"
+    main(["predict", *common, "--ckpt_path", str(ckpt), "--prediction_writer.output", str(out), "--model.do_sample", "true", "--model.top_k", "5", "--model.temperature", "0.7"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["Q: yesterday alice\nA: ", "Q: we met\nA: "]
+    assert all(isinstance(r["completion"], str) for r in rows)
