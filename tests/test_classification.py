@@ -105,7 +105,7 @@ def test_class_folders_and_a_stratified_holdout(tmp_path: Path) -> None:
         for i in range(n):
             (tmp_path / "corpus" / label / f"{i:03}.txt").write_bytes(b"caf\xe9 goal" if i == 0 else b"goal match")
     dm = TextClassificationDataModule(tokenizer=str(DATA / "tokenizer"), train_file=str(tmp_path / "corpus"), cache_dir=str(tmp_path / "cache"))
-    splits = dm._splits()
+    splits = dm.rows()
     assert dm.label_names == ["a", "b"]
     assert [sum(r["label"] == "a" for r in splits[s]) for s in ("train", "validation", "test")] == [8, 1, 1]
     assert [sum(r["label"] == "b" for r in splits[s]) for s in ("train", "validation", "test")] == [16, 2, 2]

@@ -46,12 +46,12 @@ def test_batches_are_padded_to_their_longest_sequence(tmp_path: Path) -> None:
 
 def test_single_file_is_split_by_sentence_with_a_fixed_seed(tmp_path: Path) -> None:
     dm = datamodule(tmp_path, val_file=None, test_file=None, holdout=(0.25, 0.25), split_seed=3)
-    parts = dm._splits()
+    parts = dm.sentences()
     sizes = {k: len(v) for k, v in parts.items()}
     assert sizes == {"train": 32, "validation": 16, "test": 16}
     all_lines = sorted(s.line for p in parts.values() for s in p)
     assert all_lines == [s.line for s in read_conll(NER / "train.conll")]  # each sentence exactly once
-    again = datamodule(tmp_path, val_file=None, test_file=None, holdout=(0.25, 0.25), split_seed=3)._splits()
+    again = datamodule(tmp_path, val_file=None, test_file=None, holdout=(0.25, 0.25), split_seed=3).sentences()
     assert [s.line for s in again["test"]] == [s.line for s in parts["test"]]
 
 

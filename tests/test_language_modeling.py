@@ -22,7 +22,7 @@ CORPUS = DATA / "lm" / "corpus.txt"
 def mlm_dm(tmp_path: Path, **kwargs) -> MaskedLMDataModule:  # noqa: ANN003
     args = dict(tokenizer=str(DATA / "tokenizer"), train_file=str(CORPUS), cache_dir=str(tmp_path), block_size=64, batch_size=64, holdout=(0.0, 0.0))
     dm = MaskedLMDataModule(**{**args, **kwargs})
-    dm.datasets["train"] = dm._dataset("train")  # holdout 0: the whole corpus is "train"
+    dm.datasets["train"] = dm.build_split("train")  # holdout 0: the whole corpus is "train"
     return dm
 
 
@@ -121,7 +121,7 @@ def bpe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_instruction_labels_cover_only_the_response(bpe: Path, tmp_path: Path) -> None:
     dm = InstructionDataModule(tokenizer=str(bpe), train_file=str(DATA / "lm" / "instruct.jsonl"), prompt_template="Q: {prompt}\nA: ", holdout=(0.0, 0.0), cache_dir=str(tmp_path))
-    rows = dm._rows("train")
+    rows = dm.splits(dm._read)["train"]
     encoded = dm._encode({"prompt": [r["prompt"] for r in rows[:4]], "response": [r["response"] for r in rows[:4]]})
     batch = dm.collate([{"input_ids": i, "labels": lab} for i, lab in zip(encoded["input_ids"], encoded["labels"])])
     for i, r in enumerate(rows[:4]):

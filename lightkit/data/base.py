@@ -1,7 +1,8 @@
-"""BaseDataModule: tokenizer, cached tokenisation and loaders shared by every lightkit task.
+"""BaseDataModule: files, splits, tokenizer, cached tokenisation and loaders for every lightkit task.
 
-A subclass reads its files into `datasets.Dataset` objects in `setup()` and tokenises them with
-`self.tokenize_cached(...)`; this class turns `self.datasets` into loaders with its `collate`.
+A subclass builds one split's `datasets.Dataset` in `build_split(split)` (reading through
+`self.splits(read)`, tokenising with `self.tokenize_cached(...)`) and batches it in `collate`;
+this class resolves the files, carves held-out splits, runs `setup` and makes the loaders.
 What the task must know about the data (label names, the tokenizer) is exposed as attributes the
 CLI links into the task, so a config never states it twice.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,11 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from lightkit import __version__
+from lightkit.data.splits import holdout_split
 from lightkit.errors import InputError
-from lightkit.resources import load_tokenizer
+from lightkit.resources import load_tokenizer, resolve_path
+
+SPLITS_OF_STAGE = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
 
 
 def default_cache_dir() -> Path:
@@ -43,6 +47,14 @@ class BaseDataModule(L.LightningDataModule):
     Args:
         tokenizer: tokenizer folder, or a packaged model name such as
             `sentence-transformers/all-MiniLM-L6-v2` (a fast tokenizer is required).
+        train_file: training data; `pkg://module/path` reads a file shipped in an installed
+            package. The format is the subclass's.
+        val_file: validation data. If neither val_file nor test_file is given, both are carved
+            from train_file with `holdout` and `split_seed`.
+        test_file: test data (see val_file).
+        predict_file: input of `lightkit predict`.
+        holdout: (validation, test) fractions carved from train_file when needed.
+        split_seed: seed of that split, fixed so every run sees the same held-out examples.
         batch_size: training batch size.
         eval_batch_size: batch size for validation, test and predict; default `batch_size`.
         max_length: longest tokenised sequence; longer input is truncated (how a task accounts
@@ -59,6 +71,12 @@ class BaseDataModule(L.LightningDataModule):
     def __init__(
         self,
         tokenizer: str,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        holdout: tuple[float, float] = (0.1, 0.1),
+        split_seed: int = 13,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         max_length: int = 128,
@@ -73,7 +91,53 @@ class BaseDataModule(L.LightningDataModule):
         # tokenizer's JSON, which would change the cache key between the first call and later ones.
         self._tokenizer_digest = hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.files: dict[str, Path | None] = {
+            split: resolve_path(f, what=f"{arg}") if f else None
+            for split, arg, f in (
+                ("train", "train_file", train_file),
+                ("validation", "val_file", val_file),
+                ("test", "test_file", test_file),
+                ("predict", "predict_file", predict_file),
+            )
+        }
         self.datasets: dict[str, Dataset] = {}
+        self._splits: dict[str, list] | None = None
+
+    # -- files and splits ----------------------------------------------------------------------
+    @property
+    def carved(self) -> bool:
+        """Whether validation and test are carved from train_file."""
+        return self.files["train"] is not None and not (self.files["validation"] or self.files["test"])
+
+    def source(self, split: str) -> Path:
+        """The file a split is read from (train_file for carved splits); a clear error if none."""
+        path = self.files[split] or (self.files["train"] if split != "predict" else None)
+        if path is None:
+            arg = {"validation": "val_file"}.get(split, f"{split}_file")
+            raise InputError(f"{type(self).__name__}: set `{arg}` (--data.{arg}) to use the {split} split")
+        return path
+
+    def splits(self, read: Callable[[Path], list], key: Callable[[Any], Hashable] | None = None) -> dict[str, list]:
+        """Items of train/validation/test, read once with `read(path)`; carved when needed.
+
+        `key` stratifies the carving (e.g. by label) so rare classes reach every split.
+        """
+        if self._splits is None:
+            if self.carved:
+                parts = holdout_split(read(self.files["train"]), self.hparams.holdout, self.hparams.split_seed, key)
+            else:
+                parts = tuple(read(self.files[s]) if self.files[s] else [] for s in ("train", "validation", "test"))
+            self._splits = dict(zip(("train", "validation", "test"), parts))
+        return self._splits
+
+    def setup(self, stage: str) -> None:
+        for split in SPLITS_OF_STAGE[stage]:
+            if split not in self.datasets:
+                self.source(split)  # fail early, naming the missing file argument
+                self.datasets[split] = self.build_split(split)
+
+    def build_split(self, split: str) -> Dataset:
+        raise NotImplementedError
 
     def tokenize_cached(
         self,
@@ -106,8 +170,6 @@ class BaseDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if split not in self.datasets:
-            raise InputError(f"{type(self).__name__}: no {split} data configured")
         batch_size = self.hparams.batch_size if shuffle else self.eval_batch_size
         return DataLoader(
             self.datasets[split],

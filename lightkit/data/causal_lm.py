@@ -51,9 +51,7 @@ class PromptsMixin:
     prompt_template: str
 
     def prompt_dataset(self) -> Dataset:
-        path: Path = self.files["predict"]
-        if path is None:
-            raise InputError(f"{type(self).__name__}: set `predict_file` (--data.predict_file) to predict")
+        path: Path = self.source("predict")
         rows = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
@@ -124,59 +122,38 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
     Each row is formatted as `prompt_template.format(**row)` followed by `row[response_field]` and
     EOS; prompt tokens get label -100, so the model learns to answer, not to echo questions.
 
+    Files (see BaseDataModule): JSONL rows with the template's fields and the response field;
+    `predict_file` holds prompts: .txt (one `{prompt}` per line) or .jsonl rows with the fields.
+
     Args:
-        train_file: JSONL rows with the template's fields and the response field.
-        val_file: validation JSONL; if absent, carved from train_file (`holdout`, `split_seed`).
-        test_file: test JSONL (see val_file).
-        predict_file: prompts: .txt (one `{prompt}` per line) or .jsonl rows with the template fields.
         prompt_template: e.g. `"### Instruction:\\n{prompt}\\n### Response:\\n"`; saved with the model.
         response_field: the field holding the answer.
-        holdout: (validation, test) fractions when splitting train_file.
-        split_seed: seed of that split.
-        **kwargs: tokenizer, batch sizes, max_length (prompt + response are cut to it).
+        **kwargs: tokenizer, files, holdout, batch sizes, max_length (prompt + response are cut
+            to it); see BaseDataModule.
     """
 
     def __init__(
         self,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        predict_file: str | None = None,
         prompt_template: str = "{prompt}",
         response_field: str = "response",
-        holdout: tuple[float, float] = (0.1, 0.0),
-        split_seed: int = 13,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.prompt_template = prompt_template
-        self.files = {
-            split: resolve_path(f, what=f"{split}_file") if f else None
-            for split, f in (("train", train_file), ("validation", val_file), ("test", test_file), ("predict", predict_file))
-        }
 
-    def _rows(self, split: str) -> list[dict[str, Any]]:
-        own = self.files[split]
-        path = own or self.files["train"]
-        if path is None:
-            raise InputError(f"InstructionDataModule: set `{split}_file` (or train_file)")
+    def _read(self, path: Path) -> list[dict[str, str]]:
         rows = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{path}:{number}: not a JSON object ({e.msg})") from None
-                if self.hparams.response_field not in row:
-                    raise InputError(f"{path}:{number}: missing field {self.hparams.response_field!r}; the row has {sorted(row)}")
-                prompt = format_prompt(self.prompt_template, row, f"{path}:{number}")
-                rows.append({"prompt": prompt, "response": str(row[self.hparams.response_field])})
-        if own is None and not (self.files["validation"] or self.files["test"]):
-            from lightkit.data.splits import holdout_split
-
-            rows = dict(zip(("train", "validation", "test"), holdout_split(rows, self.hparams.holdout, self.hparams.split_seed)))[split]
-        if not rows:
-            raise InputError(f"{path}: the {split} split has no rows")
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{number}: not a JSON object ({e.msg})") from None
+            if self.hparams.response_field not in row:
+                raise InputError(f"{path}:{number}: missing field {self.hparams.response_field!r}; the row has {sorted(row)}")
+            prompt = format_prompt(self.prompt_template, row, f"{path}:{number}")
+            rows.append({"prompt": prompt, "response": str(row[self.hparams.response_field])})
         return rows
 
     def _encode(self, batch: dict[str, list]) -> dict[str, list]:
@@ -190,18 +167,15 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
             out["labels"].append(([-100] * len(p) + r)[: self.hparams.max_length])
         return out
 
-    def setup(self, stage: str) -> None:
-        wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["predict"]}[stage]
-        for split in wanted:
-            if split in self.datasets:
-                continue
-            if split == "predict":
-                self.datasets[split] = self.prompt_dataset()
-                continue
-            rows = self._rows(split)
-            data = {"prompt": [r["prompt"] for r in rows], "response": [r["response"] for r in rows]}
-            key = {"split": split, "data": hash_texts(data["prompt"] + data["response"]), "max_length": self.hparams.max_length}
-            self.datasets[split] = self.tokenize_cached(Dataset.from_dict(data), self._encode, key)
+    def build_split(self, split: str) -> Dataset:
+        if split == "predict":
+            return self.prompt_dataset()
+        rows = self.splits(self._read)[split]
+        if not rows:
+            raise InputError(f"{self.source(split)}: the {split} split has no rows")
+        data = {"prompt": [r["prompt"] for r in rows], "response": [r["response"] for r in rows]}
+        key = {"split": split, "data": hash_texts(data["prompt"] + data["response"]), "max_length": self.hparams.max_length}
+        return self.tokenize_cached(Dataset.from_dict(data), self._encode, key)
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         if "prompt" in features[0]:

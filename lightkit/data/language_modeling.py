@@ -26,9 +26,7 @@ from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling
 
 from lightkit.data.base import BaseDataModule
-from lightkit.data.splits import holdout_split
 from lightkit.errors import InputError
-from lightkit.resources import resolve_path
 
 
 def read_documents(path: Path, text_column: str = "text") -> list[str]:
@@ -103,39 +101,24 @@ def synthetic_offsets(word_ids: Sequence[int]) -> list[tuple[int, int]]:
 class PackedTextDataModule(BaseDataModule):
     """Raw text packed into blocks; base of the masked and causal LM DataModules.
 
+    Files (see BaseDataModule): .txt, .jsonl or folders of text; carved splits are cut by
+    document. `predict_file` (causal LM) holds prompts: one per line in a .txt file, or rows
+    with the template's fields in a .jsonl file.
+
     Args:
-        train_file: text to train on (a .txt file, .jsonl file or folder; `pkg://` paths read
-            files shipped in installed packages). With no val_file/test_file, documents are split
-            with `holdout` and `split_seed`.
-        val_file: validation text.
-        test_file: test text.
-        predict_file: prompts for `predict` (causal LM): one per line in a .txt file, or a
-            `prompt` field per line in a .jsonl file.
         text_column: the text field of .jsonl files.
         block_size: tokens per block, special tokens included.
-        holdout: (validation, test) fractions of documents when splitting train_file.
-        split_seed: seed of that split.
-        **kwargs: tokenizer, batch sizes, ... (see BaseDataModule; max_length is not used).
+        **kwargs: tokenizer, files, holdout, batch sizes, ... (see BaseDataModule; max_length is
+            not used).
     """
 
     def __init__(
         self,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        predict_file: str | None = None,
         text_column: str = "text",
         block_size: int = 128,
-        holdout: tuple[float, float] = (0.05, 0.05),
-        split_seed: int = 13,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.files = {
-            split: resolve_path(f, what=f"{split}_file") if f else None
-            for split, f in (("train", train_file), ("validation", val_file), ("test", test_file), ("predict", predict_file))
-        }
-        self._docs: dict[str, list[str]] | None = None
 
     # -- what masked and causal LM differ in ---------------------------------------------------
     @property
@@ -151,16 +134,6 @@ class PackedTextDataModule(BaseDataModule):
         return 0
 
     # -- reading and packing -------------------------------------------------------------------
-    def _splits(self) -> dict[str, list[str]]:
-        if self._docs is None:
-            read = lambda s: read_documents(self.files[s], self.hparams.text_column) if self.files[s] else []  # noqa: E731
-            if self.files["train"] and not (self.files["validation"] or self.files["test"]):
-                parts = holdout_split(read("train"), self.hparams.holdout, self.hparams.split_seed)
-            else:
-                parts = read("train"), read("validation"), read("test")
-            self._docs = dict(zip(("train", "validation", "test"), parts))
-        return self._docs
-
     def _encode(self, batch: dict[str, list]) -> dict[str, list]:
         enc = self.tokenizer(batch["text"], add_special_tokens=False)
         word_ids = [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(batch["text"]))]
@@ -174,10 +147,12 @@ class PackedTextDataModule(BaseDataModule):
             out["word_ids"].append([-1] * (pad // 2 + pad % 2) + words + [-1] * (pad // 2))
         return out
 
-    def _dataset(self, split: str) -> Dataset:
-        docs = self._splits()[split]
+    def build_split(self, split: str) -> Dataset:
+        if split == "predict":
+            return self.prompt_dataset()
+        docs = self.splits(lambda path: read_documents(path, self.hparams.text_column))[split]
         if not docs:
-            raise InputError(f"{self.files[split] or self.files['train']}: the {split} split has no text")
+            raise InputError(f"{self.source(split)}: the {split} split has no text")
         key = {
             "split": split,
             "docs": [len(docs), hash_texts(docs)],
@@ -186,18 +161,6 @@ class PackedTextDataModule(BaseDataModule):
         }
         # One batched map over all documents: packing must see the whole stream.
         return self.tokenize_cached(Dataset.from_dict({"text": docs}), self._encode, key, batch_size=None)
-
-    def setup(self, stage: str) -> None:
-        wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["predict"]}[stage]
-        for split in wanted:
-            if split in self.datasets:
-                continue
-            if split == "predict":
-                self.datasets[split] = self.prompt_dataset()
-            else:
-                if not (self.files[split] or self.files["train"]):
-                    raise InputError(f"{type(self).__name__}: set `{split}_file` (or train_file) for {stage}")
-                self.datasets[split] = self._dataset(split)
 
     def prompt_dataset(self) -> Dataset:
         raise InputError(f"{type(self).__name__} does not support predict")

@@ -21,9 +21,7 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
 from lightkit.data.base import BaseDataModule
-from lightkit.data.splits import holdout_split
 from lightkit.errors import InputError
-from lightkit.resources import resolve_path
 
 Rows = list[dict[str, Any]]  # each row keeps its 1-based `_line` (or `_file`) for error messages
 
@@ -71,55 +69,36 @@ def read_table(path: Path) -> Rows:
 class TextClassificationDataModule(BaseDataModule):
     """Sequence classification data.
 
+    Files (see BaseDataModule) in the formats of the module docstring; carved splits are
+    stratified by label; `predict_file` may also be a `.txt` file with one text per line.
+
     Args:
-        train_file: training data (see the module docstring for formats); `pkg://` paths read
-            files or folders shipped in installed packages.
-        val_file: validation data. If neither val_file nor test_file is given, both are carved
-            from train_file (`holdout`, `split_seed`), stratified by label.
-        test_file: test data (see val_file).
-        predict_file: texts to classify: the same formats, or a `.txt` file with one text per line.
         text_column: column holding the text.
         text_pair_column: column holding the second text of a pair (NLI, paraphrase), if any.
         label_column: column holding the label name.
         labels: label names, overriding those read from train_file; needed to predict without it.
-        holdout: (validation, test) fractions when splitting train_file.
-        split_seed: seed of that split.
-        **kwargs: tokenizer, batch sizes, max_length, ... (see BaseDataModule).
+        **kwargs: tokenizer, files, holdout, batch sizes, max_length, ... (see BaseDataModule).
     """
 
     def __init__(
         self,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        predict_file: str | None = None,
         text_column: str = "text",
         text_pair_column: str | None = None,
         label_column: str = "label",
         labels: list[str] | None = None,
-        holdout: tuple[float, float] = (0.1, 0.1),
-        split_seed: int = 13,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.files = {
-            split: resolve_path(f, what=f"{split}_file") if f else None
-            for split, f in (("train", train_file), ("validation", val_file), ("test", test_file), ("predict", predict_file))
-        }
-        self._rows: dict[str, Rows] | None = None
         if labels is not None:
             self.label_names = list(labels)
-        elif train_file is not None:
-            self.label_names = sorted({str(r[label_column]) for r in self._splits()["train"]})
+        elif self.files["train"] is not None:
+            self.label_names = sorted({str(r[label_column]) for r in self.rows()["train"]})
         else:
             raise InputError("TextClassificationDataModule: give `train_file` or `labels` (label names)")
         self.label2id = {name: i for i, name in enumerate(self.label_names)}
 
     # -- reading -------------------------------------------------------------------------------
-    def _read(self, split: str) -> Rows:
-        path = self.files[split]
-        if path is None:
-            return []
+    def _read(self, path: Path, split: str = "train") -> Rows:
         if path.is_dir():
             return read_folder(path, self.hparams.text_column, self.hparams.label_column)
         if split == "predict" and path.suffix == ".txt":
@@ -127,15 +106,8 @@ class TextClassificationDataModule(BaseDataModule):
             return [{self.hparams.text_column: t, "_where": f"{path}:{i}"} for i, t in enumerate(lines, 1) if t.strip()]
         return read_table(path)
 
-    def _splits(self) -> dict[str, Rows]:
-        if self._rows is None:
-            if self.files["train"] and not (self.files["validation"] or self.files["test"]):
-                rows = self._read("train")
-                parts = holdout_split(rows, self.hparams.holdout, self.hparams.split_seed, key=lambda r: str(r[self.hparams.label_column]))
-            else:
-                parts = self._read("train"), self._read("validation"), self._read("test")
-            self._rows = dict(zip(("train", "validation", "test"), parts))
-        return self._rows
+    def rows(self) -> dict[str, Rows]:
+        return self.splits(self._read, key=lambda r: str(r.get(self.hparams.label_column)))
 
     def _columns(self, split: str, labelled: bool) -> list[str]:
         cols = [self.hparams.text_column]
@@ -144,7 +116,7 @@ class TextClassificationDataModule(BaseDataModule):
         return cols + [self.hparams.label_column] if labelled else cols
 
     def _check(self, split: str, rows: Rows) -> None:
-        where = self.files[split] or self.files["train"]
+        where = self.source(split)
         if not rows:
             raise InputError(f"{where}: the {split} split has no examples")
         labelled = split != "predict"
@@ -172,8 +144,8 @@ class TextClassificationDataModule(BaseDataModule):
             out["text"] = batch[text]
         return out
 
-    def _dataset(self, split: str) -> Dataset:
-        rows = self._splits()[split] if split != "predict" else self._read("predict")
+    def build_split(self, split: str) -> Dataset:
+        rows = self.rows()[split] if split != "predict" else self._read(self.source("predict"), "predict")
         self._check(split, rows)
         data = {c: [str(r[c]) for r in rows] for c in self._columns(split, labelled=False)}
         if split != "predict":
@@ -183,19 +155,8 @@ class TextClassificationDataModule(BaseDataModule):
             "data": hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(),
             "labels": self.label_names,
             "max_length": self.hparams.max_length,
-            "holdout": None if self.files[split] else [self.hparams.holdout, self.hparams.split_seed],
         }
         return self.tokenize_cached(Dataset.from_dict(data), self._encode, key)
-
-    def setup(self, stage: str) -> None:
-        wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["predict"]}[stage]
-        for split in wanted:
-            if split not in self.datasets:
-                if split != "predict" and not (self.files[split] or self.files["train"]):
-                    raise InputError(f"TextClassificationDataModule: set `{split}_file` (or train_file) for {stage}")
-                if split == "predict" and not self.files["predict"]:
-                    raise InputError("TextClassificationDataModule: set `predict_file` (--data.predict_file) to predict")
-                self.datasets[split] = self._dataset(split)
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         texts = [f.pop("text") for f in features] if "text" in features[0] else None

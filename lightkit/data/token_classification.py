@@ -24,9 +24,7 @@ from transformers import DataCollatorForTokenClassification
 
 from lightkit.data.base import BaseDataModule, file_digest
 from lightkit.data.conll import CoNLLFormatError, Sentence, TagScheme, label_list, read_conll, read_lines
-from lightkit.data.splits import holdout_split
 from lightkit.errors import InputError
-from lightkit.resources import resolve_path
 
 IGNORE = -100  # the index torch's cross-entropy ignores
 NO_WORD = -1  # word_ids value for special and padding tokens
@@ -73,81 +71,51 @@ def word_predictions(token_preds: Sequence[int], word_ids: Sequence[int], num_wo
 class CoNLLDataModule(BaseDataModule):
     """Token classification data from CoNLL-style files (see `lightkit.data.conll`).
 
+    Files (see BaseDataModule): CoNLL for train/val/test (label names come from train_file
+    unless `labels` is given; carved splits are cut by sentence); `predict_file` is raw text,
+    one sentence per line, whitespace-tokenised, blank lines skipped.
+
     Args:
-        train_file: CoNLL file for training; `pkg://module/path` reads a file shipped in an
-            installed package. Label names come from this file unless `labels` is given.
-        val_file: validation CoNLL file. If neither val_file nor test_file is given, both are
-            carved from train_file by sentence with `holdout` and `split_seed`.
-        test_file: test CoNLL file (see val_file).
-        predict_file: raw text to tag, one sentence per line, whitespace-tokenised; blank lines
-            are skipped.
         labels: label names (IOB2), overriding those read from train_file; needed to predict
             without a train file.
         tag_scheme: scheme of the files' tags; all are converted to IOB2. `auto` reads BIOES when
             S-/E- tags occur, else IOB1/IOB2.
         label_all_tokens: label every subword (B-X becomes I-X after the first) instead of only
             the first; evaluation stays on words either way.
-        holdout: (validation, test) fractions when splitting train_file.
-        split_seed: seed of that split; fixed so every run sees the same test sentences.
-        **kwargs: tokenizer, batch sizes, max_length, ... (see BaseDataModule).
+        **kwargs: tokenizer, files, holdout, batch sizes, max_length, ... (see BaseDataModule).
     """
 
     def __init__(
         self,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        predict_file: str | None = None,
         labels: list[str] | None = None,
         tag_scheme: TagScheme = "auto",
         label_all_tokens: bool = False,
-        holdout: tuple[float, float] = (0.1, 0.1),
-        split_seed: int = 13,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.files = {
-            split: str(resolve_path(f, what=f"{split}_file")) if f else None
-            for split, f in (("train", train_file), ("validation", val_file), ("test", test_file), ("predict", predict_file))
-        }
-        self._sentences: dict[str, list[Sentence]] | None = None
         if labels is not None:
             self.label_names = list(labels)
-        elif train_file is not None:
+        elif self.files["train"] is not None:
             # Carved splits share one source, so its whole label set is known; with separate
             # files, the labels are the train file's and a test tag outside them is an error.
-            carved = not (val_file or test_file)
-            splits = self._splits()
-            self.label_names = label_list(splits["train"] + (splits["validation"] + splits["test"] if carved else []))
+            splits = self.sentences()
+            self.label_names = label_list(splits["train"] + (splits["validation"] + splits["test"] if self.carved else []))
         else:
             raise InputError("CoNLLDataModule: give `train_file` or `labels` (label names)")
         self.label2id = {name: i for i, name in enumerate(self.label_names)}
 
     # -- reading -------------------------------------------------------------------------------
-    def _splits(self) -> dict[str, list[Sentence]]:
-        """Sentences per split, read once; a lone train_file is split by `holdout`."""
-        if self._sentences is None:
-            scheme = self.hparams.tag_scheme
-            read = lambda split: read_conll(self.files[split], scheme) if self.files[split] else []  # noqa: E731
-            if self.files["train"] and not (self.files["validation"] or self.files["test"]):
-                parts = holdout_split(read("train"), self.hparams.holdout, self.hparams.split_seed)
-            else:
-                parts = read("train"), read("validation"), read("test")
-            self._sentences = dict(zip(("train", "validation", "test"), parts))
-        return self._sentences
-
-    def _path(self, split: str) -> str:
-        """The file a split's sentences (and their line numbers) come from."""
-        return self.files[split] or self.files["train"]
+    def sentences(self) -> dict[str, list[Sentence]]:
+        return self.splits(lambda path: read_conll(path, self.hparams.tag_scheme))
 
     def _check(self, split: str, sentences: list[Sentence]) -> None:
         if not sentences:
-            raise CoNLLFormatError(f"{self._path(split)}: the {split} split has no sentences")
+            raise CoNLLFormatError(f"{self.source(split)}: the {split} split has no sentences")
         for s in sentences:
             for offset, tag in enumerate(s.tags):
                 if tag not in self.label2id:
                     raise CoNLLFormatError(
-                        f"{self._path(split)}:{s.line + offset}: tag {tag!r} is not among the "
+                        f"{self.source(split)}:{s.line + offset}: tag {tag!r} is not among the "
                         f"{len(self.label_names)} labels the model was built with "
                         f"({', '.join(self.label_names)})"
                     )
@@ -173,42 +141,27 @@ class CoNLLDataModule(BaseDataModule):
                 out["labels"].append(align_labels(ids, word_labels, self.hparams.label_all_tokens, b_to_i))
         return out
 
-    def _dataset(self, split: str) -> Dataset:
+    def build_split(self, split: str) -> Dataset:
         if split == "predict":
             lines = [(n, line.split()) for n, line in read_lines(self.files["predict"]) if line.strip()]
             if not lines:
                 raise CoNLLFormatError(f"{self.files['predict']}: no sentences to tag (file is empty)")
             data = {"tokens": [tokens for _, tokens in lines]}
         else:
-            sentences = self._splits()[split]
+            sentences = self.sentences()[split]
             self._check(split, sentences)
             data = {"tokens": [s.tokens for s in sentences], "tags": [s.tags for s in sentences]}
-        source = self._path(split)
+        source = self.source(split)
         key = {
             "split": split,
             "source": file_digest(source),
-            "holdout": None if self.files[split] else [self.hparams.holdout, self.hparams.split_seed],
+            "holdout": [self.hparams.holdout, self.hparams.split_seed] if self.carved else None,
             "labels": self.label_names,
             "max_length": self.hparams.max_length,
             "label_all_tokens": self.hparams.label_all_tokens,
             "scheme": self.hparams.tag_scheme,
         }
         return self.tokenize_cached(Dataset.from_dict(data), self._encode, key)
-
-    def setup(self, stage: str) -> None:
-        wanted = {
-            "fit": ["train", "validation"],
-            "validate": ["validation"],
-            "test": ["test"],
-            "predict": ["predict"],
-        }[stage]
-        for split in wanted:
-            if split == "predict" and not self.files["predict"]:
-                raise InputError("CoNLLDataModule: set `predict_file` (--data.predict_file) to predict")
-            if split == "train" and not self.files["train"]:
-                raise InputError("CoNLLDataModule: set `train_file` to fit")
-            if split not in self.datasets:
-                self.datasets[split] = self._dataset(split)
 
     # -- batching ------------------------------------------------------------------------------
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
