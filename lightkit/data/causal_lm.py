@@ -20,6 +20,7 @@ from datasets import Dataset
 
 from lightkit.data.base import BaseDataModule
 from lightkit.data.language_modeling import PackedTextDataModule, hash_texts, read_documents
+from lightkit.data.text_classification import read_table
 from lightkit.errors import InputError
 from lightkit.resources import resolve_path
 
@@ -143,16 +144,11 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
 
     def _read(self, path: Path) -> list[dict[str, str]]:
         rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{number}: not a JSON object ({e.msg})") from None
+        for row in read_table(path):  # JSONL rows, each tagged with its file:line
+            where = row.pop("_where")
             if self.hparams.response_field not in row:
-                raise InputError(f"{path}:{number}: missing field {self.hparams.response_field!r}; the row has {sorted(row)}")
-            prompt = format_prompt(self.prompt_template, row, f"{path}:{number}")
+                raise InputError(f"{where}: missing field {self.hparams.response_field!r}; the row has {sorted(row)}")
+            prompt = format_prompt(self.prompt_template, row, where)
             rows.append({"prompt": prompt, "response": str(row[self.hparams.response_field])})
         return rows
 
