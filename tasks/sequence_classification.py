@@ -19,12 +19,11 @@ from typing import Any
 import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
-from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoModelForSequenceClassification
 
 from lightkit.class_report import per_class_report, plot_confusion_matrix, report_text
-from lightkit.errors import InputError
 from lightkit.io import atomic_write_text
-from lightkit.task import BaseTask, StepOutput
+from lightkit.task import BaseTask, StepOutput, label_config
 
 
 class SequenceClassificationTask(BaseTask):
@@ -35,20 +34,14 @@ class SequenceClassificationTask(BaseTask):
         **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
     """
 
+    auto_model = AutoModelForSequenceClassification
+
     def __init__(self, label_names: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.test_confusion = MulticlassConfusionMatrix(len(self.hparams.label_names))
 
-    def build_model(self) -> PreTrainedModel:
-        names = self.hparams.label_names
-        if not names:
-            raise InputError("SequenceClassificationTask needs label_names (linked from the DataModule)")
-        return self.from_pretrained_or_config(
-            AutoModelForSequenceClassification,
-            num_labels=len(names),
-            id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)},
-        )
+    def model_overrides(self) -> dict[str, Any]:
+        return label_config(self.hparams.label_names, type(self).__name__)
 
     def configure_metrics(self) -> MetricCollection:
         n = len(self.hparams.label_names)
@@ -57,7 +50,7 @@ class SequenceClassificationTask(BaseTask):
         )
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
-        out = self.model(**self.model_inputs(batch), labels=batch["labels"])  # logits (B, C)
+        out = self.run_model(batch, labels=batch["labels"])  # logits (B, C)
         return StepOutput(out.loss, out.logits.detach().argmax(-1), batch["labels"])
 
     # -- test report ---------------------------------------------------------------------------

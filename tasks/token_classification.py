@@ -21,13 +21,12 @@ from typing import IO, Any
 
 import torch
 from torchmetrics import MetricCollection
-from transformers import AutoModelForTokenClassification, PreTrainedModel
+from transformers import AutoModelForTokenClassification
 
-from lightkit.errors import InputError
 from lightkit.data.conll import conll_lines
 from lightkit.data.token_classification import word_predictions
 from lightkit.entity_metrics import Seqeval, write_report
-from lightkit.task import BaseTask, StepOutput
+from lightkit.task import BaseTask, StepOutput, label_config
 
 
 class TokenClassificationTask(BaseTask):
@@ -38,19 +37,13 @@ class TokenClassificationTask(BaseTask):
         **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
     """
 
+    auto_model = AutoModelForTokenClassification
+
     def __init__(self, label_names: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
 
-    def build_model(self) -> PreTrainedModel:
-        names = self.hparams.label_names
-        if not names:
-            raise InputError("TokenClassificationTask needs label_names (linked from the DataModule)")
-        return self.from_pretrained_or_config(
-            AutoModelForTokenClassification,
-            num_labels=len(names),
-            id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)},
-        )
+    def model_overrides(self) -> dict[str, Any]:
+        return label_config(self.hparams.label_names, type(self).__name__)
 
     def configure_metrics(self) -> MetricCollection:
         return MetricCollection({"seqeval": Seqeval(self.hparams.label_names)})
@@ -62,7 +55,7 @@ class TokenClassificationTask(BaseTask):
         return [word_predictions(p, w, len(tokens)) for p, w, tokens in zip(token_preds, word_ids, batch["tokens"])]
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
-        out = self.model(**self.model_inputs(batch), labels=batch["labels"])  # logits (B, T, L)
+        out = self.run_model(batch, labels=batch["labels"])  # logits (B, T, L)
         preds = self.predict_words(out.logits.detach(), batch)
         # Words past max_length have no subword; they are predicted O (missed), and counted.
         seen = (batch["word_ids"].max(dim=1).values + 1).tolist()

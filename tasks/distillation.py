@@ -1,0 +1,261 @@
+"""Knowledge distillation: a student trained from a frozen teacher, for every objective with logits.
+
+    lightkit fit  --config configs/distill_ner.yaml
+    lightkit test --config configs/distill_ner.yaml --ckpt_path runs/distill_ner/checkpoints/best.ckpt
+
+One mixin, `Distillation`, holds all of it: loading and freezing the teacher, building the student
+(from a config, from pretrained weights, or from a subset of the teacher's layers), checking that
+both share a vocabulary and label set, and the loss
+
+    alpha_kd * T² * KL(softmax(z_t/T) ‖ softmax(z_s/T)) + alpha_ce * CE(hard labels)
+    [+ alpha_hidden * distance(proj(h_s), h_t) over chosen layer pairs]
+
+It is combined with each objective below, so the student keeps its objective's metrics, test
+report and predict output unchanged (seqeval F1 for NER, perplexity for LMs, ...). The objectives
+differ only in which positions the KL covers (`kd_mask`).
+
+The teacher is deliberately not a registered submodule: it never reaches the optimizer, DDP's
+gradient sync, `state_dict` (so checkpoints hold only the student, plus any hidden-state
+projections) or `train()`; `_apply` still moves it with the student between devices and dtypes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lightkit.distill import hidden_loss, kd_loss, student_from_layers
+from lightkit.errors import InputError
+from lightkit.resources import load_tokenizer, resolve_path
+from lightkit.task import BaseTask, StepOutput
+from lightkit.tasks.causal_lm import CausalLMTask
+from lightkit.tasks.masked_lm import MaskedLMTask
+from lightkit.tasks.sequence_classification import SequenceClassificationTask
+from lightkit.tasks.token_classification import TokenClassificationTask
+
+
+def init_parameters(cls: type) -> set[str]:
+    """Names of the keyword arguments `cls(...)` accepts, along its chain of __init__ methods."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names |= {p.name for p in inspect.signature(klass.__init__).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY}
+    return names - {"self"}
+
+
+def load_teacher(spec: str, objective: type[BaseTask]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
+    """A frozen, eval-mode teacher from a lightkit checkpoint (.ckpt) or a Hugging Face folder."""
+    path = resolve_path(spec, what="teacher")
+    if path.is_file():
+        try:
+            ckpt = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+            raise InputError(f"teacher: {path} is not a readable lightkit checkpoint ({type(e).__name__}: {e})") from None
+        hparams = dict(ckpt.get("hyper_parameters", {}))
+        class_path = str(hparams.pop("_class_path", objective.__name__))
+        hparams.pop("_instantiator", None)
+        if class_path.rsplit(".", 1)[-1] != objective.__name__:
+            raise InputError(
+                f"teacher: {path} is a {class_path.rsplit('.', 1)[-1]} checkpoint, but this student is a "
+                f"{objective.__name__}; give a checkpoint of that task, or its hf_model folder"
+            )
+        # LightningCLI also records link targets the task does not take (e.g. prompt_template).
+        kwargs = {k: v for k, v in hparams.items() if k in init_parameters(objective)}
+        # LightningCLI hands the student's hyperparameters to any LightningModule built while the
+        # student is instantiated (a ContextVar); in a fresh context the teacher records its own.
+        task = contextvars.Context().run(objective, **kwargs)
+        task.load_state_dict(ckpt["state_dict"])
+        model, tokenizer = task.model, task.tokenizer
+    else:
+        model = objective.auto_model.from_pretrained(path)
+        has_tokenizer = (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists()
+        tokenizer = load_tokenizer(str(path)) if has_tokenizer else None
+    return model.eval().requires_grad_(False), tokenizer
+
+
+class Distillation:
+    """Mixin that turns an objective's task into a student distilled from a teacher.
+
+    Args:
+        teacher: the teacher: a lightkit checkpoint of the same objective or a Hugging Face folder
+            (or a packaged model name).
+        kd_temperature: softening temperature T of both distributions (named apart from the
+            causal LM's sampling `temperature`).
+        alpha_kd: weight of the KL term.
+        alpha_ce: weight of the hard-label loss (the objective's own loss).
+        scale_by_t2: multiply the KL by T² (Hinton et al. 2015), so alpha_kd means the same at
+            any T; on by default, off to match toolkits that omit it.
+        student_layers: build the student as a copy of the teacher that keeps these teacher
+            layers (e.g. [0, 2, 4], DistilBERT-style); leave `pretrained`/`model_config` unset.
+        hidden_layers: [teacher, student] pairs of hidden-state indices to match (0 is the
+            embedding output, k the output of layer k); a learned linear projection maps the
+            student's width to the teacher's when they differ.
+        hidden_distance: `mse` or `cosine` distance for `hidden_layers`.
+        alpha_hidden: weight of the hidden-state term.
+        **kwargs: the objective's arguments (label_names, pretrained / model_config, ...).
+    """
+
+    objective: ClassVar[type[BaseTask]]
+
+    def __init__(
+        self,
+        teacher: str,
+        kd_temperature: float = 2.0,
+        alpha_kd: float = 0.5,
+        alpha_ce: float = 0.5,
+        scale_by_t2: bool = True,
+        student_layers: list[int] | None = None,
+        hidden_layers: list[tuple[int, int]] | None = None,
+        hidden_distance: Literal["mse", "cosine"] = "mse",
+        alpha_hidden: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        if kd_temperature <= 0:
+            raise InputError(f"kd_temperature must be > 0, got {kd_temperature}")
+        super().__init__(**kwargs)
+
+    # -- model construction --------------------------------------------------------------------
+    @property
+    def teacher(self) -> PreTrainedModel:
+        return self.__dict__["_teacher"]
+
+    def build_model(self) -> PreTrainedModel:
+        h = self.hparams
+        teacher, teacher_tokenizer = load_teacher(h.teacher, self.objective)
+        self.__dict__["_teacher"] = teacher  # not registered: see the module docstring
+        if h.student_layers:
+            if h.pretrained is not None or h.model_config is not None:
+                raise InputError("set either student_layers (copy teacher layers) or pretrained / model_config, not both")
+            student = student_from_layers(teacher, list(h.student_layers))
+            student.config.update(self.model_overrides())
+        else:
+            student = super().build_model()
+        self._check_compatible(teacher, teacher_tokenizer, student)
+        self.hidden_proj = nn.ModuleList(self._projection(teacher, student, t, s) for t, s in h.hidden_layers or [])
+        return student
+
+    def _projection(self, teacher: PreTrainedModel, student: PreTrainedModel, t: int, s: int) -> nn.Module:
+        for who, model, i in (("teacher", teacher, t), ("student", student, s)):
+            if not 0 <= i <= model.config.num_hidden_layers:
+                raise InputError(f"hidden_layers: {who} index {i} is outside 0..{model.config.num_hidden_layers}")
+        s_width, t_width = student.config.hidden_size, teacher.config.hidden_size
+        return nn.Identity() if s_width == t_width else nn.Linear(s_width, t_width)
+
+    def _check_compatible(self, teacher: PreTrainedModel, teacher_tokenizer: Any, student: PreTrainedModel) -> None:
+        """KD compares distributions entry by entry: same vocabulary, same labels in the same order."""
+        spec = self.hparams.teacher
+        if teacher_tokenizer is not None and self.tokenizer is not None:
+            t_vocab, s_vocab = teacher_tokenizer.get_vocab(), self.tokenizer.get_vocab()
+            if t_vocab != s_vocab:
+                differ = len(set(t_vocab.items()) ^ set(s_vocab.items()))
+                raise InputError(
+                    f"teacher '{spec}' and the student's tokenizer '{self.hparams.tokenizer}' have different "
+                    f"vocabularies ({len(t_vocab)} vs {len(s_vocab)} tokens, {differ} entries differ); "
+                    "distillation needs one shared tokenizer"
+                )
+        t_rows, s_rows = teacher.get_input_embeddings().num_embeddings, student.get_input_embeddings().num_embeddings
+        if t_rows != s_rows:
+            raise InputError(f"teacher '{spec}' has {t_rows} token embeddings, the student {s_rows}; they must share a vocabulary")
+        names = self.hparams.get("label_names")
+        if names:
+            t_names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+            if t_names != list(names):
+                raise InputError(f"teacher '{spec}' predicts labels {t_names}, but the data has {list(names)} (same names, same order needed)")
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        super()._apply(fn, *args, **kwargs)
+        if "_teacher" in self.__dict__:  # device / dtype moves reach the unregistered teacher too
+            self.teacher._apply(fn, *args, **kwargs)
+        return self
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.trainer.is_global_zero:
+            t, s = self.param_counts()
+            print(f"lightkit: distilling a {t:,}-parameter teacher into a {s:,}-parameter student ({s / t:.1%})")
+
+    def param_counts(self) -> tuple[int, int]:
+        return sum(p.numel() for p in self.teacher.parameters()), sum(p.numel() for p in self.model.parameters())
+
+    # -- the loss ------------------------------------------------------------------------------
+    def kd_mask(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """(B, T) bool: the positions whose distributions are compared; None compares every row."""
+        raise NotImplementedError
+
+    def run_model(self, batch: dict[str, Any], **kwargs: Any) -> Any:
+        # The objective's step calls this for the student's forward; keep the output for the KD terms.
+        self._student_out = super().run_model(batch, output_hidden_states=bool(self.hparams.hidden_layers), **kwargs)
+        return self._student_out
+
+    def step(self, batch: dict[str, Any]) -> StepOutput:
+        h = self.hparams
+        base = super().step(batch)  # the objective's own loss (CE on hard labels) and metric inputs
+        student, self._student_out = self._student_out, None
+        with torch.no_grad():
+            teacher = self.teacher(**self.model_inputs(batch), output_hidden_states=bool(h.hidden_layers))
+        kd = kd_loss(student.logits, teacher.logits, h.kd_temperature, self.kd_mask(batch), h.scale_by_t2)
+        loss = h.alpha_kd * kd + h.alpha_ce * base.loss
+        logs = {"kd_loss": kd.detach(), "ce_loss": base.loss.detach()}
+        if h.hidden_layers:
+            mask = batch["attention_mask"]
+            distances = [
+                hidden_loss(proj(student.hidden_states[s]), teacher.hidden_states[t], mask, h.hidden_distance)
+                for proj, (t, s) in zip(self.hidden_proj, h.hidden_layers)
+            ]
+            hidden = torch.stack(distances).mean()
+            loss = loss + h.alpha_hidden * hidden
+            logs["hidden_loss"] = hidden.detach()
+        return base._replace(loss=loss, logs=logs)
+
+    # -- output --------------------------------------------------------------------------------
+    def save_extras(self, directory: Path) -> None:
+        super().save_extras(directory)
+        t, s = self.param_counts()
+        h = self.hparams
+        info = {"teacher": str(h.teacher), "teacher_parameters": t, "student_parameters": s, "kd_temperature": h.kd_temperature,
+                "alpha_kd": h.alpha_kd, "alpha_ce": h.alpha_ce, "student_layers": h.student_layers}
+        (directory / "distillation.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+class TokenClassificationDistillation(Distillation, TokenClassificationTask):
+    """NER student: KL over labelled subwords (labels != -100), seqeval metrics as usual."""
+
+    objective = TokenClassificationTask
+
+    def kd_mask(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["labels"] != -100
+
+
+class SequenceClassificationDistillation(Distillation, SequenceClassificationTask):
+    """Classifier student: KL over every example's class distribution."""
+
+    objective = SequenceClassificationTask
+
+    def kd_mask(self, batch: dict[str, Any]) -> None:
+        return None
+
+
+class MaskedLMDistillation(Distillation, MaskedLMTask):
+    """MLM student: KL over the masked positions only (the only ones with labels)."""
+
+    objective = MaskedLMTask
+
+    def kd_mask(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["labels"] != -100
+
+
+class CausalLMDistillation(Distillation, CausalLMTask):
+    """Causal LM student: KL over every non-padding position's next-token distribution."""
+
+    objective = CausalLMTask
+
+    def kd_mask(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        mask = batch.get("attention_mask")
+        return None if mask is None else mask.bool()
