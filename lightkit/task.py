@@ -136,6 +136,27 @@ class BaseTask(L.LightningModule):
         """The model's forward on `batch`; tasks call it in `step` so wrappers (KD) can see it."""
         return self.model(**self.model_inputs(batch), **kwargs)
 
+    # -- frozen companions (KD teacher, PPO reference and reward model) -------------------------
+    def add_frozen(self, name: str, model: torch.nn.Module) -> torch.nn.Module:
+        """Keep `model` beside the task, frozen and in eval mode, deliberately unregistered.
+
+        A registered submodule would reach the optimizer, DDP's gradient sync, `train()` and
+        every checkpoint (doubling its size); kept here it reaches none of them, while `_apply`
+        still moves it with the task between devices and dtypes.
+        """
+        model.eval().requires_grad_(False)
+        self.__dict__.setdefault("_frozen", {})[name] = model
+        return model
+
+    def frozen(self, name: str) -> torch.nn.Module:
+        return self.__dict__["_frozen"][name]
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        super()._apply(fn, *args, **kwargs)
+        for model in self.__dict__.get("_frozen", {}).values():
+            model._apply(fn, *args, **kwargs)
+        return self
+
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Decay only matrices (linear and embedding weights): decaying biases and norm gains

@@ -14,70 +14,29 @@ It is combined with each objective below, so the student keeps its objective's m
 report and predict output unchanged (seqeval F1 for NER, perplexity for LMs, ...). The objectives
 differ only in which positions the KL covers (`kd_mask`).
 
-The teacher is deliberately not a registered submodule: it never reaches the optimizer, DDP's
-gradient sync, `state_dict` (so checkpoints hold only the student, plus any hidden-state
-projections) or `train()`; `_apply` still moves it with the student between devices and dtypes.
+The teacher is kept with `BaseTask.add_frozen`, deliberately not a registered submodule: it never
+reaches the optimizer, DDP's gradient sync, `state_dict` (so checkpoints hold only the student,
+plus any hidden-state projections) or `train()`, yet moves with the student between devices.
 """
 
 from __future__ import annotations
 
-import contextvars
-import inspect
 import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
 from lightkit.distill import hidden_loss, kd_loss, student_from_layers
 from lightkit.errors import InputError
-from lightkit.resources import load_tokenizer, resolve_path
+from lightkit.loading import load_trained
 from lightkit.task import BaseTask, StepOutput
 from lightkit.tasks.causal_lm import CausalLMTask
 from lightkit.tasks.masked_lm import MaskedLMTask
 from lightkit.tasks.sequence_classification import SequenceClassificationTask
 from lightkit.tasks.token_classification import TokenClassificationTask
-
-
-def init_parameters(cls: type) -> set[str]:
-    """Names of the keyword arguments `cls(...)` accepts, along its chain of __init__ methods."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            names |= {p.name for p in inspect.signature(klass.__init__).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY}
-    return names - {"self"}
-
-
-def load_teacher(spec: str, objective: type[BaseTask]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
-    """A frozen, eval-mode teacher from a lightkit checkpoint (.ckpt) or a Hugging Face folder."""
-    path = resolve_path(spec, what="teacher")
-    if path.is_file():
-        try:
-            ckpt = torch.load(path, weights_only=True, map_location="cpu")
-        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-            raise InputError(f"teacher: {path} is not a readable lightkit checkpoint ({type(e).__name__}: {e})") from None
-        hparams = dict(ckpt.get("hyper_parameters", {}))
-        class_path = str(hparams.pop("_class_path", objective.__name__))
-        hparams.pop("_instantiator", None)
-        if class_path.rsplit(".", 1)[-1] != objective.__name__:
-            raise InputError(
-                f"teacher: {path} is a {class_path.rsplit('.', 1)[-1]} checkpoint, but this student is a "
-                f"{objective.__name__}; give a checkpoint of that task, or its hf_model folder"
-            )
-        # LightningCLI also records link targets the task does not take (e.g. prompt_template).
-        kwargs = {k: v for k, v in hparams.items() if k in init_parameters(objective)}
-        # LightningCLI hands the student's hyperparameters to any LightningModule built while the
-        # student is instantiated (a ContextVar); in a fresh context the teacher records its own.
-        task = contextvars.Context().run(objective, **kwargs)
-        task.load_state_dict(ckpt["state_dict"])
-        model, tokenizer = task.model, task.tokenizer
-    else:
-        model = objective.auto_model.from_pretrained(path)
-        has_tokenizer = (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists()
-        tokenizer = load_tokenizer(str(path)) if has_tokenizer else None
-    return model.eval().requires_grad_(False), tokenizer
 
 
 class Distillation:
@@ -124,12 +83,12 @@ class Distillation:
     # -- model construction --------------------------------------------------------------------
     @property
     def teacher(self) -> PreTrainedModel:
-        return self.__dict__["_teacher"]
+        return self.frozen("teacher")
 
     def build_model(self) -> PreTrainedModel:
         h = self.hparams
-        teacher, teacher_tokenizer = load_teacher(h.teacher, self.objective)
-        self.__dict__["_teacher"] = teacher  # not registered: see the module docstring
+        teacher, teacher_tokenizer = load_trained(h.teacher, self.objective, what="teacher")
+        self.add_frozen("teacher", teacher)  # unregistered: see the module docstring
         if h.student_layers:
             if h.pretrained is not None or h.model_config is not None:
                 raise InputError("set either student_layers (copy teacher layers) or pretrained / model_config, not both")
@@ -168,12 +127,6 @@ class Distillation:
             t_names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
             if t_names != list(names):
                 raise InputError(f"teacher '{spec}' predicts labels {t_names}, but the data has {list(names)} (same names, same order needed)")
-
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        super()._apply(fn, *args, **kwargs)
-        if "_teacher" in self.__dict__:  # device / dtype moves reach the unregistered teacher too
-            self.teacher._apply(fn, *args, **kwargs)
-        return self
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

@@ -249,5 +249,5 @@ def test_a_teacher_with_other_labels_is_refused(teacher_run: Path, tmp_path: Pat
 def test_a_checkpoint_of_another_task_is_refused_as_teacher(tmp_path: Path) -> None:
     ckpt = tmp_path / "mlm.ckpt"
     torch.save({"hyper_parameters": {"_class_path": "lightkit.tasks.masked_lm.MaskedLMTask"}, "state_dict": {}}, ckpt)
-    with pytest.raises(InputError, match="is a MaskedLMTask checkpoint, but this student is a TokenClassificationTask"):
+    with pytest.raises(InputError, match="is a MaskedLMTask checkpoint, but a TokenClassificationTask is needed"):
         distill(tmp_path / "run", ckpt)

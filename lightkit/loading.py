@@ -1,0 +1,63 @@
+"""Load a trained model for use inside another task: a KD teacher, a PPO policy or reward model.
+
+Accepts what lightkit produces and what users bring: a lightkit checkpoint (`.ckpt`, loaded with
+`weights_only=True`, so it can't run code) or a Hugging Face folder / packaged model name.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lightkit.errors import InputError
+from lightkit.resources import load_tokenizer, resolve_path
+
+
+def init_parameters(cls: type) -> set[str]:
+    """Names of the keyword arguments `cls(...)` accepts, along its chain of __init__ methods."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            params = inspect.signature(klass.__init__).parameters.values()
+            names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names - {"self"}
+
+
+def load_trained(spec: str, task: type, what: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
+    """The transformers model (and tokenizer, when known) of a `task` checkpoint or HF folder.
+
+    Args:
+        spec: a `.ckpt` written by `lightkit fit` for `task`, or a Hugging Face model folder or
+            packaged model name (loaded with `task.auto_model`).
+        task: the lightkit task class the model was trained with (e.g. CausalLMTask).
+        what: the config field being loaded, for error messages (e.g. "teacher").
+    """
+    path = resolve_path(spec, what=what)
+    if not path.is_file():
+        model = task.auto_model.from_pretrained(path)
+        has_tokenizer = (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists()
+        return model, load_tokenizer(str(path)) if has_tokenizer else None
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise InputError(f"{what}: {path} is not a readable lightkit checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise InputError(f"{what}: {path} is not a lightkit checkpoint (no state_dict)")
+    hparams: dict[str, Any] = dict(ckpt.get("hyper_parameters", {}))
+    name = str(hparams.pop("_class_path", task.__name__)).rsplit(".", 1)[-1]
+    if name != task.__name__:
+        raise InputError(
+            f"{what}: {path} is a {name} checkpoint, but a {task.__name__} is needed here; "
+            "give a checkpoint of that task, or its hf_model folder"
+        )
+    # LightningCLI also records link targets the task does not take (e.g. prompt_template).
+    kwargs = {k: v for k, v in hparams.items() if k in init_parameters(task)}
+    # LightningCLI hands its hyperparameters to any LightningModule built while it instantiates the
+    # config's task (a ContextVar); in a fresh context this one records its own.
+    instance = contextvars.Context().run(task, **kwargs)
+    instance.load_state_dict(ckpt["state_dict"])
+    return instance.model, instance.tokenizer
