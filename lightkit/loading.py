@@ -27,7 +27,7 @@ def init_parameters(cls: type) -> set[str]:
     return names - {"self"}
 
 
-def load_trained(spec: str, task: type, what: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
+def load_trained(spec: str, task: type, what: str, accept: tuple[type, ...] = ()) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
     """The transformers model (and tokenizer, when known) of a `task` checkpoint or HF folder.
 
     Args:
@@ -35,6 +35,8 @@ def load_trained(spec: str, task: type, what: str) -> tuple[PreTrainedModel, Pre
             packaged model name (loaded with `task.auto_model`).
         task: the lightkit task class the model was trained with (e.g. CausalLMTask).
         what: the config field being loaded, for error messages (e.g. "teacher").
+        accept: other task classes whose checkpoints hold a suitable model (e.g. a
+            RewardModelTask checkpoint where a sequence classifier is needed).
     """
     path = resolve_path(spec, what=what)
     if not path.is_file():
@@ -49,11 +51,13 @@ def load_trained(spec: str, task: type, what: str) -> tuple[PreTrainedModel, Pre
         raise InputError(f"{what}: {path} is not a lightkit checkpoint (no state_dict)")
     hparams: dict[str, Any] = dict(ckpt.get("hyper_parameters", {}))
     name = str(hparams.pop("_class_path", task.__name__)).rsplit(".", 1)[-1]
-    if name != task.__name__:
+    known = {t.__name__: t for t in (task, *accept)}
+    if name not in known:
         raise InputError(
-            f"{what}: {path} is a {name} checkpoint, but a {task.__name__} is needed here; "
+            f"{what}: {path} is a {name} checkpoint, but a {' or '.join(known)} is needed here; "
             "give a checkpoint of that task, or its hf_model folder"
         )
+    task = known[name]
     # LightningCLI also records link targets the task does not take (e.g. prompt_template).
     kwargs = {k: v for k, v in hparams.items() if k in init_parameters(task)}
     # LightningCLI hands its hyperparameters to any LightningModule built while it instantiates the

@@ -58,9 +58,9 @@ class LightkitCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as e:
-            cause = e
-            while cause.__cause__ is not None or cause.__context__ is not None:
-                cause = cause.__cause__ or cause.__context__
+            cause: BaseException = e
+            while (inner := cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)) is not None:
+                cause = inner  # `raise ... from None` ends the chain: that error is the message
             if cause is e:
                 raise
             raise cause from None

@@ -13,6 +13,8 @@ from lightkit.tasks.distillation import (
     TokenClassificationDistillation,
 )
 from lightkit.tasks.masked_lm import MaskedLMTask
+from lightkit.tasks.ppo import PPOTask
+from lightkit.tasks.reward_model import RewardModelTask
 from lightkit.tasks.sequence_classification import SequenceClassificationTask
 from lightkit.tasks.token_classification import TokenClassificationTask
 
@@ -22,6 +24,8 @@ __all__ = [
     "Distillation",
     "MaskedLMDistillation",
     "MaskedLMTask",
+    "PPOTask",
+    "RewardModelTask",
     "SequenceClassificationDistillation",
     "SequenceClassificationTask",
     "TokenClassificationDistillation",

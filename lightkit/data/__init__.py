@@ -3,6 +3,7 @@
 from lightkit.data.base import BaseDataModule
 from lightkit.data.causal_lm import CausalLMDataModule, InstructionDataModule
 from lightkit.data.language_modeling import MaskedLMDataModule
+from lightkit.data.prompts import PreferenceDataModule, PromptDataModule
 from lightkit.data.text_classification import TextClassificationDataModule
 from lightkit.data.token_classification import CoNLLDataModule
 
@@ -12,5 +13,7 @@ __all__ = [
     "CoNLLDataModule",
     "InstructionDataModule",
     "MaskedLMDataModule",
+    "PreferenceDataModule",
+    "PromptDataModule",
     "TextClassificationDataModule",
 ]

@@ -11,7 +11,6 @@ the task and saved with the model), so generation sees prompts exactly as traini
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from datasets import Dataset
 
 from lightkit.data.base import BaseDataModule
 from lightkit.data.language_modeling import PackedTextDataModule, hash_texts, read_documents
-from lightkit.data.text_classification import read_table
+from lightkit.data.files import read_table
 from lightkit.errors import InputError
 from lightkit.resources import resolve_path
 
@@ -46,22 +45,27 @@ def format_prompt(template: str, row: dict[str, Any], where: str) -> str:
         raise InputError(f"{where}: prompt_template needs field {e.args[0]!r}; the row has {sorted(row)}") from None
 
 
+def read_prompts(path: Path, template: str) -> list[str]:
+    """Prompts of a .txt file (one `{prompt}` per non-empty line) or a .jsonl file (the template's
+    fields), formatted with `template`."""
+    if path.suffix in (".jsonl", ".json"):
+        rows = [(row.pop("_where"), row) for row in read_table(path)]
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        rows = [(f"{path}:{n}", {"prompt": line}) for n, line in enumerate(lines, 1) if line.strip()]
+    prompts = [format_prompt(template, row, where) for where, row in rows]
+    if not prompts:
+        raise InputError(f"{path}: no prompts")
+    return prompts
+
+
 class PromptsMixin:
-    """`predict` input for causal LMs: prompts formatted with `prompt_template`, left-padded."""
+    """Prompts for causal LMs (predict input, PPO rollouts): formatted with `prompt_template`, left-padded."""
 
     prompt_template: str
 
-    def prompt_dataset(self) -> Dataset:
-        path: Path = self.source("predict")
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            row = json.loads(line) if path.suffix == ".jsonl" else {"prompt": line}
-            rows.append(format_prompt(self.prompt_template, row, f"{path}:{number}"))
-        if not rows:
-            raise InputError(f"{path}: no prompts")
-        return Dataset.from_dict({"prompt": rows})
+    def prompt_dataset(self, split: str = "predict") -> Dataset:
+        return Dataset.from_dict({"prompt": read_prompts(self.source(split), self.prompt_template)})
 
     def collate_prompts(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         # Left padding: generation appends to the right end of every row.

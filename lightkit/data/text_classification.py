@@ -11,7 +11,6 @@ another split is an error naming the file and its row.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from pathlib import Path
@@ -21,9 +20,9 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
 from lightkit.data.base import BaseDataModule
+from lightkit.data.files import Rows, read_table
 from lightkit.errors import InputError
 
-Rows = list[dict[str, Any]]  # each row keeps its 1-based `_line` (or `_file`) for error messages
 
 
 def read_folder(path: Path, text_column: str, label_column: str) -> Rows:
@@ -38,31 +37,6 @@ def read_folder(path: Path, text_column: str, label_column: str) -> Rows:
             rows.append({text_column: text.strip(), label_column: label_dir.name, "_where": str(file)})
     if not rows:
         raise InputError(f"{path}: no <label>/<name>.txt files in this folder")
-    return rows
-
-
-def read_table(path: Path) -> Rows:
-    """Rows of a CSV/TSV (header first) or JSONL file, each tagged with its file:line."""
-    rows = []
-    if path.suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{path}:{number}: not a JSON object ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise InputError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-                rows.append({**row, "_where": f"{path}:{number}"})
-    elif path.suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
-            for row in reader:
-                rows.append({**row, "_where": f"{path}:{reader.line_num}"})
-    else:
-        raise InputError(f"{path}: unsupported format {path.suffix!r}; use .csv, .tsv, .jsonl or a folder of class folders")
     return rows
 
 

@@ -1,0 +1,114 @@
+"""Rewards for PPO: a plain Python callable named in YAML, or a trained reward model.
+
+Both score text, so a policy and a reward model need not share a tokenizer:
+
+    reward(prompts: list[str], responses: list[str]) -> list[float]
+
+A callable is named by import path (`package.module:function` or `package.module.function`).
+Every call is checked: an exception, a result of the wrong length or a non-finite value stops the
+run with a message naming the callable, because a silently wrong reward trains a wrong policy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import torch
+
+from lightkit.errors import InputError
+from lightkit.loading import load_trained
+
+RewardFn = Callable[[list[str], list[str]], Sequence[float]]
+
+
+def import_callable(path: str) -> RewardFn:
+    """`module:attr` or `module.attr` -> the object, with an error naming what was missing."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise InputError(f"reward_fn: '{path}' is not an import path like 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise InputError(f"reward_fn: cannot import module '{module_name}' of '{path}' ({e})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise InputError(f"reward_fn: '{module_name}' has no callable '{attr}' (from '{path}')")
+    return fn
+
+
+class CallableReward:
+    """A user's reward function, with every call checked (see the module docstring)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fn = import_callable(path)
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        try:
+            scores = self.fn(list(prompts), list(responses))
+        except Exception as e:  # noqa: BLE001 - any failure of user code is reported the same way
+            raise InputError(f"reward_fn '{self.path}' raised {type(e).__name__}: {e}") from e
+        try:
+            values = [float(s) for s in scores]
+        except (TypeError, ValueError):
+            raise InputError(f"reward_fn '{self.path}' must return a list of floats, got {type(scores).__name__}") from None
+        if len(values) != len(responses):
+            raise InputError(f"reward_fn '{self.path}' returned {len(values)} scores for {len(responses)} responses")
+        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+        if bad:
+            raise InputError(f"reward_fn '{self.path}' returned non-finite scores at positions {bad[:5]}")
+        return torch.tensor(values)
+
+
+class ModelReward(torch.nn.Module):
+    """A sequence classification / regression model as reward: a lightkit checkpoint or HF folder.
+
+    The score is the scalar head's output (num_labels == 1, e.g. a lightkit reward model) or the
+    logit of `label` (e.g. steering a policy toward a topic with a topic classifier).
+
+    Args:
+        path: the model.
+        label: label name or index whose logit is the score; required when num_labels > 1.
+        text: score `prompt_and_response` (default) or the `response` alone.
+        max_length: longest reward-model input in its own tokens.
+    """
+
+    def __init__(self, path: str, label: str | int | None = None, text: Literal["prompt_and_response", "response"] = "prompt_and_response", max_length: int = 256) -> None:
+        super().__init__()
+        from lightkit.tasks.reward_model import RewardModelTask  # tasks import this module
+        from lightkit.tasks.sequence_classification import SequenceClassificationTask
+
+        self.model, self.tokenizer = load_trained(path, SequenceClassificationTask, what="reward_model", accept=(RewardModelTask,))
+        if self.tokenizer is None:
+            raise InputError(f"reward_model: {path} has no tokenizer files; save it with its tokenizer")
+        self.model.eval().requires_grad_(False)
+        self.text, self.max_length = text, max_length
+        config = self.model.config
+        if config.num_labels == 1:
+            self.index = 0
+        elif label is None:
+            raise InputError(f"reward_model: {path} has {config.num_labels} labels {list(config.label2id)}; set reward_label to the one to reward")
+        elif isinstance(label, int) or str(label).isdigit():
+            self.index = int(label)
+        elif label in config.label2id:
+            self.index = config.label2id[label]
+        else:
+            raise InputError(f"reward_label: '{label}' is not a label of {path}: {list(config.label2id)}")
+
+    @torch.no_grad()
+    def forward(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        texts = [p + r for p, r in zip(prompts, responses)] if self.text == "prompt_and_response" else list(responses)
+        device = next(self.model.parameters()).device
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length).to(device)
+        return self.model(**batch).logits[:, self.index].float().cpu()
+
+
+def build_reward(reward_fn: str | None, reward_model: str | None, **model_kwargs: Any) -> CallableReward | ModelReward:
+    if (reward_fn is None) == (reward_model is None):
+        raise InputError("set exactly one of reward_fn (an import path) and reward_model (a model folder or checkpoint)")
+    return CallableReward(reward_fn) if reward_fn else ModelReward(reward_model, **model_kwargs)  # type: ignore[arg-type]

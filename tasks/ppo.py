@@ -1,0 +1,257 @@
+"""PPO for causal LMs (RLHF) against a reward model or a plain Python reward function.
+
+    lightkit fit --config configs/ppo.yaml
+    lightkit predict --config configs/ppo.yaml --ckpt_path ... --data.predict_file prompts.txt
+
+Each training step takes a batch of prompts (`PromptDataModule`) and
+1. samples a response per prompt from the policy (temperature / top-k / top-p, stop at EOS);
+2. with no gradient: the policy's and the frozen reference's log-probs, the values, and the score
+   (reward model or callable), minus `missing_eos_penalty` for responses that never ended;
+3. per-token rewards `-kl_coef * (logp - logp_ref)`, plus the score on the last token;
+4. GAE advantages (gamma, lam), whitened; returns = advantages + values;
+5. `ppo_epochs` passes over shuffled minibatches: clipped policy loss + `vf_coef` * clipped value
+   loss - `entropy_coef` * entropy, one optimizer step per minibatch (manual optimisation, so
+   `trainer.global_step` counts minibatch updates). A minibatch whose probability ratio exceeds
+   `ratio_threshold` (or whose loss is not finite) is skipped and counted, not applied.
+
+Validation samples responses to the validation prompts and logs `val_reward` and `val_kl`, so
+checkpoints can monitor reward. The policy runs without dropout throughout (dropout would make the
+ratio differ from 1 before any update). The reference and a reward model are frozen companions
+(`BaseTask.add_frozen`): never optimised, never checkpointed. The value head (or a separate value
+model) is checkpointed with the policy but not saved in the Hugging Face output, which is the policy
+alone, loadable with `AutoModelForCausalLM`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from transformers import PreTrainedModel
+
+from lightkit.errors import InputError
+from lightkit.loading import load_trained
+from lightkit.rewards import ModelReward, build_reward
+from lightkit.rl import AdaptiveKL, entropy_from_logits, gae, masked_mean, masked_whiten, policy_loss, token_logprobs, value_loss
+from lightkit.tasks.causal_lm import CausalLMTask
+
+
+class Rollout(NamedTuple):
+    sequences: torch.Tensor  # (B, P+R) prompt then response ids
+    attention_mask: torch.Tensor  # (B, P+R)
+    position_ids: torch.Tensor  # (B, P+R)
+    prompt_length: int  # P
+    response: torch.Tensor  # (B, R)
+    mask: torch.Tensor  # (B, R) float, 1 up to and including EOS
+    logprobs: torch.Tensor  # (B, R) policy at sampling time
+    ref_logprobs: torch.Tensor  # (B, R)
+    values: torch.Tensor  # (B, R)
+    scores: torch.Tensor  # (B,) reward per response
+    rewards: torch.Tensor  # (B, R) KL penalty per token + score on the last token
+    ended: torch.Tensor  # (B,) bool, response reached EOS
+
+
+class PPOTask(CausalLMTask):
+    """PPO on a causal LM policy with a value head and a frozen reference (module docstring).
+
+    Args:
+        reward_fn: import path of `reward(prompts, responses) -> list[float]`
+            (`package.module:function`). Exactly one of reward_fn and reward_model.
+        reward_model: a sequence classification/regression model (lightkit checkpoint or HF
+            folder); the score is its scalar output or the logit of `reward_label`.
+        reward_label: label name or index to reward, for a reward model with several labels.
+        reward_text: what the reward model reads: `prompt_and_response` or `response`.
+        missing_eos_penalty: subtracted from the score of responses without EOS (None: off).
+        ppo_epochs: passes over each rollout batch.
+        minibatch_size: rollouts per optimizer step.
+        clip_range: PPO ratio clip epsilon.
+        clip_range_value: value clip range.
+        vf_coef: weight of the value loss.
+        entropy_coef: weight of the entropy bonus.
+        gamma: discount.
+        lam: GAE lambda.
+        whiten_advantages: normalise advantages over each rollout batch.
+        kl_coef: initial coefficient of the per-token KL penalty.
+        target_kl: adaptive KL target (per rollout, summed over tokens); None keeps kl_coef fixed.
+        kl_horizon: adaptive KL horizon, in rollouts.
+        value_model: `head` (a linear layer on the policy's last hidden state) or `separate` (a
+            copy of the initial policy as value trunk, with its own head).
+        max_grad_norm: gradient clipping norm per update.
+        ratio_threshold: skip a minibatch whose ratio on any response token exceeds this.
+        **kwargs: sampling (max_new_tokens, temperature, top_k, top_p), prompt_template and
+            pretrained (lightkit CLM checkpoint or HF folder) / model_config; see CausalLMTask.
+    """
+
+    def __init__(
+        self,
+        reward_fn: str | None = None,
+        reward_model: str | None = None,
+        reward_label: str | None = None,
+        reward_text: Literal["prompt_and_response", "response"] = "prompt_and_response",
+        missing_eos_penalty: float | None = None,
+        ppo_epochs: int = 4,
+        minibatch_size: int = 8,
+        clip_range: float = 0.2,
+        clip_range_value: float = 0.2,
+        vf_coef: float = 0.1,
+        entropy_coef: float = 0.0,
+        gamma: float = 1.0,
+        lam: float = 0.95,
+        whiten_advantages: bool = True,
+        kl_coef: float = 0.05,
+        target_kl: float | None = None,
+        kl_horizon: int = 10000,
+        value_model: Literal["head", "separate"] = "head",
+        max_grad_norm: float = 1.0,
+        ratio_threshold: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.automatic_optimization = False
+        self.kl_ctl = AdaptiveKL(kl_coef, target_kl, kl_horizon)
+        reward = build_reward(reward_fn, reward_model, label=reward_label, text=reward_text)
+        if isinstance(reward, ModelReward):
+            self.add_frozen("reward", reward)  # moves with the policy, never trained or saved
+        self.__dict__["_reward"] = reward  # unregistered either way
+
+    # -- models --------------------------------------------------------------------------------
+    def build_model(self) -> PreTrainedModel:
+        h = self.hparams
+        if h.pretrained is not None:  # a lightkit CLM checkpoint as well as a HF folder
+            policy, tokenizer = load_trained(h.pretrained, CausalLMTask, what="pretrained")
+            if self.tokenizer is None:
+                self.tokenizer = tokenizer
+        else:
+            policy = super().build_model()
+        if self.tokenizer is None or self.tokenizer.eos_token_id is None:
+            raise InputError("PPOTask needs the policy's tokenizer with an EOS token (linked from the DataModule)")
+        self.add_frozen("reference", copy.deepcopy(policy))
+        width = policy.config.hidden_size
+        self.value_trunk = copy.deepcopy(policy) if h.value_model == "separate" else None
+        self.value_head = nn.Linear(width, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        return policy
+
+    def configure_metrics(self) -> MetricCollection:
+        return MetricCollection({"reward": MeanMetric()})
+
+    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        return self.__dict__["_reward"](prompts, responses).to(self.device)
+
+    def forward_policy(self, sequences: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, prompt_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits predicting each response token (B, R, V) and the values of the states before them (B, R)."""
+        inputs = {"input_ids": sequences, "attention_mask": attention_mask, "position_ids": position_ids}
+        out = self.model(**inputs, output_hidden_states=True)
+        trunk = out if self.value_trunk is None else self.value_trunk(**inputs, output_hidden_states=True)
+        window = slice(prompt_length - 1, -1)  # position t predicts token t+1
+        values = self.value_head(trunk.hidden_states[-1][:, window].float()).squeeze(-1)
+        return out.logits[:, window], values
+
+    # -- rollouts ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def rollout(self, batch: dict[str, Any]) -> Rollout:
+        h = self.hparams
+        prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
+        eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        sequences = self.model.generate(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            do_sample=True,
+            temperature=h.temperature,
+            top_k=h.top_k,
+            top_p=h.top_p,
+            max_new_tokens=h.max_new_tokens,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )
+        P = prompt_ids.size(1)
+        response = sequences[:, P:]
+        is_eos = response == eos
+        after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0  # strictly after the first EOS
+        mask = (~after_eos).float()
+        ended = is_eos.any(1)
+        attention = torch.cat([prompt_mask, mask.long()], dim=1)
+        position_ids = (attention.cumsum(1) - 1).clamp(min=0)  # left padding: positions start at each prompt
+        logits, values = self.forward_policy(sequences, attention, position_ids, P)
+        logprobs = token_logprobs(logits / h.temperature, response)
+        ref_logits = self.frozen("reference")(input_ids=sequences, attention_mask=attention, position_ids=position_ids).logits[:, P - 1 : -1]
+        ref_logprobs = token_logprobs(ref_logits / h.temperature, response)
+        texts = [self.tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(response, mask)]
+        scores = self.score(list(batch["prompt"]), texts).float()
+        if h.missing_eos_penalty is not None:
+            scores = scores - h.missing_eos_penalty * (~ended).float()
+        rewards = -self.kl_ctl.value * (logprobs - ref_logprobs) * mask
+        last = mask.sum(1).long() - 1
+        rewards[torch.arange(len(last), device=rewards.device), last] += scores
+        return Rollout(sequences, attention, position_ids, P, response, mask, logprobs, ref_logprobs, values * mask, scores, rewards, ended)
+
+    # -- training ------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        h = self.hparams
+        self.model.eval()  # no dropout in PPO (module docstring); gradients still flow
+        ro = self.rollout(batch)
+        advantages, returns = gae(ro.rewards, ro.values, ro.mask, h.gamma, h.lam)
+        if h.whiten_advantages:
+            advantages = masked_whiten(advantages, ro.mask)
+        optimizer = self.optimizers()
+        stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+        skipped = 0
+        n = ro.sequences.size(0)
+        for _ in range(h.ppo_epochs):
+            for idx in torch.randperm(n, device=ro.sequences.device).split(h.minibatch_size):
+                logits, values = self.forward_policy(ro.sequences[idx], ro.attention_mask[idx], ro.position_ids[idx], ro.prompt_length)
+                logits = logits.float() / h.temperature
+                m = ro.mask[idx]
+                logprobs = token_logprobs(logits, ro.response[idx])
+                pg, clip_frac, approx_kl, ratio = policy_loss(logprobs, ro.logprobs[idx], advantages[idx], m, h.clip_range)
+                vf, vf_clip_frac = value_loss(values, ro.values[idx], returns[idx], m, h.clip_range_value)
+                entropy = masked_mean(entropy_from_logits(logits), m)
+                loss = pg + h.vf_coef * vf - h.entropy_coef * entropy
+                if not torch.isfinite(loss) or (ratio * m).max() > h.ratio_threshold:
+                    skipped += 1  # an exploded ratio would wreck the policy: drop this update
+                    continue
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
+                optimizer.step()
+                for name, value in (("policy_loss", pg), ("value_loss", vf), ("clip_frac", clip_frac), ("approx_kl", approx_kl), ("entropy", entropy), ("value_clip_frac", vf_clip_frac)):
+                    stats[name].append(value.detach())
+        kl = ((ro.logprobs - ro.ref_logprobs) * ro.mask).sum(1).mean()
+        self.kl_ctl.update(float(kl), n)
+        logs = {name: torch.stack(values).mean() for name, values in stats.items()}
+        logs.update(
+            reward=ro.scores.mean(),
+            kl=kl,
+            kl_coef=torch.tensor(self.kl_ctl.value),
+            response_length=ro.mask.sum(1).mean(),
+            ended_frac=ro.ended.float().mean(),
+            skipped_minibatches=torch.tensor(float(skipped)),
+        )
+        self.log_dict({f"train_{k}": v for k, v in logs.items()}, on_step=True, on_epoch=True, prog_bar=False, batch_size=n)
+
+    def on_train_epoch_end(self) -> None:
+        pass  # train_reward_epoch is logged by training_step's on_epoch logging
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        ro = self.rollout(batch)
+        kl = ((ro.logprobs - ro.ref_logprobs) * ro.mask).sum(1).mean()
+        self.log("val_kl", kl, batch_size=ro.sequences.size(0), sync_dist=True)
+        self.val_metrics["reward"].update(ro.scores)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        ro = self.rollout(batch)
+        kl = ((ro.logprobs - ro.ref_logprobs) * ro.mask).sum(1).mean()
+        self.log("test_kl", kl, batch_size=ro.sequences.size(0), sync_dist=True)
+        self.test_metrics["reward"].update(ro.scores)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["kl_coef"] = self.kl_ctl.value  # the adaptive coefficient resumes where it was
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.kl_ctl.value = checkpoint.get("kl_coef", self.kl_ctl.value)

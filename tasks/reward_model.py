@@ -1,0 +1,54 @@
+"""Reward models trained on preference pairs (Bradley-Terry), for PPO or for ranking.
+
+    lightkit fit --config tests/conf/reward_model.yaml
+
+Loss `-log σ(r(chosen) - r(rejected))` on a sequence model with one scalar output
+(`AutoModelForSequenceClassification`, num_labels=1); accuracy is the fraction of pairs ranked
+right. The saved model is a plain transformers sequence classifier, so PPO (`reward_model:`),
+export and any transformers code load it as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryAccuracy
+from transformers import AutoModelForSequenceClassification
+
+from lightkit.task import BaseTask, StepOutput
+
+
+class RewardModelTask(BaseTask):
+    """Pairwise preference training of a scalar reward.
+
+    Args:
+        **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
+    """
+
+    auto_model = AutoModelForSequenceClassification
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+    def model_overrides(self) -> dict[str, Any]:
+        overrides: dict[str, Any] = {"num_labels": 1, "id2label": {0: "reward"}, "label2id": {"reward": 0}}
+        if self.tokenizer is not None and self.tokenizer.pad_token_id is not None:
+            overrides["pad_token_id"] = self.tokenizer.pad_token_id  # decoders pool the last non-pad token
+        return overrides
+
+    def configure_metrics(self) -> MetricCollection:
+        return MetricCollection({"accuracy": BinaryAccuracy()})
+
+    def score(self, batch: dict[str, Any], side: str) -> torch.Tensor:
+        inputs = {k.removeprefix(f"{side}_"): v for k, v in batch.items() if k.startswith(f"{side}_")}
+        return self.model(**inputs).logits.squeeze(-1).float()  # (B,)
+
+    def step(self, batch: dict[str, Any]) -> StepOutput:
+        margin = self.score(batch, "chosen") - self.score(batch, "rejected")
+        loss = -F.logsigmoid(margin).mean()
+        # BinaryAccuracy thresholds sigmoid(margin) at 0.5, i.e. counts pairs with margin > 0.
+        ones = torch.ones_like(margin, dtype=torch.long)
+        return StepOutput(loss, torch.sigmoid(margin.detach()), ones, logs={"margin": margin.detach().mean()})

@@ -1,0 +1,16 @@
+"""Reward callables for the PPO tests, named by import path in tests/conf/ppo.yaml."""
+
+from __future__ import annotations
+
+
+def count_e(prompts: list[str], responses: list[str]) -> list[float]:
+    """The number of letters 'e' in each response: easy to check, easy for a tiny policy to chase."""
+    return [float(r.count("e")) for r in responses]
+
+
+def raises(prompts: list[str], responses: list[str]) -> list[float]:
+    raise RuntimeError("reward service unavailable")
+
+
+def one_short(prompts: list[str], responses: list[str]) -> list[float]:
+    return [0.0] * (len(responses) - 1)

@@ -1,0 +1,181 @@
+"""PPO and reward models: the maths on hand-computed values, and RLHF through the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightkit.data.causal_lm import train_bpe_tokenizer
+from lightkit.data.language_modeling import read_documents
+from lightkit.errors import InputError
+from lightkit.main import main
+from lightkit.rl import AdaptiveKL, gae, masked_whiten, policy_loss, value_loss
+
+from conftest import DATA, ROOT
+
+PPO = ROOT / "tests" / "conf" / "ppo.yaml"
+REWARD_MODEL = ROOT / "tests" / "conf" / "reward_model.yaml"
+
+
+# -- maths -------------------------------------------------------------------------------------
+def test_gae_matches_a_hand_computed_case() -> None:
+    rewards = torch.tensor([[1.0, 0.0, 2.0], [0.5, 1.0, 0.0]])
+    values = torch.tensor([[0.5, 0.2, 0.1], [0.3, 0.4, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # the second rollout ends after 2 tokens
+    gamma, lam = 0.9, 0.8
+    adv, ret = gae(rewards, values, mask, gamma, lam)
+    # Row 0: d2 = 2 - 0.1 = 1.9; d1 = 0 + .9*.1 - .2 = -0.11; d0 = 1 + .9*.2 - .5 = 0.68
+    a2 = 1.9
+    a1 = -0.11 + 0.72 * a2
+    a0 = 0.68 + 0.72 * a1
+    # Row 1: the value 9.0 after the end must not leak in: d1 = 1 - .4 = 0.6; d0 = .5 + .9*.4 - .3
+    b1 = 0.6
+    b0 = 0.56 + 0.72 * b1
+    assert adv.flatten().tolist() == pytest.approx([a0, a1, a2, b0, b1, 0.0])
+    assert ret.flatten().tolist() == pytest.approx([a0 + 0.5, a1 + 0.2, a2 + 0.1, b0 + 0.3, b1 + 0.4, 0.0])
+
+
+def test_whitening_uses_only_real_tokens() -> None:
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    # mean 2, unbiased variance 1 over the three real entries
+    assert masked_whiten(x, mask).flatten().tolist() == pytest.approx([-1.0, 0.0, 1.0, 0.0], abs=1e-6)
+
+
+def test_clipped_policy_and_value_losses_match_hand_computed_cases() -> None:
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))  # ratios 1.5, 0.5, 1.1
+    adv = torch.tensor([[1.0, -2.0, 3.0]])
+    mask = torch.ones(1, 3)
+    loss, clip_frac, approx_kl, ratio = policy_loss(new, old, adv, mask, clip=0.2)
+    # token 0: max(-1.5, -1.2) = -1.2 (clipped); token 1: max(1.0, 1.6) = 1.6 (clipped); token 2: -3.3
+    assert loss.item() == pytest.approx((-1.2 + 1.6 - 3.3) / 3)
+    assert clip_frac.item() == pytest.approx(2 / 3)
+    expected_kl = sum((r - 1) - math.log(r) for r in (1.5, 0.5, 1.1)) / 3
+    assert approx_kl.item() == pytest.approx(expected_kl)
+    assert ratio.flatten().tolist() == pytest.approx([1.5, 0.5, 1.1])
+
+    values, old_values, returns = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.0]]), torch.tensor([[2.0, 0.1]])
+    vf, vf_clip = value_loss(values, old_values, returns, torch.ones(1, 2), clip=0.2)
+    # token 0: clipped value 0.7 -> max(1.0, 1.69) = 1.69; token 1: 0.01 both ways
+    assert vf.item() == pytest.approx(0.5 * (1.69 + 0.01) / 2)
+    assert vf_clip.item() == pytest.approx(0.5)
+
+
+def test_adaptive_kl_follows_its_target() -> None:
+    ctl = AdaptiveKL(0.1, target=6.0, horizon=100)
+    ctl.update(12.0, n_rollouts=10)  # error clipped to +0.2: coef *= 1 + 0.2 * 10/100
+    assert ctl.value == pytest.approx(0.1 * 1.02)
+    ctl.update(3.0, n_rollouts=10)  # error -0.5 clipped to -0.2
+    assert ctl.value == pytest.approx(0.1 * 1.02 * 0.98)
+    fixed = AdaptiveKL(0.1)
+    fixed.update(100.0, 10)
+    assert fixed.value == 0.1
+
+
+# -- through the CLI ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bpe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ppo-bpe") / "tokenizer"
+    train_bpe_tokenizer(read_documents(DATA / "lm" / "corpus.txt"), 300, path)
+    return path
+
+
+def series(root: Path, key: str) -> list[float]:
+    rows = csv.DictReader((root / "lightning_logs" / "version_0" / "metrics.csv").open())
+    return [float(r[key]) for r in rows if r.get(key)]
+
+
+def ppo(bpe: Path, root: Path, *overrides: str) -> None:
+    main(["fit", "--config", str(PPO), "--data.tokenizer", str(bpe), "--trainer.default_root_dir", str(root), *overrides])
+
+
+def test_ppo_raises_a_callable_reward_and_keeps_the_reference_frozen(bpe: Path, tmp_path: Path) -> None:
+    from lightkit.tasks import PPOTask
+
+    seen: dict[str, object] = {}
+    start, end = PPOTask.on_fit_start, PPOTask.on_fit_end
+
+    def on_fit_start(self: PPOTask) -> None:
+        seen["reference"] = {k: v.clone() for k, v in self.frozen("reference").state_dict().items()}
+        seen["policy"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        start(self)
+
+    def on_fit_end(self: PPOTask) -> None:
+        seen["reference_after"] = self.frozen("reference")
+        seen["policy_after"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        seen["optimized"] = {id(p) for g in self.trainer.optimizers[0].param_groups for p in g["params"]}
+        end(self)
+
+    PPOTask.on_fit_start, PPOTask.on_fit_end = on_fit_start, on_fit_end  # type: ignore[method-assign]
+    try:
+        ppo(bpe, tmp_path, "--trainer.logger", "true", "--trainer.enable_checkpointing", "true")
+    finally:
+        PPOTask.on_fit_start, PPOTask.on_fit_end = start, end  # type: ignore[method-assign]
+
+    # Measured with seed 0: train reward 0.3 -> 5.1 letters "e" per 8-token response, validation
+    # 0.75 -> 6.4; KL to the reference grows to ~20 nats per response and stays finite.
+    train, val = series(tmp_path, "train_reward_epoch"), series(tmp_path, "val_reward")
+    assert train[-1] >= train[0] + 2.0, train
+    assert val[-1] >= val[0] + 2.0, val
+    for key in ("train_kl_epoch", "val_kl", "train_policy_loss_epoch", "train_value_loss_epoch", "train_entropy_epoch", "train_approx_kl_epoch", "train_clip_frac_epoch", "train_response_length_epoch"):
+        values = series(tmp_path, key)
+        assert values and all(math.isfinite(v) for v in values), key
+    assert series(tmp_path, "train_skipped_minibatches_epoch") == [0.0] * len(train)
+
+    reference = seen["reference_after"]
+    for name, p in reference.named_parameters():
+        assert torch.equal(p, seen["reference"][name]), name  # never changes
+        assert p.grad is None and id(p) not in seen["optimized"], name
+    assert any(not torch.equal(seen["policy_after"][k], v) for k, v in seen["policy"].items())  # the policy did
+    ckpt = torch.load(next((tmp_path / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt")), weights_only=True)
+    assert all(k.startswith(("model.", "value_head.")) for k in ckpt["state_dict"]), "no reference in the checkpoint"
+    assert "kl_coef" in ckpt
+
+
+@pytest.mark.parametrize(
+    ("fn", "message"),
+    [
+        ("ppo_rewards:raises", "reward_fn 'ppo_rewards:raises' raised RuntimeError: reward service unavailable"),
+        ("ppo_rewards:one_short", "reward_fn 'ppo_rewards:one_short' returned 7 scores for 8 responses"),
+        ("ppo_rewards:missing", "reward_fn: 'ppo_rewards' has no callable 'missing'"),
+        ("no_such_module.fn", "reward_fn: cannot import module 'no_such_module'"),
+    ],
+)
+def test_a_broken_reward_callable_is_named(bpe: Path, tmp_path: Path, fn: str, message: str) -> None:
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ppo(bpe, tmp_path, "--model.init_args.reward_fn", fn, "--trainer.max_epochs", "1")
+
+
+def write_preferences(path: Path, n: int, seed: int) -> None:
+    """Pairs where the chosen answer names a city and the rejected one a filler word."""
+    rng = random.Random(seed)
+    rows = [json.loads(line) for line in (DATA / "lm" / "instruct.jsonl").read_text().splitlines()]
+    fillers = ["the", "news", "today", "yesterday", "with"]
+    with path.open("w") as f:
+        for _ in range(n):
+            row = rng.choice(rows)
+            f.write(json.dumps({"prompt": row["prompt"], "chosen": " " + row["response"], "rejected": " " + rng.choice(fillers)}) + "\n")
+
+
+def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Path) -> None:
+    prefs = tmp_path / "prefs.jsonl"
+    write_preferences(prefs, 120, seed=0)
+    root = tmp_path / "rm"
+    main(["fit", "--config", str(REWARD_MODEL), "--data.tokenizer", str(bpe), "--data.train_file", str(prefs), "--trainer.default_root_dir", str(root)])
+    accuracy = series(root, "val_accuracy")
+    assert accuracy[-1] >= 0.9, accuracy  # cities vs filler words: a tiny model ranks them
+    losses = series(root, "train_loss_epoch")
+    assert losses[-1] < 0.5 * losses[0], losses
+    saved = root / "lightning_logs" / "version_0" / "hf_model"
+    assert json.loads((saved / "config.json").read_text())["id2label"] == {"0": "reward"}  # one scalar output
+    # The trained reward model (as a lightkit checkpoint) drives PPO.
+    ckpt = next((root / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt"))
+    ppo(bpe, tmp_path / "ppo", "--model.init_args.reward_fn", "null", "--model.init_args.reward_model", str(ckpt), "--trainer.max_epochs", "1", "--trainer.logger", "true")
+    assert all(math.isfinite(v) for v in series(tmp_path / "ppo", "val_reward"))
