@@ -1,6 +1,7 @@
 """The `lightkit` command: LightningCLI over every lightkit task and DataModule.
 
     lightkit fit|validate|test|predict --config configs/ner.yaml [--trainer.max_epochs 3 ...]
+    lightkit export --config configs/ner.yaml --ckpt_path ... --output ...   (see lightkit.export.cli)
 
 Tasks and DataModules are chosen in YAML by class name (subclass mode); what the data knows
 (tokenizer, label names) is linked into the task when both are instantiated, so a config states
@@ -83,6 +84,12 @@ def main(args: ArgsType = None) -> None:
 
 
 def _run(args: ArgsType) -> None:
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["export"]:
+        from lightkit.export.cli import export_main
+
+        export_main(argv[1:])
+        return
     LightkitCLI(
         BaseTask,
         BaseDataModule,

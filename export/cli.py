@@ -1,0 +1,224 @@
+"""`lightkit export`: a trained checkpoint to checked ONNX artifacts, with a manifest.
+
+    lightkit export --config configs/ner.yaml --ckpt_path runs/ner/checkpoints/best.ckpt \\
+        --output runs/ner/onnx --forms fp32 int8-cpu
+
+The config builds the task and its DataModule exactly as `fit` did; the checkpoint's weights are
+loaded (`weights_only=True`). Each form is scored on held-out real inputs (the test split) by the
+task's own `step` and metrics, with the ONNX Runtime session standing in for the model, beside the
+PyTorch model on the same batches: max |logit difference|, argmax agreement and the task metric.
+A form outside its tolerance fails the export with the numbers. Everything is written into a temp
+folder renamed into place at the end; an existing output needs `--overwrite`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightkit.errors import InputError
+from lightkit.io import atomic_dir
+from lightkit.export.onnx_export import OPSET, export_fp32, fuse, quantize_int8_cpu
+from lightkit.export.runtime import OrtModel
+
+FORMS = ("fp32", "int8-cpu")
+PLANNED = ("fp16", "int8-gpu", "qat")  # issue 6: GPU forms and QAT are not built yet
+# The primary metric each task's parity is judged on, as logged without the stage prefix.
+PRIMARY = {"TokenClassificationTask": "f1", "SequenceClassificationTask": "accuracy"}
+DEFAULT_TOLERANCE = {
+    "fp32": {"max_abs_diff": 1e-3, "min_argmax_agreement": 0.999, "max_metric_drop": 0.001},
+    "int8-cpu": {"max_abs_diff": float("inf"), "min_argmax_agreement": 0.95, "max_metric_drop": 0.02},
+}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="lightkit export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="the YAML the model was trained with")
+    p.add_argument("--ckpt_path", required=True, help="checkpoint written by lightkit fit")
+    p.add_argument("--output", required=True, help="folder to create (model files, tokenizer, manifest.json)")
+    p.add_argument("--forms", nargs="+", default=list(FORMS), help=f"any of {', '.join(FORMS)}")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--parity_batches", type=int, default=20, help="test-split batches used for the parity gate")
+    p.add_argument("--tolerance", action="append", default=[], metavar="FORM.KEY=VALUE",
+                   help="e.g. int8-cpu.max_metric_drop=0.05 (keys: max_abs_diff, min_argmax_agreement, max_metric_drop)")
+    p.add_argument("--opset", type=int, default=OPSET)
+    return p.parse_args(argv)
+
+
+def tolerances(overrides: list[str]) -> dict[str, dict[str, float]]:
+    tol = {form: dict(values) for form, values in DEFAULT_TOLERANCE.items()}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        form, _, name = key.partition(".")
+        if form not in tol or name not in tol[form] or not value:
+            raise InputError(f"--tolerance {item!r}: expected FORM.KEY=VALUE with FORM in {list(tol)} and KEY in {list(DEFAULT_TOLERANCE['fp32'])}")
+        tol[form][name] = float(value)
+    return tol
+
+
+def build(config: str, ckpt_path: str) -> tuple[Any, Any]:
+    """The task and DataModule of `config`, with the checkpoint's weights."""
+    from lightkit.data import BaseDataModule
+    from lightkit.main import LightkitCLI
+    from lightkit.task import BaseTask
+
+    cli = LightkitCLI(BaseTask, BaseDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+                      args=["--config", config, "--trainer.logger", "false"], save_config_callback=None)
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--ckpt_path: '{ckpt_path}' does not exist")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"--ckpt_path: {path} is not a readable lightkit checkpoint ({type(e).__name__}: {e})") from None
+    task = cli.model
+    try:
+        task.load_state_dict(state)
+    except RuntimeError as e:
+        raise InputError(f"--ckpt_path: {path} does not fit the task of {config} ({str(e).splitlines()[0]})") from None
+    return task.eval(), cli.datamodule
+
+
+def objective_name(task: Any) -> str:
+    for klass in type(task).__mro__:
+        if klass.__name__ in PRIMARY:
+            return klass.__name__
+    raise InputError(f"export: {type(task).__name__} is not exportable yet; encoders for token and sequence classification are (issue 6 adds causal LMs)")
+
+
+def score(task: Any, model: Any, batches: list[dict[str, Any]]) -> tuple[dict[str, float], list[torch.Tensor], list[torch.Tensor]]:
+    """The task's metrics with `model` standing in for its transformers model; plus logits and masks."""
+    metrics = task.configure_metrics()
+    logits, masks = [], []
+
+    def run_model(batch: dict[str, Any], **kwargs: Any) -> Any:
+        out = model(**task.model_inputs(batch), **kwargs)
+        logits.append(out.logits.detach().float())
+        masks.append(batch["attention_mask"].bool() if out.logits.dim() == 3 else torch.ones(out.logits.size(0), dtype=torch.bool))
+        return out
+
+    task.run_model = run_model  # an instance attribute shadows the method for this scoring only
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                out = task.step(batch)
+                metrics.update(out.preds, out.target, **out.metric_kwargs)
+    finally:
+        del task.run_model
+    return {k: float(v) for k, v in metrics.compute().items()}, logits, masks
+
+
+def compare(ref: list[torch.Tensor], got: list[torch.Tensor], masks: list[torch.Tensor]) -> dict[str, float]:
+    diff, agree, total = 0.0, 0, 0
+    for r, g, m in zip(ref, got, masks):
+        diff = max(diff, float((r - g).abs()[m].max()))
+        agree += int((r.argmax(-1) == g.argmax(-1))[m].sum())
+        total += int(m.sum())
+    return {"max_abs_diff": diff, "argmax_agreement": agree / max(total, 1)}
+
+
+def latency_ms(model: Any, batch: dict[str, Any], task: Any, repeats: int = 10) -> float:
+    inputs = task.model_inputs(batch)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with torch.no_grad():
+            model(**inputs)
+        times.append((time.perf_counter() - start) * 1000)
+    return sorted(times)[len(times) // 2]
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import transformers
+
+    from lightkit import __version__
+
+    return {"lightkit": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def export_main(argv: list[str]) -> Path:
+    args = parse(argv)
+    unknown = [f for f in args.forms if f not in FORMS]
+    if unknown:
+        planned = [f for f in unknown if f in PLANNED]
+        hint = f" ({', '.join(planned)}: not built yet)" if planned else ""
+        raise InputError(f"--forms: unknown {unknown}{hint}; available: {list(FORMS)}")
+    tol = tolerances(args.tolerance)
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise InputError(f"--output: {out} exists; pass --overwrite to replace it")
+    task, dm = build(args.config, args.ckpt_path)
+    objective = objective_name(task)
+    primary = PRIMARY[objective]
+    dm.setup("test")
+    batches = [b for _, b in zip(range(args.parity_batches), dm.test_dataloader())]
+    reference, ref_logits, masks = score(task, task.model, batches)
+
+    manifest: dict[str, Any] = {
+        "task": type(task).__name__, "objective": objective, "opset": args.opset,
+        "labels": list(task.hparams.get("label_names") or []),
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", "sequence", len(task.hparams.label_names)] if objective == "TokenClassificationTask" else ["batch", len(task.hparams.label_names)]}],
+        "parity_data": {"split": "test", "batches": len(batches), "examples": sum(b["input_ids"].size(0) for b in batches), "pytorch": reference},
+        "source": {"config": args.config, "ckpt_path": args.ckpt_path},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "forms": {},
+    }
+    failures = []
+    with atomic_dir(out) as tmp:
+        (tmp / "fp32").mkdir()
+        fp32 = tmp / "fp32" / "model.onnx"
+        names = export_fp32(task.model, fp32, args.opset)
+        manifest["inputs"] = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in names]
+        paths = {"fp32": fp32}
+        if "int8-cpu" in args.forms:
+            (tmp / "int8-cpu").mkdir()
+            fused = tmp / "int8-cpu" / "fused-fp32.onnx"
+            source = fused if fuse(task.model, fp32, fused) else fp32
+            quantize_int8_cpu(source, tmp / "int8-cpu" / "model.onnx")
+            fused.unlink(missing_ok=True)
+            paths["int8-cpu"] = tmp / "int8-cpu" / "model.onnx"
+        for form in args.forms:
+            session = OrtModel(paths[form], device="cpu" if form == "int8-cpu" else "auto")
+            metrics, logits, _ = score(task, session, batches)
+            parity = {**compare(ref_logits, logits, masks), "metric": primary, "pytorch": reference[primary], "onnx": metrics[primary]}
+            parity["metric_drop"] = parity["pytorch"] - parity["onnx"]
+            limits = tol[form]
+            problems = [
+                f"max_abs_diff {parity['max_abs_diff']:.3g} > {limits['max_abs_diff']}" * (parity["max_abs_diff"] > limits["max_abs_diff"]),
+                f"argmax agreement {parity['argmax_agreement']:.4f} < {limits['min_argmax_agreement']}" * (parity["argmax_agreement"] < limits["min_argmax_agreement"]),
+                f"{primary} drop {parity['metric_drop']:.4f} > {limits['max_metric_drop']}" * (parity["metric_drop"] > limits["max_metric_drop"]),
+            ]
+            problems = [p for p in problems if p]
+            if problems:
+                failures.append(f"{form}: " + "; ".join(problems))
+            manifest["forms"][form] = {
+                "file": f"{form}/model.onnx",
+                "bytes": paths[form].stat().st_size,
+                "parity": {**parity, "tolerance": limits, "passed": not problems},
+                "providers": session.providers(),
+                "placement": {"checked": False, "reason": "CPU artifact" if form == "int8-cpu" else "no CUDA device here; the GPU placement check is part of issue 6's GPU forms"},
+                "latency_ms_cpu_median": latency_ms(session, batches[0], task),
+            }
+        manifest["pytorch_latency_ms_cpu_median"] = latency_ms(task.model, batches[0], task)
+        if failures:
+            raise InputError("export: parity gate failed, nothing written:\n  " + "\n  ".join(failures))
+        if task.tokenizer is not None:
+            task.tokenizer.save_pretrained(tmp / "tokenizer")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    for form, info in manifest["forms"].items():
+        p = info["parity"]
+        print(f"lightkit export: {form}: {info['bytes'] / 2**20:.1f} MiB, max|diff| {p['max_abs_diff']:.2e}, argmax agreement {p['argmax_agreement']:.4f}, "
+              f"{primary} {p['onnx']:.4f} (PyTorch {p['pytorch']:.4f})")
+    print(f"lightkit export: wrote {out} (manifest.json)")
+    return out

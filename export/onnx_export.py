@@ -1,0 +1,97 @@
+"""Encoder models (token / sequence classification) to ONNX, and the CPU INT8 form.
+
+The fp32 graph comes from the legacy TorchScript exporter (`dynamo=False`) with eager attention:
+that graph is what ONNX Runtime's transformer optimizer pattern-matches to fuse Attention,
+SkipLayerNormalization and BiasGelu (measured in ../shared/measurements; the dynamo exporter's
+SDPA graph is not fused). `int8-cpu` is dynamic QInt8 quantisation (MatMulInteger /
+DynamicQuantizeLinear) of the fused graph, which is fast on CPU and must never be shipped as a
+GPU artifact: those nodes fall back to the CPU under the CUDA execution provider.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from lightkit.errors import InputError
+
+OPSET = 17
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class _LogitsOnly(nn.Module):
+    """Positional inputs in, logits out: the signature the TorchScript exporter traces."""
+
+    def __init__(self, model: PreTrainedModel, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.names, tensors))).logits
+
+
+def input_names(model: PreTrainedModel) -> tuple[str, ...]:
+    """The encoder inputs this model's forward takes (token_type_ids only where it is used)."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    names = tuple(n for n in INPUTS if n in params)
+    if "token_type_ids" in names and getattr(model.config, "type_vocab_size", 0) < 2:
+        names = tuple(n for n in names if n != "token_type_ids")  # a single segment: a constant 0
+    return names
+
+
+def export_fp32(model: PreTrainedModel, path: Path, opset: int = OPSET) -> tuple[str, ...]:
+    """Write the fp32 graph with dynamic batch and sequence axes; returns its input names."""
+    model = model.eval().float()
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")  # the pattern ORT's optimizer fuses
+    names = input_names(model)
+    dummy = tuple(torch.ones(2, 8, dtype=torch.long) if n != "token_type_ids" else torch.zeros(2, 8, dtype=torch.long) for n in names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    per_token = "TokenClassification" in type(model).__name__
+    axes["logits"] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
+    with torch.no_grad():
+        torch.onnx.export(
+            _LogitsOnly(model, names),
+            dummy,
+            str(path),
+            input_names=list(names),
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+    return names
+
+
+def fuse(model: PreTrainedModel, src: Path, dst: Path) -> bool:
+    """ORT's transformer optimizer (BERT fusions) from `src` to `dst`; False if it does not apply."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    config = model.config
+    if config.model_type not in ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta-v2"):
+        return False
+    heads, hidden = config.num_attention_heads, config.hidden_size
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    optimized = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1, use_gpu=False)
+    optimized.save_model_to_file(str(dst))
+    return True
+
+
+def quantize_int8_cpu(src: Path, dst: Path) -> None:
+    """Dynamic QInt8 (per-tensor weights) of every MatMul/Gemm: the CPU INT8 artifact."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        # The fused graph's com.microsoft ops (Attention, SkipLayerNormalization) defeat ONNX shape
+        # inference; DefaultTensorType tells the quantiser their outputs are float, as ORT advises.
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    except Exception as e:  # noqa: BLE001 - report which step failed, with ORT's reason
+        raise InputError(f"int8-cpu: dynamic quantisation of {src.name} failed ({type(e).__name__}: {e})") from e

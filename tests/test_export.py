@@ -1,0 +1,108 @@
+"""`lightkit export` on tiny trained models: every form, the parity gate, the manifest, safe writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from lightkit.errors import InputError
+from lightkit.export.runtime import OrtModel
+from lightkit.main import main
+
+from conftest import ROOT, TINY_NER
+
+TINY_CLS = ROOT / "tests" / "conf" / "classification.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    runs = {}
+    for name, conf, epochs in (("ner", TINY_NER, "8"), ("cls", TINY_CLS, "10")):
+        root = tmp_path_factory.mktemp(f"export-{name}")
+        main(["fit", "--config", str(conf), "--trainer.default_root_dir", str(root), "--trainer.max_epochs", epochs])
+        runs[name] = (conf, next((root / "checkpoints").glob("*.ckpt")))
+    return runs
+
+
+def export(conf: Path, ckpt: Path, out: Path, *extra: str) -> dict:
+    main(["export", "--config", str(conf), "--ckpt_path", str(ckpt), "--output", str(out), *extra])
+    return json.loads((out / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["ner", "cls"])
+def test_export_writes_checked_forms_and_a_manifest(trained: dict, name: str, tmp_path: Path) -> None:
+    conf, ckpt = trained[name]
+    out = tmp_path / "onnx"
+    manifest = export(conf, ckpt, out)
+    assert set(manifest["forms"]) == {"fp32", "int8-cpu"}
+    fp32, int8 = manifest["forms"]["fp32"], manifest["forms"]["int8-cpu"]
+    # fp32 is the same function: logits equal to float precision, same predictions, same metric.
+    assert fp32["parity"]["max_abs_diff"] < 1e-3 and fp32["parity"]["argmax_agreement"] == 1.0
+    assert fp32["parity"]["onnx"] == pytest.approx(fp32["parity"]["pytorch"], abs=1e-6)
+    assert all(form["parity"]["passed"] for form in manifest["forms"].values())
+    assert int8["parity"]["argmax_agreement"] >= 0.95
+    assert manifest["forms"]["fp32"]["placement"]["checked"] is False  # no GPU here, and it says so
+    # The INT8 CPU artifact really is integer: dynamic quantisation nodes, no float MatMul left.
+    ops = {n.op_type for n in onnx.load(out / int8["file"]).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "MatMul" not in ops
+    assert int8["bytes"] < fp32["bytes"]
+    assert (out / "tokenizer" / "tokenizer.json").is_file()
+    names = [i["name"] for i in manifest["inputs"]]
+    assert names[:2] == ["input_ids", "attention_mask"]
+    assert manifest["labels"] and manifest["outputs"][0]["shape"][-1] == len(manifest["labels"])
+    assert {"torch", "onnxruntime", "onnx", "transformers", "lightkit"} <= set(manifest["versions"])
+    # The artifact runs on its own, from the manifest's input names.
+    session = OrtModel(out / fp32["file"], device="cpu")
+    assert session.inputs == names
+
+
+def test_an_artifact_given_wrong_inputs_says_what_it_takes(trained: dict, tmp_path: Path) -> None:
+    conf, ckpt = trained["cls"]
+    out = export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
+    session = OrtModel(tmp_path / "onnx" / out["forms"]["fp32"]["file"], device="cpu")
+    import torch
+
+    with pytest.raises(ValueError, match=r"missing inputs \['attention_mask'"):
+        session(input_ids=torch.ones(1, 4, dtype=torch.long))
+
+
+def test_existing_output_is_kept_without_overwrite(trained: dict, tmp_path: Path) -> None:
+    conf, ckpt = trained["cls"]
+    out = tmp_path / "onnx"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="exists; pass --overwrite"):
+        export(conf, ckpt, out, "--forms", "fp32")
+    assert (out / "keep.txt").read_text() == "mine"
+    export(conf, ckpt, out, "--forms", "fp32", "--overwrite")
+    assert not (out / "keep.txt").exists() and (out / "manifest.json").is_file()
+
+
+def test_a_failed_parity_gate_writes_nothing(trained: dict, tmp_path: Path) -> None:
+    conf, ckpt = trained["ner"]
+    out = tmp_path / "onnx"
+    with pytest.raises(InputError, match=r"parity gate failed, nothing written:\n  int8-cpu: argmax agreement"):
+        export(conf, ckpt, out, "--tolerance", "int8-cpu.min_argmax_agreement=1.01")
+    assert not out.exists() and not list(tmp_path.glob(".onnx*"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--forms", "int8-gpu"], r"--forms: unknown \['int8-gpu'\] \(int8-gpu: not built yet\)"),
+        (["--tolerance", "fp32.speed=1"], "--tolerance 'fp32.speed=1': expected FORM.KEY=VALUE"),
+    ],
+)
+def test_bad_export_options_are_named(trained: dict, tmp_path: Path, extra: list[str], message: str) -> None:
+    conf, ckpt = trained["cls"]
+    with pytest.raises(InputError, match=message):
+        export(conf, ckpt, tmp_path / "onnx", *extra)
+
+
+def test_a_checkpoint_of_another_task_is_refused(trained: dict, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not fit the task of"):
+        export(trained["cls"][0], trained["ner"][1], tmp_path / "onnx")
