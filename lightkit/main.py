@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
@@ -36,10 +37,33 @@ class LightkitCLI(LightningCLI):
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        self._argv = [str(a) for a in (sys.argv[1:] if args is None else args)] if not isinstance(args, dict) else []
+        super().parse_arguments(parser, args)
+
+    def _model_flags(self) -> dict[str, object]:
+        """Task arguments given as flags (`--model.decoding viterbi`, `--model.init_args.top_k=5`)."""
+        flags, argv = {}, self._argv
+        for i, arg in enumerate(argv):
+            if not arg.startswith("--model."):
+                continue
+            key, eq, value = arg[2:].partition("=")
+            if not eq:
+                if i + 1 >= len(argv):
+                    continue
+                value = argv[i + 1]
+            parts = key.split(".")[1:]
+            parts = parts[1:] if parts[:1] == ["init_args"] else parts
+            if len(parts) == 1 and parts[0] != "class_path":
+                flags[parts[0]] = yaml.safe_load(value)  # typed as jsonargparse types a flag
+        return flags
+
     def _parse_ckpt_path(self) -> None:
         # As LightningCLI's: a checkpoint's saved task hyperparameters override the config. Unlike
-        # it, link targets are left out: the links supply them from the DataModule again, and for
-        # a task that takes **kwargs they would otherwise reach BaseTask as unknown keywords.
+        # it, (1) flags given on this command line win over the checkpoint (`test --ckpt_path ...
+        # --model.decoding viterbi` must decode with Viterbi), and (2) link targets are left out:
+        # the links supply them from the DataModule again, and for a task that takes **kwargs
+        # they would otherwise reach BaseTask as unknown keywords.
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not Path(ckpt_path).is_file():
@@ -49,6 +73,7 @@ class LightkitCLI(LightningCLI):
             hparams.pop(key, None)
         if "_class_path" not in hparams:
             return
+        hparams.update(self._model_flags())
         model = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
 

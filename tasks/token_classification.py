@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import torch
 from torchmetrics import MetricCollection
@@ -26,6 +26,7 @@ from transformers import AutoModelForTokenClassification
 from lightkit.data.conll import conll_lines
 from lightkit.data.token_classification import word_predictions
 from lightkit.entity_metrics import Seqeval, write_report
+from lightkit.export.refiner import constrained_viterbi, invalid_transitions, transition_rules
 from lightkit.task import BaseTask, StepOutput, label_config
 
 
@@ -34,13 +35,16 @@ class TokenClassificationTask(BaseTask):
 
     Args:
         label_names: IOB2 label names, O first; linked from the DataModule by the CLI.
+        decoding: `argmax` per word, or `viterbi`: the best tag sequence that is valid IOB2
+            (no I-X after O or after another type; see lightkit.export.refiner).
         **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
     """
 
     auto_model = AutoModelForTokenClassification
 
-    def __init__(self, label_names: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, label_names: list[str] | None = None, decoding: Literal["argmax", "viterbi"] = "argmax", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._rules = transition_rules(self.hparams.label_names) if decoding == "viterbi" else None
 
     def model_overrides(self) -> dict[str, Any]:
         return label_config(self.hparams.label_names, type(self).__name__)
@@ -50,9 +54,23 @@ class TokenClassificationTask(BaseTask):
 
     def predict_words(self, logits: torch.Tensor, batch: dict[str, Any]) -> list[list[int]]:
         """Per-word label ids for each sentence of the batch (first-subword reading)."""
-        token_preds = logits.argmax(-1).tolist()  # (B, T)
         word_ids = batch["word_ids"].tolist()  # (B, T), -1 off words
-        return [word_predictions(p, w, len(tokens)) for p, w, tokens in zip(token_preds, word_ids, batch["tokens"])]
+        if self._rules is None:
+            token_preds = logits.argmax(-1).tolist()  # (B, T)
+            return [word_predictions(p, w, len(tokens)) for p, w, tokens in zip(token_preds, word_ids, batch["tokens"])]
+        scores = torch.log_softmax(logits.float(), dim=-1)
+        out = []
+        for row, words, tokens in zip(scores, word_ids, batch["tokens"]):
+            first = {}  # word -> its first subword's position
+            for position, word in enumerate(words):
+                if word >= 0:
+                    first.setdefault(word, position)
+            path = constrained_viterbi(row[list(first.values())].cpu(), *self._rules)
+            preds = [0] * len(tokens)  # words cut by truncation stay O, as with argmax
+            for word, label in zip(first, path):
+                preds[word] = label
+            out.append(preds)
+        return out
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
         out = self.run_model(batch, labels=batch["labels"])  # logits (B, T, L)
@@ -86,7 +104,13 @@ class TokenClassificationTask(BaseTask):
             truncated = int(metric.truncated)
         super().on_test_epoch_end()  # logs test_f1 etc., resets the metric
         if self.trainer.is_global_zero and y_true:
-            extra = {"sentences": len(y_true), "truncated_words": truncated, "predictions": str(self._pred_path)}
+            extra = {
+                "sentences": len(y_true),
+                "truncated_words": truncated,
+                "decoding": self.hparams.decoding,
+                "invalid_transitions": sum(invalid_transitions(tags) for tags in y_pred),
+                "predictions": str(self._pred_path),
+            }
             txt, js, text = write_report(self._pred_path.parent, y_true, y_pred, extra)
             print(
                 f"\nseqeval report ({len(y_true)} sentences, {truncated} words cut by truncation "
