@@ -2,6 +2,7 @@
 
 from lightkit.callbacks.best_weights import RestoreBestWeights
 from lightkit.callbacks.prediction_writer import PredictionWriter
+from lightkit.callbacks.qat import QuantizationAwareTraining
 from lightkit.callbacks.warmup import LRWarmup, lr_multiplier
 
-__all__ = ["LRWarmup", "PredictionWriter", "RestoreBestWeights", "lr_multiplier"]
+__all__ = ["LRWarmup", "PredictionWriter", "QuantizationAwareTraining", "RestoreBestWeights", "lr_multiplier"]

@@ -24,6 +24,7 @@ from transformers import AutoConfig, PreTrainedModel
 
 from lightkit.errors import InputError
 from lightkit.io import atomic_dir
+from lightkit.quantization import strip_qat_state
 from lightkit.resources import load_tokenizer, resolve_path
 
 STAGES = ("train", "val", "test")
@@ -234,7 +235,8 @@ class BaseTask(L.LightningModule):
             return
         target = self.hf_save_dir()
         with atomic_dir(target) as tmp:
-            self.model.save_pretrained(tmp)  # safetensors
+            # safetensors; QAT fake-quantiser state stays in the Lightning checkpoint, not here.
+            self.model.save_pretrained(tmp, state_dict=strip_qat_state(self.model.state_dict()))
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
             self.save_extras(tmp)

@@ -106,3 +106,60 @@ def test_bad_export_options_are_named(trained: dict, tmp_path: Path, extra: list
 def test_a_checkpoint_of_another_task_is_refused(trained: dict, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not fit the task of"):
         export(trained["cls"][0], trained["ner"][1], tmp_path / "onnx")
+
+
+# -- quantisation-aware training -----------------------------------------------------------------
+def test_qat_fake_quantises_only_linear_layers_and_leaves_the_hf_output_float(tmp_path: Path) -> None:
+    import torch
+    from torch import nn
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    from lightkit.quantization import ATTR, QATLinear, fake_quantizers, prepare_qat, set_qat, strip_qat_state
+
+    config = AutoConfig.for_model("bert", vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, num_labels=3)
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_config(config).eval()
+    linears = [n for n, m in model.named_modules() if type(m) is nn.Linear]
+    ids = torch.tensor([[1, 5, 7, 9, 2]])
+    before = model(input_ids=ids).logits
+    names = prepare_qat(model)
+    assert names == linears and len(fake_quantizers(model)) == 2 * len(linears)
+    assert all(isinstance(model.get_submodule(n), QATLinear) for n in linears)
+    assert not any(ATTR in n for n, m in model.named_modules() if isinstance(m, (nn.Embedding, nn.LayerNorm)))
+    set_qat(model, fake_quant=False, observe=False)
+    assert torch.equal(model(input_ids=ids).logits, before)  # off: exactly the float model
+    set_qat(model, fake_quant=True, observe=True)
+    model(input_ids=ids)  # observers see data, then fake quantisation changes the output
+    set_qat(model, fake_quant=True, observe=False)
+    assert not torch.equal(model(input_ids=ids).logits, before)
+    model.save_pretrained(tmp_path, state_dict=strip_qat_state(model.state_dict()))
+    reloaded = AutoModelForTokenClassification.from_pretrained(tmp_path)
+    assert set(reloaded.state_dict()) == set(AutoModelForTokenClassification.from_config(config).state_dict())
+
+
+def test_qat_training_exports_a_qdq_model_that_matches_its_fake_quantised_self(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    main([
+        "fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(root),
+        "--trainer.callbacks+=QuantizationAwareTraining", "--trainer.callbacks.start_step=8", "--trainer.callbacks.freeze_observers_step=24",
+    ])  # fmt: skip
+    ckpt = next((root / "checkpoints").glob("*.ckpt"))
+    import torch
+
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert any(".lightkit_qat.weight.scale" in k for k in state)  # quantiser scales are checkpointed
+    from safetensors import safe_open
+
+    with safe_open(str(root / "hf_model" / "model.safetensors"), "pt") as f:
+        assert f.keys() and not any("lightkit_qat" in k for k in f.keys())  # the HF output stays float
+    out = tmp_path / "onnx"
+    manifest = export(TINY_NER, ckpt, out)
+    assert set(manifest["forms"]) == {"fp32", "int8-cpu", "qat"}
+    ops = [n.op_type for n in onnx.load(out / "qat" / "model.onnx").graph.node]
+    linears = sum(k.endswith(".lightkit_qat.weight.scale") for k in state)
+    assert linears == 13  # 6 per layer x 2 layers + the classifier
+    assert ops.count("QuantizeLinear") == 2 * linears and "DequantizeLinear" in ops  # input and weight of each
+    qat = manifest["forms"]["qat"]["parity"]
+    assert qat["passed"] and qat["argmax_agreement"] >= 0.98
+    # The QAT model in PyTorch (fake-quantised) keeps the task: the tiny corpus is still tagged well.
+    assert manifest["parity_data"]["pytorch_fake_quantised"]["f1"] >= 0.8
