@@ -179,3 +179,11 @@ def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Pat
     ckpt = next((root / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt"))
     ppo(bpe, tmp_path / "ppo", "--model.init_args.reward_fn", "null", "--model.init_args.reward_model", str(ckpt), "--trainer.max_epochs", "1", "--trainer.logger", "true")
     assert all(math.isfinite(v) for v in series(tmp_path / "ppo", "val_reward"))
+
+
+def test_ppo_runs_under_the_trainers_mixed_precision(bpe: Path, tmp_path: Path) -> None:
+    # Manual optimisation still goes through Lightning's precision plugin (manual_backward).
+    ppo(bpe, tmp_path, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed", "--trainer.logger", "true")
+    for key in ("train_reward_epoch", "train_kl_epoch", "train_policy_loss_epoch", "val_reward"):
+        values = series(tmp_path, key)
+        assert values and all(math.isfinite(v) for v in values), key
