@@ -2,6 +2,7 @@
 
     lightkit fit|validate|test|predict --config configs/ner.yaml [--trainer.max_epochs 3 ...]
     lightkit export --config configs/ner.yaml --ckpt_path ... --output ...   (see lightkit.export.cli)
+    lightkit evaluate --config configs/ner.yaml --artifact ... --form int8-cpu --output ...
 
 Tasks and DataModules are chosen in YAML by class name (subclass mode); what the data knows
 (tokenizer, label names) is linked into the task when both are instantiated, so a config states
@@ -114,6 +115,11 @@ def _run(args: ArgsType) -> None:
         from lightkit.export.cli import export_main
 
         export_main(argv[1:])
+        return
+    if argv[:1] == ["evaluate"]:
+        from lightkit.export.evaluate import evaluate_main
+
+        evaluate_main(argv[1:])
         return
     LightkitCLI(
         BaseTask,

@@ -163,3 +163,31 @@ def test_qat_training_exports_a_qdq_model_that_matches_its_fake_quantised_self(t
     assert qat["passed"] and qat["argmax_agreement"] >= 0.98
     # The QAT model in PyTorch (fake-quantised) keeps the task: the tiny corpus is still tagged well.
     assert manifest["parity_data"]["pytorch_fake_quantised"]["f1"] >= 0.8
+
+
+# -- lightkit evaluate ---------------------------------------------------------------------------
+def test_evaluate_scores_an_artifact_with_the_reports_of_test(trained: dict, tmp_path: Path) -> None:
+    conf, ckpt = trained["ner"]
+    artifact = tmp_path / "onnx"
+    manifest = export(conf, ckpt, artifact)
+    results = {}
+    for form in ("fp32", "int8-cpu"):
+        out = tmp_path / f"eval-{form}"
+        main(["evaluate", "--config", str(conf), "--artifact", str(artifact), "--form", form, "--output", str(out), "--device", "cpu"])
+        results[form] = json.loads((out / "evaluation.json").read_text())
+        report = json.loads((out / "seqeval_report.json").read_text())  # the same files as `lightkit test`
+        assert report["micro avg"]["f1-score"] == pytest.approx(results[form]["metrics"]["test_f1"], abs=1e-6)
+        assert (out / "test_predictions.conll").is_file()
+        assert results[form]["latency_ms_per_batch"]["p90"] >= results[form]["latency_ms_per_batch"]["median"] > 0
+        assert results[form]["examples"] == 16 and results[form]["providers"] == ["CPUExecutionProvider"]
+    # fp32 ONNX scores exactly what PyTorch scored at export time, on the same test split.
+    assert results["fp32"]["metrics"]["test_f1"] == pytest.approx(manifest["parity_data"]["pytorch"]["f1"], abs=1e-6)
+    assert results["int8-cpu"]["metrics"]["test_f1"] == pytest.approx(manifest["forms"]["int8-cpu"]["parity"]["onnx"], abs=1e-6)
+
+
+def test_evaluate_names_a_missing_form(trained: dict, tmp_path: Path) -> None:
+    conf, ckpt = trained["cls"]
+    artifact = tmp_path / "onnx"
+    export(conf, ckpt, artifact, "--forms", "fp32")
+    with pytest.raises(InputError, match=r"--form: 'int8-cpu' is not in .*manifest.json \(forms: \['fp32'\]\)"):
+        main(["evaluate", "--config", str(conf), "--artifact", str(artifact), "--form", "int8-cpu", "--output", str(tmp_path / "e")])
