@@ -26,7 +26,7 @@ import torch
 
 from lightkit.errors import InputError
 from lightkit.io import atomic_dir
-from lightkit.export.onnx_export import OPSET, export_fp32, fuse, quantize_int8_cpu
+from lightkit.export.onnx_export import OPSET, cache_names, cache_shape, export_causal_lm, export_fp32, fuse, quantize_int8_cpu
 from lightkit.export.runtime import OrtModel
 from lightkit.quantization import ATTR as QAT_ATTR
 from lightkit.quantization import prepare_qat, set_qat
@@ -34,7 +34,9 @@ from lightkit.quantization import prepare_qat, set_qat
 FORMS = ("fp32", "int8-cpu", "qat")
 PLANNED = ("fp16", "int8-gpu")  # issue 6: the GPU forms are not built yet
 # The primary metric each task's parity is judged on, as logged without the stage prefix.
-PRIMARY = {"TokenClassificationTask": "f1", "SequenceClassificationTask": "accuracy"}
+PRIMARY = {"TokenClassificationTask": "f1", "SequenceClassificationTask": "accuracy", "CausalLMTask": "perplexity"}
+# How a worse metric shows: F1/accuracy fall (absolute drop), perplexity rises (relative increase).
+LOWER_IS_BETTER = {"perplexity"}
 DEFAULT_TOLERANCE = {
     "fp32": {"max_abs_diff": 1e-3, "min_argmax_agreement": 0.999, "max_metric_drop": 0.001},
     "int8-cpu": {"max_abs_diff": float("inf"), "min_argmax_agreement": 0.95, "max_metric_drop": 0.02},
@@ -51,7 +53,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--output", required=True, help="folder to create (model files, tokenizer, manifest.json)")
     p.add_argument("--forms", nargs="+", default=None, help=f"any of {', '.join(FORMS)}; default fp32 int8-cpu, plus qat for a QAT checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--parity_batches", type=int, default=20, help="test-split batches used for the parity gate")
+    p.add_argument("--parity_batches", type=int, default=None, help="test-split batches for the parity gate (default 20; 4 for causal LMs, whose logits span the vocabulary)")
     p.add_argument("--tolerance", action="append", default=[], metavar="FORM.KEY=VALUE",
                    help="e.g. int8-cpu.max_metric_drop=0.05 (keys: max_abs_diff, min_argmax_agreement, max_metric_drop)")
     p.add_argument("--opset", type=int, default=OPSET)
@@ -99,7 +101,14 @@ def objective_name(task: Any) -> str:
     for klass in type(task).__mro__:
         if klass.__name__ in PRIMARY:
             return klass.__name__
-    raise InputError(f"export: {type(task).__name__} is not exportable yet; encoders for token and sequence classification are (issue 6 adds causal LMs)")
+    raise InputError(f"export: {type(task).__name__} is not exportable yet; token/sequence classification and causal LM tasks are")
+
+
+def output_shape(task: Any, objective: str) -> list[Any]:
+    if objective == "CausalLMTask":
+        return ["batch", "sequence", task.model.config.vocab_size]
+    classes = len(task.hparams.label_names)
+    return ["batch", "sequence", classes] if objective == "TokenClassificationTask" else ["batch", classes]
 
 
 def score(task: Any, model: Any, batches: list[dict[str, Any]]) -> tuple[dict[str, float], list[torch.Tensor], list[torch.Tensor]]:
@@ -134,6 +143,22 @@ def compare(ref: list[torch.Tensor], got: list[torch.Tensor], masks: list[torch.
         agree += int((r.argmax(-1) == g.argmax(-1))[m].sum())
         total += int(m.sum())
     return {"max_abs_diff": diff, "argmax_agreement": agree / max(total, 1)}
+
+
+def metric_drop(metric: str, pytorch: float, onnx: float) -> float:
+    return onnx / pytorch - 1.0 if metric in LOWER_IS_BETTER else pytorch - onnx
+
+
+def greedy_agreement(task: Any, session: OrtModel, batch: dict[str, Any], prompt_tokens: int = 8, new_tokens: int = 16) -> float:
+    """Fraction of greedy tokens where the artifact's KV-cache decode loop matches PyTorch."""
+    ids, mask = batch["input_ids"][:4, :prompt_tokens], batch["attention_mask"][:4, :prompt_tokens]
+    reference = ids
+    with torch.no_grad():
+        for _ in range(new_tokens):  # plain full-sequence forwards: the reference has no cache tricks
+            logits = task.model(input_ids=reference, attention_mask=torch.ones_like(reference)).logits[:, -1]
+            reference = torch.cat([reference, logits.argmax(-1, keepdim=True)], dim=1)
+    got = session.greedy(ids, mask, new_tokens)
+    return float((got == reference[:, prompt_tokens:]).float().mean())
 
 
 def latency_ms(model: Any, batch: dict[str, Any], task: Any, repeats: int = 10) -> float:
@@ -178,13 +203,14 @@ def export_main(argv: list[str]) -> Path:
     objective = objective_name(task)
     primary = PRIMARY[objective]
     dm.setup("test")
-    batches = [b for _, b in zip(range(args.parity_batches), dm.test_dataloader())]
+    n_batches = args.parity_batches or (4 if objective == "CausalLMTask" else 20)
+    batches = [b for _, b in zip(range(n_batches), dm.test_dataloader())]
     reference, ref_logits, masks = score(task, task.model, batches)
 
     manifest: dict[str, Any] = {
         "task": type(task).__name__, "objective": objective, "opset": args.opset,
         "labels": list(task.hparams.get("label_names") or []),
-        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", "sequence", len(task.hparams.label_names)] if objective == "TokenClassificationTask" else ["batch", len(task.hparams.label_names)]}],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": output_shape(task, objective)}],
         "parity_data": {"split": "test", "batches": len(batches), "examples": sum(b["input_ids"].size(0) for b in batches), "pytorch": reference},
         "source": {"config": args.config, "ckpt_path": args.ckpt_path},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -195,8 +221,17 @@ def export_main(argv: list[str]) -> Path:
     with atomic_dir(out) as tmp:
         (tmp / "fp32").mkdir()
         fp32 = tmp / "fp32" / "model.onnx"
-        names = export_fp32(task.model, fp32, args.opset)
-        manifest["inputs"] = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in names]
+        if objective == "CausalLMTask":
+            names = export_causal_lm(task.model, fp32, args.opset)
+            kv_heads, head_dim = cache_shape(task.model)
+            layers = task.model.config.num_hidden_layers
+            manifest["inputs"] = [
+                {"name": n, "dtype": "int64", "shape": ["batch", "total" if n == "attention_mask" else "sequence"]} for n in names[:3]
+            ] + [{"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "past", head_dim]} for n in cache_names(layers, "past")]
+            manifest["outputs"] += [{"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "total", head_dim]} for n in cache_names(layers, "present")]
+        else:
+            names = export_fp32(task.model, fp32, args.opset)
+            manifest["inputs"] = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in names]
         paths = {"fp32": fp32}
         if "int8-cpu" in forms:
             (tmp / "int8-cpu").mkdir()
@@ -210,7 +245,7 @@ def export_main(argv: list[str]) -> Path:
             set_qat(task.model, fake_quant=True, observe=False)
             (tmp / "qat").mkdir()
             paths["qat"] = tmp / "qat" / "model.onnx"
-            export_fp32(task.model, paths["qat"], args.opset)
+            (export_causal_lm if objective == "CausalLMTask" else export_fp32)(task.model, paths["qat"], args.opset)
             qat_reference, qat_logits, _ = score(task, task.model, batches)
             expected["qat"] = (qat_reference, qat_logits)
             manifest["parity_data"]["pytorch_fake_quantised"] = qat_reference
@@ -219,7 +254,9 @@ def export_main(argv: list[str]) -> Path:
             metrics, logits, _ = score(task, session, batches)
             ref_metrics, ref_form_logits = expected[form]
             parity = {**compare(ref_form_logits, logits, masks), "metric": primary, "pytorch": ref_metrics[primary], "onnx": metrics[primary]}
-            parity["metric_drop"] = parity["pytorch"] - parity["onnx"]
+            parity["metric_drop"] = metric_drop(primary, parity["pytorch"], parity["onnx"])
+            if session.causal:
+                parity["greedy_agreement"] = greedy_agreement(task, session, batches[0])
             limits = tol[form]
             problems = [
                 f"max_abs_diff {parity['max_abs_diff']:.3g} > {limits['max_abs_diff']}" * (parity["max_abs_diff"] > limits["max_abs_diff"]),

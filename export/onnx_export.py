@@ -1,4 +1,5 @@
-"""Encoder models (token / sequence classification) to ONNX, and the CPU INT8 form.
+"""Models to ONNX: encoders (token / sequence classification), causal LMs with a KV cache, and
+the CPU INT8 form.
 
 The fp32 graph comes from the legacy TorchScript exporter (`dynamo=False`) with eager attention:
 that graph is what ONNX Runtime's transformer optimizer pattern-matches to fuse Attention,
@@ -95,3 +96,69 @@ def quantize_int8_cpu(src: Path, dst: Path) -> None:
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     except Exception as e:  # noqa: BLE001 - report which step failed, with ORT's reason
         raise InputError(f"int8-cpu: dynamic quantisation of {src.name} failed ({type(e).__name__}: {e})") from e
+
+
+class _CausalLMWithCache(nn.Module):
+    """Flat tensors in and out around transformers' DynamicCache, for the TorchScript exporter.
+
+    Inputs: input_ids, attention_mask (past + new), position_ids, then past.{i}.key/value per layer
+    (batch, kv_heads, past_len, head_dim); an empty past (past_len 0) is the prefill. Outputs:
+    logits and present.{i}.key/value, the cache to feed back for the next token.
+    """
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+        self.layers = model.config.num_hidden_layers
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for i in range(self.layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache, use_cache=True)
+        presents = []
+        for layer in out.past_key_values.layers:
+            presents += [layer.keys, layer.values]
+        return (out.logits, *presents)
+
+
+def cache_names(layers: int, kind: str) -> list[str]:
+    return [f"{kind}.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+
+
+def cache_shape(model: PreTrainedModel) -> tuple[int, int]:
+    """(kv_heads, head_dim) of the model's attention cache."""
+    config = model.config
+    heads = config.num_attention_heads
+    return getattr(config, "num_key_value_heads", None) or heads, getattr(config, "head_dim", None) or config.hidden_size // heads
+
+
+def export_causal_lm(model: PreTrainedModel, path: Path, opset: int = OPSET) -> tuple[str, ...]:
+    """Write a decoder with past/present KV tensors; returns its input names.
+
+    Traced with a non-empty past of length 3 and 4 new tokens, batch 2, so no dimension is
+    specialised to 0 or 1; the same graph then runs prefill (empty past) and one-token decode.
+    """
+    model = model.eval().float()
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
+    layers = model.config.num_hidden_layers
+    kv_heads, head_dim = cache_shape(model)
+    batch, past_len, new = 2, 3, 4
+    past = [torch.zeros(batch, kv_heads, past_len, head_dim) for _ in range(2 * layers)]
+    ids = torch.ones(batch, new, dtype=torch.long)
+    mask = torch.ones(batch, past_len + new, dtype=torch.long)
+    positions = torch.arange(past_len, past_len + new).expand(batch, new)
+    past_names, present_names = cache_names(layers, "past"), cache_names(layers, "present")
+    names = ("input_ids", "attention_mask", "position_ids", *past_names)
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"}, "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
+    axes.update({n: {0: "batch", 2: "past"} for n in past_names})
+    axes.update({n: {0: "batch", 2: "total"} for n in present_names})
+    with torch.no_grad():
+        torch.onnx.export(
+            _CausalLMWithCache(model), (ids, mask, positions, *past), str(path),
+            input_names=list(names), output_names=["logits", *present_names], dynamic_axes=axes, opset_version=opset, dynamo=False,
+        )
+    return names

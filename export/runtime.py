@@ -38,17 +38,62 @@ class OrtModel:
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=providers(device))
         self.inputs = [i.name for i in self.session.get_inputs()]
+        self.past = [i for i in self.session.get_inputs() if i.name.startswith("past.")]
+        self.token_inputs = [n for n in self.inputs if not n.startswith("past.") and n != "position_ids"]
+
+    @property
+    def causal(self) -> bool:
+        """A decoder exported with a KV cache (past.*/present.* tensors)."""
+        return bool(self.past)
+
+    def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        return {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), dtype=np.float32) for i in self.past}
 
     def __call__(self, labels: torch.Tensor | None = None, **inputs: torch.Tensor) -> SimpleNamespace:
-        missing = [n for n in self.inputs if n not in inputs]
+        missing = [n for n in self.token_inputs if n not in inputs]
         if missing:
-            raise ValueError(f"{self.path}: missing inputs {missing}; the model takes {self.inputs}")
-        feeds = {n: inputs[n].detach().cpu().numpy().astype(np.int64) for n in self.inputs}
+            raise ValueError(f"{self.path}: missing inputs {missing}; the model takes {self.token_inputs}")
+        feeds = {n: inputs[n].detach().cpu().numpy().astype(np.int64) for n in self.token_inputs}
+        if self.causal:  # a whole sequence at once: empty past, positions from the mask
+            mask = feeds["attention_mask"]
+            feeds["position_ids"] = np.clip(mask.cumsum(-1) - 1, 0, None)
+            feeds.update(self._empty_past(mask.shape[0]))
         logits = torch.from_numpy(self.session.run(["logits"], feeds)[0]).float()
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1).cpu(), ignore_index=-100)
+            labels = labels.cpu()
+            if self.causal:  # as transformers' causal LM loss: position t predicts token t+1
+                logits_, labels = logits[:, :-1], labels[:, 1:]
+            else:
+                logits_ = logits
+            loss = F.cross_entropy(logits_.reshape(-1, logits_.size(-1)), labels.reshape(-1), ignore_index=-100)
         return SimpleNamespace(logits=logits, loss=loss)
+
+    def greedy(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None) -> torch.Tensor:
+        """Greedy continuation (B, <= max_new_tokens) of left-padded prompts, reusing the KV cache.
+
+        Prefill runs the prompts with an empty past; each step then feeds one token and the
+        previous step's present tensors. Only the last position's logits are read per step.
+        """
+        ids = input_ids.cpu().numpy().astype(np.int64)
+        mask = attention_mask.cpu().numpy().astype(np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": np.clip(mask.cumsum(-1) - 1, 0, None), **self._empty_past(ids.shape[0])}
+        out_names = [o.name for o in self.session.get_outputs()]
+        new, done = [], np.zeros(ids.shape[0], dtype=bool)
+        for _ in range(max_new_tokens):
+            outs = dict(zip(out_names, self.session.run(None, feeds)))
+            token = outs["logits"][:, -1].argmax(-1)
+            if eos_token_id is not None:
+                token = np.where(done, eos_token_id, token)
+                done |= token == eos_token_id
+            new.append(token)
+            if done.all():
+                break
+            positions = feeds["position_ids"][:, -1:] + 1
+            mask = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int64)], axis=1)
+            feeds = {"input_ids": token[:, None].astype(np.int64), "attention_mask": mask, "position_ids": positions}
+            feeds.update({i.name: outs[i.name.replace("past.", "present.")] for i in self.past})
+        return torch.from_numpy(np.stack(new, axis=1))
 
     def providers(self) -> list[str]:
         return self.session.get_providers()

@@ -238,17 +238,18 @@ class PPOTask(CausalLMTask):
     def on_train_epoch_end(self) -> None:
         pass  # train_reward_epoch is logged by training_step's on_epoch logging
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+        """Sample responses (no update); reward feeds the stage's epoch metric, KL is logged."""
         ro = self.rollout(batch)
         kl = ((ro.logprobs - ro.ref_logprobs) * ro.mask).sum(1).mean()
-        self.log("val_kl", kl, batch_size=ro.sequences.size(0), sync_dist=True)
-        self.val_metrics["reward"].update(ro.scores)
+        self.log(f"{stage}_kl", kl, batch_size=ro.sequences.size(0), sync_dist=True)
+        self.metrics_for(stage)["reward"].update(ro.scores)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        ro = self.rollout(batch)
-        kl = ((ro.logprobs - ro.ref_logprobs) * ro.mask).sum(1).mean()
-        self.log("test_kl", kl, batch_size=ro.sequences.size(0), sync_dist=True)
-        self.test_metrics["reward"].update(ro.scores)
+        self._evaluate(batch, "test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["kl_coef"] = self.kl_ctl.value  # the adaptive coefficient resumes where it was

@@ -191,3 +191,24 @@ def test_evaluate_names_a_missing_form(trained: dict, tmp_path: Path) -> None:
     export(conf, ckpt, artifact, "--forms", "fp32")
     with pytest.raises(InputError, match=r"--form: 'int8-cpu' is not in .*manifest.json \(forms: \['fp32'\]\)"):
         main(["evaluate", "--config", str(conf), "--artifact", str(artifact), "--form", "int8-cpu", "--output", str(tmp_path / "e")])
+
+
+# -- causal LM with a KV cache -------------------------------------------------------------------
+def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: Path) -> None:
+    conf = ROOT / "tests" / "conf" / "clm.yaml"
+    common = ["--config", str(conf), "--data.tokenizer", str(tmp_path / "bpe")]
+    main(["fit", *common, "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "4"])
+    ckpt = next((tmp_path / "run").rglob("*.ckpt"))
+    out = tmp_path / "onnx"
+    main(["export", *common[:2], "--ckpt_path", str(ckpt), "--output", str(out)])
+    manifest = json.loads((out / "manifest.json").read_text())
+    names = [i["name"] for i in manifest["inputs"]]
+    assert names == ["input_ids", "attention_mask", "position_ids", "past.0.key", "past.0.value", "past.1.key", "past.1.value"]
+    assert [o["name"] for o in manifest["outputs"]][1:] == ["present.0.key", "present.0.value", "present.1.key", "present.1.value"]
+    fp32, int8 = manifest["forms"]["fp32"]["parity"], manifest["forms"]["int8-cpu"]["parity"]
+    assert fp32["metric"] == "perplexity" and abs(fp32["metric_drop"]) < 1e-3
+    assert fp32["greedy_agreement"] == 1.0  # prefill + cached one-token steps reproduce full forwards
+    assert int8["passed"] and int8["greedy_agreement"] >= 0.5
+    # Every projection and the untied LM head are integer matmuls in the CPU artifact.
+    ops = [n.op_type for n in onnx.load(out / "int8-cpu" / "model.onnx").graph.node]
+    assert ops.count("MatMulInteger") == 2 * 7 + 1 and "MatMul" in ops  # q k v o gate up down per layer, lm_head; attention stays float
