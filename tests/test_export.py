@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
+import torch
 
 from lightkit.errors import InputError
 from lightkit.export.runtime import OrtModel
@@ -64,7 +64,6 @@ def test_an_artifact_given_wrong_inputs_says_what_it_takes(trained: dict, tmp_pa
     conf, ckpt = trained["cls"]
     out = export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
     session = OrtModel(tmp_path / "onnx" / out["forms"]["fp32"]["file"], device="cpu")
-    import torch
 
     with pytest.raises(ValueError, match=r"missing inputs \['attention_mask'"):
         session(input_ids=torch.ones(1, 4, dtype=torch.long))
@@ -110,7 +109,6 @@ def test_a_checkpoint_of_another_task_is_refused(trained: dict, tmp_path: Path) 
 
 # -- quantisation-aware training -----------------------------------------------------------------
 def test_qat_fake_quantises_only_linear_layers_and_leaves_the_hf_output_float(tmp_path: Path) -> None:
-    import torch
     from torch import nn
     from transformers import AutoConfig, AutoModelForTokenClassification
 
@@ -144,7 +142,6 @@ def test_qat_training_exports_a_qdq_model_that_matches_its_fake_quantised_self(t
         "--trainer.callbacks+=QuantizationAwareTraining", "--trainer.callbacks.start_step=8", "--trainer.callbacks.freeze_observers_step=24",
     ])  # fmt: skip
     ckpt = next((root / "checkpoints").glob("*.ckpt"))
-    import torch
 
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     assert any(".lightkit_qat.weight.scale" in k for k in state)  # quantiser scales are checkpointed
@@ -212,3 +209,20 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
     # Every projection and the untied LM head are integer matmuls in the CPU artifact.
     ops = [n.op_type for n in onnx.load(out / "int8-cpu" / "model.onnx").graph.node]
     assert ops.count("MatMulInteger") == 2 * 7 + 1 and "MatMul" in ops  # q k v o gate up down per layer, lm_head; attention stays float
+    # The generation refiner, batched through the artifact, never lowers log P(Y|X).
+    from lightkit.export.refiner import refine_sequence, sequence_logprobs
+
+    session = OrtModel(out / "fp32" / "model.onnx", device="cpu")
+    prompt = torch.tensor([5, 17, 42, 9])
+    greedy = session.greedy(prompt.view(1, -1), torch.ones(1, 4, dtype=torch.long), 8)[0]
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.randint(3, 300, (8,), generator=g)
+    for start in (greedy, noisy):
+        refined = refine_sequence(session, prompt, start, top_k=4, sweeps=2)
+        assert refined.after >= refined.before - 1e-6
+        assert refined.after == pytest.approx(float(sequence_logprobs(session, prompt.view(1, -1), refined.tokens.view(1, -1))[0]), abs=1e-4)
+    assert refined.after > refined.before + 1.0 and refined.changes > 0  # random tokens are easy to improve
+    # An extra reward term steers the refinement (here: favour one token id).
+    target = int(greedy[0])
+    rewarded = refine_sequence(session, prompt, noisy, top_k=8, sweeps=2, reward=lambda y: 5.0 * float((y == target).sum()))
+    assert int((rewarded.tokens == target).sum()) > int((noisy == target).sum())
