@@ -7,6 +7,11 @@ SkipLayerNormalization and BiasGelu (measured in ../shared/measurements; the dyn
 SDPA graph is not fused). `int8-cpu` is dynamic QInt8 quantisation (MatMulInteger /
 DynamicQuantizeLinear) of the fused graph, which is fast on CPU and must never be shipped as a
 GPU artifact: those nodes fall back to the CPU under the CUDA execution provider.
+
+The GPU forms follow the measurements in ../shared/measurements (H100, ORT 1.31 CUDA EP):
+`fp16` is the fused graph converted by ORT's `convert_float_to_float16(keep_io_types=True)` (a
+torch `.half()` export does not load), and `int8-gpu` is weight-only 8-bit `MatMulNBits`
+(symmetric, block 32) on that fp16 graph, the one INT8 form whose every node runs on the GPU.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import onnx
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -70,7 +76,7 @@ def export_fp32(model: PreTrainedModel, path: Path, opset: int = OPSET) -> tuple
     return names
 
 
-def fuse(model: PreTrainedModel, src: Path, dst: Path) -> bool:
+def fuse(model: PreTrainedModel, src: Path, dst: Path, use_gpu: bool = False) -> bool:
     """ORT's transformer optimizer (BERT fusions) from `src` to `dst`; False if it does not apply."""
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -79,14 +85,13 @@ def fuse(model: PreTrainedModel, src: Path, dst: Path) -> bool:
         return False
     heads, hidden = config.num_attention_heads, config.hidden_size
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
-    optimized = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1, use_gpu=False)
+    optimized = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1, use_gpu=use_gpu)
     optimized.save_model_to_file(str(dst))
     return True
 
 
 def quantize_int8_cpu(src: Path, dst: Path) -> None:
     """Dynamic QInt8 (per-tensor weights) of every MatMul/Gemm: the CPU INT8 artifact."""
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     try:
@@ -162,3 +167,24 @@ def export_causal_lm(model: PreTrainedModel, path: Path, opset: int = OPSET) -> 
             input_names=list(names), output_names=["logits", *present_names], dynamic_axes=axes, opset_version=opset, dynamo=False,
         )
     return names
+
+
+def to_fp16(model: PreTrainedModel, src: Path, dst: Path) -> None:
+    """fp16 weights and compute with float32 inputs/outputs, on the fused graph where ORT fuses it."""
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    fused = dst.with_name("fused.onnx")
+    source = fused if fuse(model, src, fused, use_gpu=True) else src
+    graph = OnnxModel(onnx.load(str(source)))
+    graph.convert_float_to_float16(keep_io_types=True)
+    graph.save_model_to_file(str(dst))
+    fused.unlink(missing_ok=True)
+
+
+def quantize_int8_gpu(src_fp16: Path, dst: Path) -> None:
+    """Weight-only 8-bit MatMulNBits (symmetric, block 32) of every MatMul of an fp16 graph."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(src_fp16)), bits=8, block_size=32, is_symmetric=True)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst))

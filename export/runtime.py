@@ -49,15 +49,20 @@ class OrtModel:
     def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
         return {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), dtype=np.float32) for i in self.past}
 
-    def __call__(self, labels: torch.Tensor | None = None, **inputs: torch.Tensor) -> SimpleNamespace:
+    def feeds(self, **inputs: torch.Tensor) -> dict[str, np.ndarray]:
+        """Session inputs for whole sequences (a decoder gets an empty past and mask-derived positions)."""
         missing = [n for n in self.token_inputs if n not in inputs]
         if missing:
             raise ValueError(f"{self.path}: missing inputs {missing}; the model takes {self.token_inputs}")
         feeds = {n: inputs[n].detach().cpu().numpy().astype(np.int64) for n in self.token_inputs}
-        if self.causal:  # a whole sequence at once: empty past, positions from the mask
+        if self.causal:
             mask = feeds["attention_mask"]
             feeds["position_ids"] = np.clip(mask.cumsum(-1) - 1, 0, None)
             feeds.update(self._empty_past(mask.shape[0]))
+        return feeds
+
+    def __call__(self, labels: torch.Tensor | None = None, **inputs: torch.Tensor) -> SimpleNamespace:
+        feeds = self.feeds(**inputs)
         logits = torch.from_numpy(self.session.run(["logits"], feeds)[0]).float()
         loss = None
         if labels is not None:

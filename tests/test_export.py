@@ -45,7 +45,6 @@ def test_export_writes_checked_forms_and_a_manifest(trained: dict, name: str, tm
     assert fp32["parity"]["onnx"] == pytest.approx(fp32["parity"]["pytorch"], abs=1e-6)
     assert all(form["parity"]["passed"] for form in manifest["forms"].values())
     assert int8["parity"]["argmax_agreement"] >= 0.95
-    assert manifest["forms"]["fp32"]["placement"]["checked"] is False  # no GPU here, and it says so
     # The INT8 CPU artifact really is integer: dynamic quantisation nodes, no float MatMul left.
     ops = {n.op_type for n in onnx.load(out / int8["file"]).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "MatMul" not in ops
@@ -92,7 +91,7 @@ def test_a_failed_parity_gate_writes_nothing(trained: dict, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--forms", "int8-gpu"], r"--forms: unknown \['int8-gpu'\] \(int8-gpu: not built yet\)"),
+        (["--forms", "int4"], r"--forms: unknown \['int4'\]"),
         (["--tolerance", "fp32.speed=1"], "--tolerance 'fp32.speed=1': expected FORM.KEY=VALUE"),
     ],
 )
@@ -226,3 +225,45 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
     target = int(greedy[0])
     rewarded = refine_sequence(session, prompt, noisy, top_k=8, sweeps=2, reward=lambda y: 5.0 * float((y == target).sum()))
     assert int((rewarded.tokens == target).sum()) > int((noisy == target).sum())
+
+
+# -- GPU forms -------------------------------------------------------------------------------------
+def test_gpu_forms_are_fused_fp16_and_weight_only_int8_and_never_labelled_gpu_unchecked(trained: dict, tmp_path: Path) -> None:
+    conf, ckpt = trained["ner"]
+    out = tmp_path / "onnx"
+    manifest = export(conf, ckpt, out, "--forms", "fp16", "int8-gpu")
+    assert set(manifest["forms"]) == {"fp16", "int8-gpu"} and not (out / "fp32").exists()
+    fp16_ops = {n.op_type for n in onnx.load(out / "fp16" / "model.onnx").graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= fp16_ops  # ORT's transformer fusions applied
+    int8_ops = [n.op_type for n in onnx.load(out / "int8-gpu" / "model.onnx").graph.node]
+    assert "MatMulNBits" in int8_ops and "MatMul" not in int8_ops and "MatMulInteger" not in int8_ops
+    bits = {a.i for n in onnx.load(out / "int8-gpu" / "model.onnx").graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
+    assert bits == {8}
+    for form in ("fp16", "int8-gpu"):
+        info = manifest["forms"][form]
+        assert info["parity"]["passed"], info["parity"]  # checked here on the CPU EP, which runs both
+        if not torch.cuda.is_available():
+            assert info["placement"]["checked"] is False and info["gpu_ready"] is None
+    assert manifest["forms"]["int8-gpu"]["bytes"] < manifest["forms"]["fp16"]["bytes"]
+
+
+def test_placement_reads_each_nodes_provider_from_the_profile(trained: dict, tmp_path: Path) -> None:
+    from lightkit.export.placement import placement
+
+    conf, ckpt = trained["cls"]
+    out = tmp_path / "onnx"
+    export(conf, ckpt, out, "--forms", "fp32")
+    session = OrtModel(out / "fp32" / "model.onnx", device="cpu")
+    feeds = session.feeds(input_ids=torch.ones(2, 8, dtype=torch.long), attention_mask=torch.ones(2, 8, dtype=torch.long), token_type_ids=torch.zeros(2, 8, dtype=torch.long))
+    on_cpu = placement(out / "fp32" / "model.onnx", feeds, want="CPUExecutionProvider")
+    assert on_cpu["checked"] and on_cpu["ok"] and on_cpu["nodes"] > 10
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_int8_gpu_runs_every_compute_node_on_cuda(trained: dict, tmp_path: Path) -> None:
+    conf, ckpt = trained["ner"]
+    manifest = export(conf, ckpt, tmp_path / "onnx", "--forms", "fp16", "int8-gpu")
+    for form in ("fp16", "int8-gpu"):
+        assert manifest["forms"][form]["placement"]["checked"]
+        assert manifest["forms"][form]["gpu_ready"], manifest["forms"][form]["placement"]["off_provider_ops"]
