@@ -85,7 +85,9 @@ def fuse(model: PreTrainedModel, src: Path, dst: Path, use_gpu: bool = False) ->
         return False
     heads, hidden = config.num_attention_heads, config.hidden_size
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
-    optimized = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1, use_gpu=use_gpu)
+    # For the GPU graph only the Python fusions run (opt_level 0): level 1 would open an ORT
+    # session on the CUDA EP to pre-optimise, which fails noisily on a machine without CUDA.
+    optimized = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0 if use_gpu else 1, use_gpu=use_gpu)
     optimized.save_model_to_file(str(dst))
     return True
 
