@@ -212,6 +212,7 @@ def export_main(argv: list[str]) -> Path:
     manifest: dict[str, Any] = {
         "task": type(task).__name__, "objective": objective, "opset": args.opset,
         "labels": list(task.hparams.get("label_names") or []),
+        "max_length": dm.hparams.get("max_length"),  # the truncation the model was trained and checked with
         "outputs": [{"name": "logits", "dtype": "float32", "shape": output_shape(task, objective)}],
         "parity_data": {"split": "test", "batches": len(batches), "examples": sum(b["input_ids"].size(0) for b in batches), "pytorch": reference},
         "source": {"config": args.config, "ckpt_path": args.ckpt_path},

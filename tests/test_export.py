@@ -267,3 +267,42 @@ def test_int8_gpu_runs_every_compute_node_on_cuda(trained: dict, tmp_path: Path)
     for form in ("fp16", "int8-gpu"):
         assert manifest["forms"][form]["placement"]["checked"]
         assert manifest["forms"][form]["gpu_ready"], manifest["forms"][form]["placement"]["off_provider_ops"]
+
+
+# -- serving raw text ------------------------------------------------------------------------------
+def test_artifact_tags_raw_text_exactly_like_lightkit_predict(trained: dict, tmp_path: Path) -> None:
+    from itertools import count, islice
+
+    from lightkit.export.serving import Artifact
+
+    from conftest import DATA
+
+    conf, ckpt = trained["ner"]
+    export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
+    predicted = tmp_path / "pred.conll"
+    main(["predict", "--config", str(conf), "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp_path), "--prediction_writer.output", str(predicted)])
+    expected = [[tuple(line.split("\t")) for line in block.splitlines()] for block in predicted.read_text().strip().split("\n\n")]
+    sentences = [line for line in (DATA / "ner" / "predict.txt").read_text().splitlines() if line.strip()]
+    served = list(Artifact(tmp_path / "onnx", device="cpu").tag(sentences, batch_size=2))
+    assert served == expected
+    # Input is consumed lazily: an endless stream still yields its first results.
+    endless = (sentences[i % len(sentences)] for i in count())
+    assert len(list(islice(Artifact(tmp_path / "onnx", device="cpu").tag(endless, batch_size=3), 7))) == 7
+
+
+def test_artifact_classifies_raw_text_like_lightkit_predict(trained: dict, tmp_path: Path) -> None:
+    from lightkit.export.serving import Artifact
+
+    from conftest import DATA
+
+    conf, ckpt = trained["cls"]
+    export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
+    predicted = tmp_path / "pred.jsonl"
+    main(["predict", "--config", str(conf), "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp_path), "--prediction_writer.output", str(predicted)])
+    rows = [json.loads(line) for line in predicted.read_text().splitlines()]
+    served = list(Artifact(tmp_path / "onnx", device="cpu").classify([r["text"] for r in rows], batch_size=3))
+    assert [label for label, _ in served] == [r["label"] for r in rows]
+    for (_, probs), row in zip(served, rows):
+        assert probs == pytest.approx(row["probabilities"], abs=1e-4)
+    with pytest.raises(InputError, match="a SequenceClassificationTask artifact, not a TokenClassificationTask"):
+        next(Artifact(tmp_path / "onnx", device="cpu").tag(["a b"]))
