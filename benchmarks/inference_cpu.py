@@ -1,0 +1,91 @@
+"""CPU inference latency of an exported encoder: ONNX Runtime forms vs PyTorch eager, same inputs.
+
+    python benchmarks/inference_cpu.py --artifact runs/ner/onnx --hf_model runs/ner/hf_model \\
+        --out benchmarks/results/inference-ner-cpu.json
+
+Shapes 1x128, 8x128, 32x128 (batch x tokens, no padding); for each: median and p90 over
+`--repeats` runs after `--warmup`, with host copies included (the CPU EP reads host memory).
+PyTorch runs the same HF model in fp32 eager with torch's default intra-op threads; ORT uses its
+default threads. Metrics (test F1 etc.) come from the artifact's manifest (its parity gate). The
+GPU rows of the inference matrix (issue 7) need a GPU and are not produced here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+import transformers
+from transformers import AutoModelForTokenClassification, AutoModelForSequenceClassification
+
+from lightkit.export.runtime import OrtModel
+
+BATCHES = (1, 8, 32)
+
+
+def timed(fn, warmup: int, repeats: int) -> dict[str, float]:  # noqa: ANN001
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {"median_ms": times[len(times) // 2], "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--artifact", default="runs/ner/onnx")
+    ap.add_argument("--hf_model", default="runs/ner/hf_model")
+    ap.add_argument("--forms", nargs="+", default=["fp32", "int8-cpu"])
+    ap.add_argument("--length", type=int, default=128, help="tokens per sequence")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--out", default="benchmarks/results/inference-ner-cpu.json")
+    args = ap.parse_args()
+    artifact = Path(args.artifact)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    auto = AutoModelForTokenClassification if manifest["objective"] == "TokenClassificationTask" else AutoModelForSequenceClassification
+    model = auto.from_pretrained(args.hf_model).eval()
+    vocab = model.config.vocab_size
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch, length in ((b, args.length) for b in BATCHES):
+        ids = torch.from_numpy(rng.integers(min(1000, vocab // 2), vocab, size=(batch, length)))  # skip special ids
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+        with torch.inference_mode():
+            row = {"shape": f"{batch}x{length}", "pytorch_fp32_eager": timed(lambda: model(**inputs), args.warmup, args.repeats)}
+        for form in args.forms:
+            session = OrtModel(artifact / form / "model.onnx", device="cpu")
+            feeds = session.feeds(**inputs)
+            row[f"ort_{form}"] = timed(lambda: session.session.run(["logits"], feeds), args.warmup, args.repeats)
+        base = row["pytorch_fp32_eager"]["median_ms"]
+        row["speedup_vs_pytorch"] = {k: base / v["median_ms"] for k, v in row.items() if k.startswith("ort_")}
+        rows.append(row)
+        print(json.dumps(row))
+    forms = {f: {"bytes": manifest["forms"][f]["bytes"], "parity": {k: v for k, v in manifest["forms"][f]["parity"].items() if k != "tolerance"}} for f in args.forms}
+    result = {
+        "what": "CPU inference latency, ONNX Runtime forms vs PyTorch eager fp32, same random inputs",
+        "command": "python benchmarks/inference_cpu.py " + " ".join(f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__},
+        "date": time.strftime("%Y-%m-%d"),
+        "model": {"task": manifest["task"], "config": manifest["source"]["config"]},
+        "forms": forms,
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
