@@ -54,7 +54,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config", required=True, help="the YAML the model was trained with")
     p.add_argument("--ckpt_path", required=True, help="checkpoint written by lightkit fit")
     p.add_argument("--output", required=True, help="folder to create (model files, tokenizer, manifest.json)")
-    p.add_argument("--forms", nargs="+", default=None, help=f"any of {', '.join(FORMS)}; default fp32 int8-cpu, plus qat for a QAT checkpoint")
+    p.add_argument("--forms", nargs="+", default=None, help=f"any of {', '.join(FORMS)}; default fp32 int8-cpu, plus fp16 int8-gpu with CUDA and qat for a QAT checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--parity_batches", type=int, default=None, help="test-split batches for the parity gate (default 20; 4 for causal LMs, whose logits span the vocabulary)")
     p.add_argument("--tolerance", action="append", default=[], metavar="FORM.KEY=VALUE",
@@ -80,11 +80,11 @@ def build(config: str, ckpt_path: str) -> tuple[Any, Any, bool]:
     from lightkit.main import LightkitCLI
     from lightkit.task import BaseTask
 
+    path = Path(ckpt_path)
+    if not path.is_file():  # before building the task, which may load pretrained weights
+        raise FileNotFoundError(f"--ckpt_path: '{ckpt_path}' does not exist")
     cli = LightkitCLI(BaseTask, BaseDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
                       args=["--config", config, "--trainer.logger", "false"], save_config_callback=None)
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--ckpt_path: '{ckpt_path}' does not exist")
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
     except Exception as e:  # noqa: BLE001
