@@ -33,6 +33,9 @@ def test_inference_cpu_benchmark_runs(tmp_path: Path) -> None:
     assert [r["shape"] for r in result["rows"]] == ["1x32", "8x32", "32x32"]
     assert set(result["rows"][0]["speedup_vs_pytorch"]) == {"ort_fp32", "ort_int8-cpu"}
     assert "cores" in result["device"] and result["versions"]["onnxruntime"]
+    run_script("to_markdown.py", str(out))
+    table = out.with_suffix(".md").read_text()
+    assert "| 1x32 |" in table and "ort_int8-cpu speedup" in table
 
 
 def test_generation_refiner_benchmark_runs(tmp_path: Path) -> None:
