@@ -14,6 +14,7 @@ model in Hugging Face format at the end of fit so `transformers` loads it with n
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -28,6 +29,11 @@ from lightkit.quantization import strip_qat_state
 from lightkit.resources import load_tokenizer, resolve_path
 
 STAGES = ("train", "val", "test")
+
+# Epoch metrics are torchmetrics objects that gather their state across processes inside
+# compute(), so the values logged are already global; Lightning's advice to add sync_dist there
+# would only average identical numbers again.
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
 class StepOutput(NamedTuple):
