@@ -102,7 +102,7 @@ def main(args: ArgsType = None) -> None:
     if args is None:
         try:
             _run(args)
-        except (InputError, FileNotFoundError) as e:
+        except (InputError, FileNotFoundError, FloatingPointError) as e:
             print(f"lightkit: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
     else:

@@ -199,7 +199,15 @@ class BaseTask(L.LightningModule):
         return out
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train").loss
+        loss = self._shared_step(batch, "train").loss
+        if not torch.isfinite(loss):
+            # Stop now, naming where: one NaN step poisons every weight through the optimizer.
+            where = f"optimizer step {self.trainer.global_step}, epoch {self.current_epoch}, batch {batch_idx}"
+            raise FloatingPointError(
+                f"{type(self).__name__}: training loss is {loss.item()} at {where}; lower the learning rate, "
+                "check the data of that batch, or use bf16/fp32 instead of fp16"
+            )
+        return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:
         return self._shared_step(batch, "val")

@@ -114,3 +114,9 @@ def test_truncated_words_count_as_missed_not_dropped(run: Path) -> None:
     predicted = read_conll(out / "test_predictions.conll")
     assert [s.tokens for s in predicted] == [s.tokens for s in gold]
     assert all(set(s.tags[k:]) <= {"O"} for s, k in zip(predicted, kept))
+
+
+def test_a_non_finite_loss_stops_training_and_names_the_step(tmp_path: Path) -> None:
+    with pytest.raises(FloatingPointError, match=r"training loss is nan at optimizer step \d+, epoch 0, batch \d+"):
+        lightkit("fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path), "--model.init_args.learning_rate", "1e12")
+    assert not (tmp_path / "hf_model").exists()  # nothing saved from a diverged run
