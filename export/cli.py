@@ -232,6 +232,7 @@ def export_main(argv: list[str]) -> Path:
                 {"name": n, "dtype": "int64", "shape": ["batch", "total" if n == "attention_mask" else "sequence"]} for n in names[:3]
             ] + [{"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "past", head_dim]} for n in cache_names(layers, "past")]
             manifest["outputs"] += [{"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "total", head_dim]} for n in cache_names(layers, "present")]
+            manifest["outputs"].append({"name": "next_token", "dtype": "int64", "shape": ["batch"], "note": "argmax of the last position"})
         else:
             names = export_fp32(task.model, fp32, args.opset)
             manifest["inputs"] = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in names]

@@ -168,7 +168,22 @@ def export_causal_lm(model: PreTrainedModel, path: Path, opset: int = OPSET) -> 
             _CausalLMWithCache(model), (ids, mask, positions, *past), str(path),
             input_names=list(names), output_names=["logits", *present_names], dynamic_axes=axes, opset_version=opset, dynamo=False,
         )
+    add_next_token(path)
     return names
+
+
+def add_next_token(path: Path) -> None:
+    """Append `next_token` = argmax of the last position's logits, so a decode loop can read
+    (batch,) token ids instead of copying (batch, sequence, vocab) logits to the host."""
+    graph_model = onnx.load(str(path))
+    graph = graph_model.graph
+    graph.initializer.append(onnx.helper.make_tensor("last_position", onnx.TensorProto.INT64, [], [-1]))
+    graph.node.extend([
+        onnx.helper.make_node("Gather", ["logits", "last_position"], ["last_logits"], axis=1),
+        onnx.helper.make_node("ArgMax", ["last_logits"], ["next_token"], axis=1, keepdims=0),
+    ])  # fmt: skip
+    graph.output.append(onnx.helper.make_tensor_value_info("next_token", onnx.TensorProto.INT64, ["batch"]))
+    onnx.save(graph_model, str(path))
 
 
 def to_fp16(model: PreTrainedModel, src: Path, dst: Path) -> None:

@@ -78,26 +78,44 @@ class OrtModel:
         """Greedy continuation (B, <= max_new_tokens) of left-padded prompts, reusing the KV cache.
 
         Prefill runs the prompts with an empty past; each step then feeds one token and the
-        previous step's present tensors. Only the last position's logits are read per step.
+        previous step's present tensors. With IO binding the present tensors stay where the
+        session computed them (GPU memory on the CUDA EP) and are bound as the next step's past;
+        only the graph's `next_token` output (argmax of the last position, B int64 values) comes
+        back to the host, never the logits.
         """
+        import onnxruntime as ort
+
+        device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         ids = input_ids.cpu().numpy().astype(np.int64)
         mask = attention_mask.cpu().numpy().astype(np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": np.clip(mask.cumsum(-1) - 1, 0, None), **self._empty_past(ids.shape[0])}
-        out_names = [o.name for o in self.session.get_outputs()]
+        positions = np.clip(mask.cumsum(-1) - 1, 0, None)
+        past = {name: ort.OrtValue.ortvalue_from_numpy(value, device, 0) for name, value in self._empty_past(ids.shape[0]).items()}
+        present_names = [i.name.replace("past.", "present.") for i in self.past]
+        binding = self.session.io_binding()
         new, done = [], np.zeros(ids.shape[0], dtype=bool)
         for _ in range(max_new_tokens):
-            outs = dict(zip(out_names, self.session.run(None, feeds)))
-            token = outs["logits"][:, -1].argmax(-1)
+            for name, value in (("input_ids", ids), ("attention_mask", mask), ("position_ids", positions)):
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            for name, value in past.items():
+                binding.bind_ortvalue_input(name, value)
+            binding.bind_output("next_token", "cpu")
+            for name in present_names:
+                binding.bind_output(name, device)
+            self.session.run_with_iobinding(binding)
+            outputs = binding.get_outputs()
+            token = outputs[0].numpy()
+            past = {i.name: value for i, value in zip(self.past, outputs[1:])}
+            binding.clear_binding_inputs()
+            binding.clear_binding_outputs()
             if eos_token_id is not None:
                 token = np.where(done, eos_token_id, token)
                 done |= token == eos_token_id
             new.append(token)
             if done.all():
                 break
-            positions = feeds["position_ids"][:, -1:] + 1
+            positions = positions[:, -1:] + 1
             mask = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int64)], axis=1)
-            feeds = {"input_ids": token[:, None].astype(np.int64), "attention_mask": mask, "position_ids": positions}
-            feeds.update({i.name: outs[i.name.replace("past.", "present.")] for i in self.past})
+            ids = token[:, None].astype(np.int64)
         return torch.from_numpy(np.stack(new, axis=1))
 
     def providers(self) -> list[str]:

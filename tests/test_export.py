@@ -200,7 +200,7 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
     manifest = json.loads((out / "manifest.json").read_text())
     names = [i["name"] for i in manifest["inputs"]]
     assert names == ["input_ids", "attention_mask", "position_ids", "past.0.key", "past.0.value", "past.1.key", "past.1.value"]
-    assert [o["name"] for o in manifest["outputs"]][1:] == ["present.0.key", "present.0.value", "present.1.key", "present.1.value"]
+    assert [o["name"] for o in manifest["outputs"]][1:] == ["present.0.key", "present.0.value", "present.1.key", "present.1.value", "next_token"]
     fp32, int8 = manifest["forms"]["fp32"]["parity"], manifest["forms"]["int8-cpu"]["parity"]
     assert fp32["metric"] == "perplexity" and abs(fp32["metric_drop"]) < 1e-3
     assert fp32["greedy_agreement"] == 1.0  # prefill + cached one-token steps reproduce full forwards
