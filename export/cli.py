@@ -17,7 +17,6 @@ import argparse
 import json
 import platform
 import shutil
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,17 +26,13 @@ import torch
 from lightkit.errors import InputError
 from lightkit.io import atomic_dir
 from lightkit.export.onnx_export import OPSET, cache_names, cache_shape, export_causal_lm, export_fp32, fuse, quantize_int8_cpu, quantize_int8_gpu, to_fp16
-from lightkit.export.placement import placement
-from lightkit.export.runtime import OrtModel
+from lightkit.export.parity import GPU_FORMS, check_form, latency_ms, output_shape, score
 from lightkit.quantization import ATTR as QAT_ATTR
 from lightkit.quantization import prepare_qat, set_qat
 
 FORMS = ("fp32", "fp16", "int8-gpu", "int8-cpu", "qat")
-GPU_FORMS = ("fp16", "int8-gpu")
 # The primary metric each task's parity is judged on, as logged without the stage prefix.
 PRIMARY = {"TokenClassificationTask": "f1", "SequenceClassificationTask": "accuracy", "CausalLMTask": "perplexity"}
-# How a worse metric shows: F1/accuracy fall (absolute drop), perplexity rises (relative increase).
-LOWER_IS_BETTER = {"perplexity"}
 DEFAULT_TOLERANCE = {
     "fp32": {"max_abs_diff": 1e-3, "min_argmax_agreement": 0.999, "max_metric_drop": 0.001},
     "fp16": {"max_abs_diff": float("inf"), "min_argmax_agreement": 0.99, "max_metric_drop": 0.005},
@@ -107,74 +102,6 @@ def objective_name(task: Any) -> str:
     raise InputError(f"export: {type(task).__name__} is not exportable yet; token/sequence classification and causal LM tasks are")
 
 
-def output_shape(task: Any, objective: str) -> list[Any]:
-    if objective == "CausalLMTask":
-        return ["batch", "sequence", task.model.config.vocab_size]
-    classes = len(task.hparams.label_names)
-    return ["batch", "sequence", classes] if objective == "TokenClassificationTask" else ["batch", classes]
-
-
-def score(task: Any, model: Any, batches: list[dict[str, Any]]) -> tuple[dict[str, float], list[torch.Tensor], list[torch.Tensor]]:
-    """The task's metrics with `model` standing in for its transformers model; plus logits and masks."""
-    metrics = task.configure_metrics()
-    logits, masks = [], []
-
-    def run_model(batch: dict[str, Any], **kwargs: Any) -> Any:
-        out = model(**task.model_inputs(batch), **kwargs)
-        logits.append(out.logits.detach().float())
-        # Compared where the task reads predictions: labelled tokens (first subwords), or every row.
-        labels = batch.get("labels")
-        per_token = out.logits.dim() == 3
-        masks.append((labels != -100) if per_token and labels is not None else batch["attention_mask"].bool() if per_token else torch.ones(out.logits.size(0), dtype=torch.bool))
-        return out
-
-    task.run_model = run_model  # an instance attribute shadows the method for this scoring only
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                out = task.step(batch)
-                metrics.update(out.preds, out.target, **out.metric_kwargs)
-    finally:
-        del task.run_model
-    return {k: float(v) for k, v in metrics.compute().items()}, logits, masks
-
-
-def compare(ref: list[torch.Tensor], got: list[torch.Tensor], masks: list[torch.Tensor]) -> dict[str, float]:
-    diff, agree, total = 0.0, 0, 0
-    for r, g, m in zip(ref, got, masks):
-        diff = max(diff, float((r - g).abs()[m].max()))
-        agree += int((r.argmax(-1) == g.argmax(-1))[m].sum())
-        total += int(m.sum())
-    return {"max_abs_diff": diff, "argmax_agreement": agree / max(total, 1)}
-
-
-def metric_drop(metric: str, pytorch: float, onnx: float) -> float:
-    return onnx / pytorch - 1.0 if metric in LOWER_IS_BETTER else pytorch - onnx
-
-
-def greedy_agreement(task: Any, session: OrtModel, batch: dict[str, Any], prompt_tokens: int = 8, new_tokens: int = 16) -> float:
-    """Fraction of greedy tokens where the artifact's KV-cache decode loop matches PyTorch."""
-    ids, mask = batch["input_ids"][:4, :prompt_tokens], batch["attention_mask"][:4, :prompt_tokens]
-    reference = ids
-    with torch.no_grad():
-        for _ in range(new_tokens):  # plain full-sequence forwards: the reference has no cache tricks
-            logits = task.model(input_ids=reference, attention_mask=torch.ones_like(reference)).logits[:, -1]
-            reference = torch.cat([reference, logits.argmax(-1, keepdim=True)], dim=1)
-    got = session.greedy(ids, mask, new_tokens)
-    return float((got == reference[:, prompt_tokens:]).float().mean())
-
-
-def latency_ms(model: Any, batch: dict[str, Any], task: Any, repeats: int = 10) -> float:
-    inputs = task.model_inputs(batch)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        with torch.no_grad():
-            model(**inputs)
-        times.append((time.perf_counter() - start) * 1000)
-    return sorted(times)[len(times) // 2]
-
-
 def versions() -> dict[str, str]:
     import onnx
     import onnxruntime
@@ -184,6 +111,40 @@ def versions() -> dict[str, str]:
 
     return {"lightkit": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def new_form(tmp: Path, form: str) -> Path:
+    (tmp / form).mkdir()
+    return tmp / form / "model.onnx"
+
+
+def write_forms(task: Any, objective: str, forms: list[str], tmp: Path, opset: int, manifest: dict[str, Any]) -> dict[str, Path]:
+    """Write fp32 (the source of every other form) and the requested float / INT8 forms; record IO names."""
+    fp32 = new_form(tmp, "fp32")
+    if objective == "CausalLMTask":
+        names = export_causal_lm(task.model, fp32, opset)
+        kv_heads, head_dim = cache_shape(task.model)
+        layers = task.model.config.num_hidden_layers
+        manifest["inputs"] = [{"name": n, "dtype": "int64", "shape": ["batch", "total" if n == "attention_mask" else "sequence"]} for n in names[:3]]
+        manifest["inputs"] += [{"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "past", head_dim]} for n in cache_names(layers, "past")]
+        manifest["outputs"] += [{"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "total", head_dim]} for n in cache_names(layers, "present")]
+        manifest["outputs"].append({"name": "next_token", "dtype": "int64", "shape": ["batch"], "note": "argmax of the last position"})
+    else:
+        names = export_fp32(task.model, fp32, opset)
+        manifest["inputs"] = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in names]
+    paths = {"fp32": fp32}
+    if "int8-cpu" in forms:
+        paths["int8-cpu"] = new_form(tmp, "int8-cpu")
+        fused = tmp / "int8-cpu" / "fused-fp32.onnx"
+        quantize_int8_cpu(fused if fuse(task.model, fp32, fused) else fp32, paths["int8-cpu"])
+        fused.unlink(missing_ok=True)
+    if any(f in forms for f in GPU_FORMS):
+        paths["fp16"] = new_form(tmp, "fp16")
+        to_fp16(task.model, fp32, paths["fp16"])
+        if "int8-gpu" in forms:
+            paths["int8-gpu"] = new_form(tmp, "int8-gpu")
+            quantize_int8_gpu(paths["fp16"], paths["int8-gpu"])
+    return paths
 
 
 def export_main(argv: list[str]) -> Path:
@@ -222,74 +183,21 @@ def export_main(argv: list[str]) -> Path:
     }
     failures = []
     with atomic_dir(out) as tmp:
-        (tmp / "fp32").mkdir()
-        fp32 = tmp / "fp32" / "model.onnx"
-        if objective == "CausalLMTask":
-            names = export_causal_lm(task.model, fp32, args.opset)
-            kv_heads, head_dim = cache_shape(task.model)
-            layers = task.model.config.num_hidden_layers
-            manifest["inputs"] = [
-                {"name": n, "dtype": "int64", "shape": ["batch", "total" if n == "attention_mask" else "sequence"]} for n in names[:3]
-            ] + [{"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "past", head_dim]} for n in cache_names(layers, "past")]
-            manifest["outputs"] += [{"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "total", head_dim]} for n in cache_names(layers, "present")]
-            manifest["outputs"].append({"name": "next_token", "dtype": "int64", "shape": ["batch"], "note": "argmax of the last position"})
-        else:
-            names = export_fp32(task.model, fp32, args.opset)
-            manifest["inputs"] = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in names]
-        paths = {"fp32": fp32}
-        if "int8-cpu" in forms:
-            (tmp / "int8-cpu").mkdir()
-            fused = tmp / "int8-cpu" / "fused-fp32.onnx"
-            source = fused if fuse(task.model, fp32, fused) else fp32
-            quantize_int8_cpu(source, tmp / "int8-cpu" / "model.onnx")
-            fused.unlink(missing_ok=True)
-            paths["int8-cpu"] = tmp / "int8-cpu" / "model.onnx"
-        if any(f in forms for f in GPU_FORMS):
-            (tmp / "fp16").mkdir()
-            paths["fp16"] = tmp / "fp16" / "model.onnx"
-            to_fp16(task.model, fp32, paths["fp16"])
-            if "int8-gpu" in forms:
-                (tmp / "int8-gpu").mkdir()
-                paths["int8-gpu"] = tmp / "int8-gpu" / "model.onnx"
-                quantize_int8_gpu(paths["fp16"], paths["int8-gpu"])
+        paths = write_forms(task, objective, forms, tmp, args.opset, manifest)
         expected = {form: (reference, ref_logits) for form in ("fp32", "fp16", "int8-gpu", "int8-cpu")}
         if "qat" in forms:  # QuantizeLinear/DequantizeLinear from the fake-quantised model
             set_qat(task.model, fake_quant=True, observe=False)
-            (tmp / "qat").mkdir()
-            paths["qat"] = tmp / "qat" / "model.onnx"
+            paths["qat"] = new_form(tmp, "qat")
             (export_causal_lm if objective == "CausalLMTask" else export_fp32)(task.model, paths["qat"], args.opset)
             qat_reference, qat_logits, _ = score(task, task.model, batches)
             expected["qat"] = (qat_reference, qat_logits)
             manifest["parity_data"]["pytorch_fake_quantised"] = qat_reference
         for form in forms:
-            session = OrtModel(paths[form], device="cpu" if form in ("int8-cpu", "qat") else "auto")
-            metrics, logits, _ = score(task, session, batches)
-            ref_metrics, ref_form_logits = expected[form]
-            parity = {**compare(ref_form_logits, logits, masks), "metric": primary, "pytorch": ref_metrics[primary], "onnx": metrics[primary]}
-            parity["metric_drop"] = metric_drop(primary, parity["pytorch"], parity["onnx"])
-            if session.causal:
-                parity["greedy_agreement"] = greedy_agreement(task, session, batches[0])
-            limits = tol[form]
-            problems = [
-                f"max_abs_diff {parity['max_abs_diff']:.3g} > {limits['max_abs_diff']}" * (parity["max_abs_diff"] > limits["max_abs_diff"]),
-                f"argmax agreement {parity['argmax_agreement']:.4f} < {limits['min_argmax_agreement']}" * (parity["argmax_agreement"] < limits["min_argmax_agreement"]),
-                f"{primary} drop {parity['metric_drop']:.4f} > {limits['max_metric_drop']}" * (parity["metric_drop"] > limits["max_metric_drop"]),
-            ]
-            problems = [p for p in problems if p]
-            if problems:
-                failures.append(f"{form}: " + "; ".join(problems))
-            manifest["forms"][form] = {
-                "file": f"{form}/model.onnx",
-                "bytes": paths[form].stat().st_size,
-                "parity": {**parity, "tolerance": limits, "passed": not problems},
-                "providers": session.providers(),
-                # GPU-ready only when the placement check ran and found every compute node on CUDA.
-                "gpu_ready": (place := placement(paths[form], session.feeds(**task.model_inputs(batches[0])))).get("ok") if form in GPU_FORMS else False,
-                "placement": place if form in GPU_FORMS else {"checked": False, "reason": "not a GPU form (fp32 runs anywhere; int8-cpu and qat are CPU artifacts)"},
-                "latency_ms_cpu_median": latency_ms(session, batches[0], task),
-            }
+            info, problems = check_form(task, form, paths[form], expected[form], masks, batches, primary, tol[form])
+            manifest["forms"][form] = info
+            failures += [f"{form}: " + "; ".join(problems)] if problems else []
         set_qat(task.model, fake_quant=False, observe=False)
-        manifest["pytorch_latency_ms_cpu_median"] = latency_ms(task.model, batches[0], task)
+        manifest["pytorch_latency_ms_median"] = latency_ms(task.model, batches[0], task)
         if failures:
             raise InputError("export: parity gate failed, nothing written:\n  " + "\n  ".join(failures))
         for source in ("fp32", "fp16"):  # written as sources of other forms only

@@ -1,0 +1,121 @@
+"""The parity gate of `lightkit export`: an artifact scored against PyTorch by the task itself.
+
+The task's own `step` and metrics run with an ONNX Runtime session standing in for its model
+(`run_model` is shadowed for the duration), on the same held-out batches as PyTorch, so the
+metric compared is exactly the one `lightkit test` reports.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightkit.export.placement import placement
+from lightkit.export.runtime import OrtModel
+
+GPU_FORMS = ("fp16", "int8-gpu")
+# How a worse metric shows: F1/accuracy fall (absolute drop), perplexity rises (relative increase).
+LOWER_IS_BETTER = {"perplexity"}
+
+
+def output_shape(task: Any, objective: str) -> list[Any]:
+    if objective == "CausalLMTask":
+        return ["batch", "sequence", task.model.config.vocab_size]
+    classes = len(task.hparams.label_names)
+    return ["batch", "sequence", classes] if objective == "TokenClassificationTask" else ["batch", classes]
+
+
+def score(task: Any, model: Any, batches: list[dict[str, Any]]) -> tuple[dict[str, float], list[torch.Tensor], list[torch.Tensor]]:
+    """The task's metrics with `model` standing in for its transformers model; plus logits and masks."""
+    metrics = task.configure_metrics()
+    logits, masks = [], []
+
+    def run_model(batch: dict[str, Any], **kwargs: Any) -> Any:
+        out = model(**task.model_inputs(batch), **kwargs)
+        logits.append(out.logits.detach().float())
+        # Compared where the task reads predictions: labelled tokens (first subwords), or every row.
+        labels = batch.get("labels")
+        per_token = out.logits.dim() == 3
+        masks.append((labels != -100) if per_token and labels is not None else batch["attention_mask"].bool() if per_token else torch.ones(out.logits.size(0), dtype=torch.bool))
+        return out
+
+    task.run_model = run_model  # an instance attribute shadows the method for this scoring only
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                out = task.step(batch)
+                metrics.update(out.preds, out.target, **out.metric_kwargs)
+    finally:
+        del task.run_model
+    return {k: float(v) for k, v in metrics.compute().items()}, logits, masks
+
+
+def compare(ref: list[torch.Tensor], got: list[torch.Tensor], masks: list[torch.Tensor]) -> dict[str, float]:
+    diff, agree, total = 0.0, 0, 0
+    for r, g, m in zip(ref, got, masks):
+        diff = max(diff, float((r - g).abs()[m].max()))
+        agree += int((r.argmax(-1) == g.argmax(-1))[m].sum())
+        total += int(m.sum())
+    return {"max_abs_diff": diff, "argmax_agreement": agree / max(total, 1)}
+
+
+def metric_drop(metric: str, pytorch: float, onnx: float) -> float:
+    return onnx / pytorch - 1.0 if metric in LOWER_IS_BETTER else pytorch - onnx
+
+
+def greedy_agreement(task: Any, session: OrtModel, batch: dict[str, Any], prompt_tokens: int = 8, new_tokens: int = 16) -> float:
+    """Fraction of greedy tokens where the artifact's KV-cache decode loop matches PyTorch."""
+    ids, mask = batch["input_ids"][:4, :prompt_tokens], batch["attention_mask"][:4, :prompt_tokens]
+    reference = ids
+    with torch.no_grad():
+        for _ in range(new_tokens):  # plain full-sequence forwards: the reference has no cache tricks
+            logits = task.model(input_ids=reference, attention_mask=torch.ones_like(reference)).logits[:, -1]
+            reference = torch.cat([reference, logits.argmax(-1, keepdim=True)], dim=1)
+    got = session.greedy(ids, mask, new_tokens)
+    return float((got == reference[:, prompt_tokens:]).float().mean())
+
+
+def latency_ms(model: Any, batch: dict[str, Any], task: Any, repeats: int = 10) -> float:
+    inputs = task.model_inputs(batch)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with torch.no_grad():
+            model(**inputs)
+        times.append((time.perf_counter() - start) * 1000)
+    return sorted(times)[len(times) // 2]
+
+
+def check_form(task: Any, form: str, path: Path, expected: tuple[dict[str, float], list[torch.Tensor]], masks: list[torch.Tensor],
+               batches: list[dict[str, Any]], primary: str, limits: dict[str, float]) -> tuple[dict[str, Any], list[str]]:
+    """Score one artifact against PyTorch; its manifest entry and what breaks its tolerance."""
+    session = OrtModel(path, device="cpu" if form in ("int8-cpu", "qat") else "auto")
+    metrics, logits, _ = score(task, session, batches)
+    ref_metrics, ref_logits = expected
+    parity = {**compare(ref_logits, logits, masks), "metric": primary, "pytorch": ref_metrics[primary], "onnx": metrics[primary]}
+    parity["metric_drop"] = metric_drop(primary, parity["pytorch"], parity["onnx"])
+    if session.causal:
+        parity["greedy_agreement"] = greedy_agreement(task, session, batches[0])
+    checks = [
+        (parity["max_abs_diff"] > limits["max_abs_diff"], f"max_abs_diff {parity['max_abs_diff']:.3g} > {limits['max_abs_diff']}"),
+        (parity["argmax_agreement"] < limits["min_argmax_agreement"], f"argmax agreement {parity['argmax_agreement']:.4f} < {limits['min_argmax_agreement']}"),
+        (parity["metric_drop"] > limits["max_metric_drop"], f"{primary} drop {parity['metric_drop']:.4f} > {limits['max_metric_drop']}"),
+    ]
+    problems = [message for failed, message in checks if failed]
+    if form in GPU_FORMS:  # GPU-ready only when the placement check ran and found every compute node on CUDA
+        place = placement(path, session.feeds(**task.model_inputs(batches[0])))
+    else:
+        place = {"checked": False, "reason": "not a GPU form (fp32 runs anywhere; int8-cpu and qat are CPU artifacts)"}
+    info = {
+        "file": f"{form}/model.onnx",
+        "bytes": path.stat().st_size,
+        "parity": {**parity, "tolerance": limits, "passed": not problems},
+        "providers": session.providers(),
+        "gpu_ready": place.get("ok") if form in GPU_FORMS else False,
+        "placement": place,
+        "latency_ms_median": latency_ms(session, batches[0], task),
+    }
+    return info, problems
