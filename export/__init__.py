@@ -1,6 +1,9 @@
-"""ONNX export, quantisation, runtime and decoding refiners (`lightkit export`, `lightkit evaluate`).
+"""ONNX export, parity checks, runtime, serving and decoding refiners.
 
-Not built yet: issue 6 adds `onnx.py`, `quantize.py`, `runtime.py` and `refiner.py` here. The
-package exists now so that the install layout (`lightkit.export` from the top-level `export/`
-folder) is fixed and tested from the start.
+- `lightkit export` (cli.py): a checkpoint to checked ONNX forms (fp32, fp16, int8-gpu, int8-cpu,
+  qat) with a manifest; parity.py is the gate, placement.py the GPU placement check.
+- `lightkit evaluate` (evaluate.py): an artifact scored by the task's own test loop.
+- runtime.py: ONNX Runtime sessions that stand in for a transformers model, and the KV-cache
+  greedy decode loop; serving.py: raw text in, labels / tags out.
+- refiner.py: constrained Viterbi for NER, coordinate-descent refinement for generation.
 """
