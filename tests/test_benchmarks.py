@@ -49,3 +49,14 @@ def test_generation_refiner_benchmark_runs(tmp_path: Path) -> None:
     summary = json.loads(out.read_text())["summary"]
     for kind in ("greedy", "sampled"):
         assert summary[kind]["after"] >= summary[kind]["before"] - 1e-6
+
+
+def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
+    from conftest import DATA
+
+    out = tmp_path / "train.json"
+    run_script("train_throughput.py", "--model", "tiny", "--tokenizer", str(DATA / "tokenizer"), "--train_file", str(DATA / "ner" / "train.conll"),
+               "--steps", "3", "--warmup", "1", "--max_length", "32", "--repeats", "1", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["lightkit"]["timed_steps"] == result["hf_trainer"]["timed_steps"] == 3
+    assert result["ratio_tokens_per_s"] > 0 and result["lightkit"]["tokens_per_s"] > 0

