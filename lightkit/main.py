@@ -78,6 +78,14 @@ class LightkitCLI(LightningCLI):
         model = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
 
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, object]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if subcommand == "predict" and kwargs.get("return_predictions") is None:
+            # The PredictionWriter streams every batch to a file; Lightning would also keep them
+            # all in memory to return them, so a long input file would grow memory without bound.
+            kwargs["return_predictions"] = False
+        return kwargs
+
     def instantiate_classes(self) -> None:
         # jsonargparse reports an error raised inside a task's or DataModule's __init__ as
         # "Does not validate against any of the Union subtypes", with ours buried in the text;

@@ -120,3 +120,23 @@ def test_a_non_finite_loss_stops_training_and_names_the_step(tmp_path: Path) -> 
     with pytest.raises(FloatingPointError, match=r"training loss is nan at optimizer step \d+, epoch 0, batch \d+"):
         lightkit("fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path), "--model.init_args.learning_rate", "1e12")
     assert not (tmp_path / "hf_model").exists()  # nothing saved from a diverged run
+
+
+def test_predict_streams_a_long_file_without_keeping_predictions(run: Path, tmp_path: Path) -> None:
+    from lightkit.data import BaseDataModule
+    from lightkit.main import LightkitCLI
+    from lightkit.task import BaseTask
+
+    sentences = [line for line in (DATA / "ner" / "predict.txt").read_text().splitlines() if line.strip()]
+    long_file = tmp_path / "long.txt"
+    long_file.write_text("".join(sentences[i % len(sentences)] + "\n" for i in range(10_000)))
+    out = tmp_path / "long.conll"
+    cli = LightkitCLI(BaseTask, BaseDataModule, subclass_mode_model=True, subclass_mode_data=True, args=[
+        "predict", "--config", str(TINY_NER), "--ckpt_path", str(run / "checkpoints" / "best.ckpt"), "--trainer.default_root_dir", str(tmp_path),
+        "--data.init_args.predict_file", str(long_file), "--prediction_writer.output", str(out),
+    ])  # fmt: skip
+    # Streamed to the file batch by batch, and not also kept in memory by Lightning's predict loop.
+    assert cli.trainer.predict_loop.predictions == []
+    blocks = out.read_text().strip().split("\n\n")
+    assert len(blocks) == 10_000
+    assert [line.split("\t")[0] for line in blocks[-1].splitlines()] == sentences[(10_000 - 1) % len(sentences)].split()
