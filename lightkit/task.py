@@ -267,12 +267,14 @@ class BaseTask(L.LightningModule):
     def on_fit_end(self) -> None:
         # Callbacks' on_fit_end runs before this hook, so RestoreBestWeights has already put the
         # best checkpoint's weights back: the saved model is the best one, not the last.
+        # Every process takes the state dict: under FSDP it is a collective (the shards are
+        # gathered), and rank 0 alone asking for it would wait forever.
+        state = strip_qat_state(self.model.state_dict())  # QAT quantiser state stays in the checkpoint
         if not self.trainer.is_global_zero:
             return
         target = self.hf_save_dir()
         with atomic_dir(target) as tmp:
-            # safetensors; QAT fake-quantiser state stays in the Lightning checkpoint, not here.
-            self.model.save_pretrained(tmp, state_dict=strip_qat_state(self.model.state_dict()))
+            self.model.save_pretrained(tmp, state_dict=state)  # safetensors
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
             self.save_extras(tmp)
