@@ -14,3 +14,7 @@ def raises(prompts: list[str], responses: list[str]) -> list[float]:
 
 def one_short(prompts: list[str], responses: list[str]) -> list[float]:
     return [0.0] * (len(responses) - 1)
+
+
+def not_finite(prompts: list[str], responses: list[str]) -> list[float]:
+    return [float("nan")] + [0.0] * (len(responses) - 1)

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -144,12 +145,13 @@ def test_ppo_raises_a_callable_reward_and_keeps_the_reference_frozen(bpe: Path, 
     [
         ("ppo_rewards:raises", "reward_fn 'ppo_rewards:raises' raised RuntimeError: reward service unavailable"),
         ("ppo_rewards:one_short", "reward_fn 'ppo_rewards:one_short' returned 7 scores for 8 responses"),
+        ("ppo_rewards:not_finite", "reward_fn 'ppo_rewards:not_finite' returned non-finite scores at positions [0]"),
         ("ppo_rewards:missing", "reward_fn: 'ppo_rewards' has no callable 'missing'"),
         ("no_such_module.fn", "reward_fn: cannot import module 'no_such_module'"),
     ],
 )
 def test_a_broken_reward_callable_is_named(bpe: Path, tmp_path: Path, fn: str, message: str) -> None:
-    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(InputError, match=re.escape(message)):
         ppo(bpe, tmp_path, "--model.init_args.reward_fn", fn, "--trainer.max_epochs", "1")
 
 
