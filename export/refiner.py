@@ -70,6 +70,30 @@ def constrained_viterbi(scores: torch.Tensor, start: torch.Tensor, allowed: torc
     return path[::-1]
 
 
+def decode_words(
+    logits: torch.Tensor,
+    word_ids: Sequence[int | None],
+    num_words: int,
+    rules: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> list[int]:
+    """Per-word label ids of one sentence, read at each word's first subword.
+
+    `logits` (T, L) per token, `word_ids` the word of each token (None or negative off words).
+    Argmax per word, or with `rules` (from `transition_rules`) the best valid sequence. Words with
+    no subword (cut by truncation) get label 0 (O), so they count as missed rather than vanish.
+    """
+    first: dict[int, int] = {}  # word -> position of its first subword
+    for position, word in enumerate(word_ids):
+        if word is not None and word >= 0:
+            first.setdefault(word, position)
+    scores = logits[list(first.values())].float()
+    path = constrained_viterbi(torch.log_softmax(scores, dim=-1).cpu(), *rules) if rules is not None else scores.argmax(-1).tolist()
+    labels = [0] * num_words
+    for word, label in zip(first, path):
+        labels[word] = label
+    return labels
+
+
 def invalid_transitions(tags: Sequence[str], bioes: bool = False) -> int:
     """How many tags break the scheme (an I-X/E-X that does not continue an X span)."""
     bad, previous = 0, ("O", "")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import torch
@@ -127,7 +126,3 @@ class OrtModel:
 
     def train(self, mode: bool = True) -> OrtModel:
         return self
-
-
-def run_all(model: Any, batches: list[dict[str, Any]]) -> list[torch.Tensor]:
-    return [model(**{k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "token_type_ids")}).logits for b in batches]

@@ -23,7 +23,7 @@ import torch
 from transformers import AutoTokenizer
 
 from lightkit.errors import InputError
-from lightkit.export.refiner import constrained_viterbi, transition_rules
+from lightkit.export.refiner import decode_words, transition_rules
 from lightkit.export.runtime import OrtModel
 
 
@@ -81,18 +81,10 @@ class Artifact:
         for chunk in batched(sentences, batch_size):
             words = [s.split() if isinstance(s, str) else list(s) for s in chunk]
             enc = self._encode(words, split_words=True)
-            scores = torch.log_softmax(self.session(**enc).logits.float(), dim=-1)
+            logits = self.session(**enc).logits
             for i, sentence in enumerate(words):
-                first: dict[int, int] = {}
-                for position, word in enumerate(enc.word_ids(i)):
-                    if word is not None:
-                        first.setdefault(word, position)
-                row = scores[i, list(first.values())]
-                ids = constrained_viterbi(row, *self._rules) if viterbi else row.argmax(-1).tolist()
-                tags = ["O"] * len(sentence)  # words cut by truncation are tagged O
-                for word, label in zip(first, ids):
-                    tags[word] = self.labels[label]
-                yield list(zip(sentence, tags))
+                ids = decode_words(logits[i], enc.word_ids(i), len(sentence), self._rules if viterbi else None)
+                yield [(word, self.labels[label]) for word, label in zip(sentence, ids)]
 
     def _expect(self, task: str) -> None:
         if self.manifest["objective"] != task:

@@ -235,9 +235,6 @@ class PPOTask(CausalLMTask):
         )
         self.log_dict({f"train_{k}": v for k, v in logs.items()}, on_step=True, on_epoch=True, prog_bar=False, batch_size=n)
 
-    def on_train_epoch_end(self) -> None:
-        pass  # train_reward_epoch is logged by training_step's on_epoch logging
-
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
         """Sample responses (no update); reward feeds the stage's epoch metric, KL is logged."""
         ro = self.rollout(batch)

@@ -24,9 +24,8 @@ from torchmetrics import MetricCollection
 from transformers import AutoModelForTokenClassification
 
 from lightkit.data.conll import conll_lines
-from lightkit.data.token_classification import word_predictions
 from lightkit.entity_metrics import Seqeval, write_report
-from lightkit.export.refiner import constrained_viterbi, invalid_transitions, transition_rules
+from lightkit.export.refiner import decode_words, invalid_transitions, transition_rules
 from lightkit.task import BaseTask, StepOutput, label_config
 
 
@@ -55,22 +54,7 @@ class TokenClassificationTask(BaseTask):
     def predict_words(self, logits: torch.Tensor, batch: dict[str, Any]) -> list[list[int]]:
         """Per-word label ids for each sentence of the batch (first-subword reading)."""
         word_ids = batch["word_ids"].tolist()  # (B, T), -1 off words
-        if self._rules is None:
-            token_preds = logits.argmax(-1).tolist()  # (B, T)
-            return [word_predictions(p, w, len(tokens)) for p, w, tokens in zip(token_preds, word_ids, batch["tokens"])]
-        scores = torch.log_softmax(logits.float(), dim=-1)
-        out = []
-        for row, words, tokens in zip(scores, word_ids, batch["tokens"]):
-            first = {}  # word -> its first subword's position
-            for position, word in enumerate(words):
-                if word >= 0:
-                    first.setdefault(word, position)
-            path = constrained_viterbi(row[list(first.values())].cpu(), *self._rules)
-            preds = [0] * len(tokens)  # words cut by truncation stay O, as with argmax
-            for word, label in zip(first, path):
-                preds[word] = label
-            out.append(preds)
-        return out
+        return [decode_words(row, words, len(tokens), self._rules) for row, words, tokens in zip(logits, word_ids, batch["tokens"])]
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
         out = self.run_model(batch, labels=batch["labels"])  # logits (B, T, L)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from lightkit.data.token_classification import IGNORE, align_labels, word_predictions
+import torch
+
+from lightkit.data.token_classification import IGNORE, align_labels
+from lightkit.export.refiner import decode_words
 from lightkit.resources import load_tokenizer
 
 from conftest import DATA
@@ -33,7 +36,9 @@ def test_alignment_through_the_real_fast_tokenizer() -> None:
 
 
 def test_word_predictions_read_first_subwords_and_fill_truncated_words() -> None:
-    token_preds = [9, 1, 2, 2, 0, 9]
+    token_preds = [9, 1, 2, 3, 0, 9]  # the second subword of word 1 says 3: ignored
     word_ids = [-1, 0, 1, 1, 2, -1]
+    logits = torch.nn.functional.one_hot(torch.tensor(token_preds), 10).float()
     # 5 words but only 3 survived truncation: the last two are predicted O (id 0), never dropped
-    assert word_predictions(token_preds, word_ids, num_words=5) == [1, 2, 0, 0, 0]
+    assert decode_words(logits, word_ids, num_words=5) == [1, 2, 0, 0, 0]
+    assert decode_words(logits, [None, 0, 1, 1, 2, None], num_words=3) == [1, 2, 0]  # tokenizer word_ids()

@@ -65,4 +65,8 @@ def test_test_reports_invalid_transitions_and_viterbi_removes_them(tmp_path: Pat
         reports[decoding] = json.loads((out / "seqeval_report.json").read_text())
     assert reports["viterbi"]["decoding"] == "viterbi"
     assert reports["viterbi"]["invalid_transitions"] == 0
-    assert reports["argmax"]["invalid_transitions"] >= 0  # counted, whatever it is
+    # The argmax count is the count in the predictions it wrote (last column, read raw: read_conll
+    # would repair them to IOB2). A briefly trained model does make some.
+    blocks = (tmp_path / "argmax" / "test_predictions.conll").read_text().strip().split("\n\n")
+    raw = [[line.split("\t")[-1] for line in block.splitlines()] for block in blocks]
+    assert reports["argmax"]["invalid_transitions"] == sum(invalid_transitions(tags) for tags in raw) > 0

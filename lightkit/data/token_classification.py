@@ -53,21 +53,6 @@ def align_labels(
     return labels
 
 
-def word_predictions(token_preds: Sequence[int], word_ids: Sequence[int], num_words: int, fill: int = 0) -> list[int]:
-    """Per-word predictions from per-token ones, read at each word's first subword.
-
-    Words with no subword (cut by truncation, or emptied by the tokenizer's normaliser) get `fill`
-    (the O label), so they count as missed rather than vanish from evaluation.
-    """
-    out = [fill] * num_words
-    seen = set()
-    for pred, word in zip(token_preds, word_ids):
-        if word >= 0 and word not in seen:
-            seen.add(word)
-            out[word] = int(pred)
-    return out
-
-
 class CoNLLDataModule(BaseDataModule):
     """Token classification data from CoNLL-style files (see `lightkit.data.conll`).
 
