@@ -17,11 +17,14 @@ from pathlib import Path
 import torch
 import yaml
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 import lightkit.callbacks  # noqa: F401 - registers callbacks for short class_path names
 import lightkit.tasks  # noqa: F401 - registers tasks for short class_path names
 from lightkit.callbacks import PredictionWriter
+from lightkit.checkpointing import AtomicCheckpointIO
 from lightkit.data import BaseDataModule
 from lightkit.errors import InputError
 from lightkit.task import BaseTask
@@ -86,6 +89,14 @@ class LightkitCLI(LightningCLI):
             kwargs["return_predictions"] = False
         return kwargs
 
+    def instantiate_trainer(self, **kwargs: object) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        # Checkpoints are written whole or not at all; a CheckpointIO the user configured
+        # (trainer.plugins) is left alone.
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
     def instantiate_classes(self) -> None:
         # jsonargparse reports an error raised inside a task's or DataModule's __init__ as
         # "Does not validate against any of the Union subtypes", with ours buried in the text;
@@ -129,13 +140,19 @@ def _run(args: ArgsType) -> None:
 
         evaluate_main(argv[1:])
         return
-    LightkitCLI(
+    cli(args)
+
+
+def cli(args: ArgsType = None, run: bool = True) -> LightkitCLI:
+    """The LightningCLI behind `lightkit fit|validate|test|predict` (run=False: build, don't run)."""
+    return LightkitCLI(
         BaseTask,
         BaseDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         args=args,
+        run=run,
     )
 
 

@@ -23,6 +23,7 @@ import torch
 from torchmetrics import MetricCollection
 from transformers import AutoConfig, PreTrainedModel
 
+from lightkit.checkpointing import rng_state, set_rng_state
 from lightkit.errors import InputError
 from lightkit.io import atomic_dir
 from lightkit.quantization import strip_qat_state
@@ -244,6 +245,20 @@ class BaseTask(L.LightningModule):
         self.log_dict(values, prog_bar=stage == "val")
         metrics.reset()
         return values
+
+    # -- exact resume (lightkit.checkpointing) -------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_state"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resume_rng = checkpoint.get("rng_state")
+
+    def on_train_start(self) -> None:
+        # Put back here, not on load: Lightning rebuilds the loader's iterator after loading, and
+        # that draws from the generators. Nothing draws between this hook and the first batch
+        # (on_train_epoch_start is not called again when resuming mid-epoch).
+        if (state := self.__dict__.pop("_resume_rng", None)) is not None:
+            set_rng_state(state)
 
     def on_train_epoch_end(self) -> None:
         if self.wants_metrics("train"):

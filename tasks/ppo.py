@@ -249,7 +249,9 @@ class PPOTask(CausalLMTask):
         self._evaluate(batch, "test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["kl_coef"] = self.kl_ctl.value  # the adaptive coefficient resumes where it was
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.kl_ctl.value = checkpoint.get("kl_coef", self.kl_ctl.value)

@@ -12,18 +12,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from datasets import Dataset
-from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from lightkit import __version__
 from lightkit.data.splits import holdout_split
 from lightkit.errors import InputError
 from lightkit.resources import load_tokenizer, resolve_path
+
+# torchdata 0.11 calls torch.set_vital on every iterator, which newer torch deprecates (harmless).
+warnings.filterwarnings("ignore", message=r".*'set_vital' is deprecated.*")
 
 SPLITS_OF_STAGE = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
 
@@ -130,6 +136,14 @@ class BaseDataModule(L.LightningDataModule):
             self._splits = dict(zip(("train", "validation", "test"), parts))
         return self._splits
 
+    def prepare_data(self) -> None:
+        # Lightning calls this in one process per node before any process calls setup: the
+        # tokenised cache is written once, and under DDP the other ranks read it instead of
+        # racing to write the same Arrow file.
+        fn = self.trainer.state.fn if self.trainer is not None else None
+        if fn is not None and fn.value in SPLITS_OF_STAGE:
+            self.setup(fn.value)
+
     def setup(self, stage: str) -> None:
         for split in SPLITS_OF_STAGE[stage]:
             if split not in self.datasets:
@@ -169,29 +183,52 @@ class BaseDataModule(L.LightningDataModule):
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        batch_size = self.hparams.batch_size if shuffle else self.eval_batch_size
-        return DataLoader(
-            self.datasets[split],
-            batch_size=batch_size,
-            shuffle=shuffle,
+    def _loader(self, split: str, shuffle: bool) -> StatefulDataLoader:
+        """A torch DataLoader with `state_dict()`, whose position Lightning saves in every
+        checkpoint, so a resumed run sees exactly the batches an uninterrupted run would have.
+
+        Exact resume also needs the loader never to draw from the global generators, which
+        dropout and masking use (BaseTask restores them from the checkpoint): each iterator a
+        DataLoader starts draws a worker base seed, so the loader gets a generator of its own.
+        The training order is a function of (seed, epoch) only and the sampler's state is its
+        position; torchdata's default RandomSampler instead saves its generator as it was when
+        the epoch began, so a checkpoint taken at an epoch's end would replay that epoch's order
+        in the next. The sampler shards by rank itself (Lightning keeps a DistributedSampler it is
+        given) and takes Lightning's seed (PL_GLOBAL_SEED, set by seed_everything).
+        """
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        dataset, trainer = self.datasets[split], self.trainer
+        sampler = None
+        if shuffle:
+            sampler = StatefulDistributedSampler(
+                dataset,
+                num_replicas=trainer.world_size if trainer else 1,
+                rank=trainer.global_rank if trainer else 0,
+                shuffle=True,
+                seed=seed,
+            )
+        return StatefulDataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size if shuffle else self.eval_batch_size,
+            sampler=sampler,
             collate_fn=self.collate,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
+            generator=torch.Generator().manual_seed(seed),
         )
 
     @property
     def eval_batch_size(self) -> int:
         return self.hparams.eval_batch_size or self.hparams.batch_size
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> StatefulDataLoader:
         return self._loader("validation", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> StatefulDataLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> StatefulDataLoader:
         return self._loader("predict", shuffle=False)

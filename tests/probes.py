@@ -1,0 +1,39 @@
+"""Test-only callbacks, named by class path (`probes.SigkillAt`) in configs of `lightkit` subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+
+class SigkillAt(Callback):
+    """SIGKILLs its own process right after optimizer step `step`, or as epoch `epoch` starts: no
+    handler, no cleanup, as the OOM killer or a pre-empted node would."""
+
+    def __init__(self, step: int | None = None, epoch: int | None = None) -> None:
+        self.step, self.epoch = step, epoch
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class MetricsAtEnd(Callback):
+    """Writes the trainer's final logged metrics to `path` as JSON (from global rank 0)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        with open(self.path, "w") as f:
+            json.dump({k: float(v) for k, v in trainer.callback_metrics.items()}, f, sort_keys=True)
