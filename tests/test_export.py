@@ -290,6 +290,33 @@ def test_artifact_tags_raw_text_exactly_like_lightkit_predict(trained: dict, tmp
     assert len(list(islice(Artifact(tmp_path / "onnx", device="cpu").tag(endless, batch_size=3), 7))) == 7
 
 
+def test_artifact_streams_10000_sentences_in_flat_memory(trained: dict, tmp_path: Path) -> None:
+    """Results are yielded batch by batch and nothing is kept: streaming 10x more sentences
+    raises peak memory by less than a kept result list would take (about 1 KiB per sentence)."""
+    from collections import deque
+    from itertools import count, islice
+
+    from lightkit.export.serving import Artifact
+
+    from conftest import DATA
+    from memory import peak_rss
+
+    conf, ckpt = trained["ner"]
+    export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
+    artifact = Artifact(tmp_path / "onnx", device="cpu")
+    sentences = [line for line in (DATA / "ner" / "predict.txt").read_text().splitlines() if line.strip()]
+
+    def stream(n: int) -> int:
+        source = (sentences[i % len(sentences)] for i in count())
+        with peak_rss() as seen:
+            deque(islice(artifact.tag(source, batch_size=32), n), maxlen=0)  # consume, keep nothing
+        return seen["peak"]
+
+    stream(1_000)  # warm up the session's arena and the allocator
+    small, large = stream(1_000), stream(10_000)
+    assert large - small < 4 * 2**20, f"peak RSS grew by {(large - small) / 2**20:.1f} MiB for 9,000 more sentences"
+
+
 def test_artifact_classifies_raw_text_like_lightkit_predict(trained: dict, tmp_path: Path) -> None:
     from lightkit.export.serving import Artifact
 

@@ -15,7 +15,7 @@ count as missed entities, never silently dropped from the gold (the count is log
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -128,25 +128,30 @@ class CoNLLDataModule(BaseDataModule):
 
     def build_split(self, split: str) -> Dataset:
         if split == "predict":
-            lines = [(n, line.split()) for n, line in read_lines(self.files["predict"]) if line.strip()]
-            if not lines:
-                raise CoNLLFormatError(f"{self.files['predict']}: no sentences to tag (file is empty)")
-            data = {"tokens": [tokens for _, tokens in lines]}
+            # Read through a generator into an on-disk Arrow file, never as one Python list: a
+            # long input file is tagged in flat memory (the tokenised result is memory-mapped too).
+            path = self.files["predict"]
+            if not any(line.strip() for _, line in read_lines(path)):
+                raise CoNLLFormatError(f"{path}: no sentences to tag (file is empty)")
+            source = Dataset.from_generator(
+                _predict_sentences,
+                gen_kwargs={"path": str(path), "digest": file_digest(path)},  # the digest keys the cache
+                cache_dir=str(self.cache_dir / "datasets"),
+            )
         else:
             sentences = self.sentences()[split]
             self._check(split, sentences)
-            data = {"tokens": [s.tokens for s in sentences], "tags": [s.tags for s in sentences]}
-        source = self.source(split)
+            source = Dataset.from_dict({"tokens": [s.tokens for s in sentences], "tags": [s.tags for s in sentences]})
         key = {
             "split": split,
-            "source": file_digest(source),
+            "source": file_digest(self.source(split)),
             "holdout": [self.hparams.holdout, self.hparams.split_seed] if self.carved else None,
             "labels": self.label_names,
             "max_length": self.hparams.max_length,
             "label_all_tokens": self.hparams.label_all_tokens,
             "scheme": self.hparams.tag_scheme,
         }
-        return self.tokenize_cached(Dataset.from_dict(data), self._encode, key)
+        return self.tokenize_cached(source, self._encode, key)
 
     # -- batching ------------------------------------------------------------------------------
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
@@ -163,3 +168,10 @@ class CoNLLDataModule(BaseDataModule):
         if "word_labels" in features[0]:
             padded["word_labels"] = [f["word_labels"] for f in features]
         return padded
+
+
+def _predict_sentences(path: str, digest: str) -> Iterator[dict[str, list[str]]]:
+    """The non-blank lines of a predict file, split on whitespace (`digest` only keys the cache)."""
+    for _, line in read_lines(path):
+        if line.strip():
+            yield {"tokens": line.split()}
