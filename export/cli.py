@@ -138,12 +138,16 @@ def write_forms(task: Any, objective: str, forms: list[str], tmp: Path, opset: i
         fused = tmp / "int8-cpu" / "fused-fp32.onnx"
         quantize_int8_cpu(fused if fuse(task.model, fp32, fused) else fp32, paths["int8-cpu"])
         fused.unlink(missing_ok=True)
-    if any(f in forms for f in GPU_FORMS):
+    if "fp16" in forms:
         paths["fp16"] = new_form(tmp, "fp16")
         to_fp16(task.model, fp32, paths["fp16"])
-        if "int8-gpu" in forms:
-            paths["int8-gpu"] = new_form(tmp, "int8-gpu")
-            quantize_int8_gpu(paths["fp16"], paths["int8-gpu"])
+    if "int8-gpu" in forms:
+        paths["int8-gpu"] = new_form(tmp, "int8-gpu")
+        tables = quantize_int8_gpu(task.model, fp32, paths["int8-gpu"])
+        manifest.setdefault("quantization", {})["int8-gpu"] = {
+            "MatMul": "MatMulNBits, 8 bits, symmetric, block 32, fp16 scales",
+            "embedding tables": {"op": "GatherBlockQuantized, 8 bits, symmetric, block 32, fp16 scales", "tables": tables},
+        }
     return paths
 
 
@@ -200,7 +204,7 @@ def export_main(argv: list[str]) -> Path:
         manifest["pytorch_latency_ms_median"] = latency_ms(task.model, batches[0], task)
         if failures:
             raise InputError("export: parity gate failed, nothing written:\n  " + "\n  ".join(failures))
-        for source in ("fp32", "fp16"):  # written as sources of other forms only
+        for source in ("fp32",):  # written as the source of other forms only
             if source not in forms and (tmp / source).exists():
                 shutil.rmtree(tmp / source)
         if task.tokenizer is not None:

@@ -76,8 +76,13 @@ def export_fp32(model: PreTrainedModel, path: Path, opset: int = OPSET) -> tuple
     return names
 
 
-def fuse(model: PreTrainedModel, src: Path, dst: Path, use_gpu: bool = False) -> bool:
-    """ORT's transformer optimizer (BERT fusions) from `src` to `dst`; False if it does not apply."""
+def fuse(model: PreTrainedModel, src: Path, dst: Path, use_gpu: bool = False, embed_layer_norm: bool = True) -> bool:
+    """ORT's transformer optimizer (BERT fusions) from `src` to `dst`; False if it does not apply.
+
+    `embed_layer_norm=False` leaves the embedding lookups as Gathers (EmbedLayerNormalization takes
+    the tables as float initializers, so a graph whose tables are to be quantised must not fuse it).
+    """
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     config = model.config
@@ -87,7 +92,10 @@ def fuse(model: PreTrainedModel, src: Path, dst: Path, use_gpu: bool = False) ->
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
     # For the GPU graph only the Python fusions run (opt_level 0): level 1 would open an ORT
     # session on the CUDA EP to pre-optimise, which fails noisily on a machine without CUDA.
-    optimized = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0 if use_gpu else 1, use_gpu=use_gpu)
+    options = FusionOptions("bert")
+    options.enable_embed_layer_norm = embed_layer_norm
+    optimized = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0 if use_gpu else 1,
+                               use_gpu=use_gpu, optimization_options=options)  # fmt: skip
     optimized.save_model_to_file(str(dst))
     return True
 
@@ -186,22 +194,31 @@ def add_next_token(path: Path) -> None:
     onnx.save(graph_model, str(path))
 
 
-def to_fp16(model: PreTrainedModel, src: Path, dst: Path) -> None:
+def to_fp16(model: PreTrainedModel, src: Path, dst: Path, embed_layer_norm: bool = True) -> None:
     """fp16 weights and compute with float32 inputs/outputs, on the fused graph where ORT fuses it."""
     from onnxruntime.transformers.onnx_model import OnnxModel
 
-    fused = dst.with_name("fused.onnx")
-    source = fused if fuse(model, src, fused, use_gpu=True) else src
+    fused = dst.with_name(f"{dst.stem}-fused.onnx")
+    source = fused if fuse(model, src, fused, use_gpu=True, embed_layer_norm=embed_layer_norm) else src
     graph = OnnxModel(onnx.load(str(source)))
     graph.convert_float_to_float16(keep_io_types=True)
     graph.save_model_to_file(str(dst))
     fused.unlink(missing_ok=True)
 
 
-def quantize_int8_gpu(src_fp16: Path, dst: Path) -> None:
-    """Weight-only 8-bit MatMulNBits (symmetric, block 32) of every MatMul of an fp16 graph."""
+def quantize_int8_gpu(model: PreTrainedModel, src_fp32: Path, dst: Path) -> list[str]:
+    """Weight-only 8-bit MatMulNBits (symmetric, block 32) of every MatMul, and 8-bit
+    GatherBlockQuantized embedding tables (lightkit.export.gather_quant), on an fp16 graph fused
+    as the fp16 form is except for EmbedLayerNormalization. Returns the tables quantised."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src_fp16)), bits=8, block_size=32, is_symmetric=True)
+    from lightkit.export.gather_quant import quantize_gathers
+
+    fp16 = dst.with_name(f"{dst.stem}-fp16.onnx")
+    to_fp16(model, src_fp32, fp16, embed_layer_norm=False)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(fp16)), bits=8, block_size=32, is_symmetric=True)
     quantizer.process()
+    fp16.unlink()
+    tables = quantize_gathers(quantizer.model.model)
     quantizer.model.save_model_to_file(str(dst))
+    return tables

@@ -237,8 +237,12 @@ def test_gpu_forms_are_fused_fp16_and_weight_only_int8_and_never_labelled_gpu_un
     assert {"Attention", "SkipLayerNormalization"} <= fp16_ops  # ORT's transformer fusions applied
     int8_ops = [n.op_type for n in onnx.load(out / "int8-gpu" / "model.onnx").graph.node]
     assert "MatMulNBits" in int8_ops and "MatMul" not in int8_ops and "MatMulInteger" not in int8_ops
-    bits = {a.i for n in onnx.load(out / "int8-gpu" / "model.onnx").graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
-    assert bits == {8}
+    int8_graph = onnx.load(out / "int8-gpu" / "model.onnx").graph
+    bits = {(n.op_type, a.i) for n in int8_graph.node if n.op_type in ("MatMulNBits", "GatherBlockQuantized") for a in n.attribute if a.name == "bits"}
+    assert bits == {("MatMulNBits", 8), ("GatherBlockQuantized", 8)}  # the embedding tables too
+    tables = manifest["quantization"]["int8-gpu"]["embedding tables"]["tables"]
+    assert any("word_embeddings" in t for t in tables)
+    assert not {t.name for t in int8_graph.initializer} & set(tables)  # no float copy left behind
     for form in ("fp16", "int8-gpu"):
         info = manifest["forms"][form]
         assert info["parity"]["passed"], info["parity"]  # checked here on the CPU EP, which runs both

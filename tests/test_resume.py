@@ -106,3 +106,11 @@ def test_checkpoint_write_interrupted_keeps_the_previous_file(tmp_path: Path, mo
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"global_step": 3}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_last_checkpoint_needs_a_positive_step_count() -> None:
+    from lightkit.callbacks import LastCheckpoint
+    from lightkit.errors import InputError
+
+    with pytest.raises(InputError, match=r"LastCheckpoint: every_n_train_steps must be >= 1, got 0"):
+        LastCheckpoint(every_n_train_steps=0)
