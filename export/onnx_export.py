@@ -206,7 +206,7 @@ def to_fp16(model: PreTrainedModel, src: Path, dst: Path, embed_layer_norm: bool
     fused.unlink(missing_ok=True)
 
 
-def quantize_int8_gpu(model: PreTrainedModel, src_fp32: Path, dst: Path) -> list[str]:
+def quantize_int8_gpu(model: PreTrainedModel, src_fp32: Path, dst: Path, embedding_bits: int = 8) -> list[str]:
     """Weight-only 8-bit MatMulNBits (symmetric, block 32) of every MatMul, and 8-bit
     GatherBlockQuantized embedding tables (lightkit.export.gather_quant), on an fp16 graph fused
     as the fp16 form is except for EmbedLayerNormalization. Returns the tables quantised."""
@@ -219,6 +219,6 @@ def quantize_int8_gpu(model: PreTrainedModel, src_fp32: Path, dst: Path) -> list
     quantizer = MatMulNBitsQuantizer(onnx.load(str(fp16)), bits=8, block_size=32, is_symmetric=True)
     quantizer.process()
     fp16.unlink()
-    tables = quantize_gathers(quantizer.model.model)
+    tables = quantize_gathers(quantizer.model.model, bits=embedding_bits)
     quantizer.model.save_model_to_file(str(dst))
     return tables

@@ -251,6 +251,17 @@ def test_gpu_forms_are_fused_fp16_and_weight_only_int8_and_never_labelled_gpu_un
     assert manifest["forms"]["int8-gpu"]["bytes"] < manifest["forms"]["fp16"]["bytes"]
 
 
+def test_int8_gpu_with_4bit_embedding_tables_is_smaller_and_passes_parity(trained: dict, tmp_path: Path) -> None:
+    conf, ckpt = trained["ner"]
+    eight = export(conf, ckpt, tmp_path / "eight", "--forms", "int8-gpu")
+    four = export(conf, ckpt, tmp_path / "four", "--forms", "int8-gpu", "--embedding_bits", "4")
+    graph = onnx.load(tmp_path / "four" / "int8-gpu" / "model.onnx").graph
+    assert {a.i for n in graph.node if n.op_type == "GatherBlockQuantized" for a in n.attribute if a.name == "bits"} == {4}
+    assert four["quantization"]["int8-gpu"]["embedding tables"]["op"].startswith("GatherBlockQuantized, 4 bits")
+    assert four["forms"]["int8-gpu"]["parity"]["passed"]
+    assert four["forms"]["int8-gpu"]["bytes"] < eight["forms"]["int8-gpu"]["bytes"]
+
+
 def test_placement_reads_each_nodes_provider_from_the_profile(trained: dict, tmp_path: Path) -> None:
     from lightkit.export.placement import placement
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
@@ -22,20 +23,21 @@ def embedding_model(table: np.ndarray, extra_use: bool = False) -> onnx.ModelPro
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
-def test_an_8bit_table_gathers_the_float_rows_within_half_a_step() -> None:
+@pytest.mark.parametrize(("bits", "top", "dtype"), [(8, 127, TensorProto.UINT8), (4, 7, TensorProto.INT4)])
+def test_a_quantised_table_gathers_the_float_rows_within_half_a_step(bits: int, top: int, dtype: int) -> None:
     table = np.random.RandomState(0).randn(300, 64).astype(np.float16)
     table[5] = 0  # an all-zero row (padding) decodes to exactly zero
     model = embedding_model(table)
-    assert quantize_gathers(model) == ["table"]
+    assert quantize_gathers(model, bits=bits) == ["table"]
     assert [n.op_type for n in model.graph.node] == ["GatherBlockQuantized"]
     ids = np.array([[0, 5, 299], [7, 7, 1]], np.int64)
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
     want = table[ids].astype(np.float32)
-    step = np.abs(table.astype(np.float32)).reshape(300, 2, 32).max(-1) / 127  # per-block quantisation step
-    assert np.all(np.abs(got.astype(np.float32) - want) <= step[ids].repeat(32, -1) / 2 + 1e-3)
+    step = np.abs(table.astype(np.float32)).reshape(300, 2, 32).max(-1) / top  # per-block quantisation step
+    assert np.all(np.abs(got.astype(np.float32) - want) <= step[ids].repeat(32, -1) / 2 + 2e-3)
     assert np.all(got[0, 1] == 0)
-    (data,) = [t for t in model.graph.initializer if t.name == "table_q8"]
-    assert data.data_type == TensorProto.UINT8  # 1 byte per value instead of 2
+    (data,) = [t for t in model.graph.initializer if t.name == f"table_q{bits}"]
+    assert data.data_type == dtype and len(data.raw_data) == 300 * 64 * bits // 8
 
 
 def test_tables_that_are_small_or_shared_stay_float() -> None:
