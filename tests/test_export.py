@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -348,3 +349,47 @@ def test_artifact_classifies_raw_text_like_lightkit_predict(trained: dict, tmp_p
         assert probs == pytest.approx(row["probabilities"], abs=1e-4)
     with pytest.raises(InputError, match="a SequenceClassificationTask artifact, not a TokenClassificationTask"):
         next(Artifact(tmp_path / "onnx", device="cpu").tag(["a b"]))
+
+
+# -- fixed-shape serving ---------------------------------------------------------------------------
+def test_bound_run_matches_a_plain_run_and_takes_new_values_in_place(trained: dict, tmp_path: Path) -> None:
+    conf, ckpt = trained["ner"]
+    export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
+    model = OrtModel(tmp_path / "onnx" / "fp32" / "model.onnx", device="cpu")
+    g = torch.Generator().manual_seed(0)
+    batches = [{"input_ids": torch.randint(5, 90, (2, 12), generator=g), "attention_mask": torch.ones(2, 12, dtype=torch.long),
+                "token_type_ids": torch.zeros(2, 12, dtype=torch.long)} for _ in range(2)]
+    first, second = (model.feeds(**b) for b in batches)
+    bound = model.bind(first)
+    bound.run()
+    np.testing.assert_allclose(bound.output(), model.session.run(["logits"], first)[0], rtol=1e-5, atol=1e-5)
+    bound.update(second)  # same buffers, new values: what a replayed CUDA graph reads
+    bound.run()
+    np.testing.assert_allclose(bound.output(), model.session.run(["logits"], second)[0], rtol=1e-5, atol=1e-5)
+    assert bound.output().shape == (2, 12, len(json.loads((tmp_path / "onnx" / "manifest.json").read_text())["labels"]))
+
+
+def test_cuda_graph_without_a_gpu_is_refused_by_name(trained: dict, tmp_path: Path) -> None:
+    conf, ckpt = trained["cls"]
+    export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
+    with pytest.raises(InputError, match="cuda_graph=True needs"):
+        OrtModel(tmp_path / "onnx" / "fp32" / "model.onnx", device="cpu", cuda_graph=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_replay_equals_a_plain_cuda_run(trained: dict, tmp_path: Path) -> None:
+    conf, ckpt = trained["ner"]
+    export(conf, ckpt, tmp_path / "onnx", "--forms", "fp16", "int8-gpu")
+    ids = torch.randint(5, 90, (4, 16), generator=torch.Generator().manual_seed(1))
+    for form in ("fp16", "int8-gpu"):
+        path = tmp_path / "onnx" / form / "model.onnx"
+        plain, graphed = OrtModel(path), OrtModel(path, cuda_graph=True)
+        feeds = plain.feeds(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
+        bound = graphed.bind(feeds)
+        for _ in range(3):  # capture, then replays
+            bound.run()
+        np.testing.assert_allclose(bound.output(), plain.session.run(["logits"], feeds)[0], rtol=1e-3, atol=1e-3)
+        bound.update({"input_ids": feeds["input_ids"][::-1].copy()})
+        bound.run()
+        np.testing.assert_allclose(bound.output(), plain.session.run(["logits"], {**feeds, "input_ids": feeds["input_ids"][::-1].copy()})[0], rtol=1e-3, atol=1e-3)

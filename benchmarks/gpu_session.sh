@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The GPU checks and measurements of issues 6 and 7, in stages that each fit one `run` call of the
+# lent GPU machine (10 minutes). Run from the repository root there, after the parts made by
+# ../shared/tools/gpu/pack.sh are staged (its header says how), e.g.:
+#   source .gpu-pack/stage.sh && bash benchmarks/gpu_session.sh ner
+# Stages (runs/ persists between back-to-back calls on the same warm machine):
+#   ner    GPU tests; fit + test the demo NER model on the GPU; export fp32/fp16/int8-gpu with the
+#          CUDA placement check; lightkit evaluate of int8-gpu and fp16 on the CUDA EP
+#   clm    the NER int8-gpu form with 4-bit embedding tables (export + evaluate); fit + export the
+#          demo causal LM; the inference matrix (benchmarks/inference.py)
+#   train  training throughput, lightkit vs transformers.Trainer: BERT-base NER, GPT-2-small CLM
+# Results go to $OUT (what comes back) and are committed under benchmarks/results/.
+set -uo pipefail
+stage=${1:?stage: ner, clm or train}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# lightkit without pip: the same package layout setuptools' package-dir gives (lightkit.tasks is tasks/, ...).
+rm -rf /tmp/lk && mkdir -p /tmp/lk/lightkit && cp -r lightkit/. /tmp/lk/lightkit/ \
+  && for d in tasks callbacks export; do cp -r "$d" "/tmp/lk/lightkit/$d"; done
+export PYTHONPATH="/tmp/lk${PYTHONPATH:+:$PYTHONPATH}"
+lk() { python3 -m lightkit.main "$@"; }
+log() { echo "[$(date +%T)] $*"; }
+# Lightning's deterministic mode needs this for cuBLAS; `warn` keeps ops without a deterministic
+# CUDA kernel usable (the CPU runs are the exact-reproducibility reference).
+export CUBLAS_WORKSPACE_CONFIG=:4096:8
+det=(--trainer.deterministic warn)
+
+case "$stage" in
+ner)
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
+  python3 -c "import onnxruntime as o, torch, transformers; print('onnxruntime', o.__version__, o.get_available_providers(), 'torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
+  log "GPU tests"
+  timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -15 | tee "$OUT/gpu-tests.log"
+  log "fit NER"
+  timeout 240 lk fit --config configs/ner.yaml "${det[@]}" 2>&1 | grep -vE "it/s|s/it|Warning" | tail -12
+  log "test NER"
+  timeout 60 lk test --config configs/ner.yaml "${det[@]}" --ckpt_path runs/ner/checkpoints/best.ckpt 2>&1 | grep -E "test_(f1|precision|recall)|lightkit" | tail -8
+  log "export NER"
+  timeout 150 lk export --config configs/ner.yaml --ckpt_path runs/ner/checkpoints/best.ckpt --output runs/ner/onnx --forms fp32 fp16 int8-gpu 2>&1 | grep "lightkit export" | tail -8
+  cp runs/ner/onnx/manifest.json "$OUT/ner-manifest.json"
+  log "evaluate NER"
+  for form in int8-gpu fp16; do
+    timeout 60 lk evaluate --config configs/ner.yaml --artifact runs/ner/onnx --form "$form" --output "runs/ner/eval-$form" 2>&1 | grep "lightkit evaluate"
+    cp "runs/ner/eval-$form/evaluation.json" "$OUT/evaluate-ner-$form.json"
+  done
+  ;;
+clm)
+  log "export NER int8-gpu with 4-bit embedding tables"
+  timeout 120 lk export --config configs/ner.yaml --ckpt_path runs/ner/checkpoints/best.ckpt --output runs/ner/onnx-emb4 --forms int8-gpu --embedding_bits 4 2>&1 | grep "lightkit export" | tail -4
+  cp runs/ner/onnx-emb4/manifest.json "$OUT/ner-emb4-manifest.json"
+  timeout 60 lk evaluate --config configs/ner.yaml --artifact runs/ner/onnx-emb4 --form int8-gpu --output runs/ner/eval-int8-gpu-emb4 2>&1 | grep "lightkit evaluate"
+  cp runs/ner/eval-int8-gpu-emb4/evaluation.json "$OUT/evaluate-ner-int8-gpu-emb4.json"
+  log "fit CLM"
+  timeout 200 lk fit --config configs/clm.yaml 2>&1 | grep -vE "it/s|s/it|Warning" | tail -6
+  log "export CLM"
+  timeout 120 lk export --config configs/clm.yaml --ckpt_path runs/clm/checkpoints/last.ckpt --output runs/clm/onnx --forms fp32 fp16 int8-gpu 2>&1 | grep "lightkit export" | tail -5
+  cp runs/clm/onnx/manifest.json "$OUT/clm-manifest.json"
+  log "inference matrix"
+  timeout 240 python3 benchmarks/inference.py --artifact runs/ner/onnx --hf_model runs/ner/hf_model \
+    --clm_artifact runs/clm/onnx --clm_hf_model runs/clm/hf_model --out "$OUT/inference-gpu.json" 2>&1 | tail -8
+  ;;
+train)
+  log "train throughput: NER, BERT-base"
+  timeout 180 python3 benchmarks/train_throughput.py --model bert-base --precision bf16-mixed --batch_size 32 --steps 60 --warmup 10 \
+    --repeats 2 --learning_rate 5e-5 --out "$OUT/train-ner-gpu.json" 2>&1 | tail -22
+  log "train throughput: CLM, GPT-2 small"
+  timeout 180 python3 benchmarks/train_throughput.py --task clm --model gpt2-small --precision bf16-mixed --batch_size 32 --max_length 512 \
+    --steps 40 --warmup 10 --repeats 2 --learning_rate 3e-4 --out "$OUT/train-clm-gpu.json" 2>&1 | tail -22
+  log "train throughput: CLM, GPT-2 small, torch.compile in both"
+  timeout 200 python3 benchmarks/train_throughput.py --task clm --model gpt2-small --precision bf16-mixed --batch_size 32 --max_length 512 \
+    --steps 40 --warmup 10 --repeats 1 --learning_rate 3e-4 --compile --out "$OUT/train-clm-gpu-compile.json" 2>&1 | tail -22
+  ;;
+*) echo "unknown stage $stage" >&2; exit 2 ;;
+esac
+log "done: $(ls "$OUT" | tr '\n' ' ')"

@@ -1,0 +1,200 @@
+"""GPU inference matrix: PyTorch eager vs the ONNX Runtime forms of one trained model, same inputs.
+
+    python benchmarks/inference.py --artifact runs/ner/onnx --hf_model runs/ner/hf_model \\
+        --clm_artifact runs/clm/onnx --clm_hf_model runs/clm/hf_model --out $OUT/inference-gpu.json
+
+Encoder (the NER model), shapes 1x128, 8x128, 32x128, random ids, no padding:
+- PyTorch eager fp32 and bf16 (the HF model, SDPA attention), timed to a synchronised device and
+  also with the host copies a server makes (ids to the GPU, logits back);
+- ORT CUDA EP: fp32 with TF32 on and off, fp16 fused, int8-gpu with and without the CUTLASS
+  option (`ep.cuda.fpa_intb_gemm`); each with host copies (`session.run` on numpy), with IO
+  binding (inputs already on the device, logits left there), and IO binding + CUDA graph.
+Causal LM (the CLM model): prefill of 128 tokens, then greedy decode, batch 1 and 8: PyTorch eager
+(its KV cache, argmax on the device) vs ORT forms through `OrtModel.greedy` (KV cache kept on the
+device between steps; only the in-graph argmax comes back). Per-token decode time =
+(time for 1 + 32 new tokens - time for 1) / 32.
+
+Median and p90 of `--repeats` after `--warmup`. Metrics (seqeval F1, perplexity, greedy agreement)
+are the export's parity results on the real test split, read from each manifest; CPU rows come
+from benchmarks/inference_cpu.py on the 2-core CI machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnxruntime
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+
+from lightkit.export.runtime import OrtModel
+
+SHAPES = ((1, 128), (8, 128), (32, 128))
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def timed(fn: Callable[[], Any], warmup: int, repeats: int) -> dict[str, float]:
+    sync = torch.cuda.is_available()
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if sync:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if sync:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {"median_ms": round(times[len(times) // 2], 4), "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 4)}
+
+
+def attempt(fn: Callable[[], dict[str, float]]) -> dict[str, Any]:
+    """A variant that fails (e.g. a CUDA graph over a node on the CPU) is reported, not fatal."""
+    try:
+        return fn()
+    except Exception as error:  # noqa: BLE001 - the matrix records why a cell is empty
+        return {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+
+
+def ort_variants(form: str) -> list[tuple[str, dict[str, Any]]]:
+    if form == "fp32":
+        return [("fp32_tf32", {"tf32": True}), ("fp32_no_tf32", {"tf32": False})]
+    if form == "int8-gpu":
+        return [("int8-gpu", {}), ("int8-gpu_cutlass", {"fpa_intb_gemm": True})]
+    return [(form, {})]
+
+
+def encoder_matrix(args: argparse.Namespace) -> dict[str, Any]:
+    artifact = Path(args.artifact)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    model = AutoModelForTokenClassification.from_pretrained(args.hf_model).to(DEVICE).eval()
+    bf16 = AutoModelForTokenClassification.from_pretrained(args.hf_model, dtype=torch.bfloat16).to(DEVICE).eval()
+    vocab = model.config.vocab_size
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch, length in ((b, args.length) for b, _ in SHAPES):
+        ids = rng.integers(min(1000, vocab // 2), vocab, size=(batch, length))
+        host = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        on_gpu = {k: torch.from_numpy(v).to(DEVICE) for k, v in host.items()}
+        row: dict[str, Any] = {"shape": f"{batch}x{length}"}
+        with torch.inference_mode():
+            for name, m in (("pytorch_fp32", model), ("pytorch_bf16", bf16)):
+                row[name] = {
+                    "device": timed(lambda: m(**on_gpu).logits, args.warmup, args.repeats),
+                    "host_copies": timed(lambda: m(**{k: torch.from_numpy(v).to(DEVICE) for k, v in host.items()}).logits.float().cpu(), args.warmup, args.repeats),
+                }
+        for form in args.forms:
+            for name, options in ort_variants(form):
+                path = artifact / form / "model.onnx"
+                cell: dict[str, Any] = {}
+                plain = OrtModel(path, **options)
+                feeds = plain.feeds(**{k: torch.from_numpy(v) for k, v in host.items()})
+                cell["host_copies"] = attempt(lambda: timed(lambda: plain.session.run(["logits"], feeds), args.warmup, args.repeats))
+                bound = plain.bind(feeds)
+                cell["io_binding"] = attempt(lambda: timed(bound.run, args.warmup, args.repeats))
+                del bound, plain
+
+                def graphed() -> dict[str, float]:
+                    runner = OrtModel(path, cuda_graph=True, **options).bind(feeds)
+                    return timed(runner.run, args.warmup, args.repeats)
+
+                cell["io_binding_cuda_graph"] = attempt(graphed)
+                row[f"ort_{name}"] = cell
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"task": manifest["task"], "config": manifest["source"]["config"], "forms": forms_summary(manifest, args.forms), "rows": rows}
+
+
+def forms_summary(manifest: dict[str, Any], forms: list[str]) -> dict[str, Any]:
+    return {f: {"bytes": manifest["forms"][f]["bytes"], "gpu_ready": manifest["forms"][f].get("gpu_ready"),
+                "placement_off_cuda": manifest["forms"][f].get("placement", {}).get("off_provider_ops"),
+                "parity": {k: v for k, v in manifest["forms"][f]["parity"].items() if k != "tolerance"}} for f in forms if f in manifest["forms"]}
+
+
+def decoder_matrix(args: argparse.Namespace) -> dict[str, Any]:
+    artifact = Path(args.clm_artifact)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    models = {"pytorch_fp32": AutoModelForCausalLM.from_pretrained(args.clm_hf_model).to(DEVICE).eval(),
+              "pytorch_bf16": AutoModelForCausalLM.from_pretrained(args.clm_hf_model, dtype=torch.bfloat16).to(DEVICE).eval()}
+    vocab = models["pytorch_fp32"].config.vocab_size
+    rng = np.random.default_rng(0)
+    new = args.new_tokens
+    rows = []
+    for batch in (1, 8):
+        ids = torch.from_numpy(rng.integers(10, vocab, size=(batch, args.prompt)))
+        mask = torch.ones_like(ids)
+        row: dict[str, Any] = {"batch": batch, "prompt": args.prompt, "new_tokens": new}
+
+        def pytorch_greedy(model: Any, steps: int) -> torch.Tensor:
+            out = model(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE), use_cache=True)
+            token, past, full = out.logits[:, -1].argmax(-1), out.past_key_values, mask.to(DEVICE)
+            tokens = [token]
+            for _ in range(steps - 1):
+                full = torch.cat([full, full.new_ones(batch, 1)], dim=1)
+                out = model(input_ids=token[:, None], attention_mask=full, past_key_values=past, use_cache=True)
+                token, past = out.logits[:, -1].argmax(-1), out.past_key_values
+                tokens.append(token)
+            return torch.stack(tokens, 1).cpu()
+
+        def cell(run: Callable[[int], Any]) -> dict[str, Any]:
+            prefill = timed(lambda: run(1), args.warmup, args.repeats)
+            total = timed(lambda: run(1 + new), max(1, args.warmup // 3), max(5, args.repeats // 4))
+            return {"prefill_ms": prefill, f"prefill_plus_{new}_ms": total,
+                    "decode_ms_per_token": round((total["median_ms"] - prefill["median_ms"]) / new, 4)}
+
+        with torch.inference_mode():
+            for name, model in models.items():
+                row[name] = attempt(lambda: cell(lambda steps: pytorch_greedy(model, steps)))
+        for form in args.clm_forms:
+            if form not in manifest["forms"]:
+                continue
+            session = OrtModel(artifact / form / "model.onnx")
+            row[f"ort_{form}"] = attempt(lambda: cell(lambda steps: session.greedy(ids, mask, steps)))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"task": manifest["task"], "config": manifest["source"]["config"], "forms": forms_summary(manifest, args.clm_forms), "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--artifact", default="runs/ner/onnx")
+    ap.add_argument("--hf_model", default="runs/ner/hf_model")
+    ap.add_argument("--forms", nargs="+", default=["fp32", "fp16", "int8-gpu"])
+    ap.add_argument("--clm_artifact", default=None)
+    ap.add_argument("--clm_hf_model", default=None)
+    ap.add_argument("--clm_forms", nargs="+", default=["fp32", "fp16", "int8-gpu"])
+    ap.add_argument("--prompt", type=int, default=128)
+    ap.add_argument("--new_tokens", type=int, default=32)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=100)
+    ap.add_argument("--length", type=int, default=128, help="encoder tokens per sequence")
+    ap.add_argument("--allow_cpu", action="store_true", help="run on the CPU (a smoke test of the script; CUDA-graph cells then report their error)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    if not torch.cuda.is_available() and not args.allow_cpu:
+        raise SystemExit("benchmarks/inference.py measures the GPU matrix and needs CUDA (--allow_cpu: a smoke run); benchmarks/inference_cpu.py gives the CPU rows")
+    result: dict[str, Any] = {
+        "what": "GPU inference matrix: PyTorch eager vs ONNX Runtime CUDA EP forms, same inputs, same process",
+        "command": "python benchmarks/inference.py " + " ".join(f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items() if v is not None),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (smoke run)",
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__},
+        "date": time.strftime("%Y-%m-%d"),
+        "timing": "host clock around each call; PyTorch synchronised; ORT's run returns after its stream finished",
+    }
+    result["encoder"] = encoder_matrix(args)
+    if args.clm_artifact:
+        result["decoder"] = decoder_matrix(args)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
