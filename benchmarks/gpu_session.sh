@@ -19,7 +19,8 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 rm -rf /tmp/lk && mkdir -p /tmp/lk/lightkit && cp -r lightkit/. /tmp/lk/lightkit/ \
   && for d in tasks callbacks export; do cp -r "$d" "/tmp/lk/lightkit/$d"; done
 export PYTHONPATH="/tmp/lk${PYTHONPATH:+:$PYTHONPATH}"
-lk() { python3 -m lightkit.main "$@"; }
+mkdir -p /tmp/lk/bin && printf '#!/bin/sh\nexec python3 -m lightkit.main "$@"\n' > /tmp/lk/bin/lk && chmod +x /tmp/lk/bin/lk
+export PATH="/tmp/lk/bin:$PATH"
 log() { echo "[$(date +%T)] $*"; }
 # Lightning's deterministic mode needs this for cuBLAS; `warn` keeps ops without a deterministic
 # CUDA kernel usable (the CPU runs are the exact-reproducibility reference).
@@ -31,7 +32,7 @@ ner)
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
   python3 -c "import onnxruntime as o, torch, transformers; print('onnxruntime', o.__version__, o.get_available_providers(), 'torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
   log "GPU tests"
-  timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -15 | tee "$OUT/gpu-tests.log"
+  timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests > "$OUT/gpu-tests.log" 2>&1; grep -E "^E |Error|passed|failed" "$OUT/gpu-tests.log" | head -12
   log "fit NER"
   timeout 240 lk fit --config configs/ner.yaml "${det[@]}" 2>&1 | grep -vE "it/s|s/it|Warning" | tail -12
   log "test NER"
