@@ -15,10 +15,10 @@ stage=${1:?stage: ner, clm or train}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-# lightkit without pip: the same package layout setuptools' package-dir gives (lightkit.tasks is tasks/, ...).
-rm -rf /tmp/lk && mkdir -p /tmp/lk/lightkit && cp -r lightkit/. /tmp/lk/lightkit/ \
-  && for d in tasks callbacks export; do cp -r "$d" "/tmp/lk/lightkit/$d"; done
-export PYTHONPATH="/tmp/lk${PYTHONPATH:+:$PYTHONPATH}"
+# lightkit without pip: the package layout setuptools' package-dir gives (lightkit.tasks is tasks/,
+# ...), as links inside the copy of the tree on that machine (the repo root is first on sys.path).
+for d in tasks callbacks export; do ln -sfn "../$d" "lightkit/$d"; done
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p /tmp/lk/bin && printf '#!/bin/sh\nexec python3 -m lightkit.main "$@"\n' > /tmp/lk/bin/lk && chmod +x /tmp/lk/bin/lk
 export PATH="/tmp/lk/bin:$PATH"
 log() { echo "[$(date +%T)] $*"; }
