@@ -178,7 +178,9 @@ def main() -> None:
     def run_hf() -> dict[str, float]:
         # The same initial model (same seed and construction) and the same tokenised dataset.
         L.seed_everything(0)
-        model = Task(tokenizer=args.tokenizer, **model_kwargs).model
+        # The model a Trainer user gets from transformers: the same config and seed, without
+        # lightkit's build-time levers (fused_activation).
+        model = Task(tokenizer=args.tokenizer, fused_activation=False, **model_kwargs).model
         # NER: transformers' own token-classification collator; CLM: the DataModule's (packed
         # blocks, labels = ids), since transformers' LM collator would erase EOS labels.
         collate = dm.collate if clm else DataCollatorForTokenClassification(dm.tokenizer)
