@@ -69,7 +69,7 @@ def train_table(result: dict) -> str:
         extra = (f"MFU (6N per token over the measured {mfu['measured_bf16_tflops']:.0f} TFLOP/s bf16 rate): lightkit {mfu['lightkit_mfu']:.1%}, "
                  f"Trainer {mfu['hf_trainer_mfu']:.1%}; with the attention term: {mfu['lightkit_mfu_with_attention']:.1%} / {mfu['hf_trainer_mfu_with_attention']:.1%}.")
     return "\n".join([f"Device: {result['device']}; {result['date']}; {result.get('task', 'ner')} {result['model']} ({result['parameters'] / 1e6:.1f}M parameters).", "",
-                      *lines, "", extra, "", f"Command: `{result['command']}`", ""])
+                      *lines, "", extra, "", *([result["context"], ""] if "context" in result else []), f"Command: `{result['command']}`", ""])
 
 
 def main() -> None:

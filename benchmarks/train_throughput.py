@@ -203,10 +203,10 @@ def main() -> None:
     # Interleaved repeats, medians reported: one run of each is at the mercy of machine noise.
     runs: dict[str, list[dict[str, float]]] = {"lightkit": [], "hf_trainer": []}
     for _ in range(args.repeats):
-        runs["lightkit"].append(run_lightkit())
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        runs["hf_trainer"].append(run_hf())
+        for name, run in (("lightkit", run_lightkit), ("hf_trainer", run_hf)):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()  # each run's own peak
+            runs[name].append(run())
     median = {name: {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in rs[0]} for name, rs in runs.items()}
     lightkit_result, hf_result = median["lightkit"], median["hf_trainer"]
     built = Task(tokenizer=args.tokenizer, **model_kwargs).model

@@ -165,3 +165,18 @@ def test_instruction_tuning_saves_the_template_and_predict_reuses_it(bpe: Path, 
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["Q: yesterday alice\nA: ", "Q: we met\nA: "]
     assert all(isinstance(r["completion"], str) for r in rows)
+
+
+def test_gpt2_gelu_new_is_built_as_the_identical_fused_kernel() -> None:
+    """fused_activation swaps GPT-2's five-op `gelu_new` for the one-kernel `gelu_pytorch_tanh`
+    (2x faster training steps on an H100); same weights must give the same outputs."""
+    from lightkit.tasks import CausalLMTask
+
+    config = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 100, "bos_token_id": 0, "eos_token_id": 0}
+    fused = CausalLMTask(model_config=config).model.eval()
+    plain = CausalLMTask(model_config=config, fused_activation=False).model.eval()
+    assert (fused.config.activation_function, plain.config.activation_function) == ("gelu_pytorch_tanh", "gelu_new")
+    plain.load_state_dict(fused.state_dict())
+    ids = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(input_ids=ids).logits, plain(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
