@@ -132,6 +132,8 @@ def write_forms(task: Any, objective: str, forms: list[str], tmp: Path, opset: i
         manifest["inputs"] += [{"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "past", head_dim]} for n in cache_names(layers, "past")]
         manifest["outputs"] += [{"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "total", head_dim]} for n in cache_names(layers, "present")]
         manifest["outputs"].append({"name": "next_token", "dtype": "int64", "shape": ["batch"], "note": "argmax of the last position"})
+        manifest["outputs"] += [{"name": n, "dtype": t, "shape": ["batch", "k"], "note": "the last position's top-k logits, for sampling"}
+                                for n, t in (("top_logits", "float32"), ("top_ids", "int64"))]
     else:
         names = export_fp32(task.model, fp32, opset)
         manifest["inputs"] = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in names]

@@ -180,17 +180,29 @@ def export_causal_lm(model: PreTrainedModel, path: Path, opset: int = OPSET) -> 
     return names
 
 
+SAMPLE_TOP_K = 64  # candidates a sampling decode loop reads per row (top_logits / top_ids)
+
+
 def add_next_token(path: Path) -> None:
-    """Append `next_token` = argmax of the last position's logits, so a decode loop can read
-    (batch,) token ids instead of copying (batch, sequence, vocab) logits to the host."""
+    """Append `next_token` = argmax of the last position's logits, and `top_logits`/`top_ids` =
+    its SAMPLE_TOP_K best, so a decode loop reads (batch,) ids for greedy or (batch, k) candidates
+    for sampling instead of copying (batch, sequence, vocab) logits to the host."""
     graph_model = onnx.load(str(path))
     graph = graph_model.graph
+    vocab = graph.output[0].type.tensor_type.shape.dim[-1].dim_value or SAMPLE_TOP_K
+    k = min(SAMPLE_TOP_K, vocab)
     graph.initializer.append(onnx.helper.make_tensor("last_position", onnx.TensorProto.INT64, [], [-1]))
+    graph.initializer.append(onnx.helper.make_tensor("sample_k", onnx.TensorProto.INT64, [1], [k]))
     graph.node.extend([
         onnx.helper.make_node("Gather", ["logits", "last_position"], ["last_logits"], axis=1),
         onnx.helper.make_node("ArgMax", ["last_logits"], ["next_token"], axis=1, keepdims=0),
+        onnx.helper.make_node("TopK", ["last_logits", "sample_k"], ["top_logits", "top_ids"], axis=1),
     ])  # fmt: skip
-    graph.output.append(onnx.helper.make_tensor_value_info("next_token", onnx.TensorProto.INT64, ["batch"]))
+    graph.output.extend([
+        onnx.helper.make_tensor_value_info("next_token", onnx.TensorProto.INT64, ["batch"]),
+        onnx.helper.make_tensor_value_info("top_logits", onnx.TensorProto.FLOAT, ["batch", k]),
+        onnx.helper.make_tensor_value_info("top_ids", onnx.TensorProto.INT64, ["batch", k]),
+    ])  # fmt: skip
     onnx.save(graph_model, str(path))
 
 

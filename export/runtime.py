@@ -105,22 +105,37 @@ class OrtModel:
         return SimpleNamespace(logits=logits, loss=loss)
 
     def greedy(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None) -> torch.Tensor:
-        """Greedy continuation (B, <= max_new_tokens) of left-padded prompts, reusing the KV cache.
+        """Greedy continuation (B, <= max_new_tokens) of left-padded prompts; see `generate`."""
+        return self.generate(input_ids, attention_mask, max_new_tokens, eos_token_id)
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None,
+                 temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None, seed: int | None = None) -> torch.Tensor:
+        """Continuation (B, <= max_new_tokens) of left-padded prompts, reusing the KV cache.
 
         Prefill runs the prompts with an empty past; each step then feeds one token and the
         previous step's present tensors. With IO binding the present tensors stay where the
-        session computed them (GPU memory on the CUDA EP) and are bound as the next step's past;
-        only the graph's `next_token` output (argmax of the last position, B int64 values) comes
-        back to the host, never the logits.
+        session computed them (GPU memory on the CUDA EP) and are bound as the next step's past.
+        Only the graph's decoding outputs come back to the host, never the logits: `next_token`
+        (argmax, B ids) for greedy, or `top_logits`/`top_ids` (the B x k best, k = 64 at export)
+        for sampling with `temperature` > 0, `top_k` <= k and/or `top_p`. Sampling draws from
+        those k candidates, which is exact for top_k <= k and drops the tail beyond them otherwise.
         """
         import onnxruntime as ort
 
+        sample = temperature > 0
+        outputs_available = [o.name for o in self.session.get_outputs()]
+        if sample and "top_logits" not in outputs_available:
+            raise InputError(f"{self.path}: sampling needs the top_logits/top_ids outputs; re-export the model with this lightkit")
+        if sample and top_k is not None and not 0 < top_k <= self.session.get_outputs()[outputs_available.index("top_ids")].shape[1]:
+            raise InputError(f"top_k={top_k}: the artifact exports the {self.session.get_outputs()[outputs_available.index('top_ids')].shape[1]} best tokens per step; use 1..that")
+        rng = np.random.default_rng(seed)
         device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         ids = input_ids.cpu().numpy().astype(np.int64)
         mask = attention_mask.cpu().numpy().astype(np.int64)
         positions = np.clip(mask.cumsum(-1) - 1, 0, None)
         past = {name: ort.OrtValue.ortvalue_from_numpy(value, device, 0) for name, value in self._empty_past(ids.shape[0]).items()}
         present_names = [i.name.replace("past.", "present.") for i in self.past]
+        host_outputs = ["top_logits", "top_ids"] if sample else ["next_token"]
         binding = self.session.io_binding()
         new, done = [], np.zeros(ids.shape[0], dtype=bool)
         for _ in range(max_new_tokens):
@@ -128,13 +143,17 @@ class OrtModel:
                 binding.bind_cpu_input(name, np.ascontiguousarray(value))
             for name, value in past.items():
                 binding.bind_ortvalue_input(name, value)
-            binding.bind_output("next_token", "cpu")
+            for name in host_outputs:
+                binding.bind_output(name, "cpu")
             for name in present_names:
                 binding.bind_output(name, device)
             self.session.run_with_iobinding(binding)
             outputs = binding.get_outputs()
-            token = outputs[0].numpy()
-            past = {i.name: value for i, value in zip(self.past, outputs[1:])}
+            if sample:
+                token = sample_candidates(outputs[0].numpy(), outputs[1].numpy(), temperature, top_k, top_p, rng)
+            else:
+                token = outputs[0].numpy()
+            past = {i.name: value for i, value in zip(self.past, outputs[len(host_outputs):])}
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()
             if eos_token_id is not None:
@@ -165,6 +184,22 @@ class OrtModel:
 
     def train(self, mode: bool = True) -> OrtModel:
         return self
+
+
+def sample_candidates(logits: np.ndarray, ids: np.ndarray, temperature: float, top_k: int | None, top_p: float | None,
+                      rng: np.random.Generator) -> np.ndarray:
+    """One token per row from its (k,) best candidates (sorted best first, as TopK returns them)."""
+    scores = logits.astype(np.float64) / temperature
+    if top_k is not None:
+        scores[:, top_k:] = -np.inf
+    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    if top_p is not None:  # nucleus: the smallest prefix whose mass reaches top_p (always >= 1 token)
+        keep = np.cumsum(probs, axis=1) - probs < top_p
+        probs = np.where(keep, probs, 0.0)
+        probs /= probs.sum(axis=1, keepdims=True)
+    choice = np.array([rng.choice(probs.shape[1], p=row) for row in probs])
+    return ids[np.arange(ids.shape[0]), choice].astype(np.int64)
 
 
 class BoundRun:

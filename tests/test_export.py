@@ -201,7 +201,7 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
     manifest = json.loads((out / "manifest.json").read_text())
     names = [i["name"] for i in manifest["inputs"]]
     assert names == ["input_ids", "attention_mask", "position_ids", "past.0.key", "past.0.value", "past.1.key", "past.1.value"]
-    assert [o["name"] for o in manifest["outputs"]][1:] == ["present.0.key", "present.0.value", "present.1.key", "present.1.value", "next_token"]
+    assert [o["name"] for o in manifest["outputs"]][1:] == ["present.0.key", "present.0.value", "present.1.key", "present.1.value", "next_token", "top_logits", "top_ids"]
     fp32, int8 = manifest["forms"]["fp32"]["parity"], manifest["forms"]["int8-cpu"]["parity"]
     assert fp32["metric"] == "perplexity" and abs(fp32["metric_drop"]) < 1e-3
     assert fp32["greedy_agreement"] == 1.0  # prefill + cached one-token steps reproduce full forwards
@@ -215,6 +215,18 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
     session = OrtModel(out / "fp32" / "model.onnx", device="cpu")
     prompt = torch.tensor([5, 17, 42, 9])
     greedy = session.greedy(prompt.view(1, -1), torch.ones(1, 4, dtype=torch.long), 8)[0]
+    # Sampling reads only the in-graph top-k candidates: top_k=1 is greedy, a seed reproduces a
+    # draw, and every first token is among the k best of the full logits.
+    one = torch.ones(1, 4, dtype=torch.long)
+    assert torch.equal(session.generate(prompt.view(1, -1), one, 8, temperature=0.7, top_k=1, seed=3)[0], greedy)
+    drawn = [session.generate(prompt.view(1, -1), one, 8, temperature=1.0, top_k=5, seed=s)[0] for s in (0, 0, 1, 2, 3)]
+    assert torch.equal(drawn[0], drawn[1]) and len({tuple(d.tolist()) for d in drawn}) > 1
+    best5 = set(session(input_ids=prompt.view(1, -1), attention_mask=one).logits[0, -1].topk(5).indices.tolist())
+    assert {int(d[0]) for d in drawn} <= best5
+    nucleus = session.generate(prompt.view(1, -1), one, 8, temperature=1.0, top_p=1e-6, seed=4)[0]
+    assert torch.equal(nucleus, greedy)  # a vanishing nucleus keeps only the best token
+    with pytest.raises(InputError, match="top_k=65"):
+        session.generate(prompt.view(1, -1), one, 2, temperature=1.0, top_k=65)
     g = torch.Generator().manual_seed(0)
     noisy = torch.randint(3, 300, (8,), generator=g)
     for start in (greedy, noisy):
