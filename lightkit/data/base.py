@@ -24,6 +24,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from lightkit import __version__
+from lightkit.data.sampling import LengthGroupedSampler
 from lightkit.data.splits import holdout_split
 from lightkit.errors import InputError
 from lightkit.resources import load_tokenizer, resolve_path
@@ -66,6 +67,10 @@ class BaseDataModule(L.LightningDataModule):
         max_length: longest tokenised sequence; longer input is truncated (how a task accounts
             for truncation is documented in the task's DataModule).
         num_workers: DataLoader worker processes.
+        group_by_length: build training batches of similar lengths (shuffled, then sorted by
+            length within mega-batches of 50 batches; `lightkit.data.sampling`), so dynamic
+            padding pads little. Off by default: it changes the training order, and batches of
+            short sequences alone change the gradient noise a model sees.
         cache_dir: folder for tokenised datasets; default `$LIGHTKIT_CACHE` or
             `~/.cache/lightkit`. Entries are keyed by file content, tokenizer and settings.
     """
@@ -88,6 +93,7 @@ class BaseDataModule(L.LightningDataModule):
         max_length: int = 128,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        group_by_length: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -200,13 +206,12 @@ class BaseDataModule(L.LightningDataModule):
         dataset, trainer = self.datasets[split], self.trainer
         sampler = None
         if shuffle:
-            sampler = StatefulDistributedSampler(
-                dataset,
-                num_replicas=trainer.world_size if trainer else 1,
-                rank=trainer.global_rank if trainer else 0,
-                shuffle=True,
-                seed=seed,
-            )
+            shard = {"num_replicas": trainer.world_size if trainer else 1, "rank": trainer.global_rank if trainer else 0, "shuffle": True, "seed": seed}
+            if self.hparams.get("group_by_length"):
+                lengths = [len(ids) for ids in dataset["input_ids"]]
+                sampler = LengthGroupedSampler(dataset, lengths, self.hparams.batch_size, **shard)
+            else:
+                sampler = StatefulDistributedSampler(dataset, **shard)
         return StatefulDataLoader(
             dataset,
             batch_size=self.hparams.batch_size if shuffle else self.eval_batch_size,
