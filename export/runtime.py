@@ -65,7 +65,6 @@ class OrtModel:
             chosen = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
         elif cuda_graph:
             raise InputError(f"{path}: cuda_graph=True needs ONNX Runtime's CUDA execution provider and a GPU; this session would run on {chosen[0]}")
-        self.cuda_graph = cuda_graph
         self.session = ort.InferenceSession(str(path), options, providers=chosen)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.past = [i for i in self.session.get_inputs() if i.name.startswith("past.")]
@@ -123,13 +122,13 @@ class OrtModel:
         import onnxruntime as ort
 
         sample = temperature > 0
-        outputs_available = [o.name for o in self.session.get_outputs()]
-        if sample and "top_logits" not in outputs_available:
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if sample and "top_ids" not in outputs:
             raise InputError(f"{self.path}: sampling needs the top_logits/top_ids outputs; re-export the model with this lightkit")
-        if sample and top_k is not None and not 0 < top_k <= self.session.get_outputs()[outputs_available.index("top_ids")].shape[1]:
-            raise InputError(f"top_k={top_k}: the artifact exports the {self.session.get_outputs()[outputs_available.index('top_ids')].shape[1]} best tokens per step; use 1..that")
+        if sample and top_k is not None and not 0 < top_k <= outputs["top_ids"].shape[1]:
+            raise InputError(f"top_k={top_k}: the artifact exports the {outputs['top_ids'].shape[1]} best tokens per step; use 1..that")
         rng = np.random.default_rng(seed)
-        device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+        device = self.io_device
         ids = input_ids.cpu().numpy().astype(np.int64)
         mask = attention_mask.cpu().numpy().astype(np.int64)
         positions = np.clip(mask.cumsum(-1) - 1, 0, None)
@@ -148,12 +147,12 @@ class OrtModel:
             for name in present_names:
                 binding.bind_output(name, device)
             self.session.run_with_iobinding(binding)
-            outputs = binding.get_outputs()
+            values = binding.get_outputs()
             if sample:
-                token = sample_candidates(outputs[0].numpy(), outputs[1].numpy(), temperature, top_k, top_p, rng)
+                token = sample_candidates(values[0].numpy(), values[1].numpy(), temperature, top_k, top_p, rng)
             else:
-                token = outputs[0].numpy()
-            past = {i.name: value for i, value in zip(self.past, outputs[len(host_outputs):])}
+                token = values[0].numpy()
+            past = {i.name: value for i, value in zip(self.past, values[len(host_outputs):])}
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()
             if eos_token_id is not None:
@@ -171,7 +170,9 @@ class OrtModel:
         return self.session.get_providers()
 
     @property
-    def device(self) -> str:
+    def io_device(self) -> str:
+        """Where IO binding keeps buffers: "cuda" under the CUDA EP, else "cpu" (an ORT device
+        name, deliberately not `.device`, which Lightning code reads as a torch.device)."""
         return "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
 
     def bind(self, feeds: dict[str, np.ndarray], outputs: tuple[str, ...] = ("logits",)) -> BoundRun:
@@ -214,7 +215,7 @@ class BoundRun:
     def __init__(self, model: OrtModel, feeds: dict[str, np.ndarray], outputs: tuple[str, ...]) -> None:
         import onnxruntime as ort
 
-        self.model, self.device = model, model.device
+        self.model, self.device = model, model.io_device
         self.binding = model.session.io_binding()
         dims: dict[str, int] = {}
         self.inputs, self.dtypes = {}, {}
