@@ -21,14 +21,13 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from measure import bf16_matmul_tflops
 
-ACTIVATION = "gelu_new"  # GPT-2's tanh GELU, written as separate elementwise ops
 
-
-def build(attn: str, dtype: torch.dtype | None, vocab: int) -> Any:
+def build(attn: str, dtype: torch.dtype | None, vocab: int, activation: str) -> Any:
     torch.manual_seed(0)
     config = AutoConfig.for_model("gpt2", n_embd=768, n_layer=12, n_head=12, vocab_size=vocab, n_positions=1024, attn_implementation=attn,
-                                  activation_function=ACTIVATION)
+                                  activation_function=activation)
     model = AutoModelForCausalLM.from_config(config).cuda().train()
     return model.to(dtype) if dtype else model
 
@@ -67,19 +66,9 @@ def main() -> None:
     ap.add_argument("--no_profile", action="store_true")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    global ACTIVATION
-    ACTIVATION = args.activation
     ids = torch.randint(0, args.vocab, (args.batch_size, args.length), device="cuda")
-    params = sum(p.numel() for p in build("sdpa", None, args.vocab).parameters())
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ a
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(10):
-        a @ a
-    torch.cuda.synchronize()
-    peak = 2 * 8192**3 * 10 / (time.perf_counter() - t)
+    params = sum(p.numel() for p in build("sdpa", None, args.vocab, args.activation).parameters())
+    peak = bf16_matmul_tflops() * 1e12
     results: dict[str, Any] = {}
     variants = [
         ("autocast_sdpa", "sdpa", None, True, False),
@@ -90,7 +79,7 @@ def main() -> None:
     for name, attn, dtype, autocast, compiled in variants:
         if args.variants and name not in args.variants:
             continue
-        model = build(attn, dtype, args.vocab)
+        model = build(attn, dtype, args.vocab, args.activation)
         if compiled:
             model.compile()
         rate = tokens_per_s(step_fn(model, autocast), ids, 25 if compiled else 5, 20)
@@ -107,7 +96,7 @@ def main() -> None:
     if args.no_profile:
         Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
         return
-    model = build("sdpa", None, args.vocab)
+    model = build("sdpa", None, args.vocab, args.activation)
     step = step_fn(model, True)
     for _ in range(5):
         step(ids)

