@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightkit.data import CausalLMDataModule, InstructionDataModule, MaskedLMDataModule
+from lightkit.data import InstructionDataModule, MaskedLMDataModule
 from lightkit.data.causal_lm import train_bpe_tokenizer
 from lightkit.data.language_modeling import pack_blocks, read_documents
 from lightkit.main import main
