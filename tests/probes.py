@@ -37,3 +37,14 @@ class MetricsAtEnd(Callback):
             return
         with open(self.path, "w") as f:
             json.dump({k: float(v) for k, v in trainer.callback_metrics.items()}, f, sort_keys=True)
+
+
+class CompiledAtStart(Callback):
+    """Writes whether the task's model is torch-compiled when training starts (`compile: true`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        with open(self.path, "w") as f:
+            json.dump({"compiled": getattr(pl_module.model, "_compiled_call_impl", None) is not None}, f)

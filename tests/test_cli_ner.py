@@ -156,7 +156,8 @@ def test_compile_trains_a_compiled_model_with_unchanged_checkpoint_names(run: Pa
     """`compile: true` compiles in place (nn.Module.compile): same parameter names, so its
     checkpoints load into an uncompiled task and export like any other."""
     lightkit("fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
-             "--model.init_args.compile", "true")
+             "--model.init_args.compile", "true", "--trainer.callbacks+=probes.CompiledAtStart", "--trainer.callbacks.path", str(tmp_path / "probe.json"))
+    assert json.loads((tmp_path / "probe.json").read_text()) == {"compiled": True}
     compiled = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
     plain = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
     assert compiled["hyper_parameters"]["compile"] is True
