@@ -348,7 +348,6 @@ def test_artifact_streams_10000_sentences_in_flat_memory(trained: dict, tmp_path
 def test_artifact_classifies_raw_text_like_lightkit_predict(trained: dict, tmp_path: Path) -> None:
     from lightkit.export.serving import Artifact
 
-
     conf, ckpt = trained["cls"]
     export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
     predicted = tmp_path / "pred.jsonl"
