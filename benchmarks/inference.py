@@ -36,7 +36,7 @@ from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 from lightkit.export.runtime import OrtModel
 from measure import timed
 
-SHAPES = ((1, 128), (8, 128), (32, 128))
+BATCHES = (1, 8, 32)  # x --length tokens
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -64,7 +64,8 @@ def encoder_matrix(args: argparse.Namespace) -> dict[str, Any]:
     vocab = model.config.vocab_size
     rng = np.random.default_rng(0)
     rows = []
-    for batch, length in ((b, args.length) for b, _ in SHAPES):
+    for batch in BATCHES:
+        length = args.length
         ids = rng.integers(min(1000, vocab // 2), vocab, size=(batch, length))
         host = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         on_gpu = {k: torch.from_numpy(v).to(DEVICE) for k, v in host.items()}
