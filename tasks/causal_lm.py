@@ -62,6 +62,8 @@ class CausalLMTask(BaseTask):
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
         out = self.run_model(batch, labels=batch["labels"])  # logits (B, T, V)
+        if not self.wants_metrics():
+            return StepOutput(out.loss, None, None)  # no (B, T, V) gather, no host sync per step
         target = batch["labels"][:, 1:]  # the model predicts token t+1 at position t
         labelled = target != -100
         preds = out.logits.detach()[:, :-1][labelled].argmax(-1)

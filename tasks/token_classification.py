@@ -58,7 +58,9 @@ class TokenClassificationTask(BaseTask):
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
         out = self.run_model(batch, labels=batch["labels"])  # logits (B, T, L)
-        preds = self.predict_words(out.logits.detach(), batch) if self.wants_metrics() else []
+        if not self.wants_metrics():
+            return StepOutput(out.loss, None, None)  # no per-step host sync (.tolist) while training
+        preds = self.predict_words(out.logits.detach(), batch)
         # Words past max_length have no subword; they are predicted O (missed), and counted.
         seen = (batch["word_ids"].max(dim=1).values + 1).tolist()
         truncated = sum(len(t) - n for t, n in zip(batch["tokens"], seen))

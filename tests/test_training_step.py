@@ -1,0 +1,60 @@
+"""The training step's plumbing: no metric decoding when no metric wants it, and the non-finite
+loss guard that reads the loss flag before the optimizer step rather than stalling each step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightkit.finite import FiniteLossGuard
+
+GPT2 = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 100, "bos_token_id": 0, "eos_token_id": 0}
+
+
+def lm_batch() -> dict[str, torch.Tensor]:
+    ids = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(0))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+
+@pytest.mark.parametrize("task_name", ["CausalLMTask", "MaskedLMTask"])
+def test_training_steps_skip_metric_decoding_unless_train_metrics(task_name: str) -> None:
+    """Decoding an LM's predictions gathers a (B, T, vocab) slice of the logits and syncs with the
+    device (boolean indexing) at every step: it must not happen for metrics nobody computes."""
+    import lightkit.tasks
+
+    config = {**GPT2, "model_type": "gpt2" if task_name == "CausalLMTask" else "bert", "hidden_size": 32, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "intermediate_size": 64}
+    Task = getattr(lightkit.tasks, task_name)
+    batch = lm_batch()
+    plain = Task(model_config=config).train()
+    out = plain.step(batch)
+    assert out.preds is None and out.target is None and torch.isfinite(out.loss)
+    measured = Task(model_config=config, train_metrics=True).train()
+    out = measured.step(batch)
+    assert out.preds.shape == out.target.shape and out.preds.numel() > 0
+    plain.eval()  # validation always feeds its metrics
+    assert plain.step(batch).preds is not None
+
+
+def test_guard_names_the_first_non_finite_micro_batch_and_clears() -> None:
+    guard = FiniteLossGuard("Task")
+    guard.watch(torch.tensor(1.5), "batch 0")
+    guard.check()  # finite: nothing raised, nothing pending
+    assert guard.pending == []
+    guard.watch(torch.tensor(2.0), "batch 1")
+    guard.watch(torch.tensor(float("inf")), "batch 2")  # gradient accumulation: several per step
+    guard.watch(torch.tensor(float("nan")), "batch 3")
+    with pytest.raises(FloatingPointError, match=r"Task: training loss is inf at batch 2;"):
+        guard.check()
+    assert guard.pending == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_guard_reads_a_gpu_loss_without_a_sync_until_checked() -> None:
+    guard = FiniteLossGuard("Task")
+    guard.watch(torch.tensor(float("nan"), device="cuda"), "batch 0")
+    (p,) = guard.pending
+    assert p.flag.device.type == "cpu" and p.flag.is_pinned() and p.ready is not None
+    with pytest.raises(FloatingPointError, match="nan at batch 0"):
+        guard.check()
