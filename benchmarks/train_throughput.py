@@ -130,8 +130,9 @@ def main() -> None:
     ap.add_argument("--model", choices=sorted(MODELS), default="minilm")
     ap.add_argument("--train_file", default=None, help="default: the packaged Twitter NER (ner) or BBC tech news (clm)")
     ap.add_argument("--tokenizer", default=None, help="default: the packaged MiniLM's (ner), a BPE trained on first use (clm)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile in both (lightkit compile: true, Trainer torch_compile=True)")
-    ap.add_argument("--group_by_length", action="store_true", help="lightkit's length-grouped batches (the Trainer keeps its default order)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile in both (lightkit compile: true, Trainer torch_compile=True)")
+    ap.add_argument("--group_by_length", action=argparse.BooleanOptionalAction, default=True,
+                    help="lightkit's length-grouped batches, its default (the Trainer keeps its own default order)")
     ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch_size", type=int, default=16)
@@ -221,7 +222,8 @@ def main() -> None:
 
     result = {
         "what": "training throughput, lightkit fit vs transformers.Trainer, same model/data/batch/precision/steps",
-        "command": "python benchmarks/train_throughput.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+        "command": "python benchmarks/train_throughput.py " + " ".join(
+            (f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k} {v}" for k, v in vars(args).items()),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.machine()}, {os.cpu_count()} cores",
         "versions": {"torch": torch.__version__, "lightning": L.__version__, "transformers": transformers.__version__},
         "date": time.strftime("%Y-%m-%d"),

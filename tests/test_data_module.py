@@ -101,15 +101,27 @@ def test_length_grouped_order_is_a_resumable_sharded_permutation_with_less_paddi
     assert len(shards[0]) == len(shards[1]) == 502 and set(shards[0] + shards[1]) == set(data)  # DistributedSampler pads 1003 to 1004
 
 
-def test_group_by_length_reaches_the_training_loader(tmp_path: Path) -> None:
-    from lightkit.data.sampling import LengthGroupedSampler
+def test_length_grouping_is_the_default_for_variable_lengths_only(tmp_path: Path) -> None:
+    from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
-    dm = datamodule(tmp_path, group_by_length=True)
+    from lightkit.data.sampling import LengthGroupedSampler, sequence_lengths
+
+    dm = datamodule(tmp_path)
     dm.setup("fit")
+    train = dm.datasets["train"]
+    assert sequence_lengths(train) == [len(ids) for ids in train["input_ids"]]
     loader = dm.train_dataloader()
     assert isinstance(loader.sampler, LengthGroupedSampler)
     batches = list(loader)
-    assert sum(len(b["tokens"]) for b in batches) == len(dm.datasets["train"])
-    plain = datamodule(tmp_path)
+    assert sum(len(b["tokens"]) for b in batches) == len(train)
+    plain = datamodule(tmp_path, group_by_length=False)
     plain.setup("fit")
     assert not isinstance(plain.train_dataloader().sampler, LengthGroupedSampler)
+    # Packed LM blocks: all full but the last, nothing to group, the plain shuffle stays.
+    from lightkit.data import MaskedLMDataModule
+
+    lm = MaskedLMDataModule(tokenizer=str(DATA / "tokenizer"), train_file=str(DATA / "lm" / "corpus.txt"), block_size=16, cache_dir=str(tmp_path / "lm"))
+    lm.setup("fit")
+    lengths = sequence_lengths(lm.datasets["train"])
+    assert lm.hparams.group_by_length and sum(n < 16 for n in lengths) == 1
+    assert type(lm.train_dataloader().sampler) is StatefulDistributedSampler

@@ -48,7 +48,7 @@ def test_fit_under_ddp_logs_the_seqeval_scores_one_process_computes(tmp_path: Pa
     """fit on 2 processes (each trains on its shard; validation metrics are gathered across both)
     logs the same val_f1/precision/recall as validating its final weights in one process."""
     config = yaml.safe_load(TINY_NER.read_text())
-    config["trainer"].update(max_epochs=2, default_root_dir=str(tmp_path))
+    config["trainer"].update(max_epochs=4, default_root_dir=str(tmp_path))
     config["model"]["init_args"]["save_dir"] = str(tmp_path / "hf_model")
     config["trainer"]["callbacks"] = [
         {"class_path": "LastCheckpoint", "init_args": {"dirpath": str(tmp_path / "checkpoints")}},
