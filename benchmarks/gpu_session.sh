@@ -8,10 +8,12 @@
 #          CUDA placement check; lightkit evaluate of int8-gpu and fp16 on the CUDA EP
 #   clm    the NER int8-gpu form with 4-bit embedding tables (export + evaluate); fit + export the
 #          demo causal LM; the inference matrix (benchmarks/inference.py)
-#   train  training throughput, lightkit vs transformers.Trainer: BERT-base NER, GPT-2-small CLM
+#   train  training throughput, lightkit vs transformers.Trainer: BERT-base NER (lightkit's default
+#          length-grouped order, then both in the Trainer's order), GPT-2-small CLM
+#   train-compile  the CLM job with torch.compile in both; the bare GPT-2-small step per lever
 # Results go to $OUT (what comes back) and are committed under benchmarks/results/.
 set -uo pipefail
-stage=${1:?stage: ner, clm or train}
+stage=${1:?stage: ner, clm, train or train-compile}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -65,14 +67,19 @@ clm)
     --clm_artifact runs/clm/onnx --clm_hf_model runs/clm/hf_model --out "$OUT/inference-gpu.json" 2>&1 | tail -8
   ;;
 train)
-  log "train throughput: NER, BERT-base"
-  timeout 180 python3 benchmarks/train_throughput.py --model bert-base --precision bf16-mixed --batch_size 32 --steps 60 --warmup 10 \
+  log "train throughput: NER, BERT-base (lightkit defaults: length-grouped batches)"
+  timeout 170 python3 benchmarks/train_throughput.py --model bert-base --precision bf16-mixed --batch_size 32 --steps 60 --warmup 10 \
     --repeats 3 --learning_rate 5e-5 --out "$OUT/train-ner-gpu.json" 2>&1 | tail -22
+  log "train throughput: NER, BERT-base, both loops in the Trainer's uniformly shuffled order"
+  timeout 170 python3 benchmarks/train_throughput.py --model bert-base --precision bf16-mixed --batch_size 32 --steps 60 --warmup 10 \
+    --repeats 3 --learning_rate 5e-5 --no-group_by_length --out "$OUT/train-ner-gpu-ungrouped.json" 2>&1 | tail -22
   log "train throughput: CLM, GPT-2 small"
   timeout 180 python3 benchmarks/train_throughput.py --task clm --model gpt2-small --precision bf16-mixed --batch_size 32 --max_length 512 \
     --steps 30 --warmup 15 --repeats 2 --learning_rate 3e-4 --out "$OUT/train-clm-gpu.json" 2>&1 | tail -22
+  ;;
+train-compile)
   log "train throughput: CLM, GPT-2 small, torch.compile in both (40 warm-up steps: past compilation and an epoch's short last batch)"
-  timeout 200 python3 benchmarks/train_throughput.py --task clm --model gpt2-small --precision bf16-mixed --batch_size 32 --max_length 512 \
+  timeout 300 python3 benchmarks/train_throughput.py --task clm --model gpt2-small --precision bf16-mixed --batch_size 32 --max_length 512 \
     --steps 30 --warmup 40 --repeats 1 --learning_rate 3e-4 --compile --out "$OUT/train-clm-gpu-compile.json" 2>&1 | tail -22
   log "bare GPT-2-small step under each lever"
   timeout 150 python3 benchmarks/clm_step_levers.py --out "$OUT/clm-step-levers.json" 2>&1 | grep -E "^(autocast|bf16)"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import lightning as L
 import torch
@@ -79,6 +79,10 @@ class BaseTask(L.LightningModule):
         compile: `torch.compile` the model (in place, `nn.Module.compile`, so parameter
             names and checkpoints are unchanged). Pays a compile at start; worth it for long GPU
             runs, not for short or CPU ones, so it is off by default.
+        compile_mode: `torch.compile`'s mode. `reduce-overhead` replays CUDA graphs, which
+            removes the per-kernel launch cost of small steps (short sequences, small batches);
+            it captures one graph per input shape, so pair it with the DataModule's
+            `pad_to_multiple_of`.
         fused_activation: build models whose config says `gelu_new` (GPT-2) with the identical
             one-kernel `gelu_pytorch_tanh` (see `fuse_activation`); false keeps the config as is.
     """
@@ -96,6 +100,7 @@ class BaseTask(L.LightningModule):
         train_metrics: bool = False,
         save_dir: str | None = None,
         compile: bool = False,
+        compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default",
         fused_activation: bool = True,
     ) -> None:
         super().__init__()
@@ -194,7 +199,7 @@ class BaseTask(L.LightningModule):
 
     def configure_model(self) -> None:
         if self.hparams.get("compile") and not getattr(self.model, "_compiled_call_impl", None):
-            self.model.compile()
+            self.model.compile(mode=self.hparams.get("compile_mode", "default"))
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:

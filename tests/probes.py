@@ -40,11 +40,19 @@ class MetricsAtEnd(Callback):
 
 
 class CompiledAtStart(Callback):
-    """Writes whether the task's model is torch-compiled when training starts (`compile: true`)."""
+    """Writes whether the task's model is torch-compiled when training starts (`compile: true`)
+    and the sequence lengths of the training batches, when training ends."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.compiled, self.lengths = False, set()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.compiled = getattr(pl_module.model, "_compiled_call_impl", None) is not None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, batch_idx: int) -> None:
+        self.lengths.add(batch["input_ids"].size(1))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         with open(self.path, "w") as f:
-            json.dump({"compiled": getattr(pl_module.model, "_compiled_call_impl", None) is not None}, f)
+            json.dump({"compiled": self.compiled, "lengths": sorted(self.lengths)}, f)

@@ -154,11 +154,14 @@ def test_predict_streams_a_long_file_in_flat_memory(run: Path, tmp_path: Path) -
 
 def test_compile_trains_a_compiled_model_with_unchanged_checkpoint_names(run: Path, tmp_path: Path) -> None:
     """`compile: true` compiles in place (nn.Module.compile): same parameter names, so its
-    checkpoints load into an uncompiled task and export like any other."""
+    checkpoints load into an uncompiled task and export like any other. With CUDA graphs
+    (`reduce-overhead`; on CPU inductor skips the graphs) batches are padded to a few shapes."""
     lightkit("fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
-             "--model.init_args.compile", "true", "--trainer.callbacks+=probes.CompiledAtStart", "--trainer.callbacks.path", str(tmp_path / "probe.json"))
-    assert json.loads((tmp_path / "probe.json").read_text()) == {"compiled": True}
+             "--model.init_args.compile", "true", "--model.init_args.compile_mode", "reduce-overhead", "--data.init_args.pad_to_multiple_of", "16",
+             "--trainer.callbacks+=probes.CompiledAtStart", "--trainer.callbacks.path", str(tmp_path / "probe.json"))
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert probe["compiled"] is True and probe["lengths"] and all(n % 16 == 0 for n in probe["lengths"])
     compiled = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
     plain = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
-    assert compiled["hyper_parameters"]["compile"] is True
+    assert compiled["hyper_parameters"]["compile"] is True and compiled["hyper_parameters"]["compile_mode"] == "reduce-overhead"
     assert list(compiled["state_dict"]) == list(plain["state_dict"])

@@ -44,6 +44,17 @@ def test_batches_are_padded_to_their_longest_sequence(tmp_path: Path) -> None:
     assert len(batch["tokens"]) == len(batch["word_labels"]) == 4
 
 
+def test_pad_to_multiple_of_rounds_every_padded_field_up(tmp_path: Path) -> None:
+    dm = datamodule(tmp_path, pad_to_multiple_of=16)
+    dm.setup("fit")
+    for batch in dm.train_dataloader():
+        longest = int(batch["attention_mask"].sum(1).max())
+        assert batch["input_ids"].shape[1] == -(-longest // 16) * 16  # the next multiple, not max_length
+        assert batch["labels"].shape == batch["word_ids"].shape == batch["input_ids"].shape
+    with pytest.raises(ValueError, match="pad_to_multiple_of: expected a positive integer, got 0"):
+        datamodule(tmp_path, pad_to_multiple_of=0)
+
+
 def test_single_file_is_split_by_sentence_with_a_fixed_seed(tmp_path: Path) -> None:
     dm = datamodule(tmp_path, val_file=None, test_file=None, holdout=(0.25, 0.25), split_seed=3)
     parts = dm.sentences()

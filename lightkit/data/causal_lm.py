@@ -181,6 +181,8 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
         if "prompt" in features[0]:
             return self.collate_prompts(features)
         length = max(len(f["input_ids"]) for f in features)
+        if multiple := self.hparams.pad_to_multiple_of:
+            length = -(-length // multiple) * multiple
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         ids = torch.tensor([f["input_ids"] + [pad] * (length - len(f["input_ids"])) for f in features])
         mask = torch.tensor([[1] * len(f["input_ids"]) + [0] * (length - len(f["input_ids"])) for f in features])

@@ -134,7 +134,7 @@ class TextClassificationDataModule(BaseDataModule):
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         texts = [f.pop("text") for f in features] if "text" in features[0] else None
-        batch = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")(features)
+        batch = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.hparams.pad_to_multiple_of, return_tensors="pt")(features)
         if texts is not None:
             batch["text"] = texts
         return batch

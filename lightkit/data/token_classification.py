@@ -155,9 +155,10 @@ class CoNLLDataModule(BaseDataModule):
 
     # -- batching ------------------------------------------------------------------------------
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        """Pad to the longest sequence in the batch (dynamic padding); keep word-level fields as lists."""
+        """Pad to the longest sequence in the batch (dynamic padding, rounded up to
+        `pad_to_multiple_of`); keep word-level fields as lists."""
         extra = ("tokens", "word_labels", "word_ids")
-        padded = DataCollatorForTokenClassification(self.tokenizer, return_tensors="pt")(
+        padded = DataCollatorForTokenClassification(self.tokenizer, pad_to_multiple_of=self.hparams.pad_to_multiple_of, return_tensors="pt")(
             [{k: v for k, v in f.items() if k not in extra} for f in features]
         )
         length = padded["input_ids"].size(1)
