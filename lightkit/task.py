@@ -233,13 +233,17 @@ class BaseTask(L.LightningModule):
 
     def _shared_step(self, batch: dict[str, Any], stage: str) -> StepOutput:
         out = self.step(batch)
+        # Lightning turns every prog_bar value into a Python number after each batch, bar or no
+        # bar (Lightning-AI/pytorch-lightning#21232): on a GPU a host sync per step. So the
+        # training loss goes to the progress bar only when there is one.
+        bar = stage != "train" or self._trainer is None or self.trainer.progress_bar_callback is not None
         for name, value in {"loss": out.loss, **out.logs}.items():
             self.log(
                 f"{stage}_{name}",
                 value,
                 on_step=stage == "train",
                 on_epoch=True,
-                prog_bar=name == "loss",
+                prog_bar=name == "loss" and bar,
                 batch_size=batch["input_ids"].size(0),
                 sync_dist=stage != "train",
             )

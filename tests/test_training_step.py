@@ -58,3 +58,19 @@ def test_guard_reads_a_gpu_loss_without_a_sync_until_checked() -> None:
     assert p.flag.device.type == "cpu" and p.flag.is_pinned() and p.ready is not None
     with pytest.raises(FloatingPointError, match="nan at batch 0"):
         guard.check()
+
+
+@pytest.mark.parametrize("bar", [False, True])
+def test_the_training_loss_reaches_the_progress_bar_only_when_there_is_one(tmp_path, bar: bool) -> None:  # noqa: ANN001
+    """Lightning converts progress-bar values to numbers after every batch even without a bar (a
+    host sync per step on a GPU), so without a bar the training loss is logged but not for it."""
+    from lightkit.main import cli
+
+    from conftest import TINY_NER
+
+    run = cli(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
+               "--trainer.enable_progress_bar", str(bar).lower(), "--model.init_args.save_dir", str(tmp_path / "hf")])
+    trainer = run.trainer
+    assert "train_loss" in trainer.callback_metrics and "train_loss_epoch" in trainer.logged_metrics
+    assert ("train_loss_step" in trainer.progress_bar_metrics) is bar
+    assert "val_loss" in trainer.progress_bar_metrics  # evaluation keeps its bar entries either way
