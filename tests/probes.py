@@ -56,3 +56,23 @@ class CompiledAtStart(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         with open(self.path, "w") as f:
             json.dump({"compiled": self.compiled, "lengths": sorted(self.lengths)}, f)
+
+
+class NoSyncInStep(Callback):
+    """Turns CUDA's sync debug mode to `error` from each training batch's start (after Lightning
+    moved it to the GPU) to the optimizer step, so any host sync in the forward, the loss logging,
+    the non-finite guard's `watch` or the backward raises; counts the steps it watched."""
+
+    def __init__(self) -> None:
+        self.watched = 0
+
+    def on_train_batch_start(self, *args: object) -> None:
+        import torch
+
+        torch.cuda.set_sync_debug_mode("error")
+
+    def on_before_optimizer_step(self, *args: object) -> None:
+        import torch
+
+        torch.cuda.set_sync_debug_mode("default")  # the guard's deliberate wait comes next
+        self.watched += 1

@@ -74,3 +74,19 @@ def test_the_training_loss_reaches_the_progress_bar_only_when_there_is_one(tmp_p
     assert "train_loss" in trainer.callback_metrics and "train_loss_epoch" in trainer.logged_metrics
     assert ("train_loss_step" in trainer.progress_bar_metrics) is bar
     assert "val_loss" in trainer.progress_bar_metrics  # evaluation keeps its bar entries either way
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_training_step_never_waits_on_the_gpu(tmp_path) -> None:  # noqa: ANN001
+    from lightkit.main import cli
+
+    from conftest import TINY_NER
+    from probes import NoSyncInStep
+
+    probe = NoSyncInStep()
+    run = cli(["--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "2",
+               "--trainer.accelerator", "cuda", "--trainer.deterministic", "false", "--model.init_args.save_dir", str(tmp_path / "hf")], run=False)
+    run.trainer.callbacks.append(probe)
+    run.trainer.fit(run.model, datamodule=run.datamodule)
+    assert probe.watched == run.trainer.global_step > 0
