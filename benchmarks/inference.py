@@ -35,6 +35,7 @@ from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
 from lightkit.export.runtime import OrtModel
 from measure import timed
+from targets import annotate
 
 BATCHES = (1, 8, 32)  # x --length tokens
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -177,7 +178,7 @@ def main() -> None:
     if args.clm_artifact:
         result["decoder"] = decoder_matrix(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(annotate(result), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from transformers import AutoModelForTokenClassification, AutoModelForSequenceCl
 
 from lightkit.export.runtime import OrtModel
 from measure import timed
+from targets import annotate
 
 BATCHES = (1, 8, 32)
 
@@ -73,7 +74,7 @@ def main() -> None:
         "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(annotate(result), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,19 @@ def train_table(result: dict) -> str:
                       *lines, "", extra, "", *([result["context"], ""] if "context" in result else []), f"Command: `{result['command']}`", ""])
 
 
+def targets_lines(result: dict) -> list[str]:
+    """Issue 7's targets as checked in the file (benchmarks/targets.py): met, or short by how much."""
+    if "targets" not in result:
+        return []
+    if not result["targets"]:
+        return [f"Targets: {result.get('targets_note', 'none apply')}.", ""]
+    lines = ["| target | measured | |", "|---|---|---|"]
+    for t in result["targets"]:
+        verdict = "met" if t["met"] else ("not measured" if t["measured"] is None else f"missed by {t['short_by']:.3g}")
+        lines.append(f"| {t['what']} {t['target']} | {'' if t['measured'] is None else format(t['measured'], '.4g')} | {verdict} |")
+    return [*lines, ""]
+
+
 def main() -> None:
     for name in sys.argv[1:]:
         path = Path(name)
@@ -84,6 +97,7 @@ def main() -> None:
             text = train_table(result)
         else:
             continue
+        text += "\n".join(["", *targets_lines(result)]) if "targets" in result else ""
         path.with_suffix(".md").write_text(text)
         print(f"wrote {path.with_suffix('.md')}")
 

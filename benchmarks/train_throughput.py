@@ -47,6 +47,7 @@ from transformers import DataCollatorForTokenClassification, Trainer, TrainerCal
 from lightkit.data import CausalLMDataModule, CoNLLDataModule
 from lightkit.tasks import CausalLMTask, TokenClassificationTask
 from measure import bf16_matmul_tflops
+from targets import annotate
 
 MODELS = {
     "tiny": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
@@ -245,8 +246,8 @@ def main() -> None:
         "notes": "medians of interleaved repeats; CPU max RSS only grows, so peaks after the first run include earlier runs",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("lightkit", "hf_trainer", "ratio_tokens_per_s", "mfu")}, indent=2))
+    Path(args.out).write_text(json.dumps(annotate(result), indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("lightkit", "hf_trainer", "ratio_tokens_per_s", "mfu", "targets")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,24 @@ def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["lightkit"]["timed_steps"] == result["hf_trainer"]["timed_steps"] == 3
     assert result["ratio_tokens_per_s"] > 0 and result["lightkit"]["tokens_per_s"] > 0
+    assert result["timing"] == "window" and "--group_by_length" in result["command"].split()
+    assert result["targets"] == [] and "for a GPU" in result["targets_note"]
+
+
+def test_targets_say_by_how_much_a_result_misses() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from targets import annotate
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    gpu = annotate({"device": "NVIDIA H100 80GB HBM3", "task": "clm", "ratio_tokens_per_s": 1.81, "mfu": {"lightkit_mfu": 0.237}})
+    ratio, mfu = gpu["targets"]
+    assert ratio["met"] and ratio["short_by"] == 0.0
+    assert not mfu["met"] and mfu["short_by"] == pytest.approx(0.45 - 0.237) and mfu["target"] == ">= 0.45"
+    ner = annotate({"device": "NVIDIA H100 80GB HBM3", "task": "ner", "ratio_tokens_per_s": 1.0})
+    assert [t["short_by"] for t in ner["targets"]] == [pytest.approx(0.3)]
+    cpu = annotate({"device": "CPU x86_64, 2 cores", "task": "ner", "ratio_tokens_per_s": 1.5})
+    assert cpu["targets"] == [] and cpu["targets_note"]
 
 
 def test_train_throughput_benchmark_runs_the_causal_lm(tmp_path: Path) -> None:
