@@ -10,10 +10,11 @@
 #          demo causal LM; the inference matrix (benchmarks/inference.py)
 #   train  training throughput, lightkit vs transformers.Trainer: BERT-base NER (lightkit's default
 #          length-grouped order, then both in the Trainer's order), GPT-2-small CLM
-#   train-compile  the CLM job with torch.compile in both; the bare GPT-2-small step per lever
+#   train-compile  the CLM job with torch.compile in both; the NER job with CUDA graphs in both
+#   levers the bare GPT-2-small training step under each lever (benchmarks/clm_step_levers.py)
 # Results go to $OUT (what comes back) and are committed under benchmarks/results/.
 set -uo pipefail
-stage=${1:?stage: ner, clm, train or train-compile}
+stage=${1:?stage: ner, clm, train, train-compile or levers}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -79,8 +80,13 @@ train)
   ;;
 train-compile)
   log "train throughput: CLM, GPT-2 small, torch.compile in both (40 warm-up steps: past compilation and an epoch's short last batch)"
-  timeout 300 python3 benchmarks/train_throughput.py --task clm --model gpt2-small --precision bf16-mixed --batch_size 32 --max_length 512 \
+  timeout 320 python3 benchmarks/train_throughput.py --task clm --model gpt2-small --precision bf16-mixed --batch_size 32 --max_length 512 \
     --steps 30 --warmup 40 --repeats 1 --learning_rate 3e-4 --compile --out "$OUT/train-clm-gpu-compile.json" 2>&1 | tail -22
+  log "train throughput: NER, BERT-base, CUDA graphs in both (compile reduce-overhead, batches padded to multiples of 16)"
+  timeout 250 python3 benchmarks/train_throughput.py --model bert-base --precision bf16-mixed --batch_size 32 --steps 60 --warmup 40 \
+    --repeats 1 --learning_rate 5e-5 --compile --compile_mode reduce-overhead --pad_to_multiple_of 16 --out "$OUT/train-ner-gpu-cudagraphs.json" 2>&1 | tail -22
+  ;;
+levers)
   log "bare GPT-2-small step under each lever"
   timeout 150 python3 benchmarks/clm_step_levers.py --out "$OUT/clm-step-levers.json" 2>&1 | grep -E "^(autocast|bf16)"
   ;;

