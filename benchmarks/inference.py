@@ -34,8 +34,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
 from lightkit.export.runtime import OrtModel
-from measure import timed
-from targets import annotate
+from measure import command_line, forms_summary, timed, write_result
 
 BATCHES = (1, 8, 32)  # x --length tokens
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -98,12 +97,6 @@ def encoder_matrix(args: argparse.Namespace) -> dict[str, Any]:
     return {"task": manifest["task"], "config": manifest["source"]["config"], "forms": forms_summary(manifest, args.forms), "rows": rows}
 
 
-def forms_summary(manifest: dict[str, Any], forms: list[str]) -> dict[str, Any]:
-    return {f: {"bytes": manifest["forms"][f]["bytes"], "gpu_ready": manifest["forms"][f].get("gpu_ready"),
-                "placement_off_cuda": manifest["forms"][f].get("placement", {}).get("off_provider_ops"),
-                "parity": {k: v for k, v in manifest["forms"][f]["parity"].items() if k != "tolerance"}} for f in forms if f in manifest["forms"]}
-
-
 def decoder_matrix(args: argparse.Namespace) -> dict[str, Any]:
     artifact = Path(args.clm_artifact)
     manifest = json.loads((artifact / "manifest.json").read_text())
@@ -161,14 +154,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--length", type=int, default=128, help="encoder tokens per sequence")
-    ap.add_argument("--allow_cpu", action="store_true", help="run on the CPU (a smoke test of the script; CUDA-graph cells then report their error)")
+    ap.add_argument("--allow_cpu", action=argparse.BooleanOptionalAction, default=False, help="run on the CPU (a smoke test of the script; CUDA-graph cells then report their error)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.allow_cpu:
         raise SystemExit("benchmarks/inference.py measures the GPU matrix and needs CUDA (--allow_cpu: a smoke run); benchmarks/inference_cpu.py gives the CPU rows")
     result: dict[str, Any] = {
         "what": "GPU inference matrix: PyTorch eager vs ONNX Runtime CUDA EP forms, same inputs, same process",
-        "command": "python benchmarks/inference.py " + " ".join(f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items() if v is not None),
+        "command": command_line("inference.py", args),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (smoke run)",
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__},
         "date": time.strftime("%Y-%m-%d"),
@@ -177,8 +170,7 @@ def main() -> None:
     result["encoder"] = encoder_matrix(args)
     if args.clm_artifact:
         result["decoder"] = decoder_matrix(args)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(annotate(result), indent=2) + "\n")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,7 @@ import transformers
 from transformers import AutoModelForTokenClassification, AutoModelForSequenceClassification
 
 from lightkit.export.runtime import OrtModel
-from measure import timed
-from targets import annotate
+from measure import command_line, forms_summary, timed, write_result
 
 BATCHES = (1, 8, 32)
 
@@ -62,19 +61,17 @@ def main() -> None:
         row["speedup_vs_pytorch"] = {k: base / v["median_ms"] for k, v in row.items() if k.startswith("ort_")}
         rows.append(row)
         print(json.dumps(row))
-    forms = {f: {"bytes": manifest["forms"][f]["bytes"], "parity": {k: v for k, v in manifest["forms"][f]["parity"].items() if k != "tolerance"}} for f in args.forms}
     result = {
         "what": "CPU inference latency, ONNX Runtime forms vs PyTorch eager fp32, same random inputs",
-        "command": "python benchmarks/inference_cpu.py " + " ".join(f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+        "command": command_line("inference_cpu.py", args),
         "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__},
         "date": time.strftime("%Y-%m-%d"),
         "model": {"task": manifest["task"], "config": manifest["source"]["config"]},
-        "forms": forms,
+        "forms": forms_summary(manifest, args.forms),
         "rows": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(annotate(result), indent=2) + "\n")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
-"""Timing helpers the benchmark scripts share (imported as `measure`: the scripts' own folder is
-first on sys.path when run as `python benchmarks/<script>.py`)."""
+"""What the benchmark scripts share: timing, the bf16 peak, the manifest summary, the command
+line and writing a result (imported as `measure`: the scripts' own folder is first on sys.path
+when run as `python benchmarks/<script>.py`)."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from targets import annotate
 
 
 def timed(fn: Callable[[], Any], warmup: int, repeats: int) -> dict[str, float]:
@@ -41,3 +47,32 @@ def bf16_matmul_tflops() -> float | None:
         a @ a
     torch.cuda.synchronize()
     return 2 * 8192**3 * n / (time.perf_counter() - start) / 1e12
+
+
+def forms_summary(manifest: dict[str, Any], forms: list[str]) -> dict[str, Any]:
+    """Size, GPU placement and parity (without its tolerance) of each exported form asked for."""
+    return {f: {"bytes": manifest["forms"][f]["bytes"], "gpu_ready": manifest["forms"][f].get("gpu_ready"),
+                "placement_off_cuda": manifest["forms"][f].get("placement", {}).get("off_provider_ops"),
+                "parity": {k: v for k, v in manifest["forms"][f]["parity"].items() if k != "tolerance"}} for f in forms if f in manifest["forms"]}
+
+
+def command_line(script: str, args: argparse.Namespace) -> str:
+    """The command that reproduces a run, as the shell takes it (booleans as --flag / --no-flag)."""
+    parts = []
+    for key, value in vars(args).items():
+        if isinstance(value, bool):
+            parts.append(f"--{key}" if value else f"--no-{key}")
+        elif isinstance(value, list):
+            parts.append(f"--{key} {' '.join(map(str, value))}")
+        elif value is not None:
+            parts.append(f"--{key} {value}")
+    return f"python benchmarks/{script} " + " ".join(parts)
+
+
+def write_result(path: str | Path, result: dict[str, Any]) -> None:
+    """`result` with its issue-7 targets checked (targets.annotate), written whole or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(annotate(result), indent=2) + "\n")
+    tmp.replace(path)

@@ -78,7 +78,7 @@ def checker(result: dict[str, Any]) -> Callable[[dict[str, Any]], tuple[list[dic
         return training
     if "encoder" in result:
         return gpu_inference
-    if "rows" in result and str(result.get("what", "")).startswith("CPU inference"):
+    if result.get("rows") and "speedup_vs_pytorch" in result["rows"][0]:  # benchmarks/inference_cpu.py
         return cpu_inference
     return None
 
@@ -97,6 +97,8 @@ def annotate(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(paths: list[str]) -> None:
+    from measure import write_result  # measure imports this module: import it only when run
+
     for path in map(Path, paths):
         try:
             result = json.loads(path.read_text())
@@ -104,10 +106,7 @@ def main(paths: list[str]) -> None:
             raise SystemExit(f"{path}: not a readable JSON result ({e})") from None
         if checker(result) is None:
             continue
-        annotate(result)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(path)
+        write_result(path, result)  # annotates it
         missed = [t for t in result["targets"] if not t["met"]]
         if not result["targets"]:
             print(f"{path}: {result['targets_note']}")

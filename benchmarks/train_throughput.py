@@ -47,8 +47,7 @@ from transformers import DataCollatorForTokenClassification, Trainer, TrainerCal
 
 from lightkit.data import CausalLMDataModule, CoNLLDataModule
 from lightkit.tasks import CausalLMTask, TokenClassificationTask
-from measure import bf16_matmul_tflops
-from targets import annotate
+from measure import bf16_matmul_tflops, command_line, write_result
 
 MODELS = {
     "tiny": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
@@ -235,8 +234,7 @@ def main() -> None:
 
     result = {
         "what": "training throughput, lightkit fit vs transformers.Trainer, same model/data/batch/precision/steps",
-        "command": "python benchmarks/train_throughput.py " + " ".join(
-            (f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k} {v}" for k, v in vars(args).items()),
+        "command": command_line("train_throughput.py", args),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.machine()}, {os.cpu_count()} cores",
         "versions": {"torch": torch.__version__, "lightning": L.__version__, "transformers": transformers.__version__},
         "date": time.strftime("%Y-%m-%d"),
@@ -251,8 +249,7 @@ def main() -> None:
         "timing": "window",  # one sync at each end of the timed steps (see the module docstring)
         "notes": "medians of interleaved repeats; CPU max RSS only grows, so peaks after the first run include earlier runs",
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(annotate(result), indent=2) + "\n")
+    write_result(args.out, result)
     print(json.dumps({k: result[k] for k in ("lightkit", "hf_trainer", "ratio_tokens_per_s", "mfu", "targets")}, indent=2))
 
 

@@ -129,3 +129,8 @@ def test_inference_matrix_runs_encoder_and_decoder(tmp_path: Path) -> None:
     table = out.with_suffix(".md").read_text()
     assert "| ort_int8-gpu | io_binding |" in table and "| ort_int8-gpu | io_binding_cuda_graph | n/a |" in table
     assert "batch 8: decode ms/token" in table and "Causal LM artifacts: fp32" in table
+    # The recorded command is one the shell runs again: flags as --flag / --no-flag, lists spelt out.
+    command = result["command"].split()
+    assert "--allow_cpu" in command and "False" not in command and "True" not in command
+    assert command[command.index("--forms") + 1 : command.index("--forms") + 3] == ["fp32", "int8-gpu"]
+    assert result["targets_note"] == "no 1x128 row"  # issue 7's latency targets are read at 1x128 only
