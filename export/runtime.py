@@ -222,7 +222,9 @@ class BoundRun:
         for meta in model.session.get_inputs():
             if meta.name not in feeds:
                 raise InputError(f"{model.path}: bind() needs input {meta.name!r}; the model takes {[i.name for i in model.session.get_inputs()]}")
-            self.dtypes[meta.name] = NUMPY_TYPES.get(meta.type, np.float32)
+            if meta.type not in NUMPY_TYPES:
+                raise InputError(f"{model.path}: input {meta.name!r} has type {meta.type}; bind() handles {sorted(NUMPY_TYPES)}")
+            self.dtypes[meta.name] = NUMPY_TYPES[meta.type]
             value = np.ascontiguousarray(feeds[meta.name], dtype=self.dtypes[meta.name])
             dims.update({d: n for d, n in zip(meta.shape, value.shape) if isinstance(d, str)})
             self.inputs[meta.name] = ort.OrtValue.ortvalue_from_numpy(value, self.device, 0)

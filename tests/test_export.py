@@ -379,6 +379,16 @@ def test_bound_run_matches_a_plain_run_and_takes_new_values_in_place(trained: di
     assert bound.output().shape == (2, 12, len(json.loads((tmp_path / "onnx" / "manifest.json").read_text())["labels"]))
 
 
+def test_bind_refuses_an_input_type_it_would_otherwise_coerce(tmp_path: Path) -> None:
+    h = onnx.helper
+    graph = h.make_graph([h.make_node("Not", ["flags"], ["logits"])], "g", [h.make_tensor_value_info("flags", onnx.TensorProto.BOOL, ["batch"])],
+                         [h.make_tensor_value_info("logits", onnx.TensorProto.BOOL, ["batch"])])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8), str(tmp_path / "model.onnx"))
+    model = OrtModel(tmp_path / "model.onnx", device="cpu")
+    with pytest.raises(InputError, match=r"input 'flags' has type tensor\(bool\); bind\(\) handles"):
+        model.bind({"flags": np.array([True, False])})
+
+
 def test_cuda_graph_without_a_gpu_is_refused_by_name(trained: dict, tmp_path: Path) -> None:
     conf, ckpt = trained["cls"]
     export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
