@@ -39,7 +39,7 @@ class MetricsAtEnd(Callback):
             json.dump({k: float(v) for k, v in trainer.callback_metrics.items()}, f, sort_keys=True)
 
 
-class CompiledAtStart(Callback):
+class CompileProbe(Callback):
     """Writes whether the task's model is torch-compiled when training starts (`compile: true`)
     and the sequence lengths of the training batches, when training ends."""
 

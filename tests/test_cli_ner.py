@@ -158,7 +158,7 @@ def test_compile_trains_a_compiled_model_with_unchanged_checkpoint_names(run: Pa
     (`reduce-overhead`; on CPU inductor skips the graphs) batches are padded to a few shapes."""
     lightkit("fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
              "--model.init_args.compile", "true", "--model.init_args.compile_mode", "reduce-overhead", "--data.init_args.pad_to_multiple_of", "16",
-             "--trainer.callbacks+=probes.CompiledAtStart", "--trainer.callbacks.path", str(tmp_path / "probe.json"))
+             "--trainer.callbacks+=probes.CompileProbe", "--trainer.callbacks.path", str(tmp_path / "probe.json"))
     probe = json.loads((tmp_path / "probe.json").read_text())
     assert probe["compiled"] is True and probe["lengths"] and all(n % 16 == 0 for n in probe["lengths"])
     compiled = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)

@@ -8,7 +8,10 @@ import torch
 
 from lightkit.finite import FiniteLossGuard
 
-GPT2 = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 100, "bos_token_id": 0, "eos_token_id": 0}
+CONFIGS = {
+    "CausalLMTask": {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 100, "bos_token_id": 0, "eos_token_id": 0},
+    "MaskedLMTask": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 100},
+}
 
 
 def lm_batch() -> dict[str, torch.Tensor]:
@@ -22,8 +25,7 @@ def test_training_steps_skip_metric_decoding_unless_train_metrics(task_name: str
     device (boolean indexing) at every step: it must not happen for metrics nobody computes."""
     import lightkit.tasks
 
-    config = {**GPT2, "model_type": "gpt2" if task_name == "CausalLMTask" else "bert", "hidden_size": 32, "num_hidden_layers": 2,
-              "num_attention_heads": 2, "intermediate_size": 64}
+    config = CONFIGS[task_name]
     Task = getattr(lightkit.tasks, task_name)
     batch = lm_batch()
     plain = Task(model_config=config).train()
