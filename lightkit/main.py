@@ -27,6 +27,7 @@ from lightkit.callbacks import PredictionWriter
 from lightkit.checkpointing import AtomicCheckpointIO
 from lightkit.data import BaseDataModule
 from lightkit.errors import InputError
+from lightkit.precision import default_precision
 from lightkit.task import BaseTask
 
 
@@ -88,6 +89,14 @@ class LightkitCLI(LightningCLI):
             # all in memory to return them, so a long input file would grow memory without bound.
             kwargs["return_predictions"] = False
         return kwargs
+
+    def before_instantiate_classes(self) -> None:
+        # An unset trainer.precision becomes bf16-mixed on a GPU with native bf16 (see
+        # lightkit.precision). Written into the parsed config, so the run's saved config.yaml
+        # records the precision that actually ran.
+        trainer = self._get(self.config, "trainer")
+        if trainer.get("precision") is None:
+            trainer["precision"] = default_precision(trainer.get("accelerator", "auto"), trainer.get("strategy", "auto"))
 
     def instantiate_trainer(self, **kwargs: object) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
