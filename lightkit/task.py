@@ -24,6 +24,7 @@ from torchmetrics import MetricCollection
 from transformers import AutoConfig, PreTrainedModel
 
 from lightkit.checkpointing import rng_state, set_rng_state
+from lightkit.epoch_means import EpochMeans
 from lightkit.errors import InputError
 from lightkit.finite import FiniteLossGuard
 from lightkit.io import atomic_dir
@@ -115,6 +116,7 @@ class BaseTask(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
         self._finite = FiniteLossGuard(type(self).__name__)
+        self._epoch_means = EpochMeans()
 
     # -- what a task defines -------------------------------------------------------------------
     def build_model(self) -> PreTrainedModel:
@@ -233,23 +235,34 @@ class BaseTask(L.LightningModule):
 
     def _shared_step(self, batch: dict[str, Any], stage: str) -> StepOutput:
         out = self.step(batch)
-        # Lightning turns every prog_bar value into a Python number after each batch, bar or no
-        # bar (Lightning-AI/pytorch-lightning#21232): on a GPU a host sync per step. So the
-        # training loss goes to the progress bar only when there is one.
-        bar = stage != "train" or self._trainer is None or self.trainer.progress_bar_callback is not None
-        for name, value in {"loss": out.loss, **out.logs}.items():
-            self.log(
-                f"{stage}_{name}",
-                value,
-                on_step=stage == "train",
-                on_epoch=True,
-                prog_bar=name == "loss" and bar,
-                batch_size=batch["input_ids"].size(0),
-                sync_dist=stage != "train",
-            )
+        values, size = {"loss": out.loss, **out.logs}, batch["input_ids"].size(0)
+        if stage == "train":
+            self.log_train(values, size)
+        else:
+            for name, value in values.items():
+                self.log(f"{stage}_{name}", value, on_epoch=True, prog_bar=name == "loss", batch_size=size, sync_dist=True)
         if self.wants_metrics(stage):
             self.metrics_for(stage).update(out.preds, out.target, **out.metric_kwargs)
         return out
+
+    def log_train(self, values: dict[str, torch.Tensor], batch_size: int, bar: tuple[str, ...] = ("loss",)) -> None:
+        """Log training values as `train_<name>_step` and, at epoch end, `train_<name>_epoch`
+        (and `train_<name>` for callbacks), the names `self.log(on_step=True, on_epoch=True)`
+        gives, but through `EpochMeans`: exact across a mid-epoch resume, and each step reaches
+        Lightning only when the logger writes it or a progress bar shows it.
+
+        Lightning turns every prog_bar value into a Python number after each batch, bar or no bar
+        (Lightning-AI/pytorch-lightning#21232): on a GPU a host sync per step. So values go to
+        the progress bar only when there is one.
+        """
+        self._epoch_means.add(values, batch_size)
+        trainer = self._trainer
+        shown = trainer is None or trainer.progress_bar_callback is not None
+        # The property Lightning's own LearningRateMonitor asks; if it ever goes, log every step.
+        written = trainer is None or trainer.fast_dev_run or getattr(trainer._logger_connector, "should_update_logs", True)
+        if shown or written:
+            for name, value in values.items():
+                self.log(f"train_{name}_step", value, on_step=True, on_epoch=False, prog_bar=shown and name in bar, batch_size=batch_size)
 
     def wants_metrics(self, stage: str | None = None) -> bool:
         """Whether this step's predictions feed metrics (tasks may skip decoding them if not)."""
@@ -283,9 +296,11 @@ class BaseTask(L.LightningModule):
     # -- exact resume (lightkit.checkpointing) -------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_state"] = rng_state()
+        checkpoint["train_epoch_means"] = self._epoch_means.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resume_rng = checkpoint.get("rng_state")
+        self._epoch_means.load_state_dict(checkpoint.get("train_epoch_means", {}))
 
     def on_train_start(self) -> None:
         # Put back here, not on load: Lightning rebuilds the loader's iterator after loading, and
@@ -294,7 +309,17 @@ class BaseTask(L.LightningModule):
         if (state := self.__dict__.pop("_resume_rng", None)) is not None:
             set_rng_state(state)
 
+    def on_train_epoch_start(self) -> None:
+        # Not called when a run resumes mid-epoch, so the restored sums are kept; a run resumed
+        # from a checkpoint taken at an epoch's end (after validation, before this epoch's
+        # on_train_epoch_end) starts the next epoch with nothing carried over.
+        self._epoch_means.reset()
+
     def on_train_epoch_end(self) -> None:
+        for name, mean in self._epoch_means.means().items():
+            self.log(f"train_{name}_epoch", mean, on_epoch=True)
+            self.log(f"train_{name}", mean, on_epoch=True, logger=False)  # what callbacks monitor
+        self._epoch_means.reset()
         if self.wants_metrics("train"):
             self._log_epoch_metrics("train")
 

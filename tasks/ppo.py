@@ -233,7 +233,7 @@ class PPOTask(CausalLMTask):
             ended_frac=ro.ended.float().mean(),
             skipped_minibatches=torch.tensor(float(skipped)),
         )
-        self.log_dict({f"train_{k}": v for k, v in logs.items()}, on_step=True, on_epoch=True, prog_bar=False, batch_size=n)
+        self.log_train(logs, n, bar=())
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
         """Sample responses (no update); reward feeds the stage's epoch metric, KL is logged."""

@@ -60,8 +60,8 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(
     ("kill", "saved_step"),
-    [({"step": 5}, 3), ({"epoch": 1}, STEPS_PER_EPOCH)],
-    ids=["mid-epoch", "between-epochs"],
+    [({"step": 5}, 3), ({"epoch": 1}, STEPS_PER_EPOCH), ({"step": 11}, 9)],
+    ids=["mid-epoch", "between-epochs", "mid-last-epoch"],
 )
 def test_sigkill_then_resume_equals_uninterrupted_run(uninterrupted: Path, tmp_path: Path, kill: dict, saved_step: int) -> None:
     killed = fit(write_config(tmp_path, kill=kill))
