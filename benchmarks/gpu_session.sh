@@ -11,7 +11,8 @@
 #   train  training throughput, lightkit vs transformers.Trainer: BERT-base NER (lightkit's default
 #          length-grouped order, then both in the Trainer's order), GPT-2-small CLM
 #   train-compile  the CLM job with torch.compile in both; the NER job with CUDA graphs in both
-#   levers the bare GPT-2-small training step under each lever (benchmarks/clm_step_levers.py)
+#   levers the bare GPT-2-small training step under each lever (benchmarks/clm_step_levers.py);
+#          the BERT-base NER step with lightkit's logging vs self.log every step (step_logging.py)
 # Results go to $OUT (what comes back) and are committed under benchmarks/results/.
 set -uo pipefail
 stage=${1:?stage: ner, clm, train, train-compile or levers}
@@ -89,6 +90,8 @@ train-compile)
 levers)
   log "bare GPT-2-small step under each lever"
   timeout 150 python3 benchmarks/clm_step_levers.py --out "$OUT/clm-step-levers.json" 2>&1 | grep -E "^(autocast|bf16)"
+  log "BERT-base NER step: lightkit's training-value logging vs self.log every step"
+  timeout 200 python3 benchmarks/step_logging.py --model bert-base --batch_size 32 --steps 60 --repeats 3 --out "$OUT/step-logging-gpu.json" 2>&1 | tail -1
   ;;
 *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac

@@ -65,6 +65,17 @@ def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
     assert result["targets"] == [] and "for a GPU" in result["targets_note"]
 
 
+def test_step_logging_benchmark_runs(tmp_path: Path) -> None:
+    from conftest import DATA
+
+    out = tmp_path / "logging.json"
+    run_script("step_logging.py", "--tokenizer", str(DATA / "tokenizer"), "--train_file", str(DATA / "ner" / "train.conll"),
+               "--steps", "3", "--warmup", "1", "--repeats", "1", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert set(result["ms_per_step"]) == {"lightkit", "every_step"} and all(ms > 0 for ms in result["ms_per_step"].values())
+    assert result["saved_ms_per_step"] == pytest.approx(result["ms_per_step"]["every_step"] - result["ms_per_step"]["lightkit"])
+
+
 def test_targets_say_by_how_much_a_result_misses() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
