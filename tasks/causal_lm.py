@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torchmetrics import MetricCollection
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from lightkit.lm_metrics import TokenMetrics
 from lightkit.task import BaseTask, StepOutput
@@ -51,6 +51,17 @@ class CausalLMTask(BaseTask):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+
+    def build_model(self) -> PreTrainedModel:
+        model = super().build_model()
+        # transformers picks the loss by class name, and `GPT2LMHeadModel` matches none: each
+        # forward then calls `logger.warning_once` before falling back to the causal-LM loss.
+        # Under torch.compile that call is a graph break on every step (dynamo does not trace
+        # logging), splitting the forward in two graphs. Naming the loss it falls back to
+        # removes the break and leaves the loss as it was.
+        if getattr(model, "loss_type", None) is None:
+            model.loss_type = "ForCausalLM"
+        return model
 
     def model_overrides(self) -> dict[str, Any]:
         if self.tokenizer is not None and self.hparams.model_config is not None:
