@@ -6,7 +6,8 @@ Both lightkit and the HF Trainer reached the same ~13% MFU on an H100 (benchmark
 train-clm-*-h100.json), so the limit is the model step itself, not the loop. This times the bare
 step (forward, loss, backward, fused AdamW; random ids, fixed shape) under the levers a trainer
 can pull: bf16 autocast vs bf16 weights, SDPA vs eager attention, torch.compile (steady state,
-after its warm-up), and profiles the autocast step's top CUDA kernels and GPU-busy fraction.
+after its warm-up; `_named_loss`: without the graph break that GPT-2's unnamed loss type puts in
+every compiled forward, as lightkit builds it), and profiles the autocast step's top CUDA kernels and GPU-busy fraction.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from measure import bf16_matmul_tflops
 
 
-def build(attn: str, dtype: torch.dtype | None, vocab: int, activation: str) -> Any:
+def build(attn: str, dtype: torch.dtype | None, vocab: int, activation: str, named_loss: bool = False) -> Any:
     torch.manual_seed(0)
     config = AutoConfig.for_model("gpt2", n_embd=768, n_layer=12, n_head=12, vocab_size=vocab, n_positions=1024, attn_implementation=attn,
                                   activation_function=activation)
     model = AutoModelForCausalLM.from_config(config).cuda().train()
+    if named_loss:  # as CausalLMTask builds it: no warning_once (a graph break) in every forward
+        model.loss_type = "ForCausalLM"
     return model.to(dtype) if dtype else model
 
 
@@ -75,11 +78,12 @@ def main() -> None:
         ("autocast_eager_attention", "eager", None, True, False),
         ("bf16_weights_sdpa", "sdpa", torch.bfloat16, False, False),
         ("autocast_sdpa_compiled", "sdpa", None, True, True),
+        ("autocast_sdpa_compiled_named_loss", "sdpa", None, True, True),
     ]
     for name, attn, dtype, autocast, compiled in variants:
         if args.variants and name not in args.variants:
             continue
-        model = build(attn, dtype, args.vocab, args.activation)
+        model = build(attn, dtype, args.vocab, args.activation, named_loss=name.endswith("_named_loss"))
         if compiled:
             model.compile()
         rate = tokens_per_s(step_fn(model, autocast), ids, 25 if compiled else 5, 20)

@@ -90,8 +90,11 @@ train-compile)
 levers)
   log "bare GPT-2-small step under each lever"
   timeout 150 python3 benchmarks/clm_step_levers.py --out "$OUT/clm-step-levers.json" 2>&1 | grep -E "^(autocast|bf16)"
+  log "compiled step with lightkit's build (fused GELU, named loss: no graph break) vs as transformers builds it"
+  timeout 240 python3 benchmarks/clm_step_levers.py --activation gelu_pytorch_tanh --no_profile \
+    --variants autocast_sdpa_compiled autocast_sdpa_compiled_named_loss --out "$OUT/clm-step-levers-compiled.json" 2>&1 | grep -E "^autocast"
   log "BERT-base NER step: lightkit's training-value logging vs self.log every step"
-  timeout 200 python3 benchmarks/step_logging.py --model bert-base --batch_size 32 --steps 60 --repeats 3 --out "$OUT/step-logging-gpu.json" 2>&1 | tail -1
+  timeout 180 python3 benchmarks/step_logging.py --model bert-base --batch_size 32 --steps 60 --repeats 3 --out "$OUT/step-logging-gpu.json" 2>&1 | tail -1
   ;;
 *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
