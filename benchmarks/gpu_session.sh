@@ -11,11 +11,12 @@
 #   train  training throughput, lightkit vs transformers.Trainer: BERT-base NER (lightkit's default
 #          length-grouped order, then both in the Trainer's order), GPT-2-small CLM
 #   train-compile  the CLM job with torch.compile in both; the NER job with CUDA graphs in both
+#   train-workers  the NER job with its collation in 2 loader workers, in both loops
 #   levers the bare GPT-2-small training step under each lever (benchmarks/clm_step_levers.py);
 #          the BERT-base NER step with lightkit's logging vs self.log every step (step_logging.py)
 # Results go to $OUT (what comes back) and are committed under benchmarks/results/.
 set -uo pipefail
-stage=${1:?stage: ner, clm, train, train-compile or levers}
+stage=${1:?stage: ner, clm, train, train-compile, train-workers or levers}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -86,6 +87,11 @@ train-compile)
   log "train throughput: NER, BERT-base, CUDA graphs in both (compile reduce-overhead, batches padded to multiples of 16)"
   timeout 250 python3 benchmarks/train_throughput.py --model bert-base --precision bf16-mixed --batch_size 32 --steps 60 --warmup 40 \
     --repeats 1 --learning_rate 5e-5 --compile --compile_mode reduce-overhead --pad_to_multiple_of 16 --out "$OUT/train-ner-gpu-cudagraphs.json" 2>&1 | tail -22
+  ;;
+train-workers)
+  log "train throughput: NER, BERT-base, collation in 2 loader workers in both (off the main thread)"
+  timeout 200 python3 benchmarks/train_throughput.py --model bert-base --precision bf16-mixed --batch_size 32 --steps 60 --warmup 10 \
+    --repeats 3 --learning_rate 5e-5 --num_workers 2 --out "$OUT/train-ner-gpu-workers.json" 2>&1 | tail -22
   ;;
 levers)
   log "bare GPT-2-small step under each lever"

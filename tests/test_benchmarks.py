@@ -57,9 +57,12 @@ def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
 
     out = tmp_path / "train.json"
     run_script("train_throughput.py", "--model", "tiny", "--tokenizer", str(DATA / "tokenizer"), "--train_file", str(DATA / "ner" / "train.conll"),
-               "--steps", "3", "--warmup", "1", "--max_length", "32", "--repeats", "1", "--pad_to_multiple_of", "8", "--out", str(out))
+               "--steps", "3", "--warmup", "1", "--max_length", "32", "--repeats", "1", "--pad_to_multiple_of", "8", "--num_workers", "1", "--out", str(out))
     result = json.loads(out.read_text())
+    # Counts are made in the loader worker and ride with the batch; a step whose batch arrived
+    # without them would have stopped the script (Meter.end).
     assert result["lightkit"]["timed_steps"] == result["hf_trainer"]["timed_steps"] == 3
+    assert "--num_workers 1" in result["command"]
     assert result["ratio_tokens_per_s"] > 0 and result["lightkit"]["tokens_per_s"] > 0
     assert result["timing"] == "window" and "--group_by_length" in result["command"].split()
     assert result["targets"] == [] and "for a GPU" in result["targets_note"]
