@@ -100,14 +100,24 @@ def fuse(model: PreTrainedModel, src: Path, dst: Path, use_gpu: bool = False, em
     return True
 
 
+# On a graph fused by ORT's transformer optimizer, the attention projections live inside the
+# fused `Attention` node and the embedding tables inside `EmbedLayerNormalization`: quantising only
+# MatMul/Gemm left both in fp32 (63 of the MiniLM's 86 MiB, and the attention GEMMs in float).
+# ORT's own default for dynamic quantisation (op_types_to_quantize=None) and Optimum's dynamic
+# configs include both, as QAttention and QEmbedLayerNormalization (CPU kernels); unfused graphs
+# (decoders) have neither op, so for them this is MatMul/Gemm as before.
+INT8_CPU_OPS = ["MatMul", "Gemm", "Attention", "EmbedLayerNormalization"]
+
+
 def quantize_int8_cpu(src: Path, dst: Path) -> None:
-    """Dynamic QInt8 (per-tensor weights) of every MatMul/Gemm: the CPU INT8 artifact."""
+    """Dynamic QInt8 (per-tensor weights) of every MatMul/Gemm, fused Attention and embedding
+    tables (INT8_CPU_OPS): the CPU INT8 artifact."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     try:
         # The fused graph's com.microsoft ops (Attention, SkipLayerNormalization) defeat ONNX shape
         # inference; DefaultTensorType tells the quantiser their outputs are float, as ORT advises.
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=INT8_CPU_OPS,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     except Exception as e:  # noqa: BLE001 - report which step failed, with ORT's reason
         raise InputError(f"int8-cpu: dynamic quantisation of {src.name} failed ({type(e).__name__}: {e})") from e

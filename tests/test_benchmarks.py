@@ -37,6 +37,12 @@ def test_inference_cpu_benchmark_runs(tmp_path: Path) -> None:
     run_script("to_markdown.py", str(out))
     table = out.with_suffix(".md").read_text()
     assert "| 1x32 |" in table and "ort_int8-cpu speedup" in table
+    # The op-set comparison runs on the same artifact: only lightkit's set leaves no float weights.
+    ops = tmp_path / "ops.json"
+    run_script("int8_cpu_ops.py", "--artifact", str(tmp_path / "onnx"), "--hf_model", str(tmp_path / "run" / "hf_model"), "--length", "32", "--repeats", "2", "--out", str(ops))
+    forms = json.loads(ops.read_text())["forms"]
+    assert forms["matmul_gemm"]["float_ops_left"] == ["Attention", "EmbedLayerNormalization"]
+    assert forms["lightkit"]["float_ops_left"] == [] and forms["lightkit"]["mib"] < forms["matmul_gemm"]["mib"] < forms["fp32"]["mib"]
 
 
 def test_generation_refiner_benchmark_runs(tmp_path: Path) -> None:
