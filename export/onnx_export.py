@@ -4,8 +4,8 @@ the CPU INT8 form.
 The fp32 graph comes from the legacy TorchScript exporter (`dynamo=False`) with eager attention:
 that graph is what ONNX Runtime's transformer optimizer pattern-matches to fuse Attention,
 SkipLayerNormalization and BiasGelu (measured in ../shared/measurements; the dynamo exporter's
-SDPA graph is not fused). `int8-cpu` is dynamic QInt8 quantisation (MatMulInteger /
-DynamicQuantizeLinear) of the fused graph, which is fast on CPU and must never be shipped as a
+SDPA graph is not fused). `int8-cpu` is dynamic QInt8 quantisation of the fused graph
+(MatMulInteger / QAttention / QEmbedLayerNormalization, see INT8_CPU_OPS), which is fast on CPU and must never be shipped as a
 GPU artifact: those nodes fall back to the CPU under the CUDA execution provider.
 
 The GPU forms follow the measurements in ../shared/measurements (H100, ORT 1.31 CUDA EP):
