@@ -101,11 +101,14 @@ def test_ner_with_qat_and_ppo_train_under_bf16_autocast(tmp_path: Path) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not precision.torch.cuda.is_available(), reason="needs CUDA")
 def test_on_a_gpu_an_unset_precision_trains_in_bf16_autocast_with_fp32_weights(tmp_path: Path) -> None:
+    """With QAT from step 2, so the fake quantisers see bf16 activations on CUDA too (their bf16
+    CUDA kernels are recent: pytorch/pytorch#139306)."""
     import torch
 
     native = torch.cuda.get_device_capability()[0] >= 8
     run = cli(["--config", str(TINY_NER), "--trainer.accelerator", "cuda", "--trainer.max_epochs", "2", "--trainer.deterministic", "false",
-               "--trainer.default_root_dir", str(tmp_path), "--model.init_args.save_dir", str(tmp_path / "hf")], run=False)  # fmt: skip
+               "--trainer.default_root_dir", str(tmp_path), "--model.init_args.save_dir", str(tmp_path / "hf"),
+               "--trainer.callbacks+=QuantizationAwareTraining", "--trainer.callbacks.start_step=2"], run=False)  # fmt: skip
     assert run.trainer.precision == ("bf16-mixed" if native else "32-true")
     seen: list[torch.dtype] = []
     hook = run.model.model.classifier.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
