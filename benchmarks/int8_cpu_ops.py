@@ -5,11 +5,11 @@
 
 From the artifact's fp32 graph, fused as `lightkit export` fuses it, dynamic QInt8 with three op
 sets: MatMul/Gemm only (lightkit before 2026-11-23), plus the fused Attention (QAttention), plus
-the embedding tables (QEmbedLayerNormalization; lightkit's INT8_CPU_OPS). Each is timed with ORT
-on the CPU (2 threads, batch 1, fixed random 128-token input, medians) beside the fp32 graph, and
-compared with it (max |logit diff|, argmax agreement on that input). The task metric of the
-shipped choice is in the export manifest and `lightkit evaluate`.
-"""
+the embedding tables (QEmbedLayerNormalization; lightkit's INT8_CPU_OPS, whose Gather has nothing
+to quantise on a fused graph). Each is timed with ORT on the CPU (2 threads, batch 1, fixed random
+128-token input, medians) beside the fp32 graph, and compared with it (max |logit diff|, argmax
+agreement on that input). The task metric of the shipped choice is in the export manifest and
+`lightkit evaluate`. """
 
 from __future__ import annotations
 

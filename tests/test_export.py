@@ -211,6 +211,9 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
     # Every projection and the untied LM head are integer matmuls in the CPU artifact.
     ops = [n.op_type for n in onnx.load(out / "int8-cpu" / "model.onnx").graph.node]
     assert ops.count("MatMulInteger") == 2 * 7 + 1 and "MatMul" in ops  # q k v o gate up down per layer, lm_head; attention stays float
+    tables = [t for t in onnx.load(out / "int8-cpu" / "model.onnx").graph.initializer if "embed_tokens" in t.name]
+    assert [onnx.TensorProto.DataType.Name(t.data_type) for t in tables if len(t.dims) == 2] == ["UINT8"]  # the token table too
+    assert ops.count("DequantizeLinear") == 1
     # The generation refiner, batched through the artifact, never lowers log P(Y|X).
     from lightkit.export.refiner import refine_sequence, sequence_logprobs
 
