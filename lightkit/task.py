@@ -310,16 +310,15 @@ class BaseTask(L.LightningModule):
             set_rng_state(state)
 
     def on_train_epoch_start(self) -> None:
-        # Not called when a run resumes mid-epoch, so the restored sums are kept; a run resumed
-        # from a checkpoint taken at an epoch's end (after validation, before this epoch's
-        # on_train_epoch_end) starts the next epoch with nothing carried over.
+        # The one place the sums are cleared. Not called when a run resumes mid-epoch, so the
+        # restored sums are kept; a run resumed from any checkpoint taken at an epoch's end
+        # (before or after on_train_epoch_end) starts the next epoch here, with nothing carried.
         self._epoch_means.reset()
 
     def on_train_epoch_end(self) -> None:
         for name, mean in self._epoch_means.means().items():
             self.log(f"train_{name}_epoch", mean, on_epoch=True)
             self.log(f"train_{name}", mean, on_epoch=True, logger=False)  # what callbacks monitor
-        self._epoch_means.reset()
         if self.wants_metrics("train"):
             self._log_epoch_metrics("train")
 
