@@ -135,7 +135,9 @@ class LightningMeter(L.Callback):
 class CountingTrainer(Trainer):
     """transformers' Trainer, taking the benchmark's counts off each batch before its model sees it."""
 
-    meter: Meter
+    def __init__(self, *args: Any, meter: Meter, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.meter = meter
 
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         self.meter.take(inputs)
@@ -238,9 +240,8 @@ def main() -> None:
                                         logging_strategy="no", use_cpu=device.type == "cpu", remove_unused_columns=False, seed=0,
                                         dataloader_num_workers=args.num_workers, disable_tqdm=True, torch_compile=args.compile,
                                         torch_compile_mode=args.compile_mode if args.compile else None)
-            trainer = CountingTrainer(model=model, args=hf_args, train_dataset=dm.datasets["train"], data_collator=collator, callbacks=[HFMeter(meter)])
-            trainer.meter = meter
-            trainer.train()
+            CountingTrainer(model=model, args=hf_args, train_dataset=dm.datasets["train"], data_collator=collator, callbacks=[HFMeter(meter)],
+                            meter=meter).train()
         return {**meter.result(), "peak_memory_mib": peak_memory_mib(device)}
 
     # Interleaved repeats, medians reported: one run of each is at the mercy of machine noise.

@@ -5,8 +5,9 @@ The fp32 graph comes from the legacy TorchScript exporter (`dynamo=False`) with 
 that graph is what ONNX Runtime's transformer optimizer pattern-matches to fuse Attention,
 SkipLayerNormalization and BiasGelu (measured in ../shared/measurements; the dynamo exporter's
 SDPA graph is not fused). `int8-cpu` is dynamic QInt8 quantisation of the fused graph
-(MatMulInteger / QAttention / QEmbedLayerNormalization, see INT8_CPU_OPS), which is fast on CPU and must never be shipped as a
-GPU artifact: those nodes fall back to the CPU under the CUDA execution provider.
+(MatMulInteger / QAttention / QEmbedLayerNormalization, see INT8_CPU_OPS), which is fast on CPU
+and must never be shipped as a GPU artifact: those nodes fall back to the CPU under the CUDA
+execution provider.
 
 The GPU forms follow the measurements in ../shared/measurements (H100, ORT 1.31 CUDA EP):
 `fp16` is the fused graph converted by ORT's `convert_float_to_float16(keep_io_types=True)` (a
