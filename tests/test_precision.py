@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import lightkit.precision as precision
-from lightkit.main import cli, main
+from lightkit.main import cli
 
 from conftest import ROOT, TINY_NER
 
@@ -74,12 +74,19 @@ def test_the_cli_fills_an_unset_precision_and_keeps_an_explicit_one(monkeypatch:
 def test_ner_with_qat_and_ppo_train_under_bf16_autocast(tmp_path: Path) -> None:
     """What a GPU user gets by default, run on CPU autocast: the same code paths (autocast around
     the step, fp32 master weights, fake quantisers and PPO's manual optimisation under it)."""
+    import torch
+
     root = tmp_path / "ner"
-    main([
-        "fit", "--config", str(TINY_NER), "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "3",
-        "--trainer.default_root_dir", str(root), "--trainer.logger", "true",
+    run = cli([
+        "--config", str(TINY_NER), "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "3",
+        "--trainer.default_root_dir", str(root), "--trainer.logger", "true", "--model.init_args.save_dir", str(root / "hf"),
         "--trainer.callbacks+=QuantizationAwareTraining", "--trainer.callbacks.start_step=4",
-    ])  # fmt: skip
+    ], run=False)  # fmt: skip
+    dtypes: list[torch.dtype] = []
+    run.model.model.classifier.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    run.trainer.fit(run.model, datamodule=run.datamodule)
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # autocast really ran the (fake-quantised) head
+    assert type(run.model.model.classifier).__name__ == "QATLinear"
     saved = yaml.safe_load((root / "lightning_logs" / "version_0" / "config.yaml").read_text())
     assert saved["trainer"]["precision"] == "bf16-mixed"
     rows = list(csv.DictReader((root / "lightning_logs" / "version_0" / "metrics.csv").open()))
