@@ -9,10 +9,8 @@ Encoder (the NER model), shapes 1x128, 8x128, 32x128, random ids, no padding:
 - ORT CUDA EP: fp32 with TF32 on and off, fp16 fused, int8-gpu with and without the CUTLASS
   option (`ep.cuda.fpa_intb_gemm`); each with host copies (`session.run` on numpy), with IO
   binding (inputs already on the device, logits left there), and IO binding + CUDA graph.
-Causal LM (the CLM model): prefill of 128 tokens, then greedy decode, batch 1 and 8: PyTorch eager
-(its KV cache, argmax on the device) vs ORT forms through `OrtModel.greedy` (KV cache kept on the
-device between steps; only the in-graph argmax comes back). Per-token decode time =
-(time for 1 + 32 new tokens - time for 1) / 32.
+Causal LM (the CLM model): prefill of 128 tokens, then greedy decode, batch 1 and 8, PyTorch eager
+fp32 and bf16 vs the ORT forms (benchmarks/decoding.py says how).
 
 Median and p90 of `--repeats` after `--warmup`. Metrics (seqeval F1, perplexity, greedy agreement)
 are the export's parity results on the real test split, read from each manifest; CPU rows come
@@ -25,27 +23,20 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnxruntime
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+from transformers import AutoModelForTokenClassification
 
 from lightkit.export.runtime import OrtModel
-from measure import command_line, forms_summary, timed, write_result
+from decoding import decoder_matrix
+from measure import attempt, command_line, forms_summary, timed, write_result
 
 BATCHES = (1, 8, 32)  # x --length tokens
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def attempt(fn: Callable[[], dict[str, float]]) -> dict[str, Any]:
-    """A variant that fails (e.g. a CUDA graph over a node on the CPU) is reported, not fatal."""
-    try:
-        return fn()
-    except Exception as error:  # noqa: BLE001 - the matrix records why a cell is empty
-        return {"error": f"{type(error).__name__}: {str(error)[:300]}"}
 
 
 def ort_variants(form: str) -> list[tuple[str, dict[str, Any]]]:
@@ -97,50 +88,6 @@ def encoder_matrix(args: argparse.Namespace) -> dict[str, Any]:
     return {"task": manifest["task"], "config": manifest["source"]["config"], "forms": forms_summary(manifest, args.forms), "rows": rows}
 
 
-def decoder_matrix(args: argparse.Namespace) -> dict[str, Any]:
-    artifact = Path(args.clm_artifact)
-    manifest = json.loads((artifact / "manifest.json").read_text())
-    models = {"pytorch_fp32": AutoModelForCausalLM.from_pretrained(args.clm_hf_model).to(DEVICE).eval(),
-              "pytorch_bf16": AutoModelForCausalLM.from_pretrained(args.clm_hf_model, dtype=torch.bfloat16).to(DEVICE).eval()}
-    vocab = models["pytorch_fp32"].config.vocab_size
-    rng = np.random.default_rng(0)
-    new = args.new_tokens
-    rows = []
-    for batch in (1, 8):
-        ids = torch.from_numpy(rng.integers(10, vocab, size=(batch, args.prompt)))
-        mask = torch.ones_like(ids)
-        row: dict[str, Any] = {"batch": batch, "prompt": args.prompt, "new_tokens": new}
-
-        def pytorch_greedy(model: Any, steps: int) -> torch.Tensor:
-            out = model(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE), use_cache=True)
-            token, past, full = out.logits[:, -1].argmax(-1), out.past_key_values, mask.to(DEVICE)
-            tokens = [token]
-            for _ in range(steps - 1):
-                full = torch.cat([full, full.new_ones(batch, 1)], dim=1)
-                out = model(input_ids=token[:, None], attention_mask=full, past_key_values=past, use_cache=True)
-                token, past = out.logits[:, -1].argmax(-1), out.past_key_values
-                tokens.append(token)
-            return torch.stack(tokens, 1).cpu()
-
-        def cell(run: Callable[[int], Any]) -> dict[str, Any]:
-            prefill = timed(lambda: run(1), args.warmup, args.repeats)
-            total = timed(lambda: run(1 + new), max(1, args.warmup // 3), max(5, args.repeats // 4))
-            return {"prefill_ms": prefill, f"prefill_plus_{new}_ms": total,
-                    "decode_ms_per_token": round((total["median_ms"] - prefill["median_ms"]) / new, 4)}
-
-        with torch.inference_mode():
-            for name, model in models.items():
-                row[name] = attempt(lambda: cell(lambda steps: pytorch_greedy(model, steps)))
-        for form in args.clm_forms:
-            if form not in manifest["forms"]:
-                continue
-            session = OrtModel(artifact / form / "model.onnx")
-            row[f"ort_{form}"] = attempt(lambda: cell(lambda steps: session.greedy(ids, mask, steps)))
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    return {"task": manifest["task"], "config": manifest["source"]["config"], "forms": forms_summary(manifest, args.clm_forms), "rows": rows}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--artifact", default="runs/ner/onnx")
@@ -169,7 +116,9 @@ def main() -> None:
     }
     result["encoder"] = encoder_matrix(args)
     if args.clm_artifact:
-        result["decoder"] = decoder_matrix(args)
+        dtypes = {"pytorch_fp32": torch.float32, "pytorch_bf16": torch.bfloat16}
+        result["decoder"] = decoder_matrix(args.clm_artifact, args.clm_hf_model, args.clm_forms, device="auto", dtypes=dtypes,
+                                           prompt=args.prompt, new_tokens=args.new_tokens, warmup=args.warmup, repeats=args.repeats)
     write_result(args.out, result)
 
 

@@ -1,13 +1,16 @@
-"""CPU inference latency of an exported encoder: ONNX Runtime forms vs PyTorch eager, same inputs.
+"""CPU inference latency: ONNX Runtime forms vs PyTorch eager fp32, same inputs, same process.
 
     python benchmarks/inference_cpu.py --artifact runs/ner/onnx --hf_model runs/ner/hf_model \\
-        --out benchmarks/results/inference-ner-cpu.json
+        [--clm_artifact runs/clm/onnx --clm_hf_model runs/clm/hf_model] \\
+        --out benchmarks/results/inference-cpu.json
 
 Shapes 1x128, 8x128, 32x128 (batch x tokens, no padding); for each: median and p90 over
 `--repeats` runs after `--warmup`, with host copies included (the CPU EP reads host memory).
 PyTorch runs the same HF model in fp32 eager with torch's default intra-op threads; ORT uses its
-default threads. Metrics (test F1 etc.) come from the artifact's manifest (its parity gate). The
-GPU rows of the inference matrix (issue 7) need a GPU and are not produced here.
+default threads. With `--clm_artifact`, the causal LM too: prefill `--prompt` tokens, then greedy
+decode with the KV cache, batch 1 and 8, PyTorch fp32 vs the ORT forms (benchmarks/decoding.py).
+Metrics (test F1, perplexity, greedy agreement) come from each artifact's manifest (its parity
+gate). The GPU rows of the inference matrix (issue 7) need a GPU and are not produced here.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import transformers
 from transformers import AutoModelForTokenClassification, AutoModelForSequenceClassification
 
 from lightkit.export.runtime import OrtModel
+from decoding import decoder_matrix
 from measure import command_line, forms_summary, timed, write_result
 
 BATCHES = (1, 8, 32)
@@ -39,7 +43,12 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=128, help="tokens per sequence")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--out", default="benchmarks/results/inference-ner-cpu.json")
+    ap.add_argument("--clm_artifact", default=None, help="also time this exported causal LM (prefill + decode)")
+    ap.add_argument("--clm_hf_model", default=None)
+    ap.add_argument("--clm_forms", nargs="+", default=["fp32", "int8-cpu"])
+    ap.add_argument("--prompt", type=int, default=128, help="causal LM prompt tokens")
+    ap.add_argument("--new_tokens", type=int, default=32)
+    ap.add_argument("--out", default="benchmarks/results/inference-cpu.json")
     args = ap.parse_args()
     artifact = Path(args.artifact)
     manifest = json.loads((artifact / "manifest.json").read_text())
@@ -71,6 +80,9 @@ def main() -> None:
         "forms": forms_summary(manifest, args.forms),
         "rows": rows,
     }
+    if args.clm_artifact:
+        result["decoder"] = decoder_matrix(args.clm_artifact, args.clm_hf_model, args.clm_forms, device="cpu", dtypes={"pytorch_fp32": torch.float32},
+                                           prompt=args.prompt, new_tokens=args.new_tokens, warmup=args.warmup, repeats=args.repeats)
     write_result(args.out, result)
 
 

@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: timing, the bf16 peak, the manifest summary, the command
+"""What the benchmark scripts share: timing (and failing cells), the bf16 peak, the manifest summary, the command
 line and writing a result (imported as `measure`: the scripts' own folder is first on sys.path
 when run as `python benchmarks/<script>.py`)."""
 
@@ -14,6 +14,14 @@ from typing import Any
 import torch
 
 from targets import annotate
+
+
+def attempt(fn: Callable[[], dict[str, float]]) -> dict[str, Any]:
+    """A variant that fails (e.g. a CUDA graph over a node on the CPU) is reported, not fatal."""
+    try:
+        return fn()
+    except Exception as error:  # noqa: BLE001 - the matrix records why a cell is empty
+        return {"error": f"{type(error).__name__}: {str(error)[:300]}"}
 
 
 def timed(fn: Callable[[], Any], warmup: int, repeats: int) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Render benchmark result JSON as the Markdown tables the README shows.
 
-    python benchmarks/to_markdown.py benchmarks/results/inference-ner-cpu.json   # writes ...-cpu.md
+    python benchmarks/to_markdown.py benchmarks/results/inference-cpu.json   # writes ...-cpu.md
 """
 
 from __future__ import annotations
@@ -20,11 +20,29 @@ def inference_table(result: dict) -> str:
         speed = [f"{v:.2f}x" for v in row["speedup_vs_pytorch"].values()]
         lines.append(f"| {row['shape']} | " + " | ".join(cells + speed) + " |")
     sizes = ", ".join(f"{f} {info['bytes'] / 2**20:.1f} MiB ({info['parity']['metric']} {info['parity']['onnx']:.4f})" for f, info in result["forms"].items())
-    return "\n".join([f"Device: {result['device']}; {result['date']}; versions {result['versions']}.", "", *lines, "", f"Artifacts: {sizes}.", "", f"Command: `{result['command']}`", ""])
+    decoder = decoder_table(result["decoder"]) if "decoder" in result else []
+    return "\n".join([f"Device: {result['device']}; {result['date']}; versions {result['versions']}.", "", *lines, "", f"Artifacts: {sizes}.", "",
+                      *decoder, f"Command: `{result['command']}`", ""])
 
 
 def ms(cell: dict) -> str:
     return f"{cell['median_ms']:.2f}" if "median_ms" in cell else "n/a"
+
+
+def decoder_table(dec: dict) -> list[str]:
+    """benchmarks/decoding.py's rows: prefill and per-token decode ms per engine and batch."""
+    rows = dec["rows"]
+    names = [k for k in rows[0] if k.startswith(("pytorch_", "ort_"))]
+    lines = ["| engine | " + " | ".join(f"batch {r['batch']}: prefill {r['prompt']} ms | batch {r['batch']}: decode ms/token" for r in rows) + " |",
+             "|" + "---|" * (1 + 2 * len(rows))]
+    for name in names:
+        cells = []
+        for r in rows:
+            c = r[name]
+            cells += [ms(c["prefill_ms"]), f"{c['decode_ms_per_token']:.2f}"] if "prefill_ms" in c else ["n/a", "n/a"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    sizes = ", ".join(f"{f} {i['bytes'] / 2**20:.1f} MiB ({i['parity']['metric']} {i['parity']['onnx']:.2f})" for f, i in dec["forms"].items())
+    return [*lines, "", f"Causal LM artifacts: {sizes}.", ""]
 
 
 def gpu_inference_tables(result: dict) -> str:
@@ -42,18 +60,7 @@ def gpu_inference_tables(result: dict) -> str:
                       f"GPU-ready {i['gpu_ready']})" for f, i in enc["forms"].items())
     out = [f"Device: {result['device']}; {result['date']}; versions {result['versions']}.", "", *lines, "", f"Artifacts: {forms}.", ""]
     if "decoder" in result:
-        dec = result["decoder"]
-        rows = dec["rows"]
-        names = [k for k in rows[0] if k.startswith(("pytorch_", "ort_"))]
-        out += ["| engine | " + " | ".join(f"batch {r['batch']}: prefill {r['prompt']} ms | batch {r['batch']}: decode ms/token" for r in rows) + " |",
-                "|" + "---|" * (1 + 2 * len(rows))]
-        for name in names:
-            cells = []
-            for r in rows:
-                c = r[name]
-                cells += [ms(c["prefill_ms"]), f"{c['decode_ms_per_token']:.2f}"] if "prefill_ms" in c else ["n/a", "n/a"]
-            out.append(f"| {name} | " + " | ".join(cells) + " |")
-        out += ["", "Causal LM artifacts: " + ", ".join(f"{f} {i['bytes'] / 2**20:.1f} MiB ({i['parity']['metric']} {i['parity']['onnx']:.2f})" for f, i in dec["forms"].items()) + ".", ""]
+        out += decoder_table(result["decoder"])
     return "\n".join([*out, f"Command: `{result['command']}`", ""])
 
 

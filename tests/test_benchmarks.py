@@ -28,15 +28,27 @@ def test_inference_cpu_benchmark_runs(tmp_path: Path) -> None:
     main(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1"])
     ckpt = next((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
     main(["export", "--config", str(TINY_NER), "--ckpt_path", str(ckpt), "--output", str(tmp_path / "onnx"), "--tolerance", "int8-cpu.min_argmax_agreement=0", "--tolerance", "int8-cpu.max_metric_drop=1"])
+    clm = ["--config", str(ROOT / "tests" / "conf" / "clm.yaml"), "--data.tokenizer", str(tmp_path / "bpe")]
+    main(["fit", *clm, "--trainer.default_root_dir", str(tmp_path / "clm"), "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "1"])
+    main(["export", *clm[:2], "--ckpt_path", str(next((tmp_path / "clm").rglob("*.ckpt"))), "--output", str(tmp_path / "clm-onnx"), "--forms", "fp32", "int8-cpu",
+          "--tolerance", "int8-cpu.min_argmax_agreement=0", "--tolerance", "int8-cpu.max_metric_drop=1e9"])
     out = tmp_path / "inference.json"
-    run_script("inference_cpu.py", "--artifact", str(tmp_path / "onnx"), "--hf_model", str(tmp_path / "run" / "hf_model"), "--length", "32", "--warmup", "1", "--repeats", "2", "--out", str(out))
+    run_script("inference_cpu.py", "--artifact", str(tmp_path / "onnx"), "--hf_model", str(tmp_path / "run" / "hf_model"), "--length", "32", "--warmup", "1", "--repeats", "2",
+               "--clm_artifact", str(tmp_path / "clm-onnx"), "--clm_hf_model", str(tmp_path / "clm" / "hf_model"), "--prompt", "8", "--new_tokens", "2", "--out", str(out))
     result = json.loads(out.read_text())
     assert [r["shape"] for r in result["rows"]] == ["1x32", "8x32", "32x32"]
     assert set(result["rows"][0]["speedup_vs_pytorch"]) == {"ort_fp32", "ort_int8-cpu"}
     assert "cores" in result["device"] and result["versions"]["onnxruntime"]
+    # The causal LM on the same CPU: prefill and per-token decode, PyTorch fp32 against each ORT form.
+    decoder = result["decoder"]
+    assert [r["batch"] for r in decoder["rows"]] == [1, 8] and set(decoder["forms"]) == {"fp32", "int8-cpu"}
+    for row in decoder["rows"]:
+        for name in ("pytorch_fp32", "ort_fp32", "ort_int8-cpu"):
+            assert row[name]["prefill_ms"]["median_ms"] > 0 and "decode_ms_per_token" in row[name], row[name]
     run_script("to_markdown.py", str(out))
     table = out.with_suffix(".md").read_text()
     assert "| 1x32 |" in table and "ort_int8-cpu speedup" in table
+    assert "| ort_int8-cpu | " in table and "batch 8: decode ms/token" in table and "Causal LM artifacts: fp32" in table
     # The op-set comparison runs on the same artifact: only lightkit's set leaves no float weights.
     ops = tmp_path / "ops.json"
     run_script("int8_cpu_ops.py", "--artifact", str(tmp_path / "onnx"), "--hf_model", str(tmp_path / "run" / "hf_model"), "--length", "32", "--repeats", "2", "--out", str(ops))
