@@ -79,6 +79,17 @@ def train_table(result: dict) -> str:
                       *lines, "", extra, "", *([result["context"], ""] if "context" in result else []), f"Command: `{result['command']}`", ""])
 
 
+def embedding_table(result: dict) -> str:
+    """benchmarks/embedding_tables.py: the metric per table quantisation scheme."""
+    metric = result["metric"]
+    lines = [f"| scheme | tables MiB | token table mean abs error | {metric} | change (points) | |", "|---|---|---|---|---|---|",
+             f"| fp16 (none) | {result['float']['tables_mib_fp16']:.2f} | 0 | {100 * result['float'][metric]:.2f} | | |"]
+    for name, r in result["schemes"].items():
+        lines.append(f"| {name} | {r['tables_mib']:.2f} | {r['mean_abs_error'][result['float']['token_table']]:.5f} | {100 * r[metric]:.2f} | {100 * r['change']:+.2f} | {'lightkit' if r['lightkit'] else ''} |")
+    return "\n".join([f"Device: {result['device']}; {result['date']}; versions {result['versions']}; tables {', '.join(result['float']['tables'])}.", "",
+                      *lines, "", f"Command: `{result['command']}`", ""])
+
+
 def targets_lines(result: dict) -> list[str]:
     """Issue 7's targets as checked in the file (benchmarks/targets.py): met, or short by how much."""
     if "targets" not in result:
@@ -102,6 +113,8 @@ def main() -> None:
             text = gpu_inference_tables(result)
         elif "hf_trainer" in result:
             text = train_table(result)
+        elif "schemes" in result:
+            text = embedding_table(result)
         else:
             continue
         text += "\n".join(["", *targets_lines(result)]) if "targets" in result else ""

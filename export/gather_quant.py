@@ -1,4 +1,4 @@
-"""8-bit embedding tables: Gather over an fp16 table -> com.microsoft GatherBlockQuantized.
+"""8- or 4-bit embedding tables: Gather over an fp16 table -> com.microsoft GatherBlockQuantized.
 
 In a small encoder the word-embedding table is most of the weights (MiniLM: 11.7M of 22.7M
 parameters), so `int8-gpu` stays large when only the linear layers are quantised. ORT's
@@ -6,11 +6,20 @@ MatMulNBitsQuantizer rewrites Gather too, but only at 4 bits (it logs "Gather on
 quantization"); the GatherBlockQuantized op itself takes `bits=8` with uint8 data and a zero point,
 which ORT's CPU kernel runs (tests/test_export.py) and for which ORT has a CUDA kernel
 (onnxruntime/contrib_ops/cuda/quantization/gather_block_quantized.*); the export's placement check
-says whether it stays on the GPU. Quantisation is symmetric per block of `block_size` values along
-the hidden axis: data = round(w / scale) + 128, scale = max|w| / 127 per block, stored in fp16.
-`bits=4` stores signed int4 (scale = max|w| / 7, no zero point, two values per byte, low nibble
-first), as ORT's own Gather quantiser does; int4 needs ONNX opset 21 and IR version 10, to which
-the model is raised, as that quantiser also does.
+says whether it stays on the GPU.
+
+Schemes (`SCHEMES`; the export manifest records which):
+- 8 bits: symmetric per block of 32 values along the hidden axis, code = round(w / scale) + 128,
+  scale = max|w| / 127 per block in fp16. Lossless on the demo's NER model.
+- 4 bits: asymmetric per block of 16, scale = (max - min) / 15 over a range that holds 0, a 4-bit
+  zero point per block, uint4 codes two a byte, low nibble first; for the token table only (see
+  `quantize_gathers`). The scheme was chosen by benchmarks/embedding_tables.py
+  (results/embedding-tables-cpu.json): with only the tables quantised, the demo's NER model lost
+  1.5 F1 points with ORT's own Gather scheme (symmetric, block 32; lightkit's until 2026-11-23)
+  and none with this one, for about 1 MiB more of scales and zero points. uint4 needs ONNX opset 21
+  and IR version 10, to which the model is raised, as ORT's quantiser also does.
+ORT registers the op for uint8, uint4 and int4 codes on the CPU and CUDA EPs
+(onnxruntime/contrib_ops/cuda/quantization/gather_block_quantized.cc).
 """
 
 from __future__ import annotations
@@ -22,11 +31,58 @@ import onnx
 from onnx import helper, numpy_helper
 
 
-def quantize_gathers(model: onnx.ModelProto, bits: int = 8, block_size: int = 32, min_rows: int = 64) -> list[str]:
+SCHEMES = {8: {"block_size": 32, "symmetric": True}, 4: {"block_size": 16, "symmetric": False}}
+
+
+def describe(bits: int) -> str:
+    """The scheme of `bits`-bit tables, as the export manifest records it."""
+    scheme = SCHEMES[bits]
+    kind = "symmetric" if scheme["symmetric"] else f"asymmetric, {bits}-bit zero points"
+    return f"{bits} bits, {kind}, block {scheme['block_size']}, fp16 scales"
+
+
+def quantize_table(w: np.ndarray, bits: int, block_size: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block-quantise a (rows, cols) table along its rows' width: codes (rows, cols) in
+    0..2**bits - 1, fp16 scales and integer zero points (rows, cols // block_size), such that
+    w ~= (code - zero) * scale. Symmetric: zero = 2**(bits - 1), scale = max|w| / (2**(bits-1) - 1).
+    Asymmetric: the block's [min, max], widened to hold 0 so that zero (padding rows) and constant
+    blocks decode exactly, split into 2**bits - 1 steps."""
+    rows, cols = w.shape
+    blocks = w.astype(np.float32).reshape(rows, cols // block_size, block_size)
+    top = 2 ** (bits - 1) - 1
+    if symmetric:
+        scale = np.abs(blocks).max(-1) / top
+    else:
+        low = np.minimum(blocks.min(-1), 0)
+        scale = (np.maximum(blocks.max(-1), 0) - low) / (2**bits - 1)
+    scale[scale == 0] = 1.0  # an all-zero block: any scale decodes it to 0
+    scale = scale.astype(np.float16)
+    step = scale.astype(np.float32)  # quantise against the scale that will be stored
+    if symmetric:
+        zero, codes_range = np.full(step.shape, top + 1), (1, 2 * top + 1)
+    else:
+        zero, codes_range = np.clip(np.round(-low / step), 0, 2**bits - 1), (0, 2**bits - 1)
+    codes = np.clip(np.round(blocks / step[..., None]) + zero[..., None], *codes_range)
+    return codes.astype(np.uint8).reshape(rows, cols), scale, zero.astype(np.uint8)
+
+
+def dequantize_table(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, block_size: int) -> np.ndarray:
+    """The float32 table `quantize_table`'s output stands for (what GatherBlockQuantized gathers)."""
+    rows, cols = codes.shape
+    blocks = codes.astype(np.float32).reshape(rows, cols // block_size, block_size) - zero[..., None].astype(np.float32)
+    return (blocks * scale[..., None].astype(np.float32)).reshape(rows, cols)
+
+
+def quantize_gathers(model: onnx.ModelProto, bits: int = 8, min_rows: int = 64, token_input: str = "input_ids") -> dict[str, int]:
     """Rewrite, in place, every Gather whose table is a 2-D fp16 initializer used by Gathers only,
     with at least `min_rows` rows (token-type tables stay as they are) and a width divisible by
-    `block_size`, as `bits`-bit (8 or 4) GatherBlockQuantized. Returns the tables quantised."""
-    if bits not in (4, 8):
+    the block size, as GatherBlockQuantized. The token table (gathered by the graph input
+    `token_input`) gets `bits` (8 or 4); other tables (positions) 8: they are a small part of
+    the file, and every sequence reads their rows, so their error reaches every token (on the
+    demo's NER model the 4-bit token table cost no F1, and 4-bit positions on top of it 0.35
+    points; benchmarks/embedding_tables.py).
+    Returns {table: bits} of the tables quantised."""
+    if bits not in SCHEMES:
         raise ValueError(f"embedding tables are quantised to 8 or 4 bits, not {bits}")
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
@@ -35,53 +91,57 @@ def quantize_gathers(model: onnx.ModelProto, bits: int = 8, block_size: int = 32
     for node in graph.node:
         if node.op_type == "Gather" and node.domain in ("", "ai.onnx") and node.input[0] in inits:
             gathers.setdefault(node.input[0], []).append(node)
-    done = []
+    done: dict[str, int] = {}
     for name, nodes in gathers.items():
         table = inits[name]
         rows, cols = (list(table.dims) + [0, 0])[:2]
+        table_bits = bits if any(node.input[1] == token_input for node in nodes) else 8
+        block_size = SCHEMES[table_bits]["block_size"]
         axis = next((a.i for a in nodes[0].attribute if a.name == "axis"), 0)
         if (table.data_type != onnx.TensorProto.FLOAT16 or len(table.dims) != 2 or rows < min_rows
                 or cols % block_size or uses[name] != len(nodes) or axis != 0):  # fmt: skip
             continue
-        w = numpy_helper.to_array(table).astype(np.float32).reshape(rows, cols // block_size, block_size)
-        top = 127 if bits == 8 else 7
-        scale = np.abs(w).max(-1) / top
-        scale[scale == 0] = 1.0  # an all-zero block (padding rows): any scale decodes to 0
-        q = np.clip(np.round(w / scale[..., None]), -top, top).astype(np.int8).reshape(rows, cols)
-        qname = f"{name}_q{bits}"
+        codes, scale, zero = quantize_table(numpy_helper.to_array(table), table_bits, **SCHEMES[table_bits])
+        qname = f"{name}_q{table_bits}"
         graph.initializer.remove(table)
-        graph.initializer.append(numpy_helper.from_array(scale.astype(np.float16), f"{name}_scales"))
-        if bits == 8:
-            graph.initializer.append(numpy_helper.from_array((q.astype(np.int16) + 128).astype(np.uint8), qname))
-            graph.initializer.append(numpy_helper.from_array(np.full(scale.shape, 128, np.uint8), f"{name}_zero_points"))
-            inputs = [qname, "", f"{name}_scales", f"{name}_zero_points"]
+        if table_bits == 8:
+            graph.initializer.append(numpy_helper.from_array(codes, qname))
+            graph.initializer.append(numpy_helper.from_array(zero, f"{name}_zero_points"))
         else:
-            nibbles = (q.reshape(-1) & 0xF).astype(np.uint8)
-            packed = nibbles[0::2] | (nibbles[1::2] << 4)
-            graph.initializer.append(helper.make_tensor(qname, onnx.TensorProto.INT4, [rows, cols], packed.tobytes(), raw=True))
-            inputs = [qname, "", f"{name}_scales"]
+            graph.initializer.append(helper.make_tensor(qname, onnx.TensorProto.UINT4, [rows, cols], pack_nibbles(codes), raw=True))
+            graph.initializer.append(helper.make_tensor(f"{name}_zero_points", onnx.TensorProto.UINT4, list(zero.shape), pack_nibbles(zero), raw=True))
+        graph.initializer.append(numpy_helper.from_array(scale, f"{name}_scales"))
+        inputs = [qname, "", f"{name}_scales", f"{name}_zero_points"]
         for node in nodes:
             inputs[1] = node.input[1]
             quantized = helper.make_node(
                 "GatherBlockQuantized",
                 list(inputs),
                 list(node.output),
-                name=f"{node.name or name}_q{bits}",
+                name=f"{node.name or name}_q{table_bits}",
                 domain="com.microsoft",
                 gather_axis=0,
                 quantize_axis=1,
                 block_size=block_size,
-                bits=bits,
+                bits=table_bits,
             )
             index = list(graph.node).index(node)
             graph.node.remove(node)
             graph.node.insert(index, quantized)
-        done.append(name)
+        done[name] = table_bits
     if done and not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    if done and bits == 4:  # the INT4 tensor type
+    if 4 in done.values():  # the UINT4 tensor type
         for opset in model.opset_import:
             if opset.domain in ("", "ai.onnx"):
                 opset.version = max(opset.version, 21)
         model.ir_version = max(model.ir_version, 10)
     return done
+
+
+def pack_nibbles(values: np.ndarray) -> bytes:
+    """4-bit values (0..15), two a byte, low nibble first: ONNX's UINT4 layout."""
+    flat = values.reshape(-1).astype(np.uint8)
+    if flat.size % 2:
+        flat = np.append(flat, np.uint8(0))
+    return (flat[0::2] | (flat[1::2] << 4)).tobytes()

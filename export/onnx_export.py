@@ -231,7 +231,7 @@ def to_fp16(model: PreTrainedModel, src: Path, dst: Path, embed_layer_norm: bool
     fused.unlink(missing_ok=True)
 
 
-def quantize_int8_gpu(model: PreTrainedModel, src_fp32: Path, dst: Path, embedding_bits: int = 8) -> list[str]:
+def quantize_int8_gpu(model: PreTrainedModel, src_fp32: Path, dst: Path, embedding_bits: int = 8) -> dict[str, int]:
     """Weight-only 8-bit MatMulNBits (symmetric, block 32) of every MatMul, and 8-bit
     GatherBlockQuantized embedding tables (lightkit.export.gather_quant), on an fp16 graph fused
     as the fp16 form is except for EmbedLayerNormalization. Returns the tables quantised."""

@@ -57,6 +57,27 @@ def test_inference_cpu_benchmark_runs(tmp_path: Path) -> None:
     assert forms["lightkit"]["float_ops_left"] == [] and forms["lightkit"]["mib"] < forms["matmul_gemm"]["mib"] < forms["fp32"]["mib"]
 
 
+def test_embedding_tables_benchmark_scores_each_scheme(tmp_path: Path) -> None:
+    main(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1",
+          "--model.init_args.save_dir", str(tmp_path / "hf")])
+    out = tmp_path / "tables.json"
+    run_script("embedding_tables.py", "--config", str(TINY_NER), "--hf_model", str(tmp_path / "hf"), "--schemes", "sym8_b32", "asym4_b16", "asym4_b16+pos", "--out", str(out))
+    result = json.loads(out.read_text())
+    token = result["float"]["token_table"]
+    assert "word_embeddings" in token and len(result["float"]["tables"]) == 2  # positions too, not token types
+    rows = result["schemes"]
+    assert rows["sym8_b32"]["lightkit"] and rows["asym4_b16"]["lightkit"] and not rows["asym4_b16+pos"]["lightkit"]
+    # Fewer bits, more error on the token table; "+pos" also moves the position table off 8 bits.
+    assert rows["sym8_b32"]["mean_abs_error"][token] < rows["asym4_b16"]["mean_abs_error"][token]
+    position = next(t for t in result["float"]["tables"] if t != token)
+    assert rows["asym4_b16"]["mean_abs_error"][position] == rows["sym8_b32"]["mean_abs_error"][position] < rows["asym4_b16+pos"]["mean_abs_error"][position]
+    assert rows["asym4_b16"]["tables_mib"] < rows["sym8_b32"]["tables_mib"] < result["float"]["tables_mib_fp16"]
+    for row in rows.values():
+        assert row["change"] == pytest.approx(row["test_f1"] - result["float"]["test_f1"])
+    run_script("to_markdown.py", str(out))
+    assert "| asym4_b16 |" in out.with_suffix(".md").read_text()
+
+
 def test_generation_refiner_benchmark_runs(tmp_path: Path) -> None:
     common = ["--config", str(ROOT / "tests" / "conf" / "clm.yaml"), "--data.tokenizer", str(tmp_path / "bpe")]
     main(["fit", *common, "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "1"])

@@ -274,8 +274,12 @@ def test_int8_gpu_with_4bit_embedding_tables_is_smaller_and_passes_parity(traine
     eight = export(conf, ckpt, tmp_path / "eight", "--forms", "int8-gpu")
     four = export(conf, ckpt, tmp_path / "four", "--forms", "int8-gpu", "--embedding_bits", "4")
     graph = onnx.load(tmp_path / "four" / "int8-gpu" / "model.onnx").graph
-    assert {a.i for n in graph.node if n.op_type == "GatherBlockQuantized" for a in n.attribute if a.name == "bits"} == {4}
-    assert four["quantization"]["int8-gpu"]["embedding tables"]["op"].startswith("GatherBlockQuantized, 4 bits")
+    bits = {n.input[0]: a.i for n in graph.node if n.op_type == "GatherBlockQuantized" for a in n.attribute if a.name == "bits"}
+    assert sorted(bits.values()) == [4, 8]  # the token table at 4 bits; the position table stays at 8
+    assert [t for t, b in bits.items() if b == 4] == [t for t in bits if "word_embeddings" in t]
+    tables = four["quantization"]["int8-gpu"]["embedding tables"]["tables"]
+    word = next(t for t in tables if "word_embeddings" in t)
+    assert tables[word].startswith("4 bits, asymmetric") and all(v.startswith("8 bits") for t, v in tables.items() if t != word)
     assert four["forms"]["int8-gpu"]["parity"]["passed"]
     assert four["forms"]["int8-gpu"]["bytes"] < eight["forms"]["int8-gpu"]["bytes"]
 
