@@ -26,6 +26,7 @@ import torch
 from lightkit.errors import InputError
 from lightkit.io import atomic_dir
 from lightkit.export.gather_quant import describe
+from lightkit.export.qdq import compact_qat
 from lightkit.export.onnx_export import OPSET, cache_names, cache_shape, export_causal_lm, export_fp32, fuse, quantize_int8_cpu, quantize_int8_gpu, to_fp16
 from lightkit.export.parity import GPU_FORMS, check_form, latency_ms, output_shape, score
 from lightkit.quantization import ATTR as QAT_ATTR
@@ -199,6 +200,7 @@ def export_main(argv: list[str]) -> Path:
             set_qat(task.model, fake_quant=True, observe=False)
             paths["qat"] = new_form(tmp, "qat")
             (export_causal_lm if objective == "CausalLMTask" else export_fp32)(task.model, paths["qat"], args.opset)
+            manifest.setdefault("quantization", {})["qat"] = compact_qat(paths["qat"])
             qat_reference, qat_logits, _ = score(task, task.model, batches)
             expected["qat"] = (qat_reference, qat_logits)
             manifest["parity_data"]["pytorch_fake_quantised"] = qat_reference

@@ -1,4 +1,4 @@
-"""8- or 4-bit embedding tables: Gather over an fp16 table -> com.microsoft GatherBlockQuantized.
+"""8- or 4-bit embedding tables: Gather over a float table -> com.microsoft GatherBlockQuantized.
 
 In a small encoder the word-embedding table is most of the weights (MiniLM: 11.7M of 22.7M
 parameters), so `int8-gpu` stays large when only the linear layers are quantised. ORT's
@@ -10,7 +10,8 @@ says whether it stays on the GPU.
 
 Schemes (`SCHEMES`; the export manifest records which):
 - 8 bits: symmetric per block of 32 values along the hidden axis, code = round(w / scale) + 128,
-  scale = max|w| / 127 per block in fp16. Lossless on the demo's NER model.
+  scale = max|w| / 127 per block, in the table's own float type (fp16 in int8-gpu, fp32 in the
+  fp32 `qat` graph). Lossless on the demo's NER model.
 - 4 bits: asymmetric per block of 16, scale = (max - min) / 15 over a range that holds 0, a 4-bit
   zero point per block, uint4 codes two a byte, low nibble first; for the token table only (see
   `quantize_gathers`). The scheme was chosen by benchmarks/embedding_tables.py
@@ -32,18 +33,19 @@ from onnx import helper, numpy_helper
 
 
 SCHEMES = {8: {"block_size": 32, "symmetric": True}, 4: {"block_size": 16, "symmetric": False}}
+SCALE_TYPES = {onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.FLOAT: np.float32}  # table type -> scale type
 
 
-def describe(bits: int) -> str:
+def describe(bits: int, scales: str = "fp16") -> str:
     """The scheme of `bits`-bit tables, as the export manifest records it."""
     scheme = SCHEMES[bits]
     kind = "symmetric" if scheme["symmetric"] else f"asymmetric, {bits}-bit zero points"
-    return f"{bits} bits, {kind}, block {scheme['block_size']}, fp16 scales"
+    return f"{bits} bits, {kind}, block {scheme['block_size']}, {scales} scales"
 
 
-def quantize_table(w: np.ndarray, bits: int, block_size: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def quantize_table(w: np.ndarray, bits: int, block_size: int, symmetric: bool, scale_dtype: type = np.float16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block-quantise a (rows, cols) table along its rows' width: codes (rows, cols) in
-    0..2**bits - 1, fp16 scales and integer zero points (rows, cols // block_size), such that
+    0..2**bits - 1, scales (`scale_dtype`, the table's own) and integer zero points (rows, cols // block_size), such that
     w ~= (code - zero) * scale. Symmetric: zero = 2**(bits - 1), scale = max|w| / (2**(bits-1) - 1).
     Asymmetric: the block's [min, max], widened to hold 0 so that zero (padding rows) and constant
     blocks decode exactly, split into 2**bits - 1 steps."""
@@ -56,7 +58,7 @@ def quantize_table(w: np.ndarray, bits: int, block_size: int, symmetric: bool) -
         low = np.minimum(blocks.min(-1), 0)
         scale = (np.maximum(blocks.max(-1), 0) - low) / (2**bits - 1)
     scale[scale == 0] = 1.0  # an all-zero block: any scale decodes it to 0
-    scale = scale.astype(np.float16)
+    scale = scale.astype(scale_dtype)
     step = scale.astype(np.float32)  # quantise against the scale that will be stored
     if symmetric:
         zero, codes_range = np.full(step.shape, top + 1), (1, 2 * top + 1)
@@ -74,7 +76,8 @@ def dequantize_table(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, blo
 
 
 def quantize_gathers(model: onnx.ModelProto, bits: int = 8, min_rows: int = 64, token_input: str = "input_ids") -> dict[str, int]:
-    """Rewrite, in place, every Gather whose table is a 2-D fp16 initializer used by Gathers only,
+    """Rewrite, in place, every Gather whose table is a 2-D fp16 or fp32 initializer (scales in the
+    same type) used by Gathers only,
     with at least `min_rows` rows (token-type tables stay as they are) and a width divisible by
     the block size, as GatherBlockQuantized. The token table (gathered by the graph input
     `token_input`) gets `bits` (8 or 4); other tables (positions) 8: they are a small part of
@@ -98,10 +101,10 @@ def quantize_gathers(model: onnx.ModelProto, bits: int = 8, min_rows: int = 64, 
         table_bits = bits if any(node.input[1] == token_input for node in nodes) else 8
         block_size = SCHEMES[table_bits]["block_size"]
         axis = next((a.i for a in nodes[0].attribute if a.name == "axis"), 0)
-        if (table.data_type != onnx.TensorProto.FLOAT16 or len(table.dims) != 2 or rows < min_rows
+        if (table.data_type not in SCALE_TYPES or len(table.dims) != 2 or rows < min_rows
                 or cols % block_size or uses[name] != len(nodes) or axis != 0):  # fmt: skip
             continue
-        codes, scale, zero = quantize_table(numpy_helper.to_array(table), table_bits, **SCHEMES[table_bits])
+        codes, scale, zero = quantize_table(numpy_helper.to_array(table), table_bits, **SCHEMES[table_bits], scale_dtype=SCALE_TYPES[table.data_type])
         qname = f"{name}_q{table_bits}"
         graph.initializer.remove(table)
         if table_bits == 8:
