@@ -207,6 +207,20 @@ def test_evaluate_names_a_missing_form(trained: dict, tmp_path: Path) -> None:
         main(["evaluate", "--config", str(conf), "--artifact", str(artifact), "--form", "int8-cpu", "--output", str(tmp_path / "e")])
 
 
+def test_a_qat_causal_lm_exports_compact_with_its_kv_cache(tmp_path: Path) -> None:
+    """Llama layers read one input twice: query/key/value and gate/up are joined per layer."""
+    conf = ROOT / "tests" / "conf" / "clm.yaml"
+    main(["fit", "--config", str(conf), "--data.tokenizer", str(tmp_path / "bpe"), "--trainer.default_root_dir", str(tmp_path / "run"),
+          "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "2", "--trainer.callbacks+=QuantizationAwareTraining", "--trainer.callbacks.start_step=2"])
+    out = tmp_path / "onnx"
+    manifest = export(conf, next((tmp_path / "run").rglob("*.ckpt")), out, "--forms", "fp32", "qat")
+    assert manifest["quantization"]["qat"]["joined_layer_groups"] == 2 * 2
+    assert "15 weight quantizers" in manifest["quantization"]["qat"]["weights"]  # 7 per layer + the LM head
+    qat = manifest["forms"]["qat"]["parity"]
+    assert qat["passed"] and qat["metric"] == "perplexity" and abs(qat["metric_drop"]) < 0.01
+    assert qat["greedy_agreement"] >= 0.9  # the cached decode loop runs on the compacted graph
+
+
 # -- causal LM with a KV cache -------------------------------------------------------------------
 def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: Path) -> None:
     conf = ROOT / "tests" / "conf" / "clm.yaml"
