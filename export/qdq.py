@@ -92,7 +92,7 @@ def fold_weight_quantizers(model: onnx.ModelProto) -> int:
             after = consumers[dequant.output[0]]
             transposed = (len(after) == 1 and after[0].op_type == "Transpose" and dequant.output[0] not in graph_outputs
                           and [list(a.ints) for a in after[0].attribute if a.name == "perm"] in ([[1, 0]], []))  # fmt: skip
-            name = f"{quant.input[0]}_quantized{'_t' if transposed else ''}"
+            name = f"{quant.output[0]}_codes{'_t' if transposed else ''}"  # per quantizer: a tied weight may have two
             if name not in inits:
                 tensor = numpy_helper.from_array(np.ascontiguousarray(codes.T if transposed else codes), name)
                 graph.initializer.append(tensor)
@@ -190,20 +190,20 @@ def fuse_shared_input_linears(model: onnx.ModelProto) -> int:
                 "add": out_node if bias is not None else None, "output": out_node.output[0], "codes": numpy_helper.to_array(codes),
                 "scale": np.broadcast_to(w_scale, (n,)), "zero": None if w_zero is None else np.broadcast_to(w_zero, (n,)), "bias": bias}
 
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    # Only layers whose input quantizers are identical (same input, scale and zero point) share
+    # one quantised input; their weights must also concatenate (same code type, zero points, bias).
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for matmul in nodes:
         if matmul.op_type == "MatMul" and (found := layer(matmul)) is not None:
-            groups[found["x"]].append(found)
+            key = (found["x"], *(p.dtype.str + p.tobytes().hex() for p in found["x_params"]), found["codes"].dtype.str,
+                   found["zero"] is None, found["bias"] is None)  # fmt: skip
+            groups[key].append(found)
     joined, dropped, added = 0, set(), []
-    for x, layers in groups.items():
-        # Only layers whose input quantizers are identical share one quantised input.
-        first = layers[0]
-        same = [lay for lay in layers if all(np.array_equal(a, b) for a, b in zip(lay["x_params"], first["x_params"]))
-                and lay["codes"].dtype == first["codes"].dtype and (lay["zero"] is None) == (first["zero"] is None)
-                and (lay["bias"] is None) == (first["bias"] is None)]  # fmt: skip
+    for same in groups.values():
         if len(same) < 2:
             continue
-        name = f"{first['matmul'].name or x}_joined"
+        first = same[0]
+        name = f"{first['matmul'].name or first['x']}_joined"
         widths = [lay["codes"].shape[1] for lay in same]
         tensors = {"codes": np.concatenate([lay["codes"] for lay in same], axis=1),
                    "scale": np.concatenate([lay["scale"] for lay in same]).astype(value(first["dq_w"].input[1]).dtype)}

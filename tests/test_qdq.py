@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from lightkit.export.qdq import fold_weight_quantizers, fuse_shared_input_linears
 
 
-def qat_graph(widths: tuple[int, ...] = (8, 8, 4), shared_scale: bool = True) -> onnx.ModelProto:
+def qat_graph(widths: tuple[int, ...] = (8, 8, 4), shared_scale: bool = True, tied: bool = False) -> onnx.ModelProto:
     """x -> per layer: Q(x) -> DQ -> MatMul(., Transpose(DQ(Q(float W)))) -> Add(bias), the shape
     torch.onnx gives a fake-quantised nn.Linear; the layers read the same x, as query/key/value do."""
     rng = np.random.RandomState(0)
@@ -25,7 +25,7 @@ def qat_graph(widths: tuple[int, ...] = (8, 8, 4), shared_scale: bool = True) ->
         nodes += [
             helper.make_node("QuantizeLinear", ["x", f"xs{i}", f"xz{i}"], [f"xq{i}"]),
             helper.make_node("DequantizeLinear", [f"xq{i}", f"xs{i}", f"xz{i}"], [f"xd{i}"]),
-            helper.make_node("QuantizeLinear", [f"w{i}", f"ws{i}", f"wz{i}"], [f"wq{i}"], axis=0),
+            helper.make_node("QuantizeLinear", ["w0" if tied else f"w{i}", f"ws{i}", f"wz{i}"], [f"wq{i}"], axis=0),
             helper.make_node("DequantizeLinear", [f"wq{i}", f"ws{i}", f"wz{i}"], [f"wd{i}"], axis=0),
             helper.make_node("Transpose", [f"wd{i}"], [f"wt{i}"], perm=[1, 0]),
             helper.make_node("MatMul", [f"xd{i}", f"wt{i}"], [f"m{i}"]),
@@ -66,5 +66,16 @@ def test_layers_with_different_input_quantizers_stay_apart() -> None:
     fold_weight_quantizers(model)
     assert fuse_shared_input_linears(model) == 0
     assert [n.op_type for n in model.graph.node].count("MatMul") == 3
+    for a, b in zip(before, run(model, x)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_weight_read_by_two_quantizers_gets_codes_for_each() -> None:
+    """Tied weights: one float initializer, two scales, so two sets of int8 codes."""
+    model = qat_graph(widths=(8, 8), shared_scale=False, tied=True)
+    x = np.random.RandomState(3).randn(4, 16).astype(np.float32)
+    before = run(model, x)
+    assert fold_weight_quantizers(model) == 2
+    assert sum(t.data_type == TensorProto.INT8 and len(t.dims) == 2 for t in model.graph.initializer) == 2
     for a, b in zip(before, run(model, x)):
         np.testing.assert_array_equal(a, b)
