@@ -45,10 +45,12 @@ def describe(bits: int, scales: str = "fp16") -> str:
 
 def quantize_table(w: np.ndarray, bits: int, block_size: int, symmetric: bool, scale_dtype: type = np.float16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block-quantise a (rows, cols) table along its rows' width: codes (rows, cols) in
-    0..2**bits - 1, scales (`scale_dtype`, the table's own) and integer zero points (rows, cols // block_size), such that
-    w ~= (code - zero) * scale. Symmetric: zero = 2**(bits - 1), scale = max|w| / (2**(bits-1) - 1).
-    Asymmetric: the block's [min, max], widened to hold 0 so that zero (padding rows) and constant
-    blocks decode exactly, split into 2**bits - 1 steps."""
+    0..2**bits - 1, scales (of `scale_dtype`, the table's own) and integer zero points
+    (rows, cols // block_size), such that w ~= (code - zero) * scale.
+
+    Symmetric: zero = 2**(bits - 1), scale = max|w| / (2**(bits - 1) - 1). Asymmetric: the
+    block's [min, max], widened to hold 0 so that zero (padding rows) and constant blocks decode
+    exactly, split into 2**bits - 1 steps."""
     rows, cols = w.shape
     blocks = w.astype(np.float32).reshape(rows, cols // block_size, block_size)
     top = 2 ** (bits - 1) - 1
@@ -77,14 +79,13 @@ def dequantize_table(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, blo
 
 def quantize_gathers(model: onnx.ModelProto, bits: int = 8, min_rows: int = 64, token_input: str = "input_ids") -> dict[str, int]:
     """Rewrite, in place, every Gather whose table is a 2-D fp16 or fp32 initializer (scales in the
-    same type) used by Gathers only,
-    with at least `min_rows` rows (token-type tables stay as they are) and a width divisible by
-    the block size, as GatherBlockQuantized. The token table (gathered by the graph input
-    `token_input`) gets `bits` (8 or 4); other tables (positions) 8: they are a small part of
-    the file, and every sequence reads their rows, so their error reaches every token (on the
-    demo's NER model the 4-bit token table cost no F1, and 4-bit positions on top of it 0.35
-    points; benchmarks/embedding_tables.py).
-    Returns {table: bits} of the tables quantised."""
+    same type) used by Gathers only, with at least `min_rows` rows (token-type tables stay as
+    they are) and a width divisible by the block size, as GatherBlockQuantized. The token table
+    (gathered by the graph input `token_input`) gets `bits` (8 or 4); other tables (positions)
+    8: they are a small part of the file, and every sequence reads their rows, so their error
+    reaches every token (on the demo's NER model the 4-bit token table cost no F1, and 4-bit
+    positions on top of it 0.35 points; benchmarks/embedding_tables.py). Returns {table: bits}
+    of the tables quantised."""
     if bits not in SCHEMES:
         raise ValueError(f"embedding tables are quantised to 8 or 4 bits, not {bits}")
     graph = model.graph
