@@ -57,7 +57,11 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/embedding-tables-cpu.json")
     args = ap.parse_args()
     schemes = {name: parse_scheme(name) for name in args.schemes}
-    scratch = tempfile.mkdtemp(prefix="embedding-tables-")  # the test loop's reports go here, not into the run
+    with tempfile.TemporaryDirectory(prefix="embedding-tables-") as scratch:  # the test loop's reports, not the run's
+        measure_schemes(args, schemes, scratch)
+
+
+def measure_schemes(args: argparse.Namespace, schemes: dict[str, tuple[dict[str, Any], bool]], scratch: str) -> None:
     quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]",
              "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", scratch]
     run = cli(["--config", args.config, "--model.init_args.pretrained", args.hf_model, "--model.init_args.model_config", "null", *quiet], run=False)

@@ -83,7 +83,7 @@ def embedding_table(result: dict) -> str:
     """benchmarks/embedding_tables.py: the metric per table quantisation scheme."""
     metric = result["metric"]
     lines = [f"| scheme | tables MiB | token table mean abs error | {metric} | change (points) | |", "|---|---|---|---|---|---|",
-             f"| fp16 (none) | {result['float']['tables_mib_fp16']:.2f} | 0 | {100 * result['float'][metric]:.2f} | | |"]
+             f"| none (float; size as fp16) | {result['float']['tables_mib_fp16']:.2f} | 0 | {100 * result['float'][metric]:.2f} | | |"]
     for name, r in result["schemes"].items():
         lines.append(f"| {name} | {r['tables_mib']:.2f} | {r['mean_abs_error'][result['float']['token_table']]:.5f} | {100 * r[metric]:.2f} | {100 * r['change']:+.2f} | {'lightkit' if r['lightkit'] else ''} |")
     return "\n".join([f"Device: {result['device']}; {result['date']}; versions {result['versions']}; tables {', '.join(result['float']['tables'])}.", "",
