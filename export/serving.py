@@ -38,7 +38,8 @@ class Artifact:
 
     Args:
         folder: the export folder (holds manifest.json, tokenizer/ and one folder per form).
-        form: which form to run; default the first of int8-gpu / fp16 (GPU-ready), int8-cpu, fp32.
+        form: which form to run; default the first of int8-gpu / fp16 (GPU-ready), qat (the int8
+            form a QAT checkpoint was trained for), int8-cpu, fp32.
         device: `auto` (CUDA EP when present) or `cpu`.
         max_length: longest input in tokens (default: the manifest's, as trained); longer text is
             truncated and words past it are tagged O.
@@ -53,7 +54,7 @@ class Artifact:
         forms = self.manifest["forms"]
         if form is None:
             ready = [f for f in ("int8-gpu", "fp16") if forms.get(f, {}).get("gpu_ready")]
-            form = next(iter(ready + [f for f in ("int8-cpu", "fp32") if f in forms] + list(forms)))
+            form = next(iter(ready + [f for f in ("qat", "int8-cpu", "fp32") if f in forms] + list(forms)))
         if form not in forms:
             raise InputError(f"{manifest_path}: no form {form!r} (forms: {sorted(forms)})")
         self.form = form

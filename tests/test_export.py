@@ -177,6 +177,11 @@ def test_qat_training_exports_a_qdq_model_that_matches_its_fake_quantised_self(t
     assert qat["passed"] and qat["argmax_agreement"] >= 0.98
     # The QAT model in PyTorch (fake-quantised) keeps the task: the tiny corpus is still tagged well.
     assert manifest["parity_data"]["pytorch_fake_quantised"]["f1"] >= 0.8
+    # Serving the folder without naming a form runs the QAT int8 model, not the float one beside it.
+    from lightkit.export.serving import Artifact
+
+    served = Artifact(out, device="cpu")
+    assert served.form == "qat" and len(next(served.tag(["a b c"]))) == 3
 
 
 # -- lightkit evaluate ---------------------------------------------------------------------------
