@@ -112,15 +112,16 @@ def fuse(model: PreTrainedModel, src: Path, dst: Path, use_gpu: bool = False, em
 INT8_CPU_OPS = ["MatMul", "Gemm", "Attention", "EmbedLayerNormalization", "Gather"]
 
 
-def quantize_int8_cpu(src: Path, dst: Path) -> None:
+def quantize_int8_cpu(src: Path, dst: Path, ops: list[str] | None = None) -> None:
     """Dynamic QInt8 (per-tensor weights) of every MatMul/Gemm, fused Attention and embedding
-    table (INT8_CPU_OPS): the CPU INT8 artifact."""
+    table (INT8_CPU_OPS): the CPU INT8 artifact. `ops` replaces that op set
+    (benchmarks/int8_cpu_ops.py compares the choices with this same call)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     try:
         # The fused graph's com.microsoft ops (Attention, SkipLayerNormalization) defeat ONNX shape
         # inference; DefaultTensorType tells the quantiser their outputs are float, as ORT advises.
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=INT8_CPU_OPS,
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=list(ops or INT8_CPU_OPS),
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     except Exception as e:  # noqa: BLE001 - report which step failed, with ORT's reason
         raise InputError(f"int8-cpu: dynamic quantisation of {src.name} failed ({type(e).__name__}: {e})") from e
