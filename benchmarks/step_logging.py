@@ -54,8 +54,11 @@ def main() -> None:
     total = args.warmup + args.steps
 
     def run(Task: Any) -> float:
+        with tempfile.TemporaryDirectory(prefix="lightkit-bench-") as scratch:
+            return fit_once(Task, scratch)
+
+    def fit_once(Task: Any, scratch: str) -> float:
         L.seed_everything(0)
-        scratch = tempfile.mkdtemp(prefix="lightkit-bench-")
         task = Task(tokenizer=args.tokenizer, model_config={**MODELS[args.model], "max_position_embeddings": 512},
                     label_names=dm.label_names, save_dir=f"{scratch}/hf_model")
         meter = Meter(args.warmup, total, device)
