@@ -13,6 +13,11 @@ step, for two reasons:
 So each step adds its values into sums on the device (one in-place add per value, no host sync);
 the sums go into the checkpoint and reach Lightning only when something reads them (see
 `BaseTask.log_train`).
+
+Deliberately not torchmetrics' `MeanMetric`: its default NaN check reads `isnan(x).any()` on the
+host every update (a sync per step), its states are modules that must exist before a checkpoint
+loads them (PPO's value names are only known once it logs), and persistent metric states would
+make older checkpoints fail Lightning's strict load.
 """
 
 from __future__ import annotations
