@@ -7,7 +7,8 @@ train-clm-*-h100.json), so the limit is the model step itself, not the loop. Thi
 step (forward, loss, backward, fused AdamW; random ids, fixed shape) under the levers a trainer
 can pull: bf16 autocast vs bf16 weights, SDPA vs eager attention, torch.compile (steady state,
 after its warm-up; `_named_loss`: without the graph break that GPT-2's unnamed loss type puts in
-every compiled forward, as lightkit builds it), and profiles the autocast step's top CUDA kernels and GPU-busy fraction.
+every compiled forward, as lightkit builds it), and profiles the autocast step's top CUDA kernels
+and GPU-busy fraction.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""What the benchmark scripts share: timing (and failing cells), the bf16 peak, the manifest summary, the command
-line and writing a result (imported as `measure`: the scripts' own folder is first on sys.path
-when run as `python benchmarks/<script>.py`)."""
+"""What the benchmark scripts share: timing (and failing cells), the bf16 peak, the manifest
+summary, the command line and writing a result (imported as `measure`: the scripts' own folder is
+first on sys.path when run as `python benchmarks/<script>.py`)."""
 
 from __future__ import annotations
 
