@@ -95,8 +95,10 @@ def fold_weight_quantizers(model: onnx.ModelProto) -> int:
         shape = [1] * weight.ndim
         shape[axis] = -1
         bounds = np.iinfo(zero.dtype)
-        codes = np.clip(np.rint(weight / scale.reshape(shape if scale.ndim else ())) + zero.reshape(shape if zero.ndim else ()).astype(np.float64),
-                        bounds.min, bounds.max).astype(zero.dtype)  # fmt: skip
+        per_channel_scale = scale.reshape(shape) if scale.ndim else scale
+        per_channel_zero = zero.reshape(shape) if zero.ndim else zero
+        # As QuantizeLinear: float32 division, round half to even, add the zero point, saturate.
+        codes = np.clip(np.rint(weight / per_channel_scale) + per_channel_zero.astype(np.float64), bounds.min, bounds.max).astype(zero.dtype)
         for dequant in dequants:
             after = consumers[dequant.output[0]]
             transposed = (len(after) == 1 and after[0].op_type == "Transpose" and dequant.output[0] not in graph_outputs
@@ -200,9 +202,9 @@ def fuse_shared_input_linears(model: onnx.ModelProto) -> int:
         name = f"{first['matmul'].name or first['x']}_joined"
         widths = [lay["codes"].shape[1] for lay in same]
         tensors = {"codes": np.concatenate([lay["codes"] for lay in same], axis=1),
-                   "scale": np.concatenate([lay["scale"] for lay in same]).astype(value(first["dq_w"].input[1]).dtype)}
+                   "scale": np.concatenate([lay["scale"] for lay in same]).astype(first["scale"].dtype)}
         if first["zero"] is not None:
-            tensors["zero"] = np.concatenate([lay["zero"] for lay in same]).astype(first["codes"].dtype)
+            tensors["zero"] = np.concatenate([lay["zero"] for lay in same])  # of the codes' type, as ONNX requires
         if first["bias"] is not None:
             tensors["bias"] = np.concatenate([np.broadcast_to(lay["bias"], (w,)) for lay, w in zip(same, widths)])
         for key, array in tensors.items():
