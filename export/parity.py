@@ -66,16 +66,44 @@ def metric_drop(metric: str, pytorch: float, onnx: float) -> float:
     return onnx / pytorch - 1.0 if metric in LOWER_IS_BETTER else pytorch - onnx
 
 
-def greedy_agreement(task: Any, session: OrtModel, batch: dict[str, Any], prompt_tokens: int = 8, new_tokens: int = 16) -> float:
-    """Fraction of greedy tokens where the artifact's KV-cache decode loop matches PyTorch."""
+# A step's greedy token counts as decided when PyTorch's top-2 logit gap exceeds twice the form's
+# measured logit error (each of the two logits may move by that much). Near-ties below it flip
+# with the CPU's kernels (AVX-512 vs AMX, and the weights a machine trains), not with the export:
+# free-running greedy agreement of one tiny QAT model ranged 0.86-1.0 over training seeds, every
+# divergence at a gap of 1e-4..3e-3 against a logit error of 1e-2. The floor covers fp32, whose
+# cached one-token steps sum in another order than the full forwards the error is measured on.
+NEAR_TIE_FLOOR = 1e-4
+
+
+def reference_decode(model: Any, batch: dict[str, Any], prompt_tokens: int = 8, new_tokens: int = 16) -> dict[str, torch.Tensor]:
+    """PyTorch's greedy path from a few prompts, by plain full-sequence forwards (no cache tricks)."""
     ids, mask = batch["input_ids"][:4, :prompt_tokens], batch["attention_mask"][:4, :prompt_tokens]
-    reference = ids
+    sequence, steps = ids, []
     with torch.no_grad():
-        for _ in range(new_tokens):  # plain full-sequence forwards: the reference has no cache tricks
-            logits = task.model(input_ids=reference, attention_mask=torch.ones_like(reference)).logits[:, -1]
-            reference = torch.cat([reference, logits.argmax(-1, keepdim=True)], dim=1)
-    got = session.greedy(ids, mask, new_tokens)
-    return float((got == reference[:, prompt_tokens:]).float().mean())
+        for _ in range(new_tokens):
+            steps.append(model(input_ids=sequence, attention_mask=torch.ones_like(sequence)).logits[:, -1].float())  # (B, V)
+            sequence = torch.cat([sequence, steps[-1].argmax(-1, keepdim=True)], dim=1)
+    return {"input_ids": ids, "attention_mask": mask, "tokens": sequence[:, prompt_tokens:], "logits": torch.stack(steps, dim=1)}
+
+
+def greedy_agreement(reference: dict[str, torch.Tensor], session: OrtModel, logit_error: float) -> dict[str, Any]:
+    """How the artifact's KV-cache decode loop follows PyTorch's greedy path.
+
+    The loop is fed PyTorch's tokens (`OrtModel.forced`), so one flipped near-tie cannot send
+    the rest of the sequence elsewhere, and its argmax is compared on the decided steps only
+    (see NEAR_TIE_FLOOR). A broken cache (wrong positions, stale past) disagrees on decided steps.
+    """
+    logits = session.forced(reference["input_ids"], reference["attention_mask"], reference["tokens"])  # (B, T, V)
+    top2 = reference["logits"].topk(2, dim=-1).values
+    decided = (top2[..., 0] - top2[..., 1]) > 2 * logit_error + NEAR_TIE_FLOOR
+    agree = logits.argmax(-1) == reference["tokens"]
+    return {
+        "greedy_agreement": float(agree[decided].float().mean()) if decided.any() else None,
+        "greedy_decided_steps": int(decided.sum()),
+        "greedy_near_ties": int((~decided).sum()),
+        "greedy_near_tie_flips": int((~agree & ~decided).sum()),
+        "decode_max_abs_diff": float((logits - reference["logits"]).abs().max()),
+    }
 
 
 def latency_ms(model: Any, batch: dict[str, Any], task: Any, repeats: int = 10) -> float:
@@ -89,23 +117,30 @@ def latency_ms(model: Any, batch: dict[str, Any], task: Any, repeats: int = 10) 
     return sorted(times)[len(times) // 2]
 
 
-def check_form(task: Any, form: str, path: Path, expected: tuple[dict[str, float], list[torch.Tensor]], masks: list[torch.Tensor],
+def check_form(task: Any, form: str, path: Path, expected: tuple[dict[str, float], list[torch.Tensor], dict[str, torch.Tensor] | None], masks: list[torch.Tensor],
                batches: list[dict[str, Any]], primary: str, limits: dict[str, float]) -> tuple[dict[str, Any], list[str]]:
     """Score one artifact against PyTorch; its manifest entry and what breaks its tolerance."""
     # TF32 off: the gate checks the export, and the CUDA EP's default TF32 MatMul alone moves a
     # 6-layer encoder's logits by ~1e-2 (measured on an H100), above the fp32 tolerance.
     session = OrtModel(path, device="cpu" if form in ("int8-cpu", "qat") else "auto", tf32=False)
     metrics, logits, _ = score(task, session, batches)
-    ref_metrics, ref_logits = expected
+    ref_metrics, ref_logits, ref_decode = expected
     parity = {**compare(ref_logits, logits, masks), "metric": primary, "pytorch": ref_metrics[primary], "onnx": metrics[primary]}
     parity["metric_drop"] = metric_drop(primary, parity["pytorch"], parity["onnx"])
-    if session.causal:
-        parity["greedy_agreement"] = greedy_agreement(task, session, batches[0])
     checks = [
         (parity["max_abs_diff"] > limits["max_abs_diff"], f"max_abs_diff {parity['max_abs_diff']:.3g} > {limits['max_abs_diff']}"),
         (parity["argmax_agreement"] < limits["min_argmax_agreement"], f"argmax agreement {parity['argmax_agreement']:.4f} < {limits['min_argmax_agreement']}"),
         (parity["metric_drop"] > limits["max_metric_drop"], f"{primary} drop {parity['metric_drop']:.4f} > {limits['max_metric_drop']}"),
     ]
+    if session.causal:
+        parity.update(greedy_agreement(ref_decode, session, parity["max_abs_diff"]))
+        greedy = parity["greedy_agreement"]
+        checks += [
+            (parity["decode_max_abs_diff"] > limits["max_abs_diff"],
+             f"cached decode max_abs_diff {parity['decode_max_abs_diff']:.3g} > {limits['max_abs_diff']}"),
+            (greedy is not None and greedy < limits["min_greedy_agreement"],
+             f"greedy agreement {greedy} < {limits['min_greedy_agreement']} on {parity['greedy_decided_steps']} decided steps"),
+        ]
     problems = [message for failed, message in checks if failed]
     if form in GPU_FORMS:  # GPU-ready only when the placement check ran and found every compute node on CUDA
         place = placement(path, session.feeds(**task.model_inputs(batches[0])))

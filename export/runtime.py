@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -112,15 +112,12 @@ class OrtModel:
         """Continuation (B, <= max_new_tokens) of left-padded prompts, reusing the KV cache.
 
         Prefill runs the prompts with an empty past; each step then feeds one token and the
-        previous step's present tensors. With IO binding the present tensors stay where the
-        session computed them (GPU memory on the CUDA EP) and are bound as the next step's past.
-        Only the graph's decoding outputs come back to the host, never the logits: `next_token`
+        previous step's present tensors (see `_decode`). Only the graph's decoding outputs come
+        back to the host, never the logits: `next_token`
         (argmax, B ids) for greedy, or `top_logits`/`top_ids` (the B x k best, k = 64 at export)
         for sampling with `temperature` > 0, `top_k` <= k and/or `top_p`. Sampling draws from
         those k candidates, which is exact for top_k <= k and drops the tail beyond them otherwise.
         """
-        import onnxruntime as ort
-
         sample = temperature > 0
         outputs = {o.name: o for o in self.session.get_outputs()}
         if sample and "top_ids" not in outputs:
@@ -128,16 +125,53 @@ class OrtModel:
         if sample and top_k is not None and not 0 < top_k <= outputs["top_ids"].shape[1]:
             raise InputError(f"top_k={top_k}: the artifact exports the {outputs['top_ids'].shape[1]} best tokens per step; use 1..that")
         rng = np.random.default_rng(seed)
+        new, done = [], np.zeros(input_ids.size(0), dtype=bool)
+
+        def choose(values: list[np.ndarray]) -> np.ndarray | None:
+            nonlocal done
+            token = sample_candidates(values[0], values[1], temperature, top_k, top_p, rng) if sample else values[0]
+            if eos_token_id is not None:
+                token = np.where(done, eos_token_id, token)
+                done |= token == eos_token_id
+            new.append(token)
+            return None if done.all() or len(new) == max_new_tokens else token
+
+        self._decode(input_ids, attention_mask, ["top_logits", "top_ids"] if sample else ["next_token"], choose)
+        return torch.from_numpy(np.stack(new, axis=1))
+
+    def forced(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (B, T, V) of the KV-cache loop fed `tokens` (B, T) instead of its own picks.
+
+        Step t sees the prompt plus tokens[:, :t], exactly as `generate` would had it chosen them,
+        so the loop is checked token by token against a reference path without one early
+        near-tie sending the rest of the sequence elsewhere (what the parity gate needs).
+        """
+        logits: list[np.ndarray] = []
+
+        def choose(values: list[np.ndarray]) -> np.ndarray | None:
+            logits.append(values[0][:, -1])
+            return None if len(logits) == tokens.size(1) else tokens[:, len(logits) - 1].numpy()
+
+        self._decode(input_ids, attention_mask, ["logits"], choose)
+        return torch.from_numpy(np.stack(logits, axis=1)).float()
+
+    def _decode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, host_outputs: list[str],
+                choose: Callable[[list[np.ndarray]], np.ndarray | None]) -> None:
+        """Prefill, then one token per step until `choose` (given the host outputs) returns None.
+
+        With IO binding the present tensors stay where the session computed them (GPU memory on
+        the CUDA EP) and are bound as the next step's past; only `host_outputs` come back.
+        """
+        import onnxruntime as ort
+
         device = self.io_device
         ids = input_ids.cpu().numpy().astype(np.int64)
         mask = attention_mask.cpu().numpy().astype(np.int64)
         positions = np.clip(mask.cumsum(-1) - 1, 0, None)
         past = {name: ort.OrtValue.ortvalue_from_numpy(value, device, 0) for name, value in self._empty_past(ids.shape[0]).items()}
         present_names = [i.name.replace("past.", "present.") for i in self.past]
-        host_outputs = ["top_logits", "top_ids"] if sample else ["next_token"]
         binding = self.session.io_binding()
-        new, done = [], np.zeros(ids.shape[0], dtype=bool)
-        for _ in range(max_new_tokens):
+        while True:
             for name, value in (("input_ids", ids), ("attention_mask", mask), ("position_ids", positions)):
                 binding.bind_cpu_input(name, np.ascontiguousarray(value))
             for name, value in past.items():
@@ -148,23 +182,15 @@ class OrtModel:
                 binding.bind_output(name, device)
             self.session.run_with_iobinding(binding)
             values = binding.get_outputs()
-            if sample:
-                token = sample_candidates(values[0].numpy(), values[1].numpy(), temperature, top_k, top_p, rng)
-            else:
-                token = values[0].numpy()
             past = {i.name: value for i, value in zip(self.past, values[len(host_outputs):])}
+            token = choose([v.numpy() for v in values[: len(host_outputs)]])
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()
-            if eos_token_id is not None:
-                token = np.where(done, eos_token_id, token)
-                done |= token == eos_token_id
-            new.append(token)
-            if done.all():
-                break
+            if token is None:
+                return
             positions = positions[:, -1:] + 1
             mask = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int64)], axis=1)
-            ids = token[:, None].astype(np.int64)
-        return torch.from_numpy(np.stack(new, axis=1))
+            ids = np.asarray(token, dtype=np.int64)[:, None]
 
     def providers(self) -> list[str]:
         return self.session.get_providers()
