@@ -54,8 +54,14 @@ class LRWarmup(Callback):
         decay: Decay = "linear",
         min_lr_ratio: float = 0.0,
     ) -> None:
+        # A warmup callback with no length is a config slip, not a request for none: say so
+        # (warmup_steps: 0 asks for decay only).
+        if warmup_steps is None and warmup_ratio is None:
+            raise InputError("LRWarmup: give warmup_steps or warmup_ratio (warmup_steps: 0 for decay only)")
         if warmup_steps is not None and warmup_ratio is not None:
             raise InputError("LRWarmup: set warmup_steps or warmup_ratio, not both")
+        if warmup_steps is not None and warmup_steps < 0:
+            raise InputError(f"LRWarmup: warmup_steps must be >= 0, got {warmup_steps}")
         if warmup_ratio is not None and not 0.0 <= warmup_ratio < 1.0:
             raise InputError(f"LRWarmup: warmup_ratio must be in [0, 1), got {warmup_ratio}")
         self.warmup_steps = warmup_steps
@@ -70,7 +76,7 @@ class LRWarmup(Callback):
         if self.warmup_steps is not None:
             self.warmup = self.warmup_steps
         else:
-            self.warmup = int(round((self.warmup_ratio or 0.0) * self.total_steps))
+            self.warmup = int(round(self.warmup_ratio * self.total_steps))
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])  # restored with the optimizer on resume

@@ -160,11 +160,16 @@ def test_instruction_tuning_saves_the_template_and_predict_reuses_it(bpe: Path, 
     main(["fit", *common, "--trainer.enable_checkpointing", "true"])
     assert json.loads((tmp_path / "hf_model" / "lightkit.json").read_text()) == {"prompt_template": "Q: {prompt}\nA: "}
     (ckpt,) = (tmp_path / "checkpoints").glob("*.ckpt")
-    out = tmp_path / "answers.jsonl"
-    main(["predict", *common, "--ckpt_path", str(ckpt), "--prediction_writer.output", str(out), "--model.do_sample", "true", "--model.top_k", "5", "--model.temperature", "0.7"])
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["prompt"] for r in rows] == ["Q: yesterday alice\nA: ", "Q: we met\nA: "]
-    assert all(isinstance(r["completion"], str) for r in rows)
+    runs = []
+    for seed in (0, 0, 1):
+        out = tmp_path / f"answers-{len(runs)}.jsonl"
+        main(["predict", *common, "--ckpt_path", str(ckpt), "--prediction_writer.output", str(out), "--seed_everything", str(seed),
+              "--model.do_sample", "true", "--model.top_k", "50", "--model.temperature", "1.5"])
+        runs.append([json.loads(line) for line in out.read_text().splitlines()])
+    assert [r["prompt"] for r in runs[0]] == ["Q: yesterday alice\nA: ", "Q: we met\nA: "]
+    # Sampling is seeded: the same seed draws the same answers, another seed other ones.
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    assert any(r["completion"].strip() for r in runs[0])
 
 
 def test_gpt2_gelu_new_is_built_as_the_identical_fused_kernel() -> None:

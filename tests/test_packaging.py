@@ -40,10 +40,11 @@ def test_console_script_runs(tmp_path: Path) -> None:
 
 def test_wheel_maps_folders_into_the_lightkit_namespace(tmp_path: Path) -> None:
     # `pip install .` installs what the wheel holds: lightkit/tasks/..., never a top-level tasks/.
+    # Hermetic: the venv's own (locked) setuptools builds it, and --no-index fetches nothing.
     import zipfile
 
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(tmp_path), str(ROOT)],
         check=True,
         capture_output=True,
     )

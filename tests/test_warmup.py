@@ -62,6 +62,15 @@ def test_callback_applies_the_curve_from_estimated_stepping_batches(tmp_path) ->
     assert trainer.callback_metrics["lr"].item() == pytest.approx(expected[-1])
 
 
-def test_rejects_both_warmup_settings() -> None:
-    with pytest.raises(ValueError, match="warmup_steps or warmup_ratio"):
-        LRWarmup(warmup_steps=3, warmup_ratio=0.1)
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, r"give warmup_steps or warmup_ratio \(warmup_steps: 0 for decay only\)$"),
+        ({"warmup_steps": 3, "warmup_ratio": 0.1}, r"set warmup_steps or warmup_ratio, not both$"),
+        ({"warmup_steps": -1}, r"warmup_steps must be >= 0, got -1$"),
+        ({"warmup_ratio": 1.0}, r"warmup_ratio must be in \[0, 1\), got 1.0$"),
+    ],
+)
+def test_rejects_a_warmup_without_one_valid_length(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LRWarmup(**settings)
