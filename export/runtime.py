@@ -172,8 +172,11 @@ class OrtModel:
         present_names = [i.name.replace("past.", "present.") for i in self.past]
         binding = self.session.io_binding()
         while True:
-            for name, value in (("input_ids", ids), ("attention_mask", mask), ("position_ids", positions)):
-                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            # bind_cpu_input may bind the array's memory without a copy (ORT 1.24 does): the arrays
+            # must stay alive until the run, so no temporary copies are bound.
+            host = {"input_ids": np.ascontiguousarray(ids), "attention_mask": np.ascontiguousarray(mask), "position_ids": np.ascontiguousarray(positions)}
+            for name, value in host.items():
+                binding.bind_cpu_input(name, value)
             for name, value in past.items():
                 binding.bind_ortvalue_input(name, value)
             for name in host_outputs:
@@ -190,7 +193,7 @@ class OrtModel:
                 return
             positions = positions[:, -1:] + 1
             mask = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int64)], axis=1)
-            ids = np.asarray(token, dtype=np.int64)[:, None]
+            ids = np.array(token, dtype=np.int64).reshape(-1, 1)
 
     def providers(self) -> list[str]:
         return self.session.get_providers()

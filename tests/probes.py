@@ -76,3 +76,22 @@ class NoSyncInStep(Callback):
 
         torch.cuda.set_sync_debug_mode("default")  # the guard's deliberate wait comes next
         self.watched += 1
+
+
+class ScriptedScore(Callback):
+    """Logs `val_scripted` = scores[epoch] at each validation, so early stopping sees a known
+    curve (best at its maximum, worse after); and saves the weights training ended with to `path`
+    (on_train_end runs before any on_fit_end restores others)."""
+
+    def __init__(self, scores: list[float], path: str) -> None:
+        self.scores, self.path = scores, path
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            pl_module.log("val_scripted", self.scores[min(trainer.current_epoch, len(self.scores) - 1)])
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import torch
+
+        state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        torch.save({"epochs_run": trainer.current_epoch, "state_dict": state}, self.path)

@@ -83,9 +83,9 @@ GOOD = '{"text": "goal", "label": "sport"}\n{"text": "chip", "label": "tech"}\n'
 
 
 def test_missing_column_names_file_line_and_columns(tmp_path: Path) -> None:
-    dm = datamodule(tmp_path, train_file=GOOD, test_file='{"text": "goal", "label": "sport"}\n{"txt": "vote", "label": "tech"}\n')
-    with pytest.raises(InputError, match=r"test\.jsonl:2: missing or empty column\(s\) \['text'\]; the row has \['label', 'txt'\]"):
-        dm.setup("test")
+    # Checked as the files are read (the label names are read from all splits at construction).
+    with pytest.raises(InputError, match=r"test\.jsonl:2: missing column\(s\) \['text'\]; the row has \['label', 'txt'\]"):
+        datamodule(tmp_path, train_file=GOOD, test_file='{"text": "goal", "label": "sport"}\n{"txt": "vote", "label": "tech"}\n').setup("test")
 
 
 def test_unknown_label_names_file_and_line(tmp_path: Path) -> None:
@@ -124,3 +124,32 @@ def test_text_pairs_are_encoded_as_pairs(tmp_path: Path) -> None:
     batch = next(iter(dm.train_dataloader()))
     assert batch["token_type_ids"].max() == 1  # the second text is segment B
     assert sorted(batch["labels"].tolist()) == [0, 1]
+
+
+def test_early_stopping_stops_on_patience_and_the_best_weights_are_saved(tmp_path: Path) -> None:
+    """EarlyStopping (Lightning's) ends the run `patience` validations after the best one, and
+    RestoreBestWeights puts that best epoch's weights in the model fit saves, not the last ones."""
+    from safetensors.torch import load_file
+
+    last = tmp_path / "last-weights.pt"
+    callbacks = tmp_path / "early-stopping.yaml"  # a second --config replaces the tiny config's callbacks
+    callbacks.write_text(f"""trainer:
+  callbacks:
+    - class_path: probes.ScriptedScore  # peaks at epoch 1: patience 2 stops after epoch 3
+      init_args: {{scores: [0.1, 0.5, 0.3, 0.2, 0.9, 0.9], path: {last}}}
+    - class_path: EarlyStopping
+      init_args: {{monitor: val_scripted, mode: max, patience: 2}}
+    - class_path: ModelCheckpoint
+      init_args: {{monitor: val_scripted, mode: max, filename: scripted-best}}
+    - class_path: RestoreBestWeights
+""")
+    main(["fit", "--config", str(CONF), "--config", str(callbacks), "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "20"])
+    best_ckpt = torch.load(tmp_path / "checkpoints" / "scripted-best.ckpt", weights_only=True)
+    assert best_ckpt["epoch"] == 1  # the epoch the scripted score peaked
+    ended = torch.load(last, weights_only=True)
+    assert ended["epochs_run"] == 4  # stopped by patience: epochs 2 and 3 did not improve; 20 allowed
+    saved = load_file(tmp_path / "hf_model" / "model.safetensors")
+    best = {k.removeprefix("model."): v for k, v in best_ckpt["state_dict"].items()}
+    ended = {k.removeprefix("model."): v for k, v in ended["state_dict"].items()}
+    name = next(k for k in saved if "classifier" in k and k in best)
+    assert torch.equal(saved[name], best[name]) and not torch.equal(saved[name], ended[name])

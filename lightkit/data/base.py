@@ -9,6 +9,7 @@ CLI links into the task, so a config never states it twice.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -79,6 +80,8 @@ class BaseDataModule(L.LightningDataModule):
             shuffle. False gives the Trainer's default order: uniformly shuffled batches.
         cache_dir: folder for tokenised datasets; default `$LIGHTKIT_CACHE` or
             `~/.cache/lightkit`. Entries are keyed by file content, tokenizer and settings.
+        encoding: text encoding of the data files (e.g. `latin-1` for an older CSV export);
+            a byte that does not decode stops with its file and line.
     """
 
     # What the CLI links into the task; DataModules that know them override these.
@@ -101,9 +104,14 @@ class BaseDataModule(L.LightningDataModule):
         pad_to_multiple_of: int | None = None,
         cache_dir: str | None = None,
         group_by_length: bool = True,
+        encoding: str = "utf-8",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise InputError(f"encoding: {encoding!r} is not a codec Python knows (e.g. utf-8, latin-1, cp1252)") from None
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
             raise InputError(f"pad_to_multiple_of: expected a positive integer, got {pad_to_multiple_of}")
         self.tokenizer_name = tokenizer  # linked into the task as written, not resolved
@@ -180,7 +188,7 @@ class BaseDataModule(L.LightningDataModule):
         `key` must hold what the result depends on besides the tokenizer and lightkit's version
         (the source file's digest, max_length, label names, options...).
         """
-        blob = json.dumps({"key": key, "tokenizer": self._tokenizer_digest, "lightkit": __version__}, sort_keys=True)
+        blob = json.dumps({"key": key, "encoding": self.hparams.encoding, "tokenizer": self._tokenizer_digest, "lightkit": __version__}, sort_keys=True)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:20]
         path = self.cache_dir / "datasets" / f"{type(self).__name__}-{digest}.arrow"
         path.parent.mkdir(parents=True, exist_ok=True)

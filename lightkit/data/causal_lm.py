@@ -19,7 +19,7 @@ from datasets import Dataset
 
 from lightkit.data.base import BaseDataModule
 from lightkit.data.language_modeling import PackedTextDataModule, hash_texts, read_documents
-from lightkit.data.files import read_table
+from lightkit.data.files import read_jsonl, read_lines, read_table
 from lightkit.errors import InputError
 from lightkit.resources import resolve_path
 
@@ -45,14 +45,13 @@ def format_prompt(template: str, row: dict[str, Any], where: str) -> str:
         raise InputError(f"{where}: prompt_template needs field {e.args[0]!r}; the row has {sorted(row)}") from None
 
 
-def read_prompts(path: Path, template: str) -> list[str]:
+def read_prompts(path: Path, template: str, encoding: str = "utf-8") -> list[str]:
     """Prompts of a .txt file (one `{prompt}` per non-empty line) or a .jsonl file (the template's
     fields), formatted with `template`."""
     if path.suffix in (".jsonl", ".json"):
-        rows = [(row.pop("_where"), row) for row in read_table(path)]
+        rows = [(row.pop("_where"), row) for row in read_jsonl(path, encoding=encoding)]
     else:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        rows = [(f"{path}:{n}", {"prompt": line}) for n, line in enumerate(lines, 1) if line.strip()]
+        rows = [(f"{path}:{n}", {"prompt": line}) for n, line in read_lines(path, encoding)]
     prompts = [format_prompt(template, row, where) for where, row in rows]
     if not prompts:
         raise InputError(f"{path}: no prompts")
@@ -65,7 +64,7 @@ class PromptsMixin:
     prompt_template: str
 
     def prompt_dataset(self, split: str = "predict") -> Dataset:
-        return Dataset.from_dict({"prompt": read_prompts(self.source(split), self.prompt_template)})
+        return Dataset.from_dict({"prompt": read_prompts(self.source(split), self.prompt_template, self.hparams.encoding)})
 
     def collate_prompts(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         # Left padding: generation appends to the right end of every row.
@@ -98,7 +97,7 @@ class CausalLMDataModule(PromptsMixin, PackedTextDataModule):
         if train_tokenizer_vocab and tokenizer and not Path(tokenizer).exists():
             if not kwargs.get("train_file"):
                 raise InputError("train_tokenizer_vocab needs train_file to learn the tokenizer from")
-            docs = read_documents(resolve_path(kwargs["train_file"], what="train_file"), kwargs.get("text_column", "text"))
+            docs = read_documents(resolve_path(kwargs["train_file"], what="train_file"), kwargs.get("text_column", "text"), kwargs.get("encoding", "utf-8"))
             train_bpe_tokenizer(docs, train_tokenizer_vocab, tokenizer)
             print(f"lightkit: trained a byte-level BPE tokenizer ({train_tokenizer_vocab} tokens) into {tokenizer}")
         super().__init__(**kwargs)
@@ -148,10 +147,8 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
 
     def _read(self, path: Path) -> list[dict[str, str]]:
         rows = []
-        for row in read_table(path):  # JSONL rows, each tagged with its file:line
+        for row in read_table(path, [self.hparams.response_field], self.hparams.encoding):  # each tagged with its file:line
             where = row.pop("_where")
-            if self.hparams.response_field not in row:
-                raise InputError(f"{where}: missing field {self.hparams.response_field!r}; the row has {sorted(row)}")
             prompt = format_prompt(self.prompt_template, row, where)
             rows.append({"prompt": prompt, "response": str(row[self.hparams.response_field])})
         return rows

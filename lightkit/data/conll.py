@@ -34,23 +34,23 @@ class Sentence:
     line: int  # 1-based line of the first token, for error messages
 
 
-def read_lines(path: str | Path) -> Iterable[tuple[int, str]]:
-    """Yield (line number, text) of a UTF-8 file, naming the line when it is not UTF-8."""
+def read_lines(path: str | Path, encoding: str = "utf-8") -> Iterable[tuple[int, str]]:
+    """Yield (line number, text) of a file in `encoding`, naming the line of a byte that isn't."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
-                yield number, raw.decode("utf-8").rstrip("\r\n")
+                yield number, raw.decode(encoding).rstrip("\r\n")
             except UnicodeDecodeError as e:
                 raise CoNLLFormatError(
-                    f"{path}:{number}: not valid UTF-8 (byte {raw[e.start]:#04x} at column "
-                    f"{e.start + 1}); re-encode the file as UTF-8"
+                    f"{path}:{number}: not valid {'UTF-8' if encoding == 'utf-8' else encoding} (byte {raw[e.start]:#04x} at column "
+                    f"{e.start + 1}); set the data's `encoding` to the file's (e.g. latin-1) or re-encode it as UTF-8"
                 ) from None
 
 
-def read_conll(path: str | Path, scheme: TagScheme = "auto") -> list[Sentence]:
+def read_conll(path: str | Path, scheme: TagScheme = "auto", encoding: str = "utf-8") -> list[Sentence]:
     """Read sentences from a CoNLL file and convert their tags to IOB2."""
     sentences: list[Sentence] = []
     tokens: list[str] = []
@@ -64,7 +64,7 @@ def read_conll(path: str | Path, scheme: TagScheme = "auto") -> list[Sentence]:
             tokens.clear()
             tags.clear()
 
-    for number, line in read_lines(path):
+    for number, line in read_lines(path, encoding):
         if not line.strip():
             flush()
             continue

@@ -16,7 +16,6 @@ tokenizer (WordPiece, BPE, Unigram), not only for `##` continuation pieces.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,33 +25,22 @@ from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling
 
 from lightkit.data.base import BaseDataModule
+from lightkit.data.files import read_corpus_file, read_jsonl, read_text
 from lightkit.errors import InputError
 
 
-def read_documents(path: Path, text_column: str = "text") -> list[str]:
+def read_documents(path: Path, text_column: str = "text", encoding: str = "utf-8") -> list[str]:
     """Documents of a .txt / .jsonl file or a folder of .txt files (see the module docstring)."""
     if path.is_dir():
-        docs = []
-        for file in sorted(path.rglob("*.txt")):
-            raw = file.read_bytes()
-            try:
-                docs.append(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                docs.append(raw.decode("cp1252", errors="replace"))
+        docs = [read_corpus_file(file, encoding) for file in sorted(path.rglob("*.txt"))]
     elif path.suffix == ".jsonl":
         docs = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    docs.append(json.loads(line)[text_column])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise InputError(f"{path}:{number}: expected a JSON object with a {text_column!r} field") from None
+        for row in read_jsonl(path, [text_column], encoding):
+            if not isinstance(row[text_column], str):
+                raise InputError(f"{row['_where']}: field {text_column!r} is {type(row[text_column]).__name__}, expected text")
+            docs.append(row[text_column])
     else:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(f"{path}: not valid UTF-8 at byte {e.start}; re-encode the file as UTF-8") from None
-        docs = text.split("\n\n")
+        docs = read_text(path, encoding).split("\n\n")
     docs = [d.strip() for d in docs if d.strip()]
     if not docs:
         raise InputError(f"{path}: no text found")
@@ -150,7 +138,7 @@ class PackedTextDataModule(BaseDataModule):
     def build_split(self, split: str) -> Dataset:
         if split == "predict":
             return self.prompt_dataset()
-        docs = self.splits(lambda path: read_documents(path, self.hparams.text_column))[split]
+        docs = self.splits(lambda path: read_documents(path, self.hparams.text_column, self.hparams.encoding))[split]
         if not docs:
             raise InputError(f"{self.source(split)}: the {split} split has no text")
         key = {

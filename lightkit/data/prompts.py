@@ -37,7 +37,7 @@ class PromptDataModule(PromptsMixin, BaseDataModule):
     def build_split(self, split: str) -> Dataset:
         if split == "predict":
             return self.prompt_dataset("predict")
-        prompts = self.splits(lambda path: read_prompts(path, self.prompt_template))[split]
+        prompts = self.splits(lambda path: read_prompts(path, self.prompt_template, self.hparams.encoding))[split]
         if not prompts:
             raise InputError(f"{self.source(split)}: the {split} split has no prompts")
         return Dataset.from_dict({"prompt": prompts})
@@ -63,7 +63,7 @@ class PreferenceDataModule(BaseDataModule):
 
     def _read(self, path: Path) -> Rows:
         pairs = []
-        for row in read_table(path):
+        for row in read_table(path, ["chosen", "rejected"], self.hparams.encoding):
             where = row.pop("_where")
             missing = [k for k in ("chosen", "rejected") if not isinstance(row.get(k), str)]
             if missing:

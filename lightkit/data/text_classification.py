@@ -3,8 +3,10 @@
 Formats, chosen by the path:
 - `.csv`, `.tsv`: a header row naming the columns; `.jsonl` / `.json`: one object per line;
 - a folder: one sub-folder per label holding one `.txt` file per example (the layout of BBC News
-  and of many hand-made corpora), read in sorted order. Files that are not UTF-8 are decoded as
-  cp1252 (which also covers latin-1's printable range), since that is what such corpora hold.
+  and of many hand-made corpora), read in sorted order. A file that does not decode with
+  `encoding` (UTF-8 by default) is decoded as cp1252 (which also covers latin-1's printable range),
+  since that is what such corpora hold: BBC News has one. CSV, TSV and JSONL files decode
+  strictly: a bad byte stops with its file and line.
 Label names come from the training data (sorted) unless `labels` is given; an unknown label in
 another split is an error naming the file and its row.
 """
@@ -20,21 +22,15 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
 from lightkit.data.base import BaseDataModule
-from lightkit.data.files import Rows, read_table
+from lightkit.data.files import Rows, read_corpus_file, read_lines, read_table
 from lightkit.errors import InputError
 
 
-
-def read_folder(path: Path, text_column: str, label_column: str) -> Rows:
+def read_folder(path: Path, text_column: str, label_column: str, encoding: str = "utf-8") -> Rows:
     rows = []
     for label_dir in sorted(p for p in path.iterdir() if p.is_dir()):
         for file in sorted(label_dir.glob("*.txt")):
-            raw = file.read_bytes()
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                text = raw.decode("cp1252", errors="replace")
-            rows.append({text_column: text.strip(), label_column: label_dir.name, "_where": str(file)})
+            rows.append({text_column: read_corpus_file(file, encoding).strip(), label_column: label_dir.name, "_where": str(file)})
     if not rows:
         raise InputError(f"{path}: no <label>/<name>.txt files in this folder")
     return rows
@@ -73,12 +69,12 @@ class TextClassificationDataModule(BaseDataModule):
 
     # -- reading -------------------------------------------------------------------------------
     def _read(self, path: Path, split: str = "train") -> Rows:
+        h = self.hparams
         if path.is_dir():
-            return read_folder(path, self.hparams.text_column, self.hparams.label_column)
+            return read_folder(path, h.text_column, h.label_column, h.encoding)
         if split == "predict" and path.suffix == ".txt":
-            lines = path.read_text(encoding="utf-8").splitlines()
-            return [{self.hparams.text_column: t, "_where": f"{path}:{i}"} for i, t in enumerate(lines, 1) if t.strip()]
-        return read_table(path)
+            return [{h.text_column: t, "_where": f"{path}:{i}"} for i, t in read_lines(path, h.encoding)]
+        return read_table(path, self._columns(split, labelled=split != "predict"), h.encoding)
 
     def rows(self) -> dict[str, Rows]:
         return self.splits(self._read, key=lambda r: str(r.get(self.hparams.label_column)))

@@ -91,7 +91,7 @@ class CoNLLDataModule(BaseDataModule):
 
     # -- reading -------------------------------------------------------------------------------
     def sentences(self) -> dict[str, list[Sentence]]:
-        return self.splits(lambda path: read_conll(path, self.hparams.tag_scheme))
+        return self.splits(lambda path: read_conll(path, self.hparams.tag_scheme, self.hparams.encoding))
 
     def _check(self, split: str, sentences: list[Sentence]) -> None:
         if not sentences:
@@ -131,11 +131,12 @@ class CoNLLDataModule(BaseDataModule):
             # Read through a generator into an on-disk Arrow file, never as one Python list: a
             # long input file is tagged in flat memory (the tokenised result is memory-mapped too).
             path = self.files["predict"]
-            if not any(line.strip() for _, line in read_lines(path)):
+            encoding = self.hparams.encoding
+            if not any(line.strip() for _, line in read_lines(path, encoding)):
                 raise CoNLLFormatError(f"{path}: no sentences to tag (file is empty)")
             source = Dataset.from_generator(
                 _predict_sentences,
-                gen_kwargs={"path": str(path), "digest": file_digest(path)},  # the digest keys the cache
+                gen_kwargs={"path": str(path), "digest": file_digest(path), "encoding": encoding},  # the digest keys the cache
                 cache_dir=str(self.cache_dir / "datasets"),
             )
         else:
@@ -171,8 +172,8 @@ class CoNLLDataModule(BaseDataModule):
         return padded
 
 
-def _predict_sentences(path: str, digest: str) -> Iterator[dict[str, list[str]]]:
+def _predict_sentences(path: str, digest: str, encoding: str = "utf-8") -> Iterator[dict[str, list[str]]]:
     """The non-blank lines of a predict file, split on whitespace (`digest` only keys the cache)."""
-    for _, line in read_lines(path):
+    for _, line in read_lines(path, encoding):
         if line.strip():
             yield {"tokens": line.split()}
