@@ -132,7 +132,7 @@ def test_predict_streams_a_long_file_in_flat_memory(run: Path, tmp_path: Path) -
 
     sentences = [line for line in (DATA / "ner" / "predict.txt").read_text().splitlines() if line.strip()]
 
-    def predict(n: int, keep: bool = False) -> tuple[int, Path, object]:
+    def predict(n: int, keep: bool = False) -> tuple[dict[str, int], Path, object]:
         long_file, out = tmp_path / f"long{n}.txt", tmp_path / f"long{n}-{keep}.conll"
         long_file.write_text("".join(sentences[i % len(sentences)] + "\n" for i in range(n)))
         with peak_rss() as seen:
@@ -142,7 +142,7 @@ def test_predict_streams_a_long_file_in_flat_memory(run: Path, tmp_path: Path) -
                 "--data.init_args.eval_batch_size", "64", "--prediction_writer.output", str(out),
                 *(["--return_predictions", "true"] if keep else []),
             ])  # fmt: skip
-        return seen["peak"], out, done
+        return seen, out, done
 
     predict(5_000)  # warm up the allocator
     (small, _, _), (large, out, done) = predict(5_000), predict(20_000)
