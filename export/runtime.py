@@ -172,8 +172,8 @@ class OrtModel:
         present_names = [i.name.replace("past.", "present.") for i in self.past]
         binding = self.session.io_binding()
         while True:
-            # bind_cpu_input may bind the array's memory without a copy (ORT 1.24 does): the arrays
-            # must stay alive until the run, so no temporary copies are bound.
+            # bind_cpu_input promises no copy of the array: what it binds stays referenced until
+            # the run, never a temporary made by the call itself.
             host = {"input_ids": np.ascontiguousarray(ids), "attention_mask": np.ascontiguousarray(mask), "position_ids": np.ascontiguousarray(positions)}
             for name, value in host.items():
                 binding.bind_cpu_input(name, value)
