@@ -45,7 +45,7 @@ def peak_rss(interval: float = 0.002) -> Iterator[dict[str, int]]:
 
 
 def assert_flat(small: dict[str, int], large: dict[str, int], kept: dict[str, int], what: str) -> None:
-    """`peak_rss` readings of a streamed run at 1x and 4x the input, and of a 4x run whose results
+    """Start/peak/end readings (`peak_rss`, or tracemalloc's) of a streamed run at 1x and 4x the input, and of a 4x run whose results
     are still referenced when its block ends: streaming 3x more input must grow the peak by less
     than half of what keeping the 4x results holds (transient peaks, such as an inference arena,
     are in both streamed runs and cancel)."""
