@@ -33,7 +33,7 @@ lock:
 	test -d .venv-lock || $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python $(PIP_Q) pip-tools==7.5.3
 	printf 'torch==2.13.0\n' > .venv-lock/torch.in
-	.venv-lock/bin/pip-compile --quiet --upgrade --allow-unsafe --extra test --strip-extras --no-emit-find-links --no-emit-index-url \
+	CUSTOM_COMPILE_COMMAND="make lock" .venv-lock/bin/pip-compile --quiet --upgrade --allow-unsafe --extra test --strip-extras --no-emit-find-links --no-emit-index-url \
 		--annotation-style line --output-file $(LOCK) pyproject.toml .venv-lock/torch.in
 
 test: install

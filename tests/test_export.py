@@ -485,3 +485,30 @@ def test_cuda_graph_replay_equals_a_plain_cuda_run(trained: dict, tmp_path: Path
         bound.update({"input_ids": feeds["input_ids"][::-1].copy()})
         bound.run()
         np.testing.assert_allclose(bound.output(), plain.session.run(["logits"], {**feeds, "input_ids": feeds["input_ids"][::-1].copy()})[0], rtol=1e-3, atol=1e-3)
+
+
+def test_greedy_agreement_skips_near_ties_and_counts_decided_flips() -> None:
+    """A flip where PyTorch's top-2 gap is within twice the form's logit error is a near-tie
+    (the CPU's kernels decide it); a flip beyond it is a disagreement the gate counts."""
+    from types import SimpleNamespace
+
+    from lightkit.export.parity import greedy_agreement
+
+    # PyTorch's path: 2 rows x 3 steps over 4 tokens; row 0 step 1 is a near-tie (gap 0.01).
+    reference_logits = torch.tensor([[[5.0, 1, 0, 0], [2.0, 1.99, 0, 0], [0, 0, 3.0, 0]],
+                                     [[0, 4.0, 0, 0], [0, 0, 0, 6.0], [1.0, 0, 0, 0]]])
+    reference = {"input_ids": torch.ones(2, 2, dtype=torch.long), "attention_mask": torch.ones(2, 2, dtype=torch.long),
+                 "tokens": reference_logits.argmax(-1), "logits": reference_logits}
+
+    def session(logits: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(forced=lambda ids, mask, tokens: logits)
+
+    near_tie = reference_logits.clone()
+    near_tie[0, 1, 1] = 2.005  # within an error of 0.01: the artifact picks the other token
+    result = greedy_agreement(reference, session(near_tie), logit_error=0.01)
+    assert result == {"greedy_agreement": 1.0, "greedy_decided_steps": 5, "greedy_near_ties": 1, "greedy_near_tie_flips": 1,
+                      "decode_max_abs_diff": pytest.approx(0.015, abs=1e-6)}
+    decided = reference_logits.clone()
+    decided[1, 1, 0] = 7.0  # a decided step (gap 6) now picks another token
+    result = greedy_agreement(reference, session(decided), logit_error=0.01)
+    assert result["greedy_agreement"] == pytest.approx(4 / 5) and result["greedy_near_tie_flips"] == 0

@@ -121,3 +121,17 @@ def test_encoding_reads_a_latin1_export_and_an_unknown_codec_is_named(tmp_path: 
     assert [s.tokens for s in build(CoNLLDataModule, {"encoding": "latin-1"}, conll).sentences()["train"]] == [["alice", "café"]]
     with pytest.raises(InputError, match=r"encoding: 'utf-9' is not a codec Python knows"):
         build(TextClassificationDataModule, {"encoding": "utf-9"}, csv)
+
+
+def test_the_cli_reports_a_reader_error_as_it_is(tmp_path: Path) -> None:
+    """Through `lightkit fit` (LightningCLI instantiating the DataModule), the reader's own
+    message reaches the user, not a wrapper's."""
+    from lightkit.main import main
+
+    from conftest import ROOT
+
+    bad = tmp_path / "train.csv"
+    bad.write_bytes(b"text,category\nhello,a\n")
+    with pytest.raises(InputError, match=r"train\.csv:1: the header has no column\(s\) \['label'\]"):
+        main(["fit", "--config", str(ROOT / "tests" / "conf" / "classification.yaml"), "--trainer.default_root_dir", str(tmp_path),
+              "--data.init_args.train_file", str(bad)])
