@@ -65,9 +65,9 @@ class PreferenceDataModule(BaseDataModule):
         pairs = []
         for row in read_table(path, ["chosen", "rejected"], self.hparams.encoding):
             where = row.pop("_where")
-            missing = [k for k in ("chosen", "rejected") if not isinstance(row.get(k), str)]
-            if missing:
-                raise InputError(f"{where}: missing text field(s) {missing}; a preference row needs prompt, chosen and rejected")
+            not_text = [k for k in ("chosen", "rejected") if not isinstance(row[k], str)]
+            if not_text:
+                raise InputError(f"{where}: field(s) {not_text} must be text; a preference row holds prompt, chosen and rejected responses")
             prompt = format_prompt(self.prompt_template, row, where)
             pairs.append({"chosen": prompt + row["chosen"], "rejected": prompt + row["rejected"]})
         return pairs
