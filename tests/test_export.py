@@ -388,9 +388,7 @@ def test_artifact_streams_sentences_in_flat_memory(trained: dict, tmp_path: Path
     from lightkit.export.serving import Artifact
 
     from conftest import DATA
-    import tracemalloc
-
-    from memory import assert_flat
+    from memory import assert_flat, traced
 
     conf, ckpt = trained["ner"]
     export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
@@ -398,19 +396,12 @@ def test_artifact_streams_sentences_in_flat_memory(trained: dict, tmp_path: Path
     sentences = [line for line in (DATA / "ner" / "predict.txt").read_text().splitlines() if line.strip()]
 
     def stream(n: int, keep: bool = False) -> dict[str, int]:
-        # Python's own allocations (tracemalloc; numpy's too), not RSS: a kept result list reuses
-        # memory the allocator already holds from earlier runs, so RSS may not show it at all.
         source = (sentences[i % len(sentences)] for i in count())
-        tracemalloc.start()
-        try:
-            start = tracemalloc.get_traced_memory()[0]
+        with traced() as seen:
             results = islice(artifact.tag(source, batch_size=32), n)
             kept = list(results) if keep else deque(results, maxlen=0)  # keep every result, or consume and keep nothing
-            end, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
         del kept
-        return {"start": start, "peak": peak, "end": end}
+        return seen
 
     stream(2_500)  # warm up the session's arena and the allocator
     small, large, kept = stream(2_500), stream(10_000), stream(10_000, keep=True)
