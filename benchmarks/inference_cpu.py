@@ -10,7 +10,7 @@ PyTorch runs the same HF model in fp32 eager with torch's default intra-op threa
 default threads. With `--clm_artifact`, the causal LM too: prefill `--prompt` tokens, then greedy
 decode with the KV cache, batch 1 and 8, PyTorch fp32 vs the ORT forms (benchmarks/decoding.py).
 Metrics (test F1, perplexity, greedy agreement) come from each artifact's manifest (its parity
-gate). The GPU rows of the inference matrix (issue 7) need a GPU and are not produced here.
+gate). The GPU rows of the inference matrix (benchmarks/inference.py) need a GPU and are not produced here.
 """
 
 from __future__ import annotations

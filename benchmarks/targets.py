@@ -1,4 +1,6 @@
-"""Issue 7's targets, checked in the result file itself, so a missed one says by how much there.
+"""lightkit's performance targets (training tokens/s against the Trainer, MFU, int8-gpu latency,
+size and F1, int8-cpu speed-up), checked in the result file itself, so a missed one says by how
+much there.
 
     python benchmarks/targets.py benchmarks/results/*.json    # adds or refreshes each file's "targets"
 
@@ -34,7 +36,7 @@ def check(what: str, op: str, target: float, measured: float | None) -> dict[str
 
 def training(result: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
     if str(result.get("device", "")).startswith("CPU"):
-        return [], "issue 7's training targets are for a GPU; this run is on a CPU"
+        return [], "the training-throughput targets are for a GPU; this run is on a CPU"
     rows = [check("lightkit / Trainer tokens/s", ">=", TRAIN_RATIO, result["ratio_tokens_per_s"])]
     if result.get("task") == "clm":
         mfu = (result.get("mfu") or {}).get("lightkit_mfu")

@@ -91,7 +91,7 @@ def embedding_table(result: dict) -> str:
 
 
 def targets_lines(result: dict) -> list[str]:
-    """Issue 7's targets as checked in the file (benchmarks/targets.py): met, or short by how much."""
+    """The performance targets as checked in the file (benchmarks/targets.py): met, or short by how much."""
     if "targets" not in result:
         return []
     if not result["targets"]:

@@ -182,4 +182,4 @@ def test_inference_matrix_runs_encoder_and_decoder(tmp_path: Path) -> None:
     command = result["command"].split()
     assert "--allow_cpu" in command and "False" not in command and "True" not in command
     assert command[command.index("--forms") + 1 : command.index("--forms") + 3] == ["fp32", "int8-gpu"]
-    assert result["targets_note"] == "no 1x128 row"  # issue 7's latency targets are read at 1x128 only
+    assert result["targets_note"] == "no 1x128 row"  # the latency targets are read at 1x128 only
