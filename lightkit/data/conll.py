@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from lightkit.data.files import undecodable
 from lightkit.errors import InputError
 
 TagScheme = Literal["auto", "IOB1", "IOB2", "BIOES"]
@@ -44,10 +45,7 @@ def read_lines(path: str | Path, encoding: str = "utf-8") -> Iterable[tuple[int,
             try:
                 yield number, raw.decode(encoding).rstrip("\r\n")
             except UnicodeDecodeError as e:
-                raise CoNLLFormatError(
-                    f"{path}:{number}: not valid {'UTF-8' if encoding == 'utf-8' else encoding} (byte {raw[e.start]:#04x} at column "
-                    f"{e.start + 1}); set the data's `encoding` to the file's (e.g. latin-1) or re-encode it as UTF-8"
-                ) from None
+                raise CoNLLFormatError(undecodable(f"{path}:{number}", raw[e.start], e.start + 1, encoding)) from None
 
 
 def read_conll(path: str | Path, scheme: TagScheme = "auto", encoding: str = "utf-8") -> list[Sentence]:

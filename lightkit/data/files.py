@@ -8,6 +8,7 @@ default); a byte that does not decode is named with its line, never left to a co
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -20,6 +21,13 @@ from lightkit.errors import InputError
 Rows = list[dict[str, Any]]  # each row keeps its `_where` ("path:line", or the file) for error messages
 
 
+def undecodable(where: str, byte: int, column: int, encoding: str) -> str:
+    """The message for a byte that does not decode (shared with the streaming CoNLL reader)."""
+    name = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
+    return (f"{where}: not valid {name} (byte {byte:#04x} at column {column}); "
+            "set the data's `encoding` to the file's (e.g. latin-1) or re-encode it as UTF-8")
+
+
 def decode(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
     """`raw` decoded; an undecodable byte is an error naming its line and column."""
     try:
@@ -27,8 +35,7 @@ def decode(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise InputError(f"{path}:{line}: not valid {encoding} (byte {raw[e.start]:#04x} at column {column}); "
-                         f"set the data's `encoding` to the file's (e.g. latin-1) or re-encode it as UTF-8") from None
+        raise InputError(undecodable(f"{path}:{line}", raw[e.start], column, encoding)) from None
 
 
 def read_text(path: Path, encoding: str = "utf-8") -> str:
