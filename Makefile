@@ -81,4 +81,4 @@ ppo: install runs/classification/hf_model/model.safetensors runs/clm/hf_model/mo
 	$(LIGHTKIT) validate --config configs/ppo.yaml --data.val_file configs/prompts/tech_news.txt --ckpt_path runs/ppo/checkpoints/last.ckpt
 
 clean:
-	rm -rf $(VENV) .venv-min .venv-latest runs lightning_logs .pytest_cache
+	rm -rf $(VENV) .venv-min .venv-latest .venv-lock runs lightning_logs .pytest_cache
