@@ -6,9 +6,11 @@
 
 Same model (built from the same config and seed), same tokenised dataset (the NER DataModule's
 train split: real Twitter NER with the packaged MiniLM tokenizer), same batch size, precision,
-learning rate and number of optimizer steps. Each loop runs with its own defaults otherwise:
-lightkit's length-grouped batches (`--no-group_by_length` gives it the Trainer's uniformly shuffled
-order) against the Trainer's order. The first `--warmup` steps of each are not timed; the timed
+learning rate and number of optimizer steps. Each side gets its best documented settings by
+default: lightkit's length-grouped batches (its default; `--no-group_by_length` shuffles uniformly)
+against the Trainer with `train_sampling_strategy="group_by_length"`, transformers' own lever for
+the same thing. `--no-trainer_group_by_length` gives the Trainer its default uniformly shuffled
+order instead, for the defaults-against-defaults comparison. The first `--warmup` steps of each are not timed; the timed
 window runs from the start of the next step to the end of the last, with a device sync only at its
 two ends (data loading and the loops' own hooks count, as for a user). Results without
 `"timing": "window"` come from the first version, which synced around every step and left the
@@ -172,7 +174,9 @@ def main() -> None:
                     help="torch.compile's mode in both (reduce-overhead: CUDA graphs)")
     ap.add_argument("--pad_to_multiple_of", type=int, default=None, help="NER: round batch lengths up, in both collators")
     ap.add_argument("--group_by_length", action=argparse.BooleanOptionalAction, default=True,
-                    help="lightkit's length-grouped batches, its default (the Trainer keeps its own default order)")
+                    help="lightkit's length-grouped batches, its default")
+    ap.add_argument("--trainer_group_by_length", action=argparse.BooleanOptionalAction, default=True,
+                    help="the Trainer's train_sampling_strategy='group_by_length' (its default: random order)")
     ap.add_argument("--num_workers", type=int, default=0, help="DataLoader workers in both (lightkit num_workers, Trainer dataloader_num_workers)")
     ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=5)
@@ -239,7 +243,8 @@ def main() -> None:
                                         weight_decay=0.01, bf16=args.precision == "bf16-mixed", report_to=[], save_strategy="no",
                                         logging_strategy="no", use_cpu=device.type == "cpu", remove_unused_columns=False, seed=0,
                                         dataloader_num_workers=args.num_workers, disable_tqdm=True, torch_compile=args.compile,
-                                        torch_compile_mode=args.compile_mode if args.compile else None)
+                                        torch_compile_mode=args.compile_mode if args.compile else None,
+                                        train_sampling_strategy="group_by_length" if args.trainer_group_by_length and not clm else "random")
             CountingTrainer(model=model, args=hf_args, train_dataset=dm.datasets["train"], data_collator=collator, callbacks=[HFMeter(meter)],
                             meter=meter).train()
         return {**meter.result(), "peak_memory_mib": peak_memory_mib(device)}
@@ -279,6 +284,8 @@ def main() -> None:
         "hf_trainer": hf_result,
         "runs": runs,
         "ratio_tokens_per_s": lightkit_result["tokens_per_s"] / hf_result["tokens_per_s"],
+        "order": {"lightkit": "length-grouped" if args.group_by_length or clm else "shuffled",
+                  "hf_trainer": "length-grouped" if args.trainer_group_by_length and not clm else "shuffled"},
         "timing": "window",  # one sync at each end of the timed steps (see the module docstring)
         "notes": "medians of interleaved repeats; CPU max RSS only grows, so peaks after the first run include earlier runs",
     }

@@ -10,6 +10,8 @@ random state that lightkit stores, a run killed at any point resumes exactly.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -30,8 +32,16 @@ class LastCheckpoint(ModelCheckpoint):
         # No version counter: a resumed run overwrites last.ckpt instead of adding last-v1.ckpt.
         super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, every_n_train_steps=every_n_train_steps,
                          enable_version_counter=False)  # fmt: skip
+        self.save_every = every_n_train_steps
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if not self._should_skip_saving_checkpoint(trainer):  # skips a step already saved
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if trainer.fast_dev_run or trainer.sanity_checking or self.dirpath is None:
+            return
+        if trainer.global_step % self.save_every == 0:
+            return  # the step trigger saved this very step already
+        # Through the Trainer's public save (the strategy's CheckpointIO, so still atomic), named
+        # as ModelCheckpoint names its last checkpoint, so `--ckpt_path last` finds it.
+        path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+        trainer.save_checkpoint(path)
+        self.last_model_path = path

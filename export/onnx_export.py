@@ -53,16 +53,19 @@ def input_names(model: PreTrainedModel) -> tuple[str, ...]:
     return names
 
 
-def export_fp32(model: PreTrainedModel, path: Path, opset: int = OPSET) -> tuple[str, ...]:
-    """Write the fp32 graph with dynamic batch and sequence axes; returns its input names."""
+def export_fp32(model: PreTrainedModel, path: Path, opset: int = OPSET, logits_axes: list[str | int] | None = None) -> tuple[str, ...]:
+    """Write the fp32 graph with dynamic batch and sequence axes; returns its input names.
+
+    `logits_axes` is the task's declared logits shape (`BaseTask.logits_axes`): its named axes are
+    dynamic in the graph. Default: per-row logits (batch, classes).
+    """
     model = model.eval().float()
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("eager")  # the pattern ORT's optimizer fuses
     names = input_names(model)
     dummy = tuple(torch.ones(2, 8, dtype=torch.long) if n != "token_type_ids" else torch.zeros(2, 8, dtype=torch.long) for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    per_token = "TokenClassification" in type(model).__name__
-    axes["logits"] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
+    axes["logits"] = {i: name for i, name in enumerate(logits_axes or ["batch", 0]) if isinstance(name, str)}
     with torch.no_grad():
         torch.onnx.export(
             _LogitsOnly(model, names),

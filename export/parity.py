@@ -1,8 +1,9 @@
 """The parity gate of `lightkit export`: an artifact scored against PyTorch by the task itself.
 
 The task's own `step` and metrics run with an ONNX Runtime session standing in for its model
-(`run_model` is shadowed for the duration), on the same held-out batches as PyTorch, so the
-metric compared is exactly the one `lightkit test` reports.
+(`BaseTask.forward_with`), on the same held-out batches as PyTorch, so the metric compared is
+exactly the one `lightkit test` reports. What is compared comes from the task's declared contract
+(`primary_metric`, `primary_mode`, `export_kind`), never from its class name.
 """
 
 from __future__ import annotations
@@ -17,15 +18,6 @@ from lightkit.export.placement import placement
 from lightkit.export.runtime import OrtModel
 
 GPU_FORMS = ("fp16", "int8-gpu")
-# How a worse metric shows: F1/accuracy fall (absolute drop), perplexity rises (relative increase).
-LOWER_IS_BETTER = {"perplexity"}
-
-
-def output_shape(task: Any, objective: str) -> list[Any]:
-    if objective == "CausalLMTask":
-        return ["batch", "sequence", task.model.config.vocab_size]
-    classes = len(task.hparams.label_names)
-    return ["batch", "sequence", classes] if objective == "TokenClassificationTask" else ["batch", classes]
 
 
 def score(task: Any, model: Any, batches: list[dict[str, Any]]) -> tuple[dict[str, float], list[torch.Tensor], list[torch.Tensor]]:
@@ -33,23 +25,21 @@ def score(task: Any, model: Any, batches: list[dict[str, Any]]) -> tuple[dict[st
     metrics = task.configure_metrics()
     logits, masks = [], []
 
-    def run_model(batch: dict[str, Any], **kwargs: Any) -> Any:
-        out = model(**task.model_inputs(batch), **kwargs)
+    def recorded(**inputs: Any) -> Any:
+        out = model(**inputs)
         logits.append(out.logits.detach().float())
         # Compared where the task reads predictions: labelled tokens (first subwords), or every row.
-        labels = batch.get("labels")
-        per_token = out.logits.dim() == 3
-        masks.append((labels != -100) if per_token and labels is not None else batch["attention_mask"].bool() if per_token else torch.ones(out.logits.size(0), dtype=torch.bool))
+        labels, per_token = inputs.get("labels"), out.logits.dim() == 3
+        if per_token:
+            masks.append(labels != -100 if labels is not None else inputs["attention_mask"].bool())
+        else:
+            masks.append(torch.ones(out.logits.size(0), dtype=torch.bool))
         return out
 
-    task.run_model = run_model  # an instance attribute shadows the method for this scoring only
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                out = task.step(batch)
-                metrics.update(out.preds, out.target, **out.metric_kwargs)
-    finally:
-        del task.run_model
+    with task.forward_with(recorded), torch.no_grad():
+        for batch in batches:
+            out = task.step(batch)
+            metrics.update(out.preds, out.target, **out.metric_kwargs)
     return {k: float(v) for k, v in metrics.compute().items()}, logits, masks
 
 
@@ -62,8 +52,10 @@ def compare(ref: list[torch.Tensor], got: list[torch.Tensor], masks: list[torch.
     return {"max_abs_diff": diff, "argmax_agreement": agree / max(total, 1)}
 
 
-def metric_drop(metric: str, pytorch: float, onnx: float) -> float:
-    return onnx / pytorch - 1.0 if metric in LOWER_IS_BETTER else pytorch - onnx
+def metric_drop(mode: str, pytorch: float, onnx: float) -> float:
+    """How much worse the artifact scores: an absolute fall of a metric where higher is better
+    (F1, accuracy), a relative rise of one where lower is (perplexity)."""
+    return onnx / pytorch - 1.0 if mode == "min" else pytorch - onnx
 
 
 # A step's greedy token counts as decided when PyTorch's top-2 logit gap exceeds twice the form's
@@ -118,15 +110,16 @@ def latency_ms(model: Any, batch: dict[str, Any], task: Any, repeats: int = 10) 
 
 
 def check_form(task: Any, form: str, path: Path, expected: tuple[dict[str, float], list[torch.Tensor], dict[str, torch.Tensor] | None], masks: list[torch.Tensor],
-               batches: list[dict[str, Any]], primary: str, limits: dict[str, float]) -> tuple[dict[str, Any], list[str]]:
+               batches: list[dict[str, Any]], limits: dict[str, float]) -> tuple[dict[str, Any], list[str]]:
     """Score one artifact against PyTorch; its manifest entry and what breaks its tolerance."""
     # TF32 off: the gate checks the export, and the CUDA EP's default TF32 MatMul alone moves a
     # 6-layer encoder's logits by ~1e-2 (measured on an H100), above the fp32 tolerance.
     session = OrtModel(path, device="cpu" if form in ("int8-cpu", "qat") else "auto", tf32=False)
     metrics, logits, _ = score(task, session, batches)
     ref_metrics, ref_logits, ref_decode = expected
+    primary = task.primary_metric
     parity = {**compare(ref_logits, logits, masks), "metric": primary, "pytorch": ref_metrics[primary], "onnx": metrics[primary]}
-    parity["metric_drop"] = metric_drop(primary, parity["pytorch"], parity["onnx"])
+    parity["metric_drop"] = metric_drop(task.primary_mode, parity["pytorch"], parity["onnx"])
     checks = [
         (parity["max_abs_diff"] > limits["max_abs_diff"], f"max_abs_diff {parity['max_abs_diff']:.3g} > {limits['max_abs_diff']}"),
         (parity["argmax_agreement"] < limits["min_argmax_agreement"], f"argmax agreement {parity['argmax_agreement']:.4f} < {limits['min_argmax_agreement']}"),

@@ -23,7 +23,7 @@ import torch
 from transformers import AutoTokenizer
 
 from lightkit.errors import InputError
-from lightkit.export.refiner import decode_words, transition_rules
+from lightkit.decoding import decode_words, transition_rules
 from lightkit.export.runtime import OrtModel
 
 
@@ -69,7 +69,7 @@ class Artifact:
 
     def classify(self, texts: Iterable[str], batch_size: int = 32) -> Iterator[tuple[str, dict[str, float]]]:
         """(label, probabilities) per text, for a sequence classification artifact."""
-        self._expect("SequenceClassificationTask")
+        self._expect("labels")
         for chunk in batched(texts, batch_size):
             enc = self._encode(chunk, split_words=False)
             probs = torch.softmax(self.session(**enc).logits, dim=-1).numpy()
@@ -78,7 +78,7 @@ class Artifact:
 
     def tag(self, sentences: Iterable[str | list[str]], batch_size: int = 32, viterbi: bool = False) -> Iterator[list[tuple[str, str]]]:
         """(word, IOB2 tag) per word, for a token classification artifact; words split on whitespace."""
-        self._expect("TokenClassificationTask")
+        self._expect("word_tags")
         for chunk in batched(sentences, batch_size):
             words = [s.split() if isinstance(s, str) else list(s) for s in chunk]
             enc = self._encode(words, split_words=True)
@@ -87,9 +87,11 @@ class Artifact:
                 ids = decode_words(logits[i], enc.word_ids(i), len(sentence), self._rules if viterbi else None)
                 yield [(word, self.labels[label]) for word, label in zip(sentence, ids)]
 
-    def _expect(self, task: str) -> None:
-        if self.manifest["objective"] != task:
-            raise InputError(f"{self.folder}: a {self.manifest['objective']} artifact, not a {task}")
+    def _expect(self, serving: str) -> None:
+        # The task declared how its served batches are decoded (BaseTask.serving); the manifest
+        # records it, so serving needs no training code.
+        if self.manifest.get("serving") != serving:
+            raise InputError(f"{self.folder}: a {self.manifest['objective']} artifact serves {self.manifest.get('serving')!r}, not {serving!r}")
 
 
 __all__ = ["Artifact", "batched"]

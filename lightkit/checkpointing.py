@@ -1,10 +1,5 @@
 """Checkpoints a crash cannot spoil, and the random state that makes a resumed run exact.
 
-Lightning already saves weights, optimizer, loop counters, callbacks and (for a `state_dict`
-loader such as torchdata's StatefulDataLoader, which BaseDataModule uses) the position inside
-the epoch. Two things are missing for `--ckpt_path last` after a SIGKILL to continue exactly
-as if nothing happened:
-
 - Atomic files. Lightning's `_atomic_save` writes through an fsspec transaction, which for a
   local path stages the bytes in the system temp folder and `shutil.move`s them over: across
   file systems that is a copy onto the final name, so a kill mid-copy leaves a truncated
@@ -12,7 +7,8 @@ as if nothing happened:
   target, fsyncs and `os.replace`s, so the old checkpoint stays whole until the new one is.
 - Random state. Dropout and masking draw from the global generators; Lightning does not save
   them, so a resumed run would draw different masks. `rng_state()` is stored with every
-  checkpoint by BaseTask and put back just before the first batch of the resumed epoch.
+  checkpoint by the ExactResume callback and put back just before the first batch of the
+  resumed epoch.
 """
 
 from __future__ import annotations

@@ -6,13 +6,13 @@ Accepts what lightkit produces and what users bring: a lightkit checkpoint (`.ck
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lightkit.compat import fresh_hyperparameters
 from lightkit.errors import InputError
 from lightkit.resources import load_tokenizer, resolve_path
 
@@ -60,8 +60,7 @@ def load_trained(spec: str, task: type, what: str, accept: tuple[type, ...] = ()
     task = known[name]
     # LightningCLI also records link targets the task does not take (e.g. prompt_template).
     kwargs = {k: v for k, v in hparams.items() if k in init_parameters(task)}
-    # LightningCLI hands its hyperparameters to any LightningModule built while it instantiates the
-    # config's task (a ContextVar); in a fresh context this one records its own.
-    instance = contextvars.Context().run(task, **kwargs)
+    # Built while LightningCLI instantiates the configured task: it records its own hyperparameters.
+    instance = fresh_hyperparameters(task, **kwargs)
     instance.load_state_dict(ckpt["state_dict"])
     return instance.model, instance.tokenizer

@@ -1,102 +1,139 @@
-"""The `lightkit` command: LightningCLI over every lightkit task and DataModule.
+"""The `lightkit` command: one LightningCLI for every subcommand.
 
     lightkit fit|validate|test|predict --config configs/ner.yaml [--trainer.max_epochs 3 ...]
-    lightkit export --config configs/ner.yaml --ckpt_path ... --output ...   (see lightkit.export.cli)
-    lightkit evaluate --config configs/ner.yaml --artifact ... --form int8-cpu --output ...
+    lightkit export   --config configs/ner.yaml --ckpt_path runs/ner/checkpoints/best.ckpt --output runs/ner/onnx
+    lightkit evaluate --config configs/ner.yaml --artifact runs/ner/onnx --form int8-cpu --output runs/ner/eval
 
-Tasks and DataModules are chosen in YAML by class name (subclass mode); what the data knows
-(tokenizer, label names) is linked into the task when both are instantiated, so a config states
-it once. A PredictionWriter is always present, configurable as `--prediction_writer.output`.
+Every subcommand is built by the same `cli()`: the task and DataModule from the config, chosen in
+YAML by class name (subclass mode), with what the data knows (tokenizer, label names) linked into
+the task when both are instantiated, so a config states it once. `export` and `evaluate` are
+methods of `LightkitTrainer`, so LightningCLI lists them in `lightkit --help`, reads their settings
+from `--config` files as well as flags, and hands them the built task and DataModule. A
+PredictionWriter is always present, configurable as `--prediction_writer.output`.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, Literal
 
-import torch
-import yaml
-
-from lightning.pytorch import Trainer
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 import lightkit.callbacks  # noqa: F401 - registers callbacks for short class_path names
 import lightkit.tasks  # noqa: F401 - registers tasks for short class_path names
-from lightkit.callbacks import PredictionWriter
+from lightkit.callbacks import ExactResume, PredictionWriter
 from lightkit.checkpointing import AtomicCheckpointIO
+from lightkit.compat import CheckpointHparams
 from lightkit.data import BaseDataModule
 from lightkit.errors import InputError
 from lightkit.precision import default_precision
 from lightkit.task import BaseTask
 
-
 # DataModule attribute -> task argument, linked when both are built.
 LINKS = {"tokenizer_name": "tokenizer", "label_names": "label_names", "prompt_template": "prompt_template"}
+ARTIFACT_COMMANDS = ("export", "evaluate")
 
 
-class LightkitCLI(LightningCLI):
+class LightkitTrainer(Trainer):
+    """Lightning's Trainer, plus the commands that start from a trained model: `export`, `evaluate`."""
+
+    #: The `--config` files of the command, recorded in an export's manifest (set by LightkitCLI).
+    config_files: list[str] = []
+
+    def export(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        ckpt_path: str,
+        output: str,
+        forms: list[str] | str | None = None,
+        overwrite: bool = False,
+        parity_batches: int | None = None,
+        tolerance: dict[str, dict[str, float]] | None = None,
+        opset: int | None = None,
+        embedding_bits: Literal[8, 4] = 8,
+    ) -> Path:
+        """Export a checkpoint to ONNX forms, each checked for parity against PyTorch.
+
+        Args:
+            ckpt_path: checkpoint written by `lightkit fit`.
+            output: folder to create: one folder per form, tokenizer/ and manifest.json.
+            forms: one or a list (`[fp32, int8-cpu]`) of fp32, fp16, int8-gpu, int8-cpu, qat. Default fp32 and int8-cpu (qat
+                instead for a QAT checkpoint), plus fp16 and int8-gpu where CUDA is present.
+            overwrite: replace an existing output folder.
+            parity_batches: test-split batches the parity gate scores (default: the task's).
+            tolerance: per form, limits replacing the defaults, e.g. `{int8-cpu:
+                {max_metric_drop: 0.05}}`; keys max_abs_diff, min_argmax_agreement,
+                max_metric_drop, min_greedy_agreement.
+            opset: ONNX opset (default 17).
+            embedding_bits: int8-gpu: bits of the embedding tables (4 makes the file smaller;
+                check the parity report).
+        """
+        from lightkit.export.exporter import export_checkpoint
+        from lightkit.export.onnx_export import OPSET
+
+        return export_checkpoint(model, datamodule, ckpt_path, output, forms, overwrite, parity_batches, tolerance, opset or OPSET,
+                                 embedding_bits, config_files=self.config_files)
+
+    def evaluate(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        artifact: str,
+        form: str,
+        output: str,
+        device: Literal["auto", "cpu"] = "auto",
+    ) -> dict[str, Any]:
+        """Score an exported artifact with the task's own test loop, reports and metrics.
+
+        Args:
+            artifact: folder written by `lightkit export`.
+            form: which form of the artifact (see its manifest.json).
+            output: folder for the test reports and evaluation.json.
+            device: auto: ONNX Runtime's CUDA execution provider when present; cpu: the CPU.
+        """
+        from lightkit.export.evaluate import evaluate_artifact
+
+        return evaluate_artifact(self, model, datamodule, artifact, form, output, device)
+
+
+class LightkitCLI(CheckpointHparams):
+    links = tuple(LINKS.values())
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**CheckpointHparams.subcommands(), **{name: {"model", "datamodule"} for name in ARTIFACT_COMMANDS}}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # A link whose target the chosen task lacks is skipped, so tasks without labels are fine.
         for source, target in LINKS.items():
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
 
-    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        self._argv = [str(a) for a in (sys.argv[1:] if args is None else args)] if not isinstance(args, dict) else []
-        super().parse_arguments(parser, args)
-
-    def _model_flags(self) -> dict[str, object]:
-        """Task arguments given as flags (`--model.decoding viterbi`, `--model.init_args.top_k=5`)."""
-        flags, argv = {}, self._argv
-        for i, arg in enumerate(argv):
-            if not arg.startswith("--model."):
-                continue
-            key, eq, value = arg[2:].partition("=")
-            if not eq:
-                if i + 1 >= len(argv):
-                    continue
-                value = argv[i + 1]
-            parts = key.split(".")[1:]
-            parts = parts[1:] if parts[:1] == ["init_args"] else parts
-            if len(parts) == 1 and parts[0] != "class_path":
-                flags[parts[0]] = yaml.safe_load(value)  # typed as jsonargparse types a flag
-        return flags
-
-    def _parse_ckpt_path(self) -> None:
-        # As LightningCLI's: a checkpoint's saved task hyperparameters override the config. Unlike
-        # it, (1) flags given on this command line win over the checkpoint (`test --ckpt_path ...
-        # --model.decoding viterbi` must decode with Viterbi), and (2) link targets are left out:
-        # the links supply them from the DataModule again, and for a task that takes **kwargs
-        # they would otherwise reach BaseTask as unknown keywords.
-        subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not ckpt_path or not Path(ckpt_path).is_file():
-            return
-        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
-        for key in ("_instantiator", *LINKS.values()):
-            hparams.pop(key, None)
-        if "_class_path" not in hparams:
-            return
-        hparams.update(self._model_flags())
-        model = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
-        self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
-
-    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, object]:
-        kwargs = super()._prepare_subcommand_kwargs(subcommand)
-        if subcommand == "predict" and kwargs.get("return_predictions") is None:
-            # The PredictionWriter streams every batch to a file; Lightning would also keep them
-            # all in memory to return them, so a long input file would grow memory without bound.
-            kwargs["return_predictions"] = False
-        return kwargs
-
     def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config["trainer"]
         # An unset trainer.precision becomes bf16-mixed on a GPU with native bf16 (see
         # lightkit.precision). Written into the parsed config, so the run's saved config.yaml
         # records the precision that actually ran.
-        trainer = self._get(self.config, "trainer")
         if trainer.get("precision") is None:
             trainer["precision"] = default_precision(trainer.get("accelerator", "auto"), trainer.get("strategy", "auto"))
+        if self.subcommand in ARTIFACT_COMMANDS:
+            trainer["logger"] = False  # not a training run: no logger folders
+        if self.subcommand == "evaluate":
+            trainer["default_root_dir"] = config["output"]  # the test loop writes its reports there
+
+    def before_export(self) -> None:
+        self.trainer.config_files = [str(path) for path in self.config["export"].get("config") or []]
+
+    def before_predict(self) -> None:
+        # The PredictionWriter streams every batch to a file; Lightning would also keep them all
+        # in memory to return them, so a long input file would grow memory without bound.
+        if self.config_init["predict"].get("return_predictions") is None:
+            self.config_init["predict"]["return_predictions"] = False
 
     def instantiate_trainer(self, **kwargs: object) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -121,48 +158,35 @@ class LightkitCLI(LightningCLI):
             raise cause from None
 
 
+def cli(args: ArgsType = None, run: bool = True) -> LightkitCLI:
+    """The one builder behind every `lightkit` subcommand (run=False: build, don't run)."""
+    return LightkitCLI(
+        BaseTask,
+        BaseDataModule,
+        trainer_class=LightkitTrainer,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [ExactResume()]},  # always present, not configurable
+        args=args,
+        run=run,
+    )
+
+
 def main(args: ArgsType = None) -> None:
     """Entry point of the `lightkit` console script; `args` lets tests call it in-process.
 
     From the shell, bad input (a malformed file, a missing path) ends with one clear line and exit
     status 2 instead of a traceback; called with `args`, the exception propagates to the caller.
     """
-    if args is None:
-        try:
-            _run(args)
-        except (InputError, FileNotFoundError, FloatingPointError) as e:
-            print(f"lightkit: error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
-    else:
-        _run(args)
-
-
-def _run(args: ArgsType) -> None:
-    argv = list(sys.argv[1:] if args is None else args)
-    if argv[:1] == ["export"]:
-        from lightkit.export.cli import export_main
-
-        export_main(argv[1:])
+    if args is not None:
+        cli(args)
         return
-    if argv[:1] == ["evaluate"]:
-        from lightkit.export.evaluate import evaluate_main
-
-        evaluate_main(argv[1:])
-        return
-    cli(args)
-
-
-def cli(args: ArgsType = None, run: bool = True) -> LightkitCLI:
-    """The LightningCLI behind `lightkit fit|validate|test|predict` (run=False: build, don't run)."""
-    return LightkitCLI(
-        BaseTask,
-        BaseDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-    )
+    try:
+        cli()
+    except (InputError, FileNotFoundError, FloatingPointError) as e:
+        print(f"lightkit: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -73,17 +73,17 @@ class ModelReward(torch.nn.Module):
 
     Args:
         path: the model.
+        tasks: the task classes whose checkpoints hold a suitable model, the first being the one
+            whose `auto_model` loads a Hugging Face folder (the caller names them: the core does
+            not import tasks).
         label: label name or index whose logit is the score; required when num_labels > 1.
         text: score `prompt_and_response` (default) or the `response` alone.
         max_length: longest reward-model input in its own tokens.
     """
 
-    def __init__(self, path: str, label: str | int | None = None, text: Literal["prompt_and_response", "response"] = "prompt_and_response", max_length: int = 256) -> None:
+    def __init__(self, path: str, tasks: tuple[type, ...], label: str | int | None = None, text: Literal["prompt_and_response", "response"] = "prompt_and_response", max_length: int = 256) -> None:
         super().__init__()
-        from lightkit.tasks.reward_model import RewardModelTask  # tasks import this module
-        from lightkit.tasks.sequence_classification import SequenceClassificationTask
-
-        self.model, self.tokenizer = load_trained(path, SequenceClassificationTask, what="reward_model", accept=(RewardModelTask,))
+        self.model, self.tokenizer = load_trained(path, tasks[0], what="reward_model", accept=tasks[1:])
         if self.tokenizer is None:
             raise InputError(f"reward_model: {path} has no tokenizer files; save it with its tokenizer")
         self.model.eval().requires_grad_(False)

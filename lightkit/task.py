@@ -10,20 +10,27 @@ A task subclass defines only what is particular to its objective:
 Everything else lives here: hyperparameters, model construction from a pretrained folder or a
 transformers config, AdamW with weight-decay groups, per-stage logging, and saving the trained
 model in Hugging Face format at the end of fit so `transformers` loads it with no lightkit code.
+
+A task also declares, as class attributes, what `lightkit export`, `lightkit evaluate` and serving
+need to know about it (its primary metric, how its model is exported, how a served batch is
+decoded; see "the export contract" below). The export side reads only these, never a class name,
+so a new objective is one task file, one DataModule if its data is new, and one YAML.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
 from torchmetrics import MetricCollection
 from transformers import AutoConfig, PreTrainedModel
 
-from lightkit.checkpointing import rng_state, set_rng_state
 from lightkit.epoch_means import EpochMeans
 from lightkit.errors import InputError
 from lightkit.finite import FiniteLossGuard
@@ -39,17 +46,18 @@ STAGES = ("train", "val", "test")
 warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
-class StepOutput(NamedTuple):
+@dataclass
+class StepOutput:
     """What `step` returns: the loss, what the metrics update on (preds, target, extras), and
     parts of the loss to log beside it (e.g. `kd_loss`, logged as `val_kd_loss`). A training step
     that feeds no metrics (`wants_metrics()` false) returns preds and target None: decoding them
     would cost a pass over the logits and, often, a host sync per step."""
 
     loss: torch.Tensor
-    preds: Any
-    target: Any
-    metric_kwargs: dict[str, Any] = {}
-    logs: dict[str, torch.Tensor] = {}
+    preds: Any = None
+    target: Any = None
+    metric_kwargs: dict[str, Any] = field(default_factory=dict)
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def label_config(names: list[str] | None, task: str) -> dict[str, Any]:
@@ -90,6 +98,29 @@ class BaseTask(L.LightningModule):
 
     auto_model: ClassVar[Any] = None  # the transformers Auto class of the objective
 
+    # -- the export contract: all that lightkit.export reads about a task ------------------------
+    #: The metric the task is judged on, as logged without its stage prefix (`val_f1` -> "f1");
+    #: the parity gate of `lightkit export` compares PyTorch and ONNX on it.
+    primary_metric: ClassVar[str | None] = None
+    #: "max" when a higher primary metric is better (F1, accuracy), "min" when lower is
+    #: (perplexity): the gate reads a drop as an absolute fall or a relative rise accordingly.
+    primary_mode: ClassVar[Literal["max", "min"]] = "max"
+    #: How `lightkit export` traces the model: "encoder" (token ids in, logits out) or "decoder"
+    #: (logits plus a KV cache in and out, and next-token outputs for a decode loop). None: the
+    #: task has no export yet, and `lightkit export` says so.
+    export_kind: ClassVar[Literal["encoder", "decoder"] | None] = None
+    #: How a served batch of the artifact is decoded (`lightkit.export.serving.Artifact`):
+    #: "labels" (one label per text), "word_tags" (one tag per word, read at first subwords) or
+    #: "tokens" (a decode loop); recorded in the artifact's manifest.
+    serving: ClassVar[Literal["labels", "word_tags", "tokens"] | None] = None
+    #: Test-split batches the parity gate scores by default.
+    parity_batches: ClassVar[int] = 20
+
+    def logits_axes(self) -> list[str | int]:
+        """The logits' shape as the exported graph declares it: a name per dynamic axis
+        (`batch`, `sequence`), a number per fixed one (labels, vocabulary)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no logits_axes")
+
     def __init__(
         self,
         pretrained: str | None = None,
@@ -116,7 +147,9 @@ class BaseTask(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
         self._finite = FiniteLossGuard(type(self).__name__)
-        self._epoch_means = EpochMeans()
+        # Running sums of the training values; checkpointed by the ExactResume callback.
+        self.epoch_means = EpochMeans()
+        self.__dict__["_stand_in"] = None  # not a registered submodule, whatever stands in
 
     # -- what a task defines -------------------------------------------------------------------
     def build_model(self) -> PreTrainedModel:
@@ -160,9 +193,9 @@ class BaseTask(L.LightningModule):
 
     def fuse_activation(self, config: Any) -> Any:
         """GPT-2's `gelu_new` is the tanh GELU written as five elementwise ops; `gelu_pytorch_tanh`
-        is the same function as one kernel. Measured on an H100 (benchmarks/results/
-        clm-step-levers-*-h100.json), the swap alone doubles a GPT-2-small training step (14% to
-        28% MFU); the weights and outputs are unchanged (to float rounding)."""
+        is the same function as one kernel, so on a GPU a memory-bound step gets much faster
+        (benchmarks/results/clm-step-levers-*.json) while weights and outputs stay the same to
+        float rounding."""
         if self.hparams.get("fused_activation", True):
             for attr in ("activation_function", "hidden_act"):
                 if getattr(config, attr, None) == "gelu_new":
@@ -175,8 +208,29 @@ class BaseTask(L.LightningModule):
         return {k: batch[k] for k in names if k in batch}
 
     def run_model(self, batch: dict[str, Any], **kwargs: Any) -> Any:
-        """The model's forward on `batch`; tasks call it in `step` so wrappers (KD) can see it."""
-        return self.model(**self.model_inputs(batch), **kwargs)
+        """The model's forward on `batch`; tasks call it in `step` so wrappers (KD) can see it,
+        and so another model can stand in for it (`forward_with`)."""
+        model = self.model if self._stand_in is None else self._stand_in
+        return model(**self.model_inputs(batch), **kwargs)
+
+    @contextmanager
+    def forward_with(self, model: Callable[..., Any]) -> Iterator[None]:
+        """Run the task's `step` with `model` standing in for its transformers model.
+
+        `model` is called like one (the batch's model inputs as keywords, plus the task's own,
+        such as `labels`) and returns an object with `.logits` (and `.loss` when given labels).
+        This is how `lightkit export` and `lightkit evaluate` score an ONNX Runtime session with
+        the task's own step, metrics and reports, so the numbers are those `lightkit test` reports.
+        """
+        previous, self.__dict__["_stand_in"] = self._stand_in, model
+        try:
+            yield
+        finally:
+            self.__dict__["_stand_in"] = previous
+
+    def batch_size(self, batch: dict[str, Any]) -> int:
+        """Rows in `batch`, for weighting logged means: the first tensor's first dimension."""
+        return next(v.size(0) for v in batch.values() if isinstance(v, torch.Tensor))
 
     # -- frozen companions (KD teacher, PPO reference and reward model) -------------------------
     def add_frozen(self, name: str, model: torch.nn.Module) -> torch.nn.Module:
@@ -200,8 +254,11 @@ class BaseTask(L.LightningModule):
         return self
 
     def configure_model(self) -> None:
-        if self.hparams.get("compile") and not getattr(self.model, "_compiled_call_impl", None):
+        # Lightning calls this hook again for every trainer entry point (fit, then test, ...);
+        # the model is compiled once.
+        if self.hparams.get("compile") and not self.__dict__.get("_compiled"):
             self.model.compile(mode=self.hparams.get("compile_mode", "default"))
+            self.__dict__["_compiled"] = True
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -235,7 +292,7 @@ class BaseTask(L.LightningModule):
 
     def _shared_step(self, batch: dict[str, Any], stage: str) -> StepOutput:
         out = self.step(batch)
-        values, size = {"loss": out.loss, **out.logs}, batch["input_ids"].size(0)
+        values, size = {"loss": out.loss, **out.logs}, self.batch_size(batch)
         if stage == "train":
             self.log_train(values, size)
         else:
@@ -248,21 +305,17 @@ class BaseTask(L.LightningModule):
     def log_train(self, values: dict[str, torch.Tensor], batch_size: int, bar: tuple[str, ...] = ("loss",)) -> None:
         """Log training values as `train_<name>_step` and, at epoch end, `train_<name>_epoch`
         (and `train_<name>` for callbacks), the names `self.log(on_step=True, on_epoch=True)`
-        gives, but through `EpochMeans`: exact across a mid-epoch resume, and each step reaches
-        Lightning only when the logger writes it or a progress bar shows it.
+        gives, but with the epoch mean kept by `EpochMeans`, which is exact across a mid-epoch
+        resume.
 
         Lightning turns every prog_bar value into a Python number after each batch, bar or no bar
         (Lightning-AI/pytorch-lightning#21232): on a GPU a host sync per step. So values go to
         the progress bar only when there is one.
         """
-        self._epoch_means.add(values, batch_size)
-        trainer = self._trainer
-        shown = trainer is None or trainer.progress_bar_callback is not None
-        # The property Lightning's own LearningRateMonitor asks; if it ever goes, log every step.
-        written = trainer is None or trainer.fast_dev_run or getattr(trainer._logger_connector, "should_update_logs", True)
-        if shown or written:
-            for name, value in values.items():
-                self.log(f"train_{name}_step", value, on_step=True, on_epoch=False, prog_bar=shown and name in bar, batch_size=batch_size)
+        self.epoch_means.add(values, batch_size)
+        shown = self._trainer is None or self.trainer.progress_bar_callback is not None
+        for name, value in values.items():
+            self.log(f"train_{name}_step", value, on_step=True, on_epoch=False, prog_bar=shown and name in bar, batch_size=batch_size)
 
     def wants_metrics(self, stage: str | None = None) -> bool:
         """Whether this step's predictions feed metrics (tasks may skip decoding them if not)."""
@@ -293,30 +346,15 @@ class BaseTask(L.LightningModule):
         metrics.reset()
         return values
 
-    # -- exact resume (lightkit.checkpointing) -------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng_state"] = rng_state()
-        checkpoint["train_epoch_means"] = self._epoch_means.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._resume_rng = checkpoint.get("rng_state")
-        self._epoch_means.load_state_dict(checkpoint.get("train_epoch_means", {}))
-
-    def on_train_start(self) -> None:
-        # Put back here, not on load: Lightning rebuilds the loader's iterator after loading, and
-        # that draws from the generators. Nothing draws between this hook and the first batch
-        # (on_train_epoch_start is not called again when resuming mid-epoch).
-        if (state := self.__dict__.pop("_resume_rng", None)) is not None:
-            set_rng_state(state)
-
+    # -- epoch means (checkpointed by lightkit.callbacks.ExactResume) ---------------------------
     def on_train_epoch_start(self) -> None:
         # The one place the sums are cleared. Not called when a run resumes mid-epoch, so the
         # restored sums are kept; a run resumed from any checkpoint taken at an epoch's end
         # (before or after on_train_epoch_end) starts the next epoch here, with nothing carried.
-        self._epoch_means.reset()
+        self.epoch_means.reset()
 
     def on_train_epoch_end(self) -> None:
-        for name, mean in self._epoch_means.means().items():
+        for name, mean in self.epoch_means.means().items():
             self.log(f"train_{name}_epoch", mean, on_epoch=True)
             self.log(f"train_{name}", mean, on_epoch=True, logger=False)  # what callbacks monitor
         if self.wants_metrics("train"):

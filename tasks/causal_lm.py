@@ -39,6 +39,14 @@ class CausalLMTask(BaseTask):
     """
 
     auto_model = AutoModelForCausalLM
+    primary_metric = "perplexity"
+    primary_mode = "min"
+    export_kind = "decoder"
+    serving = "tokens"
+    parity_batches = 4  # logits span the vocabulary: a few batches already hold many positions
+
+    def logits_axes(self) -> list[str | int]:
+        return ["batch", "sequence", self.model.config.vocab_size]
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ plus any hidden-state projections) or `train()`, yet moves with the student betw
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -165,7 +166,7 @@ class Distillation:
             hidden = torch.stack(distances).mean()
             loss = loss + h.alpha_hidden * hidden
             logs["hidden_loss"] = hidden.detach()
-        return base._replace(loss=loss, logs=logs)
+        return dataclasses.replace(base, loss=loss, logs=logs)
 
     # -- output --------------------------------------------------------------------------------
     def save_extras(self, directory: Path) -> None:

@@ -29,6 +29,8 @@ class MaskedLMTask(BaseTask):
     """
 
     auto_model = AutoModelForMaskedLM
+    primary_metric = "perplexity"
+    primary_mode = "min"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -36,6 +36,8 @@ from transformers import PreTrainedModel
 from lightkit.errors import InputError
 from lightkit.loading import load_trained
 from lightkit.rewards import ModelReward, build_reward
+from lightkit.tasks.reward_model import RewardModelTask
+from lightkit.tasks.sequence_classification import SequenceClassificationTask
 from lightkit.rl import AdaptiveKL, entropy_from_logits, gae, masked_mean, masked_whiten, policy_loss, token_logprobs, value_loss
 from lightkit.tasks.causal_lm import CausalLMTask
 
@@ -86,6 +88,13 @@ class PPOTask(CausalLMTask):
             pretrained (lightkit CLM checkpoint or HF folder) / model_config; see CausalLMTask.
     """
 
+    primary_metric = "reward"
+    primary_mode = "max"
+    # Its step is a rollout and an update, not a forward the parity gate can score; the policy is
+    # a plain causal LM in its hf_model folder, exported like any other.
+    export_kind = None
+    serving = None
+
     def __init__(
         self,
         reward_fn: str | None = None,
@@ -113,7 +122,7 @@ class PPOTask(CausalLMTask):
         super().__init__(**kwargs)
         self.automatic_optimization = False
         self.kl_ctl = AdaptiveKL(kl_coef, target_kl, kl_horizon)
-        reward = build_reward(reward_fn, reward_model, label=reward_label, text=reward_text)
+        reward = build_reward(reward_fn, reward_model, tasks=(SequenceClassificationTask, RewardModelTask), label=reward_label, text=reward_text)
         if isinstance(reward, ModelReward):
             self.add_frozen("reward", reward)  # moves with the policy, never trained or saved
         self.__dict__["_reward"] = reward  # unregistered either way

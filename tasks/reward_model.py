@@ -29,6 +29,7 @@ class RewardModelTask(BaseTask):
     """
 
     auto_model = AutoModelForSequenceClassification
+    primary_metric = "accuracy"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

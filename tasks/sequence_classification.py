@@ -35,10 +35,16 @@ class SequenceClassificationTask(BaseTask):
     """
 
     auto_model = AutoModelForSequenceClassification
+    primary_metric = "accuracy"
+    export_kind = "encoder"
+    serving = "labels"
 
     def __init__(self, label_names: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.test_confusion = MulticlassConfusionMatrix(len(self.hparams.label_names))
+
+    def logits_axes(self) -> list[str | int]:
+        return ["batch", len(self.hparams.label_names)]
 
     def model_overrides(self) -> dict[str, Any]:
         return label_config(self.hparams.label_names, type(self).__name__)

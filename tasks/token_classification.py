@@ -25,7 +25,7 @@ from transformers import AutoModelForTokenClassification
 
 from lightkit.data.conll import conll_lines
 from lightkit.entity_metrics import Seqeval, write_report
-from lightkit.export.refiner import decode_words, invalid_transitions, transition_rules
+from lightkit.decoding import decode_words, invalid_transitions, transition_rules
 from lightkit.task import BaseTask, StepOutput, label_config
 
 
@@ -35,15 +35,21 @@ class TokenClassificationTask(BaseTask):
     Args:
         label_names: IOB2 label names, O first; linked from the DataModule by the CLI.
         decoding: `argmax` per word, or `viterbi`: the best tag sequence that is valid IOB2
-            (no I-X after O or after another type; see lightkit.export.refiner).
+            (no I-X after O or after another type; see lightkit.decoding).
         **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
     """
 
     auto_model = AutoModelForTokenClassification
+    primary_metric = "f1"
+    export_kind = "encoder"
+    serving = "word_tags"
 
     def __init__(self, label_names: list[str] | None = None, decoding: Literal["argmax", "viterbi"] = "argmax", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._rules = transition_rules(self.hparams.label_names) if decoding == "viterbi" else None
+
+    def logits_axes(self) -> list[str | int]:
+        return ["batch", "sequence", len(self.hparams.label_names)]
 
     def model_overrides(self) -> dict[str, Any]:
         return label_config(self.hparams.label_names, type(self).__name__)

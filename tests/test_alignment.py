@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lightkit.data.token_classification import IGNORE, align_labels
-from lightkit.export.refiner import decode_words
+from lightkit.decoding import decode_words
 from lightkit.resources import load_tokenizer
 
 from conftest import DATA

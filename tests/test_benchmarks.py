@@ -27,11 +27,11 @@ def run_script(name: str, *args: str) -> None:
 def test_inference_cpu_benchmark_runs(tmp_path: Path) -> None:
     main(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1"])
     ckpt = next((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
-    main(["export", "--config", str(TINY_NER), "--ckpt_path", str(ckpt), "--output", str(tmp_path / "onnx"), "--tolerance", "int8-cpu.min_argmax_agreement=0", "--tolerance", "int8-cpu.max_metric_drop=1"])
+    main(["export", "--config", str(TINY_NER), "--ckpt_path", str(ckpt), "--output", str(tmp_path / "onnx"), "--tolerance", '{"int8-cpu": {"min_argmax_agreement": 0, "max_metric_drop": 1}}'])
     clm = ["--config", str(ROOT / "tests" / "conf" / "clm.yaml"), "--data.tokenizer", str(tmp_path / "bpe")]
     main(["fit", *clm, "--trainer.default_root_dir", str(tmp_path / "clm"), "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "1"])
-    main(["export", *clm[:2], "--ckpt_path", str(next((tmp_path / "clm").rglob("*.ckpt"))), "--output", str(tmp_path / "clm-onnx"), "--forms", "fp32", "int8-cpu",
-          "--tolerance", "int8-cpu.min_argmax_agreement=0", "--tolerance", "int8-cpu.max_metric_drop=1e9"])
+    main(["export", *clm[:2], "--ckpt_path", str(next((tmp_path / "clm").rglob("*.ckpt"))), "--output", str(tmp_path / "clm-onnx"), "--forms", "[fp32, int8-cpu]",
+          "--tolerance", '{"int8-cpu": {"min_argmax_agreement": 0, "max_metric_drop": 1e9}}'])
     out = tmp_path / "inference.json"
     run_script("inference_cpu.py", "--artifact", str(tmp_path / "onnx"), "--hf_model", str(tmp_path / "run" / "hf_model"), "--length", "32", "--warmup", "1", "--repeats", "2",
                "--clm_artifact", str(tmp_path / "clm-onnx"), "--clm_hf_model", str(tmp_path / "clm" / "hf_model"), "--prompt", "8", "--new_tokens", "2", "--out", str(out))
@@ -151,11 +151,11 @@ def test_inference_matrix_runs_encoder_and_decoder(tmp_path: Path) -> None:
     CUDA-graph cells must report why they are empty instead of failing the run."""
     main(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1"])
     ckpt = next((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
-    lenient = ["--tolerance", "int8-gpu.min_argmax_agreement=0", "--tolerance", "int8-gpu.max_metric_drop=1"]
-    main(["export", "--config", str(TINY_NER), "--ckpt_path", str(ckpt), "--output", str(tmp_path / "onnx"), "--forms", "fp32", "int8-gpu", *lenient])
+    lenient = ["--tolerance", '{"int8-gpu": {"min_argmax_agreement": 0, "max_metric_drop": 1}}']
+    main(["export", "--config", str(TINY_NER), "--ckpt_path", str(ckpt), "--output", str(tmp_path / "onnx"), "--forms", "[fp32, int8-gpu]", *lenient])
     clm = ["--config", str(ROOT / "tests" / "conf" / "clm.yaml"), "--data.tokenizer", str(tmp_path / "bpe")]
     main(["fit", *clm, "--trainer.default_root_dir", str(tmp_path / "clm"), "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "1"])
-    main(["export", *clm[:2], "--ckpt_path", str(next((tmp_path / "clm").rglob("*.ckpt"))), "--output", str(tmp_path / "clm-onnx"), "--forms", "fp32", "int8-gpu", *lenient])
+    main(["export", *clm[:2], "--ckpt_path", str(next((tmp_path / "clm").rglob("*.ckpt"))), "--output", str(tmp_path / "clm-onnx"), "--forms", "[fp32, int8-gpu]", *lenient])
     out = tmp_path / "inference-gpu.json"
     run_script("inference.py", "--artifact", str(tmp_path / "onnx"), "--hf_model", str(tmp_path / "run" / "hf_model"), "--forms", "fp32", "int8-gpu",
                "--clm_artifact", str(tmp_path / "clm-onnx"), "--clm_hf_model", str(tmp_path / "clm" / "hf_model"), "--clm_forms", "fp32", "int8-gpu",

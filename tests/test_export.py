@@ -80,7 +80,7 @@ def test_existing_output_is_kept_without_overwrite(trained: dict, tmp_path: Path
     with pytest.raises(InputError, match="exists; pass --overwrite"):
         export(conf, ckpt, out, "--forms", "fp32")
     assert (out / "keep.txt").read_text() == "mine"
-    export(conf, ckpt, out, "--forms", "fp32", "--overwrite")
+    export(conf, ckpt, out, "--forms", "fp32", "--overwrite", "true")
     assert not (out / "keep.txt").exists() and (out / "manifest.json").is_file()
 
 
@@ -88,15 +88,16 @@ def test_a_failed_parity_gate_writes_nothing(trained: dict, tmp_path: Path) -> N
     conf, ckpt = trained["ner"]
     out = tmp_path / "onnx"
     with pytest.raises(InputError, match=r"parity gate failed, nothing written:\n  int8-cpu: argmax agreement"):
-        export(conf, ckpt, out, "--tolerance", "int8-cpu.min_argmax_agreement=1.01")
+        export(conf, ckpt, out, "--tolerance", '{"int8-cpu": {"min_argmax_agreement": 1.01}}')
     assert not out.exists() and not list(tmp_path.glob(".onnx*"))
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--forms", "int4"], r"--forms: unknown \['int4'\]"),
-        (["--tolerance", "fp32.speed=1"], "--tolerance 'fp32.speed=1': expected FORM.KEY=VALUE"),
+        (["--forms", "int4"], r"forms: unknown \['int4'\]"),
+        (["--tolerance", '{"fp32": {"speed": 1}}'], "tolerance.fp32: unknown key 'speed'"),
+        (["--tolerance", '{"int4": {"max_abs_diff": 1}}'], "tolerance: unknown form 'int4'"),
     ],
 )
 def test_bad_export_options_are_named(trained: dict, tmp_path: Path, extra: list[str], message: str) -> None:
@@ -209,7 +210,7 @@ def test_evaluate_names_a_missing_form(trained: dict, tmp_path: Path) -> None:
     conf, ckpt = trained["cls"]
     artifact = tmp_path / "onnx"
     export(conf, ckpt, artifact, "--forms", "fp32")
-    with pytest.raises(InputError, match=r"--form: 'int8-cpu' is not in .*manifest.json \(forms: \['fp32'\]\)"):
+    with pytest.raises(InputError, match=r"form: 'int8-cpu' is not in .*manifest.json \(forms: \['fp32'\]\)"):
         main(["evaluate", "--config", str(conf), "--artifact", str(artifact), "--form", "int8-cpu", "--output", str(tmp_path / "e")])
 
 
@@ -219,7 +220,7 @@ def test_a_qat_causal_lm_exports_compact_with_its_kv_cache(tmp_path: Path) -> No
     main(["fit", "--config", str(conf), "--data.tokenizer", str(tmp_path / "bpe"), "--trainer.default_root_dir", str(tmp_path / "run"),
           "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "2", "--trainer.callbacks+=QuantizationAwareTraining", "--trainer.callbacks.start_step=2"])
     out = tmp_path / "onnx"
-    manifest = export(conf, next((tmp_path / "run").rglob("*.ckpt")), out, "--forms", "fp32", "qat")
+    manifest = export(conf, next((tmp_path / "run").rglob("*.ckpt")), out, "--forms", "[fp32, qat]")
     assert manifest["quantization"]["qat"]["joined_layer_groups"] == 2 * 2
     assert "15 weight quantizers" in manifest["quantization"]["qat"]["weights"]  # 7 per layer + the LM head
     qat, fp32 = manifest["forms"]["qat"]["parity"], manifest["forms"]["fp32"]["parity"]
@@ -301,7 +302,7 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
 def test_gpu_forms_are_fused_fp16_and_weight_only_int8_and_never_labelled_gpu_unchecked(trained: dict, tmp_path: Path) -> None:
     conf, ckpt = trained["ner"]
     out = tmp_path / "onnx"
-    manifest = export(conf, ckpt, out, "--forms", "fp16", "int8-gpu")
+    manifest = export(conf, ckpt, out, "--forms", "[fp16, int8-gpu]")
     assert set(manifest["forms"]) == {"fp16", "int8-gpu"} and not (out / "fp32").exists()
     fp16_ops = {n.op_type for n in onnx.load(out / "fp16" / "model.onnx").graph.node}
     assert {"Attention", "SkipLayerNormalization"} <= fp16_ops  # ORT's transformer fusions applied
@@ -352,7 +353,7 @@ def test_placement_reads_each_nodes_provider_from_the_profile(trained: dict, tmp
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_int8_gpu_runs_every_compute_node_on_cuda(trained: dict, tmp_path: Path) -> None:
     conf, ckpt = trained["ner"]
-    manifest = export(conf, ckpt, tmp_path / "onnx", "--forms", "fp16", "int8-gpu")
+    manifest = export(conf, ckpt, tmp_path / "onnx", "--forms", "[fp16, int8-gpu]")
     for form in ("fp16", "int8-gpu"):
         assert manifest["forms"][form]["placement"]["checked"]
         assert manifest["forms"][form]["gpu_ready"], manifest["forms"][form]["placement"]["off_provider_ops"]
@@ -420,7 +421,7 @@ def test_artifact_classifies_raw_text_like_lightkit_predict(trained: dict, tmp_p
     assert [label for label, _ in served] == [r["label"] for r in rows]
     for (_, probs), row in zip(served, rows):
         assert probs == pytest.approx(row["probabilities"], abs=1e-4)
-    with pytest.raises(InputError, match="a SequenceClassificationTask artifact, not a TokenClassificationTask"):
+    with pytest.raises(InputError, match="a SequenceClassificationTask artifact serves 'labels', not 'word_tags'"):
         next(Artifact(tmp_path / "onnx", device="cpu").tag(["a b"]))
 
 
@@ -463,7 +464,7 @@ def test_cuda_graph_without_a_gpu_is_refused_by_name(trained: dict, tmp_path: Pa
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graph_replay_equals_a_plain_cuda_run(trained: dict, tmp_path: Path) -> None:
     conf, ckpt = trained["ner"]
-    export(conf, ckpt, tmp_path / "onnx", "--forms", "fp16", "int8-gpu")
+    export(conf, ckpt, tmp_path / "onnx", "--forms", "[fp16, int8-gpu]")
     ids = torch.randint(5, 90, (4, 16), generator=torch.Generator().manual_seed(1))
     for form in ("fp16", "int8-gpu"):
         path = tmp_path / "onnx" / form / "model.onnx"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightkit.export.refiner import constrained_viterbi, invalid_transitions, transition_rules
+from lightkit.decoding import constrained_viterbi, invalid_transitions, transition_rules
 from lightkit.main import main
 
 from conftest import TINY_NER

@@ -32,9 +32,10 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int, out_dir: str | Path) 
     specials = ["<|endoftext|>", "<|pad|>"]
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=specials)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe._tokenizer, eos_token=specials[0], bos_token=specials[0], pad_token=specials[1]
-    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bpe.save(str(out_dir / "tokenizer.json"))  # the trained tokenizers.Tokenizer, as transformers reads it
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(out_dir / "tokenizer.json"), eos_token=specials[0], bos_token=specials[0], pad_token=specials[1])
     tokenizer.save_pretrained(out_dir)
 
 
@@ -68,9 +69,7 @@ class PromptsMixin:
 
     def collate_prompts(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         # Left padding: generation appends to the right end of every row.
-        self.tokenizer.padding_side = "left"
-        batch = self.tokenizer([f["prompt"] for f in features], return_tensors="pt", padding=True, add_special_tokens=False)
-        self.tokenizer.padding_side = "right"
+        batch = self.tokenizer([f["prompt"] for f in features], return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
         return {**batch, "prompt": [f["prompt"] for f in features]}
 
 

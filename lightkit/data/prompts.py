@@ -60,6 +60,9 @@ class PreferenceDataModule(BaseDataModule):
     def __init__(self, prompt_template: str = "{prompt}", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.prompt_template = prompt_template
+        # Cut from the left: the end of a response decides the preference. The tokenizer is this
+        # DataModule's own (the task loads another), so the setting reaches nothing else.
+        self.tokenizer.truncation_side = "left"
 
     def _read(self, path: Path) -> Rows:
         pairs = []
@@ -79,11 +82,8 @@ class PreferenceDataModule(BaseDataModule):
         return Dataset.from_list(rows)
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        self.tokenizer.truncation_side = "left"
         batch = {}
         for side in ("chosen", "rejected"):
             enc = self.tokenizer([f[side] for f in features], return_tensors="pt", padding=True, truncation=True, max_length=self.hparams.max_length)
             batch.update({f"{side}_{k}": v for k, v in enc.items()})
-        self.tokenizer.truncation_side = "right"
-        batch["input_ids"] = batch["chosen_input_ids"]  # BaseTask reads the batch size from it
         return batch

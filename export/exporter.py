@@ -1,10 +1,12 @@
 """`lightkit export`: a trained checkpoint to checked ONNX artifacts, with a manifest.
 
     lightkit export --config configs/ner.yaml --ckpt_path runs/ner/checkpoints/best.ckpt \\
-        --output runs/ner/onnx --forms fp32 int8-cpu
+        --output runs/ner/onnx --forms '[fp32, int8-cpu]'
 
-The config builds the task and its DataModule exactly as `fit` did; the checkpoint's weights are
-loaded (`weights_only=True`). Each form is scored on held-out real inputs (the test split) by the
+The `lightkit` command builds the task and its DataModule exactly as `fit` did (the settings below
+may live in a YAML too) and calls `export_checkpoint`; the checkpoint's weights are loaded
+(`weights_only=True`). How the model is traced and scored comes from the task's declared contract
+(`BaseTask.export_kind`, `primary_metric`, `logits_axes`, `serving`). Each form is scored on held-out real inputs (the test split) by the
 task's own `step` and metrics, with the ONNX Runtime session standing in for the model, beside the
 PyTorch model on the same batches: max |logit difference|, argmax agreement and the task metric.
 A form outside its tolerance fails the export with the numbers. Everything is written into a temp
@@ -13,7 +15,6 @@ folder renamed into place at the end; an existing output needs `--overwrite`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shutil
@@ -28,13 +29,12 @@ from lightkit.io import atomic_dir
 from lightkit.export.gather_quant import describe
 from lightkit.export.qdq import compact_qat
 from lightkit.export.onnx_export import OPSET, cache_names, cache_shape, export_causal_lm, export_fp32, fuse, quantize_int8_cpu, quantize_int8_gpu, to_fp16
-from lightkit.export.parity import GPU_FORMS, check_form, latency_ms, output_shape, reference_decode, score
+from lightkit.export.parity import GPU_FORMS, check_form, latency_ms, reference_decode, score
 from lightkit.quantization import ATTR as QAT_ATTR
 from lightkit.quantization import prepare_qat, set_qat
+from lightkit.task import BaseTask
 
 FORMS = ("fp32", "fp16", "int8-gpu", "int8-cpu", "qat")
-# The primary metric each task's parity is judged on, as logged without the stage prefix.
-PRIMARY = {"TokenClassificationTask": "f1", "SequenceClassificationTask": "accuracy", "CausalLMTask": "perplexity"}
 # min_greedy_agreement (decoders only) is judged on the steps PyTorch's greedy choice is decided
 # by more than the form's own logit error (parity.NEAR_TIE_FLOOR): fp32 must follow every one;
 # the reduced-precision forms may miss one step in ~30 where a one-token step errs more than the
@@ -50,65 +50,44 @@ DEFAULT_TOLERANCE = {
 }
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="lightkit export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="the YAML the model was trained with")
-    p.add_argument("--ckpt_path", required=True, help="checkpoint written by lightkit fit")
-    p.add_argument("--output", required=True, help="folder to create (model files, tokenizer, manifest.json)")
-    p.add_argument("--forms", nargs="+", default=None, help=f"any of {', '.join(FORMS)}; default fp32 and int8-cpu (qat instead for a QAT checkpoint), plus fp16 int8-gpu with CUDA")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--parity_batches", type=int, default=None, help="test-split batches for the parity gate (default 20; 4 for causal LMs, whose logits span the vocabulary)")
-    p.add_argument("--tolerance", action="append", default=[], metavar="FORM.KEY=VALUE",
-                   help="e.g. int8-cpu.max_metric_drop=0.05 (keys: max_abs_diff, min_argmax_agreement, max_metric_drop, min_greedy_agreement)")
-    p.add_argument("--opset", type=int, default=OPSET)
-    p.add_argument("--embedding_bits", type=int, choices=(8, 4), default=8,
-                   help="int8-gpu: bits of the embedding tables (4: about 0.24x the fp32 file instead of 0.30x for MiniLM; "
-                        "check the parity report)")  # fmt: skip
-    return p.parse_args(argv)
-
-
-def tolerances(overrides: list[str]) -> dict[str, dict[str, float]]:
+def tolerances(overrides: dict[str, dict[str, float]] | None) -> dict[str, dict[str, float]]:
+    """DEFAULT_TOLERANCE with `overrides` ({form: {key: value}}) applied, each one checked."""
     tol = {form: dict(values) for form, values in DEFAULT_TOLERANCE.items()}
-    for item in overrides:
-        key, _, value = item.partition("=")
-        form, _, name = key.partition(".")
-        if form not in tol or name not in tol[form] or not value:
-            raise InputError(f"--tolerance {item!r}: expected FORM.KEY=VALUE with FORM in {list(tol)} and KEY in {list(DEFAULT_TOLERANCE['fp32'])}")
-        tol[form][name] = float(value)
+    for form, values in (overrides or {}).items():
+        if form not in tol:
+            raise InputError(f"tolerance: unknown form {form!r}; expected one of {list(tol)}")
+        for name, value in values.items():
+            if name not in tol[form]:
+                raise InputError(f"tolerance.{form}: unknown key {name!r}; expected one of {list(DEFAULT_TOLERANCE['fp32'])}")
+            tol[form][name] = float(value)
     return tol
 
 
-def build(config: str, ckpt_path: str) -> tuple[Any, Any, bool]:
-    """The task and DataModule of `config`, with the checkpoint's weights; and whether it is QAT-trained."""
-    from lightkit.data import BaseDataModule
-    from lightkit.main import LightkitCLI
-    from lightkit.task import BaseTask
-
+def load_weights(task: BaseTask, ckpt_path: str) -> bool:
+    """Load a `lightkit fit` checkpoint's weights into `task`; returns whether it is QAT-trained."""
     path = Path(ckpt_path)
-    if not path.is_file():  # before building the task, which may load pretrained weights
-        raise FileNotFoundError(f"--ckpt_path: '{ckpt_path}' does not exist")
-    cli = LightkitCLI(BaseTask, BaseDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
-                      args=["--config", config, "--trainer.logger", "false"], save_config_callback=None)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path: '{ckpt_path}' does not exist")
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
     except Exception as e:  # noqa: BLE001
-        raise InputError(f"--ckpt_path: {path} is not a readable lightkit checkpoint ({type(e).__name__}: {e})") from None
-    task = cli.model
+        raise InputError(f"ckpt_path: {path} is not a readable lightkit checkpoint ({type(e).__name__}: {e})") from None
     qat = any(f".{QAT_ATTR}." in k for k in state)
     if qat:  # the quantisers' scales are in the checkpoint: attach them, then load
         prepare_qat(task.model)
     try:
         task.load_state_dict(state)
     except RuntimeError as e:
-        raise InputError(f"--ckpt_path: {path} does not fit the task of {config} ({str(e).splitlines()[0]})") from None
-    return task.eval(), cli.datamodule, qat
+        raise InputError(f"ckpt_path: {path} does not fit the task of the config, a {type(task).__name__} ({str(e).splitlines()[0]})") from None
+    task.eval()
+    return qat
 
 
-def objective_name(task: Any) -> str:
-    for klass in type(task).__mro__:
-        if klass.__name__ in PRIMARY:
-            return klass.__name__
-    raise InputError(f"export: {type(task).__name__} is not exportable yet; token/sequence classification and causal LM tasks are")
+def objective_name(task: BaseTask) -> str:
+    """The class that declares the task's export contract (a KD student's objective, say)."""
+    if task.export_kind is None or task.primary_metric is None:
+        raise InputError(f"export: {type(task).__name__} declares no export (BaseTask.export_kind / primary_metric)")
+    return next(k.__name__ for k in type(task).__mro__ if "export_kind" in vars(k))
 
 
 def versions() -> dict[str, str]:
@@ -127,11 +106,18 @@ def new_form(tmp: Path, form: str) -> Path:
     return tmp / form / "model.onnx"
 
 
-def write_forms(task: Any, objective: str, forms: list[str], tmp: Path, opset: int, manifest: dict[str, Any], embedding_bits: int = 8) -> dict[str, Path]:
+def trace(task: BaseTask, path: Path, opset: int) -> tuple[str, ...]:
+    """The fp32 graph of the task's model, as its `export_kind` says; returns its input names."""
+    if task.export_kind == "decoder":
+        return export_causal_lm(task.model, path, opset)
+    return export_fp32(task.model, path, opset, task.logits_axes())
+
+
+def write_forms(task: BaseTask, forms: list[str], tmp: Path, opset: int, manifest: dict[str, Any], embedding_bits: int = 8) -> dict[str, Path]:
     """Write fp32 (the source of every other form) and the requested float / INT8 forms; record IO names."""
     fp32 = new_form(tmp, "fp32")
-    if objective == "CausalLMTask":
-        names = export_causal_lm(task.model, fp32, opset)
+    names = trace(task, fp32, opset)
+    if task.export_kind == "decoder":
         kv_heads, head_dim = cache_shape(task.model)
         layers = task.model.config.num_hidden_layers
         manifest["inputs"] = [{"name": n, "dtype": "int64", "shape": ["batch", "total" if n == "attention_mask" else "sequence"]} for n in names[:3]]
@@ -141,7 +127,6 @@ def write_forms(task: Any, objective: str, forms: list[str], tmp: Path, opset: i
         manifest["outputs"] += [{"name": n, "dtype": t, "shape": ["batch", "k"], "note": "the last position's top-k logits, for sampling"}
                                 for n, t in (("top_logits", "float32"), ("top_ids", "int64"))]
     else:
-        names = export_fp32(task.model, fp32, opset)
         manifest["inputs"] = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in names]
     paths = {"fp32": fp32}
     if "int8-cpu" in forms:
@@ -162,61 +147,81 @@ def write_forms(task: Any, objective: str, forms: list[str], tmp: Path, opset: i
     return paths
 
 
-def export_main(argv: list[str]) -> Path:
-    args = parse(argv)
-    unknown = [f for f in args.forms or [] if f not in FORMS]
+def export_checkpoint(
+    task: BaseTask,
+    datamodule: Any,
+    ckpt_path: str,
+    output: str,
+    forms: list[str] | str | None = None,
+    overwrite: bool = False,
+    parity_batches: int | None = None,
+    tolerance: dict[str, dict[str, float]] | None = None,
+    opset: int = OPSET,
+    embedding_bits: int = 8,
+    config_files: list[str] | None = None,
+) -> Path:
+    """Write the checked ONNX forms of `task` with the weights of `ckpt_path` into `output`.
+
+    The arguments are those of `lightkit export` (see `lightkit.main.LightkitTrainer.export`).
+    A form outside its tolerance fails the whole export and nothing is written. `config_files`
+    (the YAML the task was built from) are recorded in the manifest.
+    """
+    forms = [forms] if isinstance(forms, str) else forms
+    unknown = [f for f in forms or [] if f not in FORMS]
     if unknown:
-        raise InputError(f"--forms: unknown {unknown}; available: {list(FORMS)}")
-    tol = tolerances(args.tolerance)
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise InputError(f"--output: {out} exists; pass --overwrite to replace it")
-    task, dm, qat = build(args.config, args.ckpt_path)
+        raise InputError(f"forms: unknown {unknown}; available: {list(FORMS)}")
+    tol = tolerances(tolerance)
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise InputError(f"output: {out} exists; pass --overwrite true to replace it")
+    objective = objective_name(task)
+    qat = load_weights(task, ckpt_path)
+    dm = datamodule
     gpu = torch.cuda.is_available()
     # A QAT checkpoint's CPU int8 artifact is the qat form, the one it was trained for (compacted,
     # also the faster); post-training int8-cpu of its weights is another model, written when asked
     # for, and by default its gate could refuse the whole export over a form nobody wanted.
-    forms = args.forms or ["fp32", *(GPU_FORMS if gpu else ()), "qat" if qat else "int8-cpu"]
+    forms = forms or ["fp32", *(GPU_FORMS if gpu else ()), "qat" if qat else "int8-cpu"]
     if "qat" in forms and not qat:
-        raise InputError(f"--forms qat: {args.ckpt_path} was not trained with the QuantizationAwareTraining callback")
+        raise InputError(f"forms: qat needs a checkpoint trained with the QuantizationAwareTraining callback; {ckpt_path} was not")
     if qat:
         set_qat(task.model, fake_quant=False, observe=False)  # the float forms export the float model
-    objective = objective_name(task)
-    primary = PRIMARY[objective]
+    primary, decoder = task.primary_metric, task.export_kind == "decoder"
     dm.setup("test")
-    n_batches = args.parity_batches or (4 if objective == "CausalLMTask" else 20)
+    n_batches = parity_batches or task.parity_batches
     batches = [b for _, b in zip(range(n_batches), dm.test_dataloader())]
     reference, ref_logits, masks = score(task, task.model, batches)
 
     manifest: dict[str, Any] = {
-        "task": type(task).__name__, "objective": objective, "opset": args.opset,
+        "task": type(task).__name__, "objective": objective, "export_kind": task.export_kind, "serving": task.serving,
+        "primary_metric": primary, "primary_mode": task.primary_mode, "opset": opset,
         "labels": list(task.hparams.get("label_names") or []),
         "max_length": dm.hparams.get("max_length"),  # the truncation the model was trained and checked with
-        "outputs": [{"name": "logits", "dtype": "float32", "shape": output_shape(task, objective)}],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": task.logits_axes()}],
         "parity_data": {"split": "test", "batches": len(batches), "examples": sum(b["input_ids"].size(0) for b in batches), "pytorch": reference},
-        "source": {"config": args.config, "ckpt_path": args.ckpt_path},
+        "source": {"config": (config_files or [None])[0], "configs": config_files or [], "ckpt_path": ckpt_path},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
         "forms": {},
     }
     failures = []
     with atomic_dir(out) as tmp:
-        paths = write_forms(task, objective, forms, tmp, args.opset, manifest, args.embedding_bits)
+        paths = write_forms(task, forms, tmp, opset, manifest, embedding_bits)
         # The greedy path is PyTorch's own, from the same model the form is scored against: the float
         # model for the float and post-training forms, the fake-quantised one for qat.
-        decode = reference_decode(task.model, batches[0]) if objective == "CausalLMTask" else None
+        decode = reference_decode(task.model, batches[0]) if decoder else None
         expected = {form: (reference, ref_logits, decode) for form in ("fp32", "fp16", "int8-gpu", "int8-cpu")}
         if "qat" in forms:  # QuantizeLinear/DequantizeLinear from the fake-quantised model
             set_qat(task.model, fake_quant=True, observe=False)
             paths["qat"] = new_form(tmp, "qat")
-            (export_causal_lm if objective == "CausalLMTask" else export_fp32)(task.model, paths["qat"], args.opset)
+            trace(task, paths["qat"], opset)
             manifest.setdefault("quantization", {})["qat"] = compact_qat(paths["qat"])
             qat_reference, qat_logits, _ = score(task, task.model, batches)
-            qat_decode = reference_decode(task.model, batches[0]) if objective == "CausalLMTask" else None
+            qat_decode = reference_decode(task.model, batches[0]) if decoder else None
             expected["qat"] = (qat_reference, qat_logits, qat_decode)
             manifest["parity_data"]["pytorch_fake_quantised"] = qat_reference
         for form in forms:
-            info, problems = check_form(task, form, paths[form], expected[form], masks, batches, primary, tol[form])
+            info, problems = check_form(task, form, paths[form], expected[form], masks, batches, tol[form])
             manifest["forms"][form] = info
             failures += [f"{form}: " + "; ".join(problems)] if problems else []
         set_qat(task.model, fake_quant=False, observe=False)
