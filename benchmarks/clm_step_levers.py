@@ -21,15 +21,22 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModelForCausalLM
-
 from measure import bf16_matmul_tflops
+from transformers import AutoConfig, AutoModelForCausalLM
 
 
 def build(attn: str, dtype: torch.dtype | None, vocab: int, activation: str, named_loss: bool = False) -> Any:
     torch.manual_seed(0)
-    config = AutoConfig.for_model("gpt2", n_embd=768, n_layer=12, n_head=12, vocab_size=vocab, n_positions=1024, attn_implementation=attn,
-                                  activation_function=activation)
+    config = AutoConfig.for_model(
+        "gpt2",
+        n_embd=768,
+        n_layer=12,
+        n_head=12,
+        vocab_size=vocab,
+        n_positions=1024,
+        attn_implementation=attn,
+        activation_function=activation,
+    )
     model = AutoModelForCausalLM.from_config(config).cuda().train()
     if named_loss:  # as CausalLMTask builds it: no warning_once (a graph break) in every forward
         model.loss_type = "ForCausalLM"
@@ -93,10 +100,17 @@ def main() -> None:
         del model
         torch.cuda.empty_cache()
     # Profile of the plain autocast step: which kernels, and how busy the GPU is.
-    out = {"what": "bare GPT-2-small training step under trainer levers (no trainer)", "device": torch.cuda.get_device_name(),
-           "versions": {"torch": torch.__version__, "transformers": transformers.__version__}, "date": time.strftime("%Y-%m-%d"),
-           "parameters": params, "shape": f"{args.batch_size}x{args.length}", "activation": args.activation,
-           "measured_bf16_tflops": peak / 1e12, "results": results}
+    out = {
+        "what": "bare GPT-2-small training step under trainer levers (no trainer)",
+        "device": torch.cuda.get_device_name(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "date": time.strftime("%Y-%m-%d"),
+        "parameters": params,
+        "shape": f"{args.batch_size}x{args.length}",
+        "activation": args.activation,
+        "measured_bf16_tflops": peak / 1e12,
+        "results": results,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.no_profile:
         Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
@@ -114,13 +128,17 @@ def main() -> None:
             step(ids)
         torch.cuda.synchronize()
         wall = time.perf_counter() - start
-    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA" or getattr(e, "self_device_time_total", 0) > 0]
+    events = [
+        e for e in prof.key_averages() if e.device_type.name == "CUDA" or getattr(e, "self_device_time_total", 0) > 0
+    ]
     gpu_us = sum(getattr(e, "self_device_time_total", 0) for e in prof.key_averages())
     top = sorted(prof.key_averages(), key=lambda e: getattr(e, "self_device_time_total", 0), reverse=True)[:15]
     results["profile_autocast_sdpa"] = {
         "wall_ms_per_step": wall / 5 * 1000,
         "gpu_kernel_ms_per_step": gpu_us / 5 / 1000,
-        "top_kernels_ms_per_step": {e.key[:90]: round(getattr(e, "self_device_time_total", 0) / 5 / 1000, 3) for e in top},
+        "top_kernels_ms_per_step": {
+            e.key[:90]: round(getattr(e, "self_device_time_total", 0) / 5 / 1000, 3) for e in top
+        },
         "kernels_seen": len(events),
     }
     print(json.dumps(results["profile_autocast_sdpa"], indent=1))

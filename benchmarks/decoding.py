@@ -18,21 +18,35 @@ from typing import Any
 
 import numpy as np
 import torch
+from measure import attempt, forms_summary, timed
 from transformers import AutoModelForCausalLM
 
 from lightkit.export.runtime import OrtModel
-from measure import attempt, forms_summary, timed
 
 
-def decoder_matrix(artifact: str | Path, hf_model: str | Path, forms: list[str], *, device: str, dtypes: dict[str, torch.dtype],
-                   prompt: int, new_tokens: int, warmup: int, repeats: int, batches: tuple[int, ...] = (1, 8)) -> dict[str, Any]:
+def decoder_matrix(
+    artifact: str | Path,
+    hf_model: str | Path,
+    forms: list[str],
+    *,
+    device: str,
+    dtypes: dict[str, torch.dtype],
+    prompt: int,
+    new_tokens: int,
+    warmup: int,
+    repeats: int,
+    batches: tuple[int, ...] = (1, 8),
+) -> dict[str, Any]:
     """Rows of {batch, prompt, new_tokens, <engine>: {prefill_ms, prefill_plus_N_ms,
     decode_ms_per_token}} for PyTorch in each of `dtypes` (name -> dtype) and each ORT form in
     `forms` that the artifact holds, ORT on `device` too ("cpu" or "auto" for the CUDA EP)."""
     artifact = Path(artifact)
     manifest = json.loads((artifact / "manifest.json").read_text())
     torch_device = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
-    models = {name: AutoModelForCausalLM.from_pretrained(hf_model, dtype=dtype).to(torch_device).eval() for name, dtype in dtypes.items()}
+    models = {
+        name: AutoModelForCausalLM.from_pretrained(hf_model, dtype=dtype).to(torch_device).eval()
+        for name, dtype in dtypes.items()
+    }
     vocab = next(iter(models.values())).config.vocab_size
     rng = np.random.default_rng(0)
     rows = []
@@ -56,8 +70,11 @@ def decoder_matrix(artifact: str | Path, hf_model: str | Path, forms: list[str],
         def cell(run: Callable[[int], Any]) -> dict[str, Any]:
             prefill = timed(lambda: run(1), warmup, repeats)
             total = timed(lambda: run(1 + new_tokens), max(1, warmup // 3), max(5, repeats // 4))
-            return {"prefill_ms": prefill, f"prefill_plus_{new_tokens}_ms": total,
-                    "decode_ms_per_token": round((total["median_ms"] - prefill["median_ms"]) / new_tokens, 4)}
+            return {
+                "prefill_ms": prefill,
+                f"prefill_plus_{new_tokens}_ms": total,
+                "decode_ms_per_token": round((total["median_ms"] - prefill["median_ms"]) / new_tokens, 4),
+            }
 
         with torch.inference_mode():
             for name, model in models.items():
@@ -69,4 +86,9 @@ def decoder_matrix(artifact: str | Path, hf_model: str | Path, forms: list[str],
             row[f"ort_{form}"] = attempt(lambda: cell(lambda steps: session.greedy(ids, mask, steps)))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return {"task": manifest["task"], "config": manifest["source"]["config"], "forms": forms_summary(manifest, forms), "rows": rows}
+    return {
+        "task": manifest["task"],
+        "config": manifest["source"]["config"],
+        "forms": forms_summary(manifest, forms),
+        "rows": rows,
+    }

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
+from measure import command_line, write_result
 
 from lightkit.export.gather_quant import SCHEMES, dequantize_table, quantize_table
 from lightkit.main import cli
-from measure import command_line, write_result
 
 DEFAULT = ["sym8_b32", "sym4_b32", "sym4_b16", "asym4_b32", "asym4_b16", "asym4_b64", "asym4_b16+pos"]
 
@@ -62,12 +62,35 @@ def main() -> None:
 
 
 def measure_schemes(args: argparse.Namespace, schemes: dict[str, tuple[dict[str, Any], bool]], scratch: str) -> None:
-    quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]",
-             "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", scratch]
-    run = cli(["--config", args.config, "--model.init_args.pretrained", args.hf_model, "--model.init_args.model_config", "null", *quiet], run=False)
+    quiet = [
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.callbacks",
+        "[]",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.default_root_dir",
+        scratch,
+    ]
+    run = cli(
+        [
+            "--config",
+            args.config,
+            "--model.init_args.pretrained",
+            args.hf_model,
+            "--model.init_args.model_config",
+            "null",
+            *quiet,
+        ],
+        run=False,
+    )
     task, model = run.model, run.model.model
     token_table = model.get_input_embeddings()
-    tables = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Embedding) and m.num_embeddings >= 64}
+    tables = {
+        name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Embedding) and m.num_embeddings >= 64
+    }
     floats = {name: m.weight.detach().clone() for name, m in tables.items()}
 
     def score() -> float:
@@ -92,22 +115,37 @@ def measure_schemes(args: argparse.Namespace, schemes: dict[str, tuple[dict[str,
             size += table_bytes(*w.shape, **own)
             tables[table].weight.data.copy_(torch.from_numpy(decoded))
         value = score()
-        rows[name] = {**scheme, "position_tables_too": positions_too,
-                      "lightkit": not positions_too and SCHEMES.get(scheme["bits"]) == {k: scheme[k] for k in ("block_size", "symmetric")},
-                      "tables_mib": round(size / 2**20, 3), "mean_abs_error": errors, args.metric: value, "change": value - baseline}
+        rows[name] = {
+            **scheme,
+            "position_tables_too": positions_too,
+            "lightkit": not positions_too
+            and SCHEMES.get(scheme["bits"]) == {k: scheme[k] for k in ("block_size", "symmetric")},
+            "tables_mib": round(size / 2**20, 3),
+            "mean_abs_error": errors,
+            args.metric: value,
+            "change": value - baseline,
+        }
         print(name, rows[name], flush=True)
         for table, weight in floats.items():
             tables[table].weight.data.copy_(weight)
-    write_result(args.out, {
-        "what": "test metric with only the embedding tables fake-quantised, per scheme, against the float model",
-        "command": command_line("embedding_tables.py", args),
-        "device": "CPU",
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "date": time.strftime("%Y-%m-%d"),
-        "metric": args.metric,
-        "float": {args.metric: baseline, "tables": sorted(floats), "token_table": next(n for n, m in tables.items() if m is token_table), "tables_mib_fp16": round(sum(w.numel() * 2 for w in floats.values()) / 2**20, 3)},
-        "schemes": rows,
-    })
+    write_result(
+        args.out,
+        {
+            "what": "test metric with only the embedding tables fake-quantised, per scheme, against the float model",
+            "command": command_line("embedding_tables.py", args),
+            "device": "CPU",
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+            "date": time.strftime("%Y-%m-%d"),
+            "metric": args.metric,
+            "float": {
+                args.metric: baseline,
+                "tables": sorted(floats),
+                "token_table": next(n for n, m in tables.items() if m is token_table),
+                "tables_mib_fp16": round(sum(w.numel() * 2 for w in floats.values()) / 2**20, 3),
+            },
+            "schemes": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

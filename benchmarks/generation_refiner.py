@@ -25,13 +25,15 @@ from lightkit.export.refiner import refine_sequence
 from lightkit.export.runtime import OrtModel
 
 
-def sample(session: OrtModel, prompt: torch.Tensor, n: int, rng: np.random.Generator, temperature: float = 1.0) -> torch.Tensor:
+def sample(
+    session: OrtModel, prompt: torch.Tensor, n: int, rng: np.random.Generator, temperature: float = 1.0
+) -> torch.Tensor:
     ids = prompt.view(1, -1)
     for _ in range(n):  # full forwards: a few prompts, short responses; the KV loop is in OrtModel.greedy
         logits = session(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1].double() / temperature
         p = torch.softmax(logits, -1).numpy()
         ids = torch.cat([ids, torch.tensor([[rng.choice(len(p), p=p / p.sum())]])], dim=1)
-    return ids[0, prompt.numel():]
+    return ids[0, prompt.numel() :]
 
 
 def main() -> None:
@@ -58,13 +60,25 @@ def main() -> None:
         greedy_s = time.perf_counter() - start
         for kind, response in (("greedy", greedy), ("sampled", sample(session, prompt, args.new_tokens, rng))):
             r = refine_sequence(session, prompt, response, top_k=args.top_k, sweeps=args.sweeps)
-            rows.append({"prompt": text, "decoding": kind, "before": r.before, "after": r.after, "changes": r.changes,
-                         "refine_seconds": r.seconds, "decode_seconds": greedy_s if kind == "greedy" else None,
-                         "initial": tokenizer.decode(response), "refined": tokenizer.decode(r.tokens)})
+            rows.append(
+                {
+                    "prompt": text,
+                    "decoding": kind,
+                    "before": r.before,
+                    "after": r.after,
+                    "changes": r.changes,
+                    "refine_seconds": r.seconds,
+                    "decode_seconds": greedy_s if kind == "greedy" else None,
+                    "initial": tokenizer.decode(response),
+                    "refined": tokenizer.decode(r.tokens),
+                }
+            )
     summary = {}
     for kind in ("greedy", "sampled"):
         part = [r for r in rows if r["decoding"] == kind]
-        summary[kind] = {k: float(np.mean([r[k] for r in part])) for k in ("before", "after", "changes", "refine_seconds")}
+        summary[kind] = {
+            k: float(np.mean([r[k] for r in part])) for k in ("before", "after", "changes", "refine_seconds")
+        }
     result = {
         "what": "generation refiner (top-k coordinate descent on log P(Y|X)) on the lightkit CLM artifact",
         "command": "python benchmarks/generation_refiner.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),

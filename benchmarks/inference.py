@@ -29,11 +29,11 @@ import numpy as np
 import onnxruntime
 import torch
 import transformers
+from decoding import decoder_matrix
+from measure import attempt, command_line, forms_summary, timed, write_result
 from transformers import AutoModelForTokenClassification
 
 from lightkit.export.runtime import OrtModel
-from decoding import decoder_matrix
-from measure import attempt, command_line, forms_summary, timed, write_result
 
 BATCHES = (1, 8, 32)  # x --length tokens
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -65,7 +65,11 @@ def encoder_matrix(args: argparse.Namespace) -> dict[str, Any]:
             for name, m in (("pytorch_fp32", model), ("pytorch_bf16", bf16)):
                 row[name] = {
                     "device": timed(lambda: m(**on_gpu).logits, args.warmup, args.repeats),
-                    "host_copies": timed(lambda: m(**{k: torch.from_numpy(v).to(DEVICE) for k, v in host.items()}).logits.float().cpu(), args.warmup, args.repeats),
+                    "host_copies": timed(
+                        lambda: m(**{k: torch.from_numpy(v).to(DEVICE) for k, v in host.items()}).logits.float().cpu(),
+                        args.warmup,
+                        args.repeats,
+                    ),
                 }
         for form in args.forms:
             for name, options in ort_variants(form):
@@ -73,7 +77,9 @@ def encoder_matrix(args: argparse.Namespace) -> dict[str, Any]:
                 cell: dict[str, Any] = {}
                 plain = OrtModel(path, **options)
                 feeds = plain.feeds(**{k: torch.from_numpy(v) for k, v in host.items()})
-                cell["host_copies"] = attempt(lambda: timed(lambda: plain.session.run(["logits"], feeds), args.warmup, args.repeats))
+                cell["host_copies"] = attempt(
+                    lambda: timed(lambda: plain.session.run(["logits"], feeds), args.warmup, args.repeats)
+                )
                 bound = plain.bind(feeds)
                 cell["io_binding"] = attempt(lambda: timed(bound.run, args.warmup, args.repeats))
 
@@ -85,7 +91,12 @@ def encoder_matrix(args: argparse.Namespace) -> dict[str, Any]:
                 row[f"ort_{name}"] = cell
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return {"task": manifest["task"], "config": manifest["source"]["config"], "forms": forms_summary(manifest, args.forms), "rows": rows}
+    return {
+        "task": manifest["task"],
+        "config": manifest["source"]["config"],
+        "forms": forms_summary(manifest, args.forms),
+        "rows": rows,
+    }
 
 
 def main() -> None:
@@ -101,24 +112,45 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--length", type=int, default=128, help="encoder tokens per sequence")
-    ap.add_argument("--allow_cpu", action=argparse.BooleanOptionalAction, default=False, help="run on the CPU (a smoke test of the script; CUDA-graph cells then report their error)")
+    ap.add_argument(
+        "--allow_cpu",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="run on the CPU (a smoke test of the script; CUDA-graph cells then report their error)",
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.allow_cpu:
-        raise SystemExit("benchmarks/inference.py measures the GPU matrix and needs CUDA (--allow_cpu: a smoke run); benchmarks/inference_cpu.py gives the CPU rows")
+        raise SystemExit(
+            "benchmarks/inference.py measures the GPU matrix and needs CUDA (--allow_cpu: a smoke run); "
+            "benchmarks/inference_cpu.py gives the CPU rows"
+        )
     result: dict[str, Any] = {
         "what": "GPU inference matrix: PyTorch eager vs ONNX Runtime CUDA EP forms, same inputs, same process",
         "command": command_line("inference.py", args),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (smoke run)",
-        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__},
+        "versions": {
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "transformers": transformers.__version__,
+        },
         "date": time.strftime("%Y-%m-%d"),
         "timing": "host clock around each call; PyTorch synchronised; ORT's run returns after its stream finished",
     }
     result["encoder"] = encoder_matrix(args)
     if args.clm_artifact:
         dtypes = {"pytorch_fp32": torch.float32, "pytorch_bf16": torch.bfloat16}
-        result["decoder"] = decoder_matrix(args.clm_artifact, args.clm_hf_model, args.clm_forms, device="auto", dtypes=dtypes,
-                                           prompt=args.prompt, new_tokens=args.new_tokens, warmup=args.warmup, repeats=args.repeats)
+        result["decoder"] = decoder_matrix(
+            args.clm_artifact,
+            args.clm_hf_model,
+            args.clm_forms,
+            device="auto",
+            dtypes=dtypes,
+            prompt=args.prompt,
+            new_tokens=args.new_tokens,
+            warmup=args.warmup,
+            repeats=args.repeats,
+        )
     write_result(args.out, result)
 
 

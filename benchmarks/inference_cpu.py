@@ -26,11 +26,11 @@ import numpy as np
 import onnxruntime
 import torch
 import transformers
-from transformers import AutoModelForTokenClassification, AutoModelForSequenceClassification
-
-from lightkit.export.runtime import OrtModel
 from decoding import decoder_matrix
 from measure import command_line, forms_summary, timed, write_result
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+from lightkit.export.runtime import OrtModel
 
 BATCHES = (1, 8, 32)
 
@@ -52,7 +52,11 @@ def main() -> None:
     args = ap.parse_args()
     artifact = Path(args.artifact)
     manifest = json.loads((artifact / "manifest.json").read_text())
-    auto = AutoModelForTokenClassification if manifest["objective"] == "TokenClassificationTask" else AutoModelForSequenceClassification
+    auto = (
+        AutoModelForTokenClassification
+        if manifest["objective"] == "TokenClassificationTask"
+        else AutoModelForSequenceClassification
+    )
     model = auto.from_pretrained(args.hf_model).eval()
     vocab = model.config.vocab_size
     rng = np.random.default_rng(0)
@@ -61,7 +65,10 @@ def main() -> None:
         ids = torch.from_numpy(rng.integers(min(1000, vocab // 2), vocab, size=(batch, length)))  # skip special ids
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
         with torch.inference_mode():
-            row = {"shape": f"{batch}x{length}", "pytorch_fp32_eager": timed(lambda: model(**inputs), args.warmup, args.repeats)}
+            row = {
+                "shape": f"{batch}x{length}",
+                "pytorch_fp32_eager": timed(lambda: model(**inputs), args.warmup, args.repeats),
+            }
         for form in args.forms:
             session = OrtModel(artifact / form / "model.onnx", device="cpu")
             feeds = session.feeds(**inputs)
@@ -74,15 +81,28 @@ def main() -> None:
         "what": "CPU inference latency, ONNX Runtime forms vs PyTorch eager fp32, same random inputs",
         "command": command_line("inference_cpu.py", args),
         "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
-        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__},
+        "versions": {
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "transformers": transformers.__version__,
+        },
         "date": time.strftime("%Y-%m-%d"),
         "model": {"task": manifest["task"], "config": manifest["source"]["config"]},
         "forms": forms_summary(manifest, args.forms),
         "rows": rows,
     }
     if args.clm_artifact:
-        result["decoder"] = decoder_matrix(args.clm_artifact, args.clm_hf_model, args.clm_forms, device="cpu", dtypes={"pytorch_fp32": torch.float32},
-                                           prompt=args.prompt, new_tokens=args.new_tokens, warmup=args.warmup, repeats=args.repeats)
+        result["decoder"] = decoder_matrix(
+            args.clm_artifact,
+            args.clm_hf_model,
+            args.clm_forms,
+            device="cpu",
+            dtypes={"pytorch_fp32": torch.float32},
+            prompt=args.prompt,
+            new_tokens=args.new_tokens,
+            warmup=args.warmup,
+            repeats=args.repeats,
+        )
     write_result(args.out, result)
 
 

@@ -25,18 +25,24 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from measure import command_line, timed, write_result
 from transformers import AutoConfig
 
 from lightkit.export.onnx_export import INT8_CPU_OPS, fuse, quantize_int8_cpu
-from measure import command_line, timed, write_result
 
-OP_SETS = {"matmul_gemm": ["MatMul", "Gemm"], "plus_attention": ["MatMul", "Gemm", "Attention"], "lightkit": INT8_CPU_OPS}
+OP_SETS = {
+    "matmul_gemm": ["MatMul", "Gemm"],
+    "plus_attention": ["MatMul", "Gemm", "Attention"],
+    "lightkit": INT8_CPU_OPS,
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--artifact", required=True, help="a `lightkit export` folder with an fp32 form")
-    ap.add_argument("--hf_model", required=True, help="the Hugging Face folder the artifact came from (for the fusion's shapes)")
+    ap.add_argument(
+        "--hf_model", required=True, help="the Hugging Face folder the artifact came from (for the fusion's shapes)"
+    )
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=40)
@@ -56,7 +62,9 @@ def main() -> None:
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     feeds = {i.name: feeds[i.name].astype(np.int64) for i in reference.get_inputs()}
     want = reference.run(None, feeds)[0]
-    rows: dict[str, Any] = {"fp32": {"mib": os.path.getsize(fp32) / 2**20, **timed(lambda: reference.run(None, feeds), 5, args.repeats)}}
+    rows: dict[str, Any] = {
+        "fp32": {"mib": os.path.getsize(fp32) / 2**20, **timed(lambda: reference.run(None, feeds), 5, args.repeats)}
+    }
     with tempfile.TemporaryDirectory() as tmp:
         fused = Path(tmp) / "fused.onnx"
         if not fuse(model, fp32, fused):
@@ -66,10 +74,18 @@ def main() -> None:
             quantize_int8_cpu(fused, path, ops)  # the export's own call, with this op set
             s = session(path)
             got = s.run(None, feeds)[0]
-            kept_float = sorted({n.op_type for n in onnx.load(str(path)).graph.node} & {"MatMul", "Attention", "EmbedLayerNormalization"})
-            rows[name] = {"ops": ops, "mib": os.path.getsize(path) / 2**20, **timed(lambda: s.run(None, feeds), 5, args.repeats),
-                          "max_abs_diff": float(np.abs(got - want).max()), "argmax_agreement": float((got.argmax(-1) == want.argmax(-1)).mean()),
-                          "float_ops_left": kept_float}
+            kept_float = sorted(
+                {n.op_type for n in onnx.load(str(path)).graph.node}
+                & {"MatMul", "Attention", "EmbedLayerNormalization"}
+            )
+            rows[name] = {
+                "ops": ops,
+                "mib": os.path.getsize(path) / 2**20,
+                **timed(lambda: s.run(None, feeds), 5, args.repeats),
+                "max_abs_diff": float(np.abs(got - want).max()),
+                "argmax_agreement": float((got.argmax(-1) == want.argmax(-1)).mean()),
+                "float_ops_left": kept_float,
+            }
             print(name, {k: v for k, v in rows[name].items() if k != "ops"}, flush=True)
     result = {
         "what": "int8-cpu op sets: size and ORT CPU latency at batch 1 against the fp32 graph, one run",

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from targets import annotate
 
 
@@ -38,7 +37,10 @@ def timed(fn: Callable[[], Any], warmup: int, repeats: int) -> dict[str, float]:
         sync()
         times.append((time.perf_counter() - start) * 1000)
     times.sort()
-    return {"median_ms": round(times[len(times) // 2], 4), "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 4)}
+    return {
+        "median_ms": round(times[len(times) // 2], 4),
+        "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 4),
+    }
 
 
 def bf16_matmul_tflops() -> float | None:
@@ -59,9 +61,16 @@ def bf16_matmul_tflops() -> float | None:
 
 def forms_summary(manifest: dict[str, Any], forms: list[str]) -> dict[str, Any]:
     """Size, GPU placement and parity (without its tolerance) of each exported form asked for."""
-    return {f: {"bytes": manifest["forms"][f]["bytes"], "gpu_ready": manifest["forms"][f].get("gpu_ready"),
-                "placement_off_cuda": manifest["forms"][f].get("placement", {}).get("off_provider_ops"),
-                "parity": {k: v for k, v in manifest["forms"][f]["parity"].items() if k != "tolerance"}} for f in forms if f in manifest["forms"]}
+    return {
+        f: {
+            "bytes": manifest["forms"][f]["bytes"],
+            "gpu_ready": manifest["forms"][f].get("gpu_ready"),
+            "placement_off_cuda": manifest["forms"][f].get("placement", {}).get("off_provider_ops"),
+            "parity": {k: v for k, v in manifest["forms"][f]["parity"].items() if k != "tolerance"},
+        }
+        for f in forms
+        if f in manifest["forms"]
+    }
 
 
 def command_line(script: str, args: argparse.Namespace) -> str:
@@ -78,7 +87,7 @@ def command_line(script: str, args: argparse.Namespace) -> str:
 
 
 def write_result(path: str | Path, result: dict[str, Any]) -> None:
-    """`result` with its issue-7 targets checked (targets.annotate), written whole or not at all."""
+    """`result` with its performance targets checked (targets.annotate), written whole or not at all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

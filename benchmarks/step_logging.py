@@ -21,11 +21,11 @@ from typing import Any
 
 import lightning as L
 import torch
+from measure import command_line, write_result
+from train_throughput import MODELS, LightningMeter, Meter
 
 from lightkit.data import CoNLLDataModule
 from lightkit.tasks import TokenClassificationTask
-from measure import command_line, write_result
-from train_throughput import MODELS, LightningMeter, Meter
 
 
 class EveryStepLogging(TokenClassificationTask):
@@ -34,7 +34,14 @@ class EveryStepLogging(TokenClassificationTask):
     def log_train(self, values: dict[str, torch.Tensor], batch_size: int, bar: tuple[str, ...] = ("loss",)) -> None:
         shown = self.trainer.progress_bar_callback is not None
         for name, value in values.items():
-            self.log(f"train_{name}", value, on_step=True, on_epoch=True, prog_bar=shown and name in bar, batch_size=batch_size)
+            self.log(
+                f"train_{name}",
+                value,
+                on_step=True,
+                on_epoch=True,
+                prog_bar=shown and name in bar,
+                batch_size=batch_size,
+            )
 
 
 def main() -> None:
@@ -49,7 +56,9 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/step-logging-cpu.json")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dm = CoNLLDataModule(tokenizer=args.tokenizer, train_file=args.train_file, batch_size=args.batch_size, max_length=128)
+    dm = CoNLLDataModule(
+        tokenizer=args.tokenizer, train_file=args.train_file, batch_size=args.batch_size, max_length=128
+    )
     dm.setup("fit")
     total = args.warmup + args.steps
 
@@ -59,13 +68,26 @@ def main() -> None:
 
     def fit_once(Task: Any, scratch: str) -> float:
         L.seed_everything(0)
-        task = Task(tokenizer=args.tokenizer, model_config={**MODELS[args.model], "max_position_embeddings": 512},
-                    label_names=dm.label_names, save_dir=f"{scratch}/hf_model")
+        task = Task(
+            tokenizer=args.tokenizer,
+            model_config={**MODELS[args.model], "max_position_embeddings": 512},
+            label_names=dm.label_names,
+            save_dir=f"{scratch}/hf_model",
+        )
         meter = Meter(args.warmup, total, device)
         loader = dm.train_dataloader()
         loader.collate_fn = meter.counting(loader.collate_fn)
-        trainer = L.Trainer(max_steps=total, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=scratch,
-                            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[LightningMeter(meter)])
+        trainer = L.Trainer(
+            max_steps=total,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            default_root_dir=scratch,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=[LightningMeter(meter)],
+        )
         trainer.fit(task, train_dataloaders=loader)
         return meter.seconds / (meter.steps - args.warmup) * 1000
 
@@ -76,9 +98,12 @@ def main() -> None:
             runs[name].append(run(Task))
     median = {name: sorted(ms)[len(ms) // 2] for name, ms in runs.items()}
     result = {
-        "what": "ms per training step: lightkit's log_train vs self.log(on_step, on_epoch) every step, same loop and job",
+        "what": "ms per training step: lightkit's log_train vs self.log(on_step, on_epoch) every step, same loop and "
+        "job",
         "command": command_line("step_logging.py", args),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.machine()}, {os.cpu_count()} cores",
+        "device": torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"CPU {platform.machine()}, {os.cpu_count()} cores",
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
         "date": time.strftime("%Y-%m-%d"),
         "model": args.model,

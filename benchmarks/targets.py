@@ -31,7 +31,13 @@ def check(what: str, op: str, target: float, measured: float | None) -> dict[str
     if measured is None:
         return {"what": what, "target": f"{op} {target}", "measured": None, "met": False, "short_by": None}
     met = measured >= target if op == ">=" else measured <= target
-    return {"what": what, "target": f"{op} {target}", "measured": measured, "met": met, "short_by": 0.0 if met else abs(measured - target)}
+    return {
+        "what": what,
+        "target": f"{op} {target}",
+        "measured": measured,
+        "met": met,
+        "short_by": 0.0 if met else abs(measured - target),
+    }
 
 
 def training(result: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
@@ -59,12 +65,25 @@ def gpu_inference(result: dict[str, Any]) -> tuple[list[dict[str, Any]], str | N
     rows = []
     for way in ("io_binding", "io_binding_cuda_graph"):
         int8, fp16 = cell(row, "ort_int8-gpu", way, "median_ms"), cell(row, "ort_fp16", way, "median_ms")
-        rows.append(check(f"int8-gpu ms at 1x128 ({way}) over ORT fp16's", "<=", 1.0, int8 / fp16 if int8 and fp16 else None))
+        rows.append(
+            check(f"int8-gpu ms at 1x128 ({way}) over ORT fp16's", "<=", 1.0, int8 / fp16 if int8 and fp16 else None)
+        )
     int8, eager = cell(row, "ort_int8-gpu", "io_binding", "median_ms"), cell(row, "pytorch_fp32", "device", "median_ms")
-    rows.append(check("int8-gpu ms at 1x128 over PyTorch eager fp32's", "<=", INT8_VS_PYTORCH, int8 / eager if int8 and eager else None))
+    rows.append(
+        check(
+            "int8-gpu ms at 1x128 over PyTorch eager fp32's",
+            "<=",
+            INT8_VS_PYTORCH,
+            int8 / eager if int8 and eager else None,
+        )
+    )
     size = forms.get("int8-gpu", {}).get("bytes"), forms.get("fp32", {}).get("bytes")
-    rows.append(check("int8-gpu file over the fp32 ONNX file", "<=", INT8_SIZE, size[0] / size[1] if all(size) else None))
-    rows.append(check("int8-gpu F1 loss against PyTorch", "<=", F1_LOSS, cell(forms, "int8-gpu", "parity", "metric_drop")))
+    rows.append(
+        check("int8-gpu file over the fp32 ONNX file", "<=", INT8_SIZE, size[0] / size[1] if all(size) else None)
+    )
+    rows.append(
+        check("int8-gpu F1 loss against PyTorch", "<=", F1_LOSS, cell(forms, "int8-gpu", "parity", "metric_drop"))
+    )
     return rows, None
 
 
@@ -72,7 +91,14 @@ def cpu_inference(result: dict[str, Any]) -> tuple[list[dict[str, Any]], str | N
     row = next((r for r in result["rows"] if r["shape"] == "1x128"), None)
     if row is None:
         return [], "no 1x128 row"
-    return [check("ORT int8-cpu speed-up over PyTorch fp32, batch 1", ">=", CPU_INT8_SPEEDUP, cell(row, "speedup_vs_pytorch", "ort_int8-cpu"))], None
+    return [
+        check(
+            "ORT int8-cpu speed-up over PyTorch fp32, batch 1",
+            ">=",
+            CPU_INT8_SPEEDUP,
+            cell(row, "speedup_vs_pytorch", "ort_int8-cpu"),
+        )
+    ], None
 
 
 def checker(result: dict[str, Any]) -> Callable[[dict[str, Any]], tuple[list[dict[str, Any]], str | None]] | None:
@@ -113,8 +139,14 @@ def main(paths: list[str]) -> None:
         if not result["targets"]:
             print(f"{path}: {result['targets_note']}")
             continue
-        print(f"{path}: {len(result['targets']) - len(missed)} of {len(result['targets'])} targets met"
-              + "".join(f"; missed {t['what']} ({t['target']}, measured {t['measured']:.4g})" for t in missed if t["measured"] is not None))
+        print(
+            f"{path}: {len(result['targets']) - len(missed)} of {len(result['targets'])} targets met"
+            + "".join(
+                f"; missed {t['what']} ({t['target']}, measured {t['measured']:.4g})"
+                for t in missed
+                if t["measured"] is not None
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Render benchmark result JSON as the Markdown tables the README shows.
 
-    python benchmarks/to_markdown.py benchmarks/results/inference-cpu.json   # writes ...-cpu.md
+python benchmarks/to_markdown.py benchmarks/results/inference-cpu.json   # writes ...-cpu.md
 """
 
 from __future__ import annotations
@@ -13,16 +13,36 @@ from pathlib import Path
 def inference_table(result: dict) -> str:
     rows = result["rows"]
     engines = [k for k in rows[0] if k.startswith(("pytorch_", "ort_"))]
-    head = "| shape | " + " | ".join(f"{e} median / p90 ms" for e in engines) + " | " + " | ".join(f"{k} speedup" for k in rows[0]["speedup_vs_pytorch"]) + " |"
+    head = (
+        "| shape | "
+        + " | ".join(f"{e} median / p90 ms" for e in engines)
+        + " | "
+        + " | ".join(f"{k} speedup" for k in rows[0]["speedup_vs_pytorch"])
+        + " |"
+    )
     lines = [head, "|" + "---|" * (1 + len(engines) + len(rows[0]["speedup_vs_pytorch"]))]
     for row in rows:
         cells = [f"{row[e]['median_ms']:.1f} / {row[e]['p90_ms']:.1f}" for e in engines]
         speed = [f"{v:.2f}x" for v in row["speedup_vs_pytorch"].values()]
         lines.append(f"| {row['shape']} | " + " | ".join(cells + speed) + " |")
-    sizes = ", ".join(f"{f} {info['bytes'] / 2**20:.1f} MiB ({info['parity']['metric']} {info['parity']['onnx']:.4f})" for f, info in result["forms"].items())
+    sizes = ", ".join(
+        f"{f} {info['bytes'] / 2**20:.1f} MiB ({info['parity']['metric']} {info['parity']['onnx']:.4f})"
+        for f, info in result["forms"].items()
+    )
     decoder = decoder_table(result["decoder"]) if "decoder" in result else []
-    return "\n".join([f"Device: {result['device']}; {result['date']}; versions {result['versions']}.", "", *lines, "", f"Artifacts: {sizes}.", "",
-                      *decoder, f"Command: `{result['command']}`", ""])
+    return "\n".join(
+        [
+            f"Device: {result['device']}; {result['date']}; versions {result['versions']}.",
+            "",
+            *lines,
+            "",
+            f"Artifacts: {sizes}.",
+            "",
+            *decoder,
+            f"Command: `{result['command']}`",
+            "",
+        ]
+    )
 
 
 def ms(cell: dict) -> str:
@@ -33,15 +53,24 @@ def decoder_table(dec: dict) -> list[str]:
     """benchmarks/decoding.py's rows: prefill and per-token decode ms per engine and batch."""
     rows = dec["rows"]
     names = [k for k in rows[0] if k.startswith(("pytorch_", "ort_"))]
-    lines = ["| engine | " + " | ".join(f"batch {r['batch']}: prefill {r['prompt']} ms | batch {r['batch']}: decode ms/token" for r in rows) + " |",
-             "|" + "---|" * (1 + 2 * len(rows))]
+    lines = [
+        "| engine | "
+        + " | ".join(
+            f"batch {r['batch']}: prefill {r['prompt']} ms | batch {r['batch']}: decode ms/token" for r in rows
+        )
+        + " |",
+        "|" + "---|" * (1 + 2 * len(rows)),
+    ]
     for name in names:
         cells = []
         for r in rows:
             c = r[name]
             cells += [ms(c["prefill_ms"]), f"{c['decode_ms_per_token']:.2f}"] if "prefill_ms" in c else ["n/a", "n/a"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    sizes = ", ".join(f"{f} {i['bytes'] / 2**20:.1f} MiB ({i['parity']['metric']} {i['parity']['onnx']:.2f})" for f, i in dec["forms"].items())
+    sizes = ", ".join(
+        f"{f} {i['bytes'] / 2**20:.1f} MiB ({i['parity']['metric']} {i['parity']['onnx']:.2f})"
+        for f, i in dec["forms"].items()
+    )
     return [*lines, "", f"Causal LM artifacts: {sizes}.", ""]
 
 
@@ -55,10 +84,23 @@ def gpu_inference_tables(result: dict) -> str:
     lines = [head, "|" + "---|" * (2 + len(shapes))]
     for engine in engines:
         for mode in modes[engine.split("_")[0]]:
-            lines.append(f"| {engine} | {mode} | " + " | ".join(ms(row[engine].get(mode, {})) for row in enc["rows"]) + " |")
-    forms = ", ".join(f"{f} {i['bytes'] / 2**20:.1f} MiB ({i['parity']['metric']} {i['parity']['onnx']:.4f} vs PyTorch {i['parity']['pytorch']:.4f}, "
-                      f"GPU-ready {i['gpu_ready']})" for f, i in enc["forms"].items())
-    out = [f"Device: {result['device']}; {result['date']}; versions {result['versions']}.", "", *lines, "", f"Artifacts: {forms}.", ""]
+            lines.append(
+                f"| {engine} | {mode} | " + " | ".join(ms(row[engine].get(mode, {})) for row in enc["rows"]) + " |"
+            )
+    forms = ", ".join(
+        f"{f} {i['bytes'] / 2**20:.1f} MiB ({i['parity']['metric']} {i['parity']['onnx']:.4f} vs PyTorch "
+        f"{i['parity']['pytorch']:.4f}, "
+        f"GPU-ready {i['gpu_ready']})"
+        for f, i in enc["forms"].items()
+    )
+    out = [
+        f"Device: {result['device']}; {result['date']}; versions {result['versions']}.",
+        "",
+        *lines,
+        "",
+        f"Artifacts: {forms}.",
+        "",
+    ]
     if "decoder" in result:
         out += decoder_table(result["decoder"])
     return "\n".join([*out, f"Command: `{result['command']}`", ""])
@@ -69,25 +111,59 @@ def train_table(result: dict) -> str:
     for name in ("lightkit", "hf_trainer"):
         r = result[name]
         ratio = f"**{result['ratio_tokens_per_s']:.2f}x**" if name == "lightkit" else "1.00"
-        lines.append(f"| {name} | {r['tokens_per_s']:.0f} | {r['samples_per_s']:.1f} | {r['peak_memory_mib']:.0f} | {ratio} |")
+        lines.append(
+            f"| {name} | {r['tokens_per_s']:.0f} | {r['samples_per_s']:.1f} | {r['peak_memory_mib']:.0f} | {ratio} |"
+        )
     mfu = result.get("mfu")
     extra = ""
     if mfu:
-        extra = (f"MFU (6N per token over the measured {mfu['measured_bf16_tflops']:.0f} TFLOP/s bf16 rate): lightkit {mfu['lightkit_mfu']:.1%}, "
-                 f"Trainer {mfu['hf_trainer_mfu']:.1%}; with the attention term: {mfu['lightkit_mfu_with_attention']:.1%} / {mfu['hf_trainer_mfu_with_attention']:.1%}.")
-    return "\n".join([f"Device: {result['device']}; {result['date']}; {result.get('task', 'ner')} {result['model']} ({result['parameters'] / 1e6:.1f}M parameters).", "",
-                      *lines, "", extra, "", *([result["context"], ""] if "context" in result else []), f"Command: `{result['command']}`", ""])
+        extra = (
+            f"MFU (6N per token over the measured {mfu['measured_bf16_tflops']:.0f} TFLOP/s bf16 rate): lightkit "
+            f"{mfu['lightkit_mfu']:.1%}, "
+            f"Trainer {mfu['hf_trainer_mfu']:.1%}; with the attention term: {mfu['lightkit_mfu_with_attention']:.1%} "
+            f"/ {mfu['hf_trainer_mfu_with_attention']:.1%}."
+        )
+    return "\n".join(
+        [
+            f"Device: {result['device']}; {result['date']}; {result.get('task', 'ner')} {result['model']} "
+            f"({result['parameters'] / 1e6:.1f}M parameters).",
+            "",
+            *lines,
+            "",
+            extra,
+            "",
+            *([result["context"], ""] if "context" in result else []),
+            f"Command: `{result['command']}`",
+            "",
+        ]
+    )
 
 
 def embedding_table(result: dict) -> str:
     """benchmarks/embedding_tables.py: the metric per table quantisation scheme."""
     metric = result["metric"]
-    lines = [f"| scheme | tables MiB | token table mean abs error | {metric} | change (points) | |", "|---|---|---|---|---|---|",
-             f"| none (float; size as fp16) | {result['float']['tables_mib_fp16']:.2f} | 0 | {100 * result['float'][metric]:.2f} | | |"]
+    lines = [
+        f"| scheme | tables MiB | token table mean abs error | {metric} | change (points) | |",
+        "|---|---|---|---|---|---|",
+        f"| none (float; size as fp16) | {result['float']['tables_mib_fp16']:.2f} | 0 | "
+        f"{100 * result['float'][metric]:.2f} | | |",
+    ]
     for name, r in result["schemes"].items():
-        lines.append(f"| {name} | {r['tables_mib']:.2f} | {r['mean_abs_error'][result['float']['token_table']]:.5f} | {100 * r[metric]:.2f} | {100 * r['change']:+.2f} | {'lightkit' if r['lightkit'] else ''} |")
-    return "\n".join([f"Device: {result['device']}; {result['date']}; versions {result['versions']}; tables {', '.join(result['float']['tables'])}.", "",
-                      *lines, "", f"Command: `{result['command']}`", ""])
+        lines.append(
+            f"| {name} | {r['tables_mib']:.2f} | {r['mean_abs_error'][result['float']['token_table']]:.5f} | "
+            f"{100 * r[metric]:.2f} | {100 * r['change']:+.2f} | {'lightkit' if r['lightkit'] else ''} |"
+        )
+    return "\n".join(
+        [
+            f"Device: {result['device']}; {result['date']}; versions {result['versions']}; tables "
+            f"{', '.join(result['float']['tables'])}.",
+            "",
+            *lines,
+            "",
+            f"Command: `{result['command']}`",
+            "",
+        ]
+    )
 
 
 def targets_lines(result: dict) -> list[str]:
@@ -99,25 +175,35 @@ def targets_lines(result: dict) -> list[str]:
     lines = ["| target | measured | |", "|---|---|---|"]
     for t in result["targets"]:
         verdict = "met" if t["met"] else ("not measured" if t["measured"] is None else f"missed by {t['short_by']:.3g}")
-        lines.append(f"| {t['what']} {t['target']} | {'' if t['measured'] is None else format(t['measured'], '.4g')} | {verdict} |")
+        lines.append(
+            f"| {t['what']} {t['target']} | {'' if t['measured'] is None else format(t['measured'], '.4g')} | "
+            f"{verdict} |"
+        )
     return [*lines, ""]
+
+
+def render(result: dict) -> str | None:
+    """The Markdown of one result file (table, artifacts, command, targets); None for a kind
+    without a table."""
+    if "rows" in result and "speedup_vs_pytorch" in result["rows"][0]:
+        text = inference_table(result)
+    elif "encoder" in result:
+        text = gpu_inference_tables(result)
+    elif "hf_trainer" in result:
+        text = train_table(result)
+    elif "schemes" in result:
+        text = embedding_table(result)
+    else:
+        return None
+    return text + ("\n".join(["", *targets_lines(result)]) if "targets" in result else "")
 
 
 def main() -> None:
     for name in sys.argv[1:]:
         path = Path(name)
-        result = json.loads(path.read_text())
-        if "rows" in result and "speedup_vs_pytorch" in result["rows"][0]:
-            text = inference_table(result)
-        elif "encoder" in result:
-            text = gpu_inference_tables(result)
-        elif "hf_trainer" in result:
-            text = train_table(result)
-        elif "schemes" in result:
-            text = embedding_table(result)
-        else:
+        text = render(json.loads(path.read_text()))
+        if text is None:
             continue
-        text += "\n".join(["", *targets_lines(result)]) if "targets" in result else ""
         path.with_suffix(".md").write_text(text)
         print(f"wrote {path.with_suffix('.md')}")
 

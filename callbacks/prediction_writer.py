@@ -29,18 +29,31 @@ class PredictionWriter(BasePredictionWriter):
         self._file: IO[str] | None = None
 
     def _target(self, trainer: L.Trainer) -> Path:
-        path = Path(self.output) if self.output else Path(trainer.log_dir or trainer.default_root_dir) / "predictions.txt"
+        path = (
+            Path(self.output) if self.output else Path(trainer.log_dir or trainer.default_root_dir) / "predictions.txt"
+        )
         return path if trainer.world_size == 1 else path.with_name(f"{path.name}.rank{trainer.global_rank}")
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not hasattr(pl_module, "prediction_lines"):
-            raise TypeError(f"{type(pl_module).__name__} does not define prediction_lines(); it cannot write predictions")
+            raise TypeError(
+                f"{type(pl_module).__name__} does not define prediction_lines(); it cannot write predictions"
+            )
         self._path = self._target(trainer)
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self._path.with_name(f".{self._path.name}.tmp")
         self._file = self._tmp.open("w", encoding="utf-8")
 
-    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any, batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
         assert self._file is not None
         self._file.writelines(pl_module.prediction_lines(prediction))
 

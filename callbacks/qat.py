@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
-
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lightkit.quantization import ATTR, is_calibrated, prepare_qat, set_qat
@@ -28,7 +27,9 @@ class QuantizationAwareTraining(Callback):
         exclude: skip Linears whose qualified name contains any of these strings.
     """
 
-    def __init__(self, start_step: int = 0, freeze_observers_step: int | None = None, exclude: list[str] | None = None) -> None:
+    def __init__(
+        self, start_step: int = 0, freeze_observers_step: int | None = None, exclude: list[str] | None = None
+    ) -> None:
         self.start_step = start_step
         self.freeze_observers_step = freeze_observers_step
         self.exclude = tuple(exclude or ())
@@ -49,7 +50,9 @@ class QuantizationAwareTraining(Callback):
     def _started(self, trainer: L.Trainer) -> bool:
         return trainer.global_step >= self.start_step
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         frozen = self.freeze_observers_step is not None and step >= self.freeze_observers_step
         self._set(pl_module, fake_quant=self._started(trainer), observe=self._started(trainer) and not frozen)
@@ -59,7 +62,10 @@ class QuantizationAwareTraining(Callback):
         # or the checkpoint's). Before that the model is evaluated in float.
         calibrated = is_calibrated(pl_module.model)
         if not calibrated and pl_module.trainer.state.fn != "fit":
-            rank_zero_warn("QuantizationAwareTraining: the quantisers were never calibrated (QAT had not started); evaluating in float")
+            rank_zero_warn(
+                "QuantizationAwareTraining: the quantisers were never calibrated (QAT had not started); evaluating "
+                "in float"
+            )
         self._set(pl_module, fake_quant=calibrated, observe=False)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -20,7 +20,9 @@ from lightkit.errors import InputError
 Decay = Literal["linear", "cosine", "constant"]
 
 
-def lr_multiplier(step: int, total_steps: int, warmup_steps: int, decay: Decay = "linear", min_ratio: float = 0.0) -> float:
+def lr_multiplier(
+    step: int, total_steps: int, warmup_steps: int, decay: Decay = "linear", min_ratio: float = 0.0
+) -> float:
     """Fraction of the peak learning rate to use at optimizer step `step` (0-based).
 
     Warmup rises linearly from 1/(warmup_steps+1)... to 1 at `warmup_steps`, then decays to
@@ -81,7 +83,9 @@ class LRWarmup(Callback):
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])  # restored with the optimizer on resume
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         factor = lr_multiplier(trainer.global_step, self.total_steps, self.warmup, self.decay, self.min_lr_ratio)
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:

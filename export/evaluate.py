@@ -28,7 +28,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def evaluate_artifact(trainer: Any, task: Any, datamodule: Any, artifact: str, form: str, output: str, device: str = "auto") -> dict[str, Any]:
+def evaluate_artifact(
+    trainer: Any, task: Any, datamodule: Any, artifact: str, form: str, output: str, device: str = "auto"
+) -> dict[str, Any]:
     """Run `trainer.test` on `task` with the artifact's `form` as its model; write `evaluation.json`.
 
     The trainer writes its reports where `lightkit evaluate` points it (its `output`).
@@ -41,7 +43,9 @@ def evaluate_artifact(trainer: Any, task: Any, datamodule: Any, artifact: str, f
     if form not in manifest.get("forms", {}):
         raise InputError(f"form: {form!r} is not in {manifest_path} (forms: {sorted(manifest.get('forms', {}))})")
     out = Path(output)
-    if type(task).__name__ != manifest["task"] and manifest["objective"] not in [k.__name__ for k in type(task).__mro__]:
+    if type(task).__name__ != manifest["task"] and manifest["objective"] not in [
+        k.__name__ for k in type(task).__mro__
+    ]:
         raise InputError(f"config: builds a {type(task).__name__}, but the artifact is a {manifest['task']}")
     labels = list(task.hparams.get("label_names") or [])
     if manifest.get("labels") and labels != manifest["labels"]:
@@ -63,15 +67,21 @@ def evaluate_artifact(trainer: Any, task: Any, datamodule: Any, artifact: str, f
     with task.forward_with(timed):  # the artifact serves every forward of `test`
         results = trainer.test(task, datamodule=dm, verbose=False)[0]
     report = {
-        "artifact": str(folder), "form": form, "providers": session.providers(),
+        "artifact": str(folder),
+        "form": form,
+        "providers": session.providers(),
         "metrics": {k: float(v) for k, v in results.items()},
-        "batches": len(latencies), "examples": examples,
+        "batches": len(latencies),
+        "examples": examples,
         "latency_ms_per_batch": {"median": percentile(latencies, 0.5), "p90": percentile(latencies, 0.9)},
         "throughput_examples_per_s": examples / (sum(latencies) / 1000) if latencies else 0.0,
         "batch_size": dm.eval_batch_size,
     }
     atomic_write_text(out / "evaluation.json", json.dumps(report, indent=2) + "\n")
-    print(f"lightkit evaluate: {form} on {', '.join(session.providers())}: "
-          + ", ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items())
-          + f"; {report['latency_ms_per_batch']['median']:.1f} ms per batch of {report['batch_size']} (median); wrote {out / 'evaluation.json'}")
+    print(
+        f"lightkit evaluate: {form} on {', '.join(session.providers())}: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items())
+        + f"; {report['latency_ms_per_batch']['median']:.1f} ms per batch of {report['batch_size']} (median); wrote "
+        f"{out / 'evaluation.json'}"
+    )
     return report

@@ -6,11 +6,12 @@
 The `lightkit` command builds the task and its DataModule exactly as `fit` did (the settings below
 may live in a YAML too) and calls `export_checkpoint`; the checkpoint's weights are loaded
 (`weights_only=True`). How the model is traced and scored comes from the task's declared contract
-(`BaseTask.export_kind`, `primary_metric`, `logits_axes`, `serving`). Each form is scored on held-out real inputs (the test split) by the
-task's own `step` and metrics, with the ONNX Runtime session standing in for the model, beside the
-PyTorch model on the same batches: max |logit difference|, argmax agreement and the task metric.
-A form outside its tolerance fails the export with the numbers. Everything is written into a temp
-folder renamed into place at the end; an existing output needs `--overwrite`.
+(`BaseTask.export_kind`, `primary_metric`, `logits_axes`, `serving`). Each form is scored on
+held-out real inputs (the test split) by the task's own `step` and metrics, with the ONNX Runtime
+session standing in for the model, beside the PyTorch model on the same batches: max |logit
+difference|, argmax agreement and the task metric. A form outside its tolerance fails the export
+with the numbers. Everything is written into a temp folder renamed into place at the end; an
+existing output needs `--overwrite true`.
 """
 
 from __future__ import annotations
@@ -25,11 +26,21 @@ from typing import Any
 import torch
 
 from lightkit.errors import InputError
-from lightkit.io import atomic_dir
 from lightkit.export.gather_quant import describe
-from lightkit.export.qdq import compact_qat
-from lightkit.export.onnx_export import OPSET, cache_names, cache_shape, export_causal_lm, export_fp32, fuse, quantize_int8_cpu, quantize_int8_gpu, to_fp16
+from lightkit.export.onnx_export import (
+    OPSET,
+    cache_names,
+    cache_shape,
+    export_causal_lm,
+    export_fp32,
+    fuse,
+    quantize_int8_cpu,
+    quantize_int8_gpu,
+    to_fp16,
+)
 from lightkit.export.parity import GPU_FORMS, check_form, latency_ms, reference_decode, score
+from lightkit.export.qdq import compact_qat
+from lightkit.io import atomic_dir
 from lightkit.quantization import ATTR as QAT_ATTR
 from lightkit.quantization import prepare_qat, set_qat
 from lightkit.task import BaseTask
@@ -40,13 +51,38 @@ FORMS = ("fp32", "fp16", "int8-gpu", "int8-cpu", "qat")
 # the reduced-precision forms may miss one step in ~30 where a one-token step errs more than the
 # full forwards the bound is measured on. A broken cache misses most of them.
 DEFAULT_TOLERANCE = {
-    "fp32": {"max_abs_diff": 1e-3, "min_argmax_agreement": 0.999, "max_metric_drop": 0.001, "min_greedy_agreement": 1.0},
-    "fp16": {"max_abs_diff": float("inf"), "min_argmax_agreement": 0.99, "max_metric_drop": 0.005, "min_greedy_agreement": 0.97},
-    "int8-gpu": {"max_abs_diff": float("inf"), "min_argmax_agreement": 0.98, "max_metric_drop": 0.01, "min_greedy_agreement": 0.97},
-    "int8-cpu": {"max_abs_diff": float("inf"), "min_argmax_agreement": 0.95, "max_metric_drop": 0.02, "min_greedy_agreement": 0.97},
+    "fp32": {
+        "max_abs_diff": 1e-3,
+        "min_argmax_agreement": 0.999,
+        "max_metric_drop": 0.001,
+        "min_greedy_agreement": 1.0,
+    },
+    "fp16": {
+        "max_abs_diff": float("inf"),
+        "min_argmax_agreement": 0.99,
+        "max_metric_drop": 0.005,
+        "min_greedy_agreement": 0.97,
+    },
+    "int8-gpu": {
+        "max_abs_diff": float("inf"),
+        "min_argmax_agreement": 0.98,
+        "max_metric_drop": 0.01,
+        "min_greedy_agreement": 0.97,
+    },
+    "int8-cpu": {
+        "max_abs_diff": float("inf"),
+        "min_argmax_agreement": 0.95,
+        "max_metric_drop": 0.02,
+        "min_greedy_agreement": 0.97,
+    },
     # QDQ from a QAT model, against the same model fake-quantised in PyTorch: ORT's integer
     # kernels round slightly differently from FakeQuantize, so a few near-ties may flip.
-    "qat": {"max_abs_diff": float("inf"), "min_argmax_agreement": 0.98, "max_metric_drop": 0.01, "min_greedy_agreement": 0.97},
+    "qat": {
+        "max_abs_diff": float("inf"),
+        "min_argmax_agreement": 0.98,
+        "max_metric_drop": 0.01,
+        "min_greedy_agreement": 0.97,
+    },
 }
 
 
@@ -58,7 +94,9 @@ def tolerances(overrides: dict[str, dict[str, float]] | None) -> dict[str, dict[
             raise InputError(f"tolerance: unknown form {form!r}; expected one of {list(tol)}")
         for name, value in values.items():
             if name not in tol[form]:
-                raise InputError(f"tolerance.{form}: unknown key {name!r}; expected one of {list(DEFAULT_TOLERANCE['fp32'])}")
+                raise InputError(
+                    f"tolerance.{form}: unknown key {name!r}; expected one of {list(DEFAULT_TOLERANCE['fp32'])}"
+                )
             tol[form][name] = float(value)
     return tol
 
@@ -78,7 +116,9 @@ def load_weights(task: BaseTask, ckpt_path: str) -> bool:
     try:
         task.load_state_dict(state)
     except RuntimeError as e:
-        raise InputError(f"ckpt_path: {path} does not fit the task of the config, a {type(task).__name__} ({str(e).splitlines()[0]})") from None
+        raise InputError(
+            f"ckpt_path: {path} does not fit the task of the config, a {type(task).__name__} ({str(e).splitlines()[0]})"
+        ) from None
     task.eval()
     return qat
 
@@ -97,8 +137,14 @@ def versions() -> dict[str, str]:
 
     from lightkit import __version__
 
-    return {"lightkit": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    return {
+        "lightkit": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def new_form(tmp: Path, form: str) -> Path:
@@ -113,19 +159,34 @@ def trace(task: BaseTask, path: Path, opset: int) -> tuple[str, ...]:
     return export_fp32(task.model, path, opset, task.logits_axes())
 
 
-def write_forms(task: BaseTask, forms: list[str], tmp: Path, opset: int, manifest: dict[str, Any], embedding_bits: int = 8) -> dict[str, Path]:
+def write_forms(
+    task: BaseTask, forms: list[str], tmp: Path, opset: int, manifest: dict[str, Any], embedding_bits: int = 8
+) -> dict[str, Path]:
     """Write fp32 (the source of every other form) and the requested float / INT8 forms; record IO names."""
     fp32 = new_form(tmp, "fp32")
     names = trace(task, fp32, opset)
     if task.export_kind == "decoder":
         kv_heads, head_dim = cache_shape(task.model)
         layers = task.model.config.num_hidden_layers
-        manifest["inputs"] = [{"name": n, "dtype": "int64", "shape": ["batch", "total" if n == "attention_mask" else "sequence"]} for n in names[:3]]
-        manifest["inputs"] += [{"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "past", head_dim]} for n in cache_names(layers, "past")]
-        manifest["outputs"] += [{"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "total", head_dim]} for n in cache_names(layers, "present")]
-        manifest["outputs"].append({"name": "next_token", "dtype": "int64", "shape": ["batch"], "note": "argmax of the last position"})
-        manifest["outputs"] += [{"name": n, "dtype": t, "shape": ["batch", "k"], "note": "the last position's top-k logits, for sampling"}
-                                for n, t in (("top_logits", "float32"), ("top_ids", "int64"))]
+        manifest["inputs"] = [
+            {"name": n, "dtype": "int64", "shape": ["batch", "total" if n == "attention_mask" else "sequence"]}
+            for n in names[:3]
+        ]
+        manifest["inputs"] += [
+            {"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "past", head_dim]}
+            for n in cache_names(layers, "past")
+        ]
+        manifest["outputs"] += [
+            {"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "total", head_dim]}
+            for n in cache_names(layers, "present")
+        ]
+        manifest["outputs"].append(
+            {"name": "next_token", "dtype": "int64", "shape": ["batch"], "note": "argmax of the last position"}
+        )
+        manifest["outputs"] += [
+            {"name": n, "dtype": t, "shape": ["batch", "k"], "note": "the last position's top-k logits, for sampling"}
+            for n, t in (("top_logits", "float32"), ("top_ids", "int64"))
+        ]
     else:
         manifest["inputs"] = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in names]
     paths = {"fp32": fp32}
@@ -142,7 +203,10 @@ def write_forms(task: BaseTask, forms: list[str], tmp: Path, opset: int, manifes
         tables = quantize_int8_gpu(task.model, fp32, paths["int8-gpu"], embedding_bits)
         manifest.setdefault("quantization", {})["int8-gpu"] = {
             "MatMul": "MatMulNBits, 8 bits, symmetric, block 32, fp16 scales",
-            "embedding tables": {"op": "GatherBlockQuantized", "tables": {name: describe(bits) for name, bits in tables.items()}},
+            "embedding tables": {
+                "op": "GatherBlockQuantized",
+                "tables": {name: describe(bits) for name, bits in tables.items()},
+            },
         }
     return paths
 
@@ -183,7 +247,9 @@ def export_checkpoint(
     # for, and by default its gate could refuse the whole export over a form nobody wanted.
     forms = forms or ["fp32", *(GPU_FORMS if gpu else ()), "qat" if qat else "int8-cpu"]
     if "qat" in forms and not qat:
-        raise InputError(f"forms: qat needs a checkpoint trained with the QuantizationAwareTraining callback; {ckpt_path} was not")
+        raise InputError(
+            f"forms: qat needs a checkpoint trained with the QuantizationAwareTraining callback; {ckpt_path} was not"
+        )
     if qat:
         set_qat(task.model, fake_quant=False, observe=False)  # the float forms export the float model
     primary, decoder = task.primary_metric, task.export_kind == "decoder"
@@ -193,12 +259,22 @@ def export_checkpoint(
     reference, ref_logits, masks = score(task, task.model, batches)
 
     manifest: dict[str, Any] = {
-        "task": type(task).__name__, "objective": objective, "export_kind": task.export_kind, "serving": task.serving,
-        "primary_metric": primary, "primary_mode": task.primary_mode, "opset": opset,
+        "task": type(task).__name__,
+        "objective": objective,
+        "export_kind": task.export_kind,
+        "serving": task.serving,
+        "primary_metric": primary,
+        "primary_mode": task.primary_mode,
+        "opset": opset,
         "labels": list(task.hparams.get("label_names") or []),
         "max_length": dm.hparams.get("max_length"),  # the truncation the model was trained and checked with
         "outputs": [{"name": "logits", "dtype": "float32", "shape": task.logits_axes()}],
-        "parity_data": {"split": "test", "batches": len(batches), "examples": sum(b["input_ids"].size(0) for b in batches), "pytorch": reference},
+        "parity_data": {
+            "split": "test",
+            "batches": len(batches),
+            "examples": sum(b["input_ids"].size(0) for b in batches),
+            "pytorch": reference,
+        },
         "source": {"config": (config_files or [None])[0], "configs": config_files or [], "ckpt_path": ckpt_path},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
@@ -236,7 +312,10 @@ def export_checkpoint(
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     for form, info in manifest["forms"].items():
         p = info["parity"]
-        print(f"lightkit export: {form}: {info['bytes'] / 2**20:.1f} MiB, max|diff| {p['max_abs_diff']:.2e}, argmax agreement {p['argmax_agreement']:.4f}, "
-              f"{primary} {p['onnx']:.4f} (PyTorch {p['pytorch']:.4f})")
+        print(
+            f"lightkit export: {form}: {info['bytes'] / 2**20:.1f} MiB, max|diff| {p['max_abs_diff']:.2e}, argmax "
+            f"agreement {p['argmax_agreement']:.4f}, "
+            f"{primary} {p['onnx']:.4f} (PyTorch {p['pytorch']:.4f})"
+        )
     print(f"lightkit export: wrote {out} (manifest.json)")
     return out

@@ -31,7 +31,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-
 SCHEMES = {8: {"block_size": 32, "symmetric": True}, 4: {"block_size": 16, "symmetric": False}}
 SCALE_TYPES = {onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.FLOAT: np.float32}  # table type -> scale type
 
@@ -43,7 +42,9 @@ def describe(bits: int, scales: str = "fp16") -> str:
     return f"{bits} bits, {kind}, block {scheme['block_size']}, {scales} scales"
 
 
-def quantize_table(w: np.ndarray, bits: int, block_size: int, symmetric: bool, scale_dtype: type = np.float16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def quantize_table(
+    w: np.ndarray, bits: int, block_size: int, symmetric: bool, scale_dtype: type = np.float16
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block-quantise a (rows, cols) table along its rows' width: codes (rows, cols) in
     0..2**bits - 1, scales (of `scale_dtype`, the table's own) and integer zero points
     (rows, cols // block_size), such that w ~= (code - zero) * scale.
@@ -77,7 +78,9 @@ def dequantize_table(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, blo
     return (blocks * scale[..., None].astype(np.float32)).reshape(rows, cols)
 
 
-def quantize_gathers(model: onnx.ModelProto, bits: int = 8, min_rows: int = 64, token_input: str = "input_ids") -> dict[str, int]:
+def quantize_gathers(
+    model: onnx.ModelProto, bits: int = 8, min_rows: int = 64, token_input: str = "input_ids"
+) -> dict[str, int]:
     """Rewrite, in place, every Gather whose table is a 2-D fp16 or fp32 initializer (scales in the
     same type) used by Gathers only, with at least `min_rows` rows (token-type tables stay as
     they are) and a width divisible by the block size, as GatherBlockQuantized. The token table
@@ -105,15 +108,23 @@ def quantize_gathers(model: onnx.ModelProto, bits: int = 8, min_rows: int = 64, 
         if (table.data_type not in SCALE_TYPES or len(table.dims) != 2 or rows < min_rows
                 or cols % block_size or uses[name] != len(nodes) or axis != 0):  # fmt: skip
             continue
-        codes, scale, zero = quantize_table(numpy_helper.to_array(table), table_bits, **SCHEMES[table_bits], scale_dtype=SCALE_TYPES[table.data_type])
+        codes, scale, zero = quantize_table(
+            numpy_helper.to_array(table), table_bits, **SCHEMES[table_bits], scale_dtype=SCALE_TYPES[table.data_type]
+        )
         qname = f"{name}_q{table_bits}"
         graph.initializer.remove(table)
         if table_bits == 8:
             graph.initializer.append(numpy_helper.from_array(codes, qname))
             graph.initializer.append(numpy_helper.from_array(zero, f"{name}_zero_points"))
         else:
-            graph.initializer.append(helper.make_tensor(qname, onnx.TensorProto.UINT4, [rows, cols], pack_nibbles(codes), raw=True))
-            graph.initializer.append(helper.make_tensor(f"{name}_zero_points", onnx.TensorProto.UINT4, list(zero.shape), pack_nibbles(zero), raw=True))
+            graph.initializer.append(
+                helper.make_tensor(qname, onnx.TensorProto.UINT4, [rows, cols], pack_nibbles(codes), raw=True)
+            )
+            graph.initializer.append(
+                helper.make_tensor(
+                    f"{name}_zero_points", onnx.TensorProto.UINT4, list(zero.shape), pack_nibbles(zero), raw=True
+                )
+            )
         graph.initializer.append(numpy_helper.from_array(scale, f"{name}_scales"))
         inputs = [qname, "", f"{name}_scales", f"{name}_zero_points"]
         for node in nodes:

@@ -53,7 +53,9 @@ def input_names(model: PreTrainedModel) -> tuple[str, ...]:
     return names
 
 
-def export_fp32(model: PreTrainedModel, path: Path, opset: int = OPSET, logits_axes: list[str | int] | None = None) -> tuple[str, ...]:
+def export_fp32(
+    model: PreTrainedModel, path: Path, opset: int = OPSET, logits_axes: list[str | int] | None = None
+) -> tuple[str, ...]:
     """Write the fp32 graph with dynamic batch and sequence axes; returns its input names.
 
     `logits_axes` is the task's declared logits shape (`BaseTask.logits_axes`): its named axes are
@@ -63,7 +65,10 @@ def export_fp32(model: PreTrainedModel, path: Path, opset: int = OPSET, logits_a
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("eager")  # the pattern ORT's optimizer fuses
     names = input_names(model)
-    dummy = tuple(torch.ones(2, 8, dtype=torch.long) if n != "token_type_ids" else torch.zeros(2, 8, dtype=torch.long) for n in names)
+    dummy = tuple(
+        torch.ones(2, 8, dtype=torch.long) if n != "token_type_ids" else torch.zeros(2, 8, dtype=torch.long)
+        for n in names
+    )
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {i: name for i, name in enumerate(logits_axes or ["batch", 0]) if isinstance(name, str)}
     with torch.no_grad():
@@ -98,8 +103,15 @@ def fuse(model: PreTrainedModel, src: Path, dst: Path, use_gpu: bool = False, em
     # session on the CUDA EP to pre-optimise, which fails noisily on a machine without CUDA.
     options = FusionOptions("bert")
     options.enable_embed_layer_norm = embed_layer_norm
-    optimized = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0 if use_gpu else 1,
-                               use_gpu=use_gpu, optimization_options=options)  # fmt: skip
+    optimized = optimize_model(
+        str(src),
+        model_type="bert",
+        num_heads=heads,
+        hidden_size=hidden,
+        opt_level=0 if use_gpu else 1,
+        use_gpu=use_gpu,
+        optimization_options=options,
+    )
     optimized.save_model_to_file(str(dst))
     return True
 
@@ -124,8 +136,13 @@ def quantize_int8_cpu(src: Path, dst: Path, ops: list[str] | None = None) -> Non
     try:
         # The fused graph's com.microsoft ops (Attention, SkipLayerNormalization) defeat ONNX shape
         # inference; DefaultTensorType tells the quantiser their outputs are float, as ORT advises.
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=list(ops or INT8_CPU_OPS),
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_dynamic(
+            src,
+            dst,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(ops or INT8_CPU_OPS),
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     except Exception as e:  # noqa: BLE001 - report which step failed, with ORT's reason
         raise InputError(f"int8-cpu: dynamic quantisation of {src.name} failed ({type(e).__name__}: {e})") from e
 
@@ -143,13 +160,21 @@ class _CausalLMWithCache(nn.Module):
         self.model = model
         self.layers = model.config.num_hidden_layers
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *past: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
         for i in range(self.layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache, use_cache=True)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+        )
         presents = []
         for layer in out.past_key_values.layers:
             presents += [layer.keys, layer.values]
@@ -164,7 +189,9 @@ def cache_shape(model: PreTrainedModel) -> tuple[int, int]:
     """(kv_heads, head_dim) of the model's attention cache."""
     config = model.config
     heads = config.num_attention_heads
-    return getattr(config, "num_key_value_heads", None) or heads, getattr(config, "head_dim", None) or config.hidden_size // heads
+    return getattr(config, "num_key_value_heads", None) or heads, getattr(
+        config, "head_dim", None
+    ) or config.hidden_size // heads
 
 
 def export_causal_lm(model: PreTrainedModel, path: Path, opset: int = OPSET) -> tuple[str, ...]:
@@ -185,13 +212,24 @@ def export_causal_lm(model: PreTrainedModel, path: Path, opset: int = OPSET) -> 
     positions = torch.arange(past_len, past_len + new).expand(batch, new)
     past_names, present_names = cache_names(layers, "past"), cache_names(layers, "present")
     names = ("input_ids", "attention_mask", "position_ids", *past_names)
-    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"}, "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
+    axes = {
+        "input_ids": {0: "batch", 1: "sequence"},
+        "attention_mask": {0: "batch", 1: "total"},
+        "position_ids": {0: "batch", 1: "sequence"},
+        "logits": {0: "batch", 1: "sequence"},
+    }
     axes.update({n: {0: "batch", 2: "past"} for n in past_names})
     axes.update({n: {0: "batch", 2: "total"} for n in present_names})
     with torch.no_grad():
         torch.onnx.export(
-            _CausalLMWithCache(model), (ids, mask, positions, *past), str(path),
-            input_names=list(names), output_names=["logits", *present_names], dynamic_axes=axes, opset_version=opset, dynamo=False,
+            _CausalLMWithCache(model),
+            (ids, mask, positions, *past),
+            str(path),
+            input_names=list(names),
+            output_names=["logits", *present_names],
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
         )
     add_next_token(path)
     return names

@@ -20,7 +20,9 @@ from lightkit.export.runtime import OrtModel
 GPU_FORMS = ("fp16", "int8-gpu")
 
 
-def score(task: Any, model: Any, batches: list[dict[str, Any]]) -> tuple[dict[str, float], list[torch.Tensor], list[torch.Tensor]]:
+def score(
+    task: Any, model: Any, batches: list[dict[str, Any]]
+) -> tuple[dict[str, float], list[torch.Tensor], list[torch.Tensor]]:
     """The task's metrics with `model` standing in for its transformers model; plus logits and masks."""
     metrics = task.configure_metrics()
     logits, masks = [], []
@@ -67,15 +69,24 @@ def metric_drop(mode: str, pytorch: float, onnx: float) -> float:
 NEAR_TIE_FLOOR = 1e-4
 
 
-def reference_decode(model: Any, batch: dict[str, Any], prompt_tokens: int = 8, new_tokens: int = 16) -> dict[str, torch.Tensor]:
+def reference_decode(
+    model: Any, batch: dict[str, Any], prompt_tokens: int = 8, new_tokens: int = 16
+) -> dict[str, torch.Tensor]:
     """PyTorch's greedy path from a few prompts, by plain full-sequence forwards (no cache tricks)."""
     ids, mask = batch["input_ids"][:4, :prompt_tokens], batch["attention_mask"][:4, :prompt_tokens]
     sequence, steps = ids, []
     with torch.no_grad():
         for _ in range(new_tokens):
-            steps.append(model(input_ids=sequence, attention_mask=torch.ones_like(sequence)).logits[:, -1].float())  # (B, V)
+            steps.append(
+                model(input_ids=sequence, attention_mask=torch.ones_like(sequence)).logits[:, -1].float()
+            )  # (B, V)
             sequence = torch.cat([sequence, steps[-1].argmax(-1, keepdim=True)], dim=1)
-    return {"input_ids": ids, "attention_mask": mask, "tokens": sequence[:, prompt_tokens:], "logits": torch.stack(steps, dim=1)}
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "tokens": sequence[:, prompt_tokens:],
+        "logits": torch.stack(steps, dim=1),
+    }
 
 
 def greedy_agreement(reference: dict[str, torch.Tensor], session: OrtModel, logit_error: float) -> dict[str, Any]:
@@ -109,8 +120,15 @@ def latency_ms(model: Any, batch: dict[str, Any], task: Any, repeats: int = 10) 
     return sorted(times)[len(times) // 2]
 
 
-def check_form(task: Any, form: str, path: Path, expected: tuple[dict[str, float], list[torch.Tensor], dict[str, torch.Tensor] | None], masks: list[torch.Tensor],
-               batches: list[dict[str, Any]], limits: dict[str, float]) -> tuple[dict[str, Any], list[str]]:
+def check_form(
+    task: Any,
+    form: str,
+    path: Path,
+    expected: tuple[dict[str, float], list[torch.Tensor], dict[str, torch.Tensor] | None],
+    masks: list[torch.Tensor],
+    batches: list[dict[str, Any]],
+    limits: dict[str, float],
+) -> tuple[dict[str, Any], list[str]]:
     """Score one artifact against PyTorch; its manifest entry and what breaks its tolerance."""
     # TF32 off: the gate checks the export, and the CUDA EP's default TF32 MatMul alone moves a
     # 6-layer encoder's logits by ~1e-2 (measured on an H100), above the fp32 tolerance.
@@ -118,21 +136,40 @@ def check_form(task: Any, form: str, path: Path, expected: tuple[dict[str, float
     metrics, logits, _ = score(task, session, batches)
     ref_metrics, ref_logits, ref_decode = expected
     primary = task.primary_metric
-    parity = {**compare(ref_logits, logits, masks), "metric": primary, "pytorch": ref_metrics[primary], "onnx": metrics[primary]}
+    parity = {
+        **compare(ref_logits, logits, masks),
+        "metric": primary,
+        "pytorch": ref_metrics[primary],
+        "onnx": metrics[primary],
+    }
     parity["metric_drop"] = metric_drop(task.primary_mode, parity["pytorch"], parity["onnx"])
     checks = [
-        (parity["max_abs_diff"] > limits["max_abs_diff"], f"max_abs_diff {parity['max_abs_diff']:.3g} > {limits['max_abs_diff']}"),
-        (parity["argmax_agreement"] < limits["min_argmax_agreement"], f"argmax agreement {parity['argmax_agreement']:.4f} < {limits['min_argmax_agreement']}"),
-        (parity["metric_drop"] > limits["max_metric_drop"], f"{primary} drop {parity['metric_drop']:.4f} > {limits['max_metric_drop']}"),
+        (
+            parity["max_abs_diff"] > limits["max_abs_diff"],
+            f"max_abs_diff {parity['max_abs_diff']:.3g} > {limits['max_abs_diff']}",
+        ),
+        (
+            parity["argmax_agreement"] < limits["min_argmax_agreement"],
+            f"argmax agreement {parity['argmax_agreement']:.4f} < {limits['min_argmax_agreement']}",
+        ),
+        (
+            parity["metric_drop"] > limits["max_metric_drop"],
+            f"{primary} drop {parity['metric_drop']:.4f} > {limits['max_metric_drop']}",
+        ),
     ]
     if session.causal:
         parity.update(greedy_agreement(ref_decode, session, parity["max_abs_diff"]))
         greedy = parity["greedy_agreement"]
         checks += [
-            (parity["decode_max_abs_diff"] > limits["max_abs_diff"],
-             f"cached decode max_abs_diff {parity['decode_max_abs_diff']:.3g} > {limits['max_abs_diff']}"),
-            (greedy is not None and greedy < limits["min_greedy_agreement"],
-             f"greedy agreement {greedy} < {limits['min_greedy_agreement']} on {parity['greedy_decided_steps']} decided steps"),
+            (
+                parity["decode_max_abs_diff"] > limits["max_abs_diff"],
+                f"cached decode max_abs_diff {parity['decode_max_abs_diff']:.3g} > {limits['max_abs_diff']}",
+            ),
+            (
+                greedy is not None and greedy < limits["min_greedy_agreement"],
+                f"greedy agreement {greedy} < {limits['min_greedy_agreement']} on {parity['greedy_decided_steps']} "
+                "decided steps",
+            ),
         ]
     problems = [message for failed, message in checks if failed]
     if form in GPU_FORMS:  # GPU-ready only when the placement check ran and found every compute node on CUDA

@@ -30,7 +30,9 @@ def is_shape_computation(node: dict[str, Any]) -> bool:
     return bool(outputs) and all(kind in INTEGER_TYPES for out in outputs for kind in out)
 
 
-def node_providers(session_path: str | Path, feeds: dict[str, np.ndarray], providers: list[str]) -> list[dict[str, str]]:
+def node_providers(
+    session_path: str | Path, feeds: dict[str, np.ndarray], providers: list[str]
+) -> list[dict[str, str]]:
     """(node name, op type, provider) of every node executed once on `feeds`, from ORT's profile."""
     import onnxruntime as ort
 
@@ -46,19 +48,35 @@ def node_providers(session_path: str | Path, feeds: dict[str, np.ndarray], provi
         args = event.get("args", {})
         if event.get("cat") == "Node" and "provider" in args:
             name = event["name"].rsplit("_kernel_time", 1)[0]
-            nodes[name] = {"node": name, "op": args.get("op_name", ""), "provider": args["provider"], "outputs": args.get("output_type_shape", [])}
+            nodes[name] = {
+                "node": name,
+                "op": args.get("op_name", ""),
+                "provider": args["provider"],
+                "outputs": args.get("output_type_shape", []),
+            }
     return list(nodes.values())
 
 
-def placement(session_path: str | Path, feeds: dict[str, np.ndarray], want: str = "CUDAExecutionProvider") -> dict[str, Any]:
+def placement(
+    session_path: str | Path, feeds: dict[str, np.ndarray], want: str = "CUDAExecutionProvider"
+) -> dict[str, Any]:
     """Nodes not on `want` (shape ops excepted); `ok` when there are none. Skipped without CUDA."""
     import onnxruntime as ort
     import torch
 
     if want == "CUDAExecutionProvider" and (want not in ort.get_available_providers() or not torch.cuda.is_available()):
-        return {"checked": False, "reason": "no CUDA device on the exporting machine; run lightkit export there to label it GPU"}
-    nodes = node_providers(session_path, feeds, [want] if want == "CPUExecutionProvider" else [want, "CPUExecutionProvider"])
-    off = [{k: n[k] for k in ("node", "op", "provider")} for n in nodes if n["provider"] != want and not is_shape_computation(n)]
+        return {
+            "checked": False,
+            "reason": "no CUDA device on the exporting machine; run lightkit export there to label it GPU",
+        }
+    nodes = node_providers(
+        session_path, feeds, [want] if want == "CPUExecutionProvider" else [want, "CPUExecutionProvider"]
+    )
+    off = [
+        {k: n[k] for k in ("node", "op", "provider")}
+        for n in nodes
+        if n["provider"] != want and not is_shape_computation(n)
+    ]
     return {
         "checked": True,
         "provider": want,

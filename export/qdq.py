@@ -71,8 +71,14 @@ def compact_qat(path: Path) -> dict[str, Any]:
     joined = fuse_shared_input_linears(model)
     tables = quantize_gathers(model, bits=8)
     onnx.save(model, str(path))
-    return {"weights": f"{folded} weight quantizers folded to int8 initializers", "joined_layer_groups": joined,
-            "embedding tables": {"op": "GatherBlockQuantized", "tables": {name: describe(bits, "fp32") for name, bits in tables.items()}}}
+    return {
+        "weights": f"{folded} weight quantizers folded to int8 initializers",
+        "joined_layer_groups": joined,
+        "embedding tables": {
+            "op": "GatherBlockQuantized",
+            "tables": {name: describe(bits, "fp32") for name, bits in tables.items()},
+        },
+    }
 
 
 def fold_weight_quantizers(model: onnx.ModelProto) -> int:
@@ -98,11 +104,18 @@ def fold_weight_quantizers(model: onnx.ModelProto) -> int:
         per_channel_scale = scale.reshape(shape) if scale.ndim else scale
         per_channel_zero = zero.reshape(shape) if zero.ndim else zero
         # As QuantizeLinear: float32 division, round half to even, add the zero point, saturate.
-        codes = np.clip(np.rint(weight / per_channel_scale) + per_channel_zero.astype(np.float64), bounds.min, bounds.max).astype(zero.dtype)
+        codes = np.clip(
+            np.rint(weight / per_channel_scale) + per_channel_zero.astype(np.float64), bounds.min, bounds.max
+        ).astype(zero.dtype)
         for dequant in dequants:
             after = consumers[dequant.output[0]]
-            transposed = (len(after) == 1 and after[0].op_type == "Transpose" and dequant.output[0] not in graph_outputs
-                          and [list(a.ints) for a in after[0].attribute if a.name == "perm"] in ([[1, 0]], []))  # fmt: skip
+            perm = [list(a.ints) for a in after[0].attribute if a.name == "perm"] if len(after) == 1 else None
+            transposed = (
+                len(after) == 1
+                and after[0].op_type == "Transpose"
+                and dequant.output[0] not in graph_outputs
+                and perm in ([[1, 0]], [])
+            )
             name = f"{quant.output[0]}_codes{'_t' if transposed else ''}"  # per quantizer: a tied weight may have two
             if name not in inits:
                 tensor = numpy_helper.from_array(np.ascontiguousarray(codes.T if transposed else codes), name)
@@ -165,12 +178,20 @@ def fuse_shared_input_linears(model: onnx.ModelProto) -> int:
         codes = inits.get(dq_w.input[0])
         if quant is None or quant.op_type != "QuantizeLinear" or codes is None or len(codes.dims) != 2:
             return None
-        if len(consumers[quant.output[0]]) != 1 or len(consumers[dq_x.output[0]]) != 1 or len(consumers[dq_w.output[0]]) != 1:
+        if (
+            len(consumers[quant.output[0]]) != 1
+            or len(consumers[dq_x.output[0]]) != 1
+            or len(consumers[dq_w.output[0]]) != 1
+        ):
             return None
         axis = next((a.i for a in dq_w.attribute if a.name == "axis"), 1)
         w_scale = value(dq_w.input[1])
         w_zero = value(dq_w.input[2]) if len(dq_w.input) > 2 and dq_w.input[2] else None
-        if w_scale is None or (w_scale.ndim and axis % 2 != 1) or (len(dq_w.input) > 2 and dq_w.input[2] and w_zero is None):
+        if (
+            w_scale is None
+            or (w_scale.ndim and axis % 2 != 1)
+            or (len(dq_w.input) > 2 and dq_w.input[2] and w_zero is None)
+        ):
             return None  # only per-output-channel (or per-tensor) weight scales concatenate
         x_params = [value(name) for name in quant.input[1:]]
         if any(v is None for v in x_params):
@@ -182,9 +203,20 @@ def fuse_shared_input_linears(model: onnx.ModelProto) -> int:
             bias = value(other[0]) if len(other) == 1 else None
         out_node = after[0] if bias is not None else matmul
         n = codes.dims[1]
-        return {"x": quant.input[0], "x_params": x_params, "quant": quant, "dq_x": dq_x, "dq_w": dq_w, "matmul": matmul,
-                "add": out_node if bias is not None else None, "output": out_node.output[0], "codes": numpy_helper.to_array(codes),
-                "scale": np.broadcast_to(w_scale, (n,)), "zero": None if w_zero is None else np.broadcast_to(w_zero, (n,)), "bias": bias}
+        return {
+            "x": quant.input[0],
+            "x_params": x_params,
+            "quant": quant,
+            "dq_x": dq_x,
+            "dq_w": dq_w,
+            "matmul": matmul,
+            "add": out_node if bias is not None else None,
+            "output": out_node.output[0],
+            "codes": numpy_helper.to_array(codes),
+            "scale": np.broadcast_to(w_scale, (n,)),
+            "zero": None if w_zero is None else np.broadcast_to(w_zero, (n,)),
+            "bias": bias,
+        }
 
     # Only layers whose input quantizers are identical (same input, scale and zero point) share
     # one quantised input; their weights must also concatenate (same code type, zero points, bias).
@@ -201,24 +233,39 @@ def fuse_shared_input_linears(model: onnx.ModelProto) -> int:
         first = same[0]
         name = f"{first['matmul'].name or first['x']}_joined"
         widths = [lay["codes"].shape[1] for lay in same]
-        tensors = {"codes": np.concatenate([lay["codes"] for lay in same], axis=1),
-                   "scale": np.concatenate([lay["scale"] for lay in same]).astype(first["scale"].dtype)}
+        tensors = {
+            "codes": np.concatenate([lay["codes"] for lay in same], axis=1),
+            "scale": np.concatenate([lay["scale"] for lay in same]).astype(first["scale"].dtype),
+        }
         if first["zero"] is not None:
             tensors["zero"] = np.concatenate([lay["zero"] for lay in same])  # of the codes' type, as ONNX requires
         if first["bias"] is not None:
             tensors["bias"] = np.concatenate([np.broadcast_to(lay["bias"], (w,)) for lay, w in zip(same, widths)])
         for key, array in tensors.items():
             graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array), f"{name}.{key}"))
-        dq_w = onnx.helper.make_node("DequantizeLinear", [f"{name}.codes", f"{name}.scale", *([f"{name}.zero"] if "zero" in tensors else [])],
-                                     [f"{name}.weight"], name=f"{name}/weight/DequantizeLinear", axis=1)
-        matmul = onnx.helper.make_node("MatMul", [first["dq_x"].output[0], f"{name}.weight"], [f"{name}.matmul"], name=f"{name}/MatMul")
+        dq_w = onnx.helper.make_node(
+            "DequantizeLinear",
+            [f"{name}.codes", f"{name}.scale", *([f"{name}.zero"] if "zero" in tensors else [])],
+            [f"{name}.weight"],
+            name=f"{name}/weight/DequantizeLinear",
+            axis=1,
+        )
+        matmul = onnx.helper.make_node(
+            "MatMul", [first["dq_x"].output[0], f"{name}.weight"], [f"{name}.matmul"], name=f"{name}/MatMul"
+        )
         added += [dq_w, matmul]
         joined_out = f"{name}.matmul"
         if "bias" in tensors:
-            added.append(onnx.helper.make_node("Add", [joined_out, f"{name}.bias"], [f"{name}.out"], name=f"{name}/Add"))
+            added.append(
+                onnx.helper.make_node("Add", [joined_out, f"{name}.bias"], [f"{name}.out"], name=f"{name}/Add")
+            )
             joined_out = f"{name}.out"
         graph.initializer.append(numpy_helper.from_array(np.array(widths, np.int64), f"{name}.split"))
-        added.append(onnx.helper.make_node("Split", [joined_out, f"{name}.split"], [lay["output"] for lay in same], name=f"{name}/Split", axis=-1))
+        added.append(
+            onnx.helper.make_node(
+                "Split", [joined_out, f"{name}.split"], [lay["output"] for lay in same], name=f"{name}/Split", axis=-1
+            )
+        )
         for lay in same:
             dropped.update(id(lay[k]) for k in ("dq_w", "matmul", "add") if lay[k] is not None)
             if lay is not first:

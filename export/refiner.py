@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+
 def sequence_logprobs(session: Any, prompt: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
     """log P(response | prompt) for each row of `responses` (N, R), one batched forward."""
     ids = torch.cat([prompt.expand(responses.size(0), -1), responses], dim=1)

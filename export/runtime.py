@@ -13,9 +13,10 @@ captured CUDA graph: on an H100 that cut a 12-layer encoder's batch-1 latency 2-
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,12 @@ import torch.nn.functional as F
 
 from lightkit.errors import InputError
 
-NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
 
 
 def providers(device: str = "auto") -> list[str]:
@@ -38,8 +44,15 @@ def providers(device: str = "auto") -> list[str]:
 class OrtModel:
     """A session over `model.onnx` with a transformers-like call (see the module docstring)."""
 
-    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None, cuda_graph: bool = False,
-                 tf32: bool = True, fpa_intb_gemm: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "auto",
+        threads: int | None = None,
+        cuda_graph: bool = False,
+        tf32: bool = True,
+        fpa_intb_gemm: bool = False,
+    ) -> None:
         """
         Args:
             cuda_graph: capture the first `bind(...).run()` as a CUDA graph and replay it after;
@@ -64,7 +77,10 @@ class OrtModel:
                 cuda_options["enable_cuda_graph"] = "1"
             chosen = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
         elif cuda_graph:
-            raise InputError(f"{path}: cuda_graph=True needs ONNX Runtime's CUDA execution provider and a GPU; this session would run on {chosen[0]}")
+            raise InputError(
+                f"{path}: cuda_graph=True needs ONNX Runtime's CUDA execution provider and a GPU; this session would "
+                f"run on {chosen[0]}"
+            )
         self.session = ort.InferenceSession(str(path), options, providers=chosen)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.past = [i for i in self.session.get_inputs() if i.name.startswith("past.")]
@@ -103,12 +119,27 @@ class OrtModel:
             loss = F.cross_entropy(logits_.reshape(-1, logits_.size(-1)), labels.reshape(-1), ignore_index=-100)
         return SimpleNamespace(logits=logits, loss=loss)
 
-    def greedy(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None) -> torch.Tensor:
+    def greedy(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_id: int | None = None,
+    ) -> torch.Tensor:
         """Greedy continuation (B, <= max_new_tokens) of left-padded prompts; see `generate`."""
         return self.generate(input_ids, attention_mask, max_new_tokens, eos_token_id)
 
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None,
-                 temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None, seed: int | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_id: int | None = None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> torch.Tensor:
         """Continuation (B, <= max_new_tokens) of left-padded prompts, reusing the KV cache.
 
         Prefill runs the prompts with an empty past; each step then feeds one token and the
@@ -121,9 +152,14 @@ class OrtModel:
         sample = temperature > 0
         outputs = {o.name: o for o in self.session.get_outputs()}
         if sample and "top_ids" not in outputs:
-            raise InputError(f"{self.path}: sampling needs the top_logits/top_ids outputs; re-export the model with this lightkit")
+            raise InputError(
+                f"{self.path}: sampling needs the top_logits/top_ids outputs; re-export the model with this lightkit"
+            )
         if sample and top_k is not None and not 0 < top_k <= outputs["top_ids"].shape[1]:
-            raise InputError(f"top_k={top_k}: the artifact exports the {outputs['top_ids'].shape[1]} best tokens per step; use 1..that")
+            raise InputError(
+                f"top_k={top_k}: the artifact exports the {outputs['top_ids'].shape[1]} best tokens per step; use "
+                "1..that"
+            )
         rng = np.random.default_rng(seed)
         new, done = [], np.zeros(input_ids.size(0), dtype=bool)
 
@@ -155,8 +191,13 @@ class OrtModel:
         self._decode(input_ids, attention_mask, ["logits"], choose)
         return torch.from_numpy(np.stack(logits, axis=1)).float()
 
-    def _decode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, host_outputs: list[str],
-                choose: Callable[[list[np.ndarray]], np.ndarray | None]) -> None:
+    def _decode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        host_outputs: list[str],
+        choose: Callable[[list[np.ndarray]], np.ndarray | None],
+    ) -> None:
         """Prefill, then one token per step until `choose` (given the host outputs) returns None.
 
         With IO binding the present tensors stay where the session computed them (GPU memory on
@@ -168,13 +209,20 @@ class OrtModel:
         ids = input_ids.cpu().numpy().astype(np.int64)
         mask = attention_mask.cpu().numpy().astype(np.int64)
         positions = np.clip(mask.cumsum(-1) - 1, 0, None)
-        past = {name: ort.OrtValue.ortvalue_from_numpy(value, device, 0) for name, value in self._empty_past(ids.shape[0]).items()}
+        past = {
+            name: ort.OrtValue.ortvalue_from_numpy(value, device, 0)
+            for name, value in self._empty_past(ids.shape[0]).items()
+        }
         present_names = [i.name.replace("past.", "present.") for i in self.past]
         binding = self.session.io_binding()
         while True:
             # bind_cpu_input promises no copy of the array: what it binds stays referenced until
             # the run, never a temporary made by the call itself.
-            host = {"input_ids": np.ascontiguousarray(ids), "attention_mask": np.ascontiguousarray(mask), "position_ids": np.ascontiguousarray(positions)}
+            host = {
+                "input_ids": np.ascontiguousarray(ids),
+                "attention_mask": np.ascontiguousarray(mask),
+                "position_ids": np.ascontiguousarray(positions),
+            }
             for name, value in host.items():
                 binding.bind_cpu_input(name, value)
             for name, value in past.items():
@@ -185,7 +233,7 @@ class OrtModel:
                 binding.bind_output(name, device)
             self.session.run_with_iobinding(binding)
             values = binding.get_outputs()
-            past = {i.name: value for i, value in zip(self.past, values[len(host_outputs):])}
+            past = {i.name: value for i, value in zip(self.past, values[len(host_outputs) :])}
             token = choose([v.numpy() for v in values[: len(host_outputs)]])
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()
@@ -216,8 +264,14 @@ class OrtModel:
         return self
 
 
-def sample_candidates(logits: np.ndarray, ids: np.ndarray, temperature: float, top_k: int | None, top_p: float | None,
-                      rng: np.random.Generator) -> np.ndarray:
+def sample_candidates(
+    logits: np.ndarray,
+    ids: np.ndarray,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """One token per row from its (k,) best candidates (sorted best first, as TopK returns them)."""
     scores = logits.astype(np.float64) / temperature
     if top_k is not None:
@@ -250,9 +304,14 @@ class BoundRun:
         self.inputs, self.dtypes = {}, {}
         for meta in model.session.get_inputs():
             if meta.name not in feeds:
-                raise InputError(f"{model.path}: bind() needs input {meta.name!r}; the model takes {[i.name for i in model.session.get_inputs()]}")
+                raise InputError(
+                    f"{model.path}: bind() needs input {meta.name!r}; the model takes "
+                    f"{[i.name for i in model.session.get_inputs()]}"
+                )
             if meta.type not in NUMPY_TYPES:
-                raise InputError(f"{model.path}: input {meta.name!r} has type {meta.type}; bind() handles {sorted(NUMPY_TYPES)}")
+                raise InputError(
+                    f"{model.path}: input {meta.name!r} has type {meta.type}; bind() handles {sorted(NUMPY_TYPES)}"
+                )
             self.dtypes[meta.name] = NUMPY_TYPES[meta.type]
             value = np.ascontiguousarray(feeds[meta.name], dtype=self.dtypes[meta.name])
             dims.update({d: n for d, n in zip(meta.shape, value.shape) if isinstance(d, str)})
@@ -263,8 +322,13 @@ class BoundRun:
         for name in outputs:
             shape = [dims.get(d, -1) if isinstance(d, str) else d for d in metas[name].shape]
             if any(not isinstance(d, int) or d < 0 for d in shape):
-                raise InputError(f"{model.path}: cannot tell the shape of output {name!r} ({metas[name].shape}) from the inputs' dimensions {dims}")
-            self.outputs[name] = ort.OrtValue.ortvalue_from_shape_and_type(shape, NUMPY_TYPES[metas[name].type], self.device, 0)
+                raise InputError(
+                    f"{model.path}: cannot tell the shape of output {name!r} ({metas[name].shape}) from the inputs' "
+                    f"dimensions {dims}"
+                )
+            self.outputs[name] = ort.OrtValue.ortvalue_from_shape_and_type(
+                shape, NUMPY_TYPES[metas[name].type], self.device, 0
+            )
             self.binding.bind_ortvalue_output(name, self.outputs[name])
 
     def update(self, feeds: dict[str, np.ndarray]) -> None:

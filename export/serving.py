@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
-from lightkit.errors import InputError
 from lightkit.decoding import decode_words, transition_rules
+from lightkit.errors import InputError
 from lightkit.export.runtime import OrtModel
 
 
@@ -45,7 +45,9 @@ class Artifact:
             truncated and words past it are tagged O.
     """
 
-    def __init__(self, folder: str | Path, form: str | None = None, device: str = "auto", max_length: int | None = None) -> None:
+    def __init__(
+        self, folder: str | Path, form: str | None = None, device: str = "auto", max_length: int | None = None
+    ) -> None:
         self.folder = Path(folder)
         manifest_path = self.folder / "manifest.json"
         if not manifest_path.is_file():
@@ -65,7 +67,14 @@ class Artifact:
         self._rules = transition_rules(self.labels) if self.labels else None
 
     def _encode(self, texts: list[Any], split_words: bool) -> dict[str, Any]:
-        return self.tokenizer(texts, is_split_into_words=split_words, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+        return self.tokenizer(
+            texts,
+            is_split_into_words=split_words,
+            truncation=True,
+            max_length=self.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
 
     def classify(self, texts: Iterable[str], batch_size: int = 32) -> Iterator[tuple[str, dict[str, float]]]:
         """(label, probabilities) per text, for a sequence classification artifact."""
@@ -76,7 +85,9 @@ class Artifact:
             for row in probs:
                 yield self.labels[int(row.argmax())], dict(zip(self.labels, map(float, row)))
 
-    def tag(self, sentences: Iterable[str | list[str]], batch_size: int = 32, viterbi: bool = False) -> Iterator[list[tuple[str, str]]]:
+    def tag(
+        self, sentences: Iterable[str | list[str]], batch_size: int = 32, viterbi: bool = False
+    ) -> Iterator[list[tuple[str, str]]]:
         """(word, IOB2 tag) per word, for a token classification artifact; words split on whitespace."""
         self._expect("word_tags")
         for chunk in batched(sentences, batch_size):
@@ -91,7 +102,10 @@ class Artifact:
         # The task declared how its served batches are decoded (BaseTask.serving); the manifest
         # records it, so serving needs no training code.
         if self.manifest.get("serving") != serving:
-            raise InputError(f"{self.folder}: a {self.manifest['objective']} artifact serves {self.manifest.get('serving')!r}, not {serving!r}")
+            raise InputError(
+                f"{self.folder}: a {self.manifest['objective']} artifact serves {self.manifest.get('serving')!r}, "
+                f"not {serving!r}"
+            )
 
 
 __all__ = ["Artifact", "batched"]

@@ -47,7 +47,11 @@ def report_text(report: dict[str, Any], digits: int = 4) -> str:
     rows = [k for k in report if k != "accuracy"]
     width = max(len(k) for k in rows + ["weighted avg"])
     head = f"{'':>{width}} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}\n\n"
-    line = lambda k: f"{k:>{width}} " + " ".join(f"{report[k][c]:>9.{digits}f}" for c in ("precision", "recall", "f1-score")) + f" {report[k]['support']:>9}\n"  # noqa: E731
+
+    def line(k: str) -> str:
+        scores = " ".join(f"{report[k][c]:>9.{digits}f}" for c in ("precision", "recall", "f1-score"))
+        return f"{k:>{width}} {scores} {report[k]['support']:>9}\n"
+
     body = "".join(line(k) for k in rows if not k.endswith(" avg"))
     total = report["macro avg"]["support"]
     acc = f"\n{'accuracy':>{width}} {'':>9} {'':>9} {report['accuracy']:>9.{digits}f} {total:>9}\n"
@@ -72,7 +76,9 @@ def plot_confusion_matrix(matrix: torch.Tensor, names: Sequence[str], path: str 
     for i in range(n):
         for j in range(n):
             value = int(matrix[i, j])
-            ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black", fontsize=8)
+            ax.text(
+                j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black", fontsize=8
+            )
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")

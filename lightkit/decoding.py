@@ -9,7 +9,6 @@ returns argmax unchanged, and otherwise the best valid repair. Training, `lightk
 served artifact (`lightkit.export.serving`) all decode through this module.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,7 +45,9 @@ def transition_rules(labels: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor,
     return start, allowed, end
 
 
-def constrained_viterbi(scores: torch.Tensor, start: torch.Tensor, allowed: torch.Tensor, end: torch.Tensor) -> list[int]:
+def constrained_viterbi(
+    scores: torch.Tensor, start: torch.Tensor, allowed: torch.Tensor, end: torch.Tensor
+) -> list[int]:
     """Best label path under the rules for one sentence; `scores` (T, L) are log-probabilities."""
     if scores.size(0) == 0:
         return []
@@ -83,7 +84,11 @@ def decode_words(
         if word is not None and word >= 0:
             first.setdefault(word, position)
     scores = logits[list(first.values())].float()
-    path = constrained_viterbi(torch.log_softmax(scores, dim=-1).cpu(), *rules) if rules is not None else scores.argmax(-1).tolist()
+    path = (
+        constrained_viterbi(torch.log_softmax(scores, dim=-1).cpu(), *rules)
+        if rules is not None
+        else scores.argmax(-1).tolist()
+    )
     labels = [0] * num_words
     for word, label in zip(first, path):
         labels[word] = label

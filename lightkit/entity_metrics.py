@@ -46,7 +46,9 @@ def seqeval_report(y_true: list[list[str]], y_pred: list[list[str]], digits: int
     return text, numbers
 
 
-def write_report(out_dir: str | Path, y_true: list[list[str]], y_pred: list[list[str]], extra: dict[str, Any] | None = None) -> tuple[Path, Path, str]:
+def write_report(
+    out_dir: str | Path, y_true: list[list[str]], y_pred: list[list[str]], extra: dict[str, Any] | None = None
+) -> tuple[Path, Path, str]:
     """Write `seqeval_report.txt` and `seqeval_report.json` to `out_dir`; return their paths and the text."""
     text, numbers = seqeval_report(y_true, y_pred)
     if extra:
@@ -101,7 +103,9 @@ class Seqeval(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         y_true, y_pred = self.sequences()
-        scores = entity_scores(y_true, y_pred) if y_true else dict.fromkeys(("precision", "recall", "f1", "accuracy"), 0.0)
+        scores = (
+            entity_scores(y_true, y_pred) if y_true else dict.fromkeys(("precision", "recall", "f1", "accuracy"), 0.0)
+        )
         out = {k: torch.tensor(v, dtype=torch.float32) for k, v in scores.items()}
         out["truncated_words"] = self.truncated.float()
         return out

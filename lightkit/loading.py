@@ -27,7 +27,9 @@ def init_parameters(cls: type) -> set[str]:
     return names - {"self"}
 
 
-def load_trained(spec: str, task: type, what: str, accept: tuple[type, ...] = ()) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
+def load_trained(
+    spec: str, task: type, what: str, accept: tuple[type, ...] = ()
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
     """The transformers model (and tokenizer, when known) of a `task` checkpoint or HF folder.
 
     Args:

@@ -61,8 +61,9 @@ class LightkitTrainer(Trainer):
         Args:
             ckpt_path: checkpoint written by `lightkit fit`.
             output: folder to create: one folder per form, tokenizer/ and manifest.json.
-            forms: one or a list (`[fp32, int8-cpu]`) of fp32, fp16, int8-gpu, int8-cpu, qat. Default fp32 and int8-cpu (qat
-                instead for a QAT checkpoint), plus fp16 and int8-gpu where CUDA is present.
+            forms: one or a list (`[fp32, int8-cpu]`) of fp32, fp16, int8-gpu, int8-cpu, qat.
+                Default fp32 and int8-cpu (qat instead for a QAT checkpoint), plus fp16 and
+                int8-gpu where CUDA is present.
             overwrite: replace an existing output folder.
             parity_batches: test-split batches the parity gate scores (default: the task's).
             tolerance: per form, limits replacing the defaults, e.g. `{int8-cpu:
@@ -75,8 +76,19 @@ class LightkitTrainer(Trainer):
         from lightkit.export.exporter import export_checkpoint
         from lightkit.export.onnx_export import OPSET
 
-        return export_checkpoint(model, datamodule, ckpt_path, output, forms, overwrite, parity_batches, tolerance, opset or OPSET,
-                                 embedding_bits, config_files=self.config_files)
+        return export_checkpoint(
+            model,
+            datamodule,
+            ckpt_path,
+            output,
+            forms,
+            overwrite,
+            parity_batches,
+            tolerance,
+            opset or OPSET,
+            embedding_bits,
+            config_files=self.config_files,
+        )
 
     def evaluate(
         self,
@@ -120,7 +132,9 @@ class LightkitCLI(CheckpointHparams):
         # lightkit.precision). Written into the parsed config, so the run's saved config.yaml
         # records the precision that actually ran.
         if trainer.get("precision") is None:
-            trainer["precision"] = default_precision(trainer.get("accelerator", "auto"), trainer.get("strategy", "auto"))
+            trainer["precision"] = default_precision(
+                trainer.get("accelerator", "auto"), trainer.get("strategy", "auto")
+            )
         if self.subcommand in ARTIFACT_COMMANDS:
             trainer["logger"] = False  # not a training run: no logger folders
         if self.subcommand == "evaluate":

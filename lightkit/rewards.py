@@ -56,7 +56,9 @@ class CallableReward:
         try:
             values = [float(s) for s in scores]
         except (TypeError, ValueError):
-            raise InputError(f"reward_fn '{self.path}' must return a list of floats, got {type(scores).__name__}") from None
+            raise InputError(
+                f"reward_fn '{self.path}' must return a list of floats, got {type(scores).__name__}"
+            ) from None
         if len(values) != len(responses):
             raise InputError(f"reward_fn '{self.path}' returned {len(values)} scores for {len(responses)} responses")
         bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
@@ -81,7 +83,14 @@ class ModelReward(torch.nn.Module):
         max_length: longest reward-model input in its own tokens.
     """
 
-    def __init__(self, path: str, tasks: tuple[type, ...], label: str | int | None = None, text: Literal["prompt_and_response", "response"] = "prompt_and_response", max_length: int = 256) -> None:
+    def __init__(
+        self,
+        path: str,
+        tasks: tuple[type, ...],
+        label: str | int | None = None,
+        text: Literal["prompt_and_response", "response"] = "prompt_and_response",
+        max_length: int = 256,
+    ) -> None:
         super().__init__()
         self.model, self.tokenizer = load_trained(path, tasks[0], what="reward_model", accept=tasks[1:])
         if self.tokenizer is None:
@@ -92,7 +101,10 @@ class ModelReward(torch.nn.Module):
         if config.num_labels == 1:
             self.index = 0
         elif label is None:
-            raise InputError(f"reward_model: {path} has {config.num_labels} labels {list(config.label2id)}; set reward_label to the one to reward")
+            raise InputError(
+                f"reward_model: {path} has {config.num_labels} labels {list(config.label2id)}; set reward_label to "
+                "the one to reward"
+            )
         elif isinstance(label, int) or str(label).isdigit():
             self.index = int(label)
         elif label in config.label2id:
@@ -104,11 +116,15 @@ class ModelReward(torch.nn.Module):
     def forward(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         texts = [p + r for p, r in zip(prompts, responses)] if self.text == "prompt_and_response" else list(responses)
         device = next(self.model.parameters()).device
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length).to(device)
+        batch = self.tokenizer(
+            texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length
+        ).to(device)
         return self.model(**batch).logits[:, self.index].float().cpu()
 
 
 def build_reward(reward_fn: str | None, reward_model: str | None, **model_kwargs: Any) -> CallableReward | ModelReward:
     if (reward_fn is None) == (reward_model is None):
-        raise InputError("set exactly one of reward_fn (an import path) and reward_model (a model folder or checkpoint)")
+        raise InputError(
+            "set exactly one of reward_fn (an import path) and reward_model (a model folder or checkpoint)"
+        )
     return CallableReward(reward_fn) if reward_fn else ModelReward(reward_model, **model_kwargs)  # type: ignore[arg-type]

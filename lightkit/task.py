@@ -64,7 +64,11 @@ def label_config(names: list[str] | None, task: str) -> dict[str, Any]:
     """The transformers config fields of a head over `names` (num_labels, id2label, label2id)."""
     if not names:
         raise InputError(f"{task} needs label_names (linked from the DataModule)")
-    return {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+    return {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {n: i for i, n in enumerate(names)},
+    }
 
 
 class BaseTask(L.LightningModule):
@@ -297,7 +301,9 @@ class BaseTask(L.LightningModule):
             self.log_train(values, size)
         else:
             for name, value in values.items():
-                self.log(f"{stage}_{name}", value, on_epoch=True, prog_bar=name == "loss", batch_size=size, sync_dist=True)
+                self.log(
+                    f"{stage}_{name}", value, on_epoch=True, prog_bar=name == "loss", batch_size=size, sync_dist=True
+                )
         if self.wants_metrics(stage):
             self.metrics_for(stage).update(out.preds, out.target, **out.metric_kwargs)
         return out
@@ -315,7 +321,14 @@ class BaseTask(L.LightningModule):
         self.epoch_means.add(values, batch_size)
         shown = self._trainer is None or self.trainer.progress_bar_callback is not None
         for name, value in values.items():
-            self.log(f"train_{name}_step", value, on_step=True, on_epoch=False, prog_bar=shown and name in bar, batch_size=batch_size)
+            self.log(
+                f"train_{name}_step",
+                value,
+                on_step=True,
+                on_epoch=False,
+                prog_bar=shown and name in bar,
+                batch_size=batch_size,
+            )
 
     def wants_metrics(self, stage: str | None = None) -> bool:
         """Whether this step's predictions feed metrics (tasks may skip decoding them if not)."""

@@ -89,7 +89,9 @@ class CausalLMTask(BaseTask):
         return StepOutput(out.loss, preds, target[labelled], {"nll_sum": out.loss.detach() * labelled.sum()})
 
     def save_extras(self, directory: Path) -> None:
-        (directory / "lightkit.json").write_text(json.dumps({"prompt_template": self.hparams.prompt_template or "{prompt}"}, indent=2) + "\n")
+        (directory / "lightkit.json").write_text(
+            json.dumps({"prompt_template": self.hparams.prompt_template or "{prompt}"}, indent=2) + "\n"
+        )
 
     # -- generation ----------------------------------------------------------------------------
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -101,7 +103,9 @@ class CausalLMTask(BaseTask):
             attention_mask=attention_mask,
             max_new_tokens=h.max_new_tokens,
             do_sample=h.do_sample,
-            pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
             **sampling,
         )

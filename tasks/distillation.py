@@ -92,7 +92,9 @@ class Distillation:
         self.add_frozen("teacher", teacher)  # unregistered: see the module docstring
         if h.student_layers:
             if h.pretrained is not None or h.model_config is not None:
-                raise InputError("set either student_layers (copy teacher layers) or pretrained / model_config, not both")
+                raise InputError(
+                    "set either student_layers (copy teacher layers) or pretrained / model_config, not both"
+                )
             student = student_from_layers(teacher, list(h.student_layers))
             student.config.update(self.model_overrides())
         else:
@@ -122,12 +124,17 @@ class Distillation:
                 )
         t_rows, s_rows = teacher.get_input_embeddings().num_embeddings, student.get_input_embeddings().num_embeddings
         if t_rows != s_rows:
-            raise InputError(f"teacher '{spec}' has {t_rows} token embeddings, the student {s_rows}; they must share a vocabulary")
+            raise InputError(
+                f"teacher '{spec}' has {t_rows} token embeddings, the student {s_rows}; they must share a vocabulary"
+            )
         names = self.hparams.get("label_names")
         if names:
             t_names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
             if t_names != list(names):
-                raise InputError(f"teacher '{spec}' predicts labels {t_names}, but the data has {list(names)} (same names, same order needed)")
+                raise InputError(
+                    f"teacher '{spec}' predicts labels {t_names}, but the data has {list(names)} (same names, same "
+                    "order needed)"
+                )
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -173,8 +180,15 @@ class Distillation:
         super().save_extras(directory)
         t, s = self.param_counts()
         h = self.hparams
-        info = {"teacher": str(h.teacher), "teacher_parameters": t, "student_parameters": s, "kd_temperature": h.kd_temperature,
-                "alpha_kd": h.alpha_kd, "alpha_ce": h.alpha_ce, "student_layers": h.student_layers}
+        info = {
+            "teacher": str(h.teacher),
+            "teacher_parameters": t,
+            "student_parameters": s,
+            "kd_temperature": h.kd_temperature,
+            "alpha_kd": h.alpha_kd,
+            "alpha_ce": h.alpha_ce,
+            "student_layers": h.student_layers,
+        }
         (directory / "distillation.json").write_text(json.dumps(info, indent=2) + "\n")
 
 

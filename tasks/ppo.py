@@ -36,10 +36,19 @@ from transformers import PreTrainedModel
 from lightkit.errors import InputError
 from lightkit.loading import load_trained
 from lightkit.rewards import ModelReward, build_reward
+from lightkit.rl import (
+    AdaptiveKL,
+    entropy_from_logits,
+    gae,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    token_logprobs,
+    value_loss,
+)
+from lightkit.tasks.causal_lm import CausalLMTask
 from lightkit.tasks.reward_model import RewardModelTask
 from lightkit.tasks.sequence_classification import SequenceClassificationTask
-from lightkit.rl import AdaptiveKL, entropy_from_logits, gae, masked_mean, masked_whiten, policy_loss, token_logprobs, value_loss
-from lightkit.tasks.causal_lm import CausalLMTask
 
 
 class Rollout(NamedTuple):
@@ -122,7 +131,13 @@ class PPOTask(CausalLMTask):
         super().__init__(**kwargs)
         self.automatic_optimization = False
         self.kl_ctl = AdaptiveKL(kl_coef, target_kl, kl_horizon)
-        reward = build_reward(reward_fn, reward_model, tasks=(SequenceClassificationTask, RewardModelTask), label=reward_label, text=reward_text)
+        reward = build_reward(
+            reward_fn,
+            reward_model,
+            tasks=(SequenceClassificationTask, RewardModelTask),
+            label=reward_label,
+            text=reward_text,
+        )
         if isinstance(reward, ModelReward):
             self.add_frozen("reward", reward)  # moves with the policy, never trained or saved
         self.__dict__["_reward"] = reward  # unregistered either way
@@ -152,7 +167,9 @@ class PPOTask(CausalLMTask):
     def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         return self.__dict__["_reward"](prompts, responses).to(self.device)
 
-    def forward_policy(self, sequences: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, prompt_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_policy(
+        self, sequences: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, prompt_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits predicting each response token (B, R, V) and the values of the states before them (B, R)."""
         inputs = {"input_ids": sequences, "attention_mask": attention_mask, "position_ids": position_ids}
         out = self.model(**inputs, output_hidden_states=True)
@@ -189,7 +206,9 @@ class PPOTask(CausalLMTask):
         position_ids = (attention.cumsum(1) - 1).clamp(min=0)  # left padding: positions start at each prompt
         logits, values = self.forward_policy(sequences, attention, position_ids, P)
         logprobs = token_logprobs(logits / h.temperature, response)
-        ref_logits = self.frozen("reference")(input_ids=sequences, attention_mask=attention, position_ids=position_ids).logits[:, P - 1 : -1]
+        ref_logits = self.frozen("reference")(
+            input_ids=sequences, attention_mask=attention, position_ids=position_ids
+        ).logits[:, P - 1 : -1]
         ref_logprobs = token_logprobs(ref_logits / h.temperature, response)
         texts = [self.tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(response, mask)]
         scores = self.score(list(batch["prompt"]), texts).float()
@@ -198,7 +217,20 @@ class PPOTask(CausalLMTask):
         rewards = -self.kl_ctl.value * (logprobs - ref_logprobs) * mask
         last = mask.sum(1).long() - 1
         rewards[torch.arange(len(last), device=rewards.device), last] += scores
-        return Rollout(sequences, attention, position_ids, P, response, mask, logprobs, ref_logprobs, values * mask, scores, rewards, ended)
+        return Rollout(
+            sequences,
+            attention,
+            position_ids,
+            P,
+            response,
+            mask,
+            logprobs,
+            ref_logprobs,
+            values * mask,
+            scores,
+            rewards,
+            ended,
+        )
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -214,11 +246,15 @@ class PPOTask(CausalLMTask):
         n = ro.sequences.size(0)
         for _ in range(h.ppo_epochs):
             for idx in torch.randperm(n, device=ro.sequences.device).split(h.minibatch_size):
-                logits, values = self.forward_policy(ro.sequences[idx], ro.attention_mask[idx], ro.position_ids[idx], ro.prompt_length)
+                logits, values = self.forward_policy(
+                    ro.sequences[idx], ro.attention_mask[idx], ro.position_ids[idx], ro.prompt_length
+                )
                 logits = logits.float() / h.temperature
                 m = ro.mask[idx]
                 logprobs = token_logprobs(logits, ro.response[idx])
-                pg, clip_frac, approx_kl, ratio = policy_loss(logprobs, ro.logprobs[idx], advantages[idx], m, h.clip_range)
+                pg, clip_frac, approx_kl, ratio = policy_loss(
+                    logprobs, ro.logprobs[idx], advantages[idx], m, h.clip_range
+                )
                 vf, vf_clip_frac = value_loss(values, ro.values[idx], returns[idx], m, h.clip_range_value)
                 entropy = masked_mean(entropy_from_logits(logits), m)
                 loss = pg + h.vf_coef * vf - h.entropy_coef * entropy
@@ -229,7 +265,14 @@ class PPOTask(CausalLMTask):
                 self.manual_backward(loss)
                 self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
                 optimizer.step()
-                for name, value in (("policy_loss", pg), ("value_loss", vf), ("clip_frac", clip_frac), ("approx_kl", approx_kl), ("entropy", entropy), ("value_clip_frac", vf_clip_frac)):
+                for name, value in (
+                    ("policy_loss", pg),
+                    ("value_loss", vf),
+                    ("clip_frac", clip_frac),
+                    ("approx_kl", approx_kl),
+                    ("entropy", entropy),
+                    ("value_clip_frac", vf_clip_frac),
+                ):
                     stats[name].append(value.detach())
         kl = ((ro.logprobs - ro.ref_logprobs) * ro.mask).sum(1).mean()
         self.kl_ctl.update(float(kl), n)

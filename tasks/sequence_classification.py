@@ -62,7 +62,9 @@ class SequenceClassificationTask(BaseTask):
         return StepOutput(out.loss, out.logits.detach().argmax(-1), batch["labels"])
 
     # -- test report ---------------------------------------------------------------------------
-    def on_test_batch_end(self, outputs: StepOutput, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self, outputs: StepOutput, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self.test_confusion.update(outputs.preds, outputs.target)
 
     def on_test_epoch_end(self) -> None:
@@ -77,7 +79,9 @@ class SequenceClassificationTask(BaseTask):
         text = report_text(report)
         atomic_write_text(out / "classification_report.json", json.dumps(report, indent=2) + "\n")
         atomic_write_text(out / "classification_report.txt", text)
-        atomic_write_text(out / "confusion_matrix.json", json.dumps({"labels": names, "matrix": matrix.tolist()}, indent=2) + "\n")
+        atomic_write_text(
+            out / "confusion_matrix.json", json.dumps({"labels": names, "matrix": matrix.tolist()}, indent=2) + "\n"
+        )
         plot_confusion_matrix(matrix, names, out / "confusion_matrix.png")
         print(f"\nclassification report ({int(matrix.sum())} examples):\n{text}\nwritten to {out}")
 

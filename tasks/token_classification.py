@@ -24,8 +24,8 @@ from torchmetrics import MetricCollection
 from transformers import AutoModelForTokenClassification
 
 from lightkit.data.conll import conll_lines
-from lightkit.entity_metrics import Seqeval, write_report
 from lightkit.decoding import decode_words, invalid_transitions, transition_rules
+from lightkit.entity_metrics import Seqeval, write_report
 from lightkit.task import BaseTask, StepOutput, label_config
 
 
@@ -44,7 +44,9 @@ class TokenClassificationTask(BaseTask):
     export_kind = "encoder"
     serving = "word_tags"
 
-    def __init__(self, label_names: list[str] | None = None, decoding: Literal["argmax", "viterbi"] = "argmax", **kwargs: Any) -> None:
+    def __init__(
+        self, label_names: list[str] | None = None, decoding: Literal["argmax", "viterbi"] = "argmax", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._rules = transition_rules(self.hparams.label_names) if decoding == "viterbi" else None
 
@@ -60,7 +62,10 @@ class TokenClassificationTask(BaseTask):
     def predict_words(self, logits: torch.Tensor, batch: dict[str, Any]) -> list[list[int]]:
         """Per-word label ids for each sentence of the batch (first-subword reading)."""
         word_ids = batch["word_ids"].tolist()  # (B, T), -1 off words
-        return [decode_words(row, words, len(tokens), self._rules) for row, words, tokens in zip(logits, word_ids, batch["tokens"])]
+        return [
+            decode_words(row, words, len(tokens), self._rules)
+            for row, words, tokens in zip(logits, word_ids, batch["tokens"])
+        ]
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
         out = self.run_model(batch, labels=batch["labels"])  # logits (B, T, L)
@@ -82,7 +87,9 @@ class TokenClassificationTask(BaseTask):
         self._pred_tmp = self._pred_path.with_name(f".{name}.tmp")
         self._pred_file: IO[str] = self._pred_tmp.open("w", encoding="utf-8")
 
-    def on_test_batch_end(self, outputs: StepOutput, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self, outputs: StepOutput, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         names = self.hparams.label_names
         for tokens, gold, pred in zip(batch["tokens"], outputs.target, outputs.preds):
             self._pred_file.writelines(conll_lines(tokens, [names[i] for i in gold], [names[i] for i in pred]))
@@ -110,11 +117,14 @@ class TokenClassificationTask(BaseTask):
             )
 
     # -- predict -------------------------------------------------------------------------------
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[tuple[list[str], list[str]]]:
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> list[tuple[list[str], list[str]]]:
         logits = self.model(**self.model_inputs(batch)).logits
         names = self.hparams.label_names
         return [
-            (tokens, [names[i] for i in pred]) for tokens, pred in zip(batch["tokens"], self.predict_words(logits, batch))
+            (tokens, [names[i] for i in pred])
+            for tokens, pred in zip(batch["tokens"], self.predict_words(logits, batch))
         ]
 
     def prediction_lines(self, prediction: list[tuple[list[str], list[str]]]) -> Iterable[str]:

@@ -36,4 +36,6 @@ def assert_flat(small: dict[str, int], large: dict[str, int], kept: dict[str, in
     held = kept["end"] - kept["start"]
     assert held > 2 * mib, f"keeping the {what} held only {held / mib:.1f} MiB: too small a run to judge"
     grew = large["peak"] - small["peak"]
-    assert grew < 0.5 * held, f"streaming 4x the {what} grew the peak by {grew / mib:.1f} MiB; keeping them holds {held / mib:.1f} MiB"
+    assert grew < 0.5 * held, (
+        f"streaming 4x the {what} grew the peak by {grew / mib:.1f} MiB; keeping them holds {held / mib:.1f} MiB"
+    )

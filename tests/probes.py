@@ -50,7 +50,9 @@ class CompileProbe(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.compiled = getattr(pl_module.model, "_compiled_call_impl", None) is not None
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, batch_idx: int
+    ) -> None:
         self.lengths.add(batch["input_ids"].size(1))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

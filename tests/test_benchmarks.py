@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, TINY_NER
 
 from lightkit.main import main
-
-from conftest import ROOT, TINY_NER
 
 
 def run_script(name: str, *args: str) -> None:
@@ -25,16 +24,82 @@ def run_script(name: str, *args: str) -> None:
 
 
 def test_inference_cpu_benchmark_runs(tmp_path: Path) -> None:
-    main(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(TINY_NER),
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+            "--trainer.max_epochs",
+            "1",
+        ]
+    )
     ckpt = next((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
-    main(["export", "--config", str(TINY_NER), "--ckpt_path", str(ckpt), "--output", str(tmp_path / "onnx"), "--tolerance", '{"int8-cpu": {"min_argmax_agreement": 0, "max_metric_drop": 1}}'])
+    main(
+        [
+            "export",
+            "--config",
+            str(TINY_NER),
+            "--ckpt_path",
+            str(ckpt),
+            "--output",
+            str(tmp_path / "onnx"),
+            "--tolerance",
+            '{"int8-cpu": {"min_argmax_agreement": 0, "max_metric_drop": 1}}',
+        ]
+    )
     clm = ["--config", str(ROOT / "tests" / "conf" / "clm.yaml"), "--data.tokenizer", str(tmp_path / "bpe")]
-    main(["fit", *clm, "--trainer.default_root_dir", str(tmp_path / "clm"), "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "1"])
-    main(["export", *clm[:2], "--ckpt_path", str(next((tmp_path / "clm").rglob("*.ckpt"))), "--output", str(tmp_path / "clm-onnx"), "--forms", "[fp32, int8-cpu]",
-          "--tolerance", '{"int8-cpu": {"min_argmax_agreement": 0, "max_metric_drop": 1e9}}'])
+    main(
+        [
+            "fit",
+            *clm,
+            "--trainer.default_root_dir",
+            str(tmp_path / "clm"),
+            "--trainer.enable_checkpointing",
+            "true",
+            "--trainer.max_epochs",
+            "1",
+        ]
+    )
+    main(
+        [
+            "export",
+            *clm[:2],
+            "--ckpt_path",
+            str(next((tmp_path / "clm").rglob("*.ckpt"))),
+            "--output",
+            str(tmp_path / "clm-onnx"),
+            "--forms",
+            "[fp32, int8-cpu]",
+            "--tolerance",
+            '{"int8-cpu": {"min_argmax_agreement": 0, "max_metric_drop": 1e9}}',
+        ]
+    )
     out = tmp_path / "inference.json"
-    run_script("inference_cpu.py", "--artifact", str(tmp_path / "onnx"), "--hf_model", str(tmp_path / "run" / "hf_model"), "--length", "32", "--warmup", "1", "--repeats", "2",
-               "--clm_artifact", str(tmp_path / "clm-onnx"), "--clm_hf_model", str(tmp_path / "clm" / "hf_model"), "--prompt", "8", "--new_tokens", "2", "--out", str(out))
+    run_script(
+        "inference_cpu.py",
+        "--artifact",
+        str(tmp_path / "onnx"),
+        "--hf_model",
+        str(tmp_path / "run" / "hf_model"),
+        "--length",
+        "32",
+        "--warmup",
+        "1",
+        "--repeats",
+        "2",
+        "--clm_artifact",
+        str(tmp_path / "clm-onnx"),
+        "--clm_hf_model",
+        str(tmp_path / "clm" / "hf_model"),
+        "--prompt",
+        "8",
+        "--new_tokens",
+        "2",
+        "--out",
+        str(out),
+    )
     result = json.loads(out.read_text())
     assert [r["shape"] for r in result["rows"]] == ["1x32", "8x32", "32x32"]
     assert set(result["rows"][0]["speedup_vs_pytorch"]) == {"ort_fp32", "ort_int8-cpu"}
@@ -44,24 +109,64 @@ def test_inference_cpu_benchmark_runs(tmp_path: Path) -> None:
     assert [r["batch"] for r in decoder["rows"]] == [1, 8] and set(decoder["forms"]) == {"fp32", "int8-cpu"}
     for row in decoder["rows"]:
         for name in ("pytorch_fp32", "ort_fp32", "ort_int8-cpu"):
-            assert "error" not in row[name] and "median_ms" in row[name]["prefill_ms"], row[name]  # measured, not {"error": ...}
+            assert "error" not in row[name] and "median_ms" in row[name]["prefill_ms"], row[
+                name
+            ]  # measured, not {"error": ...}
     run_script("to_markdown.py", str(out))
     table = out.with_suffix(".md").read_text()
     assert "| 1x32 |" in table and "ort_int8-cpu speedup" in table
     assert "| ort_int8-cpu | " in table and "batch 8: decode ms/token" in table and "Causal LM artifacts: fp32" in table
     # The op-set comparison runs on the same artifact: only lightkit's set leaves no float weights.
     ops = tmp_path / "ops.json"
-    run_script("int8_cpu_ops.py", "--artifact", str(tmp_path / "onnx"), "--hf_model", str(tmp_path / "run" / "hf_model"), "--length", "32", "--repeats", "2", "--out", str(ops))
+    run_script(
+        "int8_cpu_ops.py",
+        "--artifact",
+        str(tmp_path / "onnx"),
+        "--hf_model",
+        str(tmp_path / "run" / "hf_model"),
+        "--length",
+        "32",
+        "--repeats",
+        "2",
+        "--out",
+        str(ops),
+    )
     forms = json.loads(ops.read_text())["forms"]
     assert forms["matmul_gemm"]["float_ops_left"] == ["Attention", "EmbedLayerNormalization"]
-    assert forms["lightkit"]["float_ops_left"] == [] and forms["lightkit"]["mib"] < forms["matmul_gemm"]["mib"] < forms["fp32"]["mib"]
+    assert (
+        forms["lightkit"]["float_ops_left"] == []
+        and forms["lightkit"]["mib"] < forms["matmul_gemm"]["mib"] < forms["fp32"]["mib"]
+    )
 
 
 def test_embedding_tables_benchmark_scores_each_scheme(tmp_path: Path) -> None:
-    main(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1",
-          "--model.init_args.save_dir", str(tmp_path / "hf")])
+    main(
+        [
+            "fit",
+            "--config",
+            str(TINY_NER),
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+            "--trainer.max_epochs",
+            "1",
+            "--model.init_args.save_dir",
+            str(tmp_path / "hf"),
+        ]
+    )
     out = tmp_path / "tables.json"
-    run_script("embedding_tables.py", "--config", str(TINY_NER), "--hf_model", str(tmp_path / "hf"), "--schemes", "sym8_b32", "asym4_b16", "asym4_b16+pos", "--out", str(out))
+    run_script(
+        "embedding_tables.py",
+        "--config",
+        str(TINY_NER),
+        "--hf_model",
+        str(tmp_path / "hf"),
+        "--schemes",
+        "sym8_b32",
+        "asym4_b16",
+        "asym4_b16+pos",
+        "--out",
+        str(out),
+    )
     result = json.loads(out.read_text())
     token = result["float"]["token_table"]
     assert "word_embeddings" in token and len(result["float"]["tables"]) == 2  # positions too, not token types
@@ -70,7 +175,11 @@ def test_embedding_tables_benchmark_scores_each_scheme(tmp_path: Path) -> None:
     # Fewer bits, more error on the token table; "+pos" also moves the position table off 8 bits.
     assert rows["sym8_b32"]["mean_abs_error"][token] < rows["asym4_b16"]["mean_abs_error"][token]
     position = next(t for t in result["float"]["tables"] if t != token)
-    assert rows["asym4_b16"]["mean_abs_error"][position] == rows["sym8_b32"]["mean_abs_error"][position] < rows["asym4_b16+pos"]["mean_abs_error"][position]
+    assert (
+        rows["asym4_b16"]["mean_abs_error"][position]
+        == rows["sym8_b32"]["mean_abs_error"][position]
+        < rows["asym4_b16+pos"]["mean_abs_error"][position]
+    )
     assert rows["asym4_b16"]["tables_mib"] < rows["sym8_b32"]["tables_mib"] < result["float"]["tables_mib_fp16"]
     run_script("to_markdown.py", str(out))
     assert "| asym4_b16 |" in out.with_suffix(".md").read_text()
@@ -78,12 +187,36 @@ def test_embedding_tables_benchmark_scores_each_scheme(tmp_path: Path) -> None:
 
 def test_generation_refiner_benchmark_runs(tmp_path: Path) -> None:
     common = ["--config", str(ROOT / "tests" / "conf" / "clm.yaml"), "--data.tokenizer", str(tmp_path / "bpe")]
-    main(["fit", *common, "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "1"])
+    main(
+        [
+            "fit",
+            *common,
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+            "--trainer.enable_checkpointing",
+            "true",
+            "--trainer.max_epochs",
+            "1",
+        ]
+    )
     ckpt = next((tmp_path / "run").rglob("*.ckpt"))
     main(["export", *common[:2], "--ckpt_path", str(ckpt), "--output", str(tmp_path / "onnx"), "--forms", "fp32"])
     out = tmp_path / "refiner.json"
-    run_script("generation_refiner.py", "--artifact", str(tmp_path / "onnx"), "--prompts", str(ROOT / "tests" / "data" / "lm" / "prompts.txt"),
-               "--n_prompts", "2", "--new_tokens", "4", "--sweeps", "1", "--out", str(out))
+    run_script(
+        "generation_refiner.py",
+        "--artifact",
+        str(tmp_path / "onnx"),
+        "--prompts",
+        str(ROOT / "tests" / "data" / "lm" / "prompts.txt"),
+        "--n_prompts",
+        "2",
+        "--new_tokens",
+        "4",
+        "--sweeps",
+        "1",
+        "--out",
+        str(out),
+    )
     summary = json.loads(out.read_text())["summary"]
     for kind in ("greedy", "sampled"):
         assert summary[kind]["after"] >= summary[kind]["before"] - 1e-6
@@ -93,8 +226,29 @@ def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
     from conftest import DATA
 
     out = tmp_path / "train.json"
-    run_script("train_throughput.py", "--model", "tiny", "--tokenizer", str(DATA / "tokenizer"), "--train_file", str(DATA / "ner" / "train.conll"),
-               "--steps", "3", "--warmup", "1", "--max_length", "32", "--repeats", "1", "--pad_to_multiple_of", "8", "--num_workers", "1", "--out", str(out))
+    run_script(
+        "train_throughput.py",
+        "--model",
+        "tiny",
+        "--tokenizer",
+        str(DATA / "tokenizer"),
+        "--train_file",
+        str(DATA / "ner" / "train.conll"),
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--max_length",
+        "32",
+        "--repeats",
+        "1",
+        "--pad_to_multiple_of",
+        "8",
+        "--num_workers",
+        "1",
+        "--out",
+        str(out),
+    )
     result = json.loads(out.read_text())
     # Counts are made in the loader worker and ride with the batch; a step whose batch arrived
     # without them would have stopped the script (Meter.end).
@@ -108,8 +262,21 @@ def test_step_logging_benchmark_runs(tmp_path: Path) -> None:
     from conftest import DATA
 
     out = tmp_path / "logging.json"
-    run_script("step_logging.py", "--tokenizer", str(DATA / "tokenizer"), "--train_file", str(DATA / "ner" / "train.conll"),
-               "--steps", "3", "--warmup", "1", "--repeats", "1", "--out", str(out))
+    run_script(
+        "step_logging.py",
+        "--tokenizer",
+        str(DATA / "tokenizer"),
+        "--train_file",
+        str(DATA / "ner" / "train.conll"),
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+    )
     result = json.loads(out.read_text())
     assert set(result["ms_per_step"]) == {"lightkit", "every_step"}
 
@@ -120,7 +287,9 @@ def test_targets_say_by_how_much_a_result_misses() -> None:
         from targets import annotate
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    gpu = annotate({"device": "NVIDIA H100 80GB HBM3", "task": "clm", "ratio_tokens_per_s": 1.81, "mfu": {"lightkit_mfu": 0.237}})
+    gpu = annotate(
+        {"device": "NVIDIA H100 80GB HBM3", "task": "clm", "ratio_tokens_per_s": 1.81, "mfu": {"lightkit_mfu": 0.237}}
+    )
     ratio, mfu = gpu["targets"]
     assert ratio["met"] and ratio["short_by"] == 0.0
     assert not mfu["met"] and mfu["short_by"] > 0
@@ -134,8 +303,29 @@ def test_train_throughput_benchmark_runs_the_causal_lm(tmp_path: Path) -> None:
     from conftest import DATA
 
     out = tmp_path / "train-clm.json"
-    run_script("train_throughput.py", "--task", "clm", "--model", "tiny-gpt2", "--tokenizer", str(tmp_path / "bpe"), "--train_file", str(DATA / "lm" / "corpus.txt"),
-               "--steps", "3", "--warmup", "1", "--max_length", "32", "--batch_size", "4", "--repeats", "1", "--out", str(out))
+    run_script(
+        "train_throughput.py",
+        "--task",
+        "clm",
+        "--model",
+        "tiny-gpt2",
+        "--tokenizer",
+        str(tmp_path / "bpe"),
+        "--train_file",
+        str(DATA / "lm" / "corpus.txt"),
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--max_length",
+        "32",
+        "--batch_size",
+        "4",
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+    )
     result = json.loads(out.read_text())
     assert result["task"] == "clm" and result["lightkit"]["timed_steps"] == result["hf_trainer"]["timed_steps"] == 3
     # Packed blocks carry no padding: every timed sample is max_length tokens, in both loops.
@@ -149,31 +339,110 @@ def test_train_throughput_benchmark_runs_the_causal_lm(tmp_path: Path) -> None:
 def test_inference_matrix_runs_encoder_and_decoder(tmp_path: Path) -> None:
     """The GPU matrix script end to end on tiny models; here on the CPU (--allow_cpu), where the
     CUDA-graph cells must report why they are empty instead of failing the run."""
-    main(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(TINY_NER),
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+            "--trainer.max_epochs",
+            "1",
+        ]
+    )
     ckpt = next((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
     lenient = ["--tolerance", '{"int8-gpu": {"min_argmax_agreement": 0, "max_metric_drop": 1}}']
-    main(["export", "--config", str(TINY_NER), "--ckpt_path", str(ckpt), "--output", str(tmp_path / "onnx"), "--forms", "[fp32, int8-gpu]", *lenient])
+    main(
+        [
+            "export",
+            "--config",
+            str(TINY_NER),
+            "--ckpt_path",
+            str(ckpt),
+            "--output",
+            str(tmp_path / "onnx"),
+            "--forms",
+            "[fp32, int8-gpu]",
+            *lenient,
+        ]
+    )
     clm = ["--config", str(ROOT / "tests" / "conf" / "clm.yaml"), "--data.tokenizer", str(tmp_path / "bpe")]
-    main(["fit", *clm, "--trainer.default_root_dir", str(tmp_path / "clm"), "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "1"])
-    main(["export", *clm[:2], "--ckpt_path", str(next((tmp_path / "clm").rglob("*.ckpt"))), "--output", str(tmp_path / "clm-onnx"), "--forms", "[fp32, int8-gpu]", *lenient])
+    main(
+        [
+            "fit",
+            *clm,
+            "--trainer.default_root_dir",
+            str(tmp_path / "clm"),
+            "--trainer.enable_checkpointing",
+            "true",
+            "--trainer.max_epochs",
+            "1",
+        ]
+    )
+    main(
+        [
+            "export",
+            *clm[:2],
+            "--ckpt_path",
+            str(next((tmp_path / "clm").rglob("*.ckpt"))),
+            "--output",
+            str(tmp_path / "clm-onnx"),
+            "--forms",
+            "[fp32, int8-gpu]",
+            *lenient,
+        ]
+    )
     out = tmp_path / "inference-gpu.json"
-    run_script("inference.py", "--artifact", str(tmp_path / "onnx"), "--hf_model", str(tmp_path / "run" / "hf_model"), "--forms", "fp32", "int8-gpu",
-               "--clm_artifact", str(tmp_path / "clm-onnx"), "--clm_hf_model", str(tmp_path / "clm" / "hf_model"), "--clm_forms", "fp32", "int8-gpu",
-               "--length", "16", "--prompt", "8", "--new_tokens", "2", "--warmup", "1", "--repeats", "3", "--allow_cpu", "--out", str(out))
+    run_script(
+        "inference.py",
+        "--artifact",
+        str(tmp_path / "onnx"),
+        "--hf_model",
+        str(tmp_path / "run" / "hf_model"),
+        "--forms",
+        "fp32",
+        "int8-gpu",
+        "--clm_artifact",
+        str(tmp_path / "clm-onnx"),
+        "--clm_hf_model",
+        str(tmp_path / "clm" / "hf_model"),
+        "--clm_forms",
+        "fp32",
+        "int8-gpu",
+        "--length",
+        "16",
+        "--prompt",
+        "8",
+        "--new_tokens",
+        "2",
+        "--warmup",
+        "1",
+        "--repeats",
+        "3",
+        "--allow_cpu",
+        "--out",
+        str(out),
+    )
     result = json.loads(out.read_text())
     rows = result["encoder"]["rows"]
     assert [r["shape"] for r in rows] == ["1x16", "8x16", "32x16"]
     for row in rows:
-        assert "median_ms" in row["pytorch_fp32"]["device"] and "median_ms" in row["pytorch_bf16"]["host_copies"]  # measured, not {"error": ...}
+        assert (
+            "median_ms" in row["pytorch_fp32"]["device"] and "median_ms" in row["pytorch_bf16"]["host_copies"]
+        )  # measured, not {"error": ...}
         for variant in ("ort_fp32_tf32", "ort_fp32_no_tf32", "ort_int8-gpu", "ort_int8-gpu_cutlass"):
             assert "median_ms" in row[variant]["host_copies"] and "median_ms" in row[variant]["io_binding"]
             assert "cuda_graph=True needs" in row[variant]["io_binding_cuda_graph"]["error"]
-    assert result["encoder"]["forms"]["int8-gpu"]["bytes"] < 0.5 * result["encoder"]["forms"]["fp32"]["bytes"]  # weight-only 8-bit
+    assert (
+        result["encoder"]["forms"]["int8-gpu"]["bytes"] < 0.5 * result["encoder"]["forms"]["fp32"]["bytes"]
+    )  # weight-only 8-bit
     decoder = result["decoder"]["rows"]
     assert [r["batch"] for r in decoder] == [1, 8]
     for row in decoder:
         for name in ("pytorch_fp32", "pytorch_bf16", "ort_fp32", "ort_int8-gpu"):
-            assert "error" not in row[name] and "median_ms" in row[name]["prefill_ms"], row[name]  # measured, not {"error": ...}
+            assert "error" not in row[name] and "median_ms" in row[name]["prefill_ms"], row[
+                name
+            ]  # measured, not {"error": ...}
     run_script("to_markdown.py", str(out))
     table = out.with_suffix(".md").read_text()
     assert "| ort_int8-gpu | io_binding |" in table and "| ort_int8-gpu | io_binding_cuda_graph | n/a |" in table

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA, ROOT
 from sklearn.metrics import classification_report
 
 from lightkit.class_report import per_class_report, report_text
 from lightkit.data import TextClassificationDataModule
 from lightkit.errors import InputError
 from lightkit.main import main
-
-from conftest import DATA, ROOT
 
 CONF = ROOT / "tests" / "conf" / "classification.yaml"
 
@@ -61,7 +60,19 @@ def test_fit_test_predict_through_the_cli(run: Path) -> None:
     assert (run / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     out = run / "predictions.jsonl"
-    main(["predict", "--config", str(CONF), "--trainer.default_root_dir", str(run), "--ckpt_path", ckpt, "--prediction_writer.output", str(out)])
+    main(
+        [
+            "predict",
+            "--config",
+            str(CONF),
+            "--trainer.default_root_dir",
+            str(run),
+            "--ckpt_path",
+            ckpt,
+            "--prediction_writer.output",
+            str(out),
+        ]
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     texts = [t for t in (DATA / "cls" / "predict.txt").read_text().splitlines() if t.strip()]
     assert [r["text"] for r in rows] == texts
@@ -84,8 +95,14 @@ GOOD = '{"text": "goal", "label": "sport"}\n{"text": "chip", "label": "tech"}\n'
 
 def test_missing_column_names_file_line_and_columns(tmp_path: Path) -> None:
     # Checked as the files are read (the label names are read from all splits at construction).
-    with pytest.raises(InputError, match=r"test\.jsonl:2: missing column\(s\) \['text'\]; the row has \['label', 'txt'\]"):
-        datamodule(tmp_path, train_file=GOOD, test_file='{"text": "goal", "label": "sport"}\n{"txt": "vote", "label": "tech"}\n').setup("test")
+    with pytest.raises(
+        InputError, match=r"test\.jsonl:2: missing column\(s\) \['text'\]; the row has \['label', 'txt'\]"
+    ):
+        datamodule(
+            tmp_path,
+            train_file=GOOD,
+            test_file='{"text": "goal", "label": "sport"}\n{"txt": "vote", "label": "tech"}\n',
+        ).setup("test")
 
 
 def test_unknown_label_names_file_and_line(tmp_path: Path) -> None:
@@ -104,7 +121,9 @@ def test_class_folders_and_a_stratified_holdout(tmp_path: Path) -> None:
         (tmp_path / "corpus" / label).mkdir(parents=True)
         for i in range(n):
             (tmp_path / "corpus" / label / f"{i:03}.txt").write_bytes(b"caf\xe9 goal" if i == 0 else b"goal match")
-    dm = TextClassificationDataModule(tokenizer=str(DATA / "tokenizer"), train_file=str(tmp_path / "corpus"), cache_dir=str(tmp_path / "cache"))
+    dm = TextClassificationDataModule(
+        tokenizer=str(DATA / "tokenizer"), train_file=str(tmp_path / "corpus"), cache_dir=str(tmp_path / "cache")
+    )
     splits = dm.rows()
     assert dm.label_names == ["a", "b"]
     assert [sum(r["label"] == "a" for r in splits[s]) for s in ("train", "validation", "test")] == [8, 1, 1]
@@ -117,8 +136,12 @@ def test_text_pairs_are_encoded_as_pairs(tmp_path: Path) -> None:
     rows = '{"a": "goal match", "b": "vote law", "label": "no"}\n{"a": "chip", "b": "phone", "label": "yes"}\n'
     (tmp_path / "pairs.jsonl").write_text(rows)
     dm = TextClassificationDataModule(
-        tokenizer=str(DATA / "tokenizer"), train_file=str(tmp_path / "pairs.jsonl"), val_file=str(tmp_path / "pairs.jsonl"),
-        text_column="a", text_pair_column="b", cache_dir=str(tmp_path / "cache"),
+        tokenizer=str(DATA / "tokenizer"),
+        train_file=str(tmp_path / "pairs.jsonl"),
+        val_file=str(tmp_path / "pairs.jsonl"),
+        text_column="a",
+        text_pair_column="b",
+        cache_dir=str(tmp_path / "cache"),
     )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -143,7 +166,19 @@ def test_early_stopping_stops_on_patience_and_the_best_weights_are_saved(tmp_pat
       init_args: {{monitor: val_scripted, mode: max, filename: scripted-best}}
     - class_path: RestoreBestWeights
 """)
-    main(["fit", "--config", str(CONF), "--config", str(callbacks), "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "20"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONF),
+            "--config",
+            str(callbacks),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.max_epochs",
+            "20",
+        ]
+    )
     best_ckpt = torch.load(tmp_path / "checkpoints" / "scripted-best.ckpt", weights_only=True)
     assert best_ckpt["epoch"] == 1  # the epoch the scripted score peaked
     ended = torch.load(last, weights_only=True)

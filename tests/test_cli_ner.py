@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA, TINY_NER
 from safetensors.torch import load_file
 from seqeval.metrics import f1_score
 from transformers import AutoModelForTokenClassification
@@ -14,8 +15,6 @@ from transformers import AutoModelForTokenClassification
 from lightkit.data.conll import CoNLLFormatError, read_conll
 from lightkit.main import main
 from lightkit.resources import load_tokenizer
-
-from conftest import DATA, TINY_NER
 
 
 def lightkit(*args: str) -> None:
@@ -42,8 +41,18 @@ def test_fit_saves_best_weights_in_hugging_face_format(run: Path) -> None:
         assert torch.equal(best[f"model.{name}"], tensor), name
 
 
-def test_test_writes_a_seqeval_report_consistent_with_its_predictions(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    lightkit("test", "--config", str(TINY_NER), "--trainer.default_root_dir", str(run), "--ckpt_path", str(run / "checkpoints" / "best.ckpt"))
+def test_test_writes_a_seqeval_report_consistent_with_its_predictions(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lightkit(
+        "test",
+        "--config",
+        str(TINY_NER),
+        "--trainer.default_root_dir",
+        str(run),
+        "--ckpt_path",
+        str(run / "checkpoints" / "best.ckpt"),
+    )
     assert "micro avg" in capsys.readouterr().out  # the report is printed
     report = json.loads((run / "seqeval_report.json").read_text())
     text = (run / "seqeval_report.txt").read_text()
@@ -62,7 +71,17 @@ def test_test_writes_a_seqeval_report_consistent_with_its_predictions(run: Path,
 
 def test_predict_tags_raw_text_in_conll(run: Path) -> None:
     out = run / "tagged.conll"
-    lightkit("predict", "--config", str(TINY_NER), "--trainer.default_root_dir", str(run), "--ckpt_path", str(run / "checkpoints" / "best.ckpt"), "--prediction_writer.output", str(out))
+    lightkit(
+        "predict",
+        "--config",
+        str(TINY_NER),
+        "--trainer.default_root_dir",
+        str(run),
+        "--ckpt_path",
+        str(run / "checkpoints" / "best.ckpt"),
+        "--prediction_writer.output",
+        str(out),
+    )
     sentences = read_conll(out)
     lines = [line.split() for line in (DATA / "ner" / "predict.txt").read_text().splitlines() if line.strip()]
     assert [s.tokens for s in sentences] == lines
@@ -104,12 +123,30 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 def test_truncated_words_count_as_missed_not_dropped(run: Path) -> None:
     # max_length 8 keeps 6 subwords of each sentence; the words past them stay in the gold as misses.
     out = run / "truncated"
-    lightkit("test", "--config", str(TINY_NER), "--trainer.default_root_dir", str(out), "--ckpt_path", str(run / "checkpoints" / "best.ckpt"), "--data.init_args.max_length", "8")
+    lightkit(
+        "test",
+        "--config",
+        str(TINY_NER),
+        "--trainer.default_root_dir",
+        str(out),
+        "--ckpt_path",
+        str(run / "checkpoints" / "best.ckpt"),
+        "--data.init_args.max_length",
+        "8",
+    )
     report = json.loads((out / "seqeval_report.json").read_text())
     gold = read_conll(DATA / "ner" / "test.conll")
     assert report["micro avg"]["support"] == sum(t.startswith("B-") for s in gold for t in s.tags)
     tok = load_tokenizer(str(DATA / "tokenizer"))
-    kept = [max(w for w in tok(s.tokens, is_split_into_words=True, truncation=True, max_length=8).word_ids() if w is not None) + 1 for s in gold]
+    kept = [
+        max(
+            w
+            for w in tok(s.tokens, is_split_into_words=True, truncation=True, max_length=8).word_ids()
+            if w is not None
+        )
+        + 1
+        for s in gold
+    ]
     assert report["truncated_words"] == sum(len(s.tokens) - k for s, k in zip(gold, kept)) > 0
     assert report["micro avg"]["recall"] < 0.9
     predicted = read_conll(out / "test_predictions.conll")
@@ -119,16 +156,24 @@ def test_truncated_words_count_as_missed_not_dropped(run: Path) -> None:
 
 def test_a_non_finite_loss_stops_training_and_names_the_step(tmp_path: Path) -> None:
     with pytest.raises(FloatingPointError, match=r"training loss is nan at optimizer step \d+, epoch 0, batch \d+"):
-        lightkit("fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path), "--model.init_args.learning_rate", "1e12")
+        lightkit(
+            "fit",
+            "--config",
+            str(TINY_NER),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--model.init_args.learning_rate",
+            "1e12",
+        )
     assert not (tmp_path / "hf_model").exists()  # nothing saved from a diverged run
 
 
 def test_predict_streams_a_long_file_in_flat_memory(run: Path, tmp_path: Path) -> None:
     """Predictions are streamed to the file batch by batch and not also kept by Lightning's
     predict loop: 4x more sentences raise peak memory by less than keeping them would take."""
-    from lightkit.main import cli
-
     from memory import assert_flat, traced
+
+    from lightkit.main import cli
 
     sentences = [line for line in (DATA / "ner" / "predict.txt").read_text().splitlines() if line.strip()]
 
@@ -161,12 +206,30 @@ def test_compile_trains_a_compiled_model_with_unchanged_checkpoint_names(run: Pa
     """`compile: true` compiles in place (nn.Module.compile): same parameter names, so its
     checkpoints load into an uncompiled task and export like any other. With CUDA graphs
     (`reduce-overhead`; on CPU inductor skips the graphs) batches are padded to a few shapes."""
-    lightkit("fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
-             "--model.init_args.compile", "true", "--model.init_args.compile_mode", "reduce-overhead", "--data.init_args.pad_to_multiple_of", "16",
-             "--trainer.callbacks+=probes.CompileProbe", "--trainer.callbacks.path", str(tmp_path / "probe.json"))
+    lightkit(
+        "fit",
+        "--config",
+        str(TINY_NER),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.max_epochs",
+        "1",
+        "--model.init_args.compile",
+        "true",
+        "--model.init_args.compile_mode",
+        "reduce-overhead",
+        "--data.init_args.pad_to_multiple_of",
+        "16",
+        "--trainer.callbacks+=probes.CompileProbe",
+        "--trainer.callbacks.path",
+        str(tmp_path / "probe.json"),
+    )
     probe = json.loads((tmp_path / "probe.json").read_text())
     assert probe["compiled"] is True and probe["lengths"] and all(n % 16 == 0 for n in probe["lengths"])
     compiled = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
     plain = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
-    assert compiled["hyper_parameters"]["compile"] is True and compiled["hyper_parameters"]["compile_mode"] == "reduce-overhead"
+    assert (
+        compiled["hyper_parameters"]["compile"] is True
+        and compiled["hyper_parameters"]["compile_mode"] == "reduce-overhead"
+    )
     assert list(compiled["state_dict"]) == list(plain["state_dict"])

@@ -11,8 +11,12 @@ from lightning.pytorch.cli import LightningCLI
 
 def test_lightning_cli_still_merges_checkpoint_hparams_in_parse_ckpt_path() -> None:
     """Behaviour: tests/test_refiner.py (a --model flag wins over the checkpoint's hparams)."""
-    assert callable(getattr(LightningCLI, "_parse_ckpt_path", None)), "LightningCLI._parse_ckpt_path is gone: see lightkit/compat.py (1)"
-    assert "self._parse_ckpt_path()" in inspect.getsource(LightningCLI.__init__), "LightningCLI.__init__ no longer calls _parse_ckpt_path"
+    assert callable(getattr(LightningCLI, "_parse_ckpt_path", None)), (
+        "LightningCLI._parse_ckpt_path is gone: see lightkit/compat.py (1)"
+    )
+    assert "self._parse_ckpt_path()" in inspect.getsource(LightningCLI.__init__), (
+        "LightningCLI.__init__ no longer calls _parse_ckpt_path"
+    )
 
 
 def test_lightning_still_hands_hyperparameters_down_through_a_context_variable() -> None:
@@ -21,7 +25,9 @@ def test_lightning_still_hands_hyperparameters_down_through_a_context_variable()
     from lightning.pytorch.core.mixins import hparams_mixin
 
     given = getattr(hparams_mixin, "_given_hyperparameters", None)
-    assert isinstance(given, contextvars.ContextVar), "hparams_mixin._given_hyperparameters is gone: see lightkit/compat.py (2)"
+    assert isinstance(given, contextvars.ContextVar), (
+        "hparams_mixin._given_hyperparameters is gone: see lightkit/compat.py (2)"
+    )
 
 
 def test_fresh_hyperparameters_records_the_nested_task_own_arguments() -> None:
@@ -30,14 +36,32 @@ def test_fresh_hyperparameters_records_the_nested_task_own_arguments() -> None:
     from lightkit.compat import fresh_hyperparameters
     from lightkit.tasks import SequenceClassificationTask
 
-    config = {"model_type": "bert", "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 8, "vocab_size": 16}
+    config = {
+        "model_type": "bert",
+        "hidden_size": 8,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 1,
+        "intermediate_size": 8,
+        "vocab_size": 16,
+    }
     with _given_hyperparameters_context(hparams={"learning_rate": 0.5, "_class_path": "Outer"}, instantiator="x"):
-        nested = fresh_hyperparameters(SequenceClassificationTask, label_names=["a", "b"], model_config=config, learning_rate=0.1)
+        nested = fresh_hyperparameters(
+            SequenceClassificationTask, label_names=["a", "b"], model_config=config, learning_rate=0.1
+        )
     assert nested.hparams.learning_rate == 0.1 and "_class_path" not in nested.hparams
 
 
 def test_model_flags_reads_the_task_arguments_of_a_command_line() -> None:
     from lightkit.compat import model_flags
 
-    argv = ["test", "--config", "c.yaml", "--model.decoding", "viterbi", "--model.init_args.top_k=5", "--model.class_path", "X"]
+    argv = [
+        "test",
+        "--config",
+        "c.yaml",
+        "--model.decoding",
+        "viterbi",
+        "--model.init_args.top_k=5",
+        "--model.class_path",
+        "X",
+    ]
     assert model_flags(argv) == {"decoding": "viterbi", "top_k": 5}

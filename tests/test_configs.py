@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from lightkit.main import main
-
-from conftest import ROOT
 
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml")) + sorted((ROOT / "tests" / "conf").rglob("*.yaml"))
 
@@ -34,7 +33,9 @@ def test_config_parses(path: Path) -> None:
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.parent.name == "configs"], ids=lambda p: p.name)
 def test_shipped_configs_start_with_their_command(path: Path) -> None:
     first = path.read_text().splitlines()[:4]
-    assert any(f"--config configs/{path.name}" in line for line in first), "head each config with the command that runs it"
+    assert any(f"--config configs/{path.name}" in line for line in first), (
+        "head each config with the command that runs it"
+    )
 
 
 def test_unknown_key_is_named(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,18 +6,24 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import DATA
 
 from lightkit.data import CoNLLDataModule
 from lightkit.data.conll import read_conll
 from lightkit.data.token_classification import IGNORE, NO_WORD
 
-from conftest import DATA
-
 NER = DATA / "ner"
 
 
 def datamodule(tmp_path: Path, **kwargs) -> CoNLLDataModule:  # noqa: ANN003
-    args = dict(tokenizer=str(DATA / "tokenizer"), train_file=str(NER / "train.conll"), val_file=str(NER / "val.conll"), test_file=str(NER / "test.conll"), cache_dir=str(tmp_path), batch_size=4)
+    args = dict(
+        tokenizer=str(DATA / "tokenizer"),
+        train_file=str(NER / "train.conll"),
+        val_file=str(NER / "val.conll"),
+        test_file=str(NER / "test.conll"),
+        cache_dir=str(tmp_path),
+        batch_size=4,
+    )
     return CoNLLDataModule(**{**args, **kwargs})
 
 
@@ -69,14 +75,24 @@ def test_single_file_is_split_by_sentence_with_a_fixed_seed(tmp_path: Path) -> N
 def test_predict_needs_labels_or_train_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="give `train_file` or `labels`"):
         datamodule(tmp_path, train_file=None, val_file=None, test_file=None)
-    dm = datamodule(tmp_path, train_file=None, val_file=None, test_file=None, labels=["O", "B-PER", "I-PER"], predict_file=str(NER / "predict.txt"))
+    dm = datamodule(
+        tmp_path,
+        train_file=None,
+        val_file=None,
+        test_file=None,
+        labels=["O", "B-PER", "I-PER"],
+        predict_file=str(NER / "predict.txt"),
+    )
     dm.setup("predict")
     assert "labels" not in next(iter(dm.predict_dataloader()))
 
 
 # -- length-grouped batches ------------------------------------------------------------------------
 def padded_tokens(order: list[int], lengths: list[int], batch_size: int) -> int:
-    return sum(max(lengths[i] for i in order[b : b + batch_size]) * len(order[b : b + batch_size]) for b in range(0, len(order), batch_size))
+    return sum(
+        max(lengths[i] for i in order[b : b + batch_size]) * len(order[b : b + batch_size])
+        for b in range(0, len(order), batch_size)
+    )
 
 
 def test_length_grouped_order_is_a_resumable_sharded_permutation_with_less_padding() -> None:
@@ -109,7 +125,9 @@ def test_length_grouped_order_is_a_resumable_sharded_permutation_with_less_paddi
     assert head + list(resumed) == order
     # Each DDP rank groups its own shard; together they cover the epoch once.
     shards = [list(grouped(rank, 2)) for rank in (0, 1)]
-    assert len(shards[0]) == len(shards[1]) == 502 and set(shards[0] + shards[1]) == set(data)  # DistributedSampler pads 1003 to 1004
+    assert len(shards[0]) == len(shards[1]) == 502 and set(shards[0] + shards[1]) == set(
+        data
+    )  # DistributedSampler pads 1003 to 1004
 
 
 def test_length_grouping_is_the_default_for_variable_lengths_only(tmp_path: Path) -> None:
@@ -131,7 +149,12 @@ def test_length_grouping_is_the_default_for_variable_lengths_only(tmp_path: Path
     # Packed LM blocks: all full but the last, nothing to group, the plain shuffle stays.
     from lightkit.data import MaskedLMDataModule
 
-    lm = MaskedLMDataModule(tokenizer=str(DATA / "tokenizer"), train_file=str(DATA / "lm" / "corpus.txt"), block_size=16, cache_dir=str(tmp_path / "lm"))
+    lm = MaskedLMDataModule(
+        tokenizer=str(DATA / "tokenizer"),
+        train_file=str(DATA / "lm" / "corpus.txt"),
+        block_size=16,
+        cache_dir=str(tmp_path / "lm"),
+    )
     lm.setup("fit")
     lengths = sequence_lengths(lm.datasets["train"])
     assert lm.hparams.group_by_length and sum(n < 16 for n in lengths) == 1

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT, TINY_NER
 
 from lightkit.main import cli, main
-
-from conftest import ROOT, TINY_NER
 
 LIGHTKIT = str(Path(sys.executable).with_name("lightkit"))
 
@@ -41,7 +40,10 @@ def test_seqeval_under_ddp_equals_one_process(ckpt: Path, tmp_path: Path) -> Non
     assert two["sentences"] == one["sentences"] == 16  # every sentence gathered once from both ranks
     for key in ("micro avg", "macro avg", "weighted avg", "LOC", "ORG", "PER"):
         assert two[key] == pytest.approx(one[key]), key
-    assert sorted(p.name for p in (tmp_path / "two").glob("test_predictions*.conll")) == ["test_predictions.rank0.conll", "test_predictions.rank1.conll"]
+    assert sorted(p.name for p in (tmp_path / "two").glob("test_predictions*.conll")) == [
+        "test_predictions.rank0.conll",
+        "test_predictions.rank1.conll",
+    ]
 
 
 def test_fit_under_ddp_logs_the_seqeval_scores_one_process_computes(tmp_path: Path) -> None:

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA, ROOT, TINY_NER
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
 
 from lightkit.data import CoNLLDataModule
 from lightkit.distill import hidden_loss, kd_loss, student_from_layers
 from lightkit.errors import InputError
 from lightkit.main import main
-
-from conftest import DATA, ROOT, TINY_NER
 
 CONF = ROOT / "tests" / "conf" / "distill_ner.yaml"
 
@@ -40,7 +39,9 @@ def test_kd_loss_matches_a_hand_computed_value() -> None:
     assert kd_loss(student, teacher, T, scale_by_t2=False).item() == pytest.approx(expected, rel=1e-6)
     assert kd_loss(student, teacher, T).item() == pytest.approx(expected * T**2, rel=1e-6)
     # The mask keeps only the chosen positions: the first row alone.
-    assert kd_loss(student, teacher, T, mask=torch.tensor([True, False]), scale_by_t2=False).item() == pytest.approx(kls[0], rel=1e-6)
+    assert kd_loss(student, teacher, T, mask=torch.tensor([True, False]), scale_by_t2=False).item() == pytest.approx(
+        kls[0], rel=1e-6
+    )
 
 
 def test_kd_loss_is_zero_for_identical_logits_and_finite_for_an_empty_mask() -> None:
@@ -66,7 +67,15 @@ def test_hidden_loss_skips_padding() -> None:
 
 # -- student construction ----------------------------------------------------------------------
 def tiny(model_type: str, auto: type, **extra: object) -> torch.nn.Module:
-    config = AutoConfig.for_model(model_type, vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, **extra)
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=32,
+        **extra,
+    )
     torch.manual_seed(0)
     return auto.from_config(config)
 
@@ -75,7 +84,9 @@ def tiny(model_type: str, auto: type, **extra: object) -> torch.nn.Module:
     ("model_type", "auto", "blocks"),
     [("bert", AutoModelForTokenClassification, "bert.encoder.layer"), ("llama", AutoModelForCausalLM, "model.layers")],
 )
-def test_student_from_layers_copies_the_chosen_teacher_layers(model_type: str, auto: type, blocks: str, tmp_path: Path) -> None:
+def test_student_from_layers_copies_the_chosen_teacher_layers(
+    model_type: str, auto: type, blocks: str, tmp_path: Path
+) -> None:
     teacher = tiny(model_type, auto)
     student = student_from_layers(teacher, [0, 3])
     assert student.config.num_hidden_layers == 2 and teacher.config.num_hidden_layers == 4
@@ -110,13 +121,28 @@ def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def distill(root: Path, teacher: Path, *overrides: str) -> Path:
-    main(["fit", "--config", str(CONF), "--trainer.default_root_dir", str(root), "--model.init_args.teacher", str(teacher), *overrides])
+    main(
+        [
+            "fit",
+            "--config",
+            str(CONF),
+            "--trainer.default_root_dir",
+            str(root),
+            "--model.init_args.teacher",
+            str(teacher),
+            *overrides,
+        ]
+    )
     return root
 
 
-def test_distilled_checkpoint_holds_only_the_student_and_the_teacher_is_untouched(teacher_run: Path, tmp_path: Path) -> None:
+def test_distilled_checkpoint_holds_only_the_student_and_the_teacher_is_untouched(
+    teacher_run: Path, tmp_path: Path
+) -> None:
     teacher_dir = teacher_run / "hf_model"
-    before = {k: v.clone() for k, v in AutoModelForTokenClassification.from_pretrained(teacher_dir).state_dict().items()}
+    before = {
+        k: v.clone() for k, v in AutoModelForTokenClassification.from_pretrained(teacher_dir).state_dict().items()
+    }
     from lightkit.tasks import TokenClassificationDistillation
 
     seen: dict[str, object] = {}
@@ -150,7 +176,12 @@ def test_distilled_checkpoint_holds_only_the_student_and_the_teacher_is_untouche
 
 def agreement(student_dir: Path, teacher_dir: Path) -> float:
     """Fraction of labelled test subwords where student and teacher pick the same tag."""
-    dm = CoNLLDataModule(tokenizer=str(DATA / "tokenizer"), train_file=str(DATA / "ner" / "train.conll"), test_file=str(DATA / "ner" / "test.conll"), max_length=32)
+    dm = CoNLLDataModule(
+        tokenizer=str(DATA / "tokenizer"),
+        train_file=str(DATA / "ner" / "train.conll"),
+        test_file=str(DATA / "ner" / "test.conll"),
+        max_length=32,
+    )
     dm.setup("test")
     student = AutoModelForTokenClassification.from_pretrained(student_dir).eval()
     teacher = AutoModelForTokenClassification.from_pretrained(teacher_dir).eval()
@@ -165,16 +196,28 @@ def agreement(student_dir: Path, teacher_dir: Path) -> float:
     return same / total
 
 
-def test_a_distilled_student_agrees_with_its_teacher_more_than_an_undistilled_one(teacher_run: Path, tmp_path: Path) -> None:
+def test_a_distilled_student_agrees_with_its_teacher_more_than_an_undistilled_one(
+    teacher_run: Path, tmp_path: Path
+) -> None:
     teacher_dir = teacher_run / "hf_model"
     # Same fresh student (from a config), same seed and steps; only the loss differs.
     student = [
         "--model.init_args.student_layers", "null",
-        "--model.init_args.model_config", '{"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 64}',
+        "--model.init_args.model_config", NARROW_STUDENT % "bert",
         "--trainer.max_epochs", "4",
     ]  # fmt: skip
-    kd = distill(tmp_path / "kd", teacher_dir, *student, "--model.init_args.alpha_kd", "1.0", "--model.init_args.alpha_ce", "0.0")
-    plain = distill(tmp_path / "plain", teacher_dir, *student, "--model.init_args.alpha_kd", "0.0", "--model.init_args.alpha_ce", "1.0")
+    kd = distill(
+        tmp_path / "kd", teacher_dir, *student, "--model.init_args.alpha_kd", "1.0", "--model.init_args.alpha_ce", "0.0"
+    )
+    plain = distill(
+        tmp_path / "plain",
+        teacher_dir,
+        *student,
+        "--model.init_args.alpha_kd",
+        "0.0",
+        "--model.init_args.alpha_ce",
+        "1.0",
+    )
     a_kd, a_plain = agreement(kd / "hf_model", teacher_dir), agreement(plain / "hf_model", teacher_dir)
     # Measured: 0.88 vs 0.68 (the plain student follows the gold tags where the teacher errs).
     assert a_kd > a_plain + 0.1, (a_kd, a_plain)
@@ -184,7 +227,10 @@ def metrics(root: Path) -> list[dict[str, str]]:
     return list(csv.DictReader((root / "lightning_logs" / "version_0" / "metrics.csv").open()))
 
 
-NARROW_STUDENT = '{"model_type": "%s", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 64}'
+NARROW_STUDENT = (
+    '{"model_type": "%s", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, '
+    '"intermediate_size": 32, "max_position_embeddings": 64}'
+)
 
 
 @pytest.mark.parametrize(
@@ -195,8 +241,17 @@ NARROW_STUDENT = '{"model_type": "%s", "hidden_size": 16, "num_hidden_layers": 1
         ("clm", "CausalLMDistillation", "ckpt", "val_perplexity"),
     ],
 )
-def test_every_objective_distils_with_hidden_state_matching(conf: str, student_class: str, teacher_form: str, val_metric: str, tmp_path: Path) -> None:
-    common = ["--config", str(ROOT / "tests" / "conf" / f"{conf}.yaml"), "--trainer.max_epochs", "1", "--trainer.logger", "true"]
+def test_every_objective_distils_with_hidden_state_matching(
+    conf: str, student_class: str, teacher_form: str, val_metric: str, tmp_path: Path
+) -> None:
+    common = [
+        "--config",
+        str(ROOT / "tests" / "conf" / f"{conf}.yaml"),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.logger",
+        "true",
+    ]
     common += ["--trainer.enable_checkpointing", "true", "--trainer.callbacks", "[]"]
     if conf == "clm":
         common += ["--data.tokenizer", str(tmp_path / "bpe")]  # trained by the teacher's run, shared by the student
@@ -211,7 +266,14 @@ def test_every_objective_distils_with_hidden_state_matching(conf: str, student_c
         "--model.init_args.hidden_layers", "[[2, 1]]", "--model.init_args.alpha_hidden", "1.0",
     ])  # fmt: skip
     rows = metrics(tmp_path / "student")
-    for key in ("train_kd_loss_epoch", "train_ce_loss_epoch", "train_hidden_loss_epoch", "val_kd_loss", "val_ce_loss", val_metric):
+    for key in (
+        "train_kd_loss_epoch",
+        "train_ce_loss_epoch",
+        "train_hidden_loss_epoch",
+        "val_kd_loss",
+        "val_ce_loss",
+        val_metric,
+    ):
         values = [float(r[key]) for r in rows if r.get(key)]
         assert values and all(math.isfinite(v) and v >= 0 for v in values), key
     saved = tmp_path / "student" / "lightning_logs" / "version_0" / "hf_model"
@@ -219,7 +281,9 @@ def test_every_objective_distils_with_hidden_state_matching(conf: str, student_c
     assert info["student_parameters"] < info["teacher_parameters"]
     assert json.loads((saved / "config.json").read_text())["hidden_size"] == 16  # 16 -> 32 through a learned projection
     # The projection is trained with the student and checkpointed; it is not part of the HF model.
-    ckpt = torch.load(next((tmp_path / "student" / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt")), weights_only=True)
+    ckpt = torch.load(
+        next((tmp_path / "student" / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt")), weights_only=True
+    )
     assert ckpt["state_dict"]["hidden_proj.0.weight"].shape == (32, 16)
     assert all(k.startswith(("model.", "hidden_proj.")) for k in ckpt["state_dict"])
 

@@ -10,12 +10,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import ROOT, TINY_NER
 
 from lightkit.errors import InputError
 from lightkit.export.runtime import OrtModel
 from lightkit.main import main
-
-from conftest import ROOT, TINY_NER
 
 TINY_CLS = ROOT / "tests" / "conf" / "classification.yaml"
 
@@ -118,7 +117,15 @@ def test_qat_fake_quantises_only_linear_layers_and_leaves_the_hf_output_float(tm
 
     from lightkit.quantization import ATTR, QATLinear, fake_quantizers, prepare_qat, set_qat, strip_qat_state
 
-    config = AutoConfig.for_model("bert", vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, num_labels=3)
+    config = AutoConfig.for_model(
+        "bert",
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+    )
     torch.manual_seed(0)
     model = AutoModelForTokenClassification.from_config(config).eval()
     linears = [n for n, m in model.named_modules() if type(m) is nn.Linear]
@@ -143,7 +150,8 @@ def test_qat_training_exports_a_qdq_model_that_matches_its_fake_quantised_self(t
     root = tmp_path / "run"
     main([
         "fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(root),
-        "--trainer.callbacks+=QuantizationAwareTraining", "--trainer.callbacks.start_step=8", "--trainer.callbacks.freeze_observers_step=24",
+        "--trainer.callbacks+=QuantizationAwareTraining", "--trainer.callbacks.start_step=8",
+        "--trainer.callbacks.freeze_observers_step=24",
     ])  # fmt: skip
     ckpt = next((root / "checkpoints").glob("*.ckpt"))
 
@@ -155,7 +163,10 @@ def test_qat_training_exports_a_qdq_model_that_matches_its_fake_quantised_self(t
         assert f.keys() and not any("lightkit_qat" in k for k in f.keys())  # the HF output stays float
     out = tmp_path / "onnx"
     manifest = export(TINY_NER, ckpt, out)
-    assert set(manifest["forms"]) == {"fp32", "qat"}  # a QAT checkpoint's CPU int8 form is qat, not post-training int8-cpu
+    assert set(manifest["forms"]) == {
+        "fp32",
+        "qat",
+    }  # a QAT checkpoint's CPU int8 form is qat, not post-training int8-cpu
     linears = sum(k.endswith(".lightkit_qat.weight.scale") for k in state)
     assert linears == 13  # 6 per layer x 2 layers + the classifier
     # Shipped compact: int8 weight initializers (no float weight behind a QuantizeLinear), query/key/
@@ -165,7 +176,11 @@ def test_qat_training_exports_a_qdq_model_that_matches_its_fake_quantised_self(t
     assert not [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
     assert manifest["quantization"]["qat"]["joined_layer_groups"] == 2
     assert [n.op_type for n in graph.node].count("GatherBlockQuantized") == 2  # word and position tables
-    float_matrices = [t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2 and not t.name.endswith("_scales")]
+    float_matrices = [
+        t.name
+        for t in graph.initializer
+        if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2 and not t.name.endswith("_scales")
+    ]
     assert len(float_matrices) == 1 and "token_type" in float_matrices[0]  # 2 rows: left float
     # ... and every linear layer runs as an integer kernel once ONNX Runtime has optimised the graph
     # (before the join, ORT's CSE merged the query/key/value input quantizers and left them float).
@@ -193,7 +208,21 @@ def test_evaluate_scores_an_artifact_with_the_reports_of_test(trained: dict, tmp
     results = {}
     for form in ("fp32", "int8-cpu"):
         out = tmp_path / f"eval-{form}"
-        main(["evaluate", "--config", str(conf), "--artifact", str(artifact), "--form", form, "--output", str(out), "--device", "cpu"])
+        main(
+            [
+                "evaluate",
+                "--config",
+                str(conf),
+                "--artifact",
+                str(artifact),
+                "--form",
+                form,
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
         results[form] = json.loads((out / "evaluation.json").read_text())
         report = json.loads((out / "seqeval_report.json").read_text())  # the same files as `lightkit test`
         assert report["micro avg"]["f1-score"] == pytest.approx(results[form]["metrics"]["test_f1"], abs=1e-6)
@@ -203,7 +232,9 @@ def test_evaluate_scores_an_artifact_with_the_reports_of_test(trained: dict, tmp
         assert results[form]["batches"] == -(-16 // results[form]["batch_size"])
     # fp32 ONNX scores exactly what PyTorch scored at export time, on the same test split.
     assert results["fp32"]["metrics"]["test_f1"] == pytest.approx(manifest["parity_data"]["pytorch"]["f1"], abs=1e-6)
-    assert results["int8-cpu"]["metrics"]["test_f1"] == pytest.approx(manifest["forms"]["int8-cpu"]["parity"]["onnx"], abs=1e-6)
+    assert results["int8-cpu"]["metrics"]["test_f1"] == pytest.approx(
+        manifest["forms"]["int8-cpu"]["parity"]["onnx"], abs=1e-6
+    )
 
 
 def test_evaluate_names_a_missing_form(trained: dict, tmp_path: Path) -> None:
@@ -211,14 +242,41 @@ def test_evaluate_names_a_missing_form(trained: dict, tmp_path: Path) -> None:
     artifact = tmp_path / "onnx"
     export(conf, ckpt, artifact, "--forms", "fp32")
     with pytest.raises(InputError, match=r"form: 'int8-cpu' is not in .*manifest.json \(forms: \['fp32'\]\)"):
-        main(["evaluate", "--config", str(conf), "--artifact", str(artifact), "--form", "int8-cpu", "--output", str(tmp_path / "e")])
+        main(
+            [
+                "evaluate",
+                "--config",
+                str(conf),
+                "--artifact",
+                str(artifact),
+                "--form",
+                "int8-cpu",
+                "--output",
+                str(tmp_path / "e"),
+            ]
+        )
 
 
 def test_a_qat_causal_lm_exports_compact_with_its_kv_cache(tmp_path: Path) -> None:
     """Llama layers read one input twice: query/key/value and gate/up are joined per layer."""
     conf = ROOT / "tests" / "conf" / "clm.yaml"
-    main(["fit", "--config", str(conf), "--data.tokenizer", str(tmp_path / "bpe"), "--trainer.default_root_dir", str(tmp_path / "run"),
-          "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "2", "--trainer.callbacks+=QuantizationAwareTraining", "--trainer.callbacks.start_step=2"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(conf),
+            "--data.tokenizer",
+            str(tmp_path / "bpe"),
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+            "--trainer.enable_checkpointing",
+            "true",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.callbacks+=QuantizationAwareTraining",
+            "--trainer.callbacks.start_step=2",
+        ]
+    )
     out = tmp_path / "onnx"
     manifest = export(conf, next((tmp_path / "run").rglob("*.ckpt")), out, "--forms", "[fp32, qat]")
     assert manifest["quantization"]["qat"]["joined_layer_groups"] == 2 * 2
@@ -237,14 +295,41 @@ def test_a_qat_causal_lm_exports_compact_with_its_kv_cache(tmp_path: Path) -> No
 def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: Path) -> None:
     conf = ROOT / "tests" / "conf" / "clm.yaml"
     common = ["--config", str(conf), "--data.tokenizer", str(tmp_path / "bpe")]
-    main(["fit", *common, "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "4"])
+    main(
+        [
+            "fit",
+            *common,
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+            "--trainer.enable_checkpointing",
+            "true",
+            "--trainer.max_epochs",
+            "4",
+        ]
+    )
     ckpt = next((tmp_path / "run").rglob("*.ckpt"))
     out = tmp_path / "onnx"
     main(["export", *common[:2], "--ckpt_path", str(ckpt), "--output", str(out)])
     manifest = json.loads((out / "manifest.json").read_text())
     names = [i["name"] for i in manifest["inputs"]]
-    assert names == ["input_ids", "attention_mask", "position_ids", "past.0.key", "past.0.value", "past.1.key", "past.1.value"]
-    assert [o["name"] for o in manifest["outputs"]][1:] == ["present.0.key", "present.0.value", "present.1.key", "present.1.value", "next_token", "top_logits", "top_ids"]
+    assert names == [
+        "input_ids",
+        "attention_mask",
+        "position_ids",
+        "past.0.key",
+        "past.0.value",
+        "past.1.key",
+        "past.1.value",
+    ]
+    assert [o["name"] for o in manifest["outputs"]][1:] == [
+        "present.0.key",
+        "present.0.value",
+        "present.1.key",
+        "present.1.value",
+        "next_token",
+        "top_logits",
+        "top_ids",
+    ]
     fp32, int8 = manifest["forms"]["fp32"]["parity"], manifest["forms"]["int8-cpu"]["parity"]
     assert fp32["metric"] == "perplexity" and abs(fp32["metric_drop"]) < 1e-3
     # Prefill + cached one-token steps reproduce full forwards: every decided step, same logits.
@@ -252,9 +337,13 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
     assert int8["passed"] and int8["greedy_agreement"] >= 0.97 and int8["greedy_decided_steps"] >= 1
     # Every projection and the untied LM head are integer matmuls in the CPU artifact.
     ops = [n.op_type for n in onnx.load(out / "int8-cpu" / "model.onnx").graph.node]
-    assert ops.count("MatMulInteger") == 2 * 7 + 1 and "MatMul" in ops  # q k v o gate up down per layer, lm_head; attention stays float
+    assert (
+        ops.count("MatMulInteger") == 2 * 7 + 1 and "MatMul" in ops
+    )  # q k v o gate up down per layer, lm_head; attention stays float
     tables = [t for t in onnx.load(out / "int8-cpu" / "model.onnx").graph.initializer if "embed_tokens" in t.name]
-    assert [onnx.TensorProto.DataType.Name(t.data_type) for t in tables if len(t.dims) == 2] == ["UINT8"]  # the token table too
+    assert [onnx.TensorProto.DataType.Name(t.data_type) for t in tables if len(t.dims) == 2] == [
+        "UINT8"
+    ]  # the token table too
     assert ops.count("DequantizeLinear") == 1
     # The generation refiner, batched through the artifact, never lowers log P(Y|X).
     from lightkit.export.refiner import refine_sequence, sequence_logprobs
@@ -290,16 +379,22 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
     for start in (greedy, noisy):
         refined = refine_sequence(session, prompt, start, top_k=4, sweeps=2)
         assert refined.after >= refined.before - 1e-6
-        assert refined.after == pytest.approx(float(sequence_logprobs(session, prompt.view(1, -1), refined.tokens.view(1, -1))[0]), abs=1e-4)
+        assert refined.after == pytest.approx(
+            float(sequence_logprobs(session, prompt.view(1, -1), refined.tokens.view(1, -1))[0]), abs=1e-4
+        )
     assert refined.after > refined.before + 1.0 and refined.changes > 0  # random tokens are easy to improve
     # An extra reward term steers the refinement (here: favour one token id).
     target = int(greedy[0])
-    rewarded = refine_sequence(session, prompt, noisy, top_k=8, sweeps=2, reward=lambda y: 5.0 * float((y == target).sum()))
+    rewarded = refine_sequence(
+        session, prompt, noisy, top_k=8, sweeps=2, reward=lambda y: 5.0 * float((y == target).sum())
+    )
     assert int((rewarded.tokens == target).sum()) > int((noisy == target).sum())
 
 
 # -- GPU forms -------------------------------------------------------------------------------------
-def test_gpu_forms_are_fused_fp16_and_weight_only_int8_and_never_labelled_gpu_unchecked(trained: dict, tmp_path: Path) -> None:
+def test_gpu_forms_are_fused_fp16_and_weight_only_int8_and_never_labelled_gpu_unchecked(
+    trained: dict, tmp_path: Path
+) -> None:
     conf, ckpt = trained["ner"]
     out = tmp_path / "onnx"
     manifest = export(conf, ckpt, out, "--forms", "[fp16, int8-gpu]")
@@ -309,7 +404,13 @@ def test_gpu_forms_are_fused_fp16_and_weight_only_int8_and_never_labelled_gpu_un
     int8_ops = [n.op_type for n in onnx.load(out / "int8-gpu" / "model.onnx").graph.node]
     assert "MatMulNBits" in int8_ops and "MatMul" not in int8_ops and "MatMulInteger" not in int8_ops
     int8_graph = onnx.load(out / "int8-gpu" / "model.onnx").graph
-    bits = {(n.op_type, a.i) for n in int8_graph.node if n.op_type in ("MatMulNBits", "GatherBlockQuantized") for a in n.attribute if a.name == "bits"}
+    bits = {
+        (n.op_type, a.i)
+        for n in int8_graph.node
+        if n.op_type in ("MatMulNBits", "GatherBlockQuantized")
+        for a in n.attribute
+        if a.name == "bits"
+    }
     assert bits == {("MatMulNBits", 8), ("GatherBlockQuantized", 8)}  # the embedding tables too
     tables = manifest["quantization"]["int8-gpu"]["embedding tables"]["tables"]
     assert any("word_embeddings" in t for t in tables)
@@ -327,12 +428,20 @@ def test_int8_gpu_with_4bit_embedding_tables_is_smaller_and_passes_parity(traine
     eight = export(conf, ckpt, tmp_path / "eight", "--forms", "int8-gpu")
     four = export(conf, ckpt, tmp_path / "four", "--forms", "int8-gpu", "--embedding_bits", "4")
     graph = onnx.load(tmp_path / "four" / "int8-gpu" / "model.onnx").graph
-    bits = {n.input[0]: a.i for n in graph.node if n.op_type == "GatherBlockQuantized" for a in n.attribute if a.name == "bits"}
+    bits = {
+        n.input[0]: a.i
+        for n in graph.node
+        if n.op_type == "GatherBlockQuantized"
+        for a in n.attribute
+        if a.name == "bits"
+    }
     assert sorted(bits.values()) == [4, 8]  # the token table at 4 bits; the position table stays at 8
     assert [t for t, b in bits.items() if b == 4] == [t for t in bits if "word_embeddings" in t]
     tables = four["quantization"]["int8-gpu"]["embedding tables"]["tables"]
     word = next(t for t in tables if "word_embeddings" in t)
-    assert tables[word].startswith("4 bits, asymmetric") and all(v.startswith("8 bits") for t, v in tables.items() if t != word)
+    assert tables[word].startswith("4 bits, asymmetric") and all(
+        v.startswith("8 bits") for t, v in tables.items() if t != word
+    )
     assert four["forms"]["int8-gpu"]["parity"]["passed"]
     assert four["forms"]["int8-gpu"]["bytes"] < eight["forms"]["int8-gpu"]["bytes"]
 
@@ -344,7 +453,11 @@ def test_placement_reads_each_nodes_provider_from_the_profile(trained: dict, tmp
     out = tmp_path / "onnx"
     export(conf, ckpt, out, "--forms", "fp32")
     session = OrtModel(out / "fp32" / "model.onnx", device="cpu")
-    feeds = session.feeds(input_ids=torch.ones(2, 8, dtype=torch.long), attention_mask=torch.ones(2, 8, dtype=torch.long), token_type_ids=torch.zeros(2, 8, dtype=torch.long))
+    feeds = session.feeds(
+        input_ids=torch.ones(2, 8, dtype=torch.long),
+        attention_mask=torch.ones(2, 8, dtype=torch.long),
+        token_type_ids=torch.zeros(2, 8, dtype=torch.long),
+    )
     on_cpu = placement(out / "fp32" / "model.onnx", feeds, want="CPUExecutionProvider")
     assert on_cpu["checked"] and on_cpu["ok"] and on_cpu["nodes"] > 10
 
@@ -363,15 +476,30 @@ def test_int8_gpu_runs_every_compute_node_on_cuda(trained: dict, tmp_path: Path)
 def test_artifact_tags_raw_text_exactly_like_lightkit_predict(trained: dict, tmp_path: Path) -> None:
     from itertools import count, islice
 
-    from lightkit.export.serving import Artifact
-
     from conftest import DATA
+
+    from lightkit.export.serving import Artifact
 
     conf, ckpt = trained["ner"]
     export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
     predicted = tmp_path / "pred.conll"
-    main(["predict", "--config", str(conf), "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp_path), "--prediction_writer.output", str(predicted)])
-    expected = [[tuple(line.split("\t")) for line in block.splitlines()] for block in predicted.read_text().strip().split("\n\n")]
+    main(
+        [
+            "predict",
+            "--config",
+            str(conf),
+            "--ckpt_path",
+            str(ckpt),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--prediction_writer.output",
+            str(predicted),
+        ]
+    )
+    expected = [
+        [tuple(line.split("\t")) for line in block.splitlines()]
+        for block in predicted.read_text().strip().split("\n\n")
+    ]
     sentences = [line for line in (DATA / "ner" / "predict.txt").read_text().splitlines() if line.strip()]
     served = list(Artifact(tmp_path / "onnx", device="cpu").tag(sentences, batch_size=2))
     assert served == expected
@@ -386,10 +514,10 @@ def test_artifact_streams_sentences_in_flat_memory(trained: dict, tmp_path: Path
     from collections import deque
     from itertools import count, islice
 
-    from lightkit.export.serving import Artifact
-
     from conftest import DATA
     from memory import assert_flat, traced
+
+    from lightkit.export.serving import Artifact
 
     conf, ckpt = trained["ner"]
     export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
@@ -415,7 +543,19 @@ def test_artifact_classifies_raw_text_like_lightkit_predict(trained: dict, tmp_p
     conf, ckpt = trained["cls"]
     export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
     predicted = tmp_path / "pred.jsonl"
-    main(["predict", "--config", str(conf), "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp_path), "--prediction_writer.output", str(predicted)])
+    main(
+        [
+            "predict",
+            "--config",
+            str(conf),
+            "--ckpt_path",
+            str(ckpt),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--prediction_writer.output",
+            str(predicted),
+        ]
+    )
     rows = [json.loads(line) for line in predicted.read_text().splitlines()]
     served = list(Artifact(tmp_path / "onnx", device="cpu").classify([r["text"] for r in rows], batch_size=3))
     assert [label for label, _ in served] == [r["label"] for r in rows]
@@ -431,8 +571,14 @@ def test_bound_run_matches_a_plain_run_and_takes_new_values_in_place(trained: di
     export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
     model = OrtModel(tmp_path / "onnx" / "fp32" / "model.onnx", device="cpu")
     g = torch.Generator().manual_seed(0)
-    batches = [{"input_ids": torch.randint(5, 90, (2, 12), generator=g), "attention_mask": torch.ones(2, 12, dtype=torch.long),
-                "token_type_ids": torch.zeros(2, 12, dtype=torch.long)} for _ in range(2)]
+    batches = [
+        {
+            "input_ids": torch.randint(5, 90, (2, 12), generator=g),
+            "attention_mask": torch.ones(2, 12, dtype=torch.long),
+            "token_type_ids": torch.zeros(2, 12, dtype=torch.long),
+        }
+        for _ in range(2)
+    ]
     first, second = (model.feeds(**b) for b in batches)
     bound = model.bind(first)
     bound.run()
@@ -445,8 +591,12 @@ def test_bound_run_matches_a_plain_run_and_takes_new_values_in_place(trained: di
 
 def test_bind_refuses_an_input_type_it_would_otherwise_coerce(tmp_path: Path) -> None:
     h = onnx.helper
-    graph = h.make_graph([h.make_node("Not", ["flags"], ["logits"])], "g", [h.make_tensor_value_info("flags", onnx.TensorProto.BOOL, ["batch"])],
-                         [h.make_tensor_value_info("logits", onnx.TensorProto.BOOL, ["batch"])])
+    graph = h.make_graph(
+        [h.make_node("Not", ["flags"], ["logits"])],
+        "g",
+        [h.make_tensor_value_info("flags", onnx.TensorProto.BOOL, ["batch"])],
+        [h.make_tensor_value_info("logits", onnx.TensorProto.BOOL, ["batch"])],
+    )
     onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8), str(tmp_path / "model.onnx"))
     model = OrtModel(tmp_path / "model.onnx", device="cpu")
     with pytest.raises(InputError, match=r"input 'flags' has type tensor\(bool\); bind\(\) handles"):
@@ -476,7 +626,12 @@ def test_cuda_graph_replay_equals_a_plain_cuda_run(trained: dict, tmp_path: Path
         np.testing.assert_allclose(bound.output(), plain.session.run(["logits"], feeds)[0], rtol=1e-3, atol=1e-3)
         bound.update({"input_ids": feeds["input_ids"][::-1].copy()})
         bound.run()
-        np.testing.assert_allclose(bound.output(), plain.session.run(["logits"], {**feeds, "input_ids": feeds["input_ids"][::-1].copy()})[0], rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(
+            bound.output(),
+            plain.session.run(["logits"], {**feeds, "input_ids": feeds["input_ids"][::-1].copy()})[0],
+            rtol=1e-3,
+            atol=1e-3,
+        )
 
 
 def test_greedy_agreement_skips_near_ties_and_counts_decided_flips() -> None:
@@ -487,10 +642,15 @@ def test_greedy_agreement_skips_near_ties_and_counts_decided_flips() -> None:
     from lightkit.export.parity import greedy_agreement
 
     # PyTorch's path: 2 rows x 3 steps over 4 tokens; row 0 step 1 is a near-tie (gap 0.01).
-    reference_logits = torch.tensor([[[5.0, 1, 0, 0], [2.0, 1.99, 0, 0], [0, 0, 3.0, 0]],
-                                     [[0, 4.0, 0, 0], [0, 0, 0, 6.0], [1.0, 0, 0, 0]]])
-    reference = {"input_ids": torch.ones(2, 2, dtype=torch.long), "attention_mask": torch.ones(2, 2, dtype=torch.long),
-                 "tokens": reference_logits.argmax(-1), "logits": reference_logits}
+    reference_logits = torch.tensor(
+        [[[5.0, 1, 0, 0], [2.0, 1.99, 0, 0], [0, 0, 3.0, 0]], [[0, 4.0, 0, 0], [0, 0, 0, 6.0], [1.0, 0, 0, 0]]]
+    )
+    reference = {
+        "input_ids": torch.ones(2, 2, dtype=torch.long),
+        "attention_mask": torch.ones(2, 2, dtype=torch.long),
+        "tokens": reference_logits.argmax(-1),
+        "logits": reference_logits,
+    }
 
     def session(logits: torch.Tensor) -> SimpleNamespace:
         return SimpleNamespace(forced=lambda ids, mask, tokens: logits)
@@ -498,8 +658,13 @@ def test_greedy_agreement_skips_near_ties_and_counts_decided_flips() -> None:
     near_tie = reference_logits.clone()
     near_tie[0, 1, 1] = 2.005  # within an error of 0.01: the artifact picks the other token
     result = greedy_agreement(reference, session(near_tie), logit_error=0.01)
-    assert result == {"greedy_agreement": 1.0, "greedy_decided_steps": 5, "greedy_near_ties": 1, "greedy_near_tie_flips": 1,
-                      "decode_max_abs_diff": pytest.approx(0.015, abs=1e-6)}
+    assert result == {
+        "greedy_agreement": 1.0,
+        "greedy_decided_steps": 5,
+        "greedy_near_ties": 1,
+        "greedy_near_tie_flips": 1,
+        "decode_max_abs_diff": pytest.approx(0.015, abs=1e-6),
+    }
     decided = reference_logits.clone()
     decided[1, 1, 0] = 7.0  # a decided step (gap 6) now picks another token
     result = greedy_agreement(reference, session(decided), logit_error=0.01)

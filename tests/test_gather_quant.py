@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import pytest
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from lightkit.export.gather_quant import SCHEMES, dequantize_table, quantize_gathers, quantize_table
@@ -31,7 +31,9 @@ def test_a_quantised_table_gathers_its_dequantised_rows_within_half_a_step(bits:
     assert quantize_gathers(model, bits=bits) == {"table": bits}
     assert [n.op_type for n in model.graph.node] == ["GatherBlockQuantized"]
     ids = np.array([[0, 5, 299], [7, 7, 1]], np.int64)
-    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"input_ids": ids}
+    )[0]
     # ORT decodes exactly what quantize_table says the codes stand for (to fp16 rounding) ...
     scheme = SCHEMES[bits]
     codes, scale, zero = quantize_table(table, bits, **scheme)

@@ -8,19 +8,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA, ROOT
 
 from lightkit.data import InstructionDataModule, MaskedLMDataModule
 from lightkit.data.causal_lm import train_bpe_tokenizer
 from lightkit.data.language_modeling import pack_blocks, read_documents
 from lightkit.main import main
 
-from conftest import DATA, ROOT
-
 CORPUS = DATA / "lm" / "corpus.txt"
 
 
 def mlm_dm(tmp_path: Path, **kwargs) -> MaskedLMDataModule:  # noqa: ANN003
-    args = dict(tokenizer=str(DATA / "tokenizer"), train_file=str(CORPUS), cache_dir=str(tmp_path), block_size=64, batch_size=64, holdout=(0.0, 0.0))
+    args = dict(
+        tokenizer=str(DATA / "tokenizer"),
+        train_file=str(CORPUS),
+        cache_dir=str(tmp_path),
+        block_size=64,
+        batch_size=64,
+        holdout=(0.0, 0.0),
+    )
     dm = MaskedLMDataModule(**{**args, **kwargs})
     dm.datasets["train"] = dm.build_split("train")  # holdout 0: the whole corpus is "train"
     return dm
@@ -90,7 +96,9 @@ def test_packed_dataset_holds_the_whole_corpus(tmp_path: Path) -> None:
     dm = mlm_dm(tmp_path, block_size=16)
     ds = dm.datasets["train"]
     docs = read_documents(CORPUS)
-    expected = [i for d in docs for i in dm.tokenizer(d, add_special_tokens=False)["input_ids"] + [dm.tokenizer.sep_token_id]]
+    expected = [
+        i for d in docs for i in dm.tokenizer(d, add_special_tokens=False)["input_ids"] + [dm.tokenizer.sep_token_id]
+    ]
     # every block is [CLS] content [SEP]: drop the [SEP] the wrapper adds at each block's end
     stripped = [i for row in ds["input_ids"] for i in row[1:-1]]
     assert stripped == expected
@@ -103,7 +111,19 @@ def read_losses(root: Path, key: str) -> list[float]:
 
 
 def test_tiny_mlm_loss_falls(tmp_path: Path) -> None:
-    main(["fit", "--config", str(ROOT / "tests/conf/mlm.yaml"), "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "true", "--trainer.max_epochs", "40"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "tests/conf/mlm.yaml"),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.logger",
+            "true",
+            "--trainer.max_epochs",
+            "40",
+        ]
+    )
     losses = read_losses(tmp_path, "train_loss_epoch")
     ppl = read_losses(tmp_path, "val_perplexity")
     # Seen with seed 0: loss 4.43 -> 3.64, validation perplexity 83 -> 57 (masks are redrawn
@@ -120,7 +140,13 @@ def bpe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_instruction_labels_cover_only_the_response(bpe: Path, tmp_path: Path) -> None:
-    dm = InstructionDataModule(tokenizer=str(bpe), train_file=str(DATA / "lm" / "instruct.jsonl"), prompt_template="Q: {prompt}\nA: ", holdout=(0.0, 0.0), cache_dir=str(tmp_path))
+    dm = InstructionDataModule(
+        tokenizer=str(bpe),
+        train_file=str(DATA / "lm" / "instruct.jsonl"),
+        prompt_template="Q: {prompt}\nA: ",
+        holdout=(0.0, 0.0),
+        cache_dir=str(tmp_path),
+    )
     rows = dm.splits(dm._read)["train"]
     encoded = dm._encode({"prompt": [r["prompt"] for r in rows[:4]], "response": [r["response"] for r in rows[:4]]})
     batch = dm.collate([{"input_ids": i, "labels": lab} for i, lab in zip(encoded["input_ids"], encoded["labels"])])
@@ -137,7 +163,18 @@ def test_tiny_clm_overfits_trains_its_tokenizer_and_generates_deterministically(
     tok = tmp_path / "bpe"
     conf = str(ROOT / "tests/conf/clm.yaml")
     common = ["--config", conf, "--trainer.default_root_dir", str(tmp_path), "--data.tokenizer", str(tok)]
-    main(["fit", *common, "--trainer.logger", "true", "--trainer.max_epochs", "15", "--trainer.enable_checkpointing", "true"])
+    main(
+        [
+            "fit",
+            *common,
+            "--trainer.logger",
+            "true",
+            "--trainer.max_epochs",
+            "15",
+            "--trainer.enable_checkpointing",
+            "true",
+        ]
+    )
     assert (tok / "tokenizer.json").is_file()  # trained by the DataModule option
     saved = tmp_path / "lightning_logs" / "version_0" / "hf_model"
     assert (saved / "tokenizer.json").is_file()  # and saved next to the model
@@ -156,15 +193,38 @@ def test_tiny_clm_overfits_trains_its_tokenizer_and_generates_deterministically(
 
 
 def test_instruction_tuning_saves_the_template_and_predict_reuses_it(bpe: Path, tmp_path: Path) -> None:
-    common = ["--config", str(ROOT / "tests/conf/instruct.yaml"), "--trainer.default_root_dir", str(tmp_path), "--data.tokenizer", str(bpe)]
+    common = [
+        "--config",
+        str(ROOT / "tests/conf/instruct.yaml"),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.tokenizer",
+        str(bpe),
+    ]
     main(["fit", *common, "--trainer.enable_checkpointing", "true"])
     assert json.loads((tmp_path / "hf_model" / "lightkit.json").read_text()) == {"prompt_template": "Q: {prompt}\nA: "}
     (ckpt,) = (tmp_path / "checkpoints").glob("*.ckpt")
     runs = []
     for seed in (0, 0, 1):
         out = tmp_path / f"answers-{len(runs)}.jsonl"
-        main(["predict", *common, "--ckpt_path", str(ckpt), "--prediction_writer.output", str(out), "--seed_everything", str(seed),
-              "--model.do_sample", "true", "--model.top_k", "50", "--model.temperature", "1.5"])
+        main(
+            [
+                "predict",
+                *common,
+                "--ckpt_path",
+                str(ckpt),
+                "--prediction_writer.output",
+                str(out),
+                "--seed_everything",
+                str(seed),
+                "--model.do_sample",
+                "true",
+                "--model.top_k",
+                "50",
+                "--model.temperature",
+                "1.5",
+            ]
+        )
         runs.append([json.loads(line) for line in out.read_text().splitlines()])
     assert [r["prompt"] for r in runs[0]] == ["Q: yesterday alice\nA: ", "Q: we met\nA: "]
     # Sampling is seeded: the same seed draws the same answers, another seed other ones.
@@ -177,7 +237,15 @@ def test_gpt2_gelu_new_is_built_as_the_identical_fused_kernel() -> None:
     (2x faster training steps on an H100); same weights must give the same outputs."""
     from lightkit.tasks import CausalLMTask
 
-    config = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 100, "bos_token_id": 0, "eos_token_id": 0}
+    config = {
+        "model_type": "gpt2",
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 2,
+        "vocab_size": 100,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+    }
     fused = CausalLMTask(model_config=config).model.eval()
     plain = CausalLMTask(model_config=config, fused_activation=False).model.eval()
     assert (fused.config.activation_function, plain.config.activation_function) == ("gelu_pytorch_tanh", "gelu_new")

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from lightkit.main import main
-
-from conftest import ROOT
 
 TOY_TASK = '''
 """A toy objective: text classification judged on macro recall, the way a user would add one."""
@@ -86,7 +85,21 @@ def test_a_new_objective_trains_tests_exports_and_evaluates_through_the_cli(toy:
     assert fp32["passed"] and fp32["metric"] == "recall" and fp32["onnx"] == pytest.approx(fp32["pytorch"], abs=1e-6)
 
     out = tmp_path / "eval"
-    main(["evaluate", "--config", str(toy), "--artifact", str(tmp_path / "onnx"), "--form", "fp32", "--output", str(out), "--device", "cpu"])
+    main(
+        [
+            "evaluate",
+            "--config",
+            str(toy),
+            "--artifact",
+            str(tmp_path / "onnx"),
+            "--form",
+            "fp32",
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     report = json.loads((out / "evaluation.json").read_text())
     assert report["metrics"]["test_recall"] == pytest.approx(manifest["parity_data"]["pytorch"]["recall"], abs=1e-6)
     assert report["examples"] > 0 and report["batches"] > 0

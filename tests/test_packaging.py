@@ -19,7 +19,8 @@ def test_subpackages_import_through_the_installed_package(tmp_path: Path) -> Non
     out = run_outside_repo(
         "import importlib.util, lightkit.tasks, lightkit.callbacks, lightkit.export, lightkit.data\n"
         "print(lightkit.tasks.__file__); print(lightkit.callbacks.__file__); print(lightkit.export.__file__)\n"
-        "print(importlib.util.find_spec('tasks'), importlib.util.find_spec('export'), importlib.util.find_spec('callbacks'))\n"
+        "print(importlib.util.find_spec('tasks'), importlib.util.find_spec('export'), "
+        "importlib.util.find_spec('callbacks'))\n"
         "from lightkit.tasks import TokenClassificationTask; from lightkit.callbacks import LRWarmup\n",
         tmp_path,
     )
@@ -44,12 +45,30 @@ def test_wheel_maps_folders_into_the_lightkit_namespace(tmp_path: Path) -> None:
     import zipfile
 
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )
     (wheel,) = tmp_path.glob("lightkit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("lightkit/main.py", "lightkit/tasks/token_classification.py", "lightkit/callbacks/warmup.py", "lightkit/export/__init__.py", "lightkit/data/conll.py"):
+    for module in (
+        "lightkit/main.py",
+        "lightkit/tasks/token_classification.py",
+        "lightkit/callbacks/warmup.py",
+        "lightkit/export/__init__.py",
+        "lightkit/data/conll.py",
+    ):
         assert module in names
     assert not [n for n in names if n.split("/")[0] in ("tasks", "callbacks", "export", "tests", "configs")]

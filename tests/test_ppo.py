@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA, ROOT
 
 from lightkit.data.causal_lm import train_bpe_tokenizer
 from lightkit.data.language_modeling import read_documents
 from lightkit.errors import InputError
 from lightkit.main import main
 from lightkit.rl import AdaptiveKL, gae, masked_whiten, policy_loss, value_loss
-
-from conftest import DATA, ROOT
 
 PPO = ROOT / "tests" / "conf" / "ppo.yaml"
 REWARD_MODEL = ROOT / "tests" / "conf" / "reward_model.yaml"
@@ -94,7 +93,9 @@ def series(root: Path, key: str) -> list[float]:
 
 
 def ppo(bpe: Path, root: Path, *overrides: str) -> None:
-    main(["fit", "--config", str(PPO), "--data.tokenizer", str(bpe), "--trainer.default_root_dir", str(root), *overrides])
+    main(
+        ["fit", "--config", str(PPO), "--data.tokenizer", str(bpe), "--trainer.default_root_dir", str(root), *overrides]
+    )
 
 
 def test_ppo_raises_a_callable_reward_and_keeps_the_reference_frozen(bpe: Path, tmp_path: Path) -> None:
@@ -125,7 +126,16 @@ def test_ppo_raises_a_callable_reward_and_keeps_the_reference_frozen(bpe: Path, 
     train, val = series(tmp_path, "train_reward_epoch"), series(tmp_path, "val_reward")
     assert train[-1] >= train[0] + 2.0, train
     assert val[-1] >= val[0] + 2.0, val
-    for key in ("train_kl_epoch", "val_kl", "train_policy_loss_epoch", "train_value_loss_epoch", "train_entropy_epoch", "train_approx_kl_epoch", "train_clip_frac_epoch", "train_response_length_epoch"):
+    for key in (
+        "train_kl_epoch",
+        "val_kl",
+        "train_policy_loss_epoch",
+        "train_value_loss_epoch",
+        "train_entropy_epoch",
+        "train_approx_kl_epoch",
+        "train_clip_frac_epoch",
+        "train_response_length_epoch",
+    ):
         values = series(tmp_path, key)
         assert values and all(math.isfinite(v) for v in values), key
     # The ratio guard may skip the odd minibatch (it does once with this seed and data order), never many.
@@ -137,7 +147,9 @@ def test_ppo_raises_a_callable_reward_and_keeps_the_reference_frozen(bpe: Path, 
         assert torch.equal(p, seen["reference"][name]), name  # never changes
         assert p.grad is None and id(p) not in seen["optimized"], name
     assert any(not torch.equal(seen["policy_after"][k], v) for k, v in seen["policy"].items())  # the policy did
-    ckpt = torch.load(next((tmp_path / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt")), weights_only=True)
+    ckpt = torch.load(
+        next((tmp_path / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt")), weights_only=True
+    )
     assert all(k.startswith(("model.", "value_head.")) for k in ckpt["state_dict"]), "no reference in the checkpoint"
     assert "kl_coef" in ckpt
 
@@ -165,14 +177,31 @@ def write_preferences(path: Path, n: int, seed: int) -> None:
     with path.open("w") as f:
         for _ in range(n):
             row = rng.choice(rows)
-            f.write(json.dumps({"prompt": row["prompt"], "chosen": " " + row["response"], "rejected": " " + rng.choice(fillers)}) + "\n")
+            f.write(
+                json.dumps(
+                    {"prompt": row["prompt"], "chosen": " " + row["response"], "rejected": " " + rng.choice(fillers)}
+                )
+                + "\n"
+            )
 
 
 def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Path) -> None:
     prefs = tmp_path / "prefs.jsonl"
     write_preferences(prefs, 120, seed=0)
     root = tmp_path / "rm"
-    main(["fit", "--config", str(REWARD_MODEL), "--data.tokenizer", str(bpe), "--data.train_file", str(prefs), "--trainer.default_root_dir", str(root)])
+    main(
+        [
+            "fit",
+            "--config",
+            str(REWARD_MODEL),
+            "--data.tokenizer",
+            str(bpe),
+            "--data.train_file",
+            str(prefs),
+            "--trainer.default_root_dir",
+            str(root),
+        ]
+    )
     accuracy = series(root, "val_accuracy")
     assert accuracy[-1] >= 0.9, accuracy  # cities vs filler words: a tiny model ranks them
     losses = series(root, "train_loss_epoch")
@@ -181,7 +210,18 @@ def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Pat
     assert json.loads((saved / "config.json").read_text())["id2label"] == {"0": "reward"}  # one scalar output
     # The trained reward model (as a lightkit checkpoint) drives PPO.
     ckpt = next((root / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt"))
-    ppo(bpe, tmp_path / "ppo", "--model.init_args.reward_fn", "null", "--model.init_args.reward_model", str(ckpt), "--trainer.max_epochs", "1", "--trainer.logger", "true")
+    ppo(
+        bpe,
+        tmp_path / "ppo",
+        "--model.init_args.reward_fn",
+        "null",
+        "--model.init_args.reward_model",
+        str(ckpt),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.logger",
+        "true",
+    )
     assert all(math.isfinite(v) for v in series(tmp_path / "ppo", "val_reward"))
 
 

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT, TINY_NER
 
 import lightkit.precision as precision
 from lightkit.main import cli
-
-from conftest import ROOT, TINY_NER
 
 
 @pytest.fixture
@@ -79,7 +78,8 @@ def test_ner_with_qat_and_ppo_train_under_bf16_autocast(tmp_path: Path) -> None:
     root = tmp_path / "ner"
     run = cli([
         "--config", str(TINY_NER), "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "3",
-        "--trainer.default_root_dir", str(root), "--trainer.logger", "true", "--model.init_args.save_dir", str(root / "hf"),
+        "--trainer.default_root_dir", str(root), "--trainer.logger", "true",
+        "--model.init_args.save_dir", str(root / "hf"),
         "--trainer.callbacks+=QuantizationAwareTraining", "--trainer.callbacks.start_step=4",
     ], run=False)  # fmt: skip
     dtypes: list[torch.dtype] = []
@@ -94,12 +94,22 @@ def test_ner_with_qat_and_ppo_train_under_bf16_autocast(tmp_path: Path) -> None:
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
 
     from test_ppo import ppo, series
+
     from lightkit.data.causal_lm import train_bpe_tokenizer
     from lightkit.data.language_modeling import read_documents
 
     bpe = tmp_path / "bpe"
     train_bpe_tokenizer(read_documents(ROOT / "tests" / "data" / "lm" / "corpus.txt"), 300, bpe)
-    ppo(bpe, tmp_path / "ppo", "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "2", "--trainer.logger", "true")
+    ppo(
+        bpe,
+        tmp_path / "ppo",
+        "--trainer.precision",
+        "bf16-mixed",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.logger",
+        "true",
+    )
     rewards = series(tmp_path / "ppo", "train_reward_epoch")
     assert len(rewards) == 2 and all(math.isfinite(x) for x in rewards)
     assert all(math.isfinite(x) for x in series(tmp_path / "ppo", "train_kl_epoch"))
@@ -113,9 +123,12 @@ def test_on_a_gpu_an_unset_precision_trains_in_bf16_autocast_with_fp32_weights(t
     import torch
 
     native = torch.cuda.get_device_capability()[0] >= 8
-    run = cli(["--config", str(TINY_NER), "--trainer.accelerator", "cuda", "--trainer.max_epochs", "2", "--trainer.deterministic", "false",
-               "--trainer.default_root_dir", str(tmp_path), "--model.init_args.save_dir", str(tmp_path / "hf"),
-               "--trainer.callbacks+=QuantizationAwareTraining", "--trainer.callbacks.start_step=2"], run=False)  # fmt: skip
+    run = cli([
+        "--config", str(TINY_NER), "--trainer.accelerator", "cuda", "--trainer.max_epochs", "2",
+        "--trainer.deterministic", "false", "--trainer.default_root_dir", str(tmp_path),
+        "--model.init_args.save_dir", str(tmp_path / "hf"),
+        "--trainer.callbacks+=QuantizationAwareTraining", "--trainer.callbacks.start_step=2",
+    ], run=False)  # fmt: skip
     assert run.trainer.precision == ("bf16-mixed" if native else "32-true")
     seen: list[torch.dtype] = []
     hook = run.model.model.classifier.register_forward_hook(lambda module, args, out: seen.append(out.dtype))

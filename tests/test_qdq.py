@@ -17,7 +17,8 @@ def qat_graph(widths: tuple[int, ...] = (8, 8, 4), shared_scale: bool = True, ti
     nodes, inits, outputs = [], [], []
     for i, width in enumerate(widths):
         x_scale = 0.05 if shared_scale else 0.05 + 0.01 * i
-        inits += [numpy_helper.from_array(np.array(x_scale, np.float32), f"xs{i}"), numpy_helper.from_array(np.array(0, np.int8), f"xz{i}"),
+        inits += [numpy_helper.from_array(np.array(x_scale, np.float32), f"xs{i}"),
+                  numpy_helper.from_array(np.array(0, np.int8), f"xz{i}"),
                   numpy_helper.from_array(rng.randn(width, 16).astype(np.float32), f"w{i}"),
                   numpy_helper.from_array((np.abs(rng.randn(width)) * 0.02 + 0.01).astype(np.float32), f"ws{i}"),
                   numpy_helper.from_array(np.zeros(width, np.int8), f"wz{i}"),
@@ -32,7 +33,9 @@ def qat_graph(widths: tuple[int, ...] = (8, 8, 4), shared_scale: bool = True, ti
             helper.make_node("Add", [f"m{i}", f"b{i}"], [f"y{i}"]),
         ]
         outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, ["n", width]))
-    graph = helper.make_graph(nodes, "qat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])], outputs, initializer=inits)
+    graph = helper.make_graph(
+        nodes, "qat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])], outputs, initializer=inits
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 

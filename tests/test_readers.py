@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import DATA
 
 from lightkit.data import (
     CoNLLDataModule,
@@ -22,65 +23,205 @@ from lightkit.data import (
 )
 from lightkit.errors import InputError
 
-from conftest import DATA
-
 TOKENIZER = str(DATA / "tokenizer")
 LATIN1 = "café".encode("latin-1")  # b"caf\xe9": a real-world export that is not UTF-8
 
 # (reader, DataModule and its settings, file name, content, expected error)
 CASES: list[tuple[str, type, dict[str, Any], str, bytes, str]] = [
-    ("csv", TextClassificationDataModule, {}, "train.csv", b"text,category\nhello,a\n",
-     r"train\.csv:1: the header has no column\(s\) \['label'\]; it has \['text', 'category'\]"),
-    ("csv", TextClassificationDataModule, {}, "train.csv", b"text,label\n" + LATIN1 + b",a\n",
-     r"train\.csv:2: not valid UTF-8 \(byte 0xe9 at column 4\); set the data's `encoding`"),
-    ("csv", TextClassificationDataModule, {}, "train.csv", b"text,label\nhello,a\nhello,a,extra\n",
-     r"train\.csv:3: 3 field\(s\), but the header has 2 \(text, label\)"),
-    ("csv", TextClassificationDataModule, {}, "train.csv", b"text,label\nhello,a\nhello\n",
-     r"train\.csv:3: 1 field\(s\), but the header has 2"),
-    ("csv", TextClassificationDataModule, {}, "train.csv", b"text,label\nhello,a\n,a\n",
-     r"train\.csv:3: missing or empty column\(s\) \['text'\]"),
-    ("csv", TextClassificationDataModule, {}, "train.csv", b"text,label\nhello,a\nbye,\n",
-     r"train\.csv:3: missing or empty column\(s\) \['label'\]"),
-    ("csv", TextClassificationDataModule, {}, "train.csv", b"",
-     r"train\.csv: empty file; expected a header row naming the columns"),
-    ("csv", TextClassificationDataModule, {}, "train.csv", b'text,label\n"never closed,a\n',
-     r"train\.csv:\d+: .*field\(s\)|train\.csv:\d+: malformed CSV"),
-    ("tsv", TextClassificationDataModule, {}, "train.tsv", b"text\tlabel\nhello\ta\textra\n",
-     r"train\.tsv:2: 3 field\(s\), but the header has 2"),
-    ("tsv", TextClassificationDataModule, {"text_pair_column": "pair"}, "train.tsv", b"text\tlabel\nhello\ta\n",
-     r"train\.tsv:1: the header has no column\(s\) \['pair'\]"),
-    ("jsonl", TextClassificationDataModule, {}, "train.jsonl", b'{"text": "a", "label": "x"}\n{"text": \n',
-     r"train\.jsonl:2: not a JSON object"),
-    ("jsonl", TextClassificationDataModule, {}, "train.jsonl", b"[1, 2]\n",
-     r"train\.jsonl:1: expected a JSON object, got list"),
-    ("jsonl", TextClassificationDataModule, {}, "train.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b"}\n',
-     r"train\.jsonl:2: missing column\(s\) \['label'\]; the row has \['text'\]"),
-    ("jsonl", TextClassificationDataModule, {}, "train.jsonl", b'{"text": "' + LATIN1 + b'", "label": "x"}\n',
-     r"train\.jsonl:1: not valid UTF-8 \(byte 0xe9 at column 14\)"),
-    ("prompts.txt", PromptDataModule, {}, "prompts.txt", b"hello\n" + LATIN1 + b"\n",
-     r"prompts\.txt:2: not valid UTF-8 \(byte 0xe9 at column 4\)"),
-    ("prompts.txt", PromptDataModule, {}, "prompts.txt", b"\n  \n",
-     r"prompts\.txt: no prompts"),
-    ("prompts.jsonl", PromptDataModule, {"prompt_template": "Q: {question}"}, "prompts.jsonl", b'{"prompt": "x"}\n',
-     r"prompts\.jsonl:1: prompt_template needs field 'question'; the row has \['prompt'\]"),
-    ("instruction", InstructionDataModule, {}, "sft.jsonl", b'{"prompt": "a", "response": "b"}\n{"prompt": "c"}\n',
-     r"sft\.jsonl:2: missing column\(s\) \['response'\]; the row has \['prompt'\]"),
-    ("instruction", InstructionDataModule, {}, "sft.jsonl", b'{"prompt": "a", "response": "' + LATIN1 + b'"}\n',
-     r"sft\.jsonl:1: not valid UTF-8"),
-    ("preference", PreferenceDataModule, {}, "pairs.jsonl", b'{"prompt": "p", "chosen": "c"}\n',
-     r"pairs\.jsonl:1: missing column\(s\) \['rejected'\]"),
-    ("preference", PreferenceDataModule, {}, "pairs.jsonl", b'{"prompt": "p", "chosen": 1, "rejected": "r"}\n',
-     r"pairs\.jsonl:1: field\(s\) \['chosen'\] must be text"),
-    ("lm.txt", MaskedLMDataModule, {}, "corpus.txt", b"one doc\n\nanother\n" + LATIN1 + b"\n",
-     r"corpus\.txt:4: not valid UTF-8 \(byte 0xe9 at column 4\)"),
-    ("lm.jsonl", MaskedLMDataModule, {}, "corpus.jsonl", b'{"body": "x"}\n',
-     r"corpus\.jsonl:1: missing column\(s\) \['text'\]; the row has \['body'\]"),
-    ("lm.jsonl", MaskedLMDataModule, {}, "corpus.jsonl", b'{"text": ["not", "text"]}\n',
-     r"corpus\.jsonl:1: field 'text' is list, expected text"),
-    ("lm.txt", MaskedLMDataModule, {}, "corpus.txt", b"\n\n",
-     r"corpus\.txt: no text found"),
-    ("conll", CoNLLDataModule, {}, "train.conll", b"alice B-PER\n" + LATIN1 + b" O\n",
-     r"train\.conll:2: not valid UTF-8 \(byte 0xe9 at column 4\)"),
+    (
+        "csv",
+        TextClassificationDataModule,
+        {},
+        "train.csv",
+        b"text,category\nhello,a\n",
+        r"train\.csv:1: the header has no column\(s\) \['label'\]; it has \['text', 'category'\]",
+    ),
+    (
+        "csv",
+        TextClassificationDataModule,
+        {},
+        "train.csv",
+        b"text,label\n" + LATIN1 + b",a\n",
+        r"train\.csv:2: not valid UTF-8 \(byte 0xe9 at column 4\); set the data's `encoding`",
+    ),
+    (
+        "csv",
+        TextClassificationDataModule,
+        {},
+        "train.csv",
+        b"text,label\nhello,a\nhello,a,extra\n",
+        r"train\.csv:3: 3 field\(s\), but the header has 2 \(text, label\)",
+    ),
+    (
+        "csv",
+        TextClassificationDataModule,
+        {},
+        "train.csv",
+        b"text,label\nhello,a\nhello\n",
+        r"train\.csv:3: 1 field\(s\), but the header has 2",
+    ),
+    (
+        "csv",
+        TextClassificationDataModule,
+        {},
+        "train.csv",
+        b"text,label\nhello,a\n,a\n",
+        r"train\.csv:3: missing or empty column\(s\) \['text'\]",
+    ),
+    (
+        "csv",
+        TextClassificationDataModule,
+        {},
+        "train.csv",
+        b"text,label\nhello,a\nbye,\n",
+        r"train\.csv:3: missing or empty column\(s\) \['label'\]",
+    ),
+    (
+        "csv",
+        TextClassificationDataModule,
+        {},
+        "train.csv",
+        b"",
+        r"train\.csv: empty file; expected a header row naming the columns",
+    ),
+    (
+        "csv",
+        TextClassificationDataModule,
+        {},
+        "train.csv",
+        b'text,label\n"never closed,a\n',
+        r"train\.csv:\d+: .*field\(s\)|train\.csv:\d+: malformed CSV",
+    ),
+    (
+        "tsv",
+        TextClassificationDataModule,
+        {},
+        "train.tsv",
+        b"text\tlabel\nhello\ta\textra\n",
+        r"train\.tsv:2: 3 field\(s\), but the header has 2",
+    ),
+    (
+        "tsv",
+        TextClassificationDataModule,
+        {"text_pair_column": "pair"},
+        "train.tsv",
+        b"text\tlabel\nhello\ta\n",
+        r"train\.tsv:1: the header has no column\(s\) \['pair'\]",
+    ),
+    (
+        "jsonl",
+        TextClassificationDataModule,
+        {},
+        "train.jsonl",
+        b'{"text": "a", "label": "x"}\n{"text": \n',
+        r"train\.jsonl:2: not a JSON object",
+    ),
+    (
+        "jsonl",
+        TextClassificationDataModule,
+        {},
+        "train.jsonl",
+        b"[1, 2]\n",
+        r"train\.jsonl:1: expected a JSON object, got list",
+    ),
+    (
+        "jsonl",
+        TextClassificationDataModule,
+        {},
+        "train.jsonl",
+        b'{"text": "a", "label": "x"}\n{"text": "b"}\n',
+        r"train\.jsonl:2: missing column\(s\) \['label'\]; the row has \['text'\]",
+    ),
+    (
+        "jsonl",
+        TextClassificationDataModule,
+        {},
+        "train.jsonl",
+        b'{"text": "' + LATIN1 + b'", "label": "x"}\n',
+        r"train\.jsonl:1: not valid UTF-8 \(byte 0xe9 at column 14\)",
+    ),
+    (
+        "prompts.txt",
+        PromptDataModule,
+        {},
+        "prompts.txt",
+        b"hello\n" + LATIN1 + b"\n",
+        r"prompts\.txt:2: not valid UTF-8 \(byte 0xe9 at column 4\)",
+    ),
+    ("prompts.txt", PromptDataModule, {}, "prompts.txt", b"\n  \n", r"prompts\.txt: no prompts"),
+    (
+        "prompts.jsonl",
+        PromptDataModule,
+        {"prompt_template": "Q: {question}"},
+        "prompts.jsonl",
+        b'{"prompt": "x"}\n',
+        r"prompts\.jsonl:1: prompt_template needs field 'question'; the row has \['prompt'\]",
+    ),
+    (
+        "instruction",
+        InstructionDataModule,
+        {},
+        "sft.jsonl",
+        b'{"prompt": "a", "response": "b"}\n{"prompt": "c"}\n',
+        r"sft\.jsonl:2: missing column\(s\) \['response'\]; the row has \['prompt'\]",
+    ),
+    (
+        "instruction",
+        InstructionDataModule,
+        {},
+        "sft.jsonl",
+        b'{"prompt": "a", "response": "' + LATIN1 + b'"}\n',
+        r"sft\.jsonl:1: not valid UTF-8",
+    ),
+    (
+        "preference",
+        PreferenceDataModule,
+        {},
+        "pairs.jsonl",
+        b'{"prompt": "p", "chosen": "c"}\n',
+        r"pairs\.jsonl:1: missing column\(s\) \['rejected'\]",
+    ),
+    (
+        "preference",
+        PreferenceDataModule,
+        {},
+        "pairs.jsonl",
+        b'{"prompt": "p", "chosen": 1, "rejected": "r"}\n',
+        r"pairs\.jsonl:1: field\(s\) \['chosen'\] must be text",
+    ),
+    (
+        "lm.txt",
+        MaskedLMDataModule,
+        {},
+        "corpus.txt",
+        b"one doc\n\nanother\n" + LATIN1 + b"\n",
+        r"corpus\.txt:4: not valid UTF-8 \(byte 0xe9 at column 4\)",
+    ),
+    (
+        "lm.jsonl",
+        MaskedLMDataModule,
+        {},
+        "corpus.jsonl",
+        b'{"body": "x"}\n',
+        r"corpus\.jsonl:1: missing column\(s\) \['text'\]; the row has \['body'\]",
+    ),
+    (
+        "lm.jsonl",
+        MaskedLMDataModule,
+        {},
+        "corpus.jsonl",
+        b'{"text": ["not", "text"]}\n',
+        r"corpus\.jsonl:1: field 'text' is list, expected text",
+    ),
+    ("lm.txt", MaskedLMDataModule, {}, "corpus.txt", b"\n\n", r"corpus\.txt: no text found"),
+    (
+        "conll",
+        CoNLLDataModule,
+        {},
+        "train.conll",
+        b"alice B-PER\n" + LATIN1 + b" O\n",
+        r"train\.conll:2: not valid UTF-8 \(byte 0xe9 at column 4\)",
+    ),
 ]
 
 
@@ -91,9 +232,14 @@ def build(module: type, settings: dict[str, Any], path: Path) -> Any:
     return dm
 
 
-@pytest.mark.parametrize(("reader", "module", "settings", "name", "content", "message"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_a_malformed_file_names_its_file_line_and_what_was_expected(tmp_path: Path, reader: str, module: type, settings: dict, name: str,
-                                                                    content: bytes, message: str) -> None:
+@pytest.mark.parametrize(
+    ("reader", "module", "settings", "name", "content", "message"),
+    CASES,
+    ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)],
+)
+def test_a_malformed_file_names_its_file_line_and_what_was_expected(
+    tmp_path: Path, reader: str, module: type, settings: dict, name: str, content: bytes, message: str
+) -> None:
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(InputError, match=message):
@@ -118,7 +264,9 @@ def test_encoding_reads_a_latin1_export_and_an_unknown_codec_is_named(tmp_path: 
     assert sorted(r["text"] for r in dm.rows()["train"]) == ["café", "hello"]
     conll = tmp_path / "train.conll"
     conll.write_bytes(b"alice B-PER\n" + LATIN1 + b" O\n")
-    assert [s.tokens for s in build(CoNLLDataModule, {"encoding": "latin-1"}, conll).sentences()["train"]] == [["alice", "café"]]
+    assert [s.tokens for s in build(CoNLLDataModule, {"encoding": "latin-1"}, conll).sentences()["train"]] == [
+        ["alice", "café"]
+    ]
     with pytest.raises(InputError, match=r"encoding: 'utf-9' is not a codec Python knows"):
         build(TextClassificationDataModule, {"encoding": "utf-9"}, csv)
 
@@ -126,12 +274,21 @@ def test_encoding_reads_a_latin1_export_and_an_unknown_codec_is_named(tmp_path: 
 def test_the_cli_reports_a_reader_error_as_it_is(tmp_path: Path) -> None:
     """Through `lightkit fit` (LightningCLI instantiating the DataModule), the reader's own
     message reaches the user, not a wrapper's."""
-    from lightkit.main import main
-
     from conftest import ROOT
+
+    from lightkit.main import main
 
     bad = tmp_path / "train.csv"
     bad.write_bytes(b"text,category\nhello,a\n")
     with pytest.raises(InputError, match=r"train\.csv:1: the header has no column\(s\) \['label'\]"):
-        main(["fit", "--config", str(ROOT / "tests" / "conf" / "classification.yaml"), "--trainer.default_root_dir", str(tmp_path),
-              "--data.init_args.train_file", str(bad)])
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "tests" / "conf" / "classification.yaml"),
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                "--data.init_args.train_file",
+                str(bad),
+            ]
+        )

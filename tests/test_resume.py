@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import ROOT, TINY_NER
 from safetensors.torch import load_file
 
 from lightkit.checkpointing import AtomicCheckpointIO
 from lightkit.main import cli
-
-from conftest import ROOT, TINY_NER
 
 LIGHTKIT = str(Path(sys.executable).with_name("lightkit"))
 STEPS_PER_EPOCH = 8  # 64 training sentences, batch 8
@@ -63,7 +62,9 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [({"step": 5}, 3), ({"epoch": 1}, STEPS_PER_EPOCH), ({"step": 11}, 9)],
     ids=["mid-epoch", "between-epochs", "mid-last-epoch"],
 )
-def test_sigkill_then_resume_equals_uninterrupted_run(uninterrupted: Path, tmp_path: Path, kill: dict, saved_step: int) -> None:
+def test_sigkill_then_resume_equals_uninterrupted_run(
+    uninterrupted: Path, tmp_path: Path, kill: dict, saved_step: int
+) -> None:
     killed = fit(write_config(tmp_path, kill=kill))
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert not (tmp_path / "metrics.json").exists()

@@ -9,8 +9,23 @@ import torch
 from lightkit.finite import FiniteLossGuard
 
 CONFIGS = {
-    "CausalLMTask": {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 100, "bos_token_id": 0, "eos_token_id": 0},
-    "MaskedLMTask": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 100},
+    "CausalLMTask": {
+        "model_type": "gpt2",
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 2,
+        "vocab_size": 100,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+    },
+    "MaskedLMTask": {
+        "model_type": "bert",
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "vocab_size": 100,
+    },
 }
 
 
@@ -83,12 +98,25 @@ def test_guard_reads_a_gpu_loss_without_a_sync_until_checked() -> None:
 def test_the_training_loss_reaches_the_progress_bar_only_when_there_is_one(tmp_path, bar: bool) -> None:  # noqa: ANN001
     """Lightning converts progress-bar values to numbers after every batch even without a bar (a
     host sync per step on a GPU), so without a bar the training loss is logged but not for it."""
-    from lightkit.main import cli
-
     from conftest import TINY_NER
 
-    run = cli(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
-               "--trainer.enable_progress_bar", str(bar).lower(), "--model.init_args.save_dir", str(tmp_path / "hf")])
+    from lightkit.main import cli
+
+    run = cli(
+        [
+            "fit",
+            "--config",
+            str(TINY_NER),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.enable_progress_bar",
+            str(bar).lower(),
+            "--model.init_args.save_dir",
+            str(tmp_path / "hf"),
+        ]
+    )
     trainer = run.trainer
     assert "train_loss" in trainer.callback_metrics and "train_loss_epoch" in trainer.logged_metrics
     assert ("train_loss_step" in trainer.progress_bar_metrics) is bar
@@ -98,14 +126,29 @@ def test_the_training_loss_reaches_the_progress_bar_only_when_there_is_one(tmp_p
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_the_training_step_never_waits_on_the_gpu(tmp_path) -> None:  # noqa: ANN001
-    from lightkit.main import cli
-
     from conftest import TINY_NER
     from probes import NoSyncInStep
 
+    from lightkit.main import cli
+
     probe = NoSyncInStep()
-    run = cli(["--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "2",
-               "--trainer.accelerator", "cuda", "--trainer.deterministic", "false", "--model.init_args.save_dir", str(tmp_path / "hf")], run=False)
+    run = cli(
+        [
+            "--config",
+            str(TINY_NER),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.accelerator",
+            "cuda",
+            "--trainer.deterministic",
+            "false",
+            "--model.init_args.save_dir",
+            str(tmp_path / "hf"),
+        ],
+        run=False,
+    )
     run.trainer.callbacks.append(probe)
     run.trainer.fit(run.model, datamodule=run.datamodule)
     assert probe.watched == run.trainer.global_step > 0
@@ -116,10 +159,10 @@ def test_training_values_are_logged_each_step_and_epoch_means_are_exact(tmp_path
     epoch mean (kept by lightkit, see lightkit.epoch_means) is over every batch."""
     import csv
 
+    from conftest import TINY_NER
+
     from lightkit.main import cli
     from lightkit.task import BaseTask
-
-    from conftest import TINY_NER
 
     seen: list[tuple[int, float, int]] = []
     logged: list[str] = []
@@ -147,5 +190,7 @@ def test_training_values_are_logged_each_step_and_epoch_means_are_exact(tmp_path
     epochs = [float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")]
     for epoch, got in enumerate(epochs):
         batches = [(loss, size) for e, loss, size in seen if e == epoch]
-        assert got == pytest.approx(sum(loss * size for loss, size in batches) / sum(size for _, size in batches), rel=1e-5)
+        assert got == pytest.approx(
+            sum(loss * size for loss, size in batches) / sum(size for _, size in batches), rel=1e-5
+        )
     assert len(epochs) == 2

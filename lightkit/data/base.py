@@ -33,7 +33,12 @@ from lightkit.resources import load_tokenizer, resolve_path
 # torchdata 0.11 calls torch.set_vital on every iterator, which newer torch deprecates (harmless).
 warnings.filterwarnings("ignore", message=r".*'set_vital' is deprecated.*")
 
-SPLITS_OF_STAGE = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
+SPLITS_OF_STAGE = {
+    "fit": ("train", "validation"),
+    "validate": ("validation",),
+    "test": ("test",),
+    "predict": ("predict",),
+}
 
 
 def default_cache_dir() -> Path:
@@ -111,7 +116,9 @@ class BaseDataModule(L.LightningDataModule):
         try:
             codecs.lookup(encoding)
         except LookupError:
-            raise InputError(f"encoding: {encoding!r} is not a codec Python knows (e.g. utf-8, latin-1, cp1252)") from None
+            raise InputError(
+                f"encoding: {encoding!r} is not a codec Python knows (e.g. utf-8, latin-1, cp1252)"
+            ) from None
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
             raise InputError(f"pad_to_multiple_of: expected a positive integer, got {pad_to_multiple_of}")
         self.tokenizer_name = tokenizer  # linked into the task as written, not resolved
@@ -188,7 +195,15 @@ class BaseDataModule(L.LightningDataModule):
         `key` must hold what the result depends on besides the tokenizer and lightkit's version
         (the source file's digest, max_length, label names, options...).
         """
-        blob = json.dumps({"key": key, "encoding": self.hparams.encoding, "tokenizer": self._tokenizer_digest, "lightkit": __version__}, sort_keys=True)
+        blob = json.dumps(
+            {
+                "key": key,
+                "encoding": self.hparams.encoding,
+                "tokenizer": self._tokenizer_digest,
+                "lightkit": __version__,
+            },
+            sort_keys=True,
+        )
         digest = hashlib.sha256(blob.encode()).hexdigest()[:20]
         path = self.cache_dir / "datasets" / f"{type(self).__name__}-{digest}.arrow"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -223,7 +238,12 @@ class BaseDataModule(L.LightningDataModule):
         dataset, trainer = self.datasets[split], self.trainer
         sampler = None
         if shuffle:
-            shard = {"num_replicas": trainer.world_size if trainer else 1, "rank": trainer.global_rank if trainer else 0, "shuffle": True, "seed": seed}
+            shard = {
+                "num_replicas": trainer.world_size if trainer else 1,
+                "rank": trainer.global_rank if trainer else 0,
+                "shuffle": True,
+                "seed": seed,
+            }
             # Packed LM blocks are all full but the last: with fewer short rows than one batch,
             # grouping could save one batch's padding at most, and would only reshuffle. Rows
             # tokenised only in the collator (PPO prompts, preference pairs) have no length yet.

@@ -18,8 +18,8 @@ import torch
 from datasets import Dataset
 
 from lightkit.data.base import BaseDataModule
-from lightkit.data.language_modeling import PackedTextDataModule, hash_texts, read_documents
 from lightkit.data.files import read_jsonl, read_lines, read_table
+from lightkit.data.language_modeling import PackedTextDataModule, hash_texts, read_documents
 from lightkit.errors import InputError
 from lightkit.resources import resolve_path
 
@@ -35,7 +35,12 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int, out_dir: str | Path) 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bpe.save(str(out_dir / "tokenizer.json"))  # the trained tokenizers.Tokenizer, as transformers reads it
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(out_dir / "tokenizer.json"), eos_token=specials[0], bos_token=specials[0], pad_token=specials[1])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(out_dir / "tokenizer.json"),
+        eos_token=specials[0],
+        bos_token=specials[0],
+        pad_token=specials[1],
+    )
     tokenizer.save_pretrained(out_dir)
 
 
@@ -65,11 +70,19 @@ class PromptsMixin:
     prompt_template: str
 
     def prompt_dataset(self, split: str = "predict") -> Dataset:
-        return Dataset.from_dict({"prompt": read_prompts(self.source(split), self.prompt_template, self.hparams.encoding)})
+        return Dataset.from_dict(
+            {"prompt": read_prompts(self.source(split), self.prompt_template, self.hparams.encoding)}
+        )
 
     def collate_prompts(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         # Left padding: generation appends to the right end of every row.
-        batch = self.tokenizer([f["prompt"] for f in features], return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        batch = self.tokenizer(
+            [f["prompt"] for f in features],
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            add_special_tokens=False,
+        )
         return {**batch, "prompt": [f["prompt"] for f in features]}
 
 
@@ -91,12 +104,18 @@ class CausalLMDataModule(PromptsMixin, PackedTextDataModule):
         **kwargs: files, block_size, tokenizer, ... (see PackedTextDataModule).
     """
 
-    def __init__(self, train_tokenizer_vocab: int | None = None, prompt_template: str = "{prompt}", **kwargs: Any) -> None:
+    def __init__(
+        self, train_tokenizer_vocab: int | None = None, prompt_template: str = "{prompt}", **kwargs: Any
+    ) -> None:
         tokenizer = kwargs.get("tokenizer")
         if train_tokenizer_vocab and tokenizer and not Path(tokenizer).exists():
             if not kwargs.get("train_file"):
                 raise InputError("train_tokenizer_vocab needs train_file to learn the tokenizer from")
-            docs = read_documents(resolve_path(kwargs["train_file"], what="train_file"), kwargs.get("text_column", "text"), kwargs.get("encoding", "utf-8"))
+            docs = read_documents(
+                resolve_path(kwargs["train_file"], what="train_file"),
+                kwargs.get("text_column", "text"),
+                kwargs.get("encoding", "utf-8"),
+            )
             train_bpe_tokenizer(docs, train_tokenizer_vocab, tokenizer)
             print(f"lightkit: trained a byte-level BPE tokenizer ({train_tokenizer_vocab} tokens) into {tokenizer}")
         super().__init__(**kwargs)
@@ -146,7 +165,9 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
 
     def _read(self, path: Path) -> list[dict[str, str]]:
         rows = []
-        for row in read_table(path, [self.hparams.response_field], self.hparams.encoding):  # each tagged with its file:line
+        for row in read_table(
+            path, [self.hparams.response_field], self.hparams.encoding
+        ):  # each tagged with its file:line
             where = row.pop("_where")
             prompt = format_prompt(self.prompt_template, row, where)
             rows.append({"prompt": prompt, "response": str(row[self.hparams.response_field])})
@@ -170,7 +191,11 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
         if not rows:
             raise InputError(f"{self.source(split)}: the {split} split has no rows")
         data = {"prompt": [r["prompt"] for r in rows], "response": [r["response"] for r in rows]}
-        key = {"split": split, "data": hash_texts(data["prompt"] + data["response"]), "max_length": self.hparams.max_length}
+        key = {
+            "split": split,
+            "data": hash_texts(data["prompt"] + data["response"]),
+            "max_length": self.hparams.max_length,
+        }
         return self.tokenize_cached(Dataset.from_dict(data), self._encode, key)
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:

@@ -74,8 +74,7 @@ def read_conll(path: str | Path, scheme: TagScheme = "auto", encoding: str = "ut
             columns = len(fields)
             if columns < 2:
                 raise CoNLLFormatError(
-                    f"{path}:{number}: expected a token and a tag separated by a tab or spaces, "
-                    f"got {line!r}"
+                    f"{path}:{number}: expected a token and a tag separated by a tab or spaces, got {line!r}"
                 )
         if len(fields) != columns:
             raise CoNLLFormatError(

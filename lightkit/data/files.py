@@ -24,8 +24,10 @@ Rows = list[dict[str, Any]]  # each row keeps its `_where` ("path:line", or the 
 def undecodable(where: str, byte: int, column: int, encoding: str) -> str:
     """The message for a byte that does not decode (shared with the streaming CoNLL reader)."""
     name = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
-    return (f"{where}: not valid {name} (byte {byte:#04x} at column {column}); "
-            "set the data's `encoding` to the file's (e.g. latin-1) or re-encode it as UTF-8")
+    return (
+        f"{where}: not valid {name} (byte {byte:#04x} at column {column}); "
+        "set the data's `encoding` to the file's (e.g. latin-1) or re-encode it as UTF-8"
+    )
 
 
 def decode(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
@@ -70,23 +72,33 @@ def read_table(path: Path, columns: Sequence[str] = (), encoding: str = "utf-8")
     if path.suffix in (".jsonl", ".json"):
         return read_jsonl(path, columns, encoding)
     if path.suffix not in (".csv", ".tsv"):
-        raise InputError(f"{path}: unsupported format {path.suffix!r}; use .csv, .tsv, .jsonl or a folder of class folders")
-    reader = csv.reader(io.StringIO(read_text(path, encoding), newline=""), delimiter="\t" if path.suffix == ".tsv" else ",")
+        raise InputError(
+            f"{path}: unsupported format {path.suffix!r}; use .csv, .tsv, .jsonl or a folder of class folders"
+        )
+    reader = csv.reader(
+        io.StringIO(read_text(path, encoding), newline=""), delimiter="\t" if path.suffix == ".tsv" else ","
+    )
     try:
         header = next(reader)
     except StopIteration:
         raise InputError(f"{path}: empty file; expected a header row naming the columns") from None
     missing = [c for c in columns if c not in header]
     if missing:
-        raise InputError(f"{path}:1: the header has no column(s) {missing}; it has {header} (set the DataModule's column names to match)")
+        raise InputError(
+            f"{path}:1: the header has no column(s) {missing}; it has {header} (set the DataModule's column names to "
+            "match)"
+        )
     rows = []
     try:
         for fields in reader:
             if not any(f.strip() for f in fields):
                 continue  # blank line
             if len(fields) != len(header):
-                raise InputError(f"{path}:{reader.line_num}: {len(fields)} field(s), but the header has {len(header)} ({', '.join(header)}); "
-                                 "quote fields that contain the delimiter")
+                raise InputError(
+                    f"{path}:{reader.line_num}: {len(fields)} field(s), but the header has {len(header)} "
+                    f"({', '.join(header)}); "
+                    "quote fields that contain the delimiter"
+                )
             rows.append({**dict(zip(header, fields)), "_where": f"{path}:{reader.line_num}"})
     except csv.Error as e:
         raise InputError(f"{path}:{reader.line_num}: malformed {path.suffix[1:].upper()} ({e})") from None

@@ -37,7 +37,9 @@ def read_documents(path: Path, text_column: str = "text", encoding: str = "utf-8
         docs = []
         for row in read_jsonl(path, [text_column], encoding):
             if not isinstance(row[text_column], str):
-                raise InputError(f"{row['_where']}: field {text_column!r} is {type(row[text_column]).__name__}, expected text")
+                raise InputError(
+                    f"{row['_where']}: field {text_column!r} is {type(row[text_column]).__name__}, expected text"
+                )
             docs.append(row[text_column])
     else:
         docs = read_text(path, encoding).split("\n\n")
@@ -125,7 +127,9 @@ class PackedTextDataModule(BaseDataModule):
     def _encode(self, batch: dict[str, list]) -> dict[str, list]:
         enc = self.tokenizer(batch["text"], add_special_tokens=False)
         word_ids = [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(batch["text"]))]
-        blocks, word_blocks = pack_blocks(enc["input_ids"], word_ids, self.separator_id, self.hparams.block_size - self.n_special)
+        blocks, word_blocks = pack_blocks(
+            enc["input_ids"], word_ids, self.separator_id, self.hparams.block_size - self.n_special
+        )
         out: dict[str, list] = {"input_ids": [], "special_tokens_mask": [], "word_ids": []}
         for block, words in zip(blocks, word_blocks):
             ids, special = self.wrap(block)

@@ -1,7 +1,7 @@
 """Prompt-only and preference-pair data for RLHF: PPO rollouts and reward-model training.
 
-    PromptDataModule      prompts (.txt lines or .jsonl rows) for PPO; every split is prompts.
-    PreferenceDataModule  JSONL {prompt, chosen, rejected} pairs for Bradley-Terry reward models.
+PromptDataModule      prompts (.txt lines or .jsonl rows) for PPO; every split is prompts.
+PreferenceDataModule  JSONL {prompt, chosen, rejected} pairs for Bradley-Terry reward models.
 """
 
 from __future__ import annotations
@@ -70,7 +70,10 @@ class PreferenceDataModule(BaseDataModule):
             where = row.pop("_where")
             not_text = [k for k in ("chosen", "rejected") if not isinstance(row[k], str)]
             if not_text:
-                raise InputError(f"{where}: field(s) {not_text} must be text; a preference row holds prompt, chosen and rejected responses")
+                raise InputError(
+                    f"{where}: field(s) {not_text} must be text; a preference row holds prompt, chosen and rejected "
+                    "responses"
+                )
             prompt = format_prompt(self.prompt_template, row, where)
             pairs.append({"chosen": prompt + row["chosen"], "rejected": prompt + row["rejected"]})
         return pairs
@@ -84,6 +87,12 @@ class PreferenceDataModule(BaseDataModule):
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = {}
         for side in ("chosen", "rejected"):
-            enc = self.tokenizer([f[side] for f in features], return_tensors="pt", padding=True, truncation=True, max_length=self.hparams.max_length)
+            enc = self.tokenizer(
+                [f[side] for f in features],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.hparams.max_length,
+            )
             batch.update({f"{side}_{k}": v for k, v in enc.items()})
         return batch

@@ -30,7 +30,13 @@ def read_folder(path: Path, text_column: str, label_column: str, encoding: str =
     rows = []
     for label_dir in sorted(p for p in path.iterdir() if p.is_dir()):
         for file in sorted(label_dir.glob("*.txt")):
-            rows.append({text_column: read_corpus_file(file, encoding).strip(), label_column: label_dir.name, "_where": str(file)})
+            rows.append(
+                {
+                    text_column: read_corpus_file(file, encoding).strip(),
+                    label_column: label_dir.name,
+                    "_where": str(file),
+                }
+            )
     if not rows:
         raise InputError(f"{path}: no <label>/<name>.txt files in this folder")
     return rows
@@ -130,7 +136,9 @@ class TextClassificationDataModule(BaseDataModule):
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         texts = [f.pop("text") for f in features] if "text" in features[0] else None
-        batch = DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.hparams.pad_to_multiple_of, return_tensors="pt")(features)
+        batch = DataCollatorWithPadding(
+            self.tokenizer, pad_to_multiple_of=self.hparams.pad_to_multiple_of, return_tensors="pt"
+        )(features)
         if texts is not None:
             batch["text"] = texts
         return batch

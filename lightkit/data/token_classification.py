@@ -84,7 +84,9 @@ class CoNLLDataModule(BaseDataModule):
             # Carved splits share one source, so its whole label set is known; with separate
             # files, the labels are the train file's and a test tag outside them is an error.
             splits = self.sentences()
-            self.label_names = label_list(splits["train"] + (splits["validation"] + splits["test"] if self.carved else []))
+            self.label_names = label_list(
+                splits["train"] + (splits["validation"] + splits["test"] if self.carved else [])
+            )
         else:
             raise InputError("CoNLLDataModule: give `train_file` or `labels` (label names)")
         self.label2id = {name: i for i, name in enumerate(self.label_names)}
@@ -136,7 +138,11 @@ class CoNLLDataModule(BaseDataModule):
                 raise CoNLLFormatError(f"{path}: no sentences to tag (file is empty)")
             source = Dataset.from_generator(
                 _predict_sentences,
-                gen_kwargs={"path": str(path), "digest": file_digest(path), "encoding": encoding},  # the digest keys the cache
+                gen_kwargs={
+                    "path": str(path),
+                    "digest": file_digest(path),
+                    "encoding": encoding,
+                },  # the digest keys the cache
                 cache_dir=str(self.cache_dir / "datasets"),
             )
         else:
@@ -159,13 +165,11 @@ class CoNLLDataModule(BaseDataModule):
         """Pad to the longest sequence in the batch (dynamic padding, rounded up to
         `pad_to_multiple_of`); keep word-level fields as lists."""
         extra = ("tokens", "word_labels", "word_ids")
-        padded = DataCollatorForTokenClassification(self.tokenizer, pad_to_multiple_of=self.hparams.pad_to_multiple_of, return_tensors="pt")(
-            [{k: v for k, v in f.items() if k not in extra} for f in features]
-        )
+        padded = DataCollatorForTokenClassification(
+            self.tokenizer, pad_to_multiple_of=self.hparams.pad_to_multiple_of, return_tensors="pt"
+        )([{k: v for k, v in f.items() if k not in extra} for f in features])
         length = padded["input_ids"].size(1)
-        padded["word_ids"] = torch.tensor(
-            [f["word_ids"] + [NO_WORD] * (length - len(f["word_ids"])) for f in features]
-        )
+        padded["word_ids"] = torch.tensor([f["word_ids"] + [NO_WORD] * (length - len(f["word_ids"])) for f in features])
         padded["tokens"] = [f["tokens"] for f in features]
         if "word_labels" in features[0]:
             padded["word_labels"] = [f["word_labels"] for f in features]
