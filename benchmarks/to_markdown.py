@@ -116,8 +116,10 @@ def train_table(result: dict) -> str:
         )
     mfu = result.get("mfu")
     extra = ""
+    if "order" in result:
+        extra = f"Batch order: lightkit {result['order']['lightkit']}, Trainer {result['order']['hf_trainer']}. "
     if mfu:
-        extra = (
+        extra += (
             f"MFU (6N per token over the measured {mfu['measured_bf16_tflops']:.0f} TFLOP/s bf16 rate): lightkit "
             f"{mfu['lightkit_mfu']:.1%}, "
             f"Trainer {mfu['hf_trainer_mfu']:.1%}; with the attention term: {mfu['lightkit_mfu_with_attention']:.1%} "

@@ -15,9 +15,9 @@ Schemes (`SCHEMES`; the export manifest records which):
 - 4 bits: asymmetric per block of 16, scale = (max - min) / 15 over a range that holds 0, a 4-bit
   zero point per block, uint4 codes two a byte, low nibble first; for the token table only (see
   `quantize_gathers`). The scheme was chosen by benchmarks/embedding_tables.py
-  (results/embedding-tables-cpu.json): with only the tables quantised, the demo's NER model lost
-  1.5 F1 points with ORT's own Gather scheme (symmetric, block 32; lightkit's until 2026-11-23)
-  and none with this one, for about 1 MiB more of scales and zero points. uint4 needs ONNX opset 21
+  (results/embedding-tables-cpu.json), which scores each candidate with only the tables
+  quantised: asymmetric blocks of 16 lost least against ORT's own Gather scheme (symmetric,
+  block 32), for about 1 MiB more of scales and zero points. uint4 needs ONNX opset 21
   and IR version 10, to which the model is raised, as ORT's quantiser also does.
 ORT registers the op for uint8, uint4 and int4 codes on the CPU and CUDA EPs
 (onnxruntime/contrib_ops/cuda/quantization/gather_block_quantized.cc).

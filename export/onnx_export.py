@@ -3,16 +3,15 @@ the CPU INT8 form.
 
 The fp32 graph comes from the legacy TorchScript exporter (`dynamo=False`) with eager attention:
 that graph is what ONNX Runtime's transformer optimizer pattern-matches to fuse Attention,
-SkipLayerNormalization and BiasGelu (measured in ../shared/measurements; the dynamo exporter's
-SDPA graph is not fused). `int8-cpu` is dynamic QInt8 quantisation of the fused graph
-(MatMulInteger / QAttention / QEmbedLayerNormalization, see INT8_CPU_OPS), which is fast on CPU
-and must never be shipped as a GPU artifact: those nodes fall back to the CPU under the CUDA
-execution provider.
+SkipLayerNormalization and BiasGelu (the dynamo exporter's SDPA graph is not fused). `int8-cpu`
+is dynamic QInt8 quantisation of the fused graph (MatMulInteger / QAttention /
+QEmbedLayerNormalization, see INT8_CPU_OPS), which is fast on CPU and must never be shipped as a
+GPU artifact: those nodes fall back to the CPU under the CUDA execution provider.
 
-The GPU forms follow the measurements in ../shared/measurements (H100, ORT 1.31 CUDA EP):
-`fp16` is the fused graph converted by ORT's `convert_float_to_float16(keep_io_types=True)` (a
-torch `.half()` export does not load), and `int8-gpu` is weight-only 8-bit `MatMulNBits`
-(symmetric, block 32) on that fp16 graph, the one INT8 form whose every node runs on the GPU.
+The GPU forms are the ones whose every node runs on ORT's CUDA execution provider: `fp16` is
+the fused graph converted by ORT's `convert_float_to_float16(keep_io_types=True)` (a torch
+`.half()` export does not load), and `int8-gpu` is weight-only 8-bit `MatMulNBits` (symmetric,
+block 32) on that fp16 graph.
 """
 
 from __future__ import annotations
@@ -118,12 +117,12 @@ def fuse(model: PreTrainedModel, src: Path, dst: Path, use_gpu: bool = False, em
 
 # On a graph fused by ORT's transformer optimizer, the attention projections live inside the
 # fused `Attention` node and the embedding tables inside `EmbedLayerNormalization`: quantising only
-# MatMul/Gemm left both in fp32 (63 of the MiniLM's 86 MiB, and the attention GEMMs in float).
+# MatMul/Gemm would leave both in fp32 (most of a small encoder's file, and its attention GEMMs).
 # ORT's own default for dynamic quantisation (op_types_to_quantize=None) and Optimum's dynamic
 # configs include both, as QAttention and QEmbedLayerNormalization (CPU kernels). Unfused graphs
 # (decoders) have neither; there `Gather` quantises the token-embedding table (uint8 table, then
-# DequantizeLinear): the demo CLM's int8-cpu file went from 12.9 to 7.0 MiB with perplexity +0.21%
-# against PyTorch (+0.26% before). Gathers of shapes and indices have no float table to quantise.
+# DequantizeLinear). Gathers of shapes and indices have no float table to quantise. The op sets
+# are compared by benchmarks/int8_cpu_ops.py (results/int8-cpu-ops-cpu.json).
 INT8_CPU_OPS = ["MatMul", "Gemm", "Attention", "EmbedLayerNormalization", "Gather"]
 
 

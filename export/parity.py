@@ -131,7 +131,7 @@ def check_form(
 ) -> tuple[dict[str, Any], list[str]]:
     """Score one artifact against PyTorch; its manifest entry and what breaks its tolerance."""
     # TF32 off: the gate checks the export, and the CUDA EP's default TF32 MatMul alone moves a
-    # 6-layer encoder's logits by ~1e-2 (measured on an H100), above the fp32 tolerance.
+    # 6-layer encoder's logits by ~1e-2, above the fp32 tolerance.
     session = OrtModel(path, device="cpu" if form in ("int8-cpu", "qat") else "auto", tf32=False)
     metrics, logits, _ = score(task, session, batches)
     ref_metrics, ref_logits, ref_decode = expected

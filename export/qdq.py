@@ -1,10 +1,10 @@
 """Fold a QAT model's weight quantisers into int8 initializers, so the `qat` form is small and fast.
 
 `torch.onnx` writes a fake-quantised linear layer as float W -> QuantizeLinear -> DequantizeLinear
--> Transpose -> MatMul: the file keeps every weight in fp32 (the demo's QAT model: 86.4 MiB, the
-size of the fp32 form), and ONNX Runtime, which folds the QuantizeLinear of a constant at load,
-still meets DequantizeLinear -> Transpose -> MatMul, a pattern its QDQ fusions do not match: on 2
-CPU cores that graph ran no faster than fp32 (9.1 against 9.4 ms at 1x128).
+-> Transpose -> MatMul: the file keeps every weight in fp32 (the size of the fp32 form), and ONNX
+Runtime, which folds the QuantizeLinear of a constant at load, still meets DequantizeLinear ->
+Transpose -> MatMul, a pattern its QDQ fusions do not match, so that graph runs no faster than
+fp32.
 
 `fold_weight_quantizers` does the folding offline and exactly as the graph would, code =
 saturate(round_half_even(W / scale) + zero_point) per channel, stores the int8 codes (transposed
@@ -17,9 +17,9 @@ quantised too, as QAT's is. Numbers are unchanged: the same codes, scales and ze
 `fuse_shared_input_linears` then joins linear layers that read the same tensor through identical
 input quantizers (attention's query/key/value; a gated MLP's gate/up) into one MatMul over the
 concatenated int8 weights, split after the bias. Without it ORT's common-subexpression pass merges
-their identical QuantizeLinear nodes and the shared result defeats the integer fusion: on the demo's
-QAT model those 18 of 37 linear layers stayed float MatMuls (8.7 ms at 1x128; 4.2 ms with every
-layer fused). Same codes, scales and activation quantisation, so the numbers are unchanged.
+their identical QuantizeLinear nodes and the shared result defeats the integer fusion, leaving
+those layers as float MatMuls. Same codes, scales and activation quantisation, so the numbers are
+unchanged.
 """
 
 from __future__ import annotations

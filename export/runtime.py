@@ -7,8 +7,8 @@ The CUDA execution provider is used when present, with the CPU as fallback.
 
 For serving fixed shapes fast, `OrtModel.bind` runs the session with IO binding (inputs copied
 once into device buffers, outputs left on the device) and, with `cuda_graph=True`, replays a
-captured CUDA graph: on an H100 that cut a 12-layer encoder's batch-1 latency 2-2.6x, since at
-1x128 the run is bound by kernel launches, not arithmetic (../shared/measurements, 2026-11-22).
+captured CUDA graph, which removes the per-kernel launch cost that bounds small batches
+(benchmarks/results/inference-gpu-*.json).
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
 """Running means of the training values over the epoch, kept on the device and checkpointed.
 
-lightkit does not log training values with `self.log(on_step=True, on_epoch=True)` on every
-step, for two reasons:
-- Lightning does not save its result collection in checkpoints, so after a run resumes mid-epoch
-  that epoch's mean covers only the batches seen since the resume: the exact-resume promise would
-  not hold for `train_loss_epoch` (tests/test_resume.py kills a run in its last epoch to check).
-- Every call runs Lightning's result bookkeeping on every step, for a value that the logger
-  reads once every `log_every_n_steps`. Timed, that cost is small: benchmarks/step_logging.py
-  found no measurable difference on the 2-core CPU (a cProfile run had suggested ~1 ms a step,
-  which was the profiler's own overhead).
+lightkit does not take training epoch means from `self.log(on_step=True, on_epoch=True)`:
+Lightning does not save its result collection in checkpoints, so after a run resumes mid-epoch
+that epoch's mean would cover only the batches seen since the resume, and the exact-resume
+promise would not hold for `train_loss_epoch` (tests/test_resume.py kills a run in its last epoch
+to check).
 
 So each step adds its values into sums on the device (one in-place add per value, no host sync);
-the sums go into the checkpoint and reach Lightning only when something reads them (see
+the sums are checkpointed by the ExactResume callback and logged at the epoch's end (see
 `BaseTask.log_train`).
 
 Deliberately not torchmetrics' `MeanMetric`: its default NaN check reads `isnan(x).any()` on the

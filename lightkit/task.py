@@ -103,22 +103,30 @@ class BaseTask(L.LightningModule):
     auto_model: ClassVar[Any] = None  # the transformers Auto class of the objective
 
     # -- the export contract: all that lightkit.export reads about a task ------------------------
-    #: The metric the task is judged on, as logged without its stage prefix (`val_f1` -> "f1");
-    #: the parity gate of `lightkit export` compares PyTorch and ONNX on it.
     primary_metric: ClassVar[str | None] = None
-    #: "max" when a higher primary metric is better (F1, accuracy), "min" when lower is
-    #: (perplexity): the gate reads a drop as an absolute fall or a relative rise accordingly.
+    """The metric the task is judged on, as logged without its stage prefix (`val_f1` -> "f1"); the parity
+    gate of `lightkit export` compares PyTorch and ONNX on it.
+    """
+
     primary_mode: ClassVar[Literal["max", "min"]] = "max"
-    #: How `lightkit export` traces the model: "encoder" (token ids in, logits out) or "decoder"
-    #: (logits plus a KV cache in and out, and next-token outputs for a decode loop). None: the
-    #: task has no export yet, and `lightkit export` says so.
+    """`max` when a higher primary metric is better (F1, accuracy), `min` when lower is (perplexity): the
+    gate reads a drop as an absolute fall or a relative rise accordingly.
+    """
+
     export_kind: ClassVar[Literal["encoder", "decoder"] | None] = None
-    #: How a served batch of the artifact is decoded (`lightkit.export.serving.Artifact`):
-    #: "labels" (one label per text), "word_tags" (one tag per word, read at first subwords) or
-    #: "tokens" (a decode loop); recorded in the artifact's manifest.
+    """How `lightkit export` traces the model: `encoder` (token ids in, logits out) or `decoder` (logits
+    plus a KV cache in and out, and next-token outputs for a decode loop). None: the task has no export
+    yet, and `lightkit export` says so.
+    """
+
     serving: ClassVar[Literal["labels", "word_tags", "tokens"] | None] = None
-    #: Test-split batches the parity gate scores by default.
+    """How a served batch of the artifact is decoded (`lightkit.export.serving.Artifact`): `labels` (one
+    label per text), `word_tags` (one tag per word, read at first subwords) or `tokens` (a decode loop);
+    recorded in the artifact's manifest.
+    """
+
     parity_batches: ClassVar[int] = 20
+    """Test-split batches the parity gate scores by default."""
 
     def logits_axes(self) -> list[str | int]:
         """The logits' shape as the exported graph declares it: a name per dynamic axis

@@ -12,7 +12,9 @@ from conftest import ROOT
 
 from lightkit.main import main
 
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml")) + sorted((ROOT / "tests" / "conf").rglob("*.yaml"))
+EXPORT_CONFIGS = sorted((ROOT / "configs" / "export").glob("*.yaml"))
+CONFIGS = [p for p in sorted((ROOT / "configs").rglob("*.yaml")) if p not in EXPORT_CONFIGS]
+CONFIGS += sorted((ROOT / "tests" / "conf").rglob("*.yaml"))
 
 
 def test_there_are_configs() -> None:
@@ -30,12 +32,26 @@ def test_config_parses(path: Path) -> None:
     assert printed["data"]["class_path"].startswith("lightkit.data.")
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if p.parent.name == "configs"], ids=lambda p: p.name)
+SHIPPED = [p for p in CONFIGS if p.parent.name == "configs"] + EXPORT_CONFIGS
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_configs_start_with_their_command(path: Path) -> None:
     first = path.read_text().splitlines()[:4]
-    assert any(f"--config configs/{path.name}" in line for line in first), (
+    assert any(f"--config {path.relative_to(ROOT)}" in line for line in first), (
         "head each config with the command that runs it"
     )
+
+
+@pytest.mark.parametrize("path", EXPORT_CONFIGS, ids=lambda p: p.name)
+def test_export_configs_parse_beside_their_training_config(path: Path) -> None:
+    out = io.StringIO()
+    training = ROOT / "configs" / path.name
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+        main(["export", "--config", str(training), "--config", str(path), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(out.getvalue())
+    assert printed["output"] and printed["ckpt_path"] and printed["model"]["class_path"].startswith("lightkit.tasks.")
 
 
 def test_unknown_key_is_named(capsys: pytest.CaptureFixture[str]) -> None:

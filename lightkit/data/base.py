@@ -79,8 +79,7 @@ class BaseDataModule(L.LightningDataModule):
             (`compile_mode: reduce-overhead`) needs, since it captures one graph per shape.
         group_by_length: build training batches of similar lengths (shuffled, then sorted by
             length within mega-batches of 50 batches; `lightkit.data.sampling`), so dynamic
-            padding pads little: 1.50x the Trainer's tokens/s on the demo's job, with the same
-            F1 (README, "Performance"). Packed LM blocks (all of one length but the last) and
+            padding pads little (docs: Performance). Packed LM blocks (all of one length but the last) and
             rows tokenised in the collator (PPO prompts, preference pairs) keep the plain
             shuffle. False gives the Trainer's default order: uniformly shuffled batches.
         cache_dir: folder for tokenised datasets; default `$LIGHTKIT_CACHE` or
