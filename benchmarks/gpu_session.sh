@@ -46,7 +46,7 @@ ner)
   log "test NER"
   timeout 60 lk test --config configs/ner.yaml "${det[@]}" --ckpt_path runs/ner/checkpoints/best.ckpt 2>&1 | grep -E "test_(f1|precision|recall)|lightkit" | tail -8
   log "export NER"
-  timeout 150 lk export --config configs/ner.yaml --ckpt_path runs/ner/checkpoints/best.ckpt --output runs/ner/onnx --forms fp32 fp16 int8-gpu 2>&1 | grep "lightkit export" | tail -8
+  timeout 150 lk export --config configs/ner.yaml --ckpt_path runs/ner/checkpoints/best.ckpt --output runs/ner/onnx --forms '[fp32, fp16, int8-gpu]' 2>&1 | grep "lightkit export" | tail -8
   cp runs/ner/onnx/manifest.json "$OUT/ner-manifest.json"
   log "evaluate NER"
   for form in int8-gpu fp16; do
@@ -63,7 +63,7 @@ clm)
   log "fit CLM"
   timeout 200 lk fit --config configs/clm.yaml 2>&1 | grep -vE "it/s|s/it|Warning" | tail -6
   log "export CLM"
-  timeout 120 lk export --config configs/clm.yaml --ckpt_path runs/clm/checkpoints/last.ckpt --output runs/clm/onnx --forms fp32 fp16 int8-gpu 2>&1 | grep "lightkit export" | tail -5
+  timeout 120 lk export --config configs/clm.yaml --ckpt_path runs/clm/checkpoints/last.ckpt --output runs/clm/onnx --forms '[fp32, fp16, int8-gpu]' 2>&1 | grep "lightkit export" | tail -5
   cp runs/clm/onnx/manifest.json "$OUT/clm-manifest.json"
   log "inference matrix"
   timeout 240 python3 benchmarks/inference.py --artifact runs/ner/onnx --hf_model runs/ner/hf_model \

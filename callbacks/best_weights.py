@@ -3,7 +3,8 @@
 Lightning's EarlyStopping stops training but leaves the last weights in the model, so whatever
 runs after fit in the same process (the Hugging Face save in BaseTask.on_fit_end, an export, a
 test without --ckpt_path) would see a model `patience` epochs past its best. This callback loads
-the state dict of `trainer.checkpoint_callback.best_model_path` back at the end of fit. Callbacks'
+the state dict of the best checkpoint back at the end of fit: that of the first ModelCheckpoint
+that monitors a metric (so a LastCheckpoint listed before it is passed over). Callbacks'
 `on_fit_end` runs before the LightningModule's, so the saved Hugging Face model is the best one.
 """
 
@@ -21,7 +22,7 @@ class RestoreBestWeights(Callback):
     """Load the best checkpoint's weights into the model when fit ends (needs a ModelCheckpoint with `monitor`)."""
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        checkpoint = trainer.checkpoint_callback
+        checkpoint = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), None)
         path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
         if not path or not Path(path).is_file():
             rank_zero_warn("RestoreBestWeights: no best checkpoint was saved; keeping the last weights")

@@ -17,6 +17,13 @@ that fails loudly, naming the private name, when an upgrade removes or changes i
    (`lightning.pytorch.core.mixins.hparams_mixin._given_hyperparameters`), which a nested task
    would record as its own. `fresh_hyperparameters` builds it in an empty context instead.
    Upstream: Lightning-AI/pytorch-lightning#21116 (instantiating from checkpoint hparams).
+
+3. Frozen companions that move with their task (a KD teacher, a PPO reference and reward model).
+   They are kept unregistered, so they reach no optimizer, DDP sync, `train()` or checkpoint; but
+   torch has no public hook to move an unregistered module along when its owner moves. Every move
+   (`.to`, `.cuda`, `.half`, Lightning's device and precision setup) goes through
+   `nn.Module._apply`, so `MovesUnregistered` overrides it, taking `*args, **kwargs` as
+   pytorch/pytorch#104197 asks of overriders.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any, TypeVar
 import torch
 import yaml
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from torch import nn
 
 T = TypeVar("T")
 
@@ -84,3 +92,13 @@ class CheckpointHparams(LightningCLI):
 def fresh_hyperparameters(build: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """`build(*args, **kwargs)` outside any hyperparameters LightningCLI is handing down."""
     return contextvars.Context().run(build, *args, **kwargs)
+
+
+class MovesUnregistered(nn.Module):
+    """Modules held in `self.__dict__["_frozen"]` follow every device and dtype move of this one."""
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:  # private in torch, see (3)
+        super()._apply(fn, *args, **kwargs)
+        for model in self.__dict__.get("_frozen", {}).values():
+            model._apply(fn, *args, **kwargs)
+        return self

@@ -31,6 +31,7 @@ import torch
 from torchmetrics import MetricCollection
 from transformers import AutoConfig, PreTrainedModel
 
+from lightkit.compat import MovesUnregistered
 from lightkit.epoch_means import EpochMeans
 from lightkit.errors import InputError
 from lightkit.finite import FiniteLossGuard
@@ -71,7 +72,7 @@ def label_config(names: list[str] | None, task: str) -> dict[str, Any]:
     }
 
 
-class BaseTask(L.LightningModule):
+class BaseTask(MovesUnregistered, L.LightningModule):
     """Shared plumbing for lightkit objectives; subclass it, don't configure it directly.
 
     Args:
@@ -249,8 +250,8 @@ class BaseTask(L.LightningModule):
         """Keep `model` beside the task, frozen and in eval mode, deliberately unregistered.
 
         A registered submodule would reach the optimizer, DDP's gradient sync, `train()` and
-        every checkpoint (doubling its size); kept here it reaches none of them, while `_apply`
-        still moves it with the task between devices and dtypes.
+        every checkpoint (doubling its size); kept here it reaches none of them, while it still
+        moves with the task between devices and dtypes (`lightkit.compat.MovesUnregistered`).
         """
         model.eval().requires_grad_(False)
         self.__dict__.setdefault("_frozen", {})[name] = model
@@ -258,12 +259,6 @@ class BaseTask(L.LightningModule):
 
     def frozen(self, name: str) -> torch.nn.Module:
         return self.__dict__["_frozen"][name]
-
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        super()._apply(fn, *args, **kwargs)
-        for model in self.__dict__.get("_frozen", {}).values():
-            model._apply(fn, *args, **kwargs)
-        return self
 
     def configure_model(self) -> None:
         # Lightning calls this hook again for every trainer entry point (fit, then test, ...);
@@ -290,13 +285,21 @@ class BaseTask(L.LightningModule):
         # refuses to clip gradients of a fused optimizer under mixed precision, so it is not used
         # when gradients are clipped (trainer.gradient_clip_val, or manual optimisation as in PPO).
         kwargs = {"lr": self.hparams.learning_rate, "betas": self.hparams.betas}
-        clipped = not self.automatic_optimization or bool(self._trainer and self.trainer.gradient_clip_val)
+        trainer = self.attached_trainer()
+        clipped = not self.automatic_optimization or bool(trainer and trainer.gradient_clip_val)
         if not clipped:
             try:
                 return torch.optim.AdamW(groups, fused=True, **kwargs)
             except RuntimeError:  # a device without the fused kernel
                 pass
         return torch.optim.AdamW(groups, **kwargs)
+
+    def attached_trainer(self) -> L.Trainer | None:
+        """The Trainer running this task, or None outside one (a task built and stepped by hand)."""
+        try:
+            return self.trainer
+        except RuntimeError:  # Lightning's public answer to "not attached to a Trainer"
+            return None
 
     # -- the loop ------------------------------------------------------------------------------
     def metrics_for(self, stage: str) -> MetricCollection:
@@ -327,7 +330,8 @@ class BaseTask(L.LightningModule):
         the progress bar only when there is one.
         """
         self.epoch_means.add(values, batch_size)
-        shown = self._trainer is None or self.trainer.progress_bar_callback is not None
+        trainer = self.attached_trainer()
+        shown = trainer is None or trainer.progress_bar_callback is not None
         for name, value in values.items():
             self.log(
                 f"train_{name}_step",

@@ -162,6 +162,7 @@ def test_early_stopping_stops_on_patience_and_the_best_weights_are_saved(tmp_pat
       init_args: {{scores: [0.1, 0.5, 0.3, 0.2, 0.9, 0.9], path: {last}}}
     - class_path: EarlyStopping
       init_args: {{monitor: val_scripted, mode: max, patience: 2}}
+    - class_path: LastCheckpoint  # listed first: RestoreBestWeights must take the monitoring one
     - class_path: ModelCheckpoint
       init_args: {{monitor: val_scripted, mode: max, filename: scripted-best}}
     - class_path: RestoreBestWeights

@@ -65,3 +65,25 @@ def test_model_flags_reads_the_task_arguments_of_a_command_line() -> None:
         "X",
     ]
     assert model_flags(argv) == {"decoding": "viterbi", "top_k": 5}
+
+
+def test_frozen_companions_follow_the_task_through_public_moves() -> None:
+    """Behaviour: tests/test_distillation.py and tests/test_ppo.py (teacher / reference on the
+    task's device and dtype)."""
+    import torch
+
+    from lightkit.tasks import SequenceClassificationTask
+
+    config = {
+        "model_type": "bert",
+        "hidden_size": 8,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 1,
+        "intermediate_size": 8,
+        "vocab_size": 16,
+    }
+    task = SequenceClassificationTask(label_names=["a", "b"], model_config=config)
+    companion = task.add_frozen("companion", torch.nn.Linear(2, 2))
+    task.to(torch.float64)
+    assert companion.weight.dtype == torch.float64 and not any(p is companion.weight for p in task.parameters())
+    assert not any(k.startswith("companion") for k in task.state_dict())

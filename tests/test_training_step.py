@@ -57,17 +57,16 @@ def test_training_steps_skip_metric_decoding_unless_train_metrics(task_name: str
 def test_the_models_loss_compiles_without_a_graph_break(task_name: str) -> None:
     """A graph break splits a compiled forward (and, with CUDA graphs, the captured graph) in two.
     GPT-2's class name gave transformers no loss type, and its fallback logs on every call."""
-    import torch._dynamo as dynamo
-
     import lightkit.tasks
 
     model = getattr(lightkit.tasks, task_name)(model_config=CONFIGS[task_name]).train().model
     batch = lm_batch()
-    dynamo.reset()
-    explained = dynamo.explain(lambda ids, mask, labels: model(input_ids=ids, attention_mask=mask, labels=labels).loss)(
-        batch["input_ids"], batch["attention_mask"], batch["labels"]
-    )
-    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    torch.compiler.reset()
+    # fullgraph=True makes any graph break an error, which names the break; the eager backend
+    # traces with dynamo alone, without compiling kernels.
+    loss = torch.compile(lambda ids, mask, labels: model(input_ids=ids, attention_mask=mask, labels=labels).loss,
+                         fullgraph=True, backend="eager")  # fmt: skip
+    assert torch.isfinite(loss(batch["input_ids"], batch["attention_mask"], batch["labels"]))
 
 
 def test_guard_names_the_first_non_finite_micro_batch_and_clears() -> None:
