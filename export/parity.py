@@ -62,10 +62,10 @@ def metric_drop(mode: str, pytorch: float, onnx: float) -> float:
 
 # A step's greedy token counts as decided when PyTorch's top-2 logit gap exceeds twice the form's
 # measured logit error (each of the two logits may move by that much). Near-ties below it flip
-# with the CPU's kernels (AVX-512 vs AMX, and the weights a machine trains), not with the export:
-# free-running greedy agreement of one tiny QAT model ranged 0.86-1.0 over training seeds, every
-# divergence at a gap of 1e-4..3e-3 against a logit error of 1e-2. The floor covers fp32, whose
-# cached one-token steps sum in another order than the full forwards the error is measured on.
+# with the CPU's kernels (AVX-512 vs AMX, and the weights a machine trains), not with the export,
+# so free-running greedy agreement measures the machine; this measures the cache. The floor covers
+# fp32, whose cached one-token steps sum in another order than the full forwards the error is
+# measured on.
 NEAR_TIE_FLOOR = 1e-4
 
 

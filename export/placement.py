@@ -1,7 +1,7 @@
 """Which execution provider runs each node: the check behind labelling an artifact "GPU".
 
 ONNX Runtime assigns nodes it cannot run on CUDA to the CPU silently, with host copies around
-them (measured: dynamic INT8's MatMulInteger makes a BERT-base 8x slower than fp32 on an H100).
+them (dynamic INT8's MatMulInteger, for one, turns a GPU artifact slower than fp32).
 `placement` runs the artifact once with profiling on and reads each node's provider from the
 profile; shape arithmetic that ORT deliberately keeps on the CPU is not counted.
 """
