@@ -29,7 +29,7 @@ class RestoreBestWeights(Callback):
             return
         # weights_only: a checkpoint is data, never code to run.
         state = torch.load(path, map_location=pl_module.device, weights_only=True)
-        pl_module.load_state_dict(state["state_dict"])
+        pl_module.load_state_dict(state["state_dict"], strict=pl_module.strict_loading)  # LoRA: adapters only
         rank_zero_info(
             f"RestoreBestWeights: restored {path} ({checkpoint.monitor}={float(checkpoint.best_model_score):.4f})"
         )

@@ -114,11 +114,12 @@ def load_weights(task: BaseTask, ckpt_path: str) -> bool:
     if qat:  # the quantisers' scales are in the checkpoint: attach them, then load
         prepare_qat(task.model)
     try:
-        task.load_state_dict(state)
+        task.load_trained_state(state, "ckpt_path")
     except RuntimeError as e:
         raise InputError(
             f"ckpt_path: {path} does not fit the task of the config, a {type(task).__name__} ({str(e).splitlines()[0]})"
         ) from None
+    task.model = task.plain_model()  # LoRA adapters merged: the graph is a plain transformers model
     task.eval()
     return qat
 

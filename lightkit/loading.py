@@ -64,5 +64,5 @@ def load_trained(
     kwargs = {k: v for k, v in hparams.items() if k in init_parameters(task)}
     # Built while LightningCLI instantiates the configured task: it records its own hyperparameters.
     instance = fresh_hyperparameters(task, **kwargs)
-    instance.load_state_dict(ckpt["state_dict"])
-    return instance.model, instance.tokenizer
+    instance.load_trained_state(ckpt["state_dict"], what)
+    return instance.plain_model(), instance.tokenizer

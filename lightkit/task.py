@@ -36,6 +36,7 @@ from lightkit.epoch_means import EpochMeans
 from lightkit.errors import InputError
 from lightkit.finite import FiniteLossGuard
 from lightkit.io import atomic_dir
+from lightkit.lora import apply_lora, check_adapter_state, merged_copy, trainable_state
 from lightkit.quantization import strip_qat_state
 from lightkit.resources import load_tokenizer, resolve_path
 
@@ -99,9 +100,16 @@ class BaseTask(MovesUnregistered, L.LightningModule):
             `pad_to_multiple_of`.
         fused_activation: build models whose config says `gelu_new` (GPT-2) with the identical
             one-kernel `gelu_pytorch_tanh` (see `fuse_activation`); false keeps the config as is.
+        peft: train LoRA adapters instead of every weight (`lightkit.lora`): `{}` for the
+            defaults, or any of `r`, `alpha`, `dropout`, `target_modules` (`all-linear` by
+            default, or a list of layer names), `bias`. Checkpoints then hold only what trains,
+            and fit saves the adapter (`<save_dir>/adapter`, PEFT format) beside the merged model.
+        gradient_checkpointing: recompute activations in the backward pass instead of keeping
+            them (transformers' gradient checkpointing): less memory, about a third more compute.
     """
 
     auto_model: ClassVar[Any] = None  # the transformers Auto class of the objective
+    peft_task_type: ClassVar[str | None] = None  # peft's name for the objective (keeps new heads trainable)
 
     # -- the export contract: all that lightkit.export reads about a task ------------------------
     primary_metric: ClassVar[str | None] = None
@@ -147,6 +155,8 @@ class BaseTask(MovesUnregistered, L.LightningModule):
         compile: bool = False,
         compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default",
         fused_activation: bool = True,
+        peft: dict[str, Any] | None = None,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         # Collects the subclass's arguments too (Lightning walks the chain of __init__ frames).
@@ -155,6 +165,14 @@ class BaseTask(MovesUnregistered, L.LightningModule):
         # transformers returns models in eval mode, and Lightning keeps the submodules' mode:
         # without train() dropout would silently stay off for the whole fit.
         self.model = self.build_model().train()
+        if gradient_checkpointing:
+            # Non-reentrant: correct with frozen inputs (LoRA) and no input-grad workaround needed.
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if peft is not None:
+            self.model = apply_lora(self.model, peft, self.peft_task_type)
+            # Checkpoints hold the adapters only (on_save_checkpoint); Lightning loads them
+            # non-strictly, and on_load_checkpoint checks that they fit this base model.
+            self.strict_loading = False
         metrics = self.configure_metrics()
         self.train_metrics = metrics.clone(prefix="train_")
         self.val_metrics = metrics.clone(prefix="val_")
@@ -371,6 +389,28 @@ class BaseTask(MovesUnregistered, L.LightningModule):
         metrics.reset()
         return values
 
+    # -- checkpoints -----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.hparams.get("peft") is not None:  # the base weights come from `pretrained` again
+            checkpoint["state_dict"] = trainable_state(self, checkpoint["state_dict"])
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.hparams.get("peft") is not None:
+            check_adapter_state(self, checkpoint["state_dict"], "ckpt_path")
+
+    def load_trained_state(self, state: dict[str, torch.Tensor], where: str) -> None:
+        """Load a `lightkit fit` checkpoint's state dict: whole, or a LoRA run's adapters onto
+        the base model this task was built from (checked to fit)."""
+        if self.hparams.get("peft") is not None:
+            check_adapter_state(self, state, where)
+            self.load_state_dict(state, strict=False)
+        else:
+            self.load_state_dict(state)
+
+    def plain_model(self) -> PreTrainedModel:
+        """The task's model as plain transformers: LoRA adapters merged into a copy, else itself."""
+        return merged_copy(self.model) if self.hparams.get("peft") is not None else self.model
+
     # -- epoch means (checkpointed by lightkit.callbacks.ExactResume) ---------------------------
     def on_train_epoch_start(self) -> None:
         # The one place the sums are cleared. Not called when a run resumes mid-epoch, so the
@@ -405,12 +445,15 @@ class BaseTask(MovesUnregistered, L.LightningModule):
         # best checkpoint's weights back: the saved model is the best one, not the last.
         # Every process takes the state dict: under FSDP it is a collective (the shards are
         # gathered), and rank 0 alone asking for it would wait forever.
-        state = strip_qat_state(self.model.state_dict())  # QAT quantiser state stays in the checkpoint
+        plain = self.plain_model()
+        state = strip_qat_state(plain.state_dict())  # QAT quantiser state stays in the checkpoint
         if not self.trainer.is_global_zero:
             return
         target = self.hf_save_dir()
         with atomic_dir(target) as tmp:
-            self.model.save_pretrained(tmp, state_dict=state)  # safetensors
+            plain.save_pretrained(tmp, state_dict=state)  # safetensors
+            if plain is not self.model:  # LoRA: the adapter too, for PEFT's own loaders
+                self.model.save_pretrained(tmp / "adapter")
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
             self.save_extras(tmp)

@@ -39,6 +39,7 @@ class CausalLMTask(BaseTask):
     """
 
     auto_model = AutoModelForCausalLM
+    peft_task_type = "CAUSAL_LM"
     primary_metric = "perplexity"
     primary_mode = "min"
     export_kind = "decoder"

@@ -35,6 +35,7 @@ class SequenceClassificationTask(BaseTask):
     """
 
     auto_model = AutoModelForSequenceClassification
+    peft_task_type = "SEQ_CLS"
     primary_metric = "accuracy"
     export_kind = "encoder"
     serving = "labels"

@@ -40,6 +40,7 @@ class TokenClassificationTask(BaseTask):
     """
 
     auto_model = AutoModelForTokenClassification
+    peft_task_type = "TOKEN_CLS"
     primary_metric = "f1"
     export_kind = "encoder"
     serving = "word_tags"

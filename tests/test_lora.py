@@ -1,0 +1,97 @@
+"""LoRA through peft on a tiny pretrained Llama: only adapters train and are checkpointed, resume
+is exact, the merged save is a plain transformers model equal to the adapter model, and bad
+settings or a foreign adapter are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT
+from transformers import AutoModelForCausalLM
+
+from lightkit.errors import InputError
+from lightkit.main import main
+
+CONF = ROOT / "tests" / "conf" / "clm.yaml"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny causal LM trained briefly, saved as a Hugging Face folder: the 'pretrained' base."""
+    root = tmp_path_factory.mktemp("lora-base")
+    common = ["--config", str(CONF), "--data.tokenizer", str(root / "bpe")]
+    main(["fit", *common, "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "1",
+          "--model.init_args.save_dir", str(root / "hf")])  # fmt: skip
+    return {"root": root, "hf": root / "hf", "bpe": root / "bpe"}
+
+
+def lora_args(base: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return [
+        "--config", str(CONF), "--data.tokenizer", str(base["bpe"]),
+        "--model.init_args.model_config", "null", "--model.init_args.pretrained", str(base["hf"]),
+        "--model.init_args.peft", "{r: 4, alpha: 8, dropout: 0.0}",
+        "--trainer.default_root_dir", str(out), "--model.init_args.save_dir", str(out / "hf"), *extra,
+    ]  # fmt: skip
+
+
+def test_lora_trains_and_checkpoints_only_the_adapters_and_saves_a_merged_model(base: dict, tmp_path: Path) -> None:
+    from lightkit.main import cli
+
+    run = cli(["fit", *lora_args(base, tmp_path, "--trainer.enable_checkpointing", "true",
+                                 "--trainer.max_epochs", "2")])  # fmt: skip
+    task = run.model
+    trainable = [n for n, p in task.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    ckpt = torch.load(next((tmp_path / "checkpoints").glob("*.ckpt")), weights_only=True)
+    assert set(ckpt["state_dict"]) == set(trainable)  # the base weights are not in the checkpoint
+    # The adapters moved; the frozen base did not.
+    plain = AutoModelForCausalLM.from_pretrained(base["hf"])
+    frozen = {n: p for n, p in task.model.named_parameters() if not p.requires_grad and "lora_" not in n}
+    name = next(n for n in frozen if n.endswith("q_proj.base_layer.weight"))
+    original = dict(plain.named_parameters())[name.removeprefix("base_model.model.").replace(".base_layer", "")]
+    assert torch.equal(frozen[name], original)
+    # Merged save: plain transformers, same outputs as the adapter model; the adapter beside it.
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert (tmp_path / "hf" / "adapter" / "adapter_config.json").is_file()
+    ids = torch.tensor([[1, 5, 9, 13, 2]])
+    task.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, task.model(input_ids=ids).logits, atol=1e-5)
+        assert not torch.allclose(merged(input_ids=ids).logits, plain.eval()(input_ids=ids).logits, atol=1e-4)
+
+
+def test_lora_resume_is_exact(base: dict, tmp_path: Path) -> None:
+    """Two epochs straight, against one epoch then a resume from its last checkpoint."""
+    from lightkit.main import cli
+
+    straight = cli(["fit", *lora_args(base, tmp_path / "a", "--trainer.max_epochs", "2")]).model
+    first = tmp_path / "b"
+    cli(["fit", *lora_args(base, first, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true",
+                           "--trainer.callbacks+=LastCheckpoint")])  # fmt: skip
+    resumed = cli(["fit", *lora_args(base, first, "--trainer.max_epochs", "2", "--trainer.enable_checkpointing", "true",
+                                     "--trainer.callbacks+=LastCheckpoint",
+                                     "--ckpt_path", str(first / "checkpoints" / "last.ckpt"))]).model  # fmt: skip
+    a = {n: p for n, p in straight.named_parameters() if p.requires_grad}
+    b = {n: p for n, p in resumed.named_parameters() if p.requires_grad}
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_target_modules_that_match_nothing_are_named_with_the_model_layers(base: dict, tmp_path: Path) -> None:
+    args = lora_args(base, tmp_path, "--model.init_args.peft", "{target_modules: [query_key]}")
+    with pytest.raises(InputError, match=r"matches no layer .* linear layers are \[.*'q_proj'"):
+        main(["fit", *args])
+
+
+def test_unknown_lora_settings_are_named(base: dict, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"peft: unknown key\(s\) \['rank'\]"):
+        main(["fit", *lora_args(base, tmp_path, "--model.init_args.peft", "{rank: 4}")])
+
+
+def test_an_adapter_of_another_setting_is_refused(base: dict, tmp_path: Path) -> None:
+    main(["fit", *lora_args(base, tmp_path, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true")])
+    ckpt = next((tmp_path / "checkpoints").glob("*.ckpt"))
+    other = lora_args(base, tmp_path / "other", "--model.init_args.peft", "{r: 8}")
+    with pytest.raises(InputError, match="the adapter does not fit this base model"):
+        main(["test", *other, "--ckpt_path", str(ckpt)])
