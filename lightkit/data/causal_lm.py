@@ -11,13 +11,15 @@ the task and saved with the model), so generation sees prompts exactly as traini
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from datasets import Dataset
 
 from lightkit.data.base import BaseDataModule
+from lightkit.data.chat import assistant_spans, check_messages, encode_conversation, generation_prompt
 from lightkit.data.files import read_jsonl, read_lines, read_table
 from lightkit.data.language_modeling import PackedTextDataModule, hash_texts, read_documents
 from lightkit.errors import InputError
@@ -139,17 +141,26 @@ class CausalLMDataModule(PromptsMixin, PackedTextDataModule):
 
 
 class InstructionDataModule(PromptsMixin, BaseDataModule):
-    """Prompt/response pairs (JSONL) for instruction tuning; loss only on response tokens.
+    """Instruction tuning data: conversations or prompt/response rows; loss on answers only.
 
-    Each row is formatted as `prompt_template.format(**row)` followed by `row[response_field]` and
-    EOS; prompt tokens get label -100, so the model learns to answer, not to echo questions.
+    With a chat template (the tokenizer's own, `format: chat`, the default when it has one), rows
+    are conversations `{"messages": [{"role": ..., "content": ...}, ...]}`, or prompt/response
+    rows that become a user turn (`prompt_template.format(**row)`, after `system_prompt` if set)
+    and an assistant turn; they are rendered by the template and only assistant tokens are
+    labelled (`lightkit.data.chat`). Without one (`format: template`), each row is
+    `prompt_template.format(**row)` followed by `row[response_field]` and EOS, and prompt tokens
+    get label -100. Either way the model learns to answer, not to echo questions.
 
-    Files (see BaseDataModule): JSONL rows with the template's fields and the response field;
-    `predict_file` holds prompts: .txt (one `{prompt}` per line) or .jsonl rows with the fields.
+    Files (see BaseDataModule): JSONL (or CSV/TSV) rows as above; `predict_file` holds prompts:
+    .txt (one `{prompt}` per line) or .jsonl rows with the template's fields, rendered as the
+    training prompts were.
 
     Args:
         prompt_template: e.g. `"### Instruction:\\n{prompt}\\n### Response:\\n"`; saved with the model.
         response_field: the field holding the answer.
+        format: `chat` (the tokenizer's chat template), `template` (the format string), or
+            `auto`: chat when the tokenizer has a chat template.
+        system_prompt: a system turn put before each prompt/response row's user turn (chat only).
         **kwargs: tokenizer, files, holdout, batch sizes, max_length (prompt + response are cut
             to it); see BaseDataModule.
     """
@@ -158,12 +169,23 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
         self,
         prompt_template: str = "{prompt}",
         response_field: str = "response",
+        format: Literal["auto", "chat", "template"] = "auto",
+        system_prompt: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.prompt_template = prompt_template
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        if format == "chat" and not has_template:
+            raise InputError(
+                f"tokenizer '{self.tokenizer_name}' has no chat template; format: chat needs one "
+                "(use format: template with a prompt_template for a model without one)"
+            )
+        self.chat = format == "chat" or (format == "auto" and has_template)
 
-    def _read(self, path: Path) -> list[dict[str, str]]:
+    def _read(self, path: Path) -> list[dict[str, Any]]:
+        if self.chat:
+            return self._read_chat(path)
         rows = []
         for row in read_table(
             path, [self.hparams.response_field], self.hparams.encoding
@@ -172,6 +194,47 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
             prompt = format_prompt(self.prompt_template, row, where)
             rows.append({"prompt": prompt, "response": str(row[self.hparams.response_field])})
         return rows
+
+    def _read_chat(self, path: Path) -> list[dict[str, Any]]:
+        """Rows as rendered conversations with their assistant spans."""
+        rows, field = [], self.hparams.response_field
+        for row in read_table(path, [], self.hparams.encoding):
+            where = row.pop("_where")
+            if "messages" in row:
+                messages = check_messages(row["messages"], where)
+            elif field in row:
+                system = (
+                    [{"role": "system", "content": self.hparams.system_prompt}] if self.hparams.system_prompt else []
+                )
+                user = format_prompt(self.prompt_template, row, where)
+                messages = [
+                    *system,
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": str(row[field])},
+                ]
+            else:
+                raise InputError(f"{where}: a row needs `messages` or a {field!r} field; it has {sorted(row)}")
+            text, spans = assistant_spans(self.tokenizer, messages, where)
+            rows.append({"text": text, "spans": [list(s) for s in spans]})
+        return rows
+
+    def _encode_chat(self, batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {"input_ids": [], "labels": []}
+        cut = 0
+        for text, spans in zip(batch["text"], batch["spans"]):
+            ids, labels = encode_conversation(self.tokenizer, text, spans, self.hparams.max_length)
+            if all(label == -100 for label in labels):
+                cut += 1  # nothing left to learn: a batch of such rows would have a NaN loss
+                continue
+            out["input_ids"].append(ids)
+            out["labels"].append(labels)
+        if cut:
+            warnings.warn(
+                f"InstructionDataModule: {cut} conversation(s) lost every assistant token to "
+                f"max_length={self.hparams.max_length} and were left out; raise max_length or shorten the prompts",
+                stacklevel=2,
+            )
+        return out
 
     def _encode(self, batch: dict[str, list]) -> dict[str, list]:
         prompts = self.tokenizer(batch["prompt"], add_special_tokens=False)["input_ids"]
@@ -186,10 +249,28 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
 
     def build_split(self, split: str) -> Dataset:
         if split == "predict":
-            return self.prompt_dataset()
+            prompts = self.prompt_dataset()
+            if not self.chat:
+                return prompts
+            return Dataset.from_dict(
+                {
+                    "prompt": [
+                        generation_prompt(self.tokenizer, p, self.hparams.system_prompt) for p in prompts["prompt"]
+                    ]
+                }
+            )
         rows = self.splits(self._read)[split]
         if not rows:
             raise InputError(f"{self.source(split)}: the {split} split has no rows")
+        if self.chat:
+            data = {"text": [r["text"] for r in rows], "spans": [r["spans"] for r in rows]}
+            key = {
+                "split": split,
+                "data": hash_texts(data["text"] + [str(data["spans"])]),
+                "max_length": self.hparams.max_length,
+                "chat": True,
+            }
+            return self.tokenize_cached(Dataset.from_dict(data), self._encode_chat, key)
         data = {"prompt": [r["prompt"] for r in rows], "response": [r["response"] for r in rows]}
         key = {
             "split": split,

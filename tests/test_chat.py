@@ -1,0 +1,120 @@
+"""Chat-template instruction tuning: the tokenizer's template renders the rows, only assistant
+tokens carry labels, predict renders prompts the same way, and bad conversations are named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import DATA, ROOT
+
+from lightkit.data import InstructionDataModule
+from lightkit.data.causal_lm import train_bpe_tokenizer
+from lightkit.data.language_modeling import read_documents
+from lightkit.errors import InputError
+from lightkit.main import main
+
+# ChatML, as SmolLM2 and Qwen write it.
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' byte-level BPE with ChatML's special tokens and template."""
+    from transformers import AutoTokenizer
+
+    path = tmp_path_factory.mktemp("chat") / "tokenizer"
+    train_bpe_tokenizer(read_documents(DATA / "lm" / "corpus.txt"), 300, path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def data_module(tokenizer: Path, train: Path, tmp_path: Path, **kwargs: object) -> InstructionDataModule:
+    return InstructionDataModule(tokenizer=str(tokenizer), train_file=str(train), holdout=(0.0, 0.0),
+                                 cache_dir=str(tmp_path / "cache"), **kwargs)  # fmt: skip
+
+
+def test_only_assistant_tokens_carry_labels(chat_tokenizer: Path, tmp_path: Path) -> None:
+    rows = [
+        {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "where did bob go ?"},
+                      {"role": "assistant", "content": "lima"}, {"role": "user", "content": "and erin ?"},
+                      {"role": "assistant", "content": "oslo"}]},
+        {"prompt": "where did frank go ?", "response": "quito"},
+    ]  # fmt: skip
+    dm = data_module(
+        chat_tokenizer, write_jsonl(tmp_path / "chat.jsonl", rows), tmp_path, prompt_template="Q: {prompt}"
+    )
+    assert dm.chat  # the tokenizer has a template: format auto picks it
+    train = dm.build_split("train")
+    batch = dm.collate([train[i] for i in range(2)])
+    learned = []
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+        kept = ids[labels != -100].tolist()
+        learned.append(dm.tokenizer.decode(kept))
+        assert (labels[mask == 0] == -100).all()
+    # Each assistant answer and its end-of-turn token, nothing of the system or user turns.
+    assert sorted(learned) == sorted(["lima<|im_end|>\noslo<|im_end|>\n", "quito<|im_end|>\n"])
+    text = dm.tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0] == 1])
+    assert "<|im_start|>user\n" in text and "<|im_start|>assistant\n" in text
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]}, "turn 1 has role 'bot'"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "no assistant turn"),
+        ({"question": "hi"}, r"a row needs `messages` or a 'response' field; it has \['question'\]"),
+    ],
+)
+def test_bad_conversations_are_named(chat_tokenizer: Path, tmp_path: Path, row: dict, message: str) -> None:
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok", "response": "fine"}, row])
+    dm = data_module(chat_tokenizer, path, tmp_path)
+    with pytest.raises(InputError, match=rf"bad.jsonl:2: .*{message}"):
+        dm.build_split("train")
+
+
+def test_chat_format_needs_a_template(tmp_path: Path) -> None:
+    path = tmp_path / "bpe"
+    train_bpe_tokenizer(read_documents(DATA / "lm" / "corpus.txt"), 300, path)
+    with pytest.raises(InputError, match=r"tokenizer '.*bpe' has no chat template; format: chat needs one"):
+        data_module(path, DATA / "lm" / "instruct.jsonl", tmp_path, format="chat")
+
+
+def test_chat_tuning_through_the_cli_and_predict_renders_prompts_alike(chat_tokenizer: Path, tmp_path: Path) -> None:
+    common = [
+        "--config", str(ROOT / "tests/conf/instruct.yaml"), "--trainer.default_root_dir", str(tmp_path),
+        "--data.tokenizer", str(chat_tokenizer), "--data.init_args.system_prompt", "answer with a city",
+        "--data.init_args.max_length", "160",
+    ]  # fmt: skip
+    main(["fit", *common, "--trainer.enable_checkpointing", "true"])
+    (ckpt,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    out = tmp_path / "answers.jsonl"
+    main(["predict", *common, "--ckpt_path", str(ckpt), "--prediction_writer.output", str(out)])
+    answers = [json.loads(line) for line in out.read_text().splitlines()]
+    assert answers[0]["prompt"] == (
+        "<|im_start|>system\nanswer with a city<|im_end|>\n<|im_start|>user\nQ: yesterday alice\nA: <|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert len(answers) == 2
+
+
+def test_a_conversation_whose_answer_is_cut_away_is_left_out_with_a_warning(
+    chat_tokenizer: Path, tmp_path: Path
+) -> None:
+    rows = [{"prompt": "where did bob go ?", "response": "lima"}, {"prompt": "x " * 80, "response": "oslo"}]
+    dm = data_module(chat_tokenizer, write_jsonl(tmp_path / "long.jsonl", rows), tmp_path, max_length=40)
+    with pytest.warns(UserWarning, match=r"1 conversation\(s\) lost every assistant token to max_length=40"):
+        train = dm.build_split("train")
+    assert len(train) == 1 and any(label != -100 for label in train[0]["labels"])
