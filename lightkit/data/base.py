@@ -28,7 +28,7 @@ from lightkit import __version__
 from lightkit.data.sampling import LengthGroupedSampler, sequence_lengths
 from lightkit.data.splits import holdout_split
 from lightkit.errors import InputError
-from lightkit.resources import load_tokenizer, resolve_path
+from lightkit.resources import default_cache_dir, load_tokenizer, resolve_path
 
 # torchdata 0.11 calls torch.set_vital on every iterator, which newer torch deprecates (harmless).
 warnings.filterwarnings("ignore", message=r".*'set_vital' is deprecated.*")
@@ -39,11 +39,6 @@ SPLITS_OF_STAGE = {
     "test": ("test",),
     "predict": ("predict",),
 }
-
-
-def default_cache_dir() -> Path:
-    """`$LIGHTKIT_CACHE`, else `~/.cache/lightkit`: tokenised datasets are kept there."""
-    return Path(os.environ.get("LIGHTKIT_CACHE", Path.home() / ".cache" / "lightkit"))
 
 
 def file_digest(path: str | Path) -> str:
