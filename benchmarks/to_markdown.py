@@ -184,6 +184,40 @@ def targets_lines(result: dict) -> list[str]:
     return [*lines, ""]
 
 
+def sft_table(result: dict) -> str:
+    """benchmarks/sft_report.py: zero-shot against tuned on the held-out articles, with samples."""
+    lines = ["| model | ROUGE-1 | ROUGE-2 | ROUGE-L | words per answer |", "|---|---|---|---|---|"]
+    for name in ("zero_shot", "tuned"):
+        s = result[name]
+        cells = [f"{s[k]:.3f}" for k in ("rouge1", "rouge2", "rougeL")] + [f"{s['answer_words']:.1f}"]
+        lines.append(f"| {name.replace('_', '-')} | " + " | ".join(cells) + " |")
+    samples = ["| reference | zero-shot | tuned |", "|---|---|---|"]
+    samples += [f"| {s['reference']} | {s['zero_shot']} | {s['tuned']} |" for s in result["samples"]]
+    tuned = result["tuned"]
+    head = (
+        f"Device: {result['device']}; {result['date']}; {tuned['answers']} held-out articles, "
+        f"references {tuned['reference_words']:.1f} words on average."
+    )
+    return "\n".join([head, "", *lines, "", *samples, "", f"Command: `{result['command']}`", ""])
+
+
+def trl_table(result: dict) -> str:
+    """benchmarks/sft_vs_trl.py: lightkit fit against TRL's SFTTrainer on the same LoRA job."""
+    lines = ["| | tokens/s | peak RSS MiB | ROUGE-1 | ROUGE-L | ratio |", "|---|---|---|---|---|---|"]
+    for name in ("lightkit", "trl"):
+        r = result[name]
+        ratio = f"**{result['ratio_tokens_per_s']:.2f}x**" if name == "lightkit" else "1.00"
+        cells = [f"{r['tokens_per_s']:.0f}", f"{r['peak_rss_mib']:.0f}", f"{r['rouge1']:.3f}", f"{r['rougeL']:.3f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} |")
+    job = result["job"]
+    head = (
+        f"Device: {result['device']}; {result['date']}; versions {result['versions']}; {job['steps_timed']} timed "
+        f"steps after {job['warmup']}, batch {job['batch_size']}, {job['precision']}, ROUGE on {job['eval_rows']} "
+        "held-out articles."
+    )
+    return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
+
+
 def render(result: dict) -> str | None:
     """The Markdown of one result file (table, artifacts, command, targets); None for a kind
     without a table."""
@@ -195,6 +229,10 @@ def render(result: dict) -> str | None:
         text = train_table(result)
     elif "schemes" in result:
         text = embedding_table(result)
+    elif "zero_shot" in result:
+        text = sft_table(result)
+    elif "trl" in result:
+        text = trl_table(result)
     else:
         return None
     return text + ("\n".join(["", *targets_lines(result)]) if "targets" in result else "")

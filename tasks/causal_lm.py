@@ -18,8 +18,10 @@ from typing import Any
 
 import torch
 from torchmetrics import MetricCollection
+from torchmetrics.text.rouge import ROUGEScore
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from lightkit.io import atomic_write_text
 from lightkit.lm_metrics import TokenMetrics
 from lightkit.task import BaseTask, StepOutput
 
@@ -35,6 +37,11 @@ class CausalLMTask(BaseTask):
         temperature: sampling temperature.
         top_k: sample among the k most likely tokens (0: no limit).
         top_p: nucleus sampling threshold (1.0: no limit).
+        test_generation: on `test`, also answer each test prompt that has a reference answer
+            (instruction data) with the generation settings above, and score the answers against
+            the references: ROUGE-1/2/L F-measure (torchmetrics) and the mean answer length in
+            words, logged as `test_rouge1`, ... `test_words`; `test_generations.jsonl` holds every
+            prompt, reference and answer.
         **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
     """
 
@@ -57,9 +64,13 @@ class CausalLMTask(BaseTask):
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
+        test_generation: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if test_generation:
+            self.test_rouge = ROUGEScore(rouge_keys=("rouge1", "rouge2", "rougeL"))
+        self.generated: list[dict[str, str]] = []
 
     def build_model(self) -> PreTrainedModel:
         model = super().build_model()
@@ -88,6 +99,39 @@ class CausalLMTask(BaseTask):
         labelled = target != -100
         preds = out.logits.detach()[:, :-1][labelled].argmax(-1)
         return StepOutput(out.loss, preds, target[labelled], {"nll_sum": out.loss.detach() * labelled.sum()})
+
+    # -- test-time generation ------------------------------------------------------------------
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:
+        out = super().test_step(batch, batch_idx)
+        if self.hparams.get("test_generation") and "references" in batch:
+            new = self.generate(batch["gen_input_ids"], batch["gen_attention_mask"])
+            answers = [a.strip() for a in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+            self.test_rouge.update(answers, batch["references"])
+            self.generated += [
+                {"prompt": p, "reference": r, "answer": a}
+                for p, r, a in zip(batch["gen_prompts"], batch["references"], answers)
+            ]
+        return out
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        if not self.hparams.get("test_generation"):
+            return
+        scores = self.test_rouge.compute()
+        self.test_rouge.reset()
+        words = sum(len(g["answer"].split()) for g in self.generated) / max(len(self.generated), 1)
+        values = {f"test_{k}": scores[f"{k}_fmeasure"] for k in ("rouge1", "rouge2", "rougeL")}
+        self.log_dict({**values, "test_words": torch.tensor(float(words))})
+        if self.trainer.is_global_zero and self.generated:
+            path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test_generations.jsonl"
+            atomic_write_text(path, "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in self.generated))
+            samples = "\n".join(
+                f"  reference: {g['reference']}\n  answer:    {g['answer']}" for g in self.generated[:3]
+            )
+            summary = ", ".join(f"{k} {float(v):.4f}" for k, v in values.items())
+            head = f"test generation ({len(self.generated)} answers): {summary}, {words:.1f} words"
+            print(f"\n{head}\n{samples}\nwritten to {path}")
+        self.generated = []
 
     def save_extras(self, directory: Path) -> None:
         (directory / "lightkit.json").write_text(

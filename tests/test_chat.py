@@ -118,3 +118,60 @@ def test_a_conversation_whose_answer_is_cut_away_is_left_out_with_a_warning(
     with pytest.warns(UserWarning, match=r"1 conversation\(s\) lost every assistant token to max_length=40"):
         train = dm.build_split("train")
     assert len(train) == 1 and any(label != -100 for label in train[0]["labels"])
+
+
+@pytest.mark.parametrize("with_template", [True, False])
+def test_test_generation_scores_answers_against_references(
+    chat_tokenizer: Path, tmp_path: Path, with_template: bool
+) -> None:
+    """`test_generation: true` answers every test prompt and scores it with ROUGE, in chat and
+    format-string data alike; the file of answers holds exactly the test split's references."""
+    from torchmetrics.text.rouge import ROUGEScore
+
+    from lightkit.main import cli
+
+    tokenizer = chat_tokenizer if with_template else tmp_path / "bpe"
+    if not with_template:
+        train_bpe_tokenizer(read_documents(DATA / "lm" / "corpus.txt"), 300, tokenizer)
+    common = [
+        "--config", str(ROOT / "tests/conf/instruct.yaml"), "--trainer.default_root_dir", str(tmp_path),
+        "--data.tokenizer", str(tokenizer), "--data.init_args.max_length", "160",
+        "--data.init_args.holdout", "[0.2, 0.2]",
+    ]  # fmt: skip
+    main(["fit", *common, "--trainer.enable_checkpointing", "true"])
+    (ckpt,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    run = cli(["test", *common, "--ckpt_path", str(ckpt), "--model.init_args.test_generation", "true"])
+    metrics = run.trainer.callback_metrics
+    rows = [json.loads(line) for line in (tmp_path / "test_generations.jsonl").read_text().splitlines()]
+    split = run.datamodule.datasets["test"]
+    assert [r["reference"] for r in rows] == split["reference"] and len(rows) >= 2
+    expected = ROUGEScore(rouge_keys=("rouge1", "rougeL"))([r["answer"] for r in rows], [r["reference"] for r in rows])
+    assert float(metrics["test_rouge1"]) == pytest.approx(float(expected["rouge1_fmeasure"]), abs=1e-6)
+    assert float(metrics["test_rougeL"]) == pytest.approx(float(expected["rougeL_fmeasure"]), abs=1e-6)
+    words = sum(len(r["answer"].split()) for r in rows) / len(rows)
+    assert float(metrics["test_words"]) == pytest.approx(words) and "test_perplexity" in metrics
+    assert rows[0]["prompt"].endswith("<|im_start|>assistant\n" if with_template else "A: ")
+
+
+def test_headline_data_asks_for_the_first_line_of_each_article(chat_tokenizer: Path, tmp_path: Path) -> None:
+    from lightkit.data import HeadlineDataModule
+
+    corpus = tmp_path / "news"
+    for topic in ("sport", "tech"):
+        (corpus / topic).mkdir(parents=True)
+        for i in range(10):
+            body = " ".join(f"{topic}{i} word{j}" for j in range(40))
+            (corpus / topic / f"{i:03}.txt").write_text(f"{topic.title()} headline {i}\n\n{body}\n")
+    dm = HeadlineDataModule(tokenizer=str(chat_tokenizer), train_file=str(corpus), holdout=(0.2, 0.2),
+                            max_body_words=12, max_length=400, cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    splits = dm.splits(dm._read, dm.split_key)
+    assert {r["topic"] for r in splits["test"]} == {"sport", "tech"}  # stratified by topic
+    row = splits["test"][0]
+    assert row["reference"].endswith(f"headline {row['reference'].split()[-1]}")
+    user = row["gen_prompt"].split("<|im_start|>user\n")[1]
+    assert user.startswith("Write a headline for this article.\n\n") and len(user.split("\n\n")[1].split()) <= 13
+    (corpus / "tech" / "bad.txt").write_text("only a title\n")
+    with pytest.raises(InputError, match=r"bad.txt: expected a headline on the first line and the article below it"):
+        HeadlineDataModule(
+            tokenizer=str(chat_tokenizer), train_file=str(corpus), cache_dir=str(tmp_path / "c2")
+        ).build_split("train")

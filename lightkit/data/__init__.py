@@ -2,6 +2,7 @@
 
 from lightkit.data.base import BaseDataModule
 from lightkit.data.causal_lm import CausalLMDataModule, InstructionDataModule
+from lightkit.data.headlines import HeadlineDataModule
 from lightkit.data.language_modeling import MaskedLMDataModule
 from lightkit.data.prompts import PreferenceDataModule, PromptDataModule
 from lightkit.data.text_classification import TextClassificationDataModule
@@ -11,6 +12,7 @@ __all__ = [
     "BaseDataModule",
     "CausalLMDataModule",
     "CoNLLDataModule",
+    "HeadlineDataModule",
     "InstructionDataModule",
     "MaskedLMDataModule",
     "PreferenceDataModule",

@@ -19,7 +19,7 @@ import torch
 from datasets import Dataset
 
 from lightkit.data.base import BaseDataModule
-from lightkit.data.chat import assistant_spans, check_messages, encode_conversation, generation_prompt
+from lightkit.data.chat import assistant_spans, check_messages, encode_conversation, generation_prompt, render
 from lightkit.data.files import read_jsonl, read_lines, read_table
 from lightkit.data.language_modeling import PackedTextDataModule, hash_texts, read_documents
 from lightkit.errors import InputError
@@ -86,6 +86,10 @@ class PromptsMixin:
             add_special_tokens=False,
         )
         return {**batch, "prompt": [f["prompt"] for f in features]}
+
+
+# Per-row text kept in the test split: the generation prompt and the reference answer.
+TEXT_COLUMNS = ("gen_prompt", "reference")
 
 
 def lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -192,7 +196,8 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
         ):  # each tagged with its file:line
             where = row.pop("_where")
             prompt = format_prompt(self.prompt_template, row, where)
-            rows.append({"prompt": prompt, "response": str(row[self.hparams.response_field])})
+            response = str(row[self.hparams.response_field])
+            rows.append({"prompt": prompt, "response": response, "gen_prompt": prompt, "reference": response})
         return rows
 
     def _read_chat(self, path: Path) -> list[dict[str, Any]]:
@@ -214,20 +219,36 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
                 ]
             else:
                 raise InputError(f"{where}: a row needs `messages` or a {field!r} field; it has {sorted(row)}")
-            text, spans = assistant_spans(self.tokenizer, messages, where)
-            rows.append({"text": text, "spans": [list(s) for s in spans]})
+            rows.append(self.conversation_row(messages, where))
         return rows
 
+    def conversation_row(self, messages: list[dict[str, str]], where: str) -> dict[str, Any]:
+        """A conversation rendered for training (text, assistant spans) and for a test-time
+        generation (the turns before the last answer, with the generation prompt; that answer)."""
+        text, spans = assistant_spans(self.tokenizer, messages, where)
+        last = messages[-1]
+        gen_prompt = (
+            render(self.tokenizer, messages[:-1], generation_prompt=True) if last["role"] == "assistant" else ""
+        )
+        return {"text": text, "spans": [list(s) for s in spans], "gen_prompt": gen_prompt, "reference": last["content"]}
+
+    def split_key(self, row: dict[str, Any]) -> Any:
+        """What the carved splits are stratified by; None (a plain seeded shuffle) by default."""
+        return None
+
     def _encode_chat(self, batch: dict[str, list]) -> dict[str, list]:
-        out: dict[str, list] = {"input_ids": [], "labels": []}
+        out: dict[str, list] = {"input_ids": [], "labels": [], **{k: [] for k in TEXT_COLUMNS if k in batch}}
         cut = 0
-        for text, spans in zip(batch["text"], batch["spans"]):
+        for i, (text, spans) in enumerate(zip(batch["text"], batch["spans"])):
             ids, labels = encode_conversation(self.tokenizer, text, spans, self.hparams.max_length)
             if all(label == -100 for label in labels):
                 cut += 1  # nothing left to learn: a batch of such rows would have a NaN loss
                 continue
             out["input_ids"].append(ids)
             out["labels"].append(labels)
+            for k in TEXT_COLUMNS:
+                if k in batch:
+                    out[k].append(batch[k][i])
         if cut:
             warnings.warn(
                 f"InstructionDataModule: {cut} conversation(s) lost every assistant token to "
@@ -245,6 +266,7 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
             ids = (p + r)[: self.hparams.max_length]
             out["input_ids"].append(ids)
             out["labels"].append(([-100] * len(p) + r)[: self.hparams.max_length])
+        out.update({k: batch[k] for k in TEXT_COLUMNS if k in batch})
         return out
 
     def build_split(self, split: str) -> Dataset:
@@ -259,11 +281,13 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
                     ]
                 }
             )
-        rows = self.splits(self._read)[split]
+        rows = self.splits(self._read, self.split_key)[split]
         if not rows:
             raise InputError(f"{self.source(split)}: the {split} split has no rows")
+        # The test split keeps each prompt and reference answer, for a test-time generation.
+        texts = {k: [r[k] for r in rows] for k in TEXT_COLUMNS} if split == "test" else {}
         if self.chat:
-            data = {"text": [r["text"] for r in rows], "spans": [r["spans"] for r in rows]}
+            data = {"text": [r["text"] for r in rows], "spans": [r["spans"] for r in rows], **texts}
             key = {
                 "split": split,
                 "data": hash_texts(data["text"] + [str(data["spans"])]),
@@ -271,7 +295,7 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
                 "chat": True,
             }
             return self.tokenize_cached(Dataset.from_dict(data), self._encode_chat, key)
-        data = {"prompt": [r["prompt"] for r in rows], "response": [r["response"] for r in rows]}
+        data = {"prompt": [r["prompt"] for r in rows], "response": [r["response"] for r in rows], **texts}
         key = {
             "split": split,
             "data": hash_texts(data["prompt"] + data["response"]),
@@ -289,4 +313,11 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
         ids = torch.tensor([f["input_ids"] + [pad] * (length - len(f["input_ids"])) for f in features])
         mask = torch.tensor([[1] * len(f["input_ids"]) + [0] * (length - len(f["input_ids"])) for f in features])
         labels = torch.tensor([f["labels"] + [-100] * (length - len(f["labels"])) for f in features])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if "reference" in features[0]:  # test: the prompts left-padded for generation, and the answers
+            prompts = self.tokenizer([f["gen_prompt"] for f in features], return_tensors="pt", padding=True,
+                                     padding_side="left", add_special_tokens=False)  # fmt: skip
+            batch.update(gen_input_ids=prompts["input_ids"], gen_attention_mask=prompts["attention_mask"],
+                         gen_prompts=[f["gen_prompt"] for f in features],
+                         references=[f["reference"] for f in features])  # fmt: skip
+        return batch
