@@ -50,6 +50,9 @@ def apply_lora(model: PreTrainedModel, settings: dict[str, Any], task_type: str 
     from peft import LoraConfig, get_peft_model
 
     s = lora_settings(settings)
+    # A classifier's head is new: peft trains it whole (modules_to_save), so it must not also get
+    # an adapter, which `all-linear` would give it.
+    heads = ["classifier", "score"] if task_type in ("SEQ_CLS", "TOKEN_CLS") else None
     config = LoraConfig(
         r=s["r"],
         lora_alpha=s["alpha"],
@@ -57,6 +60,7 @@ def apply_lora(model: PreTrainedModel, settings: dict[str, Any], task_type: str 
         target_modules=s["target_modules"],
         bias=s["bias"],
         task_type=task_type,
+        exclude_modules=heads,
     )
     try:
         return get_peft_model(model, config)

@@ -95,3 +95,38 @@ def test_an_adapter_of_another_setting_is_refused(base: dict, tmp_path: Path) ->
     other = lora_args(base, tmp_path / "other", "--model.init_args.peft", "{r: 8}")
     with pytest.raises(InputError, match="the adapter does not fit this base model"):
         main(["test", *other, "--ckpt_path", str(ckpt)])
+
+
+def test_gradient_checkpointing_trains_the_same_adapters(base: dict, tmp_path: Path) -> None:
+    """Recomputing activations changes memory, not the result."""
+    from lightkit.main import cli
+
+    plain = cli(["fit", *lora_args(base, tmp_path / "a", "--trainer.max_epochs", "1")]).model
+    checkpointed = cli(["fit", *lora_args(base, tmp_path / "b", "--trainer.max_epochs", "1",
+                                          "--model.init_args.gradient_checkpointing", "true")]).model  # fmt: skip
+    assert checkpointed.model.base_model.model.is_gradient_checkpointing
+    a = {n: p for n, p in plain.named_parameters() if p.requires_grad}
+    b = {n: p for n, p in checkpointed.named_parameters() if p.requires_grad}
+    assert all(torch.allclose(a[n], b[n], atol=1e-5) for n in a)
+
+
+def test_lora_on_a_token_classifier_trains_the_new_head_too(tmp_path: Path) -> None:
+    """A classifier's head is new, so peft keeps it trainable (and checkpointed) beside the adapters."""
+    from lightkit.main import cli
+
+    ner = ROOT / "tests" / "conf" / "ner.yaml"
+    main(["fit", "--config", str(ner), "--trainer.default_root_dir", str(tmp_path / "base"),
+          "--trainer.max_epochs", "1", "--model.init_args.save_dir", str(tmp_path / "hf")])  # fmt: skip
+    run = cli(["fit", "--config", str(ner), "--trainer.default_root_dir", str(tmp_path / "lora"),
+               "--trainer.max_epochs", "2", "--model.init_args.model_config", "null",
+               "--model.init_args.pretrained", str(tmp_path / "hf"), "--model.init_args.peft", "{r: 4}",
+               "--model.init_args.save_dir", str(tmp_path / "lora-hf")])  # fmt: skip
+    trainable = [n for n, p in run.model.named_parameters() if p.requires_grad]
+    assert any("lora_" in n for n in trainable) and any("classifier" in n and "lora_" not in n for n in trainable)
+    assert "test_f1" not in run.trainer.callback_metrics and "val_f1" in run.trainer.callback_metrics
+    ckpt = torch.load(next((tmp_path / "lora" / "checkpoints").glob("*.ckpt")), weights_only=True)
+    assert set(ckpt["state_dict"]) == set(trainable)
+    main(["test", "--config", str(ner), "--trainer.default_root_dir", str(tmp_path / "lora"),
+          "--model.init_args.model_config", "null", "--model.init_args.pretrained", str(tmp_path / "hf"),
+          "--model.init_args.peft", "{r: 4}",
+          "--ckpt_path", str(next((tmp_path / "lora" / "checkpoints").glob("*.ckpt")))])  # fmt: skip

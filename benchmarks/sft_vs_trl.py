@@ -1,0 +1,272 @@
+"""LoRA SFT of SmolLM2-135M-Instruct on BBC headlines: lightkit `fit` against TRL's `SFTTrainer`.
+
+    python benchmarks/sft_vs_trl.py --steps 16 --warmup 2 --repeats 3 --out benchmarks/results/sft-vs-trl-cpu.json
+
+The same job on both sides: the packaged SmolLM2-135M-Instruct, the HeadlineDataModule's training
+rows (the article prompt as a user turn, the headline as the assistant turn, rendered by the
+model's chat template, loss on the answer only: lightkit's chat masking against TRL's
+prompt-completion `completion_only_loss`), the same LoRA config (r 16, alpha 32, dropout 0.05,
+all-linear, through `peft_config` for TRL), batch, sequence cap, learning rate, steps, bf16
+autocast and torch threads.
+
+TRL gets its documented settings for this: conversational prompt/completion data, `padding_free`
+off (it needs flash attention), no packing (each row is one example), and length-grouped batches
+(`train_sampling_strategy="group_by_length"`, what lightkit does by default). Gradient
+checkpointing is the same on both sides (`--gradient_checkpointing`; off by default, for speed:
+TRL's SFTConfig turns it on by default, lightkit's tasks leave it off), and so is gradient
+clipping (`--max_grad_norm`, 1.0: the Trainer's default; Lightning clips only when asked).
+
+Each side runs in its own process, so its peak RSS is its own; it is compared at the end of
+training, before lightkit's merged-model save or either side's evaluation. Sides alternate for
+`--repeats` rounds, and medians are reported; the first `--warmup` steps are not timed. After
+training, each side answers the same held-out articles greedily with the same generation code,
+scored with ROUGE (torchmetrics) against the real headlines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+
+
+def rows(max_length: int, seed: int) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The headline task's tokenizer, training conversations and held-out test rows."""
+    from lightkit.data import HeadlineDataModule
+
+    dm = HeadlineDataModule(tokenizer=MODEL, holdout=(0.02, 0.05), split_seed=13, max_length=max_length)
+    splits = dm.splits(dm._read, dm.split_key)
+    return dm, splits["train"], splits["test"]
+
+
+def rss_mib() -> float:
+    """The process's peak RSS so far (its whole life: loading included)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+class Meter:
+    """Non-padding tokens and seconds of the timed steps (after `warmup`), and memory: the largest
+    RSS seen at the end of a training step, and the process's peak when training ends (before
+    either side saves or evaluates anything; model loading included)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.steps, self.tokens, self.start, self.seconds = warmup, 0, 0, None, 0.0
+        self.training_rss = 0.0
+        self.step_rss = 0.0
+
+    def step_begin(self) -> None:
+        if self.steps == self.warmup:
+            self.start = time.perf_counter()
+
+    def step_end(self, tokens: int) -> None:
+        self.steps += 1
+        if self.steps > self.warmup:
+            self.tokens += tokens
+            self.seconds = time.perf_counter() - self.start
+        self.training_rss = rss_mib()
+        self.step_rss = max(self.step_rss, current_rss_mib())
+
+
+def score(model: Any, tokenizer: Any, test: list[dict[str, Any]], batch: int = 8) -> dict[str, float]:
+    """Greedy answers to the held-out prompts, scored against the references with ROUGE-L."""
+    import torch
+    from torchmetrics.text.rouge import ROUGEScore
+
+    rouge = ROUGEScore(rouge_keys=("rouge1", "rougeL"))
+    model.eval()
+    for i in range(0, len(test), batch):
+        chunk = test[i : i + batch]
+        enc = tokenizer([r["gen_prompt"] for r in chunk], return_tensors="pt", padding=True, padding_side="left",
+                        add_special_tokens=False)  # fmt: skip
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        answers = [
+            a.strip() for a in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        ]
+        rouge.update(answers, [r["reference"] for r in chunk])
+    values = rouge.compute()
+    return {"rouge1": float(values["rouge1_fmeasure"]), "rougeL": float(values["rougeL_fmeasure"])}
+
+
+def run_lightkit(args: argparse.Namespace) -> dict[str, Any]:
+    import lightning as L
+
+    from lightkit.tasks import CausalLMTask
+
+    dm, _, test = rows(args.max_length, 13)
+    L.seed_everything(0)
+    task = CausalLMTask(pretrained=MODEL, tokenizer=MODEL, peft=LORA, learning_rate=args.learning_rate,
+                        weight_decay=0.0, save_dir=str(Path(args.scratch) / "lightkit-hf"),
+                        gradient_checkpointing=args.gradient_checkpointing)  # fmt: skip
+    meter = Meter(args.warmup)
+    dm.hparams.batch_size = args.batch_size
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+
+    class Timing(L.Callback):
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
+            meter.step_begin()
+            self.tokens = int(batch["attention_mask"].sum())
+
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            meter.step_end(self.tokens)
+
+    # gradient_clip_val 1.0: the Trainer's default max_grad_norm, so both sides optimise alike.
+    trainer = L.Trainer(max_steps=args.warmup + args.steps, precision="bf16-mixed", accelerator="cpu", logger=False,
+                        gradient_clip_val=args.max_grad_norm,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=args.scratch,
+                        callbacks=[Timing()])  # fmt: skip
+    trainer.fit(task, train_dataloaders=loader)
+    return {"tokens_per_s": meter.tokens / meter.seconds, "training_peak_rss_mib": meter.training_rss,
+            "step_rss_mib": meter.step_rss, **score(task.model, dm.tokenizer, test[: args.eval_rows])}  # fmt: skip
+
+
+def run_trl(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from lightkit.resources import resolve_path
+
+    dm, train, test = rows(args.max_length, 13)
+    # TRL's conversational prompt/completion format: the loss is on the completion only.
+    conversations = []
+    for r in train:
+        conversations.append({
+            "prompt": [{"role": "user", "content": r["user"]}],
+            "completion": [{"role": "assistant", "content": r["reference"]}],
+        })  # fmt: skip
+    meter = Meter(args.warmup)
+
+    class Timing(TrainerCallback):
+        def on_step_begin(self, *a: Any, **k: Any) -> None:
+            meter.step_begin()
+
+        def on_step_end(self, *a: Any, **k: Any) -> None:
+            meter.step_end(Timing.tokens)
+
+    Timing.tokens = 0
+    model = AutoModelForCausalLM.from_pretrained(resolve_path(MODEL), dtype=torch.float32)
+    config = SFTConfig(
+        output_dir=args.scratch, max_steps=args.warmup + args.steps, per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate, weight_decay=0.0, lr_scheduler_type="constant", warmup_steps=0,
+        bf16=True, use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no", seed=0,
+        max_length=args.max_length, packing=False, completion_only_loss=True, disable_tqdm=True,
+        dataloader_num_workers=0, gradient_checkpointing=args.gradient_checkpointing, max_grad_norm=args.max_grad_norm,
+        gradient_checkpointing_kwargs={"use_reentrant": False}, train_sampling_strategy="group_by_length",
+    )  # fmt: skip
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(conversations),
+                         processing_class=dm.tokenizer, peft_config=LoraConfig(
+                             r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                             target_modules=LORA["target_modules"], task_type="CAUSAL_LM"),
+                         callbacks=[Timing()])  # fmt: skip
+    collate = trainer.data_collator
+
+    def counting(features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = collate(features)
+        Timing.tokens = (
+            int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
+        )
+        return batch
+
+    trainer.data_collator = counting
+    trainer.train()
+    return {"tokens_per_s": meter.tokens / meter.seconds, "training_peak_rss_mib": meter.training_rss,
+            "step_rss_mib": meter.step_rss, **score(trainer.model, dm.tokenizer, test[: args.eval_rows])}  # fmt: skip
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    result = (run_lightkit if args.side == "lightkit" else run_trl)(args)
+    result["peak_rss_mib"] = rss_mib()  # the whole process: lightkit's includes saving the merged model
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--side", choices=["lightkit", "trl"], default=None, help="internal: run one side")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch_size", type=int, default=4)
+    ap.add_argument("--max_length", type=int, default=320)
+    ap.add_argument("--learning_rate", type=float, default=3e-4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--eval_rows", type=int, default=48)
+    ap.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False)
+    ap.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping on both sides")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--scratch", default="/tmp/lightkit-sft-bench")
+    ap.add_argument("--out", default="benchmarks/results/sft-vs-trl-cpu.json")
+    args = ap.parse_args()
+    if args.side:
+        child(args)
+        return
+    runs: dict[str, list[dict[str, Any]]] = {"lightkit": [], "trl": []}
+    for _ in range(args.repeats):
+        for side in ("lightkit", "trl"):
+            cmd = [sys.executable, __file__, "--side", side, *sys.argv[1:]]
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+            )
+            line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
+            if line is None:
+                sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
+                raise SystemExit(f"{side} failed")
+            runs[side].append(json.loads(line[len("RESULT ") :]))
+            print(side, runs[side][-1], flush=True)
+    median = {s: {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in rs[0]} for s, rs in runs.items()}
+    import torch
+    import transformers
+    import trl
+    from measure import write_result  # benchmarks/ is first on sys.path when run as a script
+
+    result = {
+        "what": "LoRA SFT tokens/s, peak RSS and held-out ROUGE-L, lightkit fit vs TRL SFTTrainer, same job",
+        "command": "python benchmarks/sft_vs_trl.py " + " ".join(sys.argv[1:]),
+        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+        "date": time.strftime("%Y-%m-%d"),
+        "job": {
+            "model": MODEL,
+            "lora": LORA,
+            "gradient_checkpointing": args.gradient_checkpointing,
+            "max_grad_norm": args.max_grad_norm,
+            "steps_timed": args.steps,
+            "warmup": args.warmup,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "precision": "bf16 autocast",
+            "eval_rows": args.eval_rows,
+        },
+        "lightkit": median["lightkit"],
+        "trl": median["trl"],
+        "runs": runs,
+        "ratio_tokens_per_s": median["lightkit"]["tokens_per_s"] / median["trl"]["tokens_per_s"],
+    }
+    write_result(args.out, result)
+    print(json.dumps({k: result[k] for k in ("lightkit", "trl", "ratio_tokens_per_s")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
