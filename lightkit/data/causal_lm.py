@@ -19,7 +19,14 @@ import torch
 from datasets import Dataset
 
 from lightkit.data.base import BaseDataModule
-from lightkit.data.chat import assistant_spans, check_messages, encode_conversation, generation_prompt, render
+from lightkit.data.chat import (
+    assistant_spans,
+    check_messages,
+    encode_conversation,
+    generation_prompt,
+    render,
+    user_turns,
+)
 from lightkit.data.files import read_jsonl, read_lines, read_table
 from lightkit.data.language_modeling import PackedTextDataModule, hash_texts, read_documents
 from lightkit.errors import InputError
@@ -188,39 +195,28 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
         self.chat = format == "chat" or (format == "auto" and has_template)
 
     def _read(self, path: Path) -> list[dict[str, Any]]:
-        if self.chat:
-            return self._read_chat(path)
-        rows = []
-        for row in read_table(
-            path, [self.hparams.response_field], self.hparams.encoding
-        ):  # each tagged with its file:line
+        field, rows = self.hparams.response_field, []
+        # Each row comes tagged with its file:line; without a chat template every row needs the
+        # response field (checked once in a CSV/TSV header).
+        for row in read_table(path, [] if self.chat else [field], self.hparams.encoding):
             where = row.pop("_where")
-            prompt = format_prompt(self.prompt_template, row, where)
-            response = str(row[self.hparams.response_field])
-            rows.append({"prompt": prompt, "response": response, "gen_prompt": prompt, "reference": response})
-        return rows
-
-    def _read_chat(self, path: Path) -> list[dict[str, Any]]:
-        """Rows as rendered conversations with their assistant spans."""
-        rows, field = [], self.hparams.response_field
-        for row in read_table(path, [], self.hparams.encoding):
-            where = row.pop("_where")
-            if "messages" in row:
-                messages = check_messages(row["messages"], where)
+            if self.chat and "messages" in row:
+                rows.append(self.conversation_row(check_messages(row["messages"], where), where))
             elif field in row:
-                system = (
-                    [{"role": "system", "content": self.hparams.system_prompt}] if self.hparams.system_prompt else []
-                )
-                user = format_prompt(self.prompt_template, row, where)
-                messages = [
-                    *system,
-                    {"role": "user", "content": user},
-                    {"role": "assistant", "content": str(row[field])},
-                ]
+                prompt = format_prompt(self.prompt_template, row, where)
+                rows.append(self.instruction_row(prompt, str(row[field]), where))
             else:
                 raise InputError(f"{where}: a row needs `messages` or a {field!r} field; it has {sorted(row)}")
-            rows.append(self.conversation_row(messages, where))
         return rows
+
+    def instruction_row(self, prompt: str, response: str, where: str) -> dict[str, Any]:
+        """A prompt and its response as a training row: a user turn (after the system prompt) and
+        an assistant turn through the chat template, or, without one, the formatted prompt and the
+        response that follows it."""
+        if not self.chat:
+            return {"prompt": prompt, "response": response}
+        messages = [*user_turns(prompt, self.hparams.system_prompt), {"role": "assistant", "content": response}]
+        return self.conversation_row(messages, where)
 
     def conversation_row(self, messages: list[dict[str, str]], where: str) -> dict[str, Any]:
         """A conversation rendered for training (text, assistant spans) and for a test-time
@@ -285,7 +281,10 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
         if not rows:
             raise InputError(f"{self.source(split)}: the {split} split has no rows")
         # The test split keeps each prompt and reference answer, for a test-time generation.
-        texts = {k: [r[k] for r in rows] for k in TEXT_COLUMNS} if split == "test" else {}
+        texts: dict[str, list[str]] = {}
+        if split == "test":
+            pairs = [(r["gen_prompt"], r["reference"]) if self.chat else (r["prompt"], r["response"]) for r in rows]
+            texts = {"gen_prompt": [p for p, _ in pairs], "reference": [a for _, a in pairs]}
         if self.chat:
             data = {"text": [r["text"] for r in rows], "spans": [r["spans"] for r in rows], **texts}
             key = {

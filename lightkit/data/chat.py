@@ -74,9 +74,12 @@ def encode_conversation(
     return ids[:max_length], labels[:max_length]
 
 
+def user_turns(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
+    """A user turn, after a system turn when `system_prompt` is set."""
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*system, {"role": "user", "content": prompt}]
+
+
 def generation_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, system_prompt: str | None) -> str:
     """A user turn rendered for the model to answer (what `predict` feeds a chat model)."""
-    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-        {"role": "user", "content": prompt}
-    ]
-    return render(tokenizer, messages, generation_prompt=True)
+    return render(tokenizer, user_turns(prompt, system_prompt), generation_prompt=True)

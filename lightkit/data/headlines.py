@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lightkit.data.causal_lm import InstructionDataModule
+from lightkit.data.causal_lm import InstructionDataModule, format_prompt
 from lightkit.data.files import read_corpus_file
 from lightkit.errors import InputError
 
@@ -52,17 +52,9 @@ class HeadlineDataModule(InstructionDataModule):
             if len(lines) < 2:
                 raise InputError(f"{file}: expected a headline on the first line and the article below it")
             headline, body = lines[0], " ".join(" ".join(lines[1:]).split()[: self.hparams.max_body_words])
-            prompt = f"{self.hparams.instruction}\n\n{body}"
-            if self.chat:
-                system = (
-                    [{"role": "system", "content": self.hparams.system_prompt}] if self.hparams.system_prompt else []
-                )
-                messages = [*system, {"role": "user", "content": prompt}, {"role": "assistant", "content": headline}]
-                row = self.conversation_row(messages, str(file))
-            else:
-                prompt = self.prompt_template.format(prompt=prompt)
-                row = {"prompt": prompt, "response": headline, "gen_prompt": prompt, "reference": headline}
-            rows.append({**row, "topic": file.parent.name, "user": prompt})
+            where = str(file)
+            user = format_prompt(self.prompt_template, {"prompt": f"{self.hparams.instruction}\n\n{body}"}, where)
+            rows.append({**self.instruction_row(user, headline, where), "topic": file.parent.name, "user": user})
         return rows
 
     def split_key(self, row: dict[str, Any]) -> Any:
