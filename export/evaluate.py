@@ -29,7 +29,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def evaluate_artifact(
-    trainer: Any, task: Any, datamodule: Any, artifact: str, form: str, output: str, device: str = "auto"
+    trainer: Any, task: Any, datamodule: Any, artifact: str, form: str, output: str, device: str
 ) -> dict[str, Any]:
     """Run `trainer.test` on `task` with the artifact's `form` as its model; write `evaluation.json`.
 
@@ -50,7 +50,6 @@ def evaluate_artifact(
     labels = list(task.hparams.get("label_names") or [])
     if manifest.get("labels") and labels != manifest["labels"]:
         raise InputError(f"config: its data has labels {labels}, the artifact was exported with {manifest['labels']}")
-    dm = datamodule
 
     session = OrtModel(folder / manifest["forms"][form]["file"], device=device)
     latencies: list[float] = []
@@ -65,7 +64,7 @@ def evaluate_artifact(
         return result
 
     with task.forward_with(timed):  # the artifact serves every forward of `test`
-        results = trainer.test(task, datamodule=dm, verbose=False)[0]
+        results = trainer.test(task, datamodule=datamodule, verbose=False)[0]
     report = {
         "artifact": str(folder),
         "form": form,
@@ -75,7 +74,7 @@ def evaluate_artifact(
         "examples": examples,
         "latency_ms_per_batch": {"median": percentile(latencies, 0.5), "p90": percentile(latencies, 0.9)},
         "throughput_examples_per_s": examples / (sum(latencies) / 1000) if latencies else 0.0,
-        "batch_size": dm.eval_batch_size,
+        "batch_size": datamodule.eval_batch_size,
     }
     atomic_write_text(out / "evaluation.json", json.dumps(report, indent=2) + "\n")
     print(

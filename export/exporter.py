@@ -215,22 +215,24 @@ def write_forms(
 def export_checkpoint(
     task: BaseTask,
     datamodule: Any,
+    *,
     ckpt_path: str,
     output: str,
-    forms: list[str] | str | None = None,
-    overwrite: bool = False,
-    parity_batches: int | None = None,
-    tolerance: dict[str, dict[str, float]] | None = None,
-    opset: int = OPSET,
-    embedding_bits: int = 8,
-    config_files: list[str] | None = None,
+    forms: list[str] | str | None,
+    overwrite: bool,
+    parity_batches: int | None,
+    tolerance: dict[str, dict[str, float]] | None,
+    opset: int | None,
+    embedding_bits: int,
+    config_files: list[str],
 ) -> Path:
     """Write the checked ONNX forms of `task` with the weights of `ckpt_path` into `output`.
 
-    The arguments are those of `lightkit export` (see `lightkit.main.LightkitTrainer.export`).
-    A form outside its tolerance fails the whole export and nothing is written. `config_files`
-    (the YAML the task was built from) are recorded in the manifest.
+    The settings are those of `lightkit export`, documented and defaulted in one place,
+    `lightkit.main.LightkitTrainer.export`. A form outside its tolerance fails the whole export
+    and nothing is written. `config_files` (the YAML the task was built from) go into the manifest.
     """
+    opset = opset or OPSET
     forms = [forms] if isinstance(forms, str) else forms
     unknown = [f for f in forms or [] if f not in FORMS]
     if unknown:
@@ -241,7 +243,6 @@ def export_checkpoint(
         raise InputError(f"output: {out} exists; pass --overwrite true to replace it")
     objective = objective_name(task)
     qat = load_weights(task, ckpt_path)
-    dm = datamodule
     gpu = torch.cuda.is_available()
     # A QAT checkpoint's CPU int8 artifact is the qat form, the one it was trained for (compacted,
     # also the faster); post-training int8-cpu of its weights is another model, written when asked
@@ -254,9 +255,9 @@ def export_checkpoint(
     if qat:
         set_qat(task.model, fake_quant=False, observe=False)  # the float forms export the float model
     primary, decoder = task.primary_metric, task.export_kind == "decoder"
-    dm.setup("test")
+    datamodule.setup("test")
     n_batches = parity_batches or task.parity_batches
-    batches = [b for _, b in zip(range(n_batches), dm.test_dataloader())]
+    batches = [b for _, b in zip(range(n_batches), datamodule.test_dataloader())]
     reference, ref_logits, masks = score(task, task.model, batches)
 
     manifest: dict[str, Any] = {
@@ -268,7 +269,7 @@ def export_checkpoint(
         "primary_mode": task.primary_mode,
         "opset": opset,
         "labels": list(task.hparams.get("label_names") or []),
-        "max_length": dm.hparams.get("max_length"),  # the truncation the model was trained and checked with
+        "max_length": datamodule.hparams.get("max_length"),  # the truncation the model was trained and checked with
         "outputs": [{"name": "logits", "dtype": "float32", "shape": task.logits_axes()}],
         "parity_data": {
             "split": "test",

@@ -69,26 +69,17 @@ class LightkitTrainer(Trainer):
             tolerance: per form, limits replacing the defaults, e.g. `{int8-cpu:
                 {max_metric_drop: 0.05}}`; keys max_abs_diff, min_argmax_agreement,
                 max_metric_drop, min_greedy_agreement.
-            opset: ONNX opset (default 17).
+            opset: ONNX opset (default: lightkit.export.onnx_export.OPSET, 17).
             embedding_bits: int8-gpu: bits of the embedding tables (4 makes the file smaller;
                 check the parity report).
         """
         from lightkit.export.exporter import export_checkpoint
-        from lightkit.export.onnx_export import OPSET
 
         return export_checkpoint(
-            model,
-            datamodule,
-            ckpt_path,
-            output,
-            forms,
-            overwrite,
-            parity_batches,
-            tolerance,
-            opset or OPSET,
-            embedding_bits,
+            model, datamodule, ckpt_path=ckpt_path, output=output, forms=forms, overwrite=overwrite,
+            parity_batches=parity_batches, tolerance=tolerance, opset=opset, embedding_bits=embedding_bits,
             config_files=self.config_files,
-        )
+        )  # fmt: skip
 
     def evaluate(
         self,
