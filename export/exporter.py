@@ -119,7 +119,7 @@ def load_weights(task: BaseTask, ckpt_path: str) -> bool:
         raise InputError(
             f"ckpt_path: {path} does not fit the task of the config, a {type(task).__name__} ({str(e).splitlines()[0]})"
         ) from None
-    task.model = task.plain_model()  # LoRA adapters merged: the graph is a plain transformers model
+    task.model = task.plain_model(keep_adapters=False)  # LoRA merged: the graph is plain transformers
     task.eval()
     return qat
 

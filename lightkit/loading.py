@@ -65,4 +65,4 @@ def load_trained(
     # Built while LightningCLI instantiates the configured task: it records its own hyperparameters.
     instance = fresh_hyperparameters(task, **kwargs)
     instance.load_trained_state(ckpt["state_dict"], what)
-    return instance.plain_model(), instance.tokenizer
+    return instance.plain_model(keep_adapters=False), instance.tokenizer

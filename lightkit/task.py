@@ -390,26 +390,33 @@ class BaseTask(MovesUnregistered, L.LightningModule):
         return values
 
     # -- checkpoints -----------------------------------------------------------------------------
+    @property
+    def lora(self) -> bool:
+        """Whether the model trains LoRA adapters (`peft`) instead of its own weights."""
+        return self.hparams.get("peft") is not None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.hparams.get("peft") is not None:  # the base weights come from `pretrained` again
+        if self.lora:  # the base weights come from `pretrained` again
             checkpoint["state_dict"] = trainable_state(self, checkpoint["state_dict"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.hparams.get("peft") is not None:
+        if self.lora:
             check_adapter_state(self, checkpoint["state_dict"], "ckpt_path")
 
     def load_trained_state(self, state: dict[str, torch.Tensor], where: str) -> None:
-        """Load a `lightkit fit` checkpoint's state dict: whole, or a LoRA run's adapters onto
-        the base model this task was built from (checked to fit)."""
-        if self.hparams.get("peft") is not None:
+        """Load a `lightkit fit` checkpoint's state dict outside a Trainer, as Lightning does:
+        whole, or a LoRA run's adapters onto the base model (checked to fit)."""
+        if self.lora:
             check_adapter_state(self, state, where)
-            self.load_state_dict(state, strict=False)
-        else:
-            self.load_state_dict(state)
+        self.load_state_dict(state, strict=self.strict_loading)
 
-    def plain_model(self) -> PreTrainedModel:
-        """The task's model as plain transformers: LoRA adapters merged into a copy, else itself."""
-        return merged_copy(self.model) if self.hparams.get("peft") is not None else self.model
+    def plain_model(self, keep_adapters: bool = True) -> PreTrainedModel:
+        """The task's model as plain transformers: with LoRA, the adapters merged into a copy
+        (the task trains on), or, with `keep_adapters=False`, into the model itself (for a task
+        built only to hand its model on: no second copy in memory)."""
+        if not self.lora:
+            return self.model
+        return merged_copy(self.model) if keep_adapters else self.model.merge_and_unload()
 
     # -- epoch means (checkpointed by lightkit.callbacks.ExactResume) ---------------------------
     def on_train_epoch_start(self) -> None:

@@ -130,3 +130,20 @@ def test_lora_on_a_token_classifier_trains_the_new_head_too(tmp_path: Path) -> N
           "--model.init_args.model_config", "null", "--model.init_args.pretrained", str(tmp_path / "hf"),
           "--model.init_args.peft", "{r: 4}",
           "--ckpt_path", str(next((tmp_path / "lora" / "checkpoints").glob("*.ckpt")))])  # fmt: skip
+
+
+def test_a_lora_checkpoint_exports_as_a_plain_graph_that_matches_pytorch(base: dict, tmp_path: Path) -> None:
+    import json
+
+    import onnx
+
+    args = lora_args(base, tmp_path, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true")
+    main(["fit", *args])
+    ckpt = next((tmp_path / "checkpoints").glob("*.ckpt"))
+    out = tmp_path / "onnx"
+    main(["export", *args[: args.index("--trainer.default_root_dir")], "--ckpt_path", str(ckpt), "--output", str(out),
+          "--forms", "fp32"])  # fmt: skip
+    parity = json.loads((out / "manifest.json").read_text())["forms"]["fp32"]["parity"]
+    assert parity["passed"] and parity["greedy_agreement"] == 1.0
+    graph = onnx.load(str(out / "fp32" / "model.onnx"), load_external_data=False).graph
+    assert not any("lora" in init.name for init in graph.initializer)  # merged, not adapters beside
