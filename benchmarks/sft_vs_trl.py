@@ -40,7 +40,7 @@ MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
 
 
-def rows(max_length: int, seed: int) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
+def rows(max_length: int) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
     """The headline task's tokenizer, training conversations and held-out test rows."""
     from lightkit.data import HeadlineDataModule
 
@@ -109,7 +109,7 @@ def run_lightkit(args: argparse.Namespace) -> dict[str, Any]:
 
     from lightkit.tasks import CausalLMTask
 
-    dm, _, test = rows(args.max_length, 13)
+    dm, _, test = rows(args.max_length)
     L.seed_everything(0)
     task = CausalLMTask(pretrained=MODEL, tokenizer=MODEL, peft=LORA, learning_rate=args.learning_rate,
                         weight_decay=0.0, save_dir=str(Path(args.scratch) / "lightkit-hf"),
@@ -147,7 +147,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
 
     from lightkit.resources import resolve_path
 
-    dm, train, test = rows(args.max_length, 13)
+    dm, train, test = rows(args.max_length)
     # TRL's conversational prompt/completion format: the loss is on the completion only.
     conversations = []
     for r in train:

@@ -9,6 +9,7 @@ writes the `.md` beside a result file.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
@@ -21,7 +22,9 @@ MARKER = re.compile(r"^<!-- results: (\S+) -->$", re.M)
 INDEX = "<!-- results-index -->"
 
 
+@functools.cache
 def _to_markdown() -> Any:
+    """benchmarks/to_markdown.py, loaded once per build (it is a script, not a package module)."""
     spec = importlib.util.spec_from_file_location("to_markdown", ROOT / "benchmarks" / "to_markdown.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

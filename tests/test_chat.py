@@ -7,33 +7,22 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DATA, ROOT
+from conftest import DATA, ROOT, make_bpe, make_chat_tokenizer
 
 from lightkit.data import InstructionDataModule
-from lightkit.data.causal_lm import train_bpe_tokenizer
-from lightkit.data.language_modeling import read_documents
 from lightkit.errors import InputError
 from lightkit.main import main
-
-# ChatML, as SmolLM2 and Qwen write it.
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 @pytest.fixture(scope="module")
 def chat_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tests' byte-level BPE with ChatML's special tokens and template."""
-    from transformers import AutoTokenizer
+    return make_chat_tokenizer(tmp_path_factory.mktemp("chat") / "tokenizer")
 
-    path = tmp_path_factory.mktemp("chat") / "tokenizer"
-    train_bpe_tokenizer(read_documents(DATA / "lm" / "corpus.txt"), 300, path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tokenizer.chat_template = CHATML
-    tokenizer.save_pretrained(path)
-    return path
+
+def instruct_args(tokenizer: Path, root: Path, *extra: str) -> list[str]:
+    """The tiny instruction-tuning config on `tokenizer`, writing under `root`."""
+    return ["--config", str(ROOT / "tests/conf/instruct.yaml"), "--trainer.default_root_dir", str(root),
+            "--data.tokenizer", str(tokenizer), "--data.init_args.max_length", "160", *extra]  # fmt: skip
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -86,18 +75,13 @@ def test_bad_conversations_are_named(chat_tokenizer: Path, tmp_path: Path, row: 
 
 
 def test_chat_format_needs_a_template(tmp_path: Path) -> None:
-    path = tmp_path / "bpe"
-    train_bpe_tokenizer(read_documents(DATA / "lm" / "corpus.txt"), 300, path)
+    path = make_bpe(tmp_path / "bpe")
     with pytest.raises(InputError, match=r"tokenizer '.*bpe' has no chat template; format: chat needs one"):
         data_module(path, DATA / "lm" / "instruct.jsonl", tmp_path, format="chat")
 
 
 def test_chat_tuning_through_the_cli_and_predict_renders_prompts_alike(chat_tokenizer: Path, tmp_path: Path) -> None:
-    common = [
-        "--config", str(ROOT / "tests/conf/instruct.yaml"), "--trainer.default_root_dir", str(tmp_path),
-        "--data.tokenizer", str(chat_tokenizer), "--data.init_args.system_prompt", "answer with a city",
-        "--data.init_args.max_length", "160",
-    ]  # fmt: skip
+    common = instruct_args(chat_tokenizer, tmp_path, "--data.init_args.system_prompt", "answer with a city")
     main(["fit", *common, "--trainer.enable_checkpointing", "true"])
     (ckpt,) = (tmp_path / "checkpoints").glob("*.ckpt")
     out = tmp_path / "answers.jsonl"
@@ -130,14 +114,8 @@ def test_test_generation_scores_answers_against_references(
 
     from lightkit.main import cli
 
-    tokenizer = chat_tokenizer if with_template else tmp_path / "bpe"
-    if not with_template:
-        train_bpe_tokenizer(read_documents(DATA / "lm" / "corpus.txt"), 300, tokenizer)
-    common = [
-        "--config", str(ROOT / "tests/conf/instruct.yaml"), "--trainer.default_root_dir", str(tmp_path),
-        "--data.tokenizer", str(tokenizer), "--data.init_args.max_length", "160",
-        "--data.init_args.holdout", "[0.2, 0.2]",
-    ]  # fmt: skip
+    tokenizer = chat_tokenizer if with_template else make_bpe(tmp_path / "bpe")
+    common = instruct_args(tokenizer, tmp_path, "--data.init_args.holdout", "[0.2, 0.2]")
     main(["fit", *common, "--trainer.enable_checkpointing", "true"])
     (ckpt,) = (tmp_path / "checkpoints").glob("*.ckpt")
     run = cli(["test", *common, "--ckpt_path", str(ckpt), "--model.init_args.test_generation", "true"])

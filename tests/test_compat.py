@@ -8,6 +8,9 @@ import inspect
 
 from lightning.pytorch.cli import LightningCLI
 
+TINY_BERT = {"model_type": "bert", "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1,
+             "intermediate_size": 8, "vocab_size": 16}  # fmt: skip
+
 
 def test_lightning_cli_still_merges_checkpoint_hparams_in_parse_ckpt_path() -> None:
     """Behaviour: tests/test_refiner.py (a --model flag wins over the checkpoint's hparams)."""
@@ -36,17 +39,9 @@ def test_fresh_hyperparameters_records_the_nested_task_own_arguments() -> None:
     from lightkit.compat import fresh_hyperparameters
     from lightkit.tasks import SequenceClassificationTask
 
-    config = {
-        "model_type": "bert",
-        "hidden_size": 8,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 1,
-        "intermediate_size": 8,
-        "vocab_size": 16,
-    }
     with _given_hyperparameters_context(hparams={"learning_rate": 0.5, "_class_path": "Outer"}, instantiator="x"):
         nested = fresh_hyperparameters(
-            SequenceClassificationTask, label_names=["a", "b"], model_config=config, learning_rate=0.1
+            SequenceClassificationTask, label_names=["a", "b"], model_config=TINY_BERT, learning_rate=0.1
         )
     assert nested.hparams.learning_rate == 0.1 and "_class_path" not in nested.hparams
 
@@ -74,15 +69,7 @@ def test_frozen_companions_follow_the_task_through_public_moves() -> None:
 
     from lightkit.tasks import SequenceClassificationTask
 
-    config = {
-        "model_type": "bert",
-        "hidden_size": 8,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 1,
-        "intermediate_size": 8,
-        "vocab_size": 16,
-    }
-    task = SequenceClassificationTask(label_names=["a", "b"], model_config=config)
+    task = SequenceClassificationTask(label_names=["a", "b"], model_config=TINY_BERT)
     companion = task.add_frozen("companion", torch.nn.Linear(2, 2))
     task.to(torch.float64)
     assert companion.weight.dtype == torch.float64 and not any(p is companion.weight for p in task.parameters())

@@ -11,17 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
+from conftest import CHATML, make_chat_tokenizer
 
 from lightkit import resources
-from lightkit.data.causal_lm import train_bpe_tokenizer
-from lightkit.data.language_modeling import read_documents
 from lightkit.errors import InputError
-
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def permute(w: np.ndarray, heads: int) -> np.ndarray:
@@ -81,11 +74,9 @@ def packaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     """A tiny Llama and its tokenizer, shipped as GGUF in a fake package under a hub name."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    tok_dir = tmp_path / "tokenizer"
-    train_bpe_tokenizer(read_documents(DATA / "lm" / "corpus.txt"), 300, tok_dir)
+    # The template travels in the GGUF metadata, not in the tokenizer folder it is written from.
+    tok_dir = make_chat_tokenizer(tmp_path / "tokenizer", template=False)
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tokenizer.save_pretrained(tok_dir)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
