@@ -86,6 +86,20 @@ def command_line(script: str, args: argparse.Namespace) -> str:
     return f"python benchmarks/{script} " + " ".join(parts)
 
 
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far, its whole life included (MiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mib() -> float:
+    """The process's resident memory now (MiB)."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def write_result(path: str | Path, result: dict[str, Any]) -> None:
     """`result` with its performance targets checked (targets.annotate), written whole or not at all."""
     path = Path(path)

@@ -29,12 +29,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from measure import peak_rss_mib, write_result  # benchmarks/ is first on sys.path when run as a script
+from train_throughput import Counting, HFMeter, LightningMeter, Meter  # the same timed window and counts
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
@@ -47,40 +49,6 @@ def rows(max_length: int) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any
     dm = HeadlineDataModule(tokenizer=MODEL, holdout=(0.02, 0.05), split_seed=13, max_length=max_length)
     splits = dm.splits(dm._read, dm.split_key)
     return dm, splits["train"], splits["test"]
-
-
-def rss_mib() -> float:
-    """The process's peak RSS so far (its whole life: loading included)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def current_rss_mib() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-class Meter:
-    """Non-padding tokens and seconds of the timed steps (after `warmup`), and memory: the largest
-    RSS seen at the end of a training step, and the process's peak when training ends (before
-    either side saves or evaluates anything; model loading included)."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.steps, self.tokens, self.start, self.seconds = warmup, 0, 0, None, 0.0
-        self.training_rss = 0.0
-        self.step_rss = 0.0
-
-    def step_begin(self) -> None:
-        if self.steps == self.warmup:
-            self.start = time.perf_counter()
-
-    def step_end(self, tokens: int) -> None:
-        self.steps += 1
-        if self.steps > self.warmup:
-            self.tokens += tokens
-            self.seconds = time.perf_counter() - self.start
-        self.training_rss = rss_mib()
-        self.step_rss = max(self.step_rss, current_rss_mib())
 
 
 def score(model: Any, tokenizer: Any, test: list[dict[str, Any]], batch: int = 8) -> dict[str, float]:
@@ -104,8 +72,15 @@ def score(model: Any, tokenizer: Any, test: list[dict[str, Any]], batch: int = 8
     return {"rouge1": float(values["rouge1_fmeasure"]), "rougeL": float(values["rougeL_fmeasure"])}
 
 
+def measured(meter: Meter) -> dict[str, float]:
+    """Tokens/s of the timed steps, and host memory in training (see Meter)."""
+    return {"tokens_per_s": meter.result()["tokens_per_s"], "step_rss_mib": meter.step_rss_mib,
+            "training_peak_rss_mib": meter.training_peak_rss_mib}  # fmt: skip
+
+
 def run_lightkit(args: argparse.Namespace) -> dict[str, Any]:
     import lightning as L
+    import torch
 
     from lightkit.tasks import CausalLMTask
 
@@ -114,36 +89,30 @@ def run_lightkit(args: argparse.Namespace) -> dict[str, Any]:
     task = CausalLMTask(pretrained=MODEL, tokenizer=MODEL, peft=LORA, learning_rate=args.learning_rate,
                         weight_decay=0.0, save_dir=str(Path(args.scratch) / "lightkit-hf"),
                         gradient_checkpointing=args.gradient_checkpointing)  # fmt: skip
-    meter = Meter(args.warmup)
+    total = args.warmup + args.steps
+    meter = Meter(args.warmup, total, torch.device("cpu"))
     dm.hparams.batch_size = args.batch_size
     dm.setup("fit")
     loader = dm.train_dataloader()
-
-    class Timing(L.Callback):
-        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
-            meter.step_begin()
-            self.tokens = int(batch["attention_mask"].sum())
-
-        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-            meter.step_end(self.tokens)
-
-    # gradient_clip_val 1.0: the Trainer's default max_grad_norm, so both sides optimise alike.
-    trainer = L.Trainer(max_steps=args.warmup + args.steps, precision="bf16-mixed", accelerator="cpu", logger=False,
-                        gradient_clip_val=args.max_grad_norm,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=args.scratch,
-                        callbacks=[Timing()])  # fmt: skip
+    loader.collate_fn = meter.counting(loader.collate_fn)
+    # gradient_clip_val: the Trainer's default max_grad_norm, so both sides optimise alike.
+    trainer = L.Trainer(max_steps=total, precision="bf16-mixed", accelerator="cpu", logger=False,
+                        gradient_clip_val=args.max_grad_norm, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                        default_root_dir=args.scratch, callbacks=[LightningMeter(meter)])  # fmt: skip
     trainer.fit(task, train_dataloaders=loader)
-    return {"tokens_per_s": meter.tokens / meter.seconds, "training_peak_rss_mib": meter.training_rss,
-            "step_rss_mib": meter.step_rss, **score(task.model, dm.tokenizer, test[: args.eval_rows])}  # fmt: skip
+    return {**measured(meter), **score(task.model, dm.tokenizer, test[: args.eval_rows])}
 
 
 def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, TrainerCallback
+    from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
+
+    class CountingSFTTrainer(Counting, SFTTrainer):
+        pass
 
     from lightkit.resources import resolve_path
 
@@ -155,16 +124,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
             "prompt": [{"role": "user", "content": r["user"]}],
             "completion": [{"role": "assistant", "content": r["reference"]}],
         })  # fmt: skip
-    meter = Meter(args.warmup)
-
-    class Timing(TrainerCallback):
-        def on_step_begin(self, *a: Any, **k: Any) -> None:
-            meter.step_begin()
-
-        def on_step_end(self, *a: Any, **k: Any) -> None:
-            meter.step_end(Timing.tokens)
-
-    Timing.tokens = 0
+    meter = Meter(args.warmup, args.warmup + args.steps, torch.device("cpu"))
     model = AutoModelForCausalLM.from_pretrained(resolve_path(MODEL), dtype=torch.float32)
     config = SFTConfig(
         output_dir=args.scratch, max_steps=args.warmup + args.steps, per_device_train_batch_size=args.batch_size,
@@ -174,24 +134,14 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         dataloader_num_workers=0, gradient_checkpointing=args.gradient_checkpointing, max_grad_norm=args.max_grad_norm,
         gradient_checkpointing_kwargs={"use_reentrant": False}, train_sampling_strategy="group_by_length",
     )  # fmt: skip
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(conversations),
-                         processing_class=dm.tokenizer, peft_config=LoraConfig(
-                             r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                             target_modules=LORA["target_modules"], task_type="CAUSAL_LM"),
-                         callbacks=[Timing()])  # fmt: skip
-    collate = trainer.data_collator
-
-    def counting(features: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = collate(features)
-        Timing.tokens = (
-            int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
-        )
-        return batch
-
-    trainer.data_collator = counting
+    lora = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                      target_modules=LORA["target_modules"], task_type="CAUSAL_LM")  # fmt: skip
+    trainer = CountingSFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(conversations),
+                                 processing_class=dm.tokenizer, peft_config=lora, callbacks=[HFMeter(meter)],
+                                 meter=meter)  # fmt: skip
+    trainer.data_collator = meter.counting(trainer.data_collator)
     trainer.train()
-    return {"tokens_per_s": meter.tokens / meter.seconds, "training_peak_rss_mib": meter.training_rss,
-            "step_rss_mib": meter.step_rss, **score(trainer.model, dm.tokenizer, test[: args.eval_rows])}  # fmt: skip
+    return {**measured(meter), **score(trainer.model, dm.tokenizer, test[: args.eval_rows])}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -199,7 +149,7 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     result = (run_lightkit if args.side == "lightkit" else run_trl)(args)
-    result["peak_rss_mib"] = rss_mib()  # the whole process: lightkit's includes saving the merged model
+    result["peak_rss_mib"] = peak_rss_mib()  # the whole process: lightkit's includes saving the merged model
     print("RESULT " + json.dumps(result))
 
 
@@ -239,7 +189,6 @@ def main() -> None:
     import torch
     import transformers
     import trl
-    from measure import write_result  # benchmarks/ is first on sys.path when run as a script
 
     result = {
         "what": "LoRA SFT tokens/s, peak RSS and held-out ROUGE-L, lightkit fit vs TRL SFTTrainer, same job",

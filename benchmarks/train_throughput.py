@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ from typing import Any
 import lightning as L
 import torch
 import transformers
-from measure import bf16_matmul_tflops, command_line, write_result
+from measure import bf16_matmul_tflops, command_line, current_rss_mib, peak_rss_mib, write_result
 from transformers import DataCollatorForTokenClassification, Trainer, TrainerCallback, TrainingArguments
 
 from lightkit.data import CausalLMDataModule, CoNLLDataModule
@@ -89,6 +88,9 @@ class Meter:
         self.pending: tuple[int, int] | None = None
         self.steps, self.seconds, self.tokens, self.samples = 0, 0.0, 0, 0
         self._start = 0.0
+        # Memory on the host: the largest RSS at a step's end, and the process's peak when the
+        # last step ends (its whole life so far: loading included).
+        self.step_rss_mib, self.training_peak_rss_mib = 0.0, 0.0
 
     def counting(self, collate: Any) -> Any:
         return _Counted(collate, self.COUNTS)
@@ -113,9 +115,11 @@ class Meter:
         if self.steps > self.warmup:
             self.tokens += tokens
             self.samples += samples
+        self.step_rss_mib = max(self.step_rss_mib, current_rss_mib())
         if self.steps == self.total:
             self.sync()
             self.seconds = time.perf_counter() - self._start
+            self.training_peak_rss_mib = peak_rss_mib()
 
     def result(self) -> dict[str, float]:
         return {
@@ -154,8 +158,9 @@ class LightningMeter(L.Callback):
         self.meter.end()
 
 
-class CountingTrainer(Trainer):
-    """transformers' Trainer, taking the benchmark's counts off each batch before its model sees it."""
+class Counting:
+    """For a transformers Trainer (or TRL's): take the benchmark's counts off each batch before
+    its model sees it."""
 
     def __init__(self, *args: Any, meter: Meter, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -164,6 +169,10 @@ class CountingTrainer(Trainer):
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         self.meter.take(inputs)
         return super().training_step(model, inputs, *args, **kwargs)
+
+
+class CountingTrainer(Counting, Trainer):
+    """transformers' Trainer with the benchmark's counts taken off each batch."""
 
 
 class HFMeter(TrainerCallback):
@@ -180,7 +189,7 @@ class HFMeter(TrainerCallback):
 def peak_memory_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mib()
 
 
 def main() -> None:
