@@ -1,6 +1,6 @@
 """LoRA SFT of SmolLM2-135M-Instruct on BBC headlines: lightkit `fit` against TRL's `SFTTrainer`.
 
-    python benchmarks/sft_vs_trl.py --steps 16 --warmup 2 --repeats 3 --out benchmarks/results/sft-vs-trl-cpu.json
+    python benchmarks/sft_vs_trl.py --steps 16 --warmup 2 --seeds 0 1 2 --out benchmarks/results/sft-vs-trl-cpu.json
 
 The same job on both sides: the packaged SmolLM2-135M-Instruct, the HeadlineDataModule's training
 rows (the article prompt as a user turn, the headline as the assistant turn, rendered by the
@@ -16,11 +16,17 @@ checkpointing is the same on both sides (`--gradient_checkpointing`; off by defa
 TRL's SFTConfig turns it on by default, lightkit's tasks leave it off), and so is gradient
 clipping (`--max_grad_norm`, 1.0: the Trainer's default; Lightning clips only when asked).
 
+lightkit runs with `chunked_loss` (its setting in configs/sft_headlines.yaml; `--no-chunked_loss`
+for the plain transformers loss): the loss from the answer positions' hidden states through
+torch's chunked linear cross-entropy, without the (B, T, V) logits.
+
 Each side runs in its own process, so its peak RSS is its own; it is compared at the end of
-training, before lightkit's merged-model save or either side's evaluation. Sides alternate for
-`--repeats` rounds, and medians are reported; the first `--warmup` steps are not timed. After
-training, each side answers the same held-out articles greedily with the same generation code,
-scored with ROUGE (torchmetrics) against the real headlines.
+training, before lightkit's merged-model save or either side's evaluation. Sides alternate, one
+round per seed in `--seeds` (both sides take the round's seed for data order, LoRA init and
+dropout), and medians over the rounds are reported, with the ROUGE mean and spread over seeds;
+the first `--warmup` steps are not timed. After training, each side answers the same held-out
+articles greedily with the same generation code, scored with ROUGE (torchmetrics) against the
+real headlines.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -85,10 +92,10 @@ def run_lightkit(args: argparse.Namespace) -> dict[str, Any]:
     from lightkit.tasks import CausalLMTask
 
     dm, _, test = rows(args.max_length)
-    L.seed_everything(0)
+    L.seed_everything(args.seed)
     task = CausalLMTask(pretrained=MODEL, tokenizer=MODEL, peft=LORA, learning_rate=args.learning_rate,
                         weight_decay=0.0, save_dir=str(Path(args.scratch) / "lightkit-hf"),
-                        gradient_checkpointing=args.gradient_checkpointing)  # fmt: skip
+                        gradient_checkpointing=args.gradient_checkpointing, chunked_loss=args.chunked_loss)  # fmt: skip
     total = args.warmup + args.steps
     meter = Meter(args.warmup, total, torch.device("cpu"))
     dm.hparams.batch_size = args.batch_size
@@ -129,7 +136,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     config = SFTConfig(
         output_dir=args.scratch, max_steps=args.warmup + args.steps, per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate, weight_decay=0.0, lr_scheduler_type="constant", warmup_steps=0,
-        bf16=True, use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no", seed=0,
+        bf16=True, use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no", seed=args.seed,
         max_length=args.max_length, packing=False, completion_only_loss=True, disable_tqdm=True,
         dataloader_num_workers=0, gradient_checkpointing=args.gradient_checkpointing, max_grad_norm=args.max_grad_norm,
         gradient_checkpointing_kwargs={"use_reentrant": False}, train_sampling_strategy="group_by_length",
@@ -165,7 +172,9 @@ def main() -> None:
     ap.add_argument("--eval_rows", type=int, default=48)
     ap.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping on both sides")
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--chunked_loss", action=argparse.BooleanOptionalAction, default=True, help="lightkit's loss")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one round per seed, both sides alike")
+    ap.add_argument("--seed", type=int, default=0, help="internal: this round's seed")
     ap.add_argument("--scratch", default="/tmp/lightkit-sft-bench")
     ap.add_argument("--out", default="benchmarks/results/sft-vs-trl-cpu.json")
     args = ap.parse_args()
@@ -173,9 +182,9 @@ def main() -> None:
         child(args)
         return
     runs: dict[str, list[dict[str, Any]]] = {"lightkit": [], "trl": []}
-    for _ in range(args.repeats):
+    for seed in args.seeds:
         for side in ("lightkit", "trl"):
-            cmd = [sys.executable, __file__, "--side", side, *sys.argv[1:]]
+            cmd = [sys.executable, __file__, "--side", side, "--seed", str(seed), *sys.argv[1:]]
             proc = subprocess.run(
                 cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             )
@@ -185,7 +194,11 @@ def main() -> None:
                 raise SystemExit(f"{side} failed")
             runs[side].append(json.loads(line[len("RESULT ") :]))
             print(side, runs[side][-1], flush=True)
-    median = {s: {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in rs[0]} for s, rs in runs.items()}
+    median = {s: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for s, rs in runs.items()}
+    rouge = {
+        s: {"mean": statistics.mean(r["rougeL"] for r in rs), "stdev": statistics.pstdev(r["rougeL"] for r in rs)}
+        for s, rs in runs.items()
+    }
     import torch
     import transformers
     import trl
@@ -200,6 +213,8 @@ def main() -> None:
             "model": MODEL,
             "lora": LORA,
             "gradient_checkpointing": args.gradient_checkpointing,
+            "lightkit_chunked_loss": args.chunked_loss,
+            "seeds": args.seeds,
             "max_grad_norm": args.max_grad_norm,
             "steps_timed": args.steps,
             "warmup": args.warmup,
@@ -210,11 +225,12 @@ def main() -> None:
         },
         "lightkit": median["lightkit"],
         "trl": median["trl"],
+        "rougeL_over_seeds": rouge,
         "runs": runs,
         "ratio_tokens_per_s": median["lightkit"]["tokens_per_s"] / median["trl"]["tokens_per_s"],
     }
     write_result(args.out, result)
-    print(json.dumps({k: result[k] for k in ("lightkit", "trl", "ratio_tokens_per_s")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("lightkit", "trl", "ratio_tokens_per_s", "rougeL_over_seeds")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from lightkit.io import atomic_dir
 from lightkit.lora import apply_lora, check_adapter_state, merged_copy, trainable_state
 from lightkit.quantization import strip_qat_state
 from lightkit.resources import load_tokenizer, resolve_path
+from lightkit.sharding import full_state_dict, shard_blocks
 
 STAGES = ("train", "val", "test")
 
@@ -280,7 +281,12 @@ class BaseTask(MovesUnregistered, L.LightningModule):
 
     def configure_model(self) -> None:
         # Lightning calls this hook again for every trainer entry point (fit, then test, ...);
-        # the model is compiled once.
+        # the model is sharded and compiled once.
+        if self.device_mesh is not None and not self.__dict__.get("_sharded"):
+            blocks = shard_blocks(self.model, self.device_mesh)
+            self.__dict__["_sharded"] = True
+            if self.global_rank == 0:
+                print(f"lightkit: sharded {blocks} over {self.device_mesh.size()} processes (FSDP2)")
         if self.hparams.get("compile") and not self.__dict__.get("_compiled"):
             self.model.compile(mode=self.hparams.get("compile_mode", "default"))
             self.__dict__["_compiled"] = True
@@ -414,9 +420,27 @@ class BaseTask(MovesUnregistered, L.LightningModule):
         """The task's model as plain transformers: with LoRA, the adapters merged into a copy
         (the task trains on), or, with `keep_adapters=False`, into the model itself (for a task
         built only to hand its model on: no second copy in memory)."""
+        if self.__dict__.get("_sharded"):
+            model = self.unsharded_model()
+            return model.merge_and_unload() if self.lora else model
         if not self.lora:
             return self.model
         return merged_copy(self.model) if keep_adapters else self.model.merge_and_unload()
+
+    def unsharded_model(self) -> torch.nn.Module:
+        """The model (adapters unmerged), as one unsharded copy when `configure_model` sharded it.
+
+        FSDP2 modules copy only through their state dict: it is gathered from every process (a
+        collective: all of them must call this), and a freshly built model loads it.
+        """
+        if not self.__dict__.get("_sharded"):
+            return self.model
+        state = full_state_dict(self.model)
+        model = self.build_model()
+        if self.lora:
+            model = apply_lora(model, self.hparams.peft, self.peft_task_type)
+        model.load_state_dict(state)
+        return model
 
     # -- epoch means (checkpointed by lightkit.callbacks.ExactResume) ---------------------------
     def on_train_epoch_start(self) -> None:
@@ -452,15 +476,16 @@ class BaseTask(MovesUnregistered, L.LightningModule):
         # best checkpoint's weights back: the saved model is the best one, not the last.
         # Every process takes the state dict: under FSDP it is a collective (the shards are
         # gathered), and rank 0 alone asking for it would wait forever.
-        plain = self.plain_model()
+        model = self.unsharded_model()
+        plain = merged_copy(model) if self.lora else model
         state = strip_qat_state(plain.state_dict())  # QAT quantiser state stays in the checkpoint
         if not self.trainer.is_global_zero:
             return
         target = self.hf_save_dir()
         with atomic_dir(target) as tmp:
             plain.save_pretrained(tmp, state_dict=state)  # safetensors
-            if plain is not self.model:  # LoRA: the adapter too, for PEFT's own loaders
-                self.model.save_pretrained(tmp / "adapter")
+            if self.lora:  # the adapter too, for PEFT's own loaders
+                model.save_pretrained(tmp / "adapter")
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
             self.save_extras(tmp)

@@ -22,6 +22,7 @@ from torchmetrics.text.rouge import ROUGEScore
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from lightkit.io import atomic_write_text
+from lightkit.lm_loss import chunked_lm_loss
 from lightkit.lm_metrics import TokenMetrics
 from lightkit.task import BaseTask, StepOutput
 
@@ -42,6 +43,10 @@ class CausalLMTask(BaseTask):
             the references: ROUGE-1/2/L F-measure (torchmetrics) and the mean answer length in
             words, logged as `test_rouge1`, ... `test_words`; `test_generations.jsonl` holds every
             prompt, reference and answer.
+        chunked_loss: take the loss from the decoder's hidden states at the labelled positions
+            with torch's chunked `linear_cross_entropy` (`lightkit.lm_loss`), so the (B, T, V)
+            logits are never built: less memory with a large vocabulary, and no output-layer work
+            on prompt tokens in instruction tuning. Llama-family output layers only.
         **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
     """
 
@@ -65,6 +70,7 @@ class CausalLMTask(BaseTask):
         top_k: int = 0,
         top_p: float = 1.0,
         test_generation: bool = False,
+        chunked_loss: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -92,6 +98,12 @@ class CausalLMTask(BaseTask):
         return MetricCollection({"tokens": TokenMetrics()})
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
+        if self.hparams.get("chunked_loss") and self._stand_in is None:
+            chunked = chunked_lm_loss(self.model, self.model_inputs(batch), batch["labels"])
+            if not self.wants_metrics():
+                return StepOutput(chunked.loss, None, None)
+            nll_sum = chunked.loss.detach() * chunked.target.numel()
+            return StepOutput(chunked.loss, chunked.predictions(), chunked.target, {"nll_sum": nll_sum})
         out = self.run_model(batch, labels=batch["labels"])  # logits (B, T, V)
         if not self.wants_metrics():
             return StepOutput(out.loss, None, None)  # no (B, T, V) gather, no host sync per step

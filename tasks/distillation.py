@@ -79,6 +79,8 @@ class Distillation:
     ) -> None:
         if kd_temperature <= 0:
             raise InputError(f"kd_temperature must be > 0, got {kd_temperature}")
+        if kwargs.get("chunked_loss"):
+            raise InputError("chunked_loss: distillation compares the student's full logits with the teacher's")
         super().__init__(**kwargs)
 
     # -- model construction --------------------------------------------------------------------
@@ -220,10 +222,17 @@ class MaskedLMDistillation(Distillation, MaskedLMTask):
 
 
 class CausalLMDistillation(Distillation, CausalLMTask):
-    """Causal LM student: KL over every non-padding position's next-token distribution."""
+    """Causal LM student: KL over the positions that predict a labelled next token.
+
+    Position t predicts token t+1, so the mask is the labels shifted left: on packed text that is
+    every non-padding position but the last, on instruction data only the response (where the
+    student has to match the teacher's answer, not its reading of the prompt).
+    """
 
     objective = CausalLMTask
 
-    def kd_mask(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        mask = batch.get("attention_mask")
-        return None if mask is None else mask.bool()
+    def kd_mask(self, batch: dict[str, Any]) -> torch.Tensor:
+        labels = batch["labels"]
+        mask = torch.zeros_like(labels, dtype=torch.bool)
+        mask[:, :-1] = labels[:, 1:] != -100
+        return mask

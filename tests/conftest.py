@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 TINY_NER = ROOT / "tests" / "conf" / "ner.yaml"
+TINY_CLM = ROOT / "tests" / "conf" / "clm.yaml"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -46,3 +47,25 @@ def make_chat_tokenizer(path: Path, template: bool = True) -> Path:
         tokenizer.chat_template = CHATML
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny causal LM trained briefly and saved as a Hugging Face folder (`hf`), with its BPE
+    (`bpe`): the 'pretrained' base that LoRA and sharding tests start from."""
+    from lightkit.main import main
+
+    root = tmp_path_factory.mktemp("tiny-llama")
+    main(["fit", "--config", str(TINY_CLM), "--data.tokenizer", str(root / "bpe"), "--trainer.default_root_dir",
+          str(root), "--trainer.max_epochs", "1", "--model.init_args.save_dir", str(root / "hf")])  # fmt: skip
+    return {"root": root, "hf": root / "hf", "bpe": root / "bpe"}
+
+
+def lora_args(base: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    """CLI arguments of a LoRA fit of `tiny_lm` into `out`."""
+    return [
+        "--config", str(TINY_CLM), "--data.tokenizer", str(base["bpe"]),
+        "--model.init_args.model_config", "null", "--model.init_args.pretrained", str(base["hf"]),
+        "--model.init_args.peft", "{r: 4, alpha: 8, dropout: 0.0}",
+        "--trainer.default_root_dir", str(out), "--model.init_args.save_dir", str(out / "hf"), *extra,
+    ]  # fmt: skip

@@ -367,3 +367,30 @@ def test_inference_matrix_runs_encoder_and_decoder(tmp_path: Path) -> None:
     assert "--allow_cpu" in command and "False" not in command and "True" not in command
     assert command[command.index("--forms") + 1 : command.index("--forms") + 3] == ["fp32", "int8-gpu"]
     assert result["targets_note"] == "no 1x128 row"  # the latency targets are read at 1x128 only
+
+
+def test_kd_report_compares_student_and_teacher(tiny_lm: dict, tmp_path: Path) -> None:
+    """`make distill-sft`'s report on a stand-in run: the tiny LM as both teacher and student."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    rows = [{"prompt": "the market", "reference": "shares rise", "answer": a} for a in ("shares rise", "rates fall")]
+    for name, perplexity, answers in (("teacher", 10.0, rows), ("student", 12.5, rows[::-1])):
+        (runs / name / "lightning_logs" / "test").mkdir(parents=True)
+        (runs / name / "test_generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in answers))
+        (runs / name / "lightning_logs" / "test" / "metrics.csv").write_text(
+            f"epoch,step,test_perplexity\n0,0,{perplexity}\n"
+        )
+    shutil.copytree(tiny_lm["hf"], runs / "hf_model")
+    info = {"teacher": str(tiny_lm["hf"]), "teacher_parameters": 200, "student_parameters": 100,
+            "kd_temperature": 1.0, "alpha_kd": 0.5, "alpha_ce": 0.5, "student_layers": [0]}  # fmt: skip
+    (runs / "hf_model" / "distillation.json").write_text(json.dumps(info))
+    out = tmp_path / "kd.json"
+    run_script("kd_report.py", "--runs", str(runs), "--prompts", "1", "--new_tokens", "3", "--repeats", "1",
+               "--out", str(out))  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["retention"]["perplexity"] == pytest.approx(10.0 / 12.5)
+    assert result["retention"]["rougeL"] == pytest.approx(result["student"]["rougeL"] / result["teacher"]["rougeL"])
+    assert result["parameters"]["ratio"] == 0.5
+    assert result["teacher"]["generate_tokens_per_s"] > 0 and result["student"]["generate_tokens_per_s"] > 0
+    assert result["samples"][0] == {"reference": "shares rise", "teacher": "shares rise", "student": "rates fall"}

@@ -12,8 +12,11 @@ from conftest import ROOT
 
 from lightkit.main import main
 
+# Overlays: settings laid over a training config (`--config job.yaml --config overlay.yaml`).
 EXPORT_CONFIGS = sorted((ROOT / "configs" / "export").glob("*.yaml"))
-CONFIGS = [p for p in sorted((ROOT / "configs").rglob("*.yaml")) if p not in EXPORT_CONFIGS]
+SCALE_CONFIGS = sorted((ROOT / "configs" / "scale").glob("*.yaml"))
+OVERLAYS = EXPORT_CONFIGS + SCALE_CONFIGS
+CONFIGS = [p for p in sorted((ROOT / "configs").rglob("*.yaml")) if p not in OVERLAYS]
 CONFIGS += sorted((ROOT / "tests" / "conf").rglob("*.yaml"))
 
 
@@ -32,7 +35,7 @@ def test_config_parses(path: Path) -> None:
     assert printed["data"]["class_path"].startswith("lightkit.data.")
 
 
-SHIPPED = [p for p in CONFIGS if p.parent.name == "configs"] + EXPORT_CONFIGS
+SHIPPED = [p for p in CONFIGS if p.parent.name == "configs"] + OVERLAYS
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -58,3 +61,15 @@ def test_unknown_key_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(ROOT / "tests/conf/ner.yaml"), "--model.init_args.learnin_rate", "0.1"])
     assert "learnin_rate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", SCALE_CONFIGS, ids=lambda p: p.name)
+def test_scale_configs_parse_over_the_job_their_header_names(path: Path) -> None:
+    header = path.read_text().splitlines()[1]
+    job = header.split("--config ")[1].strip()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(ROOT / job), "--config", str(path), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(out.getvalue())
+    assert printed["trainer"]["strategy"]["class_path"].startswith("lightning.pytorch.strategies.")

@@ -1,5 +1,6 @@
 """Scale-out is Lightning's: seqeval scores under DDP (2 CPU processes, gloo) equal one process's,
-both when fit validates under DDP and when a trained checkpoint is tested under DDP."""
+both when fit validates under DDP and when a trained checkpoint is tested under DDP; and FSDP2
+sharding (ModelParallelStrategy) trains a LoRA model as DDP does."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from conftest import ROOT, TINY_NER
+from conftest import ROOT, TINY_NER, lora_args
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from lightkit.main import cli, main
 
@@ -70,3 +74,35 @@ def test_fit_under_ddp_logs_the_seqeval_scores_one_process_computes(tmp_path: Pa
     for key in ("val_f1", "val_precision", "val_recall", "val_accuracy"):
         assert under_ddp[key] == pytest.approx(single[key], abs=1e-6), key
     assert 0.0 < single["val_f1"] < 1.0  # a real score, not a degenerate one
+
+
+def test_lora_sharded_by_fsdp2_on_two_cpu_processes_trains_as_ddp_does(tiny_lm: dict, tmp_path: Path) -> None:
+    """Lightning's FSDPStrategy refuses CPUs; its ModelParallelStrategy shards with FSDP2 on gloo
+    (configs/scale/fsdp2.yaml).
+    Sharding changes where the weights live, not the training: the same adapters as DDP on the
+    same two processes, a checkpoint of adapters only, and a merged save transformers loads."""
+
+    def fit(out: Path, *strategy: str) -> str:
+        return subprocess.run(
+            [LIGHTKIT, "fit", *lora_args(tiny_lm, out, "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
+                                         "--trainer.devices", "2", "--trainer.enable_checkpointing", "true",
+                                         "--trainer.callbacks+=LastCheckpoint", *strategy)],
+            check=True, capture_output=True, text=True, timeout=300,
+        ).stdout  # fmt: skip
+
+    fit(tmp_path / "ddp", "--trainer.strategy", "ddp")
+    sharded = fit(tmp_path / "fsdp", "--config", str(ROOT / "configs" / "scale" / "fsdp2.yaml"))
+    assert "sharded 2 LlamaDecoderLayer blocks over 2 processes (FSDP2)" in sharded
+    ddp, fsdp = (
+        load_file(tmp_path / side / "hf" / "adapter" / "adapter_model.safetensors") for side in ("ddp", "fsdp")
+    )
+    assert ddp.keys() == fsdp.keys() and all(torch.allclose(ddp[k], fsdp[k], atol=1e-5) for k in ddp)
+    pretrained = load_file(tiny_lm["hf"] / "model.safetensors")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "hf").eval()
+    reference = AutoModelForCausalLM.from_pretrained(tmp_path / "ddp" / "hf").eval()
+    ids = torch.tensor([[1, 5, 9, 13, 2]])
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, reference(input_ids=ids).logits, atol=1e-5)
+    assert not all(torch.equal(merged.state_dict()[k], v) for k, v in pretrained.items())  # it did train
+    state = torch.load(tmp_path / "fsdp" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state and all("lora_" in k for k in state)

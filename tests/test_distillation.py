@@ -65,6 +65,16 @@ def test_hidden_loss_skips_padding() -> None:
     assert hidden_loss(t, t * 3, mask, "cosine").item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_causal_lm_kd_compares_the_positions_that_predict_labelled_tokens() -> None:
+    from lightkit.tasks.distillation import CausalLMDistillation
+
+    # An instruction row: prompt (-100), a 3-token response, then padding (-100).
+    labels = torch.tensor([[-100, -100, 7, 8, 9, -100, -100]])
+    mask = CausalLMDistillation.kd_mask(None, {"labels": labels})  # type: ignore[arg-type]
+    # Position t predicts token t+1: positions 1..3 predict the response; the last never predicts.
+    assert mask.tolist() == [[False, True, True, True, False, False, False]]
+
+
 # -- student construction ----------------------------------------------------------------------
 def tiny(model_type: str, auto: type, **extra: object) -> torch.nn.Module:
     config = AutoConfig.for_model(

@@ -8,38 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import TINY_NER, lora_args
 from transformers import AutoModelForCausalLM
 
 from lightkit.errors import InputError
 from lightkit.main import main
 
-CONF = ROOT / "tests" / "conf" / "clm.yaml"
 
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny causal LM trained briefly, saved as a Hugging Face folder: the 'pretrained' base."""
-    root = tmp_path_factory.mktemp("lora-base")
-    common = ["--config", str(CONF), "--data.tokenizer", str(root / "bpe")]
-    main(["fit", *common, "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "1",
-          "--model.init_args.save_dir", str(root / "hf")])  # fmt: skip
-    return {"root": root, "hf": root / "hf", "bpe": root / "bpe"}
-
-
-def lora_args(base: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return [
-        "--config", str(CONF), "--data.tokenizer", str(base["bpe"]),
-        "--model.init_args.model_config", "null", "--model.init_args.pretrained", str(base["hf"]),
-        "--model.init_args.peft", "{r: 4, alpha: 8, dropout: 0.0}",
-        "--trainer.default_root_dir", str(out), "--model.init_args.save_dir", str(out / "hf"), *extra,
-    ]  # fmt: skip
-
-
-def test_lora_trains_and_checkpoints_only_the_adapters_and_saves_a_merged_model(base: dict, tmp_path: Path) -> None:
+def test_lora_trains_and_checkpoints_only_the_adapters_and_saves_a_merged_model(tiny_lm: dict, tmp_path: Path) -> None:
     from lightkit.main import cli
 
-    run = cli(["fit", *lora_args(base, tmp_path, "--trainer.enable_checkpointing", "true",
+    run = cli(["fit", *lora_args(tiny_lm, tmp_path, "--trainer.enable_checkpointing", "true",
                                  "--trainer.max_epochs", "2")])  # fmt: skip
     task = run.model
     trainable = [n for n, p in task.named_parameters() if p.requires_grad]
@@ -47,7 +26,7 @@ def test_lora_trains_and_checkpoints_only_the_adapters_and_saves_a_merged_model(
     ckpt = torch.load(next((tmp_path / "checkpoints").glob("*.ckpt")), weights_only=True)
     assert set(ckpt["state_dict"]) == set(trainable)  # the base weights are not in the checkpoint
     # The adapters moved; the frozen base did not.
-    plain = AutoModelForCausalLM.from_pretrained(base["hf"])
+    plain = AutoModelForCausalLM.from_pretrained(tiny_lm["hf"])
     frozen = {n: p for n, p in task.model.named_parameters() if not p.requires_grad and "lora_" not in n}
     name = next(n for n in frozen if n.endswith("q_proj.base_layer.weight"))
     original = dict(plain.named_parameters())[name.removeprefix("base_model.model.").replace(".base_layer", "")]
@@ -62,47 +41,47 @@ def test_lora_trains_and_checkpoints_only_the_adapters_and_saves_a_merged_model(
         assert not torch.allclose(merged(input_ids=ids).logits, plain.eval()(input_ids=ids).logits, atol=1e-4)
 
 
-def test_lora_resume_is_exact(base: dict, tmp_path: Path) -> None:
+def test_lora_resume_is_exact(tiny_lm: dict, tmp_path: Path) -> None:
     """Two epochs straight, against one epoch then a resume from its last checkpoint."""
     from lightkit.main import cli
 
-    straight = cli(["fit", *lora_args(base, tmp_path / "a", "--trainer.max_epochs", "2")]).model
+    straight = cli(["fit", *lora_args(tiny_lm, tmp_path / "a", "--trainer.max_epochs", "2")]).model
     first = tmp_path / "b"
-    cli(["fit", *lora_args(base, first, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true",
+    cli(["fit", *lora_args(tiny_lm, first, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true",
                            "--trainer.callbacks+=LastCheckpoint")])  # fmt: skip
-    resumed = cli(["fit", *lora_args(base, first, "--trainer.max_epochs", "2", "--trainer.enable_checkpointing", "true",
-                                     "--trainer.callbacks+=LastCheckpoint",
+    resumed = cli(["fit", *lora_args(tiny_lm, first, "--trainer.max_epochs", "2",
+                                     "--trainer.enable_checkpointing", "true", "--trainer.callbacks+=LastCheckpoint",
                                      "--ckpt_path", str(first / "checkpoints" / "last.ckpt"))]).model  # fmt: skip
     a = {n: p for n, p in straight.named_parameters() if p.requires_grad}
     b = {n: p for n, p in resumed.named_parameters() if p.requires_grad}
     assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
 
 
-def test_target_modules_that_match_nothing_are_named_with_the_model_layers(base: dict, tmp_path: Path) -> None:
-    args = lora_args(base, tmp_path, "--model.init_args.peft", "{target_modules: [query_key]}")
+def test_target_modules_that_match_nothing_are_named_with_the_model_layers(tiny_lm: dict, tmp_path: Path) -> None:
+    args = lora_args(tiny_lm, tmp_path, "--model.init_args.peft", "{target_modules: [query_key]}")
     with pytest.raises(InputError, match=r"matches no layer .* linear layers are \[.*'q_proj'"):
         main(["fit", *args])
 
 
-def test_unknown_lora_settings_are_named(base: dict, tmp_path: Path) -> None:
+def test_unknown_lora_settings_are_named(tiny_lm: dict, tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"peft: unknown key\(s\) \['rank'\]"):
-        main(["fit", *lora_args(base, tmp_path, "--model.init_args.peft", "{rank: 4}")])
+        main(["fit", *lora_args(tiny_lm, tmp_path, "--model.init_args.peft", "{rank: 4}")])
 
 
-def test_an_adapter_of_another_setting_is_refused(base: dict, tmp_path: Path) -> None:
-    main(["fit", *lora_args(base, tmp_path, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true")])
+def test_an_adapter_of_another_setting_is_refused(tiny_lm: dict, tmp_path: Path) -> None:
+    main(["fit", *lora_args(tiny_lm, tmp_path, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true")])
     ckpt = next((tmp_path / "checkpoints").glob("*.ckpt"))
-    other = lora_args(base, tmp_path / "other", "--model.init_args.peft", "{r: 8}")
+    other = lora_args(tiny_lm, tmp_path / "other", "--model.init_args.peft", "{r: 8}")
     with pytest.raises(InputError, match="the adapter does not fit this base model"):
         main(["test", *other, "--ckpt_path", str(ckpt)])
 
 
-def test_gradient_checkpointing_trains_the_same_adapters(base: dict, tmp_path: Path) -> None:
+def test_gradient_checkpointing_trains_the_same_adapters(tiny_lm: dict, tmp_path: Path) -> None:
     """Recomputing activations changes memory, not the result."""
     from lightkit.main import cli
 
-    plain = cli(["fit", *lora_args(base, tmp_path / "a", "--trainer.max_epochs", "1")]).model
-    checkpointed = cli(["fit", *lora_args(base, tmp_path / "b", "--trainer.max_epochs", "1",
+    plain = cli(["fit", *lora_args(tiny_lm, tmp_path / "a", "--trainer.max_epochs", "1")]).model
+    checkpointed = cli(["fit", *lora_args(tiny_lm, tmp_path / "b", "--trainer.max_epochs", "1",
                                           "--model.init_args.gradient_checkpointing", "true")]).model  # fmt: skip
     assert checkpointed.model.base_model.model.is_gradient_checkpointing
     a = {n: p for n, p in plain.named_parameters() if p.requires_grad}
@@ -110,11 +89,38 @@ def test_gradient_checkpointing_trains_the_same_adapters(base: dict, tmp_path: P
     assert all(torch.allclose(a[n], b[n], atol=1e-5) for n in a)
 
 
+def test_chunked_loss_trains_the_same_adapters_and_scores_the_same(tiny_lm: dict, tmp_path: Path) -> None:
+    """torch's chunked linear cross-entropy changes memory, not the loss, gradients or metrics."""
+    from lightkit.main import cli
+
+    runs = {
+        chunked: cli(
+            [
+                "fit",
+                *lora_args(
+                    tiny_lm,
+                    tmp_path / str(chunked),
+                    "--trainer.max_epochs",
+                    "1",
+                    "--model.init_args.chunked_loss",
+                    str(chunked).lower(),
+                ),
+            ]
+        )  # fmt: skip
+        for chunked in (False, True)
+    }
+    a, b = ({n: p for n, p in r.model.named_parameters() if p.requires_grad} for r in runs.values())
+    assert all(torch.allclose(a[n], b[n], atol=1e-5) for n in a)
+    plain, chunked = (r.trainer.callback_metrics for r in runs.values())
+    for name in ("val_perplexity", "val_accuracy"):
+        assert torch.allclose(plain[name], chunked[name], rtol=1e-4), name
+
+
 def test_lora_on_a_token_classifier_trains_the_new_head_too(tmp_path: Path) -> None:
     """A classifier's head is new, so peft keeps it trainable (and checkpointed) beside the adapters."""
     from lightkit.main import cli
 
-    ner = ROOT / "tests" / "conf" / "ner.yaml"
+    ner = TINY_NER
     main(["fit", "--config", str(ner), "--trainer.default_root_dir", str(tmp_path / "base"),
           "--trainer.max_epochs", "1", "--model.init_args.save_dir", str(tmp_path / "hf")])  # fmt: skip
     run = cli(["fit", "--config", str(ner), "--trainer.default_root_dir", str(tmp_path / "lora"),
@@ -132,12 +138,12 @@ def test_lora_on_a_token_classifier_trains_the_new_head_too(tmp_path: Path) -> N
           "--ckpt_path", str(next((tmp_path / "lora" / "checkpoints").glob("*.ckpt")))])  # fmt: skip
 
 
-def test_a_lora_checkpoint_exports_as_a_plain_graph_that_matches_pytorch(base: dict, tmp_path: Path) -> None:
+def test_a_lora_checkpoint_exports_as_a_plain_graph_that_matches_pytorch(tiny_lm: dict, tmp_path: Path) -> None:
     import json
 
     import onnx
 
-    args = lora_args(base, tmp_path, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true")
+    args = lora_args(tiny_lm, tmp_path, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true")
     main(["fit", *args])
     ckpt = next((tmp_path / "checkpoints").glob("*.ckpt"))
     out = tmp_path / "onnx"
