@@ -120,7 +120,7 @@ distill-sft: install
 	$(LIGHTKIT) fit  --config configs/distill_sft_headlines.yaml
 	$(LIGHTKIT) test --config configs/distill_sft_headlines.yaml --ckpt_path $(KD_RUN)/checkpoints/last.ckpt --trainer.default_root_dir $(KD_RUN)/student $(KD_TEST) --trainer.logger.init_args.save_dir $(KD_RUN)/student
 	$(LIGHTKIT) test --config configs/sft_headlines.yaml --ckpt_path $(SFT_RUN)/checkpoints/last.ckpt --trainer.default_root_dir $(KD_RUN)/teacher $(KD_TEST) --trainer.logger.init_args.save_dir $(KD_RUN)/teacher
-	cd benchmarks && ../$(PY) kd_report.py --runs ../$(KD_RUN) --out ../$(KD_RUN)/report.json
+	$(PY) benchmarks/kd_report.py --runs $(KD_RUN) --out $(KD_RUN)/report.json
 
 clean:
 	rm -rf $(VENV) .venv-min .venv-latest .venv-lock runs lightning_logs .pytest_cache .lint

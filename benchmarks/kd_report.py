@@ -1,11 +1,12 @@
 """A distilled SmolLM2 against its teacher: quality kept, parameters, and CPU generation speed.
 
-    cd benchmarks && python kd_report.py --runs ../runs/distill_sft_headlines \
-        --out results/kd-smollm2-headlines-cpu.json
+    python benchmarks/kd_report.py --runs runs/distill_sft_headlines \
+        --out benchmarks/results/kd-smollm2-headlines-cpu.json
 
 `make distill-sft` runs it after testing both models on the same 112 held-out articles
 (`<runs>/teacher` and `<runs>/student`, each with the `test_generations.jsonl` and CSV metrics
-`lightkit test` writes). Reported:
+`lightkit test` writes). Run it from the repository root: the teacher's folder is read from the
+student's `distillation.json`, as the config named it. Reported:
 - ROUGE-1/2/L of each model's greedy headlines (rescored alike, as `sft_report.py` does), and the
   student's retention: its ROUGE-L over the teacher's;
 - held-out perplexity on the reference headlines (`test_perplexity`), and its retention: the
@@ -48,7 +49,11 @@ def test_metrics(run: Path) -> dict[str, float]:
 
 
 def generations(run: Path) -> list[dict[str, str]]:
-    return [json.loads(line) for line in (run / "test_generations.jsonl").read_text().splitlines()]
+    """The answers `lightkit test` wrote (in its logger's folder when it has one)."""
+    found = sorted(run.rglob("test_generations.jsonl"))
+    if len(found) != 1:
+        raise SystemExit(f"{run}: expected one test_generations.jsonl, found {[str(p) for p in found]}")
+    return [json.loads(line) for line in found[0].read_text().splitlines()]
 
 
 def tokens_per_s(model: Any, tokenizer: Any, prompts: list[str], new_tokens: int) -> float:
@@ -102,7 +107,7 @@ def main() -> None:
         "versions": {"torch": torch.__version__},
         "date": time.strftime("%Y-%m-%d"),
         "student_layers": info["student_layers"],
-        "kd": {k: info[k] for k in ("kd_temperature", "alpha_kd", "alpha_ce")},
+        "kd": {k: info.get(k) for k in ("kd_temperature", "alpha_kd", "alpha_ce", "kd_prompt", "optimizer_steps")},
         "parameters": {
             "teacher": info["teacher_parameters"],
             "student": info["student_parameters"],

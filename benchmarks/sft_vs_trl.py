@@ -16,9 +16,10 @@ checkpointing is the same on both sides (`--gradient_checkpointing`; off by defa
 TRL's SFTConfig turns it on by default, lightkit's tasks leave it off), and so is gradient
 clipping (`--max_grad_norm`, 1.0: the Trainer's default; Lightning clips only when asked).
 
-lightkit runs with `chunked_loss` (its setting in configs/sft_headlines.yaml; `--no-chunked_loss`
-for the plain transformers loss): the loss from the answer positions' hidden states through
-torch's chunked linear cross-entropy, without the (B, T, V) logits.
+lightkit runs twice per round: `lightkit` with `chunked_loss` (its setting in
+configs/sft_headlines.yaml: the loss from the answer positions' hidden states through torch's
+chunked linear cross-entropy, without the (B, T, V) logits) and `lightkit-full-logits` with the
+model's own loss over full logits, as TRL computes it. `--sides` picks a subset.
 
 Each side runs in its own process, so its peak RSS is its own; it is compared at the end of
 training, before lightkit's merged-model save or either side's evaluation. Sides alternate, one
@@ -46,6 +47,7 @@ from measure import peak_rss_mib, write_result  # benchmarks/ is first on sys.pa
 from train_throughput import Counting, HFMeter, LightningMeter, Meter  # the same timed window and counts
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SIDES = ("lightkit", "lightkit-full-logits", "trl")
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
 
 
@@ -95,7 +97,8 @@ def run_lightkit(args: argparse.Namespace) -> dict[str, Any]:
     L.seed_everything(args.seed)
     task = CausalLMTask(pretrained=MODEL, tokenizer=MODEL, peft=LORA, learning_rate=args.learning_rate,
                         weight_decay=0.0, save_dir=str(Path(args.scratch) / "lightkit-hf"),
-                        gradient_checkpointing=args.gradient_checkpointing, chunked_loss=args.chunked_loss)  # fmt: skip
+                        gradient_checkpointing=args.gradient_checkpointing,
+                        chunked_loss=args.side == "lightkit")  # fmt: skip
     total = args.warmup + args.steps
     meter = Meter(args.warmup, total, torch.device("cpu"))
     dm.hparams.batch_size = args.batch_size
@@ -155,14 +158,15 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    result = (run_lightkit if args.side == "lightkit" else run_trl)(args)
+    result = (run_trl if args.side == "trl" else run_lightkit)(args)
     result["peak_rss_mib"] = peak_rss_mib()  # the whole process: lightkit's includes saving the merged model
     print("RESULT " + json.dumps(result))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--side", choices=["lightkit", "trl"], default=None, help="internal: run one side")
+    ap.add_argument("--side", choices=SIDES, default=None, help="internal: run one side")
+    ap.add_argument("--sides", choices=SIDES, nargs="+", default=list(SIDES), help="the sides each round runs")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch_size", type=int, default=4)
@@ -172,7 +176,6 @@ def main() -> None:
     ap.add_argument("--eval_rows", type=int, default=48)
     ap.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping on both sides")
-    ap.add_argument("--chunked_loss", action=argparse.BooleanOptionalAction, default=True, help="lightkit's loss")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one round per seed, both sides alike")
     ap.add_argument("--seed", type=int, default=0, help="internal: this round's seed")
     ap.add_argument("--scratch", default="/tmp/lightkit-sft-bench")
@@ -181,9 +184,9 @@ def main() -> None:
     if args.side:
         child(args)
         return
-    runs: dict[str, list[dict[str, Any]]] = {"lightkit": [], "trl": []}
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in args.sides}
     for seed in args.seeds:
-        for side in ("lightkit", "trl"):
+        for side in args.sides:
             cmd = [sys.executable, __file__, "--side", side, "--seed", str(seed), *sys.argv[1:]]
             proc = subprocess.run(
                 cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -213,7 +216,6 @@ def main() -> None:
             "model": MODEL,
             "lora": LORA,
             "gradient_checkpointing": args.gradient_checkpointing,
-            "lightkit_chunked_loss": args.chunked_loss,
             "seeds": args.seeds,
             "max_grad_norm": args.max_grad_norm,
             "steps_timed": args.steps,
@@ -223,14 +225,17 @@ def main() -> None:
             "precision": "bf16 autocast",
             "eval_rows": args.eval_rows,
         },
-        "lightkit": median["lightkit"],
-        "trl": median["trl"],
+        **median,
         "rougeL_over_seeds": rouge,
         "runs": runs,
-        "ratio_tokens_per_s": median["lightkit"]["tokens_per_s"] / median["trl"]["tokens_per_s"],
+        "ratio_tokens_per_s": {
+            side: median[side]["tokens_per_s"] / median["trl"]["tokens_per_s"] for side in median if side != "trl"
+        }
+        if "trl" in median
+        else None,
     }
     write_result(args.out, result)
-    print(json.dumps({k: result[k] for k in ("lightkit", "trl", "ratio_tokens_per_s", "rougeL_over_seeds")}, indent=2))
+    print(json.dumps({k: result[k] for k in (*args.sides, "ratio_tokens_per_s", "rougeL_over_seeds")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -204,22 +204,58 @@ def sft_table(result: dict) -> str:
 def trl_table(result: dict) -> str:
     """benchmarks/sft_vs_trl.py: lightkit fit against TRL's SFTTrainer on the same LoRA job."""
     lines = [
-        "| | tokens/s | RSS MiB in training steps | peak RSS MiB, loading included | ROUGE-1 | ROUGE-L | ratio |",
-        "|---|---|---|---|---|---|---|",
+        "| | tokens/s | RSS MiB in training steps | peak RSS MiB, loading included | ROUGE-1 | ROUGE-L | "
+        "ROUGE-L mean ± sd over seeds | tokens/s vs TRL |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("lightkit", "trl"):
+    sides = [name for name in ("lightkit", "lightkit-full-logits", "trl") if name in result]
+    for name in sides:
         r = result[name]
-        ratio = f"**{result['ratio_tokens_per_s']:.2f}x**" if name == "lightkit" else "1.00"
+        ratio = result["ratio_tokens_per_s"]
+        ratio = f"**{ratio[name]:.2f}x**" if isinstance(ratio, dict) and name in ratio else "1.00"
         rss = [f"{r['step_rss_mib']:.0f}", f"{r['training_peak_rss_mib']:.0f}"]
-        cells = [f"{r['tokens_per_s']:.0f}", *rss, f"{r['rouge1']:.3f}", f"{r['rougeL']:.3f}"]
+        spread = result.get("rougeL_over_seeds", {}).get(name)
+        seeds = f"{spread['mean']:.3f} ± {spread['stdev']:.3f}" if spread else ""
+        cells = [f"{r['tokens_per_s']:.0f}", *rss, f"{r['rouge1']:.3f}", f"{r['rougeL']:.3f}", seeds]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} |")
     job = result["job"]
     head = (
         f"Device: {result['device']}; {result['date']}; versions {result['versions']}; {job['steps_timed']} timed "
         f"steps after {job['warmup']}, batch {job['batch_size']}, {job['precision']}, ROUGE on {job['eval_rows']} "
-        "held-out articles."
+        f"held-out articles; medians over seeds {job.get('seeds', [0])}."
     )
     return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
+
+
+def kd_table(result: dict) -> str:
+    """benchmarks/kd_report.py: a distilled student against its teacher on the held-out articles."""
+    lines = [
+        "| model | parameters | ROUGE-1 | ROUGE-2 | ROUGE-L | perplexity | words per answer | generate tokens/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("teacher", "student"):
+        q = result[name]
+        cells = [f"{result['parameters'][name]:,}", *(f"{q[k]:.3f}" for k in ("rouge1", "rouge2", "rougeL")),
+                 f"{q['perplexity']:.2f}", f"{q['answer_words']:.1f}", f"{q['generate_tokens_per_s']:.1f}"]  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    kept = result["retention"]
+    kd = result["kd"]
+    summary = (
+        f"Student layers {result['student_layers']}, {kd.get('optimizer_steps')} optimizer steps, T "
+        f"{kd['kd_temperature']}, KL on the prompt too: {bool(kd.get('kd_prompt'))}. "
+        f"{result['parameters']['ratio']:.1%} of the parameters, "
+        f"ROUGE-L retention **{kept['rougeL']:.1%}**, perplexity retention (teacher's / student's) "
+        f"**{kept['perplexity']:.1%}**, generation **{result['speedup_tokens_per_s']:.2f}x** the teacher's tokens/s."
+    )
+    samples = ["| reference | teacher | student |", "|---|---|---|"]
+    samples += [f"| {s['reference']} | {s['teacher']} | {s['student']} |" for s in result["samples"]]
+    gen = result["generation"]
+    head = (
+        f"Device: {result['device']}; {result['date']}; {result['teacher']['answers']} held-out articles; "
+        f"generation: batch {gen['batch']}, {gen['new_tokens']} new tokens on {gen['prompts']} prompts, "
+        f"{gen['precision']}, median of {gen['repeats']} interleaved rounds."
+    )
+    return "\n".join([head, "", *lines, "", summary, "", *samples, "", f"Command: `{result['command']}`", ""])
 
 
 def render(result: dict) -> str | None:
@@ -237,6 +273,8 @@ def render(result: dict) -> str | None:
         text = sft_table(result)
     elif "trl" in result:
         text = trl_table(result)
+    elif "retention" in result:
+        text = kd_table(result)
     else:
         return None
     return text + ("\n".join(["", *targets_lines(result)]) if "targets" in result else "")

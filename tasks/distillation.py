@@ -190,6 +190,9 @@ class Distillation:
             "alpha_kd": h.alpha_kd,
             "alpha_ce": h.alpha_ce,
             "student_layers": h.student_layers,
+            "kd_prompt": h.get("kd_prompt"),
+            "hidden_layers": h.hidden_layers,
+            "optimizer_steps": self.trainer.global_step if self.attached_trainer() is not None else None,
         }
         (directory / "distillation.json").write_text(json.dumps(info, indent=2) + "\n")
 
@@ -225,14 +228,27 @@ class CausalLMDistillation(Distillation, CausalLMTask):
     """Causal LM student: KL over the positions that predict a labelled next token.
 
     Position t predicts token t+1, so the mask is the labels shifted left: on packed text that is
-    every non-padding position but the last, on instruction data only the response (where the
-    student has to match the teacher's answer, not its reading of the prompt).
+    every non-padding position but the last, on instruction data only the answer.
+
+    Args:
+        kd_prompt: on instruction data, also match the teacher at the prompt's positions (every
+            non-padding one). The hard-label loss stays on the answer. A student that has to
+            relearn language, such as one cut from the teacher's layers, then gets a target at
+            every token (a 150-word article against a 6-word headline) instead of at the answer's
+            few.
+        **kwargs: Distillation's and CausalLMTask's arguments.
     """
 
     objective = CausalLMTask
+
+    def __init__(self, kd_prompt: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
 
     def kd_mask(self, batch: dict[str, Any]) -> torch.Tensor:
         labels = batch["labels"]
         mask = torch.zeros_like(labels, dtype=torch.bool)
         mask[:, :-1] = labels[:, 1:] != -100
+        if self.hparams.get("kd_prompt"):
+            attention = batch["attention_mask"].bool()
+            mask[:, :-1] |= attention[:, 1:] & attention[:, :-1]
         return mask

@@ -70,9 +70,19 @@ def test_causal_lm_kd_compares_the_positions_that_predict_labelled_tokens() -> N
 
     # An instruction row: prompt (-100), a 3-token response, then padding (-100).
     labels = torch.tensor([[-100, -100, 7, 8, 9, -100, -100]])
-    mask = CausalLMDistillation.kd_mask(None, {"labels": labels})  # type: ignore[arg-type]
+    attention = torch.tensor([[1, 1, 1, 1, 1, 0, 0]])
+    batch = {"labels": labels, "attention_mask": attention}
+
+    class Task:  # kd_mask reads only hparams.kd_prompt
+        def __init__(self, kd_prompt: bool) -> None:
+            self.hparams = {"kd_prompt": kd_prompt}
+
     # Position t predicts token t+1: positions 1..3 predict the response; the last never predicts.
-    assert mask.tolist() == [[False, True, True, True, False, False, False]]
+    answer_only = CausalLMDistillation.kd_mask(Task(False), batch)  # type: ignore[arg-type]
+    assert answer_only.tolist() == [[False, True, True, True, False, False, False]]
+    # kd_prompt: every position whose next token is real text, prompt included, padding not.
+    with_prompt = CausalLMDistillation.kd_mask(Task(True), batch)  # type: ignore[arg-type]
+    assert with_prompt.tolist() == [[True, True, True, True, False, False, False]]
 
 
 # -- student construction ----------------------------------------------------------------------
