@@ -5,6 +5,10 @@ YAML alone, and the total number of steps comes from `trainer.estimated_stepping
 (epochs, accumulation, devices and limits already accounted for): no step count in the config.
 The multiplier is a pure function of the global step, and each param group's peak LR is kept as
 `initial_lr` inside the optimizer state, so a resumed run continues on the same curve.
+
+Steps are optimizer updates. A task that updates several times per batch by hand (PPO: epochs x
+minibatches over each rollout batch) says how many in `BaseTask.updates_per_batch`, the total
+counts them, and the LR is set before every update, not once per batch.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ class LRWarmup(Callback):
         self.warmup = 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.total_steps = int(trainer.estimated_stepping_batches)
+        per_batch = pl_module.updates_per_batch() if hasattr(pl_module, "updates_per_batch") else 1
+        self.total_steps = int(trainer.estimated_stepping_batches) * per_batch
         if self.warmup_steps is not None:
             self.warmup = self.warmup_steps
         else:
@@ -83,12 +88,17 @@ class LRWarmup(Callback):
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])  # restored with the optimizer on resume
 
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
+    def _apply(self, trainer: L.Trainer) -> float:
         factor = lr_multiplier(trainer.global_step, self.total_steps, self.warmup, self.decay, self.min_lr_ratio)
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-        pl_module.log("lr", lr, on_step=True, on_epoch=False, prog_bar=False)
+        return trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        pl_module.log("lr", self._apply(trainer), on_step=True, on_epoch=False, prog_bar=False)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        self._apply(trainer)  # global_step counts the updates made so far: this one's index

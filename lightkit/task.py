@@ -366,6 +366,12 @@ class BaseTask(MovesUnregistered, L.LightningModule):
                 batch_size=batch_size,
             )
 
+    def updates_per_batch(self) -> int:
+        """Optimizer updates one training batch makes, for schedules that count updates (LRWarmup):
+        one under automatic optimisation; a task that steps by hand several times per batch says
+        how many."""
+        return 1
+
     def wants_metrics(self, stage: str | None = None) -> bool:
         """Whether this step's predictions feed metrics (tasks may skip decoding them if not)."""
         training = self.training if stage is None else stage == "train"

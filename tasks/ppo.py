@@ -25,6 +25,7 @@ alone, loadable with `AutoModelForCausalLM`.
 from __future__ import annotations
 
 import copy
+import math
 from collections import defaultdict
 from typing import Any, Literal, NamedTuple
 
@@ -233,6 +234,12 @@ class PPOTask(CausalLMTask):
         )
 
     # -- training ------------------------------------------------------------------------------
+    def updates_per_batch(self) -> int:
+        """`ppo_epochs` passes over the batch's rollouts, one update per minibatch (the last may
+        be short); a skipped minibatch makes no update, so schedules then end a little late."""
+        rows = self.trainer.datamodule.hparams.batch_size
+        return self.hparams.ppo_epochs * math.ceil(rows / self.hparams.minibatch_size)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         h = self.hparams
         self.model.eval()  # no dropout in PPO (module docstring); gradients still flow

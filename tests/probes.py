@@ -97,3 +97,19 @@ class ScriptedScore(Callback):
 
         state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
         torch.save({"epochs_run": trainer.current_epoch, "state_dict": state}, self.path)
+
+
+class LRAtEachUpdate(Callback):
+    """Writes the learning rate each optimizer update ran with, and the step count LRWarmup
+    planned, to `path` as JSON."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.lrs = path, []
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: object) -> None:
+        self.lrs.append(optimizer.param_groups[0]["lr"])  # type: ignore[attr-defined]
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        warmup = next(c for c in trainer.callbacks if type(c).__name__ == "LRWarmup")
+        with open(self.path, "w") as f:
+            json.dump({"lrs": self.lrs, "total_steps": warmup.total_steps, "warmup": warmup.warmup}, f)

@@ -185,6 +185,25 @@ def write_preferences(path: Path, n: int, seed: int) -> None:
             )
 
 
+def test_warmup_under_ppo_counts_its_updates(bpe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PPO makes ppo_epochs x minibatches updates per batch: LRWarmup plans and sets the LR per
+    update, so warmup and decay span the whole run instead of its first batches."""
+    from lightkit.callbacks.warmup import lr_multiplier
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))  # probes.LRAtEachUpdate
+    record = tmp_path / "lrs.json"
+    ppo(bpe, tmp_path, "--trainer.max_epochs", "1", "--model.init_args.ratio_threshold", "1e9",
+        "--trainer.callbacks+=LRWarmup", "--trainer.callbacks.warmup_ratio", "0.25",
+        "--trainer.callbacks+=probes.LRAtEachUpdate", "--trainer.callbacks.path", str(record))  # fmt: skip
+    seen = json.loads(record.read_text())
+    lrs, total = seen["lrs"], seen["total_steps"]
+    # One epoch of 3 batches (24 prompts, 8 a batch), 4 PPO epochs x 2 minibatches of 4 each: 24
+    # updates planned, and all made (ratio_threshold off, so none is skipped).
+    assert total == 24 and len(lrs) == 24 and seen["warmup"] == 6
+    assert lrs == pytest.approx([0.01 * lr_multiplier(s, total, 6) for s in range(total)])
+    assert lrs[-1] < lrs[6] / 4  # decayed over the run, not within its first batch
+
+
 def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Path) -> None:
     prefs = tmp_path / "prefs.jsonl"
     write_preferences(prefs, 120, seed=0)
