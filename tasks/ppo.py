@@ -17,7 +17,8 @@ Each training step takes a batch of prompts (`PromptDataModule`) and
 Validation samples responses to the validation prompts and logs `val_reward` and `val_kl`, so
 checkpoints can monitor reward. The policy runs without dropout throughout (dropout would make the
 ratio differ from 1 before any update). The reference and a reward model are frozen companions
-(`BaseTask.add_frozen`): never optimised, never checkpointed. The value head (or a separate value
+(`BaseTask.add_frozen`): never optimised, never checkpointed. With LoRA (`peft:`) there is no
+reference copy: the reference is the policy with its adapters disabled. The value head (or a separate value
 model) is checkpointed with the policy but not saved in the Hugging Face output, which is the policy
 alone, loadable with `AutoModelForCausalLM`.
 """
@@ -154,7 +155,8 @@ class PPOTask(CausalLMTask):
             policy = super().build_model()
         if self.tokenizer is None or self.tokenizer.eos_token_id is None:
             raise InputError("PPOTask needs the policy's tokenizer with an EOS token (linked from the DataModule)")
-        self.add_frozen("reference", copy.deepcopy(policy))
+        if not self.lora:  # with LoRA the reference is the policy, adapters off (reference_logits)
+            self.add_frozen("reference", copy.deepcopy(policy))
         width = policy.config.hidden_size
         self.value_trunk = copy.deepcopy(policy) if h.value_model == "separate" else None
         self.value_head = nn.Linear(width, 1)
@@ -178,6 +180,17 @@ class PPOTask(CausalLMTask):
         window = slice(prompt_length - 1, -1)  # position t predicts token t+1
         values = self.value_head(trunk.hidden_states[-1][:, window].float()).squeeze(-1)
         return out.logits[:, window], values
+
+    def reference_logits(
+        self, sequences: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """The reference policy's logits (B, T, V): the frozen copy, or, with LoRA, the policy with
+        its adapters disabled (peft's `disable_adapter`), so no second model is held in memory."""
+        inputs = {"input_ids": sequences, "attention_mask": attention_mask, "position_ids": position_ids}
+        if self.lora:
+            with self.model.disable_adapter():
+                return self.model(**inputs).logits
+        return self.frozen("reference")(**inputs).logits
 
     # -- rollouts ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -207,9 +220,7 @@ class PPOTask(CausalLMTask):
         position_ids = (attention.cumsum(1) - 1).clamp(min=0)  # left padding: positions start at each prompt
         logits, values = self.forward_policy(sequences, attention, position_ids, P)
         logprobs = token_logprobs(logits / h.temperature, response)
-        ref_logits = self.frozen("reference")(
-            input_ids=sequences, attention_mask=attention, position_ids=position_ids
-        ).logits[:, P - 1 : -1]
+        ref_logits = self.reference_logits(sequences, attention, position_ids)[:, P - 1 : -1]
         ref_logprobs = token_logprobs(ref_logits / h.temperature, response)
         texts = [self.tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(response, mask)]
         scores = self.score(list(batch["prompt"]), texts).float()

@@ -250,3 +250,27 @@ def test_ppo_runs_under_the_trainers_mixed_precision(bpe: Path, tmp_path: Path) 
     for key in ("train_reward_epoch", "train_kl_epoch", "train_policy_loss_epoch", "val_reward"):
         values = series(tmp_path, key)
         assert values and all(math.isfinite(v) for v in values), key
+
+
+def test_ppo_with_lora_takes_the_adapters_off_policy_as_its_reference(tiny_lm: dict, tmp_path: Path) -> None:
+    """No second model in memory: the reference is the policy with its adapters disabled, which
+    is exactly the pretrained model, while the trained policy has moved away from it."""
+    from transformers import AutoModelForCausalLM
+
+    from lightkit.main import cli
+
+    task = cli(["fit", "--config", str(PPO), "--data.tokenizer", str(tiny_lm["bpe"]), "--trainer.max_epochs", "1",
+                "--trainer.default_root_dir", str(tmp_path), "--model.init_args.model_config", "null",
+                "--model.init_args.pretrained", str(tiny_lm["hf"]),
+                "--model.init_args.peft", "{r: 4, alpha: 8, dropout: 0.0}"]).model  # fmt: skip
+    assert "reference" not in task.__dict__.get("_frozen", {})
+    trainable = [n for n, p in task.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or n.startswith("value_head.") for n in trainable)
+    ids = torch.tensor([[1, 5, 9, 13, 2]])
+    mask, positions = torch.ones_like(ids), torch.arange(5).unsqueeze(0)
+    pretrained = AutoModelForCausalLM.from_pretrained(tiny_lm["hf"]).eval()
+    task.eval()
+    with torch.no_grad():
+        expected = pretrained(input_ids=ids).logits
+        assert torch.allclose(task.reference_logits(ids, mask, positions), expected, atol=1e-5)
+        assert not torch.allclose(task.model(input_ids=ids).logits, expected, atol=1e-3)
