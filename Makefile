@@ -111,7 +111,7 @@ sft: install
 	cd benchmarks && ../$(PY) sft_report.py --runs ../$(SFT_RUN) --out ../$(SFT_RUN)/report.json
 
 # KD of the real model: the SFT headline writer (30 layers) into a 15-layer student built from its
-# layers (about 20 min on 2 cores, plus `make sft` when its model is missing); both tested on the
+# layers (about 40 min on 2 cores, plus `make sft` when its model is missing); both tested on the
 # same held-out articles, then compared (benchmarks/kd_report.py: ROUGE, perplexity, tokens/s).
 KD_RUN := runs/distill_sft_headlines
 KD_TEST := --trainer.logger CSVLogger --trainer.logger.init_args.version test
