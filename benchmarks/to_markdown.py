@@ -184,6 +184,12 @@ def targets_lines(result: dict) -> list[str]:
     return [*lines, ""]
 
 
+def samples_table(samples: list[dict], columns: dict[str, str]) -> list[str]:
+    """Sample answers side by side: one column per `columns` key, headed by its value."""
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(str(s[k]) for k in columns) + " |" for s in samples]
+
+
 def sft_table(result: dict) -> str:
     """benchmarks/sft_report.py: zero-shot against tuned on the held-out articles, with samples."""
     lines = ["| model | ROUGE-1 | ROUGE-2 | ROUGE-L | words per answer |", "|---|---|---|---|---|"]
@@ -191,8 +197,7 @@ def sft_table(result: dict) -> str:
         s = result[name]
         cells = [f"{s[k]:.3f}" for k in ("rouge1", "rouge2", "rougeL")] + [f"{s['answer_words']:.1f}"]
         lines.append(f"| {name.replace('_', '-')} | " + " | ".join(cells) + " |")
-    samples = ["| reference | zero-shot | tuned |", "|---|---|---|"]
-    samples += [f"| {s['reference']} | {s['zero_shot']} | {s['tuned']} |" for s in result["samples"]]
+    samples = samples_table(result["samples"], {"reference": "reference", "zero_shot": "zero-shot", "tuned": "tuned"})
     tuned = result["tuned"]
     head = (
         f"Device: {result['device']}; {result['date']}; {tuned['answers']} held-out articles, "
@@ -247,8 +252,7 @@ def kd_table(result: dict) -> str:
         f"ROUGE-L retention **{kept['rougeL']:.1%}**, perplexity retention (teacher's / student's) "
         f"**{kept['perplexity']:.1%}**, generation **{result['speedup_tokens_per_s']:.2f}x** the teacher's tokens/s."
     )
-    samples = ["| reference | teacher | student |", "|---|---|---|"]
-    samples += [f"| {s['reference']} | {s['teacher']} | {s['student']} |" for s in result["samples"]]
+    samples = samples_table(result["samples"], {"reference": "reference", "teacher": "teacher", "student": "student"})
     gen = result["generation"]
     head = (
         f"Device: {result['device']}; {result['date']}; {result['teacher']['answers']} held-out articles; "
