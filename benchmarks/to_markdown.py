@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -262,26 +263,25 @@ def kd_table(result: dict) -> str:
     return "\n".join([head, "", *lines, "", summary, "", *samples, "", f"Command: `{result['command']}`", ""])
 
 
+# Which table a result file gets: the first renderer whose test matches it.
+RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
+    (lambda r: "rows" in r and "speedup_vs_pytorch" in r["rows"][0], inference_table),
+    (lambda r: "encoder" in r, gpu_inference_tables),
+    (lambda r: "hf_trainer" in r, train_table),
+    (lambda r: "schemes" in r, embedding_table),
+    (lambda r: "zero_shot" in r, sft_table),
+    (lambda r: "trl" in r, trl_table),
+    (lambda r: "retention" in r, kd_table),
+]
+
+
 def render(result: dict) -> str | None:
     """The Markdown of one result file (table, artifacts, command, targets); None for a kind
     without a table."""
-    if "rows" in result and "speedup_vs_pytorch" in result["rows"][0]:
-        text = inference_table(result)
-    elif "encoder" in result:
-        text = gpu_inference_tables(result)
-    elif "hf_trainer" in result:
-        text = train_table(result)
-    elif "schemes" in result:
-        text = embedding_table(result)
-    elif "zero_shot" in result:
-        text = sft_table(result)
-    elif "trl" in result:
-        text = trl_table(result)
-    elif "retention" in result:
-        text = kd_table(result)
-    else:
+    table = next((table for matches, table in RENDERERS if matches(result)), None)
+    if table is None:
         return None
-    return text + ("\n".join(["", *targets_lines(result)]) if "targets" in result else "")
+    return table(result) + ("\n".join(["", *targets_lines(result)]) if "targets" in result else "")
 
 
 def main() -> None:

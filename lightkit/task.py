@@ -426,12 +426,11 @@ class BaseTask(MovesUnregistered, L.LightningModule):
         """The task's model as plain transformers: with LoRA, the adapters merged into a copy
         (the task trains on), or, with `keep_adapters=False`, into the model itself (for a task
         built only to hand its model on: no second copy in memory)."""
-        if self.__dict__.get("_sharded"):
-            model = self.unsharded_model()
-            return model.merge_and_unload() if self.lora else model
+        model = self.unsharded_model()
         if not self.lora:
-            return self.model
-        return merged_copy(self.model) if keep_adapters else self.model.merge_and_unload()
+            return model
+        # A gathered copy is already a copy: merge into it rather than copying it again.
+        return merged_copy(model) if keep_adapters and model is self.model else model.merge_and_unload()
 
     def unsharded_model(self) -> torch.nn.Module:
         """The model (adapters unmerged), as one unsharded copy when `configure_model` sharded it.
