@@ -27,21 +27,21 @@ from lightkit.errors import InputError
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
-def output_layer(model: nn.Module) -> nn.Linear:
-    """The model's output layer, checked to be a plain linear map of the last hidden state."""
+def output_layer(model: nn.Module, what: str = "chunked_loss") -> nn.Linear:
+    """The model's output layer, checked to be a plain linear map of the last hidden state
+    (`what` names the setting that needs it, in the error)."""
     config = getattr(model, "config", None)
     for field in _LOGIT_TRANSFORMS:
         if getattr(config, field, None) not in (None, 1, 1.0):
             raise InputError(
-                f"chunked_loss: {type(model).__name__} transforms its logits after the output layer "
-                f"(config.{field} = {getattr(config, field)}); set chunked_loss: false for this model"
+                f"{what}: {type(model).__name__} transforms its logits after the output layer "
+                f"(config.{field} = {getattr(config, field)}), which {what} does not support"
             )
     head = model.get_output_embeddings()
     if type(head) is not nn.Linear:
         raise InputError(
-            f"chunked_loss needs a plain nn.Linear output layer, but {type(model).__name__}'s is "
-            f"{type(head).__name__} (an adapter on lm_head?); leave lm_head out of peft.target_modules "
-            "or set chunked_loss: false"
+            f"{what} needs a plain nn.Linear output layer, but {type(model).__name__}'s is "
+            f"{type(head).__name__} (an adapter on lm_head?); leave lm_head out of peft.target_modules"
         )
     return head
 
@@ -78,3 +78,23 @@ def chunked_lm_loss(model: nn.Module, inputs: dict[str, Any], labels: torch.Tens
     options = torch.nn.LinearCrossEntropyOptions()  # torch picks the chunking per device and dtype
     loss = F.linear_cross_entropy(picked, head.weight, target[labelled], linear_bias=head.bias, options=options)
     return ChunkedLMOutput(loss, picked, target[labelled], head)
+
+
+def labelled_logprobs(
+    model: nn.Module, inputs: dict[str, Any], labels: torch.Tensor, what: str, temperature: float = 1.0
+) -> torch.Tensor:
+    """log p(token) of each labelled token of `labels` (B, T) under a causal LM, its logits divided
+    by `temperature` (as sampled): (B, T - 1), zero where the label is -100.
+
+    Preference and RL objectives read a handful of response tokens per row out of a prompt of
+    hundreds; the output layer is applied to those positions only, so the (B, T, V) logits are
+    never built (the same saving as `chunked_lm_loss`). Log-softmax runs in float32.
+    """
+    head = output_layer(model, what)
+    hidden = model.get_decoder()(**inputs).last_hidden_state
+    target = labels[:, 1:]
+    labelled = target != -100
+    logits = head(hidden[:, :-1][labelled]).float() / temperature  # (N, V)
+    picked = torch.log_softmax(logits, dim=-1).gather(-1, target[labelled].unsqueeze(-1)).squeeze(-1)
+    out = torch.zeros(target.shape, dtype=picked.dtype, device=picked.device)
+    return out.masked_scatter(labelled, picked)

@@ -1,10 +1,16 @@
-"""Rewards for PPO: a plain Python callable named in YAML, or a trained reward model.
+"""Rewards for PPO and GRPO: plain Python callables named in YAML, or a trained reward model.
 
 Both score text, so a policy and a reward model need not share a tokenizer:
 
     reward(prompts: list[str], responses: list[str]) -> list[float]
 
-A callable is named by import path (`package.module:function` or `package.module.function`).
+A callable may also name text columns of the prompt data (e.g. `reference`, the reference answer
+of an instruction row) as keyword parameters, and gets them per response, as TRL's reward
+functions get dataset columns.
+
+A callable is named by import path (`package.module:function` or `package.module.function`);
+several are summed with weights (as TRL's `reward_funcs` and `reward_weights`), and each one's
+mean is kept for logging.
 Every call is checked: an exception, a result of the wrong length or a non-finite value stops the
 run with a message naming the callable, because a silently wrong reward trains a wrong policy.
 """
@@ -12,6 +18,7 @@ run with a message naming the callable, because a silently wrong reward trains a
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -47,10 +54,18 @@ class CallableReward:
     def __init__(self, path: str) -> None:
         self.path = path
         self.fn = import_callable(path)
-
-    def __call__(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         try:
-            scores = self.fn(list(prompts), list(responses))
+            params = inspect.signature(self.fn).parameters.values()
+        except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+            params = []
+        self.takes_all = any(p.kind is p.VAR_KEYWORD for p in params)
+        self.takes = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+    def __call__(self, prompts: list[str], responses: list[str], **columns: list[str]) -> torch.Tensor:
+        # The batch's other text columns (e.g. `reference`) go to a callable that names them.
+        extra = {k: v for k, v in columns.items() if self.takes_all or k in self.takes}
+        try:
+            scores = self.fn(list(prompts), list(responses), **extra)
         except Exception as e:  # noqa: BLE001 - any failure of user code is reported the same way
             raise InputError(f"reward_fn '{self.path}' raised {type(e).__name__}: {e}") from e
         try:
@@ -113,7 +128,7 @@ class ModelReward(torch.nn.Module):
             raise InputError(f"reward_label: '{label}' is not a label of {path}: {list(config.label2id)}")
 
     @torch.no_grad()
-    def forward(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+    def forward(self, prompts: list[str], responses: list[str], **columns: list[str]) -> torch.Tensor:
         texts = [p + r for p, r in zip(prompts, responses)] if self.text == "prompt_and_response" else list(responses)
         device = next(self.model.parameters()).device
         batch = self.tokenizer(
@@ -122,9 +137,43 @@ class ModelReward(torch.nn.Module):
         return self.model(**batch).logits[:, self.index].float().cpu()
 
 
-def build_reward(reward_fn: str | None, reward_model: str | None, **model_kwargs: Any) -> CallableReward | ModelReward:
-    if (reward_fn is None) == (reward_model is None):
+class WeightedRewards:
+    """The weighted sum of several reward callables; `last_parts` holds each one's batch mean."""
+
+    def __init__(self, paths: list[str], weights: list[float]) -> None:
+        self.parts = [CallableReward(p) for p in paths]
+        self.weights = [float(w) for w in weights]
+        self.last_parts: dict[str, torch.Tensor] = {}
+
+    def __call__(self, prompts: list[str], responses: list[str], **columns: list[str]) -> torch.Tensor:
+        total = torch.zeros(len(responses))
+        for part, weight in zip(self.parts, self.weights):
+            scores = part(prompts, responses, **columns)
+            self.last_parts[f"reward_{part.fn.__name__}"] = scores.mean()
+            total += weight * scores
+        return total
+
+
+def build_reward(
+    reward_fn: str | list[str] | None,
+    reward_model: str | None,
+    weights: list[float] | None = None,
+    **model_kwargs: Any,
+) -> CallableReward | WeightedRewards | ModelReward:
+    """The reward a config asks for: one callable, weighted callables, or a reward model."""
+    if (not reward_fn) == (reward_model is None):
         raise InputError(
-            "set exactly one of reward_fn (an import path) and reward_model (a model folder or checkpoint)"
+            "set exactly one of reward_fn (an import path, or a list of them) and reward_model (a model folder or "
+            "checkpoint)"
         )
-    return CallableReward(reward_fn) if reward_fn else ModelReward(reward_model, **model_kwargs)  # type: ignore[arg-type]
+    if reward_model is not None:
+        if weights is not None:
+            raise InputError("reward_weights weigh reward_fn callables; a reward_model takes none")
+        return ModelReward(reward_model, **model_kwargs)
+    if isinstance(reward_fn, str) and weights is None:
+        return CallableReward(reward_fn)
+    paths = [reward_fn] if isinstance(reward_fn, str) else list(reward_fn)
+    weights = [1.0] * len(paths) if weights is None else list(weights)
+    if len(weights) != len(paths):
+        raise InputError(f"reward_weights has {len(weights)} weights for {len(paths)} reward_fn callables {paths}")
+    return WeightedRewards(paths, weights)

@@ -1,4 +1,4 @@
-"""PPO maths on per-token tensors, free of Lightning so each formula is tested on hand-computed values.
+"""RLHF maths (PPO, DPO, GRPO) on tensors, free of Lightning so each formula is tested on hand-computed values.
 
 Shapes: (B, R) over the R response tokens of B rollouts, right-padded; `mask` is 1 on real response
 tokens (up to and including EOS) and 0 after. Conventions follow Schulman et al. (2017) for the
@@ -8,6 +8,7 @@ clipped losses and GAE, and Ziegler et al. (2019) for the KL penalty and its ada
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -98,3 +99,85 @@ class AdaptiveKL:
             return
         error = min(max(kl / self.target - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_rollouts / self.horizon
+
+
+# -- preference optimisation (DPO, IPO) ---------------------------------------------------------
+def dpo_loss(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair DPO loss and the implicit rewards of both sides, from sequence log-probs (B,).
+
+    sigmoid (Rafailov et al. 2023): h = beta * ((chosen - rejected) - (ref_chosen - ref_rejected)),
+    loss = -(1 - eps) log σ(h) - eps log σ(-h) (eps: label smoothing, the conservative DPO).
+    ipo (Azar et al. 2023): loss = ((chosen - rejected) - (ref_chosen - ref_rejected) - 1/(2 beta))²,
+    on per-token mean log-probs (the caller passes them, as TRL does).
+    Rewards: beta * (logp - ref_logp) per side; their difference is the reward margin.
+    """
+    logits = (chosen - rejected) - (ref_chosen - ref_rejected)
+    if loss_type == "sigmoid":
+        loss = -(1 - label_smoothing) * F.logsigmoid(beta * logits) - label_smoothing * F.logsigmoid(-beta * logits)
+    elif loss_type == "ipo":
+        loss = (logits - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"unknown DPO loss_type {loss_type!r}")
+    return loss, beta * (chosen - ref_chosen).detach(), beta * (rejected - ref_rejected).detach()
+
+
+# -- GRPO ---------------------------------------------------------------------------------------
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True) -> torch.Tensor:
+    """(r - mean of its group) / (std of its group + 1e-4): rewards (B*G,) laid out group by group.
+
+    Shao et al. (2024), as TRL's GRPOTrainer: the unbiased std of each group of `group_size`
+    samples of one prompt; `scale=False` keeps the centred rewards (Dr. GRPO, Liu et al. 2025).
+    A group whose samples all score the same gets advantage 0: it teaches nothing.
+    """
+    grouped = rewards.view(-1, group_size)
+    centred = grouped - grouped.mean(1, keepdim=True)
+    if scale:
+        centred = centred / (grouped.std(1, keepdim=True) + 1e-4)
+    return centred.reshape(-1)
+
+
+def grpo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float,
+    ref_logprobs: torch.Tensor | None = None,
+    beta: float = 0.0,
+    loss_type: str = "grpo",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The clipped GRPO objective on per-token log-probs (B, R) and a sequence advantage (B,).
+
+    Per token: -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A) + beta * KL, where KL is the k3
+    estimator exp(ref - logp) - (ref - logp) - 1 (>= 0, unbiased). `grpo` averages each sequence
+    over its tokens and then the sequences (Shao et al. 2024); `dapo` averages over all tokens
+    of the batch, so long responses are not down-weighted (Yu et al. 2025).
+    Returns the loss and its parts for logging (clip fraction, KL).
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    adv = advantages.unsqueeze(1)
+    per_token = -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+    stats: dict[str, torch.Tensor] = {}
+    if ref_logprobs is not None:
+        diff = ref_logprobs - logprobs
+        kl = torch.exp(diff) - diff - 1
+        stats["kl"] = masked_mean(kl.detach(), mask)
+        if beta:
+            per_token = per_token + beta * kl
+    if loss_type == "grpo":
+        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    elif loss_type == "dapo":
+        loss = masked_mean(per_token, mask)
+    else:
+        raise ValueError(f"unknown GRPO loss_type {loss_type!r}")
+    clipped = ((ratio < 1 - clip) & (adv < 0)) | ((ratio > 1 + clip) & (adv > 0))
+    stats["clip_frac"] = masked_mean(clipped.float(), mask)
+    return loss, stats

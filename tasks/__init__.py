@@ -12,6 +12,8 @@ from lightkit.tasks.distillation import (
     SequenceClassificationDistillation,
     TokenClassificationDistillation,
 )
+from lightkit.tasks.dpo import DPOTask
+from lightkit.tasks.grpo import GRPOTask
 from lightkit.tasks.masked_lm import MaskedLMTask
 from lightkit.tasks.ppo import PPOTask
 from lightkit.tasks.reward_model import RewardModelTask
@@ -21,7 +23,9 @@ from lightkit.tasks.token_classification import TokenClassificationTask
 __all__ = [
     "CausalLMDistillation",
     "CausalLMTask",
+    "DPOTask",
     "Distillation",
+    "GRPOTask",
     "MaskedLMDistillation",
     "MaskedLMTask",
     "PPOTask",

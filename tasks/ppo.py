@@ -35,9 +35,6 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from transformers import PreTrainedModel
 
-from lightkit.errors import InputError
-from lightkit.loading import load_trained
-from lightkit.rewards import ModelReward, build_reward
 from lightkit.rl import (
     AdaptiveKL,
     entropy_from_logits,
@@ -48,9 +45,7 @@ from lightkit.rl import (
     token_logprobs,
     value_loss,
 )
-from lightkit.tasks.causal_lm import CausalLMTask
-from lightkit.tasks.reward_model import RewardModelTask
-from lightkit.tasks.sequence_classification import SequenceClassificationTask
+from lightkit.tasks.policy import RolloutTask
 
 
 class Rollout(NamedTuple):
@@ -68,17 +63,10 @@ class Rollout(NamedTuple):
     ended: torch.Tensor  # (B,) bool, response reached EOS
 
 
-class PPOTask(CausalLMTask):
+class PPOTask(RolloutTask):
     """PPO on a causal LM policy with a value head and a frozen reference (module docstring).
 
     Args:
-        reward_fn: import path of `reward(prompts, responses) -> list[float]`
-            (`package.module:function`). Exactly one of reward_fn and reward_model.
-        reward_model: a sequence classification/regression model (lightkit checkpoint or HF
-            folder); the score is its scalar output or the logit of `reward_label`.
-        reward_label: label name or index to reward, for a reward model with several labels.
-        reward_text: what the reward model reads: `prompt_and_response` or `response`.
-        missing_eos_penalty: subtracted from the score of responses without EOS (None: off).
         ppo_epochs: passes over each rollout batch.
         minibatch_size: rollouts per optimizer step.
         clip_range: PPO ratio clip epsilon.
@@ -95,8 +83,8 @@ class PPOTask(CausalLMTask):
             copy of the initial policy as value trunk, with its own head).
         max_grad_norm: gradient clipping norm per update.
         ratio_threshold: skip a minibatch whose ratio on any response token exceeds this.
-        **kwargs: sampling (max_new_tokens, temperature, top_k, top_p), prompt_template and
-            pretrained (lightkit CLM checkpoint or HF folder) / model_config; see CausalLMTask.
+        **kwargs: the reward (reward_fn and reward_weights, or reward_model), missing_eos_penalty,
+            sampling, prompt_template, peft and pretrained / model_config; see RolloutTask.
     """
 
     primary_metric = "reward"
@@ -108,11 +96,6 @@ class PPOTask(CausalLMTask):
 
     def __init__(
         self,
-        reward_fn: str | None = None,
-        reward_model: str | None = None,
-        reward_label: str | None = None,
-        reward_text: Literal["prompt_and_response", "response"] = "prompt_and_response",
-        missing_eos_penalty: float | None = None,
         ppo_epochs: int = 4,
         minibatch_size: int = 8,
         clip_range: float = 0.2,
@@ -133,32 +116,12 @@ class PPOTask(CausalLMTask):
         super().__init__(**kwargs)
         self.automatic_optimization = False
         self.kl_ctl = AdaptiveKL(kl_coef, target_kl, kl_horizon)
-        reward = build_reward(
-            reward_fn,
-            reward_model,
-            tasks=(SequenceClassificationTask, RewardModelTask),
-            label=reward_label,
-            text=reward_text,
-        )
-        if isinstance(reward, ModelReward):
-            self.add_frozen("reward", reward)  # moves with the policy, never trained or saved
-        self.__dict__["_reward"] = reward  # unregistered either way
 
     # -- models --------------------------------------------------------------------------------
     def build_model(self) -> PreTrainedModel:
-        h = self.hparams
-        if h.pretrained is not None:  # a lightkit CLM checkpoint as well as a HF folder
-            policy, tokenizer = load_trained(h.pretrained, CausalLMTask, what="pretrained")
-            if self.tokenizer is None:
-                self.tokenizer = tokenizer
-        else:
-            policy = super().build_model()
-        if self.tokenizer is None or self.tokenizer.eos_token_id is None:
-            raise InputError("PPOTask needs the policy's tokenizer with an EOS token (linked from the DataModule)")
-        if not self.lora:  # with LoRA the reference is the policy, adapters off (reference_logits)
-            self.add_frozen("reference", copy.deepcopy(policy))
+        policy = super().build_model()  # and the reference (PolicyTask)
         width = policy.config.hidden_size
-        self.value_trunk = copy.deepcopy(policy) if h.value_model == "separate" else None
+        self.value_trunk = copy.deepcopy(policy) if self.hparams.value_model == "separate" else None
         self.value_head = nn.Linear(width, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
@@ -166,9 +129,6 @@ class PPOTask(CausalLMTask):
 
     def configure_metrics(self) -> MetricCollection:
         return MetricCollection({"reward": MeanMetric()})
-
-    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        return self.__dict__["_reward"](prompts, responses).to(self.device)
 
     def forward_policy(
         self, sequences: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, prompt_length: int
@@ -181,51 +141,23 @@ class PPOTask(CausalLMTask):
         values = self.value_head(trunk.hidden_states[-1][:, window].float()).squeeze(-1)
         return out.logits[:, window], values
 
-    def reference_logits(
-        self, sequences: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
-    ) -> torch.Tensor:
-        """The reference policy's logits (B, T, V): the frozen copy, or, with LoRA, the policy with
-        its adapters disabled (peft's `disable_adapter`), so no second model is held in memory."""
-        inputs = {"input_ids": sequences, "attention_mask": attention_mask, "position_ids": position_ids}
-        if self.lora:
-            with self.model.disable_adapter():
-                return self.model(**inputs).logits
-        return self.frozen("reference")(**inputs).logits
-
     # -- rollouts ------------------------------------------------------------------------------
     @torch.no_grad()
     def rollout(self, batch: dict[str, Any]) -> Rollout:
         h = self.hparams
-        prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
-        eos = self.tokenizer.eos_token_id
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
-        sequences = self.model.generate(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            do_sample=True,
-            temperature=h.temperature,
-            top_k=h.top_k,
-            top_p=h.top_p,
-            max_new_tokens=h.max_new_tokens,
-            eos_token_id=eos,
-            pad_token_id=pad,
+        sampled = self.sample(batch["input_ids"], batch["attention_mask"])
+        sequences, attention, position_ids, P = (
+            sampled.sequences,
+            sampled.attention_mask,
+            sampled.position_ids,
+            sampled.prompt_length,
         )
-        P = prompt_ids.size(1)
-        response = sequences[:, P:]
-        is_eos = response == eos
-        after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0  # strictly after the first EOS
-        mask = (~after_eos).float()
-        ended = is_eos.any(1)
-        attention = torch.cat([prompt_mask, mask.long()], dim=1)
-        position_ids = (attention.cumsum(1) - 1).clamp(min=0)  # left padding: positions start at each prompt
+        response, mask = sampled.response, sampled.mask
         logits, values = self.forward_policy(sequences, attention, position_ids, P)
         logprobs = token_logprobs(logits / h.temperature, response)
         ref_logits = self.reference_logits(sequences, attention, position_ids)[:, P - 1 : -1]
         ref_logprobs = token_logprobs(ref_logits / h.temperature, response)
-        texts = [self.tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(response, mask)]
-        scores = self.score(list(batch["prompt"]), texts).float()
-        if h.missing_eos_penalty is not None:
-            scores = scores - h.missing_eos_penalty * (~ended).float()
+        scores = self.scores(batch, sampled)
         rewards = -self.kl_ctl.value * (logprobs - ref_logprobs) * mask
         last = mask.sum(1).long() - 1
         rewards[torch.arange(len(last), device=rewards.device), last] += scores
@@ -241,7 +173,7 @@ class PPOTask(CausalLMTask):
             values * mask,
             scores,
             rewards,
-            ended,
+            sampled.ended,
         )
 
     # -- training ------------------------------------------------------------------------------

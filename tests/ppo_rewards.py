@@ -18,3 +18,8 @@ def one_short(prompts: list[str], responses: list[str]) -> list[float]:
 
 def not_finite(prompts: list[str], responses: list[str]) -> list[float]:
     return [float("nan")] + [0.0] * (len(responses) - 1)
+
+
+def reference_overlap(prompts: list[str], responses: list[str], reference: list[str]) -> list[float]:
+    """1 where the response contains its reference answer: takes the prompt data's `reference`."""
+    return [float(ref in r) for r, ref in zip(responses, reference)]

@@ -4,6 +4,7 @@ from lightkit.data.base import BaseDataModule
 from lightkit.data.causal_lm import CausalLMDataModule, InstructionDataModule
 from lightkit.data.headlines import HeadlineDataModule
 from lightkit.data.language_modeling import MaskedLMDataModule
+from lightkit.data.preferences import PolicyPreferenceDataModule
 from lightkit.data.prompts import PreferenceDataModule, PromptDataModule
 from lightkit.data.text_classification import TextClassificationDataModule
 from lightkit.data.token_classification import CoNLLDataModule
@@ -15,6 +16,7 @@ __all__ = [
     "HeadlineDataModule",
     "InstructionDataModule",
     "MaskedLMDataModule",
+    "PolicyPreferenceDataModule",
     "PreferenceDataModule",
     "PromptDataModule",
     "TextClassificationDataModule",

@@ -84,7 +84,8 @@ class PromptsMixin:
         )
 
     def collate_prompts(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        # Left padding: generation appends to the right end of every row.
+        # Left padding: generation appends to the right end of every row. Text columns beside the
+        # prompt (a reference answer) ride along for reward callables that take them.
         batch = self.tokenizer(
             [f["prompt"] for f in features],
             return_tensors="pt",
@@ -92,7 +93,8 @@ class PromptsMixin:
             padding_side="left",
             add_special_tokens=False,
         )
-        return {**batch, "prompt": [f["prompt"] for f in features]}
+        texts = {k: [f[k] for f in features] for k in features[0] if isinstance(features[0][k], str)}
+        return {**batch, **texts}
 
 
 # Per-row text kept in the test split: the generation prompt and the reference answer.
@@ -172,6 +174,9 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
         format: `chat` (the tokenizer's chat template), `template` (the format string), or
             `auto`: chat when the tokenizer has a chat template.
         system_prompt: a system turn put before each prompt/response row's user turn (chat only).
+        prompts_only: every split holds the rows' generation prompts and reference answers
+            (`prompt`, `reference`) instead of training rows: what online RL (PPO, GRPO) samples
+            from, with the reference for reward callables that take one.
         **kwargs: tokenizer, files, holdout, batch sizes, max_length (prompt + response are cut
             to it); see BaseDataModule.
     """
@@ -182,6 +187,7 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
         response_field: str = "response",
         format: Literal["auto", "chat", "template"] = "auto",
         system_prompt: str | None = None,
+        prompts_only: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -280,6 +286,9 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
         rows = self.splits(self._read, self.split_key)[split]
         if not rows:
             raise InputError(f"{self.source(split)}: the {split} split has no rows")
+        if self.hparams.get("prompts_only"):
+            pairs = [(r["gen_prompt"], r["reference"]) if self.chat else (r["prompt"], r["response"]) for r in rows]
+            return Dataset.from_dict({"prompt": [p for p, _ in pairs], "reference": [a for _, a in pairs]})
         # The test split keeps each prompt and reference answer, for a test-time generation.
         texts: dict[str, list[str]] = {}
         if split == "test":

@@ -1,0 +1,163 @@
+"""GRPO: group relative policy optimisation of a causal LM against reward callables or a reward model.
+
+    lightkit fit --config configs/grpo_headlines.yaml
+
+Each training step takes a batch of B prompts (`PromptDataModule`, or the test prompts of an
+instruction DataModule) and
+1. samples `num_generations` (G) responses per prompt (temperature / top-k / top-p, batched with
+   the KV cache, stopping rows at EOS);
+2. scores them: the weighted sum of the reward callables (or a reward model), less
+   `missing_eos_penalty` for responses that never ended;
+3. advantages: each reward minus its group's mean, over the group's std (`lightkit.rl.
+   group_advantages`); no value model;
+4. `num_iterations` passes over minibatches of the B*G samples (one optimizer step each) on the
+   clipped ratio loss, plus `beta` x the k3 KL to the reference (`lightkit.rl.grpo_loss`).
+
+With one pass and one minibatch (the defaults) the ratio is exactly 1 and the old log-probs are
+not computed (the loss's gradient is then the policy gradient), as in TRL's GRPOTrainer. With
+`beta` 0 (TRL's default too) the reference is never run in training. Log-probs are taken from the
+response positions' hidden states only, never the (B, T, V) logits.
+
+Validation samples one response per prompt and logs `val_reward`, and `val_kl` (summed over the
+response) where a reference exists (LoRA, or beta > 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Literal
+
+import torch
+from torchmetrics import MeanMetric, MetricCollection
+
+from lightkit.errors import InputError
+from lightkit.rl import group_advantages, grpo_loss
+from lightkit.tasks.policy import RolloutTask, Samples
+
+
+class GRPOTask(RolloutTask):
+    """GRPO on a causal LM policy (module docstring).
+
+    Args:
+        num_generations: responses sampled per prompt (the group); at least 2.
+        beta: weight of the KL to the reference in the loss (0: no KL term, no reference pass).
+        clip_range: ratio clip epsilon.
+        num_iterations: passes over each batch of samples (mu in the GRPO paper).
+        minibatch_size: samples per optimizer step (default: all B x G of a batch, one step).
+        loss_type: `grpo` (mean over each response, then over responses) or `dapo` (mean over
+            all tokens).
+        scale_rewards: divide advantages by the group's std (false: centred rewards only).
+        max_grad_norm: gradient clipping norm per update.
+        **kwargs: the reward (reward_fn with reward_weights, or reward_model), missing_eos_penalty,
+            sampling (max_new_tokens, temperature, top_k, top_p), peft, pretrained; see RolloutTask.
+    """
+
+    primary_metric = "reward"
+    primary_mode = "max"
+    export_kind = None  # the policy is a plain causal LM in its hf_model folder
+    serving = None
+
+    def __init__(
+        self,
+        num_generations: int = 4,
+        beta: float = 0.0,
+        clip_range: float = 0.2,
+        num_iterations: int = 1,
+        minibatch_size: int | None = None,
+        loss_type: Literal["grpo", "dapo"] = "grpo",
+        scale_rewards: bool = True,
+        max_grad_norm: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        if num_generations < 2:
+            raise InputError(
+                f"GRPOTask: num_generations must be at least 2, got {num_generations}: advantages are rewards "
+                "relative to the other responses to the same prompt"
+            )
+        super().__init__(**kwargs)
+        self.automatic_optimization = False
+
+    def needs_reference(self) -> bool:
+        return self.hparams.beta > 0
+
+    def configure_metrics(self) -> MetricCollection:
+        return MetricCollection({"reward": MeanMetric()})
+
+    def updates_per_batch(self) -> int:
+        h, rows = self.hparams, self.trainer.datamodule.hparams.batch_size * self.hparams.num_generations
+        return h.num_iterations * math.ceil(rows / (h.minibatch_size or rows))
+
+    def response_logprobs(self, samples: Samples, idx: torch.Tensor | None = None, reference: bool = False):
+        """(B, R) log-probs of the sampled response tokens (rows `idx`), at the sampling temperature."""
+        inputs, labels = samples.inputs(), samples.labels()
+        if idx is not None:
+            inputs, labels = {k: v[idx] for k, v in inputs.items()}, labels[idx]
+        per_token = self.logprobs(inputs, labels, reference=reference, temperature=self.hparams.temperature)
+        return per_token[:, samples.prompt_length - 1 :]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        h = self.hparams
+        self.model.eval()  # no dropout (see lightkit.tasks.policy); gradients still flow
+        G = h.num_generations
+        prompt_ids, prompt_mask = (batch[k].repeat_interleave(G, 0) for k in ("input_ids", "attention_mask"))
+        samples = self.sample(prompt_ids, prompt_mask)
+        rewards = self.scores(batch, samples, repeat=G)
+        parts = self.reward_parts()
+        advantages = group_advantages(rewards, G, h.scale_rewards)
+        n = samples.sequences.size(0)
+        size = h.minibatch_size or n
+        several = h.num_iterations * math.ceil(n / size) > 1
+        with torch.no_grad():
+            old = self.response_logprobs(samples) if several else None
+            ref = self.response_logprobs(samples, reference=True) if h.beta > 0 else None
+        optimizer = self.optimizers()
+        stats: dict[str, list[torch.Tensor]] = defaultdict(list)
+        for _ in range(h.num_iterations):
+            for idx in torch.randperm(n, device=samples.sequences.device).split(size):
+                logprobs = self.response_logprobs(samples, idx)
+                loss, parts_ = grpo_loss(
+                    logprobs,
+                    old[idx] if old is not None else logprobs.detach(),
+                    advantages[idx],
+                    samples.mask[idx],
+                    h.clip_range,
+                    ref[idx] if ref is not None else None,
+                    h.beta,
+                    h.loss_type,
+                )
+                self._finite.watch(loss, f"GRPO update {self.trainer.global_step}, batch {batch_idx}")
+                self._finite.check()  # before the update: a NaN step would wreck the policy
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
+                optimizer.step()
+                stats["policy_loss"].append(loss.detach())
+                for name, value in parts_.items():
+                    stats[name].append(value)
+        logs = {name: torch.stack(values).mean() for name, values in stats.items()}
+        logs.update(
+            reward=rewards.mean(),
+            reward_std=rewards.view(-1, G).std(1).mean(),
+            response_length=samples.mask.sum(1).mean(),
+            ended_frac=samples.ended.float().mean(),
+            **{k: v.to(self.device) for k, v in parts.items()},
+        )
+        self.log_train(logs, n, bar=("reward",))
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+        """One sampled response per prompt (no update): reward feeds the epoch metric; KL is logged."""
+        samples = self.sample(batch["input_ids"], batch["attention_mask"])
+        rewards = self.scores(batch, samples)
+        if self.lora or self.hparams.beta > 0:
+            diff = (self.response_logprobs(samples) - self.response_logprobs(samples, reference=True)) * samples.mask
+            self.log(f"{stage}_kl", diff.sum(1).mean(), batch_size=rewards.size(0), sync_dist=True)
+        self.metrics_for(stage)["reward"].update(rewards)
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    @torch.no_grad()
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test")

@@ -1,0 +1,194 @@
+"""What DPO, PPO and GRPO share: a causal LM policy, its frozen reference, and sampled rollouts.
+
+`PolicyTask` owns the policy (a lightkit CLM checkpoint, a Hugging Face folder or a model config)
+and the reference it is held to. With LoRA (`peft:`) the reference is the policy with its adapters
+disabled (peft's `disable_adapter`), which is exactly the pretrained model, so no second copy is
+held; without LoRA it is a frozen copy (`BaseTask.add_frozen`), never optimised or checkpointed.
+
+`RolloutTask` adds what the online objectives (PPO, GRPO) need: a reward (plain callables, weighted,
+or a reward model; `lightkit.rewards`) and sampled responses with their masks. Sampling is
+transformers' `generate`: batched, with the KV cache, and rows that reached EOS stop counting.
+The policy runs without dropout throughout (dropout would make the probability ratio differ from 1
+before any update).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal, NamedTuple
+
+import torch
+from transformers import PreTrainedModel
+
+from lightkit.errors import InputError
+from lightkit.lm_loss import labelled_logprobs
+from lightkit.loading import load_trained
+from lightkit.rewards import ModelReward, build_reward
+from lightkit.tasks.causal_lm import CausalLMTask
+from lightkit.tasks.reward_model import RewardModelTask
+from lightkit.tasks.sequence_classification import SequenceClassificationTask
+
+
+class PolicyTask(CausalLMTask):
+    """A causal LM policy and its reference (module docstring); subclass it, don't configure it.
+
+    Args:
+        **kwargs: pretrained (lightkit CLM checkpoint or HF folder) / model_config, peft,
+            sampling and prompt_template; see CausalLMTask.
+    """
+
+    def needs_reference(self) -> bool:
+        """Whether the objective reads the reference at all (GRPO without its KL term does not,
+        so no copy is made for it)."""
+        return True
+
+    def check_reference_copy(self, policy: PreTrainedModel) -> None:
+        """Called before a full copy of the policy is made as reference (no LoRA); may refuse."""
+
+    def build_model(self) -> PreTrainedModel:
+        h = self.hparams
+        if h.pretrained is not None:  # a lightkit CLM checkpoint as well as a HF folder
+            policy, tokenizer = load_trained(h.pretrained, CausalLMTask, what="pretrained")
+            if self.tokenizer is None:
+                self.tokenizer = tokenizer
+        else:
+            policy = super().build_model()
+        if self.tokenizer is None or self.tokenizer.eos_token_id is None:
+            raise InputError(
+                f"{type(self).__name__} needs the policy's tokenizer with an EOS token (linked from the DataModule)"
+            )
+        if not self.lora and self.needs_reference():  # with LoRA: the policy with adapters off
+            self.check_reference_copy(policy)
+            self.add_frozen("reference", copy.deepcopy(policy))
+        return policy
+
+    def reference_logits(
+        self, sequences: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """The reference policy's logits (B, T, V): the frozen copy, or, with LoRA, the policy with
+        its adapters disabled (peft's `disable_adapter`), so no second model is held in memory."""
+        inputs = {"input_ids": sequences, "attention_mask": attention_mask, "position_ids": position_ids}
+        if self.lora:
+            with self.model.disable_adapter():
+                return self.model(**inputs).logits
+        return self.frozen("reference")(**inputs).logits
+
+    def logprobs(
+        self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, reference: bool = False, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """Per-token log-probs (B, T-1) of the labelled tokens under the policy or its reference,
+        from the labelled positions' hidden states only (`lightkit.lm_loss.labelled_logprobs`)."""
+        what = type(self).__name__
+        if not reference:
+            return labelled_logprobs(self.model, inputs, labels, what, temperature)
+        if self.lora:
+            with self.model.disable_adapter():
+                return labelled_logprobs(self.model, inputs, labels, what, temperature)
+        return labelled_logprobs(self.frozen("reference"), inputs, labels, what, temperature)
+
+
+class Samples(NamedTuple):
+    """Responses sampled after left-padded prompts, laid out for scoring and log-probs."""
+
+    sequences: torch.Tensor  # (B, P+R) prompt then response ids
+    attention_mask: torch.Tensor  # (B, P+R)
+    position_ids: torch.Tensor  # (B, P+R)
+    prompt_length: int  # P
+    response: torch.Tensor  # (B, R)
+    mask: torch.Tensor  # (B, R) float, 1 up to and including EOS
+    ended: torch.Tensor  # (B,) bool, the response reached EOS
+    texts: list[str]  # the decoded responses
+
+    def labels(self) -> torch.Tensor:
+        """(B, P+R) token ids on response tokens, -100 elsewhere (for `PolicyTask.logprobs`)."""
+        labels = torch.full_like(self.sequences, -100)
+        response = labels[:, self.prompt_length :]
+        response[self.mask.bool()] = self.response[self.mask.bool()]
+        return labels
+
+    def inputs(self) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.sequences, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
+
+
+class RolloutTask(PolicyTask):
+    """A policy improved online from sampled responses and their reward (PPO, GRPO).
+
+    Args:
+        reward_fn: import path of `reward(prompts, responses) -> list[float]`
+            (`package.module:function`), or a list of them, summed with `reward_weights`.
+            Exactly one of reward_fn and reward_model.
+        reward_weights: one weight per reward_fn (default: all 1).
+        reward_model: a sequence classification/regression model (lightkit checkpoint or HF
+            folder); the score is its scalar output or the logit of `reward_label`.
+        reward_label: label name or index to reward, for a reward model with several labels.
+        reward_text: what the reward model reads: `prompt_and_response` or `response`.
+        missing_eos_penalty: subtracted from the score of responses without EOS (None: off).
+        **kwargs: sampling (max_new_tokens, temperature, top_k, top_p), prompt_template, peft and
+            pretrained / model_config; see CausalLMTask.
+    """
+
+    def __init__(
+        self,
+        reward_fn: str | list[str] | None = None,
+        reward_weights: list[float] | None = None,
+        reward_model: str | None = None,
+        reward_label: str | None = None,
+        reward_text: Literal["prompt_and_response", "response"] = "prompt_and_response",
+        missing_eos_penalty: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        reward = build_reward(
+            reward_fn,
+            reward_model,
+            weights=reward_weights,
+            tasks=(SequenceClassificationTask, RewardModelTask),
+            label=reward_label,
+            text=reward_text,
+        )
+        if isinstance(reward, ModelReward):
+            self.add_frozen("reward", reward)  # moves with the policy, never trained or saved
+        self.__dict__["_reward"] = reward  # unregistered either way
+
+    def score(self, prompts: list[str], responses: list[str], **columns: list[str]) -> torch.Tensor:
+        return self.__dict__["_reward"](prompts, responses, **columns).to(self.device)
+
+    def reward_parts(self) -> dict[str, torch.Tensor]:
+        """Each weighted reward callable's mean over the last scored batch (empty for one reward)."""
+        return getattr(self.__dict__["_reward"], "last_parts", {})
+
+    @torch.no_grad()
+    def sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> Samples:
+        h = self.hparams
+        eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        sequences = self.model.generate(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            do_sample=True,
+            temperature=h.temperature,
+            top_k=h.top_k,
+            top_p=h.top_p,
+            max_new_tokens=h.max_new_tokens,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )
+        P = prompt_ids.size(1)
+        response = sequences[:, P:]
+        is_eos = response == eos
+        after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0  # strictly after the first EOS
+        mask = (~after_eos).float()
+        attention = torch.cat([prompt_mask, mask.long()], dim=1)
+        position_ids = (attention.cumsum(1) - 1).clamp(min=0)  # left padding: positions start at each prompt
+        texts = [self.tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(response, mask)]
+        return Samples(sequences, attention, position_ids, P, response, mask, is_eos.any(1), texts)
+
+    def scores(self, batch: dict[str, Any], samples: Samples, repeat: int = 1) -> torch.Tensor:
+        """The reward of each sample (`repeat` per prompt of `batch`), less `missing_eos_penalty`
+        where it never ended; the batch's text columns beside `prompt` go to the reward too."""
+        texts = {k: [x for x in v for _ in range(repeat)] for k, v in batch.items() if isinstance(v, list)}
+        prompts = texts.pop("prompt")
+        scores = self.score(prompts, samples.texts, **texts).float()
+        if self.hparams.missing_eos_penalty is not None:
+            scores = scores - self.hparams.missing_eos_penalty * (~samples.ended).float()
+        return scores
