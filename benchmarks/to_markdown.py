@@ -263,6 +263,52 @@ def kd_table(result: dict) -> str:
     return "\n".join([head, "", *lines, "", summary, "", *samples, "", f"Command: `{result['command']}`", ""])
 
 
+def align_table(result: dict) -> str:
+    """benchmarks/align_report.py: zero-shot, SFT, DPO, PPO and GRPO on the same held-out articles."""
+    lines = [
+        "| model | mean reward | ROUGE-1 | ROUGE-L | KL to reference (nats / answer) | words per answer | ended | "
+        "training wall time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    names = {"zero_shot": "zero-shot", "sft": "SFT", "dpo": "DPO", "ppo": "PPO", "grpo": "GRPO"}
+    for name, s in result["models"].items():
+        train = f"{s['train_s'] / 60:.1f} min" if "train_s" in s else ""
+        cells = [f"{s['reward']:+.3f}", f"{s['rouge1']:.3f}", f"{s['rougeL']:.3f}", f"{s['kl_to_reference']:.2f}",
+                 f"{s['answer_words']:.1f}", f"{s['ended_frac']:.0%}", train]  # fmt: skip
+        lines.append(f"| {names.get(name, name)} | " + " | ".join(cells) + " |")
+    columns = {"reference": "reference", **{k: names.get(k, k) for k in result["models"]}}
+    samples = samples_table(result["samples"], columns)
+    head = (
+        f"Device: {result['device']}; {result['date']}; {result['held_out_articles']} held-out articles, greedy "
+        f"answers; reward: {result['reward']}."
+    )
+    return "\n".join([head, "", *lines, "", *samples, "", f"Command: `{result['command']}`", ""])
+
+
+def align_trl_table(result: dict) -> str:
+    """benchmarks/align_vs_trl.py: lightkit's DPO and GRPO against TRL's trainers on the same jobs."""
+    lines = [
+        "| job | side | s per optimizer step | peak RSS MiB | held-out reward | held-out ROUGE-L | words | "
+        "speed vs TRL |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for job in ("dpo", "grpo"):
+        if job not in result:
+            continue
+        for side in ("lightkit", "trl"):
+            r = result[job][side]
+            speed = f"**{result[job]['speedup']:.2f}x**" if side == "lightkit" else "1.00"
+            cells = [f"{r['s_per_step']:.2f}", f"{r['peak_rss_mib']:.0f}", f"{r['held_out_reward']:+.3f}",
+                     f"{r['held_out_rougeL']:.3f}", f"{r['held_out_words']:.1f}", speed]  # fmt: skip
+            lines.append(f"| {job.upper()} | {side} | " + " | ".join(cells) + " |")
+    job = result["job"]
+    head = (
+        f"Device: {result['device']}; {result['date']}; versions {result['versions']}; {job['precision']}, "
+        f"{job['warmup_steps_untimed']} untimed steps first; held-out scores on {job['eval_rows']} articles."
+    )
+    return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
+
+
 # Which table a result file gets: the first renderer whose test matches it.
 RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
     (lambda r: "rows" in r and "speedup_vs_pytorch" in r["rows"][0], inference_table),
@@ -270,6 +316,8 @@ RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
     (lambda r: "hf_trainer" in r, train_table),
     (lambda r: "schemes" in r, embedding_table),
     (lambda r: "zero_shot" in r, sft_table),
+    (lambda r: "models" in r and "held_out_articles" in r, align_table),
+    (lambda r: "dpo" in r and "grpo" in r, align_trl_table),
     (lambda r: "trl" in r, trl_table),
     (lambda r: "retention" in r, kd_table),
 ]

@@ -63,11 +63,11 @@ class PolicyTask(CausalLMTask):
         return policy
 
     def reference_logits(
-        self, sequences: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
     ) -> torch.Tensor:
         """The reference policy's logits (B, T, V): the frozen copy, or, with LoRA, the policy with
         its adapters disabled (peft's `disable_adapter`), so no second model is held in memory."""
-        inputs = {"input_ids": sequences, "attention_mask": attention_mask, "position_ids": position_ids}
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
         if self.lora:
             with self.model.disable_adapter():
                 return self.model(**inputs).logits

@@ -45,22 +45,18 @@ from lightkit.rl import (
     token_logprobs,
     value_loss,
 )
-from lightkit.tasks.policy import RolloutTask
+from lightkit.tasks.policy import RolloutTask, Samples
 
 
 class Rollout(NamedTuple):
-    sequences: torch.Tensor  # (B, P+R) prompt then response ids
-    attention_mask: torch.Tensor  # (B, P+R)
-    position_ids: torch.Tensor  # (B, P+R)
-    prompt_length: int  # P
-    response: torch.Tensor  # (B, R)
-    mask: torch.Tensor  # (B, R) float, 1 up to and including EOS
+    """Sampled responses with what PPO computes on them before its updates."""
+
+    samples: Samples
     logprobs: torch.Tensor  # (B, R) policy at sampling time
     ref_logprobs: torch.Tensor  # (B, R)
     values: torch.Tensor  # (B, R)
     scores: torch.Tensor  # (B,) reward per response
     rewards: torch.Tensor  # (B, R) KL penalty per token + score on the last token
-    ended: torch.Tensor  # (B,) bool, response reached EOS
 
 
 class PPOTask(RolloutTask):
@@ -130,14 +126,15 @@ class PPOTask(RolloutTask):
     def configure_metrics(self) -> MetricCollection:
         return MetricCollection({"reward": MeanMetric()})
 
-    def forward_policy(
-        self, sequences: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, prompt_length: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits predicting each response token (B, R, V) and the values of the states before them (B, R)."""
-        inputs = {"input_ids": sequences, "attention_mask": attention_mask, "position_ids": position_ids}
+    def forward_policy(self, samples: Samples, idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits predicting each response token (B, R, V) and the values of the states before them
+        (B, R), for the samples' rows `idx` (all by default)."""
+        inputs = samples.inputs()
+        if idx is not None:
+            inputs = {k: v[idx] for k, v in inputs.items()}
         out = self.model(**inputs, output_hidden_states=True)
         trunk = out if self.value_trunk is None else self.value_trunk(**inputs, output_hidden_states=True)
-        window = slice(prompt_length - 1, -1)  # position t predicts token t+1
+        window = slice(samples.prompt_length - 1, -1)  # position t predicts token t+1
         values = self.value_head(trunk.hidden_states[-1][:, window].float()).squeeze(-1)
         return out.logits[:, window], values
 
@@ -146,35 +143,16 @@ class PPOTask(RolloutTask):
     def rollout(self, batch: dict[str, Any]) -> Rollout:
         h = self.hparams
         sampled = self.sample(batch["input_ids"], batch["attention_mask"])
-        sequences, attention, position_ids, P = (
-            sampled.sequences,
-            sampled.attention_mask,
-            sampled.position_ids,
-            sampled.prompt_length,
-        )
-        response, mask = sampled.response, sampled.mask
-        logits, values = self.forward_policy(sequences, attention, position_ids, P)
+        response, mask, P = sampled.response, sampled.mask, sampled.prompt_length
+        logits, values = self.forward_policy(sampled)
         logprobs = token_logprobs(logits / h.temperature, response)
-        ref_logits = self.reference_logits(sequences, attention, position_ids)[:, P - 1 : -1]
+        ref_logits = self.reference_logits(**sampled.inputs())[:, P - 1 : -1]
         ref_logprobs = token_logprobs(ref_logits / h.temperature, response)
         scores = self.scores(batch, sampled)
         rewards = -self.kl_ctl.value * (logprobs - ref_logprobs) * mask
         last = mask.sum(1).long() - 1
         rewards[torch.arange(len(last), device=rewards.device), last] += scores
-        return Rollout(
-            sequences,
-            attention,
-            position_ids,
-            P,
-            response,
-            mask,
-            logprobs,
-            ref_logprobs,
-            values * mask,
-            scores,
-            rewards,
-            sampled.ended,
-        )
+        return Rollout(sampled, logprobs, ref_logprobs, values * mask, scores, rewards)
 
     # -- training ------------------------------------------------------------------------------
     def updates_per_batch(self) -> int:
@@ -187,21 +165,20 @@ class PPOTask(RolloutTask):
         h = self.hparams
         self.model.eval()  # no dropout in PPO (module docstring); gradients still flow
         ro = self.rollout(batch)
-        advantages, returns = gae(ro.rewards, ro.values, ro.mask, h.gamma, h.lam)
+        advantages, returns = gae(ro.rewards, ro.values, ro.samples.mask, h.gamma, h.lam)
         if h.whiten_advantages:
-            advantages = masked_whiten(advantages, ro.mask)
+            advantages = masked_whiten(advantages, ro.samples.mask)
         optimizer = self.optimizers()
         stats: dict[str, list[torch.Tensor]] = defaultdict(list)
         skipped = 0
-        n = ro.sequences.size(0)
+        sampled = ro.samples
+        n = sampled.sequences.size(0)
         for _ in range(h.ppo_epochs):
-            for idx in torch.randperm(n, device=ro.sequences.device).split(h.minibatch_size):
-                logits, values = self.forward_policy(
-                    ro.sequences[idx], ro.attention_mask[idx], ro.position_ids[idx], ro.prompt_length
-                )
+            for idx in torch.randperm(n, device=sampled.sequences.device).split(h.minibatch_size):
+                logits, values = self.forward_policy(sampled, idx)
                 logits = logits.float() / h.temperature
-                m = ro.mask[idx]
-                logprobs = token_logprobs(logits, ro.response[idx])
+                m = ro.samples.mask[idx]
+                logprobs = token_logprobs(logits, ro.samples.response[idx])
                 pg, clip_frac, approx_kl, ratio = policy_loss(
                     logprobs, ro.logprobs[idx], advantages[idx], m, h.clip_range
                 )
@@ -224,15 +201,15 @@ class PPOTask(RolloutTask):
                     ("value_clip_frac", vf_clip_frac),
                 ):
                     stats[name].append(value.detach())
-        kl = ((ro.logprobs - ro.ref_logprobs) * ro.mask).sum(1).mean()
+        kl = ((ro.logprobs - ro.ref_logprobs) * ro.samples.mask).sum(1).mean()
         self.kl_ctl.update(float(kl), n)
         logs = {name: torch.stack(values).mean() for name, values in stats.items()}
         logs.update(
             reward=ro.scores.mean(),
             kl=kl,
             kl_coef=torch.tensor(self.kl_ctl.value),
-            response_length=ro.mask.sum(1).mean(),
-            ended_frac=ro.ended.float().mean(),
+            response_length=ro.samples.mask.sum(1).mean(),
+            ended_frac=ro.samples.ended.float().mean(),
             skipped_minibatches=torch.tensor(float(skipped)),
         )
         self.log_train(logs, n, bar=())
@@ -240,8 +217,8 @@ class PPOTask(RolloutTask):
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
         """Sample responses (no update); reward feeds the stage's epoch metric, KL is logged."""
         ro = self.rollout(batch)
-        kl = ((ro.logprobs - ro.ref_logprobs) * ro.mask).sum(1).mean()
-        self.log(f"{stage}_kl", kl, batch_size=ro.sequences.size(0), sync_dist=True)
+        kl = ((ro.logprobs - ro.ref_logprobs) * ro.samples.mask).sum(1).mean()
+        self.log(f"{stage}_kl", kl, batch_size=ro.samples.sequences.size(0), sync_dist=True)
         self.metrics_for(stage)["reward"].update(ro.scores)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -1,0 +1,284 @@
+"""DPO and GRPO of SmolLM2-135M-Instruct with LoRA: lightkit against TRL's DPOTrainer and GRPOTrainer.
+
+    python benchmarks/align_vs_trl.py --out benchmarks/results/align-vs-trl-cpu.json
+
+The same jobs on both sides, those of configs/dpo_headlines.yaml and configs/grpo_headlines.yaml:
+the packaged SmolLM2-135M-Instruct, LoRA r 16 / alpha 32 / dropout 0 on all linear layers
+(`peft_config` for TRL), the model's chat template, bf16 autocast, the same learning rate
+(the config's, constant), gradient clipping 1.0, no gradient checkpointing (TRL's configs turn it on by default;
+lightkit leaves it off), and the same torch threads.
+- DPO: the pairs of `python -m lightkit.data.headline_pairs` (real headline over the zero-shot
+  answer), batch 4 pairs, the config's beta, sigmoid loss, sequences capped at 320 tokens. TRL gets
+  conversational prompt/chosen/rejected rows; with peft its reference is the adapters-off model,
+  as lightkit's.
+- GRPO: 4 prompts x 4 generations (TRL: 16 completions per device batch, num_generations 4), 24
+  new tokens at temperature 1, beta 0, the `grpo` loss on both sides (TRL's default is `dapo`),
+  one iteration, and the same three reward callables and weights (lightkit.text_rewards; TRL
+  gets them through a thin adapter to its keyword convention).
+
+Measured per side, each in its own process, sides interleaved: wall time per optimizer step
+(median of the timed steps, after `--warmup`), peak RSS at the end of training, and after the
+same number of steps, greedy answers to the same held-out articles scored with the same reward
+and ROUGE-L.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from align_report import ROOT, answer, held_out, reward_fn, scores
+from measure import peak_rss_mib, write_result
+
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
+JOBS = ("dpo", "grpo")
+SIDES = ("lightkit", "trl")
+
+
+class StepTimer:
+    """Wall time of each optimizer step (a Lightning callback and a transformers callback in one)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.start = 0.0
+
+    def begin(self) -> None:
+        self.start = time.perf_counter()
+
+    def end(self) -> None:
+        self.times.append(time.perf_counter() - self.start)
+
+
+def lightning_timer(timer: StepTimer) -> Any:
+    import lightning as L
+
+    class T(L.Callback):
+        def on_train_batch_start(self, *args: Any) -> None:
+            timer.begin()
+
+        def on_train_batch_end(self, *args: Any) -> None:
+            timer.end()
+
+    return T()
+
+
+def hf_timer(timer: StepTimer) -> Any:
+    from transformers import TrainerCallback
+
+    class T(TrainerCallback):
+        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            timer.begin()
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            timer.end()
+
+    return T()
+
+
+def settings(job: str) -> dict[str, Any]:
+    """The model arguments of configs/<job>_headlines.yaml: the benchmark runs those jobs."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "configs" / f"{job}_headlines.yaml").read_text())["model"]["init_args"]
+
+
+def run_lightkit(args: argparse.Namespace, timer: StepTimer) -> Any:
+    import lightning as L
+
+    from lightkit.data import HeadlineDataModule, PolicyPreferenceDataModule
+    from lightkit.tasks import DPOTask, GRPOTask
+
+    L.seed_everything(args.seed)
+    job = settings(args.job)
+    common = {"pretrained": MODEL, "tokenizer": MODEL, "peft": LORA, "learning_rate": job["learning_rate"],
+              "save_dir": str(Path(args.scratch) / "hf")}  # fmt: skip
+    if args.job == "dpo":
+        task = DPOTask(beta=job["beta"], **common)
+        dm = PolicyPreferenceDataModule(tokenizer=MODEL, train_file=args.pairs, holdout=(0.1, 0.0), split_seed=13,
+                                        batch_size=4, max_length=320)  # fmt: skip
+    else:
+        task = GRPOTask(reward_fn=job["reward_fn"], reward_weights=job["reward_weights"], num_generations=4, beta=0.0,
+                        temperature=1.0, max_new_tokens=24, loss_type="grpo", **common)  # fmt: skip
+        dm = HeadlineDataModule(tokenizer=MODEL, prompts_only=True, holdout=(0.02, 0.05), split_seed=13,
+                                batch_size=4, max_length=320)  # fmt: skip
+    trainer = L.Trainer(max_steps=args.warmup + args.steps, precision="bf16-mixed", accelerator="cpu", logger=False,
+                        gradient_clip_val=1.0 if args.job == "dpo" else None, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, default_root_dir=args.scratch,
+                        callbacks=[lightning_timer(timer)])  # fmt: skip
+    trainer.fit(task, datamodule=dm)  # GRPO clips per update itself (max_grad_norm 1.0)
+    return task.model
+
+
+def run_trl(args: argparse.Namespace, timer: StepTimer) -> Any:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lightkit.resources import resolve_path
+
+    path = resolve_path(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    lora = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                      target_modules=LORA["target_modules"], task_type="CAUSAL_LM")  # fmt: skip
+    job = settings(args.job)
+    common = {"output_dir": args.scratch, "max_steps": args.warmup + args.steps, "learning_rate": job["learning_rate"],
+              "lr_scheduler_type": "constant", "warmup_steps": 0, "bf16": True, "use_cpu": True, "report_to": [],
+              "save_strategy": "no", "logging_strategy": "no", "seed": args.seed, "disable_tqdm": True,
+              "dataloader_num_workers": 0, "gradient_checkpointing": False, "max_grad_norm": 1.0,
+              "weight_decay": 0.01}  # fmt: skip
+    if args.job == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        rows = [json.loads(line) for line in Path(args.pairs).read_text().splitlines()]
+        data = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}],
+                                   "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                                   "rejected": [{"role": "assistant", "content": r["rejected"]}]}
+                                  for r in rows])  # fmt: skip
+        config = DPOConfig(per_device_train_batch_size=4, beta=job["beta"], loss_type=["sigmoid"], max_length=320,
+                           **common)  # fmt: skip
+        trainer = DPOTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
+                             peft_config=lora, callbacks=[hf_timer(timer)])  # fmt: skip
+    else:
+        from trl import GRPOConfig, GRPOTrainer
+
+        from lightkit.data import HeadlineDataModule
+
+        funcs = [trl_reward(p) for p in job["reward_fn"]]
+
+        dm = HeadlineDataModule(tokenizer=MODEL, holdout=(0.02, 0.05), split_seed=13, max_length=320)
+        train = dm.splits(dm._read, dm.split_key)["train"]
+        data = Dataset.from_list([{"prompt": [{"role": "user", "content": r["user"]}], "reference": r["reference"]}
+                                  for r in train])  # fmt: skip
+        config = GRPOConfig(per_device_train_batch_size=16, num_generations=4, max_completion_length=24,
+                            temperature=1.0, beta=0.0, loss_type="grpo", num_iterations=1,
+                            reward_weights=job["reward_weights"], **common)  # fmt: skip
+        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=config, train_dataset=data,
+                              processing_class=tokenizer, peft_config=lora, callbacks=[hf_timer(timer)])  # fmt: skip
+    trainer.train()
+    return trainer.model
+
+
+def trl_reward(path: str) -> Any:
+    """A lightkit reward callable under TRL's convention: keyword `prompts` and `completions`, as
+    chat messages for conversational data, dataset columns as further keywords."""
+    from lightkit.rewards import CallableReward
+
+    fn = CallableReward(path)  # passes `reference` on to a callable that names it, as lightkit does
+
+    def reward(prompts: list, completions: list, reference: list[str], **_: Any) -> list[float]:
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        asks = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]
+        return fn(asks, texts, reference=reference).tolist()
+
+    reward.__name__ = fn.fn.__name__
+    return reward
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    timer = StepTimer()
+    model = (run_trl if args.side == "trl" else run_lightkit)(args, timer)
+    peak = peak_rss_mib()
+    timed = timer.times[args.warmup :]
+    tokenizer, rows = held_out()
+    rows = rows[: args.eval_rows]
+    model.eval()
+    out = answer(model, None, tokenizer, rows)
+    held = scores(out, rows, reward_fn())
+    result = {"s_per_step": statistics.median(timed), "steps_timed": len(timed), "peak_rss_mib": peak,
+              "held_out_reward": held["reward"], "held_out_rougeL": held["rougeL"],
+              "held_out_words": held["answer_words"]}  # fmt: skip
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--side", choices=SIDES, default=None, help="internal: run one side")
+    ap.add_argument("--job", choices=JOBS, default=None, help="internal: run one job")
+    ap.add_argument("--jobs", choices=JOBS, nargs="+", default=list(JOBS))
+    ap.add_argument("--dpo_steps", type=int, default=12)
+    ap.add_argument("--grpo_steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=None, help="internal")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--eval_rows", type=int, default=48)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pairs", default="runs/align/pairs.jsonl")
+    ap.add_argument("--scratch", default="/tmp/lightkit-align-bench")
+    ap.add_argument("--out", default="benchmarks/results/align-vs-trl-cpu.json")
+    args = ap.parse_args()
+    if args.side:
+        child(args)
+        return
+    results: dict[str, dict[str, Any]] = {job: {} for job in args.jobs}
+    for job in args.jobs:
+        steps = args.dpo_steps if job == "dpo" else args.grpo_steps
+        for side in SIDES:  # interleaved: one job's sides back to back
+            cmd = [sys.executable, __file__, "--side", side, "--job", job, "--steps", str(steps), *sys.argv[1:]]
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})  # fmt: skip
+            line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
+            if line is None:
+                sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
+                raise SystemExit(f"{job} {side} failed")
+            results[job][side] = json.loads(line[len("RESULT ") :])
+            print(job, side, results[job][side], flush=True)
+        lk, trl_ = results[job]["lightkit"], results[job]["trl"]
+        results[job]["speedup"] = trl_["s_per_step"] / lk["s_per_step"]
+        results[job]["rss_ratio"] = lk["peak_rss_mib"] / trl_["peak_rss_mib"]
+    import torch
+    import transformers
+    import trl
+
+    result = {
+        "what": "LoRA DPO and GRPO of SmolLM2-135M-Instruct on BBC headlines: lightkit vs TRL, same jobs",
+        "command": "python benchmarks/align_vs_trl.py " + " ".join(sys.argv[1:]),
+        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+        "date": time.strftime("%Y-%m-%d"),
+        "job": {
+            "model": MODEL,
+            "lora": LORA,
+            "precision": "bf16 autocast",
+            "warmup_steps_untimed": args.warmup,
+            "dpo": {
+                "steps_timed": args.dpo_steps,
+                "pairs_per_batch": 4,
+                "beta": settings("dpo")["beta"],
+                "learning_rate": settings("dpo")["learning_rate"],
+                "max_length": 320,
+            },
+            "grpo": {
+                "steps_timed": args.grpo_steps,
+                "prompts_per_batch": 4,
+                "num_generations": 4,
+                "max_new_tokens": 24,
+                "beta": 0.0,
+                "loss_type": "grpo",
+                "learning_rate": settings("grpo")["learning_rate"],
+            },
+            "eval_rows": args.eval_rows,
+            "seed": args.seed,
+        },
+        **results,
+    }
+    write_result(args.out, result)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
