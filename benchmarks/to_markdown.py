@@ -302,9 +302,11 @@ def align_trl_table(result: dict) -> str:
                      f"{r['held_out_rougeL']:.3f}", f"{r['held_out_words']:.1f}", speed]  # fmt: skip
             lines.append(f"| {job.upper()} | {side} | " + " | ".join(cells) + " |")
     job = result["job"]
+    steps = ", ".join(f"{j.upper()} {job[j]['steps_timed'] + job['warmup_steps_untimed']}" for j in ("dpo", "grpo"))
     head = (
         f"Device: {result['device']}; {result['date']}; versions {result['versions']}; {job['precision']}, "
-        f"{job['warmup_steps_untimed']} untimed steps first; held-out scores on {job['eval_rows']} articles."
+        f"{job['warmup_steps_untimed']} untimed step(s) first; held-out scores on {job['eval_rows']} articles after "
+        f"the same steps on both sides ({steps}), one seed ({job['seed']})."
     )
     return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
 
