@@ -141,6 +141,32 @@ def test_dpo_with_lora_learns_the_preferences_and_caches_the_reference(tiny_lm: 
     assert merged.config.num_hidden_layers == 2
 
 
+def test_dpo_raises_a_simple_callable_reward(tiny_lm: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pairs that prefer an answer full of the letter e: after DPO, the policy's greedy answers
+    score higher on the PPO/GRPO tests' callable reward (letters e) than the base model's."""
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    from ppo_rewards import count_e
+
+    rows = [json.loads(line) for line in (DATA / "lm" / "instruct.jsonl").read_text().splitlines()]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": r["prompt"], "chosen": "the rene here", "rejected": r["response"]})
+                             + "\n" for r in rows))  # fmt: skip
+    task = cli(["fit", *dpo_args(tiny_lm, tmp_path, pairs)]).model.eval()
+    prompts = [f"Q: {r['prompt']}\nA: " for r in rows[:16]]
+    enc = task.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    task.hparams.max_new_tokens = 6
+
+    def answers() -> list[str]:
+        with torch.no_grad():
+            new = task.generate(enc["input_ids"], enc["attention_mask"])
+        return task.tokenizer.batch_decode(new, skip_special_tokens=True)
+
+    after = sum(count_e(prompts, answers()))
+    with task.model.disable_adapter():  # the base model
+        before = sum(count_e(prompts, answers()))
+    assert after >= before + 16, (before, after)  # at least one more e per answer
+
+
 def test_dpo_reference_with_adapters_off_is_the_base_model(tiny_lm: dict, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
