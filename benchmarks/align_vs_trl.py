@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from align_report import ROOT, answer, held_out, reward_fn, scores
-from measure import peak_rss_mib, write_result
+from measure import peak_rss_mib, peer_header, write_result
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
@@ -240,16 +239,13 @@ def main() -> None:
         lk, trl_ = results[job]["lightkit"], results[job]["trl"]
         results[job]["speedup"] = trl_["s_per_step"] / lk["s_per_step"]
         results[job]["rss_ratio"] = lk["peak_rss_mib"] / trl_["peak_rss_mib"]
-    import torch
-    import transformers
-    import trl
-
     result = {
-        "what": "LoRA DPO and GRPO of SmolLM2-135M-Instruct on BBC headlines: lightkit vs TRL, same jobs",
-        "command": "python benchmarks/align_vs_trl.py " + " ".join(sys.argv[1:]),
-        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
-        "date": time.strftime("%Y-%m-%d"),
+        **peer_header(
+            "LoRA DPO and GRPO of SmolLM2-135M-Instruct on BBC headlines: lightkit vs TRL, same jobs",
+            "align_vs_trl.py",
+            args.threads,
+            sys.argv[1:],
+        ),
         "job": {
             "model": MODEL,
             "lora": LORA,

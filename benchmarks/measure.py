@@ -100,6 +100,24 @@ def current_rss_mib() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def peer_header(what: str, script: str, threads: int, argv: list[str]) -> dict[str, Any]:
+    """What every lightkit-against-TRL result starts with: the job, its command, the machine and
+    the versions of the libraries on both sides."""
+    import os
+    import platform
+
+    import transformers
+    import trl
+
+    return {
+        "what": what,
+        "command": f"python benchmarks/{script} " + " ".join(argv),
+        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, torch threads {threads}",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
 def write_result(path: str | Path, result: dict[str, Any]) -> None:
     """`result` with its performance targets checked (targets.annotate), written whole or not at all."""
     path = Path(path)

@@ -35,15 +35,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from measure import peak_rss_mib, write_result  # benchmarks/ is first on sys.path when run as a script
+from measure import peak_rss_mib, peer_header, write_result  # benchmarks/ is first on sys.path when run as a script
 from train_throughput import Counting, HFMeter, LightningMeter, Meter  # the same timed window and counts
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -202,16 +200,13 @@ def main() -> None:
         s: {"mean": statistics.mean(r["rougeL"] for r in rs), "stdev": statistics.pstdev(r["rougeL"] for r in rs)}
         for s, rs in runs.items()
     }
-    import torch
-    import transformers
-    import trl
-
     result = {
-        "what": "LoRA SFT tokens/s, peak RSS and held-out ROUGE-L, lightkit fit vs TRL SFTTrainer, same job",
-        "command": "python benchmarks/sft_vs_trl.py " + " ".join(sys.argv[1:]),
-        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
-        "date": time.strftime("%Y-%m-%d"),
+        **peer_header(
+            "LoRA SFT tokens/s, peak RSS and held-out ROUGE-L, lightkit fit vs TRL SFTTrainer, same job",
+            "sft_vs_trl.py",
+            args.threads,
+            sys.argv[1:],
+        ),
         "job": {
             "model": MODEL,
             "lora": LORA,
