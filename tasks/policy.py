@@ -15,6 +15,8 @@ before any update).
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -62,16 +64,22 @@ class PolicyTask(CausalLMTask):
             self.add_frozen("reference", copy.deepcopy(policy))
         return policy
 
+    @contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """The reference model to call: with LoRA the policy itself, inside peft's `disable_adapter`
+        (so no second model is held in memory), otherwise the frozen copy."""
+        if self.lora:
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            yield self.frozen("reference")
+
     def reference_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
     ) -> torch.Tensor:
-        """The reference policy's logits (B, T, V): the frozen copy, or, with LoRA, the policy with
-        its adapters disabled (peft's `disable_adapter`), so no second model is held in memory."""
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
-        if self.lora:
-            with self.model.disable_adapter():
-                return self.model(**inputs).logits
-        return self.frozen("reference")(**inputs).logits
+        """The reference policy's logits (B, T, V)."""
+        with self.reference() as model:
+            return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
 
     def logprobs(
         self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, reference: bool = False, temperature: float = 1.0
@@ -81,10 +89,8 @@ class PolicyTask(CausalLMTask):
         what = type(self).__name__
         if not reference:
             return labelled_logprobs(self.model, inputs, labels, what, temperature)
-        if self.lora:
-            with self.model.disable_adapter():
-                return labelled_logprobs(self.model, inputs, labels, what, temperature)
-        return labelled_logprobs(self.frozen("reference"), inputs, labels, what, temperature)
+        with self.reference() as model:
+            return labelled_logprobs(model, inputs, labels, what, temperature)
 
 
 class Samples(NamedTuple):
@@ -150,9 +156,6 @@ class RolloutTask(PolicyTask):
             self.add_frozen("reward", reward)  # moves with the policy, never trained or saved
         self.__dict__["_reward"] = reward  # unregistered either way
 
-    def score(self, prompts: list[str], responses: list[str], **columns: list[str]) -> torch.Tensor:
-        return self.__dict__["_reward"](prompts, responses, **columns).to(self.device)
-
     def reward_parts(self) -> dict[str, torch.Tensor]:
         """Each weighted reward callable's mean over the last scored batch (empty for one reward)."""
         return getattr(self.__dict__["_reward"], "last_parts", {})
@@ -188,7 +191,7 @@ class RolloutTask(PolicyTask):
         where it never ended; the batch's text columns beside `prompt` go to the reward too."""
         texts = {k: [x for x in v for _ in range(repeat)] for k, v in batch.items() if isinstance(v, list)}
         prompts = texts.pop("prompt")
-        scores = self.score(prompts, samples.texts, **texts).float()
+        scores = self.__dict__["_reward"](prompts, samples.texts, **texts).to(self.device).float()
         if self.hparams.missing_eos_penalty is not None:
             scores = scores - self.hparams.missing_eos_penalty * (~samples.ended).float()
         return scores
