@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from align_report import ROOT, answer, held_out, reward_fn, scores
-from measure import peak_rss_mib, peer_header, write_result
+from measure import peak_rss_mib, peer_header, run_side, write_result
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
@@ -227,14 +225,8 @@ def main() -> None:
     for job in args.jobs:
         steps = args.dpo_steps if job == "dpo" else args.grpo_steps
         for side in SIDES:  # interleaved: one job's sides back to back
-            cmd = [sys.executable, __file__, "--side", side, "--job", job, "--steps", str(steps), *sys.argv[1:]]
-            proc = subprocess.run(cmd, capture_output=True, text=True,
-                                  env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})  # fmt: skip
-            line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
-            if line is None:
-                sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
-                raise SystemExit(f"{job} {side} failed")
-            results[job][side] = json.loads(line[len("RESULT ") :])
+            argv = ["--side", side, "--job", job, "--steps", str(steps), *sys.argv[1:]]
+            results[job][side] = run_side(__file__, argv, args.threads, f"{job} {side}")
             print(job, side, results[job][side], flush=True)
         lk, trl_ = results[job]["lightkit"], results[job]["trl"]
         results[job]["speedup"] = trl_["s_per_step"] / lk["s_per_step"]

@@ -100,6 +100,23 @@ def current_rss_mib() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def run_side(script: str, argv: list[str], threads: int, name: str) -> dict[str, Any]:
+    """Run one side of a peer comparison in its own process (`script` with `argv`), so its peak
+    RSS is its own, and return the JSON it prints on its `RESULT ` line; a side that prints none
+    stops the comparison with the end of its output."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(threads)})  # fmt: skip
+    line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
+    if line is None:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
+        raise SystemExit(f"{name} failed")
+    return json.loads(line[len("RESULT ") :])
+
+
 def peer_header(what: str, script: str, threads: int, argv: list[str]) -> dict[str, Any]:
     """What every lightkit-against-TRL result starts with: the job, its command, the machine and
     the versions of the libraries on both sides."""

@@ -34,14 +34,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from measure import peak_rss_mib, peer_header, write_result  # benchmarks/ is first on sys.path when run as a script
+from measure import (  # benchmarks/ is first on sys.path when run as a script
+    peak_rss_mib,
+    peer_header,
+    run_side,
+    write_result,
+)
 from train_throughput import Counting, HFMeter, LightningMeter, Meter  # the same timed window and counts
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -185,15 +188,8 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in args.sides}
     for seed in args.seeds:
         for side in args.sides:
-            cmd = [sys.executable, __file__, "--side", side, "--seed", str(seed), *sys.argv[1:]]
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-            )
-            line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
-            if line is None:
-                sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
-                raise SystemExit(f"{side} failed")
-            runs[side].append(json.loads(line[len("RESULT ") :]))
+            argv = ["--side", side, "--seed", str(seed), *sys.argv[1:]]
+            runs[side].append(run_side(__file__, argv, args.threads, side))
             print(side, runs[side][-1], flush=True)
     median = {s: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for s, rs in runs.items()}
     rouge = {
