@@ -93,7 +93,7 @@ def scores(out: dict[str, Any], rows: list[dict[str, Any]], reward: Any) -> dict
     n = len(rows)
     return {
         "reward": float(rewards.mean()),
-        **{f"reward_{k.removeprefix('reward_')}": float(v) for k, v in reward.last_parts.items()},
+        **{name: float(mean) for name, mean in reward.last_parts.items()},  # reward_<callable>
         "rouge1": float(rouge["rouge1_fmeasure"]),
         "rougeL": float(rouge["rougeL_fmeasure"]),
         "answer_words": sum(len(a.split()) for a in out["answers"]) / n,
