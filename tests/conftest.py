@@ -3,6 +3,7 @@ tokenised-dataset caches in a temp folder, never in the user's ~/.cache."""
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -35,6 +36,18 @@ def make_bpe(path: Path) -> Path:
 
     train_bpe_tokenizer(read_documents(DATA / "lm" / "corpus.txt"), 300, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def bpe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' byte-level BPE, trained once per session (read-only for the tests that use it)."""
+    return make_bpe(tmp_path_factory.mktemp("bpe") / "tokenizer")
+
+
+def series(root: Path, key: str) -> list[float]:
+    """The values a CSV-logged fit recorded for `key`, in order (`<root>/lightning_logs/version_0`)."""
+    rows = csv.DictReader((root / "lightning_logs" / "version_0" / "metrics.csv").open())
+    return [float(r[key]) for r in rows if r.get(key)]
 
 
 def make_chat_tokenizer(path: Path, template: bool = True) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DATA, ROOT
+from conftest import DATA, ROOT, series
 
 from lightkit.errors import InputError
 from lightkit.main import cli, main
@@ -103,11 +102,6 @@ def dpo_args(tiny_lm: dict, root: Path, pairs: Path, *extra: str) -> list[str]:
     return ["--config", str(DPO), "--data.tokenizer", str(tiny_lm["bpe"]), "--data.train_file", str(pairs),
             "--model.init_args.pretrained", str(tiny_lm["hf"]), "--trainer.default_root_dir", str(root),
             "--model.init_args.save_dir", str(root / "hf"), *extra]  # fmt: skip
-
-
-def series(root: Path, key: str) -> list[float]:
-    rows = csv.DictReader((root / "lightning_logs" / "version_0" / "metrics.csv").open())
-    return [float(r[key]) for r in rows if r.get(key)]
 
 
 def test_dpo_with_lora_learns_the_preferences_and_caches_the_reference(tiny_lm: dict, tmp_path: Path) -> None:
@@ -235,13 +229,6 @@ def test_bad_preference_rows_are_named(tiny_lm: dict, tmp_path: Path, row: dict,
 
 
 # -- GRPO through the CLI ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def bpe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import make_bpe
-
-    return make_bpe(tmp_path_factory.mktemp("grpo-bpe") / "tokenizer")
-
-
 def grpo_args(bpe: Path, root: Path, *extra: str) -> list[str]:
     return ["--config", str(GRPO), "--data.tokenizer", str(bpe), "--trainer.default_root_dir", str(root), *extra]
 

@@ -11,7 +11,6 @@ import torch
 from conftest import DATA, ROOT
 
 from lightkit.data import InstructionDataModule, MaskedLMDataModule
-from lightkit.data.causal_lm import train_bpe_tokenizer
 from lightkit.data.language_modeling import pack_blocks, read_documents
 from lightkit.main import main
 
@@ -130,13 +129,6 @@ def test_tiny_mlm_loss_falls(tmp_path: Path) -> None:
     # every epoch, so a tiny corpus is not simply memorised).
     assert losses[-1] < 0.9 * losses[0], losses
     assert ppl[-1] < 0.8 * ppl[0], ppl
-
-
-@pytest.fixture(scope="module")
-def bpe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("bpe") / "tokenizer"
-    train_bpe_tokenizer(read_documents(CORPUS), 300, path)
-    return path
 
 
 def test_instruction_labels_cover_only_the_response(bpe: Path, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
@@ -11,10 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA, ROOT
+from conftest import DATA, ROOT, series
 
-from lightkit.data.causal_lm import train_bpe_tokenizer
-from lightkit.data.language_modeling import read_documents
 from lightkit.errors import InputError
 from lightkit.main import main
 from lightkit.rl import AdaptiveKL, gae, masked_whiten, policy_loss, value_loss
@@ -80,18 +77,6 @@ def test_adaptive_kl_follows_its_target() -> None:
 
 
 # -- through the CLI ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def bpe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ppo-bpe") / "tokenizer"
-    train_bpe_tokenizer(read_documents(DATA / "lm" / "corpus.txt"), 300, path)
-    return path
-
-
-def series(root: Path, key: str) -> list[float]:
-    rows = csv.DictReader((root / "lightning_logs" / "version_0" / "metrics.csv").open())
-    return [float(r[key]) for r in rows if r.get(key)]
-
-
 def ppo(bpe: Path, root: Path, *overrides: str) -> None:
     main(
         ["fit", "--config", str(PPO), "--data.tokenizer", str(bpe), "--trainer.default_root_dir", str(root), *overrides]
