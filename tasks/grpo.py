@@ -84,9 +84,12 @@ class GRPOTask(RolloutTask):
     def configure_metrics(self) -> MetricCollection:
         return MetricCollection({"reward": MeanMetric()})
 
+    def updates_for(self, samples: int) -> int:
+        """Optimizer updates made on a batch of `samples` responses: passes x minibatches."""
+        return self.hparams.num_iterations * math.ceil(samples / (self.hparams.minibatch_size or samples))
+
     def updates_per_batch(self) -> int:
-        h, rows = self.hparams, self.trainer.datamodule.hparams.batch_size * self.hparams.num_generations
-        return h.num_iterations * math.ceil(rows / (h.minibatch_size or rows))
+        return self.updates_for(self.trainer.datamodule.hparams.batch_size * self.hparams.num_generations)
 
     def response_logprobs(self, samples: Samples, idx: torch.Tensor | None = None, reference: bool = False):
         """(B, R) log-probs of the sampled response tokens (rows `idx`), at the sampling temperature."""
@@ -106,15 +109,13 @@ class GRPOTask(RolloutTask):
         parts = self.reward_parts()
         advantages = group_advantages(rewards, G, h.scale_rewards)
         n = samples.sequences.size(0)
-        size = h.minibatch_size or n
-        several = h.num_iterations * math.ceil(n / size) > 1
-        with torch.no_grad():
-            old = self.response_logprobs(samples) if several else None
+        with torch.no_grad():  # one update: the old log-probs are the new ones, detached
+            old = self.response_logprobs(samples) if self.updates_for(n) > 1 else None
             ref = self.response_logprobs(samples, reference=True) if h.beta > 0 else None
         optimizer = self.optimizers()
         stats: dict[str, list[torch.Tensor]] = defaultdict(list)
         for _ in range(h.num_iterations):
-            for idx in torch.randperm(n, device=samples.sequences.device).split(size):
+            for idx in torch.randperm(n, device=samples.sequences.device).split(h.minibatch_size or n):
                 logprobs = self.response_logprobs(samples, idx)
                 loss, parts_ = grpo_loss(
                     logprobs,

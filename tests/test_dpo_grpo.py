@@ -309,3 +309,10 @@ def test_grpo_bad_input_is_named(
     monkeypatch.syspath_prepend(str(ROOT / "tests"))
     with pytest.raises(InputError, match=re.escape(message)):
         main(["fit", *grpo_args(bpe, tmp_path, "--trainer.max_epochs", "1", *extra)])
+
+
+def test_preference_pairs_refuse_prompts_only(bpe: Path, tmp_path: Path) -> None:
+    from lightkit.data import PolicyPreferenceDataModule
+
+    with pytest.raises(InputError, match="prompts_only does not apply to preference pairs"):
+        PolicyPreferenceDataModule(tokenizer=str(bpe), train_file=str(write_pairs(tmp_path / "p.jsonl")), prompts_only=True)

@@ -40,6 +40,11 @@ class PolicyPreferenceDataModule(InstructionDataModule):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if self.hparams.get("prompts_only"):
+            raise InputError(
+                "PolicyPreferenceDataModule: prompts_only does not apply to preference pairs; for prompts, use "
+                "InstructionDataModule (or HeadlineDataModule) with prompts_only: true"
+            )
 
     def _read(self, path: Path) -> list[dict[str, Any]]:
         rows = []
