@@ -315,4 +315,5 @@ def test_preference_pairs_refuse_prompts_only(bpe: Path, tmp_path: Path) -> None
     from lightkit.data import PolicyPreferenceDataModule
 
     with pytest.raises(InputError, match="prompts_only does not apply to preference pairs"):
-        PolicyPreferenceDataModule(tokenizer=str(bpe), train_file=str(write_pairs(tmp_path / "p.jsonl")), prompts_only=True)
+        pairs = write_pairs(tmp_path / "pairs.jsonl")
+        PolicyPreferenceDataModule(tokenizer=str(bpe), train_file=str(pairs), prompts_only=True)
