@@ -127,12 +127,18 @@ distill-sft: install
 # reward callables, each from SmolLM2-135M-Instruct with LoRA; then zero-shot, SFT, DPO, PPO and
 # GRPO scored on the same held-out articles (benchmarks/align_report.py).
 ALIGN_RUN := runs/align
+# One fit, its wall time appended to times.txt as "<method> <seconds> s" for the report (the last
+# line per method wins, so a re-run replaces the time it reports).
+define timed_fit
+start=$$(date +%s) && $(LIGHTKIT) fit --config configs/$(1)_headlines.yaml && \
+	echo "$(1) $$(( $$(date +%s) - start )) s" >> $(ALIGN_RUN)/times.txt
+endef
 align: install
 	test -f $(SFT_RUN)/hf_model/model.safetensors || $(MAKE) sft
 	$(PY) -m lightkit.data.headline_pairs --out $(ALIGN_RUN)/pairs.jsonl
-	$(LIGHTKIT) fit --config configs/dpo_headlines.yaml
-	$(LIGHTKIT) fit --config configs/ppo_headlines.yaml
-	$(LIGHTKIT) fit --config configs/grpo_headlines.yaml
+	$(call timed_fit,dpo)
+	$(call timed_fit,ppo)
+	$(call timed_fit,grpo)
 	$(PY) benchmarks/align_report.py --runs $(ALIGN_RUN) --sft $(SFT_RUN)/hf_model --out $(ALIGN_RUN)/report.json
 
 clean:
