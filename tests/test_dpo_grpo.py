@@ -311,9 +311,10 @@ def test_grpo_bad_input_is_named(
         main(["fit", *grpo_args(bpe, tmp_path, "--trainer.max_epochs", "1", *extra)])
 
 
-def test_preference_pairs_refuse_prompts_only(bpe: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", [{"prompts_only": True}, {"response_field": "answer"}])
+def test_preference_pairs_refuse_settings_they_cannot_use(bpe: Path, tmp_path: Path, setting: dict) -> None:
     from lightkit.data import PolicyPreferenceDataModule
 
-    with pytest.raises(InputError, match="prompts_only does not apply to preference pairs"):
-        pairs = write_pairs(tmp_path / "pairs.jsonl")
-        PolicyPreferenceDataModule(tokenizer=str(bpe), train_file=str(pairs), prompts_only=True)
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    with pytest.raises(InputError, match=f"{next(iter(setting))} does not apply to preference pairs"):
+        PolicyPreferenceDataModule(tokenizer=str(bpe), train_file=str(pairs), **setting)

@@ -38,13 +38,21 @@ class PolicyPreferenceDataModule(InstructionDataModule):
             files, holdout, batch sizes, max_length; see InstructionDataModule.
     """
 
+    # InstructionDataModule settings that a pair has no use for: refused rather than ignored, with
+    # what to do instead.
+    NOT_FOR_PAIRS = {
+        "prompts_only": (
+            False,
+            "for prompts, use InstructionDataModule (or HeadlineDataModule) with prompts_only: true",
+        ),
+        "response_field": ("response", "the responses are each row's `chosen` and `rejected` fields"),
+    }
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if self.hparams.get("prompts_only"):
-            raise InputError(
-                "PolicyPreferenceDataModule: prompts_only does not apply to preference pairs; for prompts, use "
-                "InstructionDataModule (or HeadlineDataModule) with prompts_only: true"
-            )
+        for name, (default, instead) in self.NOT_FOR_PAIRS.items():
+            if self.hparams.get(name, default) != default:
+                raise InputError(f"PolicyPreferenceDataModule: {name} does not apply to preference pairs; {instead}")
 
     def _read(self, path: Path) -> list[dict[str, Any]]:
         rows = []
