@@ -1,6 +1,6 @@
 """DPO and GRPO of SmolLM2-135M-Instruct with LoRA: lightkit against TRL's DPOTrainer and GRPOTrainer.
 
-    python benchmarks/align_vs_trl.py --out benchmarks/results/align-vs-trl-cpu.json
+    python benchmarks/align_vs_trl.py --seeds 0 1 2 --out benchmarks/results/align-vs-trl-cpu.json
 
 The same jobs on both sides, those of configs/dpo_headlines.yaml and configs/grpo_headlines.yaml:
 the packaged SmolLM2-135M-Instruct, LoRA r 16 / alpha 32 / dropout 0 on all linear layers
@@ -19,7 +19,8 @@ lightkit leaves it off), and the same torch threads.
 Measured per side, each in its own process, sides interleaved: wall time per optimizer step
 (median of the timed steps, after `--warmup`), peak RSS at the end of training, and after the
 same number of steps, greedy answers to the same held-out articles scored with the same reward
-and ROUGE-L.
+and ROUGE-L. One round per seed in `--seeds` (each side takes the round's seed for data order,
+LoRA init and sampling); the tables give medians over rounds and the scores' mean ± sd over seeds.
 """
 
 from __future__ import annotations
@@ -202,6 +203,28 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result))
 
 
+def compare(job: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One round per seed, the two sides back to back in each (interleaved, so a slower stretch of the
+    machine hits both); medians over the rounds, and each held-out score's mean and spread over seeds,
+    because a few steps of RL from one seed move the held-out scores by more than the sides differ."""
+    steps = args.dpo_steps if job == "dpo" else args.grpo_steps
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+    for seed in args.seeds:
+        for side in SIDES:
+            argv = ["--side", side, "--job", job, "--steps", str(steps), "--seed", str(seed), *sys.argv[1:]]
+            runs[side].append(run_side(__file__, argv, args.threads, f"{job} {side} seed {seed}"))
+            print(job, side, seed, runs[side][-1], flush=True)
+    median = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
+    spread = {
+        side: {k: {"mean": statistics.mean(r[k] for r in rs), "stdev": statistics.pstdev(r[k] for r in rs)}
+               for k in ("held_out_reward", "held_out_rougeL")}
+        for side, rs in runs.items()
+    }  # fmt: skip
+    lk, peer = median["lightkit"], median["trl"]
+    return {**median, "over_seeds": spread, "runs": runs, "speedup": peer["s_per_step"] / lk["s_per_step"],
+            "rss_ratio": lk["peak_rss_mib"] / peer["peak_rss_mib"]}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--side", choices=SIDES, default=None, help="internal: run one side")
@@ -213,7 +236,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval_rows", type=int, default=48)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one round per seed, both sides alike")
+    ap.add_argument("--seed", type=int, default=0, help="internal: this round's seed")
     ap.add_argument("--pairs", default="runs/align/pairs.jsonl")
     ap.add_argument("--scratch", default="/tmp/lightkit-align-bench")
     ap.add_argument("--out", default="benchmarks/results/align-vs-trl-cpu.json")
@@ -221,16 +245,7 @@ def main() -> None:
     if args.side:
         child(args)
         return
-    results: dict[str, dict[str, Any]] = {job: {} for job in args.jobs}
-    for job in args.jobs:
-        steps = args.dpo_steps if job == "dpo" else args.grpo_steps
-        for side in SIDES:  # interleaved: one job's sides back to back
-            argv = ["--side", side, "--job", job, "--steps", str(steps), *sys.argv[1:]]
-            results[job][side] = run_side(__file__, argv, args.threads, f"{job} {side}")
-            print(job, side, results[job][side], flush=True)
-        lk, trl_ = results[job]["lightkit"], results[job]["trl"]
-        results[job]["speedup"] = trl_["s_per_step"] / lk["s_per_step"]
-        results[job]["rss_ratio"] = lk["peak_rss_mib"] / trl_["peak_rss_mib"]
+    results = {job: compare(job, args) for job in args.jobs}
     result = {
         **peer_header(
             "LoRA DPO and GRPO of SmolLM2-135M-Instruct on BBC headlines: lightkit vs TRL, same jobs",
@@ -260,7 +275,7 @@ def main() -> None:
                 "learning_rate": settings("grpo")["learning_rate"],
             },
             "eval_rows": args.eval_rows,
-            "seed": args.seed,
+            "seeds": args.seeds,
         },
         **results,
     }

@@ -292,21 +292,34 @@ def align_trl_table(result: dict) -> str:
         "speed vs TRL |",
         "|---|---|---|---|---|---|---|---|",
     ]
+
+    def score(job: str, side: str, key: str, fmt: str) -> str:
+        spread = result[job].get("over_seeds", {}).get(side, {}).get(key)
+        if spread is None:  # a one-seed result: the value itself
+            return format(result[job][side][key], fmt)
+        return f"{format(spread['mean'], fmt)} ± {spread['stdev']:.3f}"
+
     for job in ("dpo", "grpo"):
         if job not in result:
             continue
         for side in ("lightkit", "trl"):
             r = result[job][side]
             speed = f"**{result[job]['speedup']:.2f}x**" if side == "lightkit" else "1.00"
-            cells = [f"{r['s_per_step']:.2f}", f"{r['peak_rss_mib']:.0f}", f"{r['held_out_reward']:+.3f}",
-                     f"{r['held_out_rougeL']:.3f}", f"{r['held_out_words']:.1f}", speed]  # fmt: skip
+            cells = [f"{r['s_per_step']:.2f}", f"{r['peak_rss_mib']:.0f}", score(job, side, "held_out_reward", "+.3f"),
+                     score(job, side, "held_out_rougeL", ".3f"), f"{r['held_out_words']:.1f}", speed]  # fmt: skip
             lines.append(f"| {job.upper()} | {side} | " + " | ".join(cells) + " |")
     job = result["job"]
     steps = ", ".join(f"{j.upper()} {job[j]['steps_timed'] + job['warmup_steps_untimed']}" for j in ("dpo", "grpo"))
+    seeds = job.get("seeds", [job.get("seed", 0)])
+    over = (
+        f"medians over seeds {seeds}, held-out scores as mean ± sd over them"
+        if len(seeds) > 1
+        else f"one seed ({seeds[0]})"
+    )
     head = (
         f"Device: {result['device']}; {result['date']}; versions {result['versions']}; {job['precision']}, "
         f"{job['warmup_steps_untimed']} untimed step(s) first; held-out scores on {job['eval_rows']} articles after "
-        f"the same steps on both sides ({steps}), one seed ({job['seed']})."
+        f"the same steps on both sides ({steps}); {over}."
     )
     return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
 
