@@ -270,6 +270,8 @@ def export_checkpoint(
         "opset": opset,
         "labels": list(task.hparams.get("label_names") or []),
         "max_length": datamodule.hparams.get("max_length"),  # the truncation the model was trained and checked with
+        # A decoder's prompt plus its answer must fit its position embeddings (`lightkit generate` checks).
+        "context": getattr(task.model.config, "max_position_embeddings", None) if decoder else None,
         "outputs": [{"name": "logits", "dtype": "float32", "shape": task.logits_axes()}],
         "parity_data": {
             "split": "test",

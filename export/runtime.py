@@ -14,6 +14,7 @@ captured CUDA graph, which removes the per-kernel launch cost that bounds small 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -139,8 +140,13 @@ class OrtModel:
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int | None = None,
+        stopped: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> torch.Tensor:
         """Continuation (B, <= max_new_tokens) of left-padded prompts, reusing the KV cache.
+
+        A row is finished at `eos_token_id`, or when `stopped` (given the (B, t) tokens so far)
+        marks it, e.g. on a stop string; a finished row is padded with `eos_token_id` (0 without
+        one) and the loop ends when every row is finished.
 
         Prefill runs the prompts with an empty past; each step then feeds one token and the
         previous step's present tensors (see `_decode`). Only the graph's decoding outputs come
@@ -163,17 +169,49 @@ class OrtModel:
         rng = np.random.default_rng(seed)
         new, done = [], np.zeros(input_ids.size(0), dtype=bool)
 
+        pad = eos_token_id if eos_token_id is not None else 0
+
         def choose(values: list[np.ndarray]) -> np.ndarray | None:
             nonlocal done
             token = sample_candidates(values[0], values[1], temperature, top_k, top_p, rng) if sample else values[0]
+            token = np.where(done, pad, token)
             if eos_token_id is not None:
-                token = np.where(done, eos_token_id, token)
                 done |= token == eos_token_id
             new.append(token)
+            if stopped is not None:
+                done |= stopped(np.stack(new, axis=1))
             return None if done.all() or len(new) == max_new_tokens else token
 
         self._decode(input_ids, attention_mask, ["top_logits", "top_ids"] if sample else ["next_token"], choose)
         return torch.from_numpy(np.stack(new, axis=1))
+
+    def prefill(self, prompt: torch.Tensor) -> PromptCache:
+        """One prompt (P,) run once: its KV cache and the next-token log-probs after it, so that
+        many continuations can be scored without running the prompt again (`continuation_logprobs`)."""
+        ids = prompt.view(1, -1).cpu().numpy().astype(np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(ids.shape[1])[None]}
+        feeds.update(self._empty_past(1))
+        names = ["logits", *(i.name.replace("past.", "present.") for i in self.past)]
+        logits, *present = self.session.run(names, feeds)
+        past = {i.name: value for i, value in zip(self.past, present)}
+        return PromptCache(past, torch.log_softmax(torch.from_numpy(logits[0, -1]).float(), dim=-1), ids.shape[1])
+
+    def continuation_logprobs(self, cache: PromptCache, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Next-token log-probs (N, R, V) after each prefix of N right-padded continuations (N, R)
+        of a prefilled prompt: row i, step t is the distribution of token t + 1 given the prompt and
+        tokens[i, :t + 1]. Padding past `lengths` is masked out and never seen by real tokens (causal)."""
+        n, r = tokens.shape
+        mask = torch.arange(r).expand(n, r) < lengths.view(-1, 1)
+        feeds = {
+            "input_ids": tokens.cpu().numpy().astype(np.int64),
+            "attention_mask": np.concatenate([np.ones((n, cache.length), np.int64), mask.numpy().astype(np.int64)], 1),
+            "position_ids": np.broadcast_to(np.arange(cache.length, cache.length + r), (n, r)).copy(),
+        }
+        # The prompt's cache is repeated per row: the graph takes one past per row. A copy of the
+        # cache, far cheaper than running the prompt again for every candidate.
+        feeds.update({name: np.repeat(value, n, axis=0) for name, value in cache.past.items()})
+        logits = torch.from_numpy(self.session.run(["logits"], feeds)[0]).float()
+        return torch.log_softmax(logits, dim=-1)
 
     def forced(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Next-token logits (B, T, V) of the KV-cache loop fed `tokens` (B, T) instead of its own picks.
@@ -262,6 +300,16 @@ class OrtModel:
 
     def train(self, mode: bool = True) -> OrtModel:
         return self
+
+
+@dataclass
+class PromptCache:
+    """A prefilled prompt: its per-layer KV cache (batch 1), the log-probs of the token after it,
+    and its length."""
+
+    past: dict[str, np.ndarray]
+    next_logprobs: torch.Tensor  # (V,)
+    length: int
 
 
 def sample_candidates(

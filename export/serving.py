@@ -5,6 +5,8 @@
     for tags in ner.tag(["Apple opens a store in Paris", ...], batch_size=64): ...
     clf = Artifact("runs/classification/onnx")
     for label, probs in clf.classify(texts): ...
+    lm = Artifact("runs/sft_headlines/onnx", form="int8-cpu")
+    for answer in lm.generate(["Write a headline for: ..."], chat=True, max_new_tokens=32): ...
 
 Input streams through in batches (an iterable is consumed lazily and results are yielded as
 each batch finishes), so a long file is served with flat memory. Label names, the task and the
@@ -24,6 +26,7 @@ from transformers import AutoTokenizer
 
 from lightkit.decoding import decode_words, transition_rules
 from lightkit.errors import InputError
+from lightkit.export.generation import Decoding, Generator, Prompt, RefineSettings
 from lightkit.export.runtime import OrtModel
 
 
@@ -97,6 +100,28 @@ class Artifact:
             for i, sentence in enumerate(words):
                 ids = decode_words(logits[i], enc.word_ids(i), len(sentence), self._rules if viterbi else None)
                 yield [(word, self.labels[label]) for word, label in zip(sentence, ids)]
+
+    def generate(
+        self,
+        prompts: Iterable[str | Prompt],
+        chat: bool = False,
+        system_prompt: str | None = None,
+        refine: RefineSettings | None = None,
+        **decoding: Any,
+    ) -> Iterator[dict[str, Any]]:
+        """One record per prompt for a decoder artifact: response, tokens, finish reason (and the
+        refiner's result with `refine`). `decoding` are `lightkit.export.generation.Decoding`'s
+        settings: max_new_tokens, temperature, top_k, top_p, seed, stop, batch_size."""
+        if self.manifest.get("export_kind") != "decoder":
+            what = "--refine" if refine is not None else "generation"
+            raise InputError(
+                f"{self.folder}: a {self.manifest['objective']} artifact is not a decoder; {what} needs one "
+                "exported from a causal LM"
+            )
+        context = self.manifest.get("context") or self.max_length
+        generator = Generator(self.session, self.tokenizer, context, str(self.folder / self.form))
+        rows = (p if isinstance(p, Prompt) else Prompt(p, f"prompt {i}", {}) for i, p in enumerate(prompts, 1))
+        yield from generator.run(rows, Decoding(**decoding), chat, system_prompt, refine)
 
     def _expect(self, serving: str) -> None:
         # The task declared how its served batches are decoded (BaseTask.serving); the manifest

@@ -3,6 +3,7 @@
     lightkit fit|validate|test|predict --config configs/ner.yaml [--trainer.max_epochs 3 ...]
     lightkit export   --config configs/ner.yaml --ckpt_path runs/ner/checkpoints/best.ckpt --output runs/ner/onnx
     lightkit evaluate --config configs/ner.yaml --artifact runs/ner/onnx --form int8-cpu --output runs/ner/eval
+    lightkit generate runs/sft_headlines/onnx --prompts prompts.txt --chat   # lightkit.export.generate_command
 
 Every subcommand is built by the same `cli()`: the task and DataModule from the config, chosen in
 YAML by class name (subclass mode), with what the data knows (tokenizer, label names) linked into
@@ -184,11 +185,23 @@ def main(args: ArgsType = None) -> None:
     From the shell, bad input (a malformed file, a missing path) ends with one clear line and exit
     status 2 instead of a traceback; called with `args`, the exception propagates to the caller.
     """
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["generate"]:  # needs only an export folder, not a config: its own small parser
+
+        def command() -> None:
+            from lightkit.export.generate_command import main as generate
+
+            generate(argv[1:])
+    else:
+
+        def command() -> None:
+            cli(args)
+
     if args is not None:
-        cli(args)
+        command()
         return
     try:
-        cli()
+        command()
     except (InputError, FileNotFoundError, FloatingPointError) as e:
         print(f"lightkit: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,0 +1,203 @@
+"""`lightkit generate` and the refiner, on a tiny exported Llama with GQA and tied embeddings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_CLM, make_chat_tokenizer
+
+from lightkit.data.chat import generation_prompt
+from lightkit.errors import InputError
+from lightkit.export.generation import RefineSettings
+from lightkit.export.refiner import refine
+from lightkit.export.runtime import OrtModel
+from lightkit.export.serving import Artifact
+from lightkit.main import main
+
+TINY_GQA_TIED = (
+    "{model_type: llama, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, "
+    "intermediate_size: 64, max_position_embeddings: 64, tie_word_embeddings: true}"
+)
+PROMPTS = ["the model", "a long day of news and more", "it", "what the market said about"]
+
+
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GQA Llama with tied embeddings and a ChatML tokenizer, fitted briefly and exported (fp32)."""
+    root = tmp_path_factory.mktemp("generate")
+    tokenizer = make_chat_tokenizer(root / "tokenizer")
+    common = ["--config", str(TINY_CLM), "--data.tokenizer", str(tokenizer),
+              "--model.init_args.model_config", TINY_GQA_TIED]  # fmt: skip
+    main(["fit", *common, "--trainer.default_root_dir", str(root / "run"), "--trainer.max_epochs", "2",
+          "--trainer.enable_checkpointing", "true"])  # fmt: skip
+    ckpt = next((root / "run").rglob("*.ckpt"))
+    main(["export", *common, "--ckpt_path", str(ckpt), "--output", str(root / "onnx"), "--forms", "fp32"])
+    return root / "onnx"
+
+
+def generate_cli(decoder: Path, tmp_path: Path, *extra: str, prompts: list[str] = PROMPTS) -> list[dict]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    source, out = tmp_path / "prompts.txt", tmp_path / "out.jsonl"
+    source.write_text("\n".join(prompts) + "\n")
+    main(["generate", str(decoder), "--prompts", str(source), "--output", str(out), *extra])
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def full_forward_greedy(session: OrtModel, ids: list[int], steps: int) -> list[int]:
+    """Greedy by whole-sequence forwards, no cache: the reference for the cached loop."""
+    seq = torch.tensor([ids])
+    for _ in range(steps):
+        nxt = session(input_ids=seq, attention_mask=torch.ones_like(seq)).logits[0, -1].argmax()
+        seq = torch.cat([seq, nxt.view(1, 1)], dim=1)
+    return seq[0, len(ids) :].tolist()
+
+
+def full_logprob(session: OrtModel, prompt: list[int], response: list[int]) -> float:
+    ids = torch.tensor([prompt + response])
+    logp = torch.log_softmax(session(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0].float(), -1)
+    return float(sum(logp[len(prompt) - 1 + t, tok] for t, tok in enumerate(response)))
+
+
+def test_generate_cli_writes_records_that_decode_like_full_forwards_in_any_batching(
+    decoder: Path, tmp_path: Path
+) -> None:
+    manifest = json.loads((decoder / "manifest.json").read_text())
+    assert manifest["context"] == 64
+    batched = generate_cli(decoder, tmp_path / "b", "--max_new_tokens", "6", "--batch_size", "3")
+    single = generate_cli(decoder, tmp_path / "s", "--max_new_tokens", "6", "--batch_size", "1")
+    assert [r["prompt"] for r in batched] == PROMPTS
+    assert batched == single  # left padding changes nothing
+    artifact = Artifact(decoder, device="cpu")
+    for record in batched:
+        ids = artifact.tokenizer(record["prompt"])["input_ids"]
+        expected = full_forward_greedy(artifact.session, ids, 6)
+        assert record["tokens"] == 6 and record["finish"] == "length"
+        assert record["response"] == artifact.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_stop_strings_end_a_row_and_cut_its_text(decoder: Path, tmp_path: Path) -> None:
+    full = generate_cli(decoder, tmp_path / "full", "--max_new_tokens", "8", "--batch_size", "4")
+    text = full[0]["response"]
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    assert stop.strip(), text  # the fixture writes some text
+    cut = generate_cli(decoder, tmp_path / "cut", "--max_new_tokens", "8", "--batch_size", "4", "--stop", stop)
+    assert cut[0]["response"] == text[: text.find(stop)] and cut[0]["finish"] == "stop"
+    assert cut[0]["tokens"] < full[0]["tokens"]
+    for a, b in zip(full[1:], cut[1:]):  # the other rows go on untouched
+        assert b["response"] == a["response"][: a["response"].find(stop)] if stop in a["response"] else b == a
+
+
+def test_sampling_is_seeded_and_chat_applies_the_template(decoder: Path, tmp_path: Path) -> None:
+    args = ("--max_new_tokens", "6", "--temperature", "1.0", "--top_k", "20")
+    one = generate_cli(decoder, tmp_path / "1", *args, "--seed", "3")
+    again = generate_cli(decoder, tmp_path / "2", *args, "--seed", "3")
+    other = generate_cli(decoder, tmp_path / "3", *args, "--seed", "4")
+    assert one == again and one != other
+    # With --chat the model continues the rendered template, not the bare prompt.
+    artifact = Artifact(decoder, device="cpu")
+    chat = next(artifact.generate(["the model"], chat=True, max_new_tokens=4))
+    rendered = artifact.tokenizer(generation_prompt(artifact.tokenizer, "the model", None), add_special_tokens=False)
+    expected = full_forward_greedy(artifact.session, rendered["input_ids"], 4)
+    assert chat["response"] == artifact.tokenizer.decode(expected, skip_special_tokens=True)
+    # ... so its turn markers count against the context: a budget that fits the bare prompt does not fit it.
+    room = 64 - len(artifact.tokenizer("the model")["input_ids"])
+    assert next(artifact.generate(["the model"], max_new_tokens=room))["tokens"] == room
+    with pytest.raises(InputError, match="context of 64 tokens"):
+        next(artifact.generate(["the model"], chat=True, max_new_tokens=room))
+
+
+def test_refiner_never_lowers_the_objective_and_scores_it_exactly(decoder: Path) -> None:
+    session = OrtModel(decoder / "fp32" / "model.onnx", device="cpu")
+    prompt = [5, 17, 42, 9]
+    g = torch.Generator().manual_seed(0)
+    for start in (full_forward_greedy(session, prompt, 8), torch.randint(3, 300, (8,), generator=g).tolist()):
+        result = refine(session, torch.tensor(prompt), start, top_k=4, max_calls=40, length_weight=0.0)
+        assert result.after >= result.before - 1e-6
+        assert result.logprob == pytest.approx(full_logprob(session, prompt, result.tokens), abs=1e-3)
+        assert result.before == pytest.approx(full_logprob(session, prompt, start), abs=1e-3)
+    assert result.after > result.before + 1.0 and sum(result.moves.values()) > 0  # random tokens improve
+
+
+# The fixture's tokens each cost about 5 nats: a weight above that pays for tokens, one below it
+# (pure argmax log P at 0) for removing them.
+@pytest.mark.parametrize("weight, longer", [(10.0, True), (0.0, False)])
+def test_insert_and_delete_let_the_length_term_act(decoder: Path, weight: float, longer: bool) -> None:
+    session = OrtModel(decoder / "fp32" / "model.onnx", device="cpu")
+    prompt, start = [5, 17, 42, 9], [40, 41, 42, 43, 44, 45]
+    result = refine(session, torch.tensor(prompt), start, length_weight=weight, max_calls=60)
+    assert (len(result.tokens) > len(start)) if longer else (len(result.tokens) < len(start))
+    assert result.moves["insert" if longer else "delete"] > 0 and result.length_weight == weight
+
+
+def test_the_default_length_weight_makes_the_first_answers_length_neutral(decoder: Path) -> None:
+    session = OrtModel(decoder / "fp32" / "model.onnx", device="cpu")
+    prompt, start = [5, 17, 42, 9], [40, 41, 42, 43, 44, 45]
+    result = refine(session, torch.tensor(prompt), start, max_calls=60)
+    assert result.length_weight == pytest.approx(-full_logprob(session, prompt, start) / len(start), abs=1e-4)
+    assert result.before == pytest.approx(0.0, abs=1e-4)  # log P(Y0) + weight x |Y0|
+    assert result.after == pytest.approx(result.logprob + result.length_weight * len(result.tokens), abs=1e-4)
+    assert len(result.tokens) > 1  # pure argmax log P (weight 0, above) shrinks this one to a token
+
+
+def test_refiner_runs_the_prompt_once_and_keeps_to_its_budget(decoder: Path) -> None:
+    session = OrtModel(decoder / "fp32" / "model.onnx", device="cpu")
+    widths: list[tuple[int, int]] = []  # (input tokens, past length) per model call
+    run = session.session.run
+
+    def counting(names, feeds):  # noqa: ANN001, ANN202
+        widths.append((feeds["input_ids"].shape[1], feeds["past.0.key"].shape[2]))
+        return run(names, feeds)
+
+    session.session = type("Counted", (), {"run": staticmethod(counting), "get_inputs": session.session.get_inputs})()
+    prompt = list(range(3, 40))  # 37 tokens: far longer than any candidate
+    result = refine(session, torch.tensor(prompt), [50, 51, 52, 53], max_calls=7, batch_size=8)
+    assert result.calls == len(widths) <= 7
+    assert widths[0] == (len(prompt), 0)  # the prompt, once, with an empty cache
+    assert all(past == len(prompt) and tokens <= 5 for tokens, past in widths[1:])  # then only candidates
+
+
+def test_refined_generation_reports_before_and_after(decoder: Path, tmp_path: Path) -> None:
+    records = generate_cli(decoder, tmp_path, "--max_new_tokens", "6", "--refine", "--refine_calls", "12")
+    for r in records:
+        refined = r["refined"]
+        assert refined["after"] >= refined["before"] - 1e-6 and refined["calls"] <= 12
+        assert set(refined["moves"]) == {"substitute", "insert", "delete"}
+    # A reward callable steers it, through the same reward interface as PPO and GRPO.
+    artifact = Artifact(decoder, device="cpu")
+    steer = RefineSettings(max_calls=30, reward=lambda prompts, responses: [-5.0 * r.count("e") for r in responses])
+    plain = next(artifact.generate(["the model"], max_new_tokens=6, refine=RefineSettings(max_calls=30)))
+    steered = next(artifact.generate(["the model"], max_new_tokens=6, refine=steer))
+    assert steered["response"].count("e") < plain["response"].count("e")
+
+
+def test_generate_bad_input_is_named(decoder: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"prompts.txt:1: the prompt is \d+ tokens; .* context of 64 tokens"):
+        generate_cli(decoder, tmp_path / "long", prompts=["word " * 80])
+    with pytest.raises(InputError, match="stop: expected a string or a list of non-empty strings"):
+        next(Artifact(decoder, device="cpu").generate(["it"], stop=["ok", 3]))
+    with pytest.raises(InputError, match="max_calls must be at least 2"):
+        generate_cli(decoder, tmp_path / "budget", "--refine", "--refine_calls", "0")
+    with pytest.raises(InputError, match="max_ms must be > 0"):
+        generate_cli(decoder, tmp_path / "ms", "--refine", "--refine_ms", "-5")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"text": "no prompt"}\n')
+    with pytest.raises(InputError, match=r'bad.jsonl:2: expected a JSON object with a "prompt" string'):
+        main(["generate", str(decoder), "--prompts", str(bad), "--output", str(tmp_path / "x.jsonl"),
+              "--max_new_tokens", "4"])  # fmt: skip
+    assert not (tmp_path / "x.jsonl").exists()  # nothing half-written
+    # A tokenizer without a chat template, asked for --chat.
+    plain = tmp_path / "plain"
+    shutil.copytree(decoder, plain)
+    config = json.loads((plain / "tokenizer" / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(config))
+    (plain / "tokenizer" / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(InputError, match="has no chat template; drop --chat"):
+        generate_cli(plain, tmp_path / "chat", "--chat")
+    # An export folder with no decoder form: its manifest names the forms it has.
+    with pytest.raises(InputError, match="no form 'int8-cpu'"):
+        generate_cli(decoder, tmp_path / "form", "--form", "int8-cpu")
