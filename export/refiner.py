@@ -77,6 +77,25 @@ class _Scorer:
         over_calls = self.max_calls is not None and self.calls >= self.max_calls
         return over_calls or (self.deadline is not None and time.perf_counter() >= self.deadline)
 
+    def values(self, chunk: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One model call: the objective and log-prob of each candidate, the per-position log-probs
+        (N, R, V) and the lengths."""
+        lengths = torch.tensor([len(c) for c in chunk])
+        tokens = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)
+        for i, c in enumerate(chunk):
+            tokens[i, : len(c)] = torch.tensor(c)
+        steps = self.session.continuation_logprobs(self.cache, tokens, lengths)  # (N, R, V)
+        self.calls += 1
+        first = self.cache.next_logprobs[tokens[:, 0]]
+        rest = steps[:, :-1].gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
+        rest = rest.masked_fill(torch.arange(rest.size(1)) >= (lengths - 1).view(-1, 1), 0.0)
+        logprob = first + rest.sum(-1)
+        body = [c[:-1] if self.eos is not None and c and c[-1] == self.eos else c for c in chunk]
+        value = logprob + self.length_weight * torch.tensor([len(b) for b in body], dtype=torch.float)
+        if self.reward is not None:
+            value = value + torch.tensor([float(r) for r in self.reward(body)])
+        return value, logprob, steps, lengths
+
     def score(self, candidates: list[list[int]]) -> tuple[int, float, float, torch.Tensor] | None:
         """(index, objective, log-prob, per-position log-probs) of the best candidate scored before
         the budget ran out, or None if none was. The per-position log-probs (|Y| + 1, V) are row t:
@@ -86,25 +105,33 @@ class _Scorer:
             if self.spent():
                 break
             chunk = candidates[start : start + self.batch_size]
-            lengths = torch.tensor([len(c) for c in chunk])
-            tokens = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)
-            for i, c in enumerate(chunk):
-                tokens[i, : len(c)] = torch.tensor(c)
-            steps = self.session.continuation_logprobs(self.cache, tokens, lengths)  # (N, R, V)
-            self.calls += 1
-            first = self.cache.next_logprobs[tokens[:, 0]]
-            rest = steps[:, :-1].gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
-            rest = rest.masked_fill(torch.arange(rest.size(1)) >= (lengths - 1).view(-1, 1), 0.0)
-            logprob = first + rest.sum(-1)
-            body = [c[:-1] if self.eos is not None and c and c[-1] == self.eos else c for c in chunk]
-            value = logprob + self.length_weight * torch.tensor([len(b) for b in body], dtype=torch.float)
-            if self.reward is not None:
-                value = value + torch.tensor([float(r) for r in self.reward(body)])
+            value, logprob, steps, lengths = self.values(chunk)
             i = int(value.argmax())
             if best is None or float(value[i]) > best[1]:
                 dists = torch.cat([self.cache.next_logprobs.view(1, -1), steps[i, : int(lengths[i])]])
                 best = (start + i, float(value[i]), float(logprob[i]), dists)
         return best
+
+
+def objective(
+    session: OrtModel,
+    prompt: torch.Tensor,
+    responses: Sequence[Sequence[int]],
+    *,
+    length_weight: float = 0.0,
+    reward: TokenReward | None = None,
+    batch_size: int = 32,
+    eos_token_id: int | None = None,
+) -> list[tuple[float, float]]:
+    """(objective, log P(Y|X)) of each response, exactly as `refine` scores them: the prompt runs
+    once, the responses in batches over its cache. For ranking other decoders' candidates (a
+    best-of-N baseline) on the refiner's objective."""
+    scorer = _Scorer(session, prompt, length_weight, reward, batch_size, eos_token_id, None, None)
+    out: list[tuple[float, float]] = []
+    for start in range(0, len(responses), batch_size):
+        value, logprob, _, _ = scorer.values([list(r) for r in responses[start : start + batch_size]])
+        out += zip(value.tolist(), logprob.tolist())
+    return out
 
 
 def neighbours(tokens: list[int], dists: torch.Tensor, top_k: int, eos: int | None) -> list[tuple[str, list[int]]]:

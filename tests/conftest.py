@@ -82,3 +82,26 @@ def lora_args(base: dict[str, Path], out: Path, *extra: str) -> list[str]:
         "--model.init_args.peft", "{r: 4, alpha: 8, dropout: 0.0}",
         "--trainer.default_root_dir", str(out), "--model.init_args.save_dir", str(out / "hf"), *extra,
     ]  # fmt: skip
+
+
+TINY_GQA_TIED = (
+    "{model_type: llama, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, "
+    "intermediate_size: 64, max_position_embeddings: 64, tie_word_embeddings: true}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GQA Llama with tied embeddings and a ChatML tokenizer, fitted briefly and exported
+    (fp32 and int8-cpu): what `lightkit generate`, the refiner and their benchmark run on."""
+    from lightkit.main import main
+
+    root = tmp_path_factory.mktemp("generate")
+    tokenizer = make_chat_tokenizer(root / "tokenizer")
+    common = ["--config", str(TINY_CLM), "--data.tokenizer", str(tokenizer),
+              "--model.init_args.model_config", TINY_GQA_TIED]  # fmt: skip
+    main(["fit", *common, "--trainer.default_root_dir", str(root / "run"), "--trainer.max_epochs", "2",
+          "--trainer.enable_checkpointing", "true"])  # fmt: skip
+    ckpt = next((root / "run").rglob("*.ckpt"))
+    main(["export", *common, "--ckpt_path", str(ckpt), "--output", str(root / "onnx"), "--forms", "fp32"])
+    return root / "onnx"

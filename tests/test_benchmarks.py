@@ -152,41 +152,18 @@ def test_embedding_tables_benchmark_scores_each_scheme(tmp_path: Path) -> None:
     assert "| asym4_b16 |" in out.with_suffix(".md").read_text()
 
 
-def test_generation_refiner_benchmark_runs(tmp_path: Path) -> None:
-    common = ["--config", str(ROOT / "tests" / "conf" / "clm.yaml"), "--data.tokenizer", str(tmp_path / "bpe")]
-    main(
-        [
-            "fit",
-            *common,
-            "--trainer.default_root_dir",
-            str(tmp_path / "run"),
-            "--trainer.enable_checkpointing",
-            "true",
-            "--trainer.max_epochs",
-            "1",
-        ]
-    )
-    ckpt = next((tmp_path / "run").rglob("*.ckpt"))
-    main(["export", *common[:2], "--ckpt_path", str(ckpt), "--output", str(tmp_path / "onnx"), "--forms", "fp32"])
-    out = tmp_path / "refiner.json"
-    run_script(
-        "generation_refiner.py",
-        "--artifact",
-        str(tmp_path / "onnx"),
-        "--prompts",
-        str(ROOT / "tests" / "data" / "lm" / "prompts.txt"),
-        "--n_prompts",
-        "2",
-        "--new_tokens",
-        "4",
-        "--sweeps",
-        "1",
-        "--out",
-        str(out),
-    )
+def test_refiner_vs_best_of_n_benchmark_runs(tiny_decoder: Path, tmp_path: Path) -> None:
+    prompts, out = tmp_path / "prompts.jsonl", tmp_path / "refiner.json"
+    rows = [{"prompt": "the market said", "reference": "markets up"}, {"prompt": "a long day", "reference": "day"}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_script("refiner_vs_best_of_n.py", "--artifact", str(tiny_decoder), "--form", "fp32", "--prompts", str(prompts),
+               "--max_new_tokens", "4", "--budgets", "4", "--n", "2", "--out", str(out))  # fmt: skip
     summary = json.loads(out.read_text())["summary"]
-    for kind in ("greedy", "sampled"):
-        assert summary[kind]["after"] >= summary[kind]["before"] - 1e-6
+    assert set(summary) == {"greedy", "refine(4)", "best-of-2"}
+    assert summary["refine(4)"]["objective"] >= summary["greedy"]["objective"] - 1e-6  # it never lowers it
+    assert summary["greedy"]["objective_gain_over_greedy"] == 0.0
+    assert summary["refine(4)"]["calls"] <= summary["greedy"]["calls"] + 4
+    assert summary["best-of-2"]["calls"] >= 2  # decoding steps and the scoring call
 
 
 def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:

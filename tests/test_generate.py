@@ -8,35 +8,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_CLM, make_chat_tokenizer
 
 from lightkit.data.chat import generation_prompt
 from lightkit.errors import InputError
 from lightkit.export.generation import RefineSettings
-from lightkit.export.refiner import refine
+from lightkit.export.refiner import objective, refine
 from lightkit.export.runtime import OrtModel
 from lightkit.export.serving import Artifact
 from lightkit.main import main
 
-TINY_GQA_TIED = (
-    "{model_type: llama, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, "
-    "intermediate_size: 64, max_position_embeddings: 64, tie_word_embeddings: true}"
-)
 PROMPTS = ["the model", "a long day of news and more", "it", "what the market said about"]
 
 
 @pytest.fixture(scope="module")
-def decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny GQA Llama with tied embeddings and a ChatML tokenizer, fitted briefly and exported (fp32)."""
-    root = tmp_path_factory.mktemp("generate")
-    tokenizer = make_chat_tokenizer(root / "tokenizer")
-    common = ["--config", str(TINY_CLM), "--data.tokenizer", str(tokenizer),
-              "--model.init_args.model_config", TINY_GQA_TIED]  # fmt: skip
-    main(["fit", *common, "--trainer.default_root_dir", str(root / "run"), "--trainer.max_epochs", "2",
-          "--trainer.enable_checkpointing", "true"])  # fmt: skip
-    ckpt = next((root / "run").rglob("*.ckpt"))
-    main(["export", *common, "--ckpt_path", str(ckpt), "--output", str(root / "onnx"), "--forms", "fp32"])
-    return root / "onnx"
+def decoder(tiny_decoder: Path) -> Path:
+    return tiny_decoder
 
 
 def generate_cli(decoder: Path, tmp_path: Path, *extra: str, prompts: list[str] = PROMPTS) -> list[dict]:
@@ -119,6 +105,11 @@ def test_refiner_never_lowers_the_objective_and_scores_it_exactly(decoder: Path)
         assert result.after >= result.before - 1e-6
         assert result.logprob == pytest.approx(full_logprob(session, prompt, result.tokens), abs=1e-3)
         assert result.before == pytest.approx(full_logprob(session, prompt, start), abs=1e-3)
+        # `objective` ranks other decoders' answers on the same scale (best-of-N in the benchmark).
+        scored = objective(session, torch.tensor(prompt), [start, result.tokens], length_weight=0.5, batch_size=1)
+        assert [v for v, _ in scored] == pytest.approx(
+            [result.before + 0.5 * 8, result.after + 0.5 * len(result.tokens)], abs=1e-3
+        )
     assert result.after > result.before + 1.0 and sum(result.moves.values()) > 0  # random tokens improve
 
 
