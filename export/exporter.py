@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from lightkit.errors import InputError
+from lightkit.export.decoder_forms import quantize_int8_cpu_decoder
 from lightkit.export.gather_quant import describe
 from lightkit.export.onnx_export import (
     OPSET,
@@ -193,9 +194,13 @@ def write_forms(
     paths = {"fp32": fp32}
     if "int8-cpu" in forms:
         paths["int8-cpu"] = new_form(tmp, "int8-cpu")
-        fused = tmp / "int8-cpu" / "fused-fp32.onnx"
-        quantize_int8_cpu(fused if fuse(task.model, fp32, fused) else fp32, paths["int8-cpu"])
-        fused.unlink(missing_ok=True)
+        if task.export_kind == "decoder":
+            how = quantize_int8_cpu_decoder(task.model, fp32, paths["int8-cpu"])
+            manifest.setdefault("quantization", {})["int8-cpu"] = how
+        else:
+            fused = tmp / "int8-cpu" / "fused-fp32.onnx"
+            quantize_int8_cpu(fused if fuse(task.model, fp32, fused) else fp32, paths["int8-cpu"])
+            fused.unlink(missing_ok=True)
     if "fp16" in forms:
         paths["fp16"] = new_form(tmp, "fp16")
         to_fp16(task.model, fp32, paths["fp16"])

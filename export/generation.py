@@ -145,8 +145,9 @@ class Generator:
         system_prompt: str | None = None,
         refine_with: RefineSettings | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """One record per prompt, in order: prompt, response, tokens, finish (eos / stop / length),
-        and with `refine_with` the refiner's before/after objective, calls and moves."""
+        """One record per prompt, in order: the row's other string fields (JSON-lines prompts), prompt,
+        response, tokens, finish (eos / stop / length), and with `refine_with` the refiner's
+        before/after objective, calls and moves."""
         batch: list[tuple[Prompt, list[int]]] = []
         batches = 0
         for prompt in prompts:
@@ -182,7 +183,7 @@ class Generator:
         )  # fmt: skip
         for (prompt, ids), row in zip(batch, new.tolist()):
             tokens = row[: row.index(self.eos) + 1] if self.eos in row else row
-            record: dict[str, Any] = {"prompt": prompt.text}
+            record: dict[str, Any] = {**prompt.columns, "prompt": prompt.text}  # a row's other fields ride along
             if refine_with is not None:
                 refined = refine(
                     self.session, torch.tensor(ids), tokens, top_k=refine_with.top_k,

@@ -25,6 +25,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from lightkit.errors import InputError
+from lightkit.export.tied import share_tied_table
 
 OPSET = 17
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -230,18 +231,20 @@ def export_causal_lm(model: PreTrainedModel, path: Path, opset: int = OPSET) -> 
             opset_version=opset,
             dynamo=False,
         )
-    add_next_token(path)
+    graph = onnx.load(str(path))
+    add_next_token(graph)
+    share_tied_table(graph)  # a tied LM head's weight is the token table, stored once (lightkit.export.tied)
+    onnx.save(graph, str(path))
     return names
 
 
 SAMPLE_TOP_K = 64  # candidates a sampling decode loop reads per row (top_logits / top_ids)
 
 
-def add_next_token(path: Path) -> None:
+def add_next_token(graph_model: onnx.ModelProto) -> None:
     """Append `next_token` = argmax of the last position's logits, and `top_logits`/`top_ids` =
     its SAMPLE_TOP_K best, so a decode loop reads (batch,) ids for greedy or (batch, k) candidates
     for sampling instead of copying (batch, sequence, vocab) logits to the host."""
-    graph_model = onnx.load(str(path))
     graph = graph_model.graph
     vocab = graph.output[0].type.tensor_type.shape.dim[-1].dim_value or SAMPLE_TOP_K
     k = min(SAMPLE_TOP_K, vocab)
@@ -257,7 +260,6 @@ def add_next_token(path: Path) -> None:
         onnx.helper.make_tensor_value_info("top_logits", onnx.TensorProto.FLOAT, ["batch", k]),
         onnx.helper.make_tensor_value_info("top_ids", onnx.TensorProto.INT64, ["batch", k]),
     ])  # fmt: skip
-    onnx.save(graph_model, str(path))
 
 
 def to_fp16(model: PreTrainedModel, src: Path, dst: Path, embed_layer_norm: bool = True) -> None:
@@ -279,12 +281,16 @@ def quantize_int8_gpu(model: PreTrainedModel, src_fp32: Path, dst: Path, embeddi
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     from lightkit.export.gather_quant import quantize_gathers
+    from lightkit.export.tied import quantize_tied_table
 
     fp16 = dst.with_name(f"{dst.stem}-fp16.onnx")
     to_fp16(model, src_fp32, fp16, embed_layer_norm=False)
     quantizer = MatMulNBitsQuantizer(onnx.load(str(fp16)), bits=8, block_size=32, is_symmetric=True)
     quantizer.process()
     fp16.unlink()
+    tied = quantize_tied_table(quantizer.model.model)  # a decoder's tied table: one 8-bit copy for both ends
     tables = quantize_gathers(quantizer.model.model, bits=embedding_bits)
+    if tied:
+        tables["tied token table"] = 8
     quantizer.model.save_model_to_file(str(dst))
     return tables

@@ -103,5 +103,5 @@ def tiny_decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     main(["fit", *common, "--trainer.default_root_dir", str(root / "run"), "--trainer.max_epochs", "2",
           "--trainer.enable_checkpointing", "true"])  # fmt: skip
     ckpt = next((root / "run").rglob("*.ckpt"))
-    main(["export", *common, "--ckpt_path", str(ckpt), "--output", str(root / "onnx"), "--forms", "fp32"])
+    main(["export", *common, "--ckpt_path", str(ckpt), "--output", str(root / "onnx"), "--forms", "[fp32, int8-cpu]"])
     return root / "onnx"

@@ -335,16 +335,21 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
     # Prefill + cached one-token steps reproduce full forwards: every decided step, same logits.
     assert fp32["greedy_agreement"] == 1.0 and fp32["greedy_decided_steps"] >= 60 and fp32["decode_max_abs_diff"] < 1e-4
     assert int8["passed"] and int8["greedy_agreement"] >= 0.97 and int8["greedy_decided_steps"] >= 1
-    # Every projection and the untied LM head are integer matmuls in the CPU artifact.
-    ops = [n.op_type for n in onnx.load(out / "int8-cpu" / "model.onnx").graph.node]
+    # Every projection and the untied LM head are weight-only 8-bit matmuls with int8 compute in the
+    # CPU artifact, the token table an 8-bit GatherBlockQuantized, the RMSNorms fused.
+    graph = onnx.load(out / "int8-cpu" / "model.onnx").graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("MatMulNBits") == 2 * 7 + 1 and "MatMul" in ops  # attention's own MatMuls stay float
+    assert all(
+        a.i == 4 for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "accuracy_level"
+    )
+    assert ops.count("GatherBlockQuantized") == 1 and "MatMulInteger" not in ops
+    how = manifest["quantization"]["int8-cpu"]
     assert (
-        ops.count("MatMulInteger") == 2 * 7 + 1 and "MatMul" in ops
-    )  # q k v o gate up down per layer, lm_head; attention stays float
-    tables = [t for t in onnx.load(out / "int8-cpu" / "model.onnx").graph.initializer if "embed_tokens" in t.name]
-    assert [onnx.TensorProto.DataType.Name(t.data_type) for t in tables if len(t.dims) == 2] == [
-        "UINT8"
-    ]  # the token table too
-    assert ops.count("DequantizeLinear") == 1
+        how["fusions"]["SkipSimplifiedLayerNormalization"] == 2 * 2
+        and how["fusions"]["SimplifiedLayerNormalization"] == 1
+    )
+    assert how["token table"]["op"] == "GatherBlockQuantized"  # untied: its own table
     session = OrtModel(out / "fp32" / "model.onnx", device="cpu")
     # The gate's greedy check fails a cache that holds the wrong past: here each row's cache is
     # another row's prompt (rows rolled), against a reference of the artifact's own full forwards.

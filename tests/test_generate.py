@@ -190,5 +190,47 @@ def test_generate_bad_input_is_named(decoder: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="has no chat template; drop --chat"):
         generate_cli(plain, tmp_path / "chat", "--chat")
     # An export folder with no decoder form: its manifest names the forms it has.
-    with pytest.raises(InputError, match="no form 'int8-cpu'"):
-        generate_cli(decoder, tmp_path / "form", "--form", "int8-cpu")
+    with pytest.raises(InputError, match="no form 'fp16'"):
+        generate_cli(decoder, tmp_path / "form", "--form", "fp16")
+
+
+def test_a_tied_table_is_stored_once_in_fp32_and_int8(tiny_decoder: Path, tmp_path: Path) -> None:
+    """fp32 keeps one float table (the head reads Transpose(table)); int8-cpu one 8-bit code tensor
+    read by both GatherBlockQuantized and the head's MatMulNBits, within the parity gate."""
+    import onnx
+
+    vocab_by_hidden = {(302, 32), (32, 302)}
+    fp32 = onnx.load(tiny_decoder / "fp32" / "model.onnx").graph
+    assert sum(tuple(t.dims) in vocab_by_hidden for t in fp32.initializer) == 1
+    manifest = json.loads((tiny_decoder / "manifest.json").read_text())
+    assert manifest["quantization"]["int8-cpu"]["token table"].startswith("shared with the tied LM head")
+    assert manifest["forms"]["int8-cpu"]["parity"]["passed"]
+    int8 = onnx.load(tiny_decoder / "int8-cpu" / "model.onnx").graph
+    codes = [t.name for t in int8.initializer if t.data_type == onnx.TensorProto.UINT8 and t.dims[0] == 302]
+    assert len(codes) == 2  # the codes and their zero points; no float table left
+    assert not [
+        t for t in int8.initializer if tuple(t.dims) in vocab_by_hidden and t.data_type == onnx.TensorProto.FLOAT
+    ]
+    head = next(n for n in int8.node if n.op_type == "MatMulNBits" and "lm_head" in n.name)
+    lookup = next(n for n in int8.node if n.op_type == "GatherBlockQuantized")
+    reshape = next(n for n in int8.node if n.output[0] == lookup.input[0])
+    assert reshape.op_type == "Reshape" and reshape.input[0] == head.input[1]  # the same codes at both ends
+    # The int8 artifact generates through the same command.
+    records = generate_cli(tiny_decoder, tmp_path, "--form", "int8-cpu", "--max_new_tokens", "4")
+    assert len(records) == len(PROMPTS) and all(r["tokens"] == 4 for r in records)
+
+
+def test_jsonl_prompts_keep_their_other_fields_and_stdin_works(decoder: Path, tmp_path: Path, monkeypatch) -> None:
+    import io
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"prompt": "the model", "reference": "a headline", "id": "7"}\n')
+    out = tmp_path / "out.jsonl"
+    main(["generate", str(decoder), "--prompts", str(rows), "--output", str(out), "--max_new_tokens", "3"])
+    record = json.loads(out.read_text())
+    assert record["reference"] == "a headline" and record["id"] == "7" and record["tokens"] == 3
+    monkeypatch.setattr("sys.stdin", io.StringIO("the model\n"))
+    main(
+        ["generate", str(decoder), "--prompts", "-", "--output", str(tmp_path / "stdin.jsonl"), "--max_new_tokens", "3"]
+    )
+    assert json.loads((tmp_path / "stdin.jsonl").read_text())["response"] == record["response"]

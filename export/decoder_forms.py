@@ -1,0 +1,89 @@
+"""The CPU INT8 form of a decoder (a causal LM with a KV cache), and the fusions it gets.
+
+`int8-cpu` of a decoder is weight-only 8-bit `MatMulNBits` (symmetric, block 32) with
+`accuracy_level=4`: at run time each activation row is quantised per block of 32 values and the
+dot products run in int8. The encoders' `int8-cpu` (dynamic QInt8, `MatMulInteger`) is not used
+here on purpose: it gives each activation tensor one scale per call, and an LLM's hidden states
+carry a few outlier channels, so one scale crushes every other channel. On SmolLM2-135M that form
+failed the parity gate outright (argmax agreement 0.66, perplexity +177%); blockwise scales keep
+an outlier's damage inside its block of 32. (`accuracy_level=1`, fp32 compute, was closer still but
+decoded 13x slower on 2 cores.)
+
+The token table is 8-bit too: shared with a tied LM head (`lightkit.export.tied`), or as its own
+GatherBlockQuantized table when the head is untied.
+
+Fusions: ORT's transformer optimizer, with its GPT-2 rules (`model_type="gpt2"`, Python fusions
+only), fuses the RMSNorms of the TorchScript graph (SimplifiedLayerNormalization, and
+SkipSimplifiedLayerNormalization with the residual add before it). Its attention and rotary
+fusions (GroupQueryAttention, RotaryEmbedding) match other exporters' graphs, not this one; the
+manifest records which fusions took, so a change in ORT shows up there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import onnx
+from transformers import PreTrainedModel
+
+from lightkit.errors import InputError
+
+FUSIONS = (
+    "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "RotaryEmbedding",
+    "GroupQueryAttention",
+    "MultiHeadAttention",
+)
+ACCURACY_LEVEL = 4  # int8 compute with per-block activation scales (MLAS's SQNBit int8 path)
+
+
+def fuse_decoder(model: PreTrainedModel, src: Path, dst: Path) -> dict[str, int]:
+    """ORT's transformer optimizer over a decoder graph, `src` to `dst`; returns how many nodes of
+    each fused op (FUSIONS) the result has."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    config = model.config
+    optimized = optimize_model(
+        str(src), model_type="gpt2", num_heads=config.num_attention_heads, hidden_size=config.hidden_size, opt_level=0
+    )
+    optimized.save_model_to_file(str(dst))
+    ops = Counter(node.op_type for node in optimized.model.graph.node)
+    return {op: ops[op] for op in FUSIONS}
+
+
+def quantize_int8_cpu_decoder(model: PreTrainedModel, src: Path, dst: Path) -> dict[str, Any]:
+    """The decoder's `int8-cpu` form (see the module docstring) from its fp32 graph; returns what
+    the manifest records: the fusions that took and how each part was quantised."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from lightkit.export.gather_quant import quantize_gathers
+    from lightkit.export.tied import quantize_tied_table
+
+    fused = dst.with_name(f"{dst.stem}-fused.onnx")
+    try:
+        fusions = fuse_decoder(model, src, fused)
+        logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+        quantizer = MatMulNBitsQuantizer(
+            onnx.load(str(fused)), bits=8, block_size=32, is_symmetric=True, accuracy_level=ACCURACY_LEVEL
+        )
+        quantizer.process()
+        graph = quantizer.model.model
+        tied = quantize_tied_table(graph, accuracy_level=ACCURACY_LEVEL)
+        tables = {} if tied else quantize_gathers(graph, bits=8)
+        quantizer.model.save_model_to_file(str(dst))
+    except Exception as e:  # noqa: BLE001 - report which step failed, with ORT's reason
+        raise InputError(f"int8-cpu: quantising the decoder {src.name} failed ({type(e).__name__}: {e})") from e
+    finally:
+        fused.unlink(missing_ok=True)
+    return {
+        "MatMul": f"MatMulNBits, 8 bits, symmetric, block 32, accuracy_level {ACCURACY_LEVEL}",
+        "token table": "shared with the tied LM head, 8 bits, block 32" if tied else {
+            "op": "GatherBlockQuantized", "tables": {name: f"{bits} bits, block 32" for name, bits in tables.items()}
+        },
+        "fusions": fusions,
+    }  # fmt: skip
