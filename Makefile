@@ -13,7 +13,7 @@ NER_RUN  := runs/ner
 LOCK     := requirements.lock
 PIP_Q    := -m pip install -q --disable-pip-version-check
 
-.PHONY: install lock test suite stage lint docs test-slow test-min test-latest demo distill ppo sft distill-sft align generate clean
+.PHONY: install lock test suite stage lint docs test-slow test-min test-latest demo distill ppo sft distill-sft align generate peer-venvs llm-peers clean
 
 install: $(VENV)/.installed
 
@@ -119,7 +119,20 @@ generate: install
 	test -f $(SFT_RUN)/checkpoints/last.ckpt || $(MAKE) sft
 	$(LIGHTKIT) export --config configs/sft_headlines.yaml --ckpt_path $(SFT_RUN)/checkpoints/last.ckpt --output $(GEN_OUT) --forms '[fp32, int8-cpu]' --overwrite true
 	$(LIGHTKIT) generate $(GEN_OUT) --form int8-cpu --prompts configs/prompts/headlines_test.jsonl --chat --max_new_tokens 24 --refine --refine_calls 16 --reward_fn lightkit.text_rewards:headline_length --output $(SFT_RUN)/generated.jsonl
-	$(PY) -c "import json; [print(f\"{r['reference']!r:50} -> {r['response']!r}  (refined {r['refined']['response_before']!r})\") for r in map(json.loads, open('$(SFT_RUN)/generated.jsonl'))]"
+	$(PY) -c "import json; [print(f\"{r['reference']!r:50} -> {r['response']!r}  (before refining: {r['refined']['response_before']!r})\") for r in map(json.loads, open('$(SFT_RUN)/generated.jsonl'))]"
+
+# The shipped model against the peers users would pick for it (benchmarks/llm_peers.py): optimum-onnx
+# and onnxruntime-genai, each in its own venv from its lock, since their transformers pins clash
+# with lightkit's (and with each other's). About 15 minutes on 2 cores once `make generate` ran.
+peer-venvs: .venv-optimum/.installed .venv-genai/.installed
+.venv-%/.installed: benchmarks/peers-%.lock
+	rm -rf .venv-$*
+	$(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python $(PIP_Q) -r $<
+	touch $@
+llm-peers: install peer-venvs
+	test -f $(GEN_OUT)/int8-cpu/model.onnx || $(MAKE) generate
+	$(PY) benchmarks/llm_peers.py --out benchmarks/results/llm-peers-cpu.json
 
 # KD of the real model: the SFT headline writer (30 layers) into a 15-layer student built from its
 # layers (about 40 min on 2 cores, plus `make sft` when its model is missing); both tested on the

@@ -100,15 +100,15 @@ def current_rss_mib() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def run_side(script: str, argv: list[str], threads: int, name: str) -> dict[str, Any]:
-    """Run one side of a peer comparison in its own process (`script` with `argv`), so its peak
-    RSS is its own, and return the JSON it prints on its `RESULT ` line; a side that prints none
-    stops the comparison with the end of its output."""
+def run_side(script: str, argv: list[str], threads: int, name: str, python: str | None = None) -> dict[str, Any]:
+    """Run one side of a peer comparison in its own process (`script` with `argv`, under `python`:
+    a peer's own venv, or this one), so its peak RSS is its own, and return the JSON it prints on
+    its `RESULT ` line; a side that prints none stops the comparison with the end of its output."""
     import os
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True,
+    proc = subprocess.run([python or sys.executable, script, *argv], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": str(threads)})  # fmt: skip
     line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
     if line is None:

@@ -25,6 +25,10 @@ INT8_VS_PYTORCH = 0.25  # int8-gpu latency over PyTorch eager fp32 at 1x128
 INT8_SIZE = 0.25  # int8-gpu file over the fp32 ONNX file
 F1_LOSS = 0.003  # seqeval F1 (a fraction), int8-gpu against PyTorch
 CPU_INT8_SPEEDUP = 2.0  # ORT int8-cpu over PyTorch fp32, batch 1, 2 cores
+LLM_VS_OPTIMUM = 1.0  # the LLM's int8-cpu decode ms/token over optimum-onnx int8's
+LLM_VS_GENAI = 1.2  # ... over onnxruntime-genai int4's
+LLM_PPL_CHANGE = 0.01  # |perplexity change| of int8-cpu against PyTorch fp32
+LLM_INT8_SIZE = 0.3  # int8-cpu file over the fp32 ONNX file
 
 
 def check(what: str, op: str, target: float, measured: float | None) -> dict[str, Any]:
@@ -101,7 +105,25 @@ def cpu_inference(result: dict[str, Any]) -> tuple[list[dict[str, Any]], str | N
     ], None
 
 
+def llm_peers(result: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    r = result["results"]
+    ours, optimum, genai = r["lightkit int8-cpu"], r["optimum int8 (dynamic, per-channel)"], r["onnxruntime-genai int4"]
+    rows = []
+    for b in (1, 8):
+        key = f"decode_ms_per_token_b{b}"
+        rows.append(check(f"int8-cpu decode ms/token at batch {b} over optimum int8's", "<=", LLM_VS_OPTIMUM,
+                          ours[key] / optimum[key]))  # fmt: skip
+    rows.append(check("int8-cpu decode ms/token at batch 1 over onnxruntime-genai int4's", "<=", LLM_VS_GENAI,
+                      ours["decode_ms_per_token_b1"] / genai["decode_ms_per_token_b1"]))  # fmt: skip
+    rows.append(check("int8-cpu |perplexity change| against PyTorch fp32", "<=", LLM_PPL_CHANGE,
+                      abs(ours["perplexity_change"])))  # fmt: skip
+    rows.append(check("int8-cpu file over lightkit's fp32 file", "<=", LLM_INT8_SIZE, ours["size_vs_lightkit_fp32"]))
+    return rows, None
+
+
 def checker(result: dict[str, Any]) -> Callable[[dict[str, Any]], tuple[list[dict[str, Any]], str | None]] | None:
+    if "pytorch_fp32_perplexity" in result:  # benchmarks/llm_peers.py
+        return llm_peers
     if "ratio_tokens_per_s" in result:
         return training
     if "encoder" in result:

@@ -324,6 +324,44 @@ def align_trl_table(result: dict) -> str:
     return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
 
 
+def llm_peers_table(result: dict) -> str:
+    """benchmarks/llm_peers.py: the shipped LLM against optimum-onnx and onnxruntime-genai."""
+    lines = [
+        "| side | size MiB | prefill ms, 128 tokens, b1 / b8 | decode ms/token, b1 / b8 | perplexity (change) "
+        "| greedy: tokens before divergence / identical answers |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in result["results"].items():
+        lines.append(
+            f"| {name} | {r['bytes'] / 2**20:.0f} | {r['prefill_ms_b1']:.0f} / {r['prefill_ms_b8']:.0f} | "
+            f"{r['decode_ms_per_token_b1']:.1f} / {r['decode_ms_per_token_b8']:.1f} | "
+            f"{r['perplexity']:.3f} ({100 * r['perplexity_change']:+.2f}%) | "
+            f"{r['greedy_prefix_agreement']:.2f} / {r['greedy_identical']:.2f} |"
+        )
+    head = (
+        f"Device: {result['device']}; {result['date']}; medians over {result['rounds']} interleaved rounds; "
+        f"PyTorch fp32 perplexity {result['pytorch_fp32_perplexity']:.3f}."
+    )
+    return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
+
+
+def refiner_table(result: dict) -> str:
+    """benchmarks/refiner_vs_best_of_n.py: the refiner against best-of-N on one objective."""
+    lines = [
+        "| method | objective | gain over greedy | ROUGE-L | words | model calls | ms per prompt |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in result["summary"].items():
+        lines.append(
+            f"| {name} | {r['objective']:.2f} | {r['objective_gain_over_greedy']:+.2f} | {r['rougeL']:.3f} | "
+            f"{r['words']:.1f} | {r['calls']:.1f} | {r['ms']:.0f} |"
+        )
+    head = (
+        f"Device: {result['device']}; {result['date']}; {result['prompts']} prompts; objective: {result['objective']}."
+    )
+    return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
+
+
 # Which table a result file gets: the first renderer whose test matches it.
 RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
     (lambda r: "rows" in r and "speedup_vs_pytorch" in r["rows"][0], inference_table),
@@ -335,6 +373,8 @@ RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
     (lambda r: "dpo" in r and "grpo" in r, align_trl_table),
     (lambda r: "trl" in r, trl_table),
     (lambda r: "retention" in r, kd_table),
+    (lambda r: "pytorch_fp32_perplexity" in r, llm_peers_table),
+    (lambda r: "objective_gain_over_greedy" in next(iter(r.get("summary", {}).values()), {}), refiner_table),
 ]
 
 

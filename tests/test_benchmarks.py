@@ -164,6 +164,51 @@ def test_refiner_vs_best_of_n_benchmark_runs(tiny_decoder: Path, tmp_path: Path)
     assert summary["greedy"]["objective_gain_over_greedy"] == 0.0
     assert summary["refine(4)"]["calls"] <= summary["greedy"]["calls"] + 4
     assert summary["best-of-2"]["calls"] >= 2  # decoding steps and the scoring call
+    run_script("to_markdown.py", str(out))
+    assert "| refine(4) |" in out.with_suffix(".md").read_text()
+
+
+def test_llm_peer_side_measures_lightkit_and_the_peer_table_checks_the_targets(
+    tiny_decoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ids = [[5 + i, 17, 42, 9, 11, 12, 13, 14] for i in range(8)]
+    job = {"prompt_128": ids, "texts": ids[:2], "greedy_prompts": ids[:2], "greedy_tokens": 3, "decode_tokens": 2,
+           "repeats": 1, "eos": 10**6}  # fmt: skip
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    capsys.readouterr()
+    run_script("llm_peer_side.py", "measure", "--side", "lightkit", "--model", str(tiny_decoder / "int8-cpu"),
+               "--job", str(tmp_path / "job.json"))  # fmt: skip
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("RESULT "))
+    side = json.loads(line[len("RESULT ") :])
+    assert side["bytes"] == (tiny_decoder / "int8-cpu" / "model.onnx").stat().st_size
+    assert side["decode_ms_per_token_b8"] > 0 and 1 < side["perplexity"] < 1e4 and len(side["greedy"][0]) == 3
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from llm_peers import agreement
+        from targets import annotate
+        from to_markdown import render
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert agreement([[1, 2, 3, 4], [1, 2, 3, 4]], [[1, 2, 9, 4], [1, 2, 3, 4]]) == {
+        "greedy_prefix_agreement": 0.75, "greedy_identical": 0.5}  # fmt: skip
+    assert agreement([[1, 2, 3]], [[1, 2, 3, 4]]) == {"greedy_prefix_agreement": 0.75, "greedy_identical": 0.0}
+    row = {
+        **side,
+        "perplexity_change": 0.02,
+        "size_vs_lightkit_fp32": 0.28,
+        **agreement(side["greedy"], side["greedy"]),
+    }
+    slower = {**row, "decode_ms_per_token_b1": row["decode_ms_per_token_b1"] / 2}
+    result = annotate({"pytorch_fp32_perplexity": 10.0, "device": "CPU", "date": "d", "rounds": 1, "command": "c",
+                       "results": {"lightkit int8-cpu": row, "optimum int8 (dynamic, per-channel)": row,
+                                   "onnxruntime-genai int4": slower}})  # fmt: skip
+    met = {t["what"]: t["met"] for t in result["targets"]}
+    assert met["int8-cpu decode ms/token at batch 1 over optimum int8's"]  # equal is at least as fast
+    assert not met["int8-cpu decode ms/token at batch 1 over onnxruntime-genai int4's"]  # 2x slower
+    assert (
+        not met["int8-cpu |perplexity change| against PyTorch fp32"] and met["int8-cpu file over lightkit's fp32 file"]
+    )
+    assert "| onnxruntime-genai int4 |" in render(result) and "missed by" in render(result)
 
 
 def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:

@@ -1,0 +1,200 @@
+"""One side of benchmarks/llm_peers.py, in its own process (and, for the peers, their own venv).
+
+    python benchmarks/llm_peer_side.py build  --side optimum|genai --hf HF_FOLDER --out DIR
+    python benchmarks/llm_peer_side.py measure --side lightkit|optimum|genai --model DIR --job JOB.json
+
+`build` makes a peer's artifact with its own documented recipe:
+- optimum: `ORTModelForCausalLM.from_pretrained(export=True)` (the `text-generation-with-past`
+  export), then `ORTQuantizer` with `AutoQuantizationConfig.avx512_vnni(is_static=False,
+  per_channel=True)`, dynamic int8 for this machine's VNNI CPU, per-channel as its docs advise
+  for accuracy;
+- genai: `python -m onnxruntime_genai.models.builder -p int4 -e cpu` with
+  `int4_accuracy_level=4` (int8 compute, the setting its docs give for CPU).
+
+`measure` prints one `RESULT {json}` line: file size, prefill ms for the job's 128-token prompts
+at batch 1 and 8, decode ms per token at batch 1 and 8, perplexity on the job's held-out text, and
+the greedy answers to the job's prompts (EOS allowed, cut after it). Timing runs force exactly
+n new tokens on every side (EOS suppressed until then where the runtime would stop). Each side
+decodes through its own runtime: lightkit's `OrtModel.greedy`, optimum's `generate`,
+onnxruntime-genai's `Generator`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def build(side: str, hf: str, out: str) -> None:
+    if side == "optimum":
+        from optimum.onnxruntime import ORTModelForCausalLM, ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+        fp32 = Path(out) / "fp32"
+        ORTModelForCausalLM.from_pretrained(hf, export=True, use_cache=True).save_pretrained(fp32)
+        quantizer = ORTQuantizer.from_pretrained(fp32, file_name="model.onnx")
+        config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
+        quantizer.quantize(save_dir=Path(out) / "int8", quantization_config=config)
+        for name in ("config.json", "generation_config.json"):
+            if (fp32 / name).exists() and not (Path(out) / "int8" / name).exists():
+                (Path(out) / "int8" / name).write_bytes((fp32 / name).read_bytes())
+    elif side == "genai":
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", hf, "-o", out, "-p", "int4",
+                        "-e", "cpu", "-c", str(Path(out) / "cache"), "--extra_options", "int4_accuracy_level=4"],
+                       check=True)  # fmt: skip
+    else:
+        raise SystemExit(f"unknown side {side}")
+
+
+def onnx_bytes(folder: Path) -> int:
+    return sum(
+        p.stat().st_size for p in folder.rglob("*") if p.suffix in (".onnx", ".data") or p.name.endswith(".onnx.data")
+    )
+
+
+class Lightkit:
+    def __init__(self, folder: Path) -> None:
+        import torch
+
+        from lightkit.export.runtime import OrtModel
+
+        self.torch, self.model = torch, OrtModel(folder / "model.onnx", device="cpu")
+        self.bytes = onnx_bytes(folder)
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        t = self.torch.from_numpy(ids)
+        return self.model(input_ids=t, attention_mask=self.torch.ones_like(t)).logits.numpy()
+
+    def greedy(self, ids: np.ndarray, n: int, exact: bool = True) -> np.ndarray:
+        t = self.torch.from_numpy(ids)  # the loop always runs n steps; answers are cut at EOS after
+        return self.model.greedy(t, self.torch.ones_like(t), n).numpy()
+
+
+class Optimum:
+    def __init__(self, folder: Path) -> None:
+        import torch
+        from optimum.onnxruntime import ORTModelForCausalLM
+
+        name = next(p.name for p in folder.glob("*.onnx"))
+        self.torch = torch
+        self.model = ORTModelForCausalLM.from_pretrained(folder, file_name=name, use_cache=True)
+        self.bytes = onnx_bytes(folder)
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        t = self.torch.from_numpy(ids)
+        return self.model(input_ids=t, attention_mask=self.torch.ones_like(t)).logits.float().numpy()
+
+    def greedy(self, ids: np.ndarray, n: int, exact: bool = True) -> np.ndarray:
+        t = self.torch.from_numpy(ids)
+        length = {"min_new_tokens": n} if exact else {}  # exact: n tokens for timing (EOS suppressed until then)
+        out = self.model.generate(input_ids=t, attention_mask=self.torch.ones_like(t), max_new_tokens=n,
+                                  do_sample=False, pad_token_id=0, **length)  # fmt: skip
+        return out[:, ids.shape[1] :].numpy()
+
+
+class Genai:
+    def __init__(self, folder: Path) -> None:
+        import onnxruntime as ort
+        import onnxruntime_genai as og
+
+        self.og, self.model = og, og.Model(str(folder))
+        self.decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+        self.bytes = onnx_bytes(folder)
+        # Perplexity reads every position's logits: the same graph run directly, with an empty cache.
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        feeds: dict[str, np.ndarray] = {}
+        for i in self.session.get_inputs():
+            if i.name == "input_ids":
+                feeds[i.name] = ids.astype(np.int64)
+            elif i.name == "attention_mask":
+                feeds[i.name] = np.ones_like(ids, dtype=np.int64)
+            elif i.name == "position_ids":
+                feeds[i.name] = np.broadcast_to(np.arange(ids.shape[1]), ids.shape).astype(np.int64)
+            elif i.name.startswith("past_key_values"):
+                kv_heads, head_dim = self.decoder["num_key_value_heads"], self.decoder["head_size"]
+                dtype = np.float16 if "float16" in i.type else np.float32
+                feeds[i.name] = np.zeros((ids.shape[0], kv_heads, 0, head_dim), dtype=dtype)
+        return self.session.run(["logits"], feeds)[0].astype(np.float32)
+
+    def greedy(self, ids: np.ndarray, n: int, exact: bool = True) -> np.ndarray:
+        params = self.og.GeneratorParams(self.model)
+        length = {"min_length": ids.shape[1] + n} if exact else {}
+        params.set_search_options(max_length=ids.shape[1] + n, do_sample=False, batch_size=ids.shape[0], **length)
+        generator = self.og.Generator(self.model, params)
+        generator.append_tokens(ids.astype(np.int32))
+        while not generator.is_done():
+            generator.generate_next_token()
+        rows = [np.asarray(generator.get_sequence(b))[ids.shape[1] :] for b in range(ids.shape[0])]
+        return rows[0][None] if len(rows) == 1 else np.stack(rows)
+
+
+SIDES = {"lightkit": Lightkit, "optimum": Optimum, "genai": Genai}
+
+
+def perplexity(side: Any, texts: list[list[int]]) -> float:
+    nll, count = 0.0, 0
+    for ids in texts:
+        x = np.asarray([ids], dtype=np.int64)
+        logits = side.logits(x)[0, :-1].astype(np.float64)
+        logits -= logits.max(-1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        nll -= float(logp[np.arange(len(ids) - 1), ids[1:]].sum())
+        count += len(ids) - 1
+    return math.exp(nll / count)
+
+
+def measure(side_name: str, folder: str, job_path: str) -> None:
+    job = json.loads(Path(job_path).read_text())
+    side = SIDES[side_name](Path(folder))
+    prompt = np.asarray(job["prompt_128"], dtype=np.int64)  # (8, 128)
+    timings: dict[str, float] = {}
+    for batch in (1, 8):
+        ids = prompt[:batch]
+        side.greedy(ids, 2)  # warm-up
+        pre, full = [], []
+        for _ in range(job["repeats"]):
+            start = time.perf_counter()
+            side.greedy(ids, 1)
+            pre.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            side.greedy(ids, 1 + job["decode_tokens"])
+            full.append(time.perf_counter() - start)
+        timings[f"prefill_ms_b{batch}"] = 1000 * float(np.median(pre))
+        timings[f"decode_ms_per_token_b{batch}"] = (
+            1000 * (float(np.median(full)) - float(np.median(pre))) / job["decode_tokens"]
+        )
+    greedy = []  # each answer as the side decodes it with EOS allowed, cut after its first EOS
+    for p in job["greedy_prompts"]:
+        answer = side.greedy(np.asarray([p], dtype=np.int64), job["greedy_tokens"], exact=False)[0].tolist()
+        greedy.append(answer[: answer.index(job["eos"]) + 1] if job["eos"] in answer else answer)
+    result = {"bytes": side.bytes, **timings, "perplexity": perplexity(side, job["texts"]), "greedy": greedy}
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("action", choices=["build", "measure"])
+    ap.add_argument("--side", required=True)
+    ap.add_argument("--hf")
+    ap.add_argument("--out")
+    ap.add_argument("--model")
+    ap.add_argument("--job")
+    args = ap.parse_args()
+    if args.action == "build":
+        build(args.side, args.hf, args.out)
+    else:
+        measure(args.side, args.model, args.job)
+
+
+if __name__ == "__main__":
+    main()

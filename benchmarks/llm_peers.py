@@ -1,0 +1,173 @@
+"""The shipped SmolLM2 against optimum-onnx and onnxruntime-genai, same merged model, one run.
+
+    make peer-venvs    # .venv-optimum and .venv-genai, each from its lock in benchmarks/
+    python benchmarks/llm_peers.py --out benchmarks/results/llm-peers-cpu.json
+
+Sides, each measured in its own process, interleaved over `--rounds`, each peer in its own venv
+(optimum-onnx pins transformers < 4.58; onnxruntime-genai's builder needs transformers 5 and the
+CPU onnxruntime package, which would clash with lightkit's onnxruntime-gpu):
+- lightkit int8-cpu (and fp32): `make generate`'s export of the tuned headline writer;
+- optimum int8: optimum-onnx's `text-generation-with-past` export of the same merged model
+  (`runs/sft_headlines/hf_model`), quantised by its ORTQuantizer (dynamic, per-channel, VNNI);
+- onnxruntime-genai int4: its model builder (`-p int4 -e cpu`, accuracy level 4) on that folder.
+Built once, untimed (benchmarks/llm_peer_side.py says how). Compared: ONNX file size; prefill ms
+for 128-token prompts at batch 1 and 8; decode ms per token at batch 1 and 8 (32 tokens after
+the prompt, minus the prefill); perplexity on held-out BBC articles (the test split, 160 tokens
+each) against PyTorch fp32; greedy agreement with PyTorch fp32 on the 8 prompts of
+configs/prompts/headlines_test.jsonl (chat template, 24 tokens): the share of tokens before the
+first divergence, and the share of answers identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from measure import command_line, run_side, write_result
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lightkit.data.chat import generation_prompt
+
+ROOT = Path(__file__).resolve().parents[1]
+SIDE = str(ROOT / "benchmarks" / "llm_peer_side.py")
+
+
+def job(hf: str, texts: int, text_tokens: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The inputs every side gets, and PyTorch fp32's perplexity and greedy answers on them."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from refiner_vs_best_of_n import held_out
+
+    tokenizer = AutoTokenizer.from_pretrained(hf)
+    articles = held_out(hf, 64)
+    ids = [tokenizer(a["prompt"].split("\n\n", 1)[-1])["input_ids"] for a in articles]
+    long_enough = [i for i in ids if len(i) >= max(text_tokens, 128)]
+    if len(long_enough) < 8 + texts:
+        raise SystemExit(f"only {len(long_enough)} held-out articles have {text_tokens} tokens; lower --text_tokens")
+    rows = [json.loads(line) for line in (ROOT / "configs/prompts/headlines_test.jsonl").read_text().splitlines()]
+    # The prompts exactly as `lightkit generate --chat` renders them.
+    chats = [tokenizer(generation_prompt(tokenizer, r["prompt"], None), add_special_tokens=False)["input_ids"]
+             for r in rows]  # fmt: skip
+    spec = {
+        "prompt_128": [i[:128] for i in long_enough[:8]],
+        "texts": [i[:text_tokens] for i in long_enough[8 : 8 + texts]],
+        "greedy_prompts": chats,
+        "greedy_tokens": 24,
+        "decode_tokens": 32,
+        "repeats": 3,
+        "eos": tokenizer.eos_token_id,
+    }
+    model = AutoModelForCausalLM.from_pretrained(hf, torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        nll, count = 0.0, 0
+        for t in spec["texts"]:
+            x = torch.tensor([t])
+            nll += float(model(input_ids=x, labels=x).loss) * (len(t) - 1)
+            count += len(t) - 1
+        greedy = []
+        for c in chats:
+            x = torch.tensor([c])
+            out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=24, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+            answer = out[0, len(c) :].tolist()
+            eos = tokenizer.eos_token_id
+            greedy.append(answer[: answer.index(eos) + 1] if eos in answer else answer)
+    import math
+
+    return spec, {"perplexity": math.exp(nll / count), "greedy": greedy}
+
+
+def freeze(python: str) -> list[str]:
+    """The peer venv's packages that matter here, as installed."""
+    keep = ("torch", "transformers", "optimum", "onnx", "onnxruntime", "accelerate")
+    out = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True).stdout.split()
+    return [p for p in out if p.split("==")[0].lower().replace("_", "-").startswith(keep)]
+
+
+def agreement(answers: list[list[int]], reference: list[list[int]]) -> dict[str, float]:
+    """Greedy answers (each cut after its EOS) against PyTorch's: the share of each reference
+    answer's tokens before the first divergence, and the share of answers identical."""
+    prefix = []
+    for a, r in zip(answers, reference):
+        same = next((i for i, (x, y) in enumerate(zip(a, r)) if x != y), min(len(a), len(r)))
+        prefix.append(same / len(r))
+    identical = [a == r for a, r in zip(answers, reference)]
+    return {"greedy_prefix_agreement": statistics.fmean(prefix), "greedy_identical": statistics.fmean(identical)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hf", default="runs/sft_headlines/hf_model")
+    ap.add_argument("--artifact", default="runs/sft_headlines/onnx")
+    ap.add_argument("--optimum_python", default=".venv-optimum/bin/python")
+    ap.add_argument("--genai_python", default=".venv-genai/bin/python")
+    ap.add_argument("--work", default="runs/llm_peers")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--texts", type=int, default=8)
+    ap.add_argument("--text_tokens", type=int, default=160)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", default="benchmarks/results/llm-peers-cpu.json")
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    spec, pytorch = job(args.hf, args.texts, args.text_tokens)
+    (work / "job.json").write_text(json.dumps(spec))
+    peers = {"optimum": args.optimum_python, "genai": args.genai_python}
+    for side, folder in (("optimum", work / "optimum"), ("genai", work / "genai-int4")):
+        if not folder.exists():
+            subprocess.run([peers[side], SIDE, "build", "--side", side, "--hf", args.hf, "--out", str(folder)],
+                           check=True)  # fmt: skip
+    sides = {
+        "lightkit int8-cpu": ("lightkit", Path(args.artifact) / "int8-cpu", sys.executable),
+        "optimum int8 (dynamic, per-channel)": ("optimum", work / "optimum" / "int8", args.optimum_python),
+        "onnxruntime-genai int4": ("genai", work / "genai-int4", args.genai_python),
+        "lightkit fp32": ("lightkit", Path(args.artifact) / "fp32", sys.executable),
+        "optimum fp32": ("optimum", work / "optimum" / "fp32", args.optimum_python),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
+    for r in range(args.rounds):
+        order = list(sides)[r % len(sides) :] + list(sides)[: r % len(sides)]
+        for name in order:
+            kind, folder, python = sides[name]
+            argv = ["measure", "--side", kind, "--model", str(folder), "--job", str(work / "job.json")]
+            runs[name].append(run_side(SIDE, argv, args.threads, name, python=python))
+            print(name, {k: round(v, 2) for k, v in runs[name][-1].items() if isinstance(v, float)}, flush=True)
+    results = {}
+    for name, values in runs.items():
+        row = {k: statistics.median(v[k] for v in values) for k in values[0] if k not in ("greedy",)}
+        row["perplexity_change"] = row["perplexity"] / pytorch["perplexity"] - 1
+        row.update(agreement(values[0]["greedy"], pytorch["greedy"]))
+        results[name] = row
+    fp32_bytes = results["lightkit fp32"]["bytes"]
+    for row in results.values():
+        row["size_vs_lightkit_fp32"] = row["bytes"] / fp32_bytes
+    import onnxruntime
+
+    result = {
+        "what": "SmolLM2-135M-Instruct, LoRA-merged, on ORT CPU: lightkit vs optimum-onnx vs onnxruntime-genai",
+        "command": command_line("llm_peers.py", args),
+        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, {args.threads} threads",
+        "versions": {
+            "onnxruntime": onnxruntime.__version__,
+            "torch": torch.__version__,
+            **{side: freeze(python) for side, python in peers.items()},
+        },  # fmt: skip
+        "date": time.strftime("%Y-%m-%d"),
+        "pytorch_fp32_perplexity": pytorch["perplexity"],
+        "rounds": args.rounds,
+        "results": results,
+    }
+    write_result(args.out, result)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
