@@ -234,3 +234,25 @@ def test_jsonl_prompts_keep_their_other_fields_and_stdin_works(decoder: Path, tm
         ["generate", str(decoder), "--prompts", "-", "--output", str(tmp_path / "stdin.jsonl"), "--max_new_tokens", "3"]
     )
     assert json.loads((tmp_path / "stdin.jsonl").read_text())["response"] == record["response"]
+
+
+def test_int8_gpu_shares_the_tied_table_too(tiny_decoder: Path, tmp_path: Path) -> None:
+    """The GPU form of a tied decoder: one 8-bit table for both ends, fp16 scales, parity-gated
+    (here on the CPU EP; placement is checked where there is a GPU)."""
+    import onnx
+    from conftest import TINY_CLM, TINY_GQA_TIED
+
+    run = tiny_decoder.parent / "run"
+    ckpt = next(run.rglob("*.ckpt"))
+    common = ["--config", str(TINY_CLM), "--data.tokenizer", str(tiny_decoder.parent / "tokenizer"),
+              "--model.init_args.model_config", TINY_GQA_TIED]  # fmt: skip
+    main(["export", *common, "--ckpt_path", str(ckpt), "--output", str(tmp_path / "onnx"), "--forms", "[int8-gpu]"])
+    manifest = json.loads((tmp_path / "onnx" / "manifest.json").read_text())
+    assert manifest["quantization"]["int8-gpu"]["embedding tables"]["tables"] == {
+        "tied token table": "8 bits, symmetric, block 32, fp16 scales"
+    }
+    graph = onnx.load(tmp_path / "onnx" / "int8-gpu" / "model.onnx").graph
+    head = next(n for n in graph.node if n.op_type == "MatMulNBits" and "lm_head" in n.name)
+    lookup = next(n for n in graph.node if n.op_type == "GatherBlockQuantized")
+    assert next(n for n in graph.node if n.output[0] == lookup.input[0]).input[0] == head.input[1]
+    assert manifest["forms"]["int8-gpu"]["parity"]["passed"]
