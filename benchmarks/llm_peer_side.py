@@ -5,9 +5,9 @@
 
 `build` makes a peer's artifact with its own documented recipe:
 - optimum: `ORTModelForCausalLM.from_pretrained(export=True)` (the `text-generation-with-past`
-  export), then `ORTQuantizer` with `AutoQuantizationConfig.avx512_vnni(is_static=False,
-  per_channel=True)`, dynamic int8 for this machine's VNNI CPU, per-channel as its docs advise
-  for accuracy;
+  export) of the folder with its config in transformers 4.x's terms (`legacy_config`), then
+  `ORTQuantizer` with `AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)`,
+  dynamic int8 for this machine's VNNI CPU, per-channel as its docs advise for accuracy;
 - genai: `python -m onnxruntime_genai.models.builder -p int4 -e cpu` with
   `int4_accuracy_level=4` (int8 compute, the setting its docs give for CPU).
 
@@ -39,7 +39,8 @@ def build(side: str, hf: str, out: str) -> None:
         from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
         fp32 = Path(out) / "fp32"
-        ORTModelForCausalLM.from_pretrained(hf, export=True, use_cache=True).save_pretrained(fp32)
+        ORTModelForCausalLM.from_pretrained(legacy_config(hf, Path(out) / "hf"), export=True, use_cache=True
+                                            ).save_pretrained(fp32)  # fmt: skip
         quantizer = ORTQuantizer.from_pretrained(fp32, file_name="model.onnx")
         config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
         quantizer.quantize(save_dir=Path(out) / "int8", quantization_config=config)
@@ -52,6 +53,24 @@ def build(side: str, hf: str, out: str) -> None:
                        check=True)  # fmt: skip
     else:
         raise SystemExit(f"unknown side {side}")
+
+
+def legacy_config(hf: str, dst: Path) -> Path:
+    """The model folder as transformers 4.x reads it. transformers 5 writes RoPE's base under
+    `rope_parameters`; 4.57 (optimum-onnx's pin) looks for a top-level `rope_theta` and, without
+    one, silently uses 10000 instead of SmolLM2's 100000, a different model (perplexity +5.5%
+    on this job). The copy adds `rope_theta` (and `rope_scaling` for non-default RoPE)."""
+    import shutil
+
+    shutil.copytree(hf, dst, dirs_exist_ok=True)
+    config = json.loads((dst / "config.json").read_text())
+    rope = config.get("rope_parameters") or {}
+    if "rope_theta" in rope:
+        config.setdefault("rope_theta", rope["rope_theta"])
+    if rope.get("rope_type", "default") != "default":
+        config.setdefault("rope_scaling", rope)
+    (dst / "config.json").write_text(json.dumps(config, indent=2))
+    return dst
 
 
 def onnx_bytes(folder: Path) -> int:

@@ -65,7 +65,7 @@ def job(hf: str, texts: int, text_tokens: int) -> tuple[dict[str, Any], dict[str
         "repeats": 3,
         "eos": tokenizer.eos_token_id,
     }
-    model = AutoModelForCausalLM.from_pretrained(hf, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
     with torch.no_grad():
         nll, count = 0.0, 0
         for t in spec["texts"]:

@@ -115,7 +115,7 @@ def llm_peers(result: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]
                           ours[key] / optimum[key]))  # fmt: skip
     rows.append(check("int8-cpu decode ms/token at batch 1 over onnxruntime-genai int4's", "<=", LLM_VS_GENAI,
                       ours["decode_ms_per_token_b1"] / genai["decode_ms_per_token_b1"]))  # fmt: skip
-    rows.append(check("int8-cpu |perplexity change| against PyTorch fp32", "<=", LLM_PPL_CHANGE,
+    rows.append(check("int8-cpu perplexity change against PyTorch fp32, absolute", "<=", LLM_PPL_CHANGE,
                       abs(ours["perplexity_change"])))  # fmt: skip
     rows.append(check("int8-cpu file over lightkit's fp32 file", "<=", LLM_INT8_SIZE, ours["size_vs_lightkit_fp32"]))
     return rows, None
