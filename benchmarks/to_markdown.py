@@ -185,6 +185,11 @@ def targets_lines(result: dict) -> list[str]:
     return [*lines, ""]
 
 
+def with_command(head: str, lines: list[str], result: dict) -> str:
+    """A result's table under its one-line header, with the command that reproduces it."""
+    return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
+
+
 def samples_table(samples: list[dict], columns: dict[str, str]) -> list[str]:
     """Sample answers side by side: one column per `columns` key, headed by its value."""
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
@@ -230,7 +235,7 @@ def trl_table(result: dict) -> str:
         f"steps after {job['warmup']}, batch {job['batch_size']}, {job['precision']}, ROUGE on {job['eval_rows']} "
         f"held-out articles; medians over seeds {job.get('seeds', [0])}."
     )
-    return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
+    return with_command(head, lines, result)
 
 
 def kd_table(result: dict) -> str:
@@ -321,7 +326,7 @@ def align_trl_table(result: dict) -> str:
         f"{job['warmup_steps_untimed']} untimed step(s) first; held-out scores on {job['eval_rows']} articles after "
         f"the same steps on both sides ({steps}); {over}."
     )
-    return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
+    return with_command(head, lines, result)
 
 
 def llm_peers_table(result: dict) -> str:
@@ -342,7 +347,7 @@ def llm_peers_table(result: dict) -> str:
         f"Device: {result['device']}; {result['date']}; medians over {result['rounds']} interleaved rounds; "
         f"PyTorch fp32 perplexity {result['pytorch_fp32_perplexity']:.3f}."
     )
-    return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
+    return with_command(head, lines, result)
 
 
 def refiner_table(result: dict) -> str:
@@ -359,7 +364,7 @@ def refiner_table(result: dict) -> str:
     head = (
         f"Device: {result['device']}; {result['date']}; {result['prompts']} prompts; objective: {result['objective']}."
     )
-    return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
+    return with_command(head, lines, result)
 
 
 # Which table a result file gets: the first renderer whose test matches it.
