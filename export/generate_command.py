@@ -7,10 +7,13 @@
         --reward_fn lightkit.text_rewards:rouge_l
 
 It needs only the export folder (its manifest, tokenizer and forms), not the training config, so
-it is its own small command beside the LightningCLI ones. Prompts come from a text file (one per
-line), a JSON-lines file (`{"prompt": ..., "reference": ...}`: other text fields go to a reward
-callable that names them) or standard input (`-`, the default). Records go to `--output`
-(written whole or not at all) or standard output; the speed goes to standard error.
+it is its own small command beside the LightningCLI ones. Given a checkpoint and `--config`
+instead, it runs `lightkit export` into a temporary folder first, parity gate included.
+
+Prompts come from a text file (one per line), a JSON-lines file (`{"prompt": ..., "reference":
+...}`: other text fields go to a reward callable that names them) or standard input (`-`, the
+default). Records go to `--output` (written whole or not at all) or standard output; the speed
+goes to standard error.
 """
 
 from __future__ import annotations
@@ -18,17 +21,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 from typing import IO, Any
 
+from lightkit.errors import InputError
 from lightkit.io import atomic_open
 from lightkit.rewards import build_reward
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lightkit generate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("artifact", help="folder written by `lightkit export` from a causal LM")
+    ap.add_argument(
+        "artifact", help="folder written by `lightkit export` from a causal LM, or a checkpoint (with --config)"
+    )
+    ap.add_argument("--config", action="append", default=None,
+                    help="with a checkpoint: the config(s) it was trained with; it is exported first (parity-gated, "
+                    "--form or fp32) to a temporary folder")  # fmt: skip
     ap.add_argument("--form", default=None, help="which form (default: the manifest's best for this machine)")
     ap.add_argument("--device", choices=("auto", "cpu"), default="auto")
     ap.add_argument("--prompts", default="-", help="a .txt (one prompt per line) or .jsonl file, or - for stdin")
@@ -82,8 +94,29 @@ def run(args: argparse.Namespace, out: IO[str]) -> dict[str, Any]:
     return {"answers": answers, "tokens": tokens, "seconds": seconds, "form": artifact.form}
 
 
-def main(argv: list[str]) -> None:
+#: Exports a checkpoint: (config files, checkpoint, output folder, form). lightkit.main passes its
+#: `lightkit export`, which sits above this module.
+Export = Callable[[list[str], str, str, str], object]
+
+
+def main(argv: list[str], export: Export | None = None) -> None:
     args = parser().parse_args(argv)
+    if not Path(args.artifact).is_file():
+        return generate(args)
+    if not args.config:
+        raise InputError(
+            f"{args.artifact}: a checkpoint needs --config (the config it was trained with) to be exported first; "
+            "or give a folder written by lightkit export"
+        )
+    if export is None:
+        raise InputError(f"{args.artifact}: generating from a checkpoint needs the `lightkit generate` command")
+    with tempfile.TemporaryDirectory(prefix="lightkit-generate-") as tmp:
+        export(args.config, args.artifact, f"{tmp}/onnx", args.form or "fp32")
+        args.artifact = f"{tmp}/onnx"
+        generate(args)
+
+
+def generate(args: argparse.Namespace) -> None:
     with atomic_open(args.output) if args.output != "-" else nullcontext(sys.stdout) as out:
         stats = run(args, out)
     speed = stats["tokens"] / stats["seconds"] if stats["seconds"] > 0 else 0.0

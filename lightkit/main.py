@@ -179,6 +179,12 @@ def cli(args: ArgsType = None, run: bool = True) -> LightkitCLI:
     )
 
 
+def export_for_generate(configs: list[str], ckpt_path: str, output: str, form: str) -> None:
+    """`lightkit generate CKPT --config ...`: the checkpoint exported by `lightkit export` first."""
+    cli(["export", *(a for c in configs for a in ("--config", c)), "--ckpt_path", ckpt_path, "--output", output,
+         "--forms", f"[{form}]"])  # fmt: skip
+
+
 def main(args: ArgsType = None) -> None:
     """Entry point of the `lightkit` console script; `args` lets tests call it in-process.
 
@@ -191,7 +197,7 @@ def main(args: ArgsType = None) -> None:
         def command() -> None:
             from lightkit.export.generate_command import main as generate
 
-            generate(argv[1:])
+            generate(argv[1:], export=export_for_generate)
     else:
 
         def command() -> None:

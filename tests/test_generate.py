@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_CLM, TINY_GQA_TIED
 
 from lightkit.data.chat import generation_prompt
 from lightkit.errors import InputError
@@ -240,7 +241,6 @@ def test_int8_gpu_shares_the_tied_table_too(tiny_decoder: Path, tmp_path: Path) 
     """The GPU form of a tied decoder: one 8-bit table for both ends, fp16 scales, parity-gated
     (here on the CPU EP; placement is checked where there is a GPU)."""
     import onnx
-    from conftest import TINY_CLM, TINY_GQA_TIED
 
     run = tiny_decoder.parent / "run"
     ckpt = next(run.rglob("*.ckpt"))
@@ -256,3 +256,26 @@ def test_int8_gpu_shares_the_tied_table_too(tiny_decoder: Path, tmp_path: Path) 
     lookup = next(n for n in graph.node if n.op_type == "GatherBlockQuantized")
     assert next(n for n in graph.node if n.output[0] == lookup.input[0]).input[0] == head.input[1]
     assert manifest["forms"]["int8-gpu"]["parity"]["passed"]
+
+
+def test_generate_from_a_checkpoint_exports_it_first(tiny_decoder: Path, tmp_path: Path) -> None:
+    """A checkpoint and its training config(s) give the same answers as the folder exported from them."""
+    import yaml
+
+    ckpt = next((tiny_decoder.parent / "run").rglob("*.ckpt"))
+    overrides = tmp_path / "tiny.yaml"
+    overrides.write_text(yaml.safe_dump({
+        "data": {"init_args": {"tokenizer": str(tiny_decoder.parent / "tokenizer")}},
+        "model": {"init_args": {"model_config": yaml.safe_load(TINY_GQA_TIED)}},
+    }))  # fmt: skip
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the model\n")
+    out = tmp_path / "out.jsonl"
+    main(["generate", str(ckpt), "--config", str(TINY_CLM), "--config", str(overrides), "--prompts", str(prompts),
+          "--output", str(out), "--max_new_tokens", "4"])  # fmt: skip
+    from_folder = generate_cli(tiny_decoder, tmp_path / "folder", "--form", "fp32", "--max_new_tokens", "4",
+                               prompts=["the model"])  # fmt: skip
+    assert [json.loads(line) for line in out.read_text().splitlines()] == from_folder
+    with pytest.raises(InputError, match="a checkpoint needs --config"):
+        main(["generate", str(ckpt), "--prompts", str(prompts), "--output", str(tmp_path / "x.jsonl")])
+    assert not (tmp_path / "x.jsonl").exists()
