@@ -172,17 +172,23 @@ class Generator:
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids in batch])
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in batch])
         stop = decoding.stop
+        ends: list[int | None] = [None] * len(batch)  # tokens up to the step a row's stop string appeared
 
         def stopped(tokens: np.ndarray) -> np.ndarray:
-            texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
-            return np.array([cut_at_stop(t, stop)[1] for t in texts])
+            hit = np.zeros(len(tokens), dtype=bool)
+            for i in (i for i, end in enumerate(ends) if end is None):  # finished rows are padding from here on
+                hit[i] = cut_at_stop(self.tokenizer.decode(tokens[i], skip_special_tokens=True), stop)[1]
+                if hit[i]:
+                    ends[i] = tokens.shape[1]
+            return hit
 
         new = self.session.generate(
             input_ids, mask, decoding.max_new_tokens, self.eos, decoding.temperature, decoding.top_k, decoding.top_p,
             None if decoding.seed is None else decoding.seed + number, stopped if stop else None,
         )  # fmt: skip
-        for (prompt, ids), row in zip(batch, new.tolist()):
-            tokens = row[: row.index(self.eos) + 1] if self.eos in row else row
+        for (prompt, ids), row, end in zip(batch, new.tolist(), ends):
+            # A row ends at its stop string, at its EOS, or at max_new_tokens; what follows is padding.
+            tokens = row[:end] if end is not None else row[: row.index(self.eos) + 1] if self.eos in row else row
             record: dict[str, Any] = {**prompt.columns, "prompt": prompt.text}  # a row's other fields ride along
             if refine_with is not None:
                 refined = refine(

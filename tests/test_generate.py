@@ -67,15 +67,24 @@ def test_generate_cli_writes_records_that_decode_like_full_forwards_in_any_batch
 
 
 def test_stop_strings_end_a_row_and_cut_its_text(decoder: Path, tmp_path: Path) -> None:
-    full = generate_cli(decoder, tmp_path / "full", "--max_new_tokens", "8", "--batch_size", "4")
+    # Hot sampling makes the rows differ, so one row stops while the others go on.
+    hot = ("--max_new_tokens", "8", "--batch_size", "4", "--temperature", "3.0", "--top_k", "50", "--seed", "0")
+    full = generate_cli(decoder, tmp_path / "full", *hot)
     text = full[0]["response"]
-    stop = text[len(text) // 2 : len(text) // 2 + 2]
-    assert stop.strip(), text  # the fixture writes some text
-    cut = generate_cli(decoder, tmp_path / "cut", "--max_new_tokens", "8", "--batch_size", "4", "--stop", stop)
+    stop = text[:2]
+    assert stop.strip() and not any(stop in r["response"] for r in full[1:]), [r["response"] for r in full]
+    cut = generate_cli(decoder, tmp_path / "cut", *hot, "--stop", stop)
     assert cut[0]["response"] == text[: text.find(stop)] and cut[0]["finish"] == "stop"
-    assert cut[0]["tokens"] < full[0]["tokens"]
-    for a, b in zip(full[1:], cut[1:]):  # the other rows go on untouched
-        assert b["response"] == a["response"][: a["response"].find(stop)] if stop in a["response"] else b == a
+    # Its tokens are the ones decoded until the stop string appeared, not the padding after them:
+    # the same draws cut at that many tokens hold the stop string, one fewer does not.
+    n = cut[0]["tokens"]
+    assert n < full[0]["tokens"]
+    upto = [
+        generate_cli(decoder, tmp_path / str(k), *hot[2:], "--max_new_tokens", str(k))[0]["response"]
+        for k in (n - 1, n)
+    ]
+    assert stop not in upto[0] and stop in upto[1]
+    assert cut[1:] == full[1:]  # the other rows go on untouched
 
 
 def test_sampling_is_seeded_and_chat_applies_the_template(decoder: Path, tmp_path: Path) -> None:
