@@ -92,6 +92,11 @@ class OrtModel:
         """A decoder exported with a KV cache (past.*/present.* tensors)."""
         return bool(self.past)
 
+    @property
+    def present_names(self) -> list[str]:
+        """The cache outputs, in the order of the past inputs they feed."""
+        return [i.name.replace("past.", "present.") for i in self.past]
+
     def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
         return {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), dtype=np.float32) for i in self.past}
 
@@ -188,13 +193,11 @@ class OrtModel:
     def prefill(self, prompt: torch.Tensor) -> PromptCache:
         """One prompt (P,) run once: its KV cache and the next-token log-probs after it, so that
         many continuations can be scored without running the prompt again (`continuation_logprobs`)."""
-        ids = prompt.view(1, -1).cpu().numpy().astype(np.int64)
-        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(ids.shape[1])[None]}
-        feeds.update(self._empty_past(1))
-        names = ["logits", *(i.name.replace("past.", "present.") for i in self.past)]
-        logits, *present = self.session.run(names, feeds)
+        ids = prompt.view(1, -1)
+        feeds = self.feeds(input_ids=ids, attention_mask=torch.ones_like(ids))
+        logits, *present = self.session.run(["logits", *self.present_names], feeds)
         past = {i.name: value for i, value in zip(self.past, present)}
-        return PromptCache(past, torch.log_softmax(torch.from_numpy(logits[0, -1]).float(), dim=-1), ids.shape[1])
+        return PromptCache(past, torch.log_softmax(torch.from_numpy(logits[0, -1]).float(), dim=-1), ids.size(1))
 
     def continuation_logprobs(self, cache: PromptCache, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Next-token log-probs (N, R, V) after each prefix of N right-padded continuations (N, R)
@@ -251,7 +254,6 @@ class OrtModel:
             name: ort.OrtValue.ortvalue_from_numpy(value, device, 0)
             for name, value in self._empty_past(ids.shape[0]).items()
         }
-        present_names = [i.name.replace("past.", "present.") for i in self.past]
         binding = self.session.io_binding()
         while True:
             # bind_cpu_input promises no copy of the array: what it binds stays referenced until
@@ -267,7 +269,7 @@ class OrtModel:
                 binding.bind_ortvalue_input(name, value)
             for name in host_outputs:
                 binding.bind_output(name, "cpu")
-            for name in present_names:
+            for name in self.present_names:
                 binding.bind_output(name, device)
             self.session.run_with_iobinding(binding)
             values = binding.get_outputs()
