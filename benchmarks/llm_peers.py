@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from align_report import held_out
 from measure import command_line, run_side, write_result
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -43,12 +45,9 @@ SIDE = str(ROOT / "benchmarks" / "llm_peer_side.py")
 
 def job(hf: str, texts: int, text_tokens: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The inputs every side gets, and PyTorch fp32's perplexity and greedy answers on them."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from refiner_vs_best_of_n import held_out
-
     tokenizer = AutoTokenizer.from_pretrained(hf)
-    articles = held_out(hf, 64)
-    ids = [tokenizer(a["prompt"].split("\n\n", 1)[-1])["input_ids"] for a in articles]
+    articles = held_out()[1][:64]
+    ids = [tokenizer(a["user"].split("\n\n", 1)[-1])["input_ids"] for a in articles]  # the article, no instruction
     long_enough = [i for i in ids if len(i) >= max(text_tokens, 128)]
     if len(long_enough) < 8 + texts:
         raise SystemExit(f"only {len(long_enough)} held-out articles have {text_tokens} tokens; lower --text_tokens")
@@ -80,8 +79,6 @@ def job(hf: str, texts: int, text_tokens: int) -> tuple[dict[str, Any], dict[str
             answer = out[0, len(c) :].tolist()
             eos = tokenizer.eos_token_id
             greedy.append(answer[: answer.index(eos) + 1] if eos in answer else answer)
-    import math
-
     return spec, {"perplexity": math.exp(nll / count), "greedy": greedy}
 
 

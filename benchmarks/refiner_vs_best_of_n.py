@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from align_report import held_out
 from measure import command_line, write_result
 
 from lightkit.export.generation import Generator, Prompt
@@ -64,15 +65,6 @@ class CallCounter:
         session.session = Counted()
 
 
-def held_out(tokenizer: str, rows: int) -> list[dict[str, str]]:
-    from lightkit.data import HeadlineDataModule
-
-    dm = HeadlineDataModule(tokenizer=tokenizer, holdout=(0.02, 0.05), split_seed=13, max_length=320)
-    return [{"prompt": r["user"], "reference": r["reference"]} for r in dm.splits(dm._read, dm.split_key)["test"]][
-        :rows
-    ]
-
-
 def text_reward(prompt: str, texts: list[str]) -> list[float]:
     prompts = [prompt] * len(texts)
     return [a + 0.5 * b for a, b in zip(headline_length(prompts, texts), copied_lead(prompts, texts))]
@@ -100,7 +92,7 @@ def main() -> None:
     if args.prompts:
         rows = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line.strip()][: args.rows]
     else:
-        rows = held_out(str(Path(args.artifact) / "tokenizer"), args.rows)
+        rows = [{"prompt": r["user"], "reference": r["reference"]} for r in held_out()[1]][: args.rows]
     eos = tokenizer.eos_token_id
     methods = ["greedy", *(f"refine({b})" for b in args.budgets), *(f"best-of-{n}" for n in args.n)]
     per: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
