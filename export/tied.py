@@ -17,8 +17,6 @@ onnxruntime-genai's builder shares an int4 table the same way (its `shared_embed
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -107,19 +105,28 @@ def quantize_tied_table(model: onnx.ModelProto, accuracy_level: int | None = Non
         "MatMulNBits", [matmul.input[0], q, s, z], list(matmul.output), name=f"{matmul.name}_Q8",
         domain="com.microsoft", K=cols, N=rows, bits=8, block_size=BLOCK, **extra,
     )  # fmt: skip
-    transpose_out = matmul.input[1]
-    nodes = list(graph.node)
-    graph.node.insert(nodes.index(gather), reshape)
-    graph.node.insert(list(graph.node).index(gather), lookup)
-    graph.node.remove(gather)
-    graph.node.insert(list(graph.node).index(matmul), head)
-    graph.node.remove(matmul)
-    uses = Counter(i for node in graph.node for i in node.input)
-    for node in [n for n in graph.node if n.op_type == "Transpose" and n.output[0] == transpose_out]:
-        if not uses[transpose_out]:
-            graph.node.remove(node)
-    if not Counter(i for node in graph.node for i in node.input)[name]:
-        graph.initializer.remove(table)
+    weight = matmul.input[1]  # Transpose(table), or the exporter's transposed copy
+    _replace(graph, gather, [reshape, lookup])
+    _replace(graph, matmul, [head])
+    _drop_unused(graph, {weight, name})
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return True
+
+
+def _replace(graph: onnx.GraphProto, old: onnx.NodeProto, new: list[onnx.NodeProto]) -> None:
+    """`new` in `old`'s place in the node order (so the graph stays topologically sorted)."""
+    at = list(graph.node).index(old)
+    graph.node.remove(old)
+    for node in reversed(new):
+        graph.node.insert(at, node)
+
+
+def _drop_unused(graph: onnx.GraphProto, names: set[str]) -> None:
+    """Remove the nodes that produce, then the initializers named, `names` once nothing reads them."""
+    used = {i for node in graph.node for i in node.input}
+    for node in [n for n in graph.node if set(n.output) <= names - used]:
+        graph.node.remove(node)
+    used = {i for node in graph.node for i in node.input}
+    for table in [t for t in graph.initializer if t.name in names - used]:
+        graph.initializer.remove(table)
