@@ -119,9 +119,10 @@ def main() -> None:
         greedy = out[: out.index(eos) + 1] if eos in out else out
         greedy_s, greedy_calls = time.perf_counter() - start, counter.calls
         body = len(greedy) - (greedy[-1] == eos)
-        logp = objective(session, ids, [greedy], eos_token_id=eos)[0][1]
+        # One scoring of greedy gives log P + reward; the weight that zeroes log P + w x |Y| is then known.
+        value, logp = objective(session, ids, [greedy], reward=reward, eos_token_id=eos)[0]
         weight = -logp / max(body, 1)
-        value = objective(session, ids, [greedy], length_weight=weight, reward=reward, eos_token_id=eos)[0][0]
+        value += weight * body
         record("greedy", greedy, value, greedy_calls, greedy_s)
         sample = {"reference": row["reference"], "greedy": decode(greedy)}
         for budget in args.budgets:
