@@ -41,6 +41,13 @@ from lightkit.data.chat import generation_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = str(ROOT / "benchmarks" / "llm_peer_side.py")
+# The rows the targets compare (benchmarks/targets.py reads them from the result's "roles").
+ROLES = {
+    "ours": "lightkit int8-cpu",
+    "optimum": "optimum int8 (dynamic, per-channel)",
+    "genai": "onnxruntime-genai int4",
+    "fp32": "lightkit fp32",
+}
 
 
 def job(hf: str, texts: int, text_tokens: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -123,10 +130,10 @@ def main() -> None:
             subprocess.run([peers[side], SIDE, "build", "--side", side, "--hf", args.hf, "--out", str(folder)],
                            check=True)  # fmt: skip
     sides = {
-        "lightkit int8-cpu": ("lightkit", Path(args.artifact) / "int8-cpu", sys.executable),
-        "optimum int8 (dynamic, per-channel)": ("optimum", work / "optimum" / "int8", args.optimum_python),
-        "onnxruntime-genai int4": ("genai", work / "genai-int4", args.genai_python),
-        "lightkit fp32": ("lightkit", Path(args.artifact) / "fp32", sys.executable),
+        ROLES["ours"]: ("lightkit", Path(args.artifact) / "int8-cpu", sys.executable),
+        ROLES["optimum"]: ("optimum", work / "optimum" / "int8", args.optimum_python),
+        ROLES["genai"]: ("genai", work / "genai-int4", args.genai_python),
+        ROLES["fp32"]: ("lightkit", Path(args.artifact) / "fp32", sys.executable),
         "optimum fp32": ("optimum", work / "optimum" / "fp32", args.optimum_python),
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
@@ -143,7 +150,7 @@ def main() -> None:
         row["perplexity_change"] = row["perplexity"] / pytorch["perplexity"] - 1
         row.update(agreement(values[0]["greedy"], pytorch["greedy"]))
         results[name] = row
-    fp32_bytes = results["lightkit fp32"]["bytes"]
+    fp32_bytes = results[ROLES["fp32"]]["bytes"]
     for row in results.values():
         row["size_vs_lightkit_fp32"] = row["bytes"] / fp32_bytes
     import onnxruntime
@@ -160,6 +167,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "pytorch_fp32_perplexity": pytorch["perplexity"],
         "rounds": args.rounds,
+        "roles": ROLES,
         "results": results,
     }
     write_result(args.out, result)

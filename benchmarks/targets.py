@@ -106,8 +106,7 @@ def cpu_inference(result: dict[str, Any]) -> tuple[list[dict[str, Any]], str | N
 
 
 def llm_peers(result: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-    r = result["results"]
-    ours, optimum, genai = r["lightkit int8-cpu"], r["optimum int8 (dynamic, per-channel)"], r["onnxruntime-genai int4"]
+    ours, optimum, genai = (result["results"][result["roles"][role]] for role in ("ours", "optimum", "genai"))
     rows = []
     for b in (1, 8):
         key = f"decode_ms_per_token_b{b}"
