@@ -285,6 +285,7 @@ def quantize_int8_gpu(model: PreTrainedModel, src_fp32: Path, dst: Path, embeddi
 
     fp16 = dst.with_name(f"{dst.stem}-fp16.onnx")
     to_fp16(model, src_fp32, fp16, embed_layer_norm=False)
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # it logs every node at INFO
     quantizer = MatMulNBitsQuantizer(onnx.load(str(fp16)), bits=8, block_size=32, is_symmetric=True)
     quantizer.process()
     fp16.unlink()
