@@ -110,7 +110,7 @@ sft: install
 	$(LIGHTKIT) test --config configs/sft_headlines.yaml --ckpt_path $(SFT_RUN)/checkpoints/last.ckpt --trainer.default_root_dir $(SFT_RUN)/tuned --trainer.logger false
 	cd benchmarks && ../$(PY) sft_report.py --runs ../$(SFT_RUN) --out ../$(SFT_RUN)/report.json
 
-# Ship the headline writer (about 6 minutes on 2 cores, plus `make sft` when its checkpoint is
+# Ship the headline writer (about 4 minutes on 2 cores, plus `make sft` when its checkpoint is
 # missing): export its LoRA-merged model as fp32 and int8-cpu ONNX, each gated on held-out BBC text
 # against PyTorch, then answer the first 8 held-out articles (configs/prompts/headlines_test.jsonl,
 # from the test split) with the int8 artifact, greedy and refined toward the headline length window.
