@@ -73,7 +73,10 @@ def export_fp32(
     axes["logits"] = {i: name for i, name in enumerate(logits_axes or ["batch", 0]) if isinstance(name, str)}
     with torch.no_grad():
         torch.onnx.export(
-            _LogitsOnly(model, names),
+            # eval(): the exporter puts the module it is given back in that module's own mode when
+            # done, and a fresh wrapper is in training mode, which would leave the model with
+            # dropout on for every PyTorch reference scored after the export.
+            _LogitsOnly(model, names).eval(),
             dummy,
             str(path),
             input_names=list(names),
@@ -222,7 +225,7 @@ def export_causal_lm(model: PreTrainedModel, path: Path, opset: int = OPSET) -> 
     axes.update({n: {0: "batch", 2: "total"} for n in present_names})
     with torch.no_grad():
         torch.onnx.export(
-            _CausalLMWithCache(model),
+            _CausalLMWithCache(model).eval(),  # see export_fp32: the model stays in eval mode
             (ids, mask, positions, *past),
             str(path),
             input_names=list(names),

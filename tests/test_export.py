@@ -661,3 +661,19 @@ def test_greedy_agreement_skips_near_ties_and_counts_decided_flips() -> None:
     decided[1, 1, 0] = 7.0  # a decided step (gap 6) now picks another token
     result = greedy_agreement(reference, session(decided), logit_error=0.01)
     assert result["greedy_agreement"] == pytest.approx(4 / 5) and result["greedy_near_tie_flips"] == 0
+
+
+def test_tracing_leaves_the_model_in_eval_mode(tmp_path: Path) -> None:
+    """The exporter restores the traced module's own mode; the PyTorch references scored after a
+    trace (the qat form's fake-quantised model, the latency) must not run with dropout on."""
+    from transformers import BertConfig, BertForTokenClassification, LlamaConfig, LlamaForCausalLM
+
+    from lightkit.export.onnx_export import export_causal_lm, export_fp32
+
+    encoder = BertForTokenClassification(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                    intermediate_size=64, num_labels=3)).eval()  # fmt: skip
+    export_fp32(encoder, tmp_path / "encoder.onnx", logits_axes=["batch", "sequence", 3])
+    config = LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=9)
+    decoder = LlamaForCausalLM(config).eval()
+    export_causal_lm(decoder, tmp_path / "decoder.onnx")
+    assert not any(m.training for m in [*encoder.modules(), *decoder.modules()])
