@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lightkit.callbacks import QuantizationAwareTraining
 from lightkit.errors import InputError
 from lightkit.export.runtime import OrtModel
 from lightkit.io import atomic_write_text
@@ -63,6 +64,9 @@ def evaluate_artifact(
         examples += result.logits.size(0)
         return result
 
+    # The artifact carries its own quantisation: a QAT config's callback would only fake-quantise a
+    # PyTorch model that never runs here (and warn that it was never calibrated).
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, QuantizationAwareTraining)]
     with task.forward_with(timed):  # the artifact serves every forward of `test`
         results = trainer.test(task, datamodule=datamodule, verbose=False)[0]
     report = {

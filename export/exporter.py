@@ -42,6 +42,7 @@ from lightkit.export.onnx_export import (
 from lightkit.export.parity import GPU_FORMS, check_form, latency_ms, reference_decode, score
 from lightkit.export.qdq import compact_qat
 from lightkit.io import atomic_dir
+from lightkit.progress import progress
 from lightkit.quantization import ATTR as QAT_ATTR
 from lightkit.quantization import prepare_qat, set_qat
 from lightkit.task import BaseTask
@@ -290,8 +291,9 @@ def export_checkpoint(
         "forms": {},
     }
     failures = []
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp, progress("export", 1 + len(forms)) as step:
         paths = write_forms(task, forms, tmp, opset, manifest, embedding_bits)
+        step("forms written")
         # The greedy path is PyTorch's own, from the same model the form is scored against: the float
         # model for the float and post-training forms, the fake-quantised one for qat.
         decode = reference_decode(task.model, batches[0]) if decoder else None
@@ -307,6 +309,7 @@ def export_checkpoint(
             manifest["parity_data"]["pytorch_fake_quantised"] = qat_reference
         for form in forms:
             info, problems = check_form(task, form, paths[form], expected[form], masks, batches, tol[form])
+            step(f"{form} gated")
             manifest["forms"][form] = info
             failures += [f"{form}: " + "; ".join(problems)] if problems else []
         set_qat(task.model, fake_quant=False, observe=False)

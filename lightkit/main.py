@@ -3,12 +3,15 @@
     lightkit fit|validate|test|predict --config configs/ner.yaml [--trainer.max_epochs 3 ...]
     lightkit export   --config configs/ner.yaml --ckpt_path runs/ner/checkpoints/best.ckpt --output runs/ner/onnx
     lightkit evaluate --config configs/ner.yaml --artifact runs/ner/onnx --form int8-cpu --output runs/ner/eval
+    lightkit benchmark --config configs/ner.yaml --ckpt_path runs/ner/checkpoints/best.ckpt --artifact runs/ner/onnx \
+        --output runs/ner/benchmark
+    lightkit ship --config configs/ner_ship.yaml   # every stage above, resumable, with a report (lightkit.ship)
     lightkit generate runs/sft_headlines/onnx --prompts prompts.txt --chat   # lightkit.export.generate_command
 
 Every subcommand is built by the same `cli()`: the task and DataModule from the config, chosen in
 YAML by class name (subclass mode), with what the data knows (tokenizer, label names) linked into
-the task when both are instantiated, so a config states it once. `export` and `evaluate` are
-methods of `LightkitTrainer`, so LightningCLI lists them in `lightkit --help`, reads their settings
+the task when both are instantiated, so a config states it once. `export`, `evaluate` and
+`benchmark` are methods of `LightkitTrainer`, so LightningCLI lists them in `lightkit --help`, reads their settings
 from `--config` files as well as flags, and hands them the built task and DataModule. A
 PredictionWriter is always present, configurable as `--prediction_writer.output`.
 """
@@ -21,7 +24,9 @@ from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 
 import lightkit.callbacks  # noqa: F401 - registers callbacks for short class_path names
 import lightkit.tasks  # noqa: F401 - registers tasks for short class_path names
@@ -35,7 +40,7 @@ from lightkit.task import BaseTask
 
 # DataModule attribute -> task argument, linked when both are built.
 LINKS = {"tokenizer_name": "tokenizer", "label_names": "label_names", "prompt_template": "prompt_template"}
-ARTIFACT_COMMANDS = ("export", "evaluate")
+ARTIFACT_COMMANDS = ("export", "evaluate", "benchmark")
 
 
 class LightkitTrainer(Trainer):
@@ -103,6 +108,34 @@ class LightkitTrainer(Trainer):
 
         return evaluate_artifact(self, model, datamodule, artifact, form, output, device)
 
+    def benchmark(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        artifact: str,
+        ckpt_path: str,
+        output: str,
+        batch_sizes: list[int] | None = None,
+        repeats: int = 20,
+        warmup: int = 2,
+        rounds: int = 4,
+    ) -> dict[str, Any]:
+        """Time every form of an artifact beside the PyTorch model of its checkpoint, on this machine.
+
+        Args:
+            artifact: folder written by `lightkit export` (an encoder's: classification, NER).
+            ckpt_path: the checkpoint the artifact was exported from (its PyTorch side).
+            output: folder for benchmark.json.
+            batch_sizes: rows per call, cut from the first test batch (default 1 and that batch).
+            repeats: timed calls per side and batch size, spread over `rounds`.
+            warmup: untimed calls of a side at the start of each of its blocks.
+            rounds: interleaved rounds: in each, every side runs a block of calls in turn.
+        """
+        from lightkit.export.benchmark import benchmark_artifact
+
+        sizes = batch_sizes or sorted({1, datamodule.eval_batch_size})
+        return benchmark_artifact(model, datamodule, artifact, ckpt_path, output, sizes, repeats, warmup, rounds)
+
 
 class LightkitCLI(CheckpointHparams):
     links = tuple(LINKS.values())
@@ -116,6 +149,8 @@ class LightkitCLI(CheckpointHparams):
         for source, target in LINKS.items():
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        # A config written for `lightkit ship` is also a config of every other subcommand.
+        parser.add_argument("--ship", type=dict | None, default=None, help="lightkit ship's section; ignored here")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -129,6 +164,11 @@ class LightkitCLI(CheckpointHparams):
             )
         if self.subcommand in ARTIFACT_COMMANDS:
             trainer["logger"] = False  # not a training run: no logger folders
+        elif trainer.get("logger") in (None, True):
+            # Unset: CSV and TensorBoard (default_loggers), attached once the trainer exists, so
+            # Lightning's own default (TensorBoard alone, no metrics.csv) is never made.
+            trainer["logger"] = False
+            self._default_loggers = True
         if self.subcommand == "evaluate":
             trainer["default_root_dir"] = config["output"]  # the test loop writes its reports there
 
@@ -141,8 +181,19 @@ class LightkitCLI(CheckpointHparams):
         if self.config_init["predict"].get("return_predictions") is None:
             self.config_init["predict"]["return_predictions"] = False
 
+    def before_fit(self) -> None:
+        # Where to look while it trains, said before the first step rather than found afterwards.
+        if rank_zero_only.rank != 0:
+            return
+        for logger in self.trainer.loggers:
+            print(f"lightkit: {type(logger).__name__} logs to {logger.log_dir}")
+            if isinstance(logger, TensorBoardLogger):
+                print(f"lightkit: watch it with  tensorboard --logdir {logger.root_dir}")
+
     def instantiate_trainer(self, **kwargs: object) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
+        if getattr(self, "_default_loggers", False):
+            trainer.loggers = default_loggers(trainer.default_root_dir)
         # Checkpoints are written whole or not at all; a CheckpointIO the user configured
         # (trainer.plugins) is left alone.
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
@@ -164,6 +215,15 @@ class LightkitCLI(CheckpointHparams):
             raise cause from None
 
 
+def default_loggers(root: str) -> list[Logger]:
+    """CSV first (its folder holds metrics.csv, config.yaml and the checkpoints, as before
+    TensorBoard was added), then TensorBoard in a sibling folder of the same layout."""
+    return [
+        CSVLogger(root, name="lightning_logs"),
+        TensorBoardLogger(root, name="tensorboard", default_hp_metric=False),
+    ]
+
+
 def cli(args: ArgsType = None, run: bool = True) -> LightkitCLI:
     """The one builder behind every `lightkit` subcommand (run=False: build, don't run)."""
     return LightkitCLI(
@@ -177,6 +237,17 @@ def cli(args: ArgsType = None, run: bool = True) -> LightkitCLI:
         args=args,
         run=run,
     )
+
+
+def as_command(args: list[str]) -> LightkitCLI:
+    """`lightkit <args>` run in this process, as if typed (LightningCLI warns when handed `args`
+    while the process has command-line arguments of its own, `lightkit ship ...` here)."""
+    argv = sys.argv
+    sys.argv = [argv[0], *args]
+    try:
+        return cli()
+    finally:
+        sys.argv = argv
 
 
 def export_for_generate(configs: list[str], ckpt_path: str, output: str, form: str) -> None:
@@ -198,6 +269,12 @@ def main(args: ArgsType = None) -> None:
             from lightkit.export.generate_command import main as generate
 
             generate(argv[1:], export=export_for_generate)
+    elif argv[:1] == ["ship"]:  # a pipeline over the other subcommands, each run through `cli`
+
+        def command() -> None:
+            from lightkit.ship.command import main as ship
+
+            ship(argv[1:], cli=as_command)
     else:
 
         def command() -> None:

@@ -1,0 +1,117 @@
+"""`lightkit ship --config X.yaml`: run the config's `ship:` pipeline into its run folder.
+
+    lightkit ship --config configs/ner_ship.yaml            # runs what is not done yet
+    lightkit ship --config configs/ner_ship.yaml --force    # settings changed: rerun from there
+    lightkit ship --config configs/ner_ship.yaml --from export
+
+The stages run in order (lightkit.ship.settings.STAGES); each one skips when it finished before
+with the same inputs (lightkit.ship.state), so rerunning after a failure or a kill resumes at the
+stage that did not finish. A stage's error stops the pipeline with that error; finished stages
+stay. The report is written last, every run, from the stage records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightkit.errors import InputError
+from lightkit.io import atomic_write_text
+from lightkit.ship import stages as S
+from lightkit.ship.report import write_report
+from lightkit.ship.settings import MODEL_STAGES, STAGES, ShipSettings, parse
+from lightkit.ship.state import clear, fingerprint, plan, read_record, write_record
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"--config: '{path}' does not exist")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: expected a mapping (trainer, model, data, ship), got {type(config).__name__}")
+    return config
+
+
+def fingerprints(settings: ShipSettings) -> dict[str, str]:
+    """Each selected stage's fingerprint: its own settings and those of the stages it reads."""
+    prints: dict[str, str] = {}
+    section = settings.section
+    fit = fingerprint("fit", settings.base)
+    own = {
+        "fit": fit,
+        "distill": fingerprint("distill", fit, section("distill")),
+        "distill-qat": fingerprint("distill-qat", fit, section("distill"), section("qat").get("callback")),
+        "qat": fingerprint("qat", fit, section("qat")),
+    }
+    models = {s: own[s] for s in MODEL_STAGES if s in settings.stages}
+    own["test"] = fingerprint("test", models)
+    own["export"] = fingerprint("export", models, section("export"))
+    own["evaluate"] = fingerprint("evaluate", own["export"])
+    own["benchmark"] = fingerprint("benchmark", own["export"], section("benchmark"))
+    for stage in settings.stages:
+        if stage != "report":
+            prints[stage] = own[stage]
+    return prints
+
+
+RUNNERS: dict[str, Callable[[S.Context], dict[str, Any]]] = {
+    **{stage: (lambda ctx, stage=stage: S.train(ctx, stage)) for stage in MODEL_STAGES},
+    "test": S.test,
+    "export": S.export,
+    "evaluate": S.evaluate,
+    "benchmark": S.benchmark,
+}
+
+
+def ship(config_file: str, cli: S.Cli, force: bool = False, start: str | None = None) -> Path:
+    """Run the pipeline of `config_file`; returns the run folder."""
+    path = Path(config_file)
+    settings = parse(read_config(path), path)
+    if start is not None and start not in settings.stages:
+        raise InputError(f"--from: {start!r} is not one of this config's stages {settings.stages}")
+    prints = fingerprints(settings)
+    done, todo = plan(settings.run_dir, prints, force, path)
+    if start is not None and start != "report":
+        first = list(prints).index(start)
+        done, todo = [s for s in done if list(prints).index(s) < first], list(prints)[first:]
+    atomic_write_text(settings.run_dir / "config.yaml", path.read_text())  # the config the run folder holds
+    records = {stage: read_record(settings.run_dir, stage) or {} for stage in done}
+    ctx = S.Context(settings, cli, records)
+    for stage in done:
+        print(f"lightkit ship: {stage}: done before with the same inputs, skipped")
+    for stage in todo:
+        clear(settings.run_dir, stage)  # a half-written folder of a killed run never mixes in
+        print(f"lightkit ship: {stage}: running")
+        began = time.perf_counter()
+        try:
+            outputs = RUNNERS[stage](ctx)
+        except Exception as e:
+            print(f"lightkit ship: {stage}: failed; the stages before it are kept ({settings.run_dir})")
+            if isinstance(e, (InputError, FileNotFoundError)):
+                raise type(e)(f"ship stage {stage!r}: {e}") from None
+            raise
+        wall = time.perf_counter() - began
+        write_record(settings.run_dir, stage, prints[stage], outputs, wall)
+        records[stage] = read_record(settings.run_dir, stage) or {}
+        print(f"lightkit ship: {stage}: done in {wall:.0f} s")
+    if "report" in settings.stages:
+        markdown, html = write_report(settings, records)
+        print(f"lightkit ship: report: {markdown} and {html}")
+    return settings.run_dir
+
+
+def main(argv: list[str], cli: S.Cli) -> None:
+    parser = argparse.ArgumentParser(prog="lightkit ship", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="a lightkit config with a `ship:` section")
+    parser.add_argument("--force", action="store_true", help="rerun from a stage whose settings changed")
+    parser.add_argument("--from", dest="start", choices=STAGES, help="rerun from this stage, done or not")
+    args = parser.parse_args(argv)
+    ship(args.config, cli, force=args.force, start=args.start)

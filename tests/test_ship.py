@@ -1,0 +1,278 @@
+"""`lightkit ship` end to end on a tiny NER config: every stage, the report, resume, refusal, force."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import ROOT
+
+from lightkit.errors import InputError
+from lightkit.main import main
+from lightkit.ship.settings import parse
+
+TINY_SHIP = ROOT / "tests" / "conf" / "ner_ship.yaml"
+ALL = ["fit", "distill", "distill-qat", "qat", "test", "export", "evaluate", "benchmark", "report"]
+
+
+def ship_config(folder: Path, **ship: object) -> Path:
+    """The tiny ship config with its run folder in `folder` and `ship` keys replaced."""
+    config = yaml.safe_load(TINY_SHIP.read_text())
+    config["ship"].update({"run_dir": str(folder / "run"), **ship})
+    path = folder / "ship.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def records(run: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in run.glob("*/stage.json")}
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One whole pipeline (teacher, KD student, KD+QAT student; export, evaluate, benchmark, report)."""
+    folder = tmp_path_factory.mktemp("ship")
+    main(["ship", "--config", str(ship_config(folder))])
+    return folder
+
+
+def test_every_stage_writes_its_outputs(shipped: Path) -> None:
+    run = shipped / "run"
+    done = records(run)
+    assert sorted(done) == sorted(s for s in ALL if s != "report")
+    for stage in ("fit", "distill", "distill-qat", "qat"):
+        ckpt = Path(done[stage]["outputs"]["ckpt_path"])
+        assert ckpt.is_file() and ckpt.is_relative_to(run / stage)  # the config's dirpath moved into the run
+        assert Path(done[stage]["outputs"]["metrics_csv_path"]).is_file()
+        assert list((run / stage / "tensorboard").glob("version_0/events.out.tfevents.*"))  # the default loggers
+    assert not Path("/tmp/lightkit-tests/moved-by-ship").exists()
+    for name in ("fit", "distill", "distill-qat", "qat"):
+        assert (run / "test" / name / "seqeval_report.json").is_file()
+        assert (run / "export" / name / "manifest.json").is_file()
+        assert (run / "benchmark" / name / "benchmark.json").is_file()
+        for form in json.loads((run / "export" / name / "manifest.json").read_text())["forms"]:
+            assert (run / "evaluate" / name / form / "evaluation.json").is_file()
+    for name in ("report.md", "report.html", "curves-fit.png", "bars-latency.png", "bars-size.png"):
+        assert (run / "report" / name).stat().st_size > 0
+
+
+def test_kd_into_qat_student_exports_its_qat_form_through_the_gate(shipped: Path) -> None:
+    run = shipped / "run"
+    ckpt = json.loads((run / "distill-qat" / "stage.json").read_text())["outputs"]["ckpt_path"]
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert any(".qat." in k or "fake_quant" in k for k in state)  # the student trained fake-quantised
+    assert not any(k.startswith("teacher") for k in state)  # the teacher stays out of the checkpoint
+    manifest = json.loads((run / "export" / "distill-qat" / "manifest.json").read_text())
+    assert set(manifest["forms"]) == {"fp32", "int8-cpu", "qat"}
+    assert manifest["forms"]["qat"]["parity"]["passed"]
+    assert manifest["task"] == "TokenClassificationDistillation"
+    plain = json.loads((run / "export" / "distill" / "manifest.json").read_text())
+    assert "qat" not in plain["forms"]
+    qat = json.loads((run / "export" / "qat" / "manifest.json").read_text())  # plain QAT of the fit model
+    assert qat["forms"]["qat"]["parity"]["passed"] and qat["task"] == "TokenClassificationTask"
+    config = yaml.safe_load((run / "qat" / "config.yaml").read_text())
+    assert config["model"]["init_args"]["pretrained"] == str(run / "fit" / "hf_model")
+
+
+class Table(HTMLParser):
+    """The cells of the HTML table with id `forms`, row by row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.inside = False
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "table":
+            self.inside = dict(attrs).get("id") == "forms"
+        elif self.inside and tag == "tr":
+            self.rows.append([])
+        elif self.inside and tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.inside = False
+        elif self.inside and tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append("".join(self.cell).strip())
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def test_report_numbers_equal_the_stage_files(shipped: Path) -> None:
+    run = shipped / "run"
+    html = (run / "report" / "report.html").read_text()
+    table = Table()
+    table.feed(html)
+    header, *rows = table.rows
+    assert header[:6] == ["model", "form", "size MiB", "argmax agreement", "gate", "test f1"]
+    by_key = {(r[0], r[1]): dict(zip(header, r)) for r in rows}
+    markdown = (run / "report" / "report.md").read_text()
+    checked = 0
+    for name in ("fit", "distill", "distill-qat", "qat"):
+        manifest = json.loads((run / "export" / name / "manifest.json").read_text())
+        bench = json.loads((run / "benchmark" / name / "benchmark.json").read_text())
+        tested = json.loads((run / "test" / name / "metrics.json").read_text())
+        assert by_key[(name, "pytorch")]["test f1"] == f"{tested['test_f1']:.4f}"
+        for form, info in manifest["forms"].items():
+            row = by_key[(name, form)]
+            evaluation = json.loads((run / "evaluate" / name / form / "evaluation.json").read_text())
+            assert row["size MiB"] == f"{info['bytes'] / 2**20:.1f}"
+            assert row["argmax agreement"] == f"{info['parity']['argmax_agreement']:.4f}"
+            assert row["gate"] == "passed"
+            assert row["test f1"] == f"{evaluation['metrics']['test_f1']:.4f}"
+            for size in (1, 4):
+                assert row[f"ms, batch {size}"] == f"{bench['forms'][form]['latency'][str(size)]['median_ms']:.2f}"
+                assert row[f"speed-up, batch {size}"] == f"{bench['forms'][form]['speedup'][str(size)]:.2f}x"
+            line = f"| {name} | {form} | {row['size MiB']} | {row['argmax agreement']} | passed | {row['test f1']} |"
+            assert line in markdown
+            checked += 1
+    assert checked == 10
+    seqeval = json.loads((run / "test" / "fit" / "seqeval_report.json").read_text())
+    assert f"| PER | {seqeval['PER']['precision']:.4f} |" in markdown
+    for stage, record in records(run).items():
+        assert f"<tr><td>{stage}</td><td>{record['wall_s']:.1f}</td></tr>" in html
+
+
+def test_a_rerun_skips_every_finished_stage(shipped: Path, capsys: pytest.CaptureFixture) -> None:
+    before = records(shipped / "run")
+    main(["ship", "--config", str(shipped / "ship.yaml")])
+    out = capsys.readouterr().out
+    assert all(f"lightkit ship: {stage}: done before with the same inputs, skipped" in out for stage in before)
+    assert records(shipped / "run") == before
+
+
+def test_changed_settings_are_refused_then_rerun_from_that_stage_with_force(shipped: Path) -> None:
+    config = ship_config(shipped, benchmark={"batch_sizes": [1, 4], "repeats": 2, "warmup": 0})
+    before = records(shipped / "run")
+    with pytest.raises(InputError, match=r"settings of stage 'benchmark' changed .* --force"):
+        main(["ship", "--config", str(config)])
+    assert records(shipped / "run") == before  # nothing touched
+    main(["ship", "--config", str(config), "--force"])
+    after = records(shipped / "run")
+    assert after["benchmark"]["fingerprint"] != before["benchmark"]["fingerprint"]
+    assert json.loads((shipped / "run" / "benchmark" / "fit" / "benchmark.json").read_text())["repeats"] == 2
+    assert {s: after[s] for s in after if s != "benchmark"} == {s: before[s] for s in before if s != "benchmark"}
+
+
+def test_a_killed_run_resumes_at_the_stage_it_was_in(tmp_path: Path) -> None:
+    config = ship_config(tmp_path, stages=["fit", "test", "export", "report"])
+    lightkit = Path(sys.executable).with_name("lightkit")
+    process = subprocess.Popen([str(lightkit), "ship", "--config", str(config)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    export = tmp_path / "run" / "export"
+    deadline = time.monotonic() + 300
+    while not export.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # mid-export: no chance to clean up
+    process.wait()
+    first = records(tmp_path / "run")
+    assert sorted(first) == ["fit", "test"]  # export started, never finished
+    (export / "half-written").mkdir(parents=True, exist_ok=True)
+    main(["ship", "--config", str(config)])
+    second = records(tmp_path / "run")
+    assert sorted(second) == ["export", "fit", "test"]
+    assert {s: second[s] for s in first} == first  # fit and test were not run again
+    assert not (tmp_path / "run" / "export" / "half-written").exists()  # the killed stage's leftovers are gone
+    assert (tmp_path / "run" / "report" / "report.html").is_file()
+
+
+def test_a_failing_stage_stops_with_its_error_and_keeps_the_rest(tmp_path: Path) -> None:
+    config = ship_config(tmp_path, stages=["fit", "export"], export={"forms": ["fp33"]})
+    with pytest.raises(InputError, match=r"ship stage 'export': forms: unknown \['fp33'\]"):
+        main(["ship", "--config", str(config)])
+    assert sorted(records(tmp_path / "run")) == ["fit"]
+
+
+@pytest.mark.parametrize(
+    ("ship", "message"),
+    [
+        ({"stages": ["fit", "destill"]}, r"ship.stages\[1\]: unknown stage 'destill'; expected one of"),
+        ({"stages": ["fit", "evaluate"]}, r"stage 'evaluate' reads the output of 'export', which is not listed"),
+        ({"stages": ["test"]}, r"stage 'test' reads the output of 'fit'"),
+        ({"benchmark": {"repeat": 3}}, r"ship.benchmark: unknown keys \['repeat'\]"),
+        ({"run_dir": ""}, r"ship.run_dir: expected the run folder's path"),
+        ({"exports": {}}, r"ship: unknown keys \['exports'\]"),
+    ],
+)
+def test_bad_ship_sections_name_the_field(tmp_path: Path, ship: dict, message: str) -> None:
+    config = ship_config(tmp_path, **ship)
+    with pytest.raises(InputError, match=message):
+        main(["ship", "--config", str(config)])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_input_file_stops_the_fit_stage_with_its_name(tmp_path: Path) -> None:
+    config = yaml.safe_load(ship_config(tmp_path).read_text())
+    config["data"]["init_args"]["train_file"] = str(tmp_path / "nowhere.conll")
+    path = tmp_path / "missing.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises((InputError, FileNotFoundError), match="nowhere.conll"):
+        main(["ship", "--config", str(path)])
+    assert records(tmp_path / "run") == {}
+
+
+def test_stages_run_in_pipeline_order_and_the_rest_is_a_plain_config() -> None:
+    config = yaml.safe_load(TINY_SHIP.read_text())
+    config["ship"]["stages"] = list(reversed(config["ship"]["stages"]))
+    settings = parse(config, TINY_SHIP)
+    assert settings.stages == ALL
+    assert "ship" not in settings.base
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+PROBE = """<script>window.addEventListener('load', () => {
+  const broken = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length;
+  document.title = `images ${document.images.length} broken ${broken}`; });</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (Debian: apt-get install chromium)")
+def test_the_html_report_renders_in_a_browser_with_no_broken_image(shipped: Path) -> None:
+    page = shipped / "run" / "report" / "report.html"
+    html = page.read_text()
+    probe = shipped / "probe.html"
+    probe.write_text(html.replace("</body>", PROBE + "</body>"))
+    shot = shipped / "report.png"
+    with tempfile.TemporaryDirectory() as profile:
+        common = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000"]
+        dom = subprocess.run([*common, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+        subprocess.run([*common, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
+                       capture_output=True, timeout=120)  # fmt: skip
+    expected = html.count("<img ")
+    assert expected >= 6  # three bar charts and a curve per trained model
+    assert f"<title>images {expected} broken 0</title>" in dom.stdout
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_fit_logs_to_csv_and_tensorboard_and_says_where(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    main(["fit", "--config", "tests/conf/ner.yaml", "--trainer.logger", "null", "--trainer.max_epochs", "1",
+          "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"CSVLogger logs to {tmp_path / 'lightning_logs' / 'version_0'}" in out
+    assert f"tensorboard --logdir {tmp_path / 'tensorboard'}" in out
+    assert (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").is_file()
+    assert list((tmp_path / "tensorboard" / "version_0").glob("events.out.tfevents.*"))
+
+
+def test_benchmark_refuses_a_batch_larger_than_the_test_batch(shipped: Path, tmp_path: Path) -> None:
+    fit = json.loads((shipped / "run" / "fit" / "stage.json").read_text())["outputs"]
+    with pytest.raises(InputError, match=r"batch_sizes \[128\] exceed the test batch of \d+ \(data.eval_batch_size\)"):
+        main(["benchmark", "--config", fit["config_path"], "--ckpt_path", fit["ckpt_path"], "--batch_sizes", "[128]",
+              "--artifact", str(shipped / "run" / "export" / "fit"), "--output", str(tmp_path)])  # fmt: skip
+    assert not (tmp_path / "benchmark.json").exists()
