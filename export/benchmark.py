@@ -9,8 +9,8 @@ machine lands on all sides rather than on one. Within a round each side runs a b
 that starts with `warmup` untimed ones: ONNX Runtime's and PyTorch's worker threads keep spinning
 for a while after a call, and would otherwise take the cores from whichever side came next
 (timing alternate single calls slowed PyTorch by up to 7x on 2 cores). PyTorch is the float model in eager mode, the
-baseline a user would otherwise serve; a QAT checkpoint is timed as that float model too, since its
-fake quantisation only simulates int8 and is slower than either. `benchmark.json` names the
+baseline a user would otherwise serve; a QAT checkpoint is timed as that float model too, its
+fake quantisers removed, since they only simulate int8 and cost time even when switched off. `benchmark.json` names the
 machine and the versions.
 """
 
@@ -31,16 +31,26 @@ from lightkit.export.exporter import load_weights, versions
 from lightkit.export.runtime import OrtModel
 from lightkit.io import atomic_write_text
 from lightkit.progress import progress
-from lightkit.quantization import set_qat
+from lightkit.quantization import remove_qat
 
 PYTORCH = "pytorch"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what `platform` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on: they mean nothing without it."""
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -80,7 +90,7 @@ def benchmark_artifact(
     if manifest.get("export_kind") == "decoder":
         raise InputError(f"artifact: {folder} is a decoder; time its generation with `lightkit generate` instead")
     if load_weights(task, ckpt_path):
-        set_qat(task.model, fake_quant=False, observe=False)
+        remove_qat(task.model)  # served float, its Linears plain: the quantisers' checks cost time even when off
     datamodule.setup("test")
     batch = next(iter(datamodule.test_dataloader()))
     rows = batch["input_ids"].size(0)

@@ -104,6 +104,14 @@ def prepare_qat(model: nn.Module, exclude: tuple[str, ...] = ()) -> list[str]:
     return names
 
 
+def remove_qat(model: nn.Module) -> None:
+    """Undo `prepare_qat`: every QATLinear back to a plain nn.Linear (the float model, no wrappers)."""
+    for module in model.modules():
+        if type(module) is QATLinear:
+            delattr(module, ATTR)
+            module.__class__ = nn.Linear
+
+
 def fake_quantizers(model: nn.Module) -> list[FakeQuantizer]:
     return [m for m in model.modules() if isinstance(m, FakeQuantizer)]
 

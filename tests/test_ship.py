@@ -62,7 +62,7 @@ def test_every_stage_writes_its_outputs(shipped: Path) -> None:
         assert (run / "benchmark" / name / "benchmark.json").is_file()
         for form in json.loads((run / "export" / name / "manifest.json").read_text())["forms"]:
             assert (run / "evaluate" / name / form / "evaluation.json").is_file()
-    for name in ("report.md", "report.html", "curves-fit.png", "bars-latency.png", "bars-size.png"):
+    for name in ("report.md", "report.html", "curves-fit.png", "bars-latency-batch-1.png", "bars-size.png"):
         assert (run / "report" / name).stat().st_size > 0
 
 
@@ -255,7 +255,7 @@ def test_the_html_report_renders_in_a_browser_with_no_broken_image(shipped: Path
         subprocess.run([*common, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
                        capture_output=True, timeout=120)  # fmt: skip
     expected = html.count("<img ")
-    assert expected >= 6  # three bar charts and a curve per trained model
+    assert expected >= 8  # four bar charts and a curve per trained model
     assert f"<title>images {expected} broken 0</title>" in dom.stdout
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
 
@@ -276,3 +276,18 @@ def test_benchmark_refuses_a_batch_larger_than_the_test_batch(shipped: Path, tmp
         main(["benchmark", "--config", fit["config_path"], "--ckpt_path", fit["ckpt_path"], "--batch_sizes", "[128]",
               "--artifact", str(shipped / "run" / "export" / "fit"), "--output", str(tmp_path)])  # fmt: skip
     assert not (tmp_path / "benchmark.json").exists()
+
+
+def test_remove_qat_gives_back_the_float_model() -> None:
+    from torch import nn
+
+    from lightkit.quantization import fake_quantizers, prepare_qat, remove_qat
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.randn(5, 4)
+    expected = model(x)
+    prepare_qat(model)
+    assert len(fake_quantizers(model)) == 4
+    remove_qat(model)
+    assert fake_quantizers(model) == [] and all(type(m) is nn.Linear for m in (model[0], model[2]))
+    assert torch.equal(model(x), expected) and set(model.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}

@@ -105,7 +105,7 @@ def plot_bars(title: str, labels: list[str], series: dict[str, list[float | None
     ax.margins(x=0.15)
     if len(series) > 1:
         ax.legend(fontsize=8)
-    slug = title.lower().replace(" ", "-").replace("/", "-")
+    slug = title.lower().replace(", ", "-").replace(" ", "-").replace("/", "-")
     return figure_png(fig, out / f"bars-{slug}.png")
 
 
@@ -188,10 +188,11 @@ def write_report(settings: ShipSettings, records: dict[str, dict[str, Any]]) -> 
         onnx_labels = [f"{r['model']} / {r['form']}" for r in onnx]
         charts.append(plot_bars("size", onnx_labels, {"MiB": [r["mib"] for r in onnx]}, "MiB", out))
         charts.append(plot_bars(f"test {primary}", labels, {primary: [r["metric"] for r in rows]}, primary, out))
-        if sizes:
-            latency = {f"batch {s}": [r["latency"][s] for r in rows] for s in sizes}
-            charts.append(plot_bars("latency", labels, latency, "ms per call (median)", out))
+        for size in sizes:  # one chart per batch size: their scales differ a hundredfold
+            latency = {"median": [r["latency"][size] for r in rows]}
+            charts.append(plot_bars(f"latency, batch {size}", labels, latency, "ms per call (median)", out))
     reports = task_reports(records)
+    timed = records.get("benchmark", {}).get("outputs", {}).get("models", {})
     stage_times = [
         {"stage": stage, "wall_s": records[stage].get("wall_s")} for stage in settings.stages if stage in records
     ]
@@ -210,7 +211,8 @@ def write_report(settings: ShipSettings, records: dict[str, dict[str, Any]]) -> 
         "reports": reports,
         "stages": stage_times,
         "total_s": sum(s["wall_s"] or 0 for s in stage_times),
-        "machine": machine(),
+        # The machine the benchmark ran on (its record says), else this one.
+        "machine": next(iter(timed.values()), {}).get("machine") or machine(),
         "python": platform.python_version(),
         "versions": versions(),
     }
