@@ -13,7 +13,7 @@ NER_RUN  := runs/ner
 LOCK     := requirements.lock
 PIP_Q    := -m pip install -q --disable-pip-version-check
 
-.PHONY: install lock test suite stage lint docs test-slow test-min test-latest demo distill ppo sft distill-sft align generate peer-venvs llm-peers clean
+.PHONY: install lock test suite stage lint docs test-slow test-min test-latest demo ship distill ppo sft distill-sft align generate peer-venvs llm-peers clean
 
 install: $(VENV)/.installed
 
@@ -84,6 +84,12 @@ test-min:
 demo: install
 	$(LIGHTKIT) fit --config configs/ner.yaml
 	$(LIGHTKIT) test --config configs/ner.yaml --ckpt_path $(NER_RUN)/checkpoints/best.ckpt
+
+# The demo shipped in one command (about 20 minutes on 2 cores): fit, a KD student and a KD+QAT
+# student, plain QAT, test, export with the parity gate, evaluate, benchmark against PyTorch, and
+# the report runs/ner_ship/report/report.html. A rerun skips every stage already done.
+ship: install
+	$(LIGHTKIT) ship --config configs/ner_ship.yaml
 
 # Knowledge distillation of the demo's NER model into a 3-layer student (trains the teacher first if needed).
 distill: install

@@ -368,7 +368,27 @@ def refiner_table(result: dict) -> str:
 
 
 # Which table a result file gets: the first renderer whose test matches it.
+def ship_table(result: dict) -> str:
+    """A `lightkit ship` run's summary.json: every model and form with its metric, size and latency."""
+    sizes, metric = result["batch_sizes"], result["primary_metric"]
+    head = f"| model | form | size MiB | test {metric} | " + " | ".join(
+        f"ms, batch {s} | vs PyTorch, batch {s}" for s in sizes
+    )
+    lines = [head + " |", "|" + "---|" * (4 + 2 * len(sizes))]
+    for row in result["rows"]:
+        cells = [row["model"], row["form"], "–" if row["mib"] is None else f"{row['mib']:.1f}",
+                 "–" if row["metric"] is None else f"{100 * row['metric']:.1f}"]  # fmt: skip
+        for s in sizes:
+            latency, speedup = row["latency"][str(s)], row["speedup"][str(s)]
+            cells += ["–" if latency is None else f"{latency:.2f}", "–" if speedup is None else f"{speedup:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    walls = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in result["stages_wall_s"].items())
+    return "\n".join([f"Device: {result['device']}; {result['date']}.", "", *lines, "", f"Stages: {walls}.", "",
+                      f"Command: `{result['command']}`", ""])  # fmt: skip
+
+
 RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
+    (lambda r: r.get("kind") == "ship", ship_table),
     (lambda r: "rows" in r and "speedup_vs_pytorch" in r["rows"][0], inference_table),
     (lambda r: "encoder" in r, gpu_inference_tables),
     (lambda r: "hf_trainer" in r, train_table),
