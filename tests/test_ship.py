@@ -19,6 +19,7 @@ from conftest import ROOT
 
 from lightkit.errors import InputError
 from lightkit.main import main
+from lightkit.ship.report import read_curves
 from lightkit.ship.settings import parse
 
 TINY_SHIP = ROOT / "tests" / "conf" / "ner_ship.yaml"
@@ -189,6 +190,34 @@ def test_a_killed_run_resumes_at_the_stage_it_was_in(tmp_path: Path) -> None:
     assert {s: second[s] for s in first} == first  # fit and test were not run again
     assert not (tmp_path / "run" / "export" / "half-written").exists()  # the killed stage's leftovers are gone
     assert (tmp_path / "run" / "report" / "report.html").is_file()
+
+
+def test_a_fit_killed_part_way_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    config = yaml.safe_load(ship_config(tmp_path, stages=["fit", "report"]).read_text())
+    config["trainer"]["max_epochs"] = 12  # long enough to be killed in the middle
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    lightkit = Path(sys.executable).with_name("lightkit")
+    process = subprocess.Popen([str(lightkit), "ship", "--config", str(path)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    last = tmp_path / "run" / "fit" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert records(tmp_path / "run") == {}
+    killed_at = torch.load(last, weights_only=True)["global_step"]
+    out = subprocess.run([str(lightkit), "ship", "--config", str(path)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "lightkit ship: fit: resuming from its last.ckpt (same config)" in out.stdout
+    fit = records(tmp_path / "run")["fit"]["outputs"]
+    final = torch.load(tmp_path / "run" / "fit" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] > killed_at and final["epoch"] == 11
+    assert len(list((tmp_path / "run" / "fit" / "lightning_logs").glob("version_*/metrics.csv"))) == 2
+    curves = read_curves(fit["metrics_csv_path"])  # both runs' logs, in step order
+    steps = [step for step, _ in curves["val_f1"]]
+    assert steps == sorted(steps) and len(steps) == 12
 
 
 def test_a_failing_stage_stops_with_its_error_and_keeps_the_rest(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@
 
 The stages run in order (lightkit.ship.settings.STAGES); each one skips when it finished before
 with the same inputs (lightkit.ship.state), so rerunning after a failure or a kill resumes at the
-stage that did not finish. A stage's error stops the pipeline with that error; finished stages
-stay. The report is written last, every run, from the stage records.
+stage that did not finish: from scratch, or for a training stage killed part-way with its
+config unchanged, from its `last.ckpt` (LastCheckpoint's). A stage's error stops the pipeline with
+that error; finished stages stay. The report is written last, every run, from the stage records.
 """
 
 from __future__ import annotations
@@ -88,8 +89,11 @@ def ship(config_file: str, cli: S.Cli, force: bool = False, start: str | None = 
     for stage in done:
         print(f"lightkit ship: {stage}: done before with the same inputs, skipped")
     for stage in todo:
-        clear(settings.run_dir, stage)  # a half-written folder of a killed run never mixes in
-        print(f"lightkit ship: {stage}: running")
+        if S.resumable(ctx, stage):
+            print(f"lightkit ship: {stage}: resuming from its last.ckpt (same config)")
+        else:
+            clear(settings.run_dir, stage)  # a half-written folder of a killed run never mixes in
+            print(f"lightkit ship: {stage}: running")
         began = time.perf_counter()
         try:
             outputs = RUNNERS[stage](ctx)

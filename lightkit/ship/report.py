@@ -16,32 +16,35 @@ import csv
 import json
 import math
 import os
-import platform
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from lightkit.export.benchmark import machine
+from lightkit.export.exporter import versions
 from lightkit.io import atomic_open, atomic_write_text
-from lightkit.ship.settings import ShipSettings
+from lightkit.ship.settings import MODEL_STAGES, ShipSettings
 
 PLOT_DPI = 110
 
 
 def read_curves(path: str | None) -> dict[str, list[tuple[int, float]]]:
-    """Per metric, its (step, value) points from a CSVLogger's metrics.csv."""
-    curves: dict[str, list[tuple[int, float]]] = {}
+    """Per metric, its (step, value) points from a CSVLogger's metrics.csv, and from the earlier
+    versions beside it (a fit resumed from its last.ckpt logs into a new version)."""
+    points: dict[str, dict[int, float]] = {}
     if not path or not Path(path).is_file():
-        return curves
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            step = int(float(row.get("step") or 0))
-            for key, value in row.items():
-                if key in ("step", "epoch") or value in (None, ""):
-                    continue
-                curves.setdefault(key, []).append((step, float(value)))
-    return curves
+        return {}
+    versions = sorted(Path(path).parent.parent.glob("version_*/metrics.csv"), key=lambda p: (len(str(p)), str(p)))
+    for file in versions:
+        with open(file, newline="") as f:
+            for row in csv.DictReader(f):
+                step = int(float(row.get("step") or 0))
+                for key, value in row.items():
+                    if key not in ("step", "epoch") and value not in (None, ""):
+                        points.setdefault(key, {})[step] = float(value)  # a resumed run's value wins
+    return {key: sorted(values.items()) for key, values in points.items()}
 
 
 def figure_png(fig: Any, path: Path) -> Path:
@@ -149,7 +152,7 @@ def task_reports(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if seqeval.is_file():
             table = json.loads(seqeval.read_text())
             entry["seqeval"] = [
-                {"label": label, **{k: v for k, v in values.items()}}
+                {"label": label, **values}
                 for label, values in table.items()
                 if isinstance(values, dict) and "f1-score" in values
             ]
@@ -164,10 +167,20 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def versions() -> dict[str, str]:
-    from lightkit.export.exporter import versions as export_versions
-
-    return export_versions()
+def draw_charts(rows: list[dict[str, Any]], primary: str, sizes: list[int], out: Path) -> list[Path]:
+    """Bar charts of the forms table: size, the metric, and latency per batch size."""
+    if not rows:
+        return []
+    labels = [f"{r['model']} / {r['form']}" for r in rows]
+    onnx = [(label, r) for label, r in zip(labels, rows) if r["form"] != "pytorch"]
+    charts = [
+        plot_bars("size", [label for label, _ in onnx], {"MiB": [r["mib"] for _, r in onnx]}, "MiB", out),
+        plot_bars(f"test {primary}", labels, {primary: [r["metric"] for r in rows]}, primary, out),
+    ]
+    for size in sizes:  # one chart per batch size: their scales differ a hundredfold
+        latency = {"median": [r["latency"][size] for r in rows]}
+        charts.append(plot_bars(f"latency, batch {size}", labels, latency, "ms per call (median)", out))
+    return charts
 
 
 def write_report(settings: ShipSettings, records: dict[str, dict[str, Any]]) -> tuple[Path, Path]:
@@ -175,29 +188,15 @@ def write_report(settings: ShipSettings, records: dict[str, dict[str, Any]]) -> 
     out.mkdir(parents=True, exist_ok=True)
     rows, primary, sizes = form_rows(records)
     curves = []
-    for stage in ("fit", "distill", "distill-qat", "qat"):
+    for stage in MODEL_STAGES:
         outputs = records.get(stage, {}).get("outputs")
-        if outputs:
-            png = plot_curves(stage, read_curves(outputs.get("metrics_csv_path")), primary, out)
-            if png:
-                curves.append({"model": stage, "image": png})
-    charts = []
-    if rows:
-        labels = [f"{r['model']} / {r['form']}" for r in rows]
-        onnx = [r for r in rows if r["form"] != "pytorch"]
-        onnx_labels = [f"{r['model']} / {r['form']}" for r in onnx]
-        charts.append(plot_bars("size", onnx_labels, {"MiB": [r["mib"] for r in onnx]}, "MiB", out))
-        charts.append(plot_bars(f"test {primary}", labels, {primary: [r["metric"] for r in rows]}, primary, out))
-        for size in sizes:  # one chart per batch size: their scales differ a hundredfold
-            latency = {"median": [r["latency"][size] for r in rows]}
-            charts.append(plot_bars(f"latency, batch {size}", labels, latency, "ms per call (median)", out))
-    reports = task_reports(records)
+        png = outputs and plot_curves(stage, read_curves(outputs.get("metrics_csv_path")), primary, out)
+        if png:
+            curves.append({"model": stage, "image": png})
     timed = records.get("benchmark", {}).get("outputs", {}).get("models", {})
     stage_times = [
         {"stage": stage, "wall_s": records[stage].get("wall_s")} for stage in settings.stages if stage in records
     ]
-    from lightkit.export.benchmark import machine
-
     context = {
         "title": f"lightkit ship: {settings.config_file.name}",
         "run_dir": str(settings.run_dir),
@@ -207,13 +206,12 @@ def write_report(settings: ShipSettings, records: dict[str, dict[str, Any]]) -> 
         "sizes": sizes,
         "rows": rows,
         "curves": curves,
-        "charts": charts,
-        "reports": reports,
+        "charts": draw_charts(rows, primary, sizes, out),
+        "reports": task_reports(records),
         "stages": stage_times,
         "total_s": sum(s["wall_s"] or 0 for s in stage_times),
         # The machine the benchmark ran on (its record says), else this one.
         "machine": next(iter(timed.values()), {}).get("machine") or machine(),
-        "python": platform.python_version(),
         "versions": versions(),
     }
     env = jinja2.Environment(

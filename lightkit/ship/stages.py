@@ -25,6 +25,7 @@ from lightkit.ship.settings import MODEL_STAGES, ShipSettings
 from lightkit.tasks import Distillation
 
 Cli = Callable[[list[str]], Any]
+CHECKPOINT_CALLBACKS = ("ModelCheckpoint", "LastCheckpoint")
 
 
 @dataclass
@@ -56,8 +57,13 @@ def relocate(config: dict[str, Any], folder: Path) -> dict[str, Any]:
     trainer = config.setdefault("trainer", {})
     trainer["default_root_dir"] = str(folder)
     for entry in trainer.get("callbacks") or []:
-        if isinstance(entry, dict) and "dirpath" in (entry.get("init_args") or {}):
-            entry["init_args"]["dirpath"] = str(folder / "checkpoints")
+        if not isinstance(entry, dict):
+            continue
+        named = str(entry.get("class_path", "")).rsplit(".", 1)[-1] in CHECKPOINT_CALLBACKS
+        if named or "dirpath" in (entry.get("init_args") or {}):
+            # A fixed folder, not Lightning's default under the logger's version: a resumed fit
+            # finds its last.ckpt there.
+            entry.setdefault("init_args", {})["dirpath"] = str(folder / "checkpoints")
     loggers = trainer.get("logger")
     for entry in loggers if isinstance(loggers, list) else [loggers]:
         if isinstance(entry, dict) and "save_dir" in (entry.get("init_args") or {}):
@@ -94,11 +100,25 @@ def stage_config(ctx: Context, stage: str) -> dict[str, Any]:
     return relocate({**base, "model": model, "trainer": trainer}, ctx.run_dir / stage)
 
 
+def resumable(ctx: Context, stage: str) -> bool:
+    """A training stage killed part-way: its folder holds the same config and a `last.ckpt`
+    (LastCheckpoint's), which `lightkit fit --ckpt_path last` continues exactly."""
+    folder = ctx.run_dir / stage
+    config_path = folder / "config.yaml"
+    return (
+        stage in MODEL_STAGES
+        and (folder / "checkpoints" / "last.ckpt").is_file()
+        and config_path.is_file()
+        and config_path.read_text() == yaml.safe_dump(stage_config(ctx, stage), sort_keys=False)
+    )
+
+
 def train(ctx: Context, stage: str) -> dict[str, Any]:
     folder = ctx.run_dir / stage
     config_path = folder / "config.yaml"
+    resume = ["--ckpt_path", "last"] if resumable(ctx, stage) else []
     atomic_write_text(config_path, yaml.safe_dump(stage_config(ctx, stage), sort_keys=False))
-    done = ctx.cli(["fit", "--config", str(config_path)])
+    done = ctx.cli(["fit", "--config", str(config_path), *resume])
     trainer = done.trainer
     callback = trainer.checkpoint_callback
     ckpt = (callback.best_model_path or callback.last_model_path) if callback else ""
