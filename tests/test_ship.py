@@ -63,7 +63,8 @@ def test_every_stage_writes_its_outputs(shipped: Path) -> None:
         assert (run / "benchmark" / name / "benchmark.json").is_file()
         for form in json.loads((run / "export" / name / "manifest.json").read_text())["forms"]:
             assert (run / "evaluate" / name / form / "evaluation.json").is_file()
-    for name in ("report.md", "report.html", "curves-fit.png", "bars-latency-batch-1.png", "bars-size.png"):
+    for name in ("report.md", "report.html", "curves-fit.png", "bars-latency-batch-1.png", "bars-size.png",
+                 "bars-parity.png"):  # fmt: skip
         assert (run / "report" / name).stat().st_size > 0
 
 
@@ -284,7 +285,7 @@ def test_the_html_report_renders_in_a_browser_with_no_broken_image(shipped: Path
         subprocess.run([*common, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
                        capture_output=True, timeout=120)  # fmt: skip
     expected = html.count("<img ")
-    assert expected >= 8  # four bar charts and a curve per trained model
+    assert expected >= 9  # five bar charts and a curve per trained model
     assert f"<title>images {expected} broken 0</title>" in dom.stdout
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
 

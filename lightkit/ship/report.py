@@ -168,13 +168,21 @@ def data_uri(path: Path) -> str:
 
 
 def draw_charts(rows: list[dict[str, Any]], primary: str, sizes: list[int], out: Path) -> list[Path]:
-    """Bar charts of the forms table: size, the metric, and latency per batch size."""
+    """Bar charts of the forms table: size, parity, the metric, and latency per batch size."""
     if not rows:
         return []
     labels = [f"{r['model']} / {r['form']}" for r in rows]
     onnx = [(label, r) for label, r in zip(labels, rows) if r["form"] != "pytorch"]
+    forms = [label for label, _ in onnx]
     charts = [
-        plot_bars("size", [label for label, _ in onnx], {"MiB": [r["mib"] for _, r in onnx]}, "MiB", out),
+        plot_bars("size", forms, {"MiB": [r["mib"] for _, r in onnx]}, "MiB", out),
+        plot_bars(
+            "parity",
+            forms,
+            {"argmax agreement": [r["parity"] for _, r in onnx]},
+            "argmax agreement with PyTorch (share of positions)",
+            out,
+        ),  # fmt: skip
         plot_bars(f"test {primary}", labels, {primary: [r["metric"] for r in rows]}, primary, out),
     ]
     for size in sizes:  # one chart per batch size: their scales differ a hundredfold
