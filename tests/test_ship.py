@@ -54,6 +54,7 @@ def test_every_stage_writes_its_outputs(shipped: Path) -> None:
     for stage in ("fit", "distill", "distill-qat", "qat"):
         ckpt = Path(done[stage]["outputs"]["ckpt_path"])
         assert ckpt.is_file() and ckpt.is_relative_to(run / stage)  # the config's dirpath moved into the run
+        assert ckpt.name == "best.ckpt"  # the monitored checkpoint, not LastCheckpoint's
         assert Path(done[stage]["outputs"]["metrics_csv_path"]).is_file()
         assert list((run / stage / "tensorboard").glob("version_0/events.out.tfevents.*"))  # the default loggers
     assert not Path("/tmp/lightkit-tests/moved-by-ship").exists()

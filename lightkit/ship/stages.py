@@ -120,7 +120,8 @@ def train(ctx: Context, stage: str) -> dict[str, Any]:
     atomic_write_text(config_path, yaml.safe_dump(stage_config(ctx, stage), sort_keys=False))
     done = ctx.cli(["fit", "--config", str(config_path), *resume])
     trainer = done.trainer
-    callback = trainer.checkpoint_callback
+    # The best checkpoint of whichever ModelCheckpoint keeps one (LastCheckpoint keeps only last.ckpt).
+    callback = next((c for c in trainer.checkpoint_callbacks if c.best_model_path), trainer.checkpoint_callback)
     ckpt = (callback.best_model_path or callback.last_model_path) if callback else ""
     if not ckpt:
         raise InputError(f"{config_path}: stage {stage!r} wrote no checkpoint; ship needs checkpointing left on")
