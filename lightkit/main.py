@@ -225,27 +225,27 @@ def default_loggers(root: str) -> list[Logger]:
 
 
 def cli(args: ArgsType = None, run: bool = True) -> LightkitCLI:
-    """The one builder behind every `lightkit` subcommand (run=False: build, don't run)."""
-    return LightkitCLI(
-        BaseTask,
-        BaseDataModule,
-        trainer_class=LightkitTrainer,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [ExactResume()]},  # always present, not configurable
-        args=args,
-        run=run,
-    )
+    """The one builder behind every `lightkit` subcommand (run=False: build, don't run).
 
-
-def as_command(args: list[str]) -> LightkitCLI:
-    """`lightkit <args>` run in this process, as if typed (LightningCLI warns when handed `args`
-    while the process has command-line arguments of its own, `lightkit ship ...` here)."""
+    A list of `args` runs as if typed: it stands in sys.argv while the command runs, so a DDP
+    launcher that re-executes the command line replays these arguments (not those of the calling
+    process, `lightkit ship ...` or pytest's), and LightningCLI does not warn about the two.
+    """
     argv = sys.argv
-    sys.argv = [argv[0], *args]
+    if isinstance(args, list):
+        sys.argv, args = [argv[0], *args], None
     try:
-        return cli()
+        return LightkitCLI(
+            BaseTask,
+            BaseDataModule,
+            trainer_class=LightkitTrainer,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"callbacks": [ExactResume()]},  # always present, not configurable
+            args=args,
+            run=run,
+        )
     finally:
         sys.argv = argv
 
@@ -274,7 +274,7 @@ def main(args: ArgsType = None) -> None:
         def command() -> None:
             from lightkit.ship.command import main as ship
 
-            ship(argv[1:], cli=as_command)
+            ship(argv[1:], cli=cli)
     else:
 
         def command() -> None:
