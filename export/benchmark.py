@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from lightkit.errors import InputError
+from lightkit.export.evaluate import percentile
 from lightkit.export.exporter import load_weights, versions
 from lightkit.export.runtime import OrtModel
 from lightkit.io import atomic_write_text
@@ -60,11 +61,7 @@ def machine() -> dict[str, Any]:
 
 
 def summary(times: list[float]) -> dict[str, float]:
-    ordered = sorted(times)
-    return {
-        "median_ms": round(ordered[len(ordered) // 2], 4),
-        "p90_ms": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 4),
-    }
+    return {"median_ms": round(percentile(times, 0.5), 4), "p90_ms": round(percentile(times, 0.9), 4)}
 
 
 def benchmark_artifact(
