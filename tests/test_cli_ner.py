@@ -233,3 +233,13 @@ def test_compile_trains_a_compiled_model_with_unchanged_checkpoint_names(run: Pa
         and compiled["hyper_parameters"]["compile_mode"] == "reduce-overhead"
     )
     assert list(compiled["state_dict"]) == list(plain["state_dict"])
+
+
+def test_fit_logs_to_csv_and_tensorboard_and_says_where(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    main(["fit", "--config", "tests/conf/ner.yaml", "--trainer.logger", "null", "--trainer.max_epochs", "1",
+          "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"CSVLogger logs to {tmp_path / 'lightning_logs' / 'version_0'}" in out
+    assert f"tensorboard --logdir {tmp_path / 'tensorboard'}" in out
+    assert (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").is_file()
+    assert list((tmp_path / "tensorboard" / "version_0").glob("events.out.tfevents.*"))

@@ -677,3 +677,18 @@ def test_tracing_leaves_the_model_in_eval_mode(tmp_path: Path) -> None:
     decoder = LlamaForCausalLM(config).eval()
     export_causal_lm(decoder, tmp_path / "decoder.onnx")
     assert not any(m.training for m in [*encoder.modules(), *decoder.modules()])
+
+
+def test_remove_qat_gives_back_the_float_model() -> None:
+    from torch import nn
+
+    from lightkit.quantization import fake_quantizers, prepare_qat, remove_qat
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.randn(5, 4)
+    expected = model(x)
+    prepare_qat(model)
+    assert len(fake_quantizers(model)) == 4
+    remove_qat(model)
+    assert fake_quantizers(model) == [] and all(type(m) is nn.Linear for m in (model[0], model[2]))
+    assert torch.equal(model(x), expected) and set(model.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}

@@ -172,6 +172,16 @@ def test_changed_settings_are_refused_then_rerun_from_that_stage_with_force(ship
     assert {s: after[s] for s in after if s != "benchmark"} == {s: before[s] for s in before if s != "benchmark"}
 
 
+def test_from_reruns_that_stage_and_the_ones_after_it_only(shipped: Path) -> None:
+    before = records(shipped / "run")
+    main(["ship", "--config", str(shipped / "ship.yaml"), "--from", "benchmark"])
+    after = records(shipped / "run")
+    assert after["benchmark"]["wall_s"] > 0 and after["benchmark"] is not before["benchmark"]
+    assert (shipped / "run" / "benchmark" / "stage.json").stat().st_mtime > (shipped / "run" / "evaluate" /
+                                                                           "stage.json").stat().st_mtime  # fmt: skip
+    assert {s: after[s] for s in after if s != "benchmark"} == {s: before[s] for s in before if s != "benchmark"}
+
+
 def test_a_killed_run_resumes_at_the_stage_it_was_in(tmp_path: Path) -> None:
     config = ship_config(tmp_path, stages=["fit", "test", "export", "report"])
     lightkit = Path(sys.executable).with_name("lightkit")
@@ -291,34 +301,9 @@ def test_the_html_report_renders_in_a_browser_with_no_broken_image(shipped: Path
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
 
 
-def test_fit_logs_to_csv_and_tensorboard_and_says_where(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    main(["fit", "--config", "tests/conf/ner.yaml", "--trainer.logger", "null", "--trainer.max_epochs", "1",
-          "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
-    out = capsys.readouterr().out
-    assert f"CSVLogger logs to {tmp_path / 'lightning_logs' / 'version_0'}" in out
-    assert f"tensorboard --logdir {tmp_path / 'tensorboard'}" in out
-    assert (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").is_file()
-    assert list((tmp_path / "tensorboard" / "version_0").glob("events.out.tfevents.*"))
-
-
 def test_benchmark_refuses_a_batch_larger_than_the_test_batch(shipped: Path, tmp_path: Path) -> None:
     fit = json.loads((shipped / "run" / "fit" / "stage.json").read_text())["outputs"]
     with pytest.raises(InputError, match=r"batch_sizes \[128\] exceed the test batch of \d+ \(data.eval_batch_size\)"):
         main(["benchmark", "--config", fit["config_path"], "--ckpt_path", fit["ckpt_path"], "--batch_sizes", "[128]",
               "--artifact", str(shipped / "run" / "export" / "fit"), "--output", str(tmp_path)])  # fmt: skip
     assert not (tmp_path / "benchmark.json").exists()
-
-
-def test_remove_qat_gives_back_the_float_model() -> None:
-    from torch import nn
-
-    from lightkit.quantization import fake_quantizers, prepare_qat, remove_qat
-
-    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-    x = torch.randn(5, 4)
-    expected = model(x)
-    prepare_qat(model)
-    assert len(fake_quantizers(model)) == 4
-    remove_qat(model)
-    assert fake_quantizers(model) == [] and all(type(m) is nn.Linear for m in (model[0], model[2]))
-    assert torch.equal(model(x), expected) and set(model.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}

@@ -26,7 +26,7 @@ from lightkit.io import atomic_write_text
 from lightkit.ship import stages as S
 from lightkit.ship.report import write_report
 from lightkit.ship.settings import MODEL_STAGES, STAGES, ShipSettings, parse
-from lightkit.ship.state import clear, fingerprint, plan, read_record, write_record
+from lightkit.ship.state import clear, fingerprint, plan, write_record
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -79,12 +79,9 @@ def ship(config_file: str, cli: S.Cli, force: bool = False, start: str | None = 
     if start is not None and start not in settings.stages:
         raise InputError(f"--from: {start!r} is not one of this config's stages {settings.stages}")
     prints = fingerprints(settings)
-    done, todo = plan(settings.run_dir, prints, force, path)
-    if start is not None and start != "report":
-        first = list(prints).index(start)
-        done, todo = [s for s in done if list(prints).index(s) < first], list(prints)[first:]
+    records, todo = plan(settings.run_dir, prints, force, path, start)
     atomic_write_text(settings.run_dir / "config.yaml", path.read_text())  # the config the run folder holds
-    records = {stage: read_record(settings.run_dir, stage) or {} for stage in done}
+    done = list(records)
     ctx = S.Context(settings, cli, records)
     for stage in done:
         print(f"lightkit ship: {stage}: done before with the same inputs, skipped")
@@ -103,8 +100,7 @@ def ship(config_file: str, cli: S.Cli, force: bool = False, start: str | None = 
                 raise type(e)(f"ship stage {stage!r}: {e}") from None
             raise
         wall = time.perf_counter() - began
-        write_record(settings.run_dir, stage, prints[stage], outputs, wall)
-        records[stage] = read_record(settings.run_dir, stage) or {}
+        records[stage] = write_record(settings.run_dir, stage, prints[stage], outputs, wall)
         print(f"lightkit ship: {stage}: done in {wall:.0f} s")
     if "report" in settings.stages:
         markdown, html = write_report(settings, records)

@@ -1,8 +1,8 @@
 """The run report: `report/report.md`, a self-contained `report/report.html` and `report/summary.json`.
 
-Every number comes from a stage's `stage.json` (which holds what the commands wrote: test metrics,
-export manifests, evaluation.json, benchmark.json), so the report and the files agree by
-construction. Charts are PNGs drawn with matplotlib beside the Markdown; the HTML embeds them as
+Every number is read from the files the stage records (`stage.json`) name, the commands' own:
+test metrics, export manifests, evaluation.json, benchmark.json; so the report and those files
+agree by construction. Charts are PNGs drawn with matplotlib beside the Markdown; the HTML embeds them as
 data URIs, so the one file can be mailed or attached to a ticket. Jinja2 renders both
 (templates/ next to this module). `summary.json` holds the forms table as data, in the shape of
 a benchmark result (what, device, date, command), so a run can be committed under
@@ -112,24 +112,36 @@ def plot_bars(title: str, labels: list[str], series: dict[str, list[float | None
     return figure_png(fig, out / f"bars-{slug}.png")
 
 
+def stage_files(records: dict[str, dict[str, Any]], stage: str, key: str) -> dict[str, Any]:
+    """The JSON files a stage's record names under `key` (`<stage>.outputs.models`), read, by model
+    (and by form, for evaluate): the commands' own files, so the report cannot drift from them."""
+
+    def read(entry: dict[str, Any]) -> dict[str, Any]:
+        if key in entry:
+            return json.loads(Path(entry[key]).read_text())
+        return {name: read(inner) for name, inner in entry.items()}
+
+    return read(records.get(stage, {}).get("outputs", {}).get("models", {}))
+
+
 def form_rows(records: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], str, list[int]]:
     """One row per model and form (PyTorch first for each model), with every number the report shows."""
-    exported = records.get("export", {}).get("outputs", {}).get("models", {})
-    evaluated = records.get("evaluate", {}).get("outputs", {}).get("models", {})
-    timed = records.get("benchmark", {}).get("outputs", {}).get("models", {})
-    tested = records.get("test", {}).get("outputs", {}).get("models", {})
-    primary = next((a.get("primary_metric") for a in exported.values() if a.get("primary_metric")), None) or "f1"
-    sizes = sorted({s for b in timed.values() for s in b.get("batch_sizes", [])})
+    manifests = stage_files(records, "export", "manifest_path")
+    evaluated = stage_files(records, "evaluate", "evaluation_path")
+    timed = stage_files(records, "benchmark", "benchmark_path")
+    tested = stage_files(records, "test", "metrics_path")
+    primary = next((m["primary_metric"] for m in manifests.values()), "f1")
+    sizes = sorted({s for b in timed.values() for s in b["batch_sizes"]})
     rows = []
-    for name, artifact in exported.items():
+    for name, manifest in manifests.items():
         bench = timed.get(name, {}).get("forms", {})
         rows.append({
             "model": name, "form": "pytorch", "mib": None, "parity": None, "passed": None,
-            "metric": tested.get(name, {}).get("metrics", {}).get(f"test_{primary}"),
+            "metric": tested.get(name, {}).get(f"test_{primary}"),
             "latency": {s: bench.get("pytorch", {}).get("latency", {}).get(str(s), {}).get("median_ms") for s in sizes},
             "speedup": {s: 1.0 if bench else None for s in sizes},
         })  # fmt: skip
-        for form, info in artifact["forms"].items():
+        for form, info in manifest["forms"].items():
             parity = info.get("parity", {})
             side = bench.get(form, {})
             rows.append({
@@ -146,8 +158,8 @@ def task_reports(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The test stage's own reports per model: seqeval's table, or the confusion matrix image."""
     found = []
     for name, test in records.get("test", {}).get("outputs", {}).get("models", {}).items():
-        folder = Path(test["dir"])
-        entry: dict[str, Any] = {"model": name, "metrics": test.get("metrics", {}), "seqeval": None, "image": None}
+        folder = Path(test["metrics_path"]).parent
+        entry: dict[str, Any] = {"model": name, "seqeval": None, "image": None}
         seqeval = folder / "seqeval_report.json"
         if seqeval.is_file():
             table = json.loads(seqeval.read_text())
@@ -201,7 +213,7 @@ def write_report(settings: ShipSettings, records: dict[str, dict[str, Any]]) -> 
         png = outputs and plot_curves(stage, read_curves(outputs.get("metrics_csv_path")), primary, out)
         if png:
             curves.append({"model": stage, "image": png})
-    timed = records.get("benchmark", {}).get("outputs", {}).get("models", {})
+    timed = stage_files(records, "benchmark", "benchmark_path")
     stage_times = [
         {"stage": stage, "wall_s": records[stage].get("wall_s")} for stage in settings.stages if stage in records
     ]

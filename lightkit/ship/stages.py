@@ -32,7 +32,7 @@ CHECKPOINT_CALLBACKS = ("ModelCheckpoint", "LastCheckpoint")
 class Context:
     settings: ShipSettings
     cli: Cli
-    records: dict[str, dict[str, Any]]  # the finished stages' outputs, by stage
+    records: dict[str, dict[str, Any]]  # the finished stages' records (stage.json), by stage
 
     @property
     def run_dir(self) -> Path:
@@ -40,7 +40,7 @@ class Context:
 
     def models(self) -> dict[str, dict[str, Any]]:
         """The trained models so far (fit and the students), by the stage that trained them."""
-        return {s: self.records[s] for s in MODEL_STAGES if s in self.records and s in self.settings.stages}
+        return {s: self.records[s] for s in MODEL_STAGES if s in self.records}
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +151,7 @@ def test(ctx: Context) -> dict[str, Any]:
         ])  # fmt: skip
         metrics = {k: float(v) for k, v in done.trainer.callback_metrics.items() if k.startswith("test_")}
         atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        models[name] = {"metrics_path": str(folder / "metrics.json"), "metrics": metrics, "dir": str(folder)}
+        models[name] = {"metrics_path": str(folder / "metrics.json")}  # the task's reports lie beside it
     return {"models": models}
 
 
@@ -171,26 +171,25 @@ def export(ctx: Context) -> dict[str, Any]:
         settings = {**section, "ckpt_path": model["ckpt_path"], "output": str(folder / name), "overwrite": True}
         if section.get("forms") and name in ("distill-qat", "qat") and "qat" not in section["forms"]:
             settings["forms"] = [*section["forms"], "qat"]  # the form a QAT model was trained for
-        output = folder / name
         ctx.cli(["export", "--config", model["config_path"], "--config", settings_file(folder, name, settings)])
-        manifest = json.loads((output / "manifest.json").read_text())
-        models[name] = {"artifact_path": str(output), "primary_metric": manifest["primary_metric"],
-                        "forms": manifest["forms"]}  # fmt: skip
+        models[name] = {"manifest_path": str(folder / name / "manifest.json")}
     return {"models": models}
+
+
+def artifacts(ctx: Context) -> dict[str, Path]:
+    """The export stage's artifact folders, by model."""
+    return {name: Path(a["manifest_path"]).parent for name, a in ctx.records["export"]["outputs"]["models"].items()}
 
 
 def evaluate(ctx: Context) -> dict[str, Any]:
     models: dict[str, Any] = {}
-    for name, artifact in ctx.records["export"]["outputs"]["models"].items():
+    for name, artifact in artifacts(ctx).items():
         config = ctx.records[name]["outputs"]["config_path"]
-        for form in artifact["forms"]:
+        for form in json.loads((artifact / "manifest.json").read_text())["forms"]:
             output = ctx.run_dir / "evaluate" / name / form
-            ctx.cli([
-                "evaluate", "--config", config, "--artifact", artifact["artifact_path"], "--form", form,
-                "--output", str(output),
-            ])  # fmt: skip
-            path = output / "evaluation.json"
-            models.setdefault(name, {})[form] = {"evaluation_path": str(path), **json.loads(path.read_text())}
+            ctx.cli(["evaluate", "--config", config, "--artifact", str(artifact), "--form", form,
+                     "--output", str(output)])  # fmt: skip
+            models.setdefault(name, {})[form] = {"evaluation_path": str(output / "evaluation.json")}
     return {"models": models}
 
 
@@ -198,12 +197,9 @@ def benchmark(ctx: Context) -> dict[str, Any]:
     section = ctx.settings.section("benchmark")
     models = {}
     folder = ctx.run_dir / "benchmark"
-    for name, artifact in ctx.records["export"]["outputs"]["models"].items():
+    for name, artifact in artifacts(ctx).items():
         model = ctx.records[name]["outputs"]
-        output = folder / name
-        settings = {**section, "artifact": artifact["artifact_path"], "ckpt_path": model["ckpt_path"],
-                    "output": str(output)}  # fmt: skip
+        settings = {**section, "artifact": str(artifact), "ckpt_path": model["ckpt_path"], "output": str(folder / name)}
         ctx.cli(["benchmark", "--config", model["config_path"], "--config", settings_file(folder, name, settings)])
-        path = output / "benchmark.json"
-        models[name] = {"benchmark_path": str(path), **json.loads(path.read_text())}
+        models[name] = {"benchmark_path": str(folder / name / "benchmark.json")}
     return {"models": models}

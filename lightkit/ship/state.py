@@ -56,28 +56,30 @@ def output_files(outputs: Any) -> list[Path]:
     return found
 
 
-def is_done(record: dict[str, Any] | None, print_: str) -> bool:
+def is_done(record: dict[str, Any] | None, expected: str) -> bool:
     return (
         record is not None
-        and record.get("fingerprint") == print_
+        and record.get("fingerprint") == expected
         and all(p.exists() for p in output_files(record.get("outputs")))
     )
 
 
-def plan(run_dir: Path, prints: dict[str, str], force: bool, config_file: Path) -> tuple[list[str], list[str]]:
-    """Split the stages into (done, to run); refuse changed settings under a finished stage.
+def plan(
+    run_dir: Path, prints: dict[str, str], force: bool, config_file: Path, start: str | None = None
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The finished stages' records and the stages to run; refuse changed settings under a finished stage.
 
     `prints` holds each selected stage's fingerprint, in pipeline order. Stages after the first
-    one that must run also run (their inputs are being rewritten).
+    one that must run (or `start`, `--from`) also run: their inputs are being rewritten.
     """
-    done: list[str] = []
+    done: dict[str, dict[str, Any]] = {}
     stages = list(prints)
     for i, stage in enumerate(stages):
         record = read_record(run_dir, stage)
-        if is_done(record, prints[stage]):
-            done.append(stage)
+        if stage != start and is_done(record, prints[stage]):
+            done[stage] = record
             continue
-        if record is not None and record.get("fingerprint") != prints[stage] and not force:
+        if stage != start and record is not None and record.get("fingerprint") != prints[stage] and not force:
             raise InputError(
                 f"{config_file}: the settings of stage {stage!r} changed since it finished in {run_dir} (fingerprint "
                 f"{record.get('fingerprint')} -> {prints[stage]}); rerun from it with --force, or set another "
@@ -91,6 +93,7 @@ def clear(run_dir: Path, stage: str) -> None:
     shutil.rmtree(run_dir / stage, ignore_errors=True)
 
 
-def write_record(run_dir: Path, stage: str, print_: str, outputs: dict[str, Any], wall_s: float) -> None:
-    record = {"stage": stage, "fingerprint": print_, "wall_s": round(wall_s, 2), "outputs": outputs}
+def write_record(run_dir: Path, stage: str, expected: str, outputs: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    record = {"stage": stage, "fingerprint": expected, "wall_s": round(wall_s, 2), "outputs": outputs}
     atomic_write_text(record_path(run_dir, stage), json.dumps(record, indent=2) + "\n")
+    return record
