@@ -383,8 +383,7 @@ def ship_table(result: dict) -> str:
             cells += ["–" if latency is None else f"{latency:.2f}", "–" if speedup is None else f"{speedup:.2f}x"]
         lines.append("| " + " | ".join(cells) + " |")
     walls = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in result["stages_wall_s"].items())
-    return "\n".join([f"Device: {result['device']}; {result['date']}.", "", *lines, "", f"Stages: {walls}.", "",
-                      f"Command: `{result['command']}`", ""])  # fmt: skip
+    return with_command(f"Device: {result['device']}; {result['date']}.", [*lines, "", f"Stages: {walls}."], result)
 
 
 RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
