@@ -11,9 +11,9 @@
 Every subcommand is built by the same `cli()`: the task and DataModule from the config, chosen in
 YAML by class name (subclass mode), with what the data knows (tokenizer, label names) linked into
 the task when both are instantiated, so a config states it once. `export`, `evaluate` and
-`benchmark` are methods of `LightkitTrainer`, so LightningCLI lists them in `lightkit --help`, reads their settings
-from `--config` files as well as flags, and hands them the built task and DataModule. A
-PredictionWriter is always present, configurable as `--prediction_writer.output`.
+`benchmark` are methods of `LightkitTrainer`, so LightningCLI lists them in `lightkit --help`,
+reads their settings from `--config` files as well as flags, and hands them the built task and
+DataModule. A PredictionWriter is always present, configurable as `--prediction_writer.output`.
 """
 
 from __future__ import annotations
@@ -139,6 +139,8 @@ class LightkitTrainer(Trainer):
 
 class LightkitCLI(CheckpointHparams):
     links = tuple(LINKS.values())
+    #: The config sets no logger: `default_loggers` are attached once the trainer exists.
+    _default_loggers = False
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -192,7 +194,7 @@ class LightkitCLI(CheckpointHparams):
 
     def instantiate_trainer(self, **kwargs: object) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
-        if getattr(self, "_default_loggers", False):
+        if self._default_loggers:
             trainer.loggers = default_loggers(trainer.default_root_dir)
         # Checkpoints are written whole or not at all; a CheckpointIO the user configured
         # (trainer.plugins) is left alone.
