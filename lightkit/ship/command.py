@@ -43,7 +43,6 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def fingerprints(settings: ShipSettings) -> dict[str, str]:
     """Each selected stage's fingerprint: its own settings and those of the stages it reads."""
-    prints: dict[str, str] = {}
     section = settings.section
     fit = fingerprint("fit", settings.base)
     own = {
@@ -57,10 +56,7 @@ def fingerprints(settings: ShipSettings) -> dict[str, str]:
     own["export"] = fingerprint("export", models, section("export"))
     own["evaluate"] = fingerprint("evaluate", own["export"])
     own["benchmark"] = fingerprint("benchmark", own["export"], section("benchmark"))
-    for stage in settings.stages:
-        if stage != "report":
-            prints[stage] = own[stage]
-    return prints
+    return {stage: own[stage] for stage in settings.stages if stage != "report"}  # the report always runs
 
 
 RUNNERS: dict[str, Callable[[S.Context], dict[str, Any]]] = {
