@@ -285,7 +285,13 @@ def export_checkpoint(
             "examples": sum(b["input_ids"].size(0) for b in batches),
             "pytorch": reference,
         },
-        "source": {"config": (config_files or [None])[0], "configs": config_files or [], "ckpt_path": ckpt_path},
+        "source": {
+            "config": (config_files or [None])[0],
+            "configs": config_files or [],
+            "ckpt_path": ckpt_path,
+            # the pretrained model the checkpoint was tuned from: name, Hub id and commit
+            "model": source.record() if (source := task.model_source()) else None,
+        },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
         "forms": {},

@@ -1,7 +1,8 @@
 """Load a trained model for use inside another task: a KD teacher, a PPO policy or reward model.
 
 Accepts what lightkit produces and what users bring: a lightkit checkpoint (`.ckpt`, loaded with
-`weights_only=True`, so it can't run code) or a Hugging Face folder / packaged model name.
+`weights_only=True`, so it can't run code), or a packaged name, Hugging Face folder or Hub id
+(`lightkit.hub`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lightkit.compat import fresh_hyperparameters
 from lightkit.errors import InputError
-from lightkit.resources import load_tokenizer, resolve_path
+from lightkit.hub import load_tokenizer, resolve_model
 
 
 def init_parameters(cls: type) -> set[str]:
@@ -28,23 +29,34 @@ def init_parameters(cls: type) -> set[str]:
 
 
 def load_trained(
-    spec: str, task: type, what: str, accept: tuple[type, ...] = ()
+    spec: str,
+    task: type,
+    what: str,
+    accept: tuple[type, ...] = (),
+    revision: str | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
     """The transformers model (and tokenizer, when known) of a `task` checkpoint or HF folder.
 
     Args:
-        spec: a `.ckpt` written by `lightkit fit` for `task`, or a Hugging Face model folder or
-            packaged model name (loaded with `task.auto_model`).
+        spec: a `.ckpt` written by `lightkit fit` for `task`, or a packaged model name, Hugging
+            Face folder or Hub id (loaded with `task.auto_model`).
         task: the lightkit task class the model was trained with (e.g. CausalLMTask).
         what: the config field being loaded, for error messages (e.g. "teacher").
         accept: other task classes whose checkpoints hold a suitable model (e.g. a
             RewardModelTask checkpoint where a sequence classifier is needed).
+        revision: the Hub revision of a Hub id.
+        trust_remote_code: let transformers run a Hub repository's own code.
     """
-    path = resolve_path(spec, what=what)
-    if not path.is_file():
-        model = task.auto_model.from_pretrained(path)
-        has_tokenizer = (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists()
-        return model, load_tokenizer(str(path)) if has_tokenizer else None
+    source = resolve_model(spec, what, revision, trust_remote_code)
+    path = source.path
+    if source.hub or not path.is_file():
+        model = source.from_pretrained(task.auto_model, what)
+        if source.hub:
+            has_tokenizer = True  # a Hub repository without one fails in load_tokenizer, naming it
+        else:
+            has_tokenizer = (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists()
+        return model, load_tokenizer(spec, revision, trust_remote_code, what=what) if has_tokenizer else None
     try:
         ckpt = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file

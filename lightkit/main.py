@@ -39,7 +39,12 @@ from lightkit.precision import default_precision
 from lightkit.task import BaseTask
 
 # DataModule attribute -> task argument, linked when both are built.
-LINKS = {"tokenizer_name": "tokenizer", "label_names": "label_names", "prompt_template": "prompt_template"}
+LINKS = {
+    "tokenizer_name": "tokenizer",
+    "tokenizer_revision": "tokenizer_revision",
+    "label_names": "label_names",
+    "prompt_template": "prompt_template",
+}
 ARTIFACT_COMMANDS = ("export", "evaluate", "benchmark")
 
 

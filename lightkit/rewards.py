@@ -96,6 +96,8 @@ class ModelReward(torch.nn.Module):
         label: label name or index whose logit is the score; required when num_labels > 1.
         text: score `prompt_and_response` (default) or the `response` alone.
         max_length: longest reward-model input in its own tokens.
+        revision: the Hub revision of a Hub id `path`.
+        trust_remote_code: let transformers run the repository's own code.
     """
 
     def __init__(
@@ -105,9 +107,13 @@ class ModelReward(torch.nn.Module):
         label: str | int | None = None,
         text: Literal["prompt_and_response", "response"] = "prompt_and_response",
         max_length: int = 256,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
-        self.model, self.tokenizer = load_trained(path, tasks[0], what="reward_model", accept=tasks[1:])
+        self.model, self.tokenizer = load_trained(
+            path, tasks[0], "reward_model", tasks[1:], revision=revision, trust_remote_code=trust_remote_code
+        )
         if self.tokenizer is None:
             raise InputError(f"reward_model: {path} has no tokenizer files; save it with its tokenizer")
         self.model.eval().requires_grad_(False)

@@ -35,10 +35,10 @@ from lightkit.compat import MovesUnregistered
 from lightkit.epoch_means import EpochMeans
 from lightkit.errors import InputError
 from lightkit.finite import FiniteLossGuard
+from lightkit.hub import ModelRef, load_tokenizer, model_card, resolve_model
 from lightkit.io import atomic_dir
 from lightkit.lora import apply_lora, check_adapter_state, merged_copy, trainable_state
 from lightkit.quantization import strip_qat_state
-from lightkit.resources import load_tokenizer, resolve_path
 from lightkit.sharding import full_state_dict, shard_blocks
 
 STAGES = ("train", "val", "test")
@@ -78,12 +78,17 @@ class BaseTask(MovesUnregistered, L.LightningModule):
     """Shared plumbing for lightkit objectives; subclass it, don't configure it directly.
 
     Args:
-        pretrained: folder of a Hugging Face model, or a packaged model name such as
-            `sentence-transformers/all-MiniLM-L6-v2`. Mutually exclusive with `model_config`.
+        pretrained: a packaged model name (`sentence-transformers/all-MiniLM-L6-v2`), a local
+            Hugging Face folder, or a Hub id (`bert-base-cased`), tried in that order
+            (`lightkit.hub`). Mutually exclusive with `model_config`.
+        revision: the Hub revision (branch, tag or commit) of a `pretrained` Hub id.
+        trust_remote_code: let transformers run the model repository's own Python code (for
+            models it does not implement). Off: a Hub id cannot run code on your machine unasked.
         model_config: keyword arguments for `transformers.AutoConfig.for_model` (must include
             `model_type`), to train from scratch; tests build tiny models this way. `vocab_size`
             defaults to the tokenizer's.
-        tokenizer: tokenizer folder or packaged name; linked from the DataModule by the CLI.
+        tokenizer: tokenizer folder, packaged name or Hub id; linked from the DataModule by the CLI.
+        tokenizer_revision: its Hub revision; linked from the DataModule too.
         learning_rate: peak AdamW learning rate (the warmup callback scales it per step).
         weight_decay: AdamW weight decay for matrices; biases and norm weights get none.
         betas: AdamW betas.
@@ -146,8 +151,11 @@ class BaseTask(MovesUnregistered, L.LightningModule):
     def __init__(
         self,
         pretrained: str | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
         model_config: dict[str, Any] | None = None,
         tokenizer: str | None = None,
+        tokenizer_revision: str | None = None,
         learning_rate: float = 5e-5,
         weight_decay: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -162,7 +170,7 @@ class BaseTask(MovesUnregistered, L.LightningModule):
         super().__init__()
         # Collects the subclass's arguments too (Lightning walks the chain of __init__ frames).
         self.save_hyperparameters()
-        self.tokenizer = load_tokenizer(tokenizer) if tokenizer else None
+        self.tokenizer = load_tokenizer(tokenizer, tokenizer_revision, trust_remote_code) if tokenizer else None
         # transformers returns models in eval mode, and Lightning keeps the submodules' mode:
         # without train() dropout would silently stay off for the whole fit.
         self.model = self.build_model().train()
@@ -210,10 +218,10 @@ class BaseTask(MovesUnregistered, L.LightningModule):
                 f"{type(self).__name__}: set exactly one of `pretrained` (a model folder or "
                 "packaged name) and `model_config` (a transformers config to train from scratch)"
             )
-        if self.hparams.pretrained is not None:
-            path = resolve_path(self.hparams.pretrained, what="pretrained")
-            config = self.fuse_activation(AutoConfig.from_pretrained(path, **overrides))
-            return auto_class.from_pretrained(path, config=config, ignore_mismatched_sizes=True)
+        source = self.model_source()
+        if source is not None:
+            config = self.fuse_activation(source.from_pretrained(AutoConfig, "pretrained", **overrides))
+            return source.from_pretrained(auto_class, "pretrained", config=config, ignore_mismatched_sizes=True)
         kwargs = dict(self.hparams.model_config)
         if "model_type" not in kwargs:
             raise InputError("model_config needs `model_type` (e.g. bert, llama)")
@@ -222,6 +230,18 @@ class BaseTask(MovesUnregistered, L.LightningModule):
             kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         config = self.fuse_activation(AutoConfig.for_model(**{**kwargs, **overrides}))
         return auto_class.from_config(config)
+
+    def model_source(self) -> ModelRef | None:
+        """Where `pretrained` resolves to (None when training from `model_config`), resolved once:
+        every later load uses the commit the first one found."""
+        h = self.hparams
+        if h.get("pretrained") is None:
+            return None
+        if "_source" not in self.__dict__:
+            self.__dict__["_source"] = resolve_model(
+                h.pretrained, "pretrained", h.get("revision"), h.get("trust_remote_code", False)
+            )
+        return self.__dict__["_source"]
 
     def fuse_activation(self, config: Any) -> Any:
         """GPT-2's `gelu_new` is the tanh GELU written as five elementwise ops; `gelu_pytorch_tanh`
@@ -494,4 +514,5 @@ class BaseTask(MovesUnregistered, L.LightningModule):
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
             self.save_extras(tmp)
+            (tmp / "README.md").write_text(model_card(self.model_source(), type(self).__name__), encoding="utf-8")
         print(f"lightkit: saved the trained model in Hugging Face format to {target}")

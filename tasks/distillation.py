@@ -44,8 +44,9 @@ class Distillation:
     """Mixin that turns an objective's task into a student distilled from a teacher.
 
     Args:
-        teacher: the teacher: a lightkit checkpoint of the same objective or a Hugging Face folder
-            (or a packaged model name).
+        teacher: the teacher: a lightkit checkpoint of the same objective, a Hugging Face folder,
+            a packaged model name or a Hub id.
+        teacher_revision: the Hub revision of a teacher Hub id (`trust_remote_code` applies too).
         kd_temperature: softening temperature T of both distributions (named apart from the
             causal LM's sampling `temperature`).
         alpha_kd: weight of the KL term.
@@ -67,6 +68,7 @@ class Distillation:
     def __init__(
         self,
         teacher: str,
+        teacher_revision: str | None = None,
         kd_temperature: float = 2.0,
         alpha_kd: float = 0.5,
         alpha_ce: float = 0.5,
@@ -90,7 +92,9 @@ class Distillation:
 
     def build_model(self) -> PreTrainedModel:
         h = self.hparams
-        teacher, teacher_tokenizer = load_trained(h.teacher, self.objective, what="teacher")
+        teacher, teacher_tokenizer = load_trained(
+            h.teacher, self.objective, "teacher", revision=h.teacher_revision, trust_remote_code=h.trust_remote_code
+        )
         self.add_frozen("teacher", teacher)  # unregistered: see the module docstring
         if h.student_layers:
             if h.pretrained is not None or h.model_config is not None:

@@ -50,7 +50,9 @@ class PolicyTask(CausalLMTask):
     def build_model(self) -> PreTrainedModel:
         h = self.hparams
         if h.pretrained is not None:  # a lightkit CLM checkpoint as well as a HF folder
-            policy, tokenizer = load_trained(h.pretrained, CausalLMTask, what="pretrained")
+            policy, tokenizer = load_trained(
+                h.pretrained, CausalLMTask, "pretrained", revision=h.revision, trust_remote_code=h.trust_remote_code
+            )
             if self.tokenizer is None:
                 self.tokenizer = tokenizer
         else:
@@ -124,8 +126,9 @@ class RolloutTask(PolicyTask):
             (`package.module:function`), or a list of them, summed with `reward_weights`.
             Exactly one of reward_fn and reward_model.
         reward_weights: one weight per reward_fn (default: all 1).
-        reward_model: a sequence classification/regression model (lightkit checkpoint or HF
-            folder); the score is its scalar output or the logit of `reward_label`.
+        reward_model: a sequence classification/regression model (lightkit checkpoint, HF
+            folder or Hub id); the score is its scalar output or the logit of `reward_label`.
+        reward_model_revision: the Hub revision of a reward_model Hub id.
         reward_label: label name or index to reward, for a reward model with several labels.
         reward_text: what the reward model reads: `prompt_and_response` or `response`.
         missing_eos_penalty: subtracted from the score of responses without EOS (None: off).
@@ -138,6 +141,7 @@ class RolloutTask(PolicyTask):
         reward_fn: str | list[str] | None = None,
         reward_weights: list[float] | None = None,
         reward_model: str | None = None,
+        reward_model_revision: str | None = None,
         reward_label: str | None = None,
         reward_text: Literal["prompt_and_response", "response"] = "prompt_and_response",
         missing_eos_penalty: float | None = None,
@@ -151,6 +155,8 @@ class RolloutTask(PolicyTask):
             tasks=(SequenceClassificationTask, RewardModelTask),
             label=reward_label,
             text=reward_text,
+            revision=reward_model_revision,
+            trust_remote_code=self.hparams.trust_remote_code,
         )
         if isinstance(reward, ModelReward):
             self.add_frozen("reward", reward)  # moves with the policy, never trained or saved

@@ -1,13 +1,30 @@
 """Shared fixtures: tests run from the repository root (configs use relative paths) and keep
-tokenised-dataset caches in a temp folder, never in the user's ~/.cache."""
+tokenised-dataset caches in a temp folder, never in the user's ~/.cache.
+
+The Hugging Face caches point at a temp folder too, in offline mode, set before any test module
+imports transformers (huggingface_hub and datasets read these once, at import): the suite never
+reaches the network, and a Hub id resolves only to what `tests/hub_fakes.py` put in that cache.
+"""
 
 from __future__ import annotations
 
+import atexit
 import csv
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+HUB_CACHE = Path(tempfile.mkdtemp(prefix="lightkit-hf-"))
+atexit.register(shutil.rmtree, HUB_CACHE, ignore_errors=True)
+os.environ.update(
+    HF_HUB_CACHE=str(HUB_CACHE / "hub"),
+    HF_HUB_OFFLINE="1",
+    HF_DATASETS_CACHE=str(HUB_CACHE / "datasets"),
+    HF_DATASETS_OFFLINE="1",
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -105,3 +122,50 @@ def tiny_decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ckpt = next((root / "run").rglob("*.ckpt"))
     main(["export", *common, "--ckpt_path", str(ckpt), "--output", str(root / "onnx"), "--forms", "[fp32, int8-cpu]"])
     return root / "onnx"
+
+
+@pytest.fixture(scope="session")
+def hub_bert(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A tiny BERT (random weights, the tests' WordPiece tokenizer) in the offline Hub cache as
+    `lightkit-test/tiny-bert`, tagged v1: a Hub model as a download leaves it."""
+    import torch
+    from hub_fakes import hub_model
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(DATA / "tokenizer")
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    commit = hub_model(HUB_CACHE / "hub", "lightkit-test/tiny-bert", folder, tags=("v1",))
+    return {"id": "lightkit-test/tiny-bert", "commit": commit}
+
+
+@pytest.fixture(scope="session")
+def hub_chat(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A tiny Llama with a ChatML tokenizer in the offline Hub cache as `lightkit-test/tiny-chat`:
+    the stand-in for a small Hub chat model."""
+    import torch
+    from hub_fakes import hub_model
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = make_chat_tokenizer(tmp_path_factory.mktemp("tiny-chat"))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return {"id": "lightkit-test/tiny-chat", "commit": hub_model(HUB_CACHE / "hub", "lightkit-test/tiny-chat", folder)}
+
+
+@pytest.fixture(scope="session")
+def hub_datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Local dataset repositories in the shapes users bring from the Hub (tests/hub_fakes.py)."""
+    import hub_fakes
+
+    root = tmp_path_factory.mktemp("datasets")
+    shapes = ("conll2003", "imdb", "trl_sft", "trl_preferences", "trl_prompts")
+    return {name: getattr(hub_fakes, name)(root / name) for name in shapes}

@@ -7,7 +7,7 @@ from conftest import DATA
 
 from lightkit.data.token_classification import IGNORE, align_labels
 from lightkit.decoding import decode_words
-from lightkit.resources import load_tokenizer
+from lightkit.hub import load_tokenizer
 
 # label ids: O=0, B-PER=1, I-PER=2
 B_TO_I = {1: 2}

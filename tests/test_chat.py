@@ -64,7 +64,10 @@ def test_only_assistant_tokens_carry_labels(chat_tokenizer: Path, tmp_path: Path
     [
         ({"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]}, "turn 1 has role 'bot'"),
         ({"messages": [{"role": "user", "content": "hi"}]}, "no assistant turn"),
-        ({"question": "hi"}, r"a row needs `messages` or a 'response' field; it has \['question'\]"),
+        (
+            {"question": "hi"},
+            r"a row needs `messages`, or a 'response' \(or `completion`\) field; it has \['question'\]",
+        ),
     ],
 )
 def test_bad_conversations_are_named(chat_tokenizer: Path, tmp_path: Path, row: dict, message: str) -> None:

@@ -13,8 +13,8 @@ from seqeval.metrics import f1_score
 from transformers import AutoModelForTokenClassification
 
 from lightkit.data.conll import CoNLLFormatError, read_conll
+from lightkit.hub import load_tokenizer
 from lightkit.main import main
-from lightkit.resources import load_tokenizer
 
 
 def lightkit(*args: str) -> None:

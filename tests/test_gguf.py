@@ -15,6 +15,7 @@ from conftest import CHATML, make_chat_tokenizer
 
 from lightkit import resources
 from lightkit.errors import InputError
+from lightkit.hub import load_tokenizer
 
 
 def permute(w: np.ndarray, heads: int) -> np.ndarray:
@@ -102,7 +103,7 @@ def test_a_packaged_gguf_converts_once_and_round_trips(packaged: dict, tmp_path:
     ids = torch.tensor([[5, 17, 42, 99, 7]])
     with torch.no_grad():
         assert torch.allclose(converted(input_ids=ids).logits, packaged["model"](input_ids=ids).logits, atol=1e-5)
-    tokenizer = resources.load_tokenizer("test/tiny-llm")
+    tokenizer = load_tokenizer("test/tiny-llm")
     text = "where did bob go ?"
     assert tokenizer(text)["input_ids"][-5:] == packaged["tokenizer"](text)["input_ids"][-5:]
     assert "<|im_start|>user" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import DATA
 
-from lightkit.resources import load_tokenizer, resolve_path
+from lightkit.hub import load_tokenizer
+from lightkit.resources import resolve_path
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 needs_minilm = pytest.mark.skipif(

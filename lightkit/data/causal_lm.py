@@ -29,6 +29,7 @@ from lightkit.data.chat import (
 )
 from lightkit.data.files import read_jsonl, read_lines, read_table
 from lightkit.data.language_modeling import PackedTextDataModule, hash_texts, read_documents
+from lightkit.data.trl_formats import is_conversation
 from lightkit.errors import InputError
 from lightkit.resources import resolve_path
 
@@ -57,7 +58,8 @@ def format_prompt(template: str, row: dict[str, Any], where: str) -> str:
     try:
         return template.format(**row)
     except KeyError as e:
-        raise InputError(f"{where}: prompt_template needs field {e.args[0]!r}; the row has {sorted(row)}") from None
+        fields = sorted(k for k in row if not k.startswith("_"))
+        raise InputError(f"{where}: prompt_template needs field {e.args[0]!r}; the row has {fields}") from None
 
 
 def read_prompts(path: Path, template: str, encoding: str = "utf-8") -> list[str]:
@@ -164,7 +166,12 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
     `prompt_template.format(**row)` followed by `row[response_field]` and EOS, and prompt tokens
     get label -100. Either way the model learns to answer, not to echo questions.
 
-    Files (see BaseDataModule): JSONL (or CSV/TSV) rows as above; `predict_file` holds prompts:
+    TRL's dataset formats (`lightkit.data.trl_formats`) read the same way: `messages`
+    (conversational), `prompt`/`completion` as text (standard: `completion` stands for
+    `response_field`) or as lists of turns (conversational: only the completion is learned), and
+    prompt-only rows when `prompts_only` is set.
+
+    Files or a `dataset` (see BaseDataModule): JSONL (or CSV/TSV) rows as above; `predict_file` holds prompts:
     .txt (one `{prompt}` per line) or .jsonl rows with the template's fields, rendered as the
     training prompts were.
 
@@ -201,19 +208,43 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
         self.chat = format == "chat" or (format == "auto" and has_template)
 
     def _read(self, path: Path) -> list[dict[str, Any]]:
-        field, rows = self.hparams.response_field, []
         # Each row comes tagged with its file:line; without a chat template every row needs the
         # response field (checked once in a CSV/TSV header).
-        for row in read_table(path, [] if self.chat else [field], self.hparams.encoding):
-            where = row.pop("_where")
-            if self.chat and "messages" in row:
-                rows.append(self.conversation_row(check_messages(row["messages"], where), where))
-            elif field in row:
-                prompt = format_prompt(self.prompt_template, row, where)
-                rows.append(self.instruction_row(prompt, str(row[field]), where))
-            else:
-                raise InputError(f"{where}: a row needs `messages` or a {field!r} field; it has {sorted(row)}")
-        return rows
+        field = self.hparams.response_field
+        return self.from_rows(read_table(path, [] if self.chat else [field], self.hparams.encoding), "train")
+
+    def from_rows(self, rows: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+        return [self.training_row({k: v for k, v in row.items() if k != "_where"}, row["_where"]) for row in rows]
+
+    def training_row(self, row: dict[str, Any], where: str) -> dict[str, Any]:
+        """One row in any of the shapes the class docstring lists, as a training (or prompt) row."""
+        field, prompts_only = self.hparams.response_field, self.hparams.get("prompts_only")
+        answer = row.get(field, row.get("completion"))  # TRL's prompt-completion names it `completion`
+        prompt = row.get("prompt")
+        if "messages" in row and self.chat:
+            return self.conversation_row(check_messages(row["messages"], where), where)
+        if is_conversation(prompt):  # TRL conversational prompt(-completion)
+            if not self.chat:
+                raise InputError(f"{where}: a conversational prompt needs a chat template (format: chat)")
+            turns = check_messages(prompt, where, need_answer=False)
+            if answer is None and prompts_only:
+                return {"gen_prompt": render(self.tokenizer, turns, generation_prompt=True), "reference": ""}
+            if isinstance(answer, str):
+                answer = [{"role": "assistant", "content": answer}]
+            completion = check_messages(answer, where) if answer is not None else None
+            if completion is None:
+                raise InputError(f"{where}: a conversational prompt needs a `completion` (a list of turns)")
+            return self.conversation_row(turns + completion, where, first=len(turns))
+        if answer is None and prompts_only:  # TRL prompt-only: what online RL samples from
+            text = format_prompt(self.prompt_template, row, where)
+            if not self.chat:
+                return {"prompt": text, "response": ""}
+            return {"gen_prompt": generation_prompt(self.tokenizer, text, self.hparams.system_prompt), "reference": ""}
+        if answer is None:
+            raise InputError(
+                f"{where}: a row needs `messages`, or a {field!r} (or `completion`) field; it has {sorted(row)}"
+            )
+        return self.instruction_row(format_prompt(self.prompt_template, row, where), str(answer), where)
 
     def instruction_row(self, prompt: str, response: str, where: str) -> dict[str, Any]:
         """A prompt and its response as a training row: a user turn (after the system prompt) and
@@ -224,10 +255,11 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
         messages = [*user_turns(prompt, self.hparams.system_prompt), {"role": "assistant", "content": response}]
         return self.conversation_row(messages, where)
 
-    def conversation_row(self, messages: list[dict[str, str]], where: str) -> dict[str, Any]:
-        """A conversation rendered for training (text, assistant spans) and for a test-time
-        generation (the turns before the last answer, with the generation prompt; that answer)."""
-        text, spans = assistant_spans(self.tokenizer, messages, where)
+    def conversation_row(self, messages: list[dict[str, str]], where: str, first: int = 0) -> dict[str, Any]:
+        """A conversation rendered for training (text, the spans of its assistant turns from turn
+        `first` on) and for a test-time generation (the turns before the last answer, with the
+        generation prompt; that answer)."""
+        text, spans = assistant_spans(self.tokenizer, messages, where, first)
         last = messages[-1]
         gen_prompt = (
             render(self.tokenizer, messages[:-1], generation_prompt=True) if last["role"] == "assistant" else ""

@@ -24,8 +24,9 @@ from lightkit.errors import InputError
 ROLES = ("system", "user", "assistant")
 
 
-def check_messages(messages: Any, where: str) -> list[dict[str, str]]:
-    """`messages` as a list of {role, content}, with known roles and at least one assistant turn."""
+def check_messages(messages: Any, where: str, need_answer: bool = True) -> list[dict[str, str]]:
+    """`messages` as a list of {role, content}, with known roles and (`need_answer`) at least one
+    assistant turn."""
     if not isinstance(messages, list) or not messages:
         raise InputError(f"{where}: `messages` must be a non-empty list of {{role, content}} turns")
     for i, turn in enumerate(messages):
@@ -33,7 +34,7 @@ def check_messages(messages: Any, where: str) -> list[dict[str, str]]:
             raise InputError(f"{where}: turn {i} must be {{role, content}} with text content, got {turn!r}")
         if turn.get("role") not in ROLES:
             raise InputError(f"{where}: turn {i} has role {turn.get('role')!r}; expected one of {list(ROLES)}")
-    if not any(turn["role"] == "assistant" for turn in messages):
+    if need_answer and not any(turn["role"] == "assistant" for turn in messages):
         raise InputError(f"{where}: the conversation has no assistant turn, so there is nothing to learn")
     return [{"role": t["role"], "content": t["content"]} for t in messages]
 
@@ -43,13 +44,14 @@ def render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, str]
 
 
 def assistant_spans(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], where: str
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], where: str, first: int = 0
 ) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of its assistant turns."""
+    """The rendered conversation and the character spans of its assistant turns from turn `first`
+    on (a TRL prompt-completion row learns its completion, not the answers inside its prompt)."""
     text = render(tokenizer, messages, generation_prompt=False)
     spans = []
     for i, turn in enumerate(messages):
-        if turn["role"] != "assistant":
+        if turn["role"] != "assistant" or i < first:
             continue
         before = render(tokenizer, messages[:i], generation_prompt=True)
         through = render(tokenizer, messages[: i + 1], generation_prompt=False)

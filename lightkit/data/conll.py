@@ -33,6 +33,7 @@ class Sentence:
     tokens: list[str]
     tags: list[str]
     line: int  # 1-based line of the first token, for error messages
+    where: str = ""  # a dataset row's place ("dataset 'x' [train] row 3"), for error messages
 
 
 def read_lines(path: str | Path, encoding: str = "utf-8") -> Iterable[tuple[int, str]]:

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from lightkit.data.headlines import HeadlineDataModule
+from lightkit.hub import resolve_model
 from lightkit.io import atomic_write_text
-from lightkit.resources import resolve_path
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -43,7 +43,7 @@ def zero_shot_pairs(
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(articles), generator=generator)[:rows].tolist()
     articles = [articles[i] for i in order]
-    model = AutoModelForCausalLM.from_pretrained(resolve_path(model_name, what="model")).eval()
+    model = resolve_model(model_name, "model").from_pretrained(AutoModelForCausalLM, "model").eval()
     tokenizer = dm.tokenizer
     torch.manual_seed(seed)
     pairs = []

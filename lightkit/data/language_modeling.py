@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from transformers import DataCollatorForLanguageModeling
 
+from lightkit.data import sources
 from lightkit.data.base import BaseDataModule
 from lightkit.data.files import read_corpus_file, read_jsonl, read_text
 from lightkit.errors import InputError
@@ -93,7 +94,10 @@ class PackedTextDataModule(BaseDataModule):
 
     Files (see BaseDataModule): .txt, .jsonl or folders of text; carved splits are cut by
     document. `predict_file` (causal LM) holds prompts: one per line in a .txt file, or rows
-    with the template's fields in a .jsonl file.
+    with the template's fields in a .jsonl file. A `dataset` gives one document per row, in
+    `text_column`; with `streaming: true` it is read, tokenised and packed lazily (per thousand
+    documents), for corpora too big for memory: set `trainer.max_steps`, since a stream has no
+    length to plan a schedule by.
 
     Args:
         text_column: the text field of .jsonl files.
@@ -124,6 +128,31 @@ class PackedTextDataModule(BaseDataModule):
         return 0
 
     # -- reading and packing -------------------------------------------------------------------
+    def from_rows(self, rows: list[dict[str, Any]], split: str) -> list[str]:
+        column = self.hparams.text_column
+        sources.require_columns(self.dataset, split, self.load_source()["data"][split], {"text_column": column})
+        docs = []
+        for row in rows:
+            if not isinstance(row[column], str):
+                raise InputError(f"{row['_where']}: field {column!r} is {type(row[column]).__name__}, expected text")
+            if row[column].strip():
+                docs.append(row[column].strip())
+        return docs
+
+    def _encode_stream(self, batch: dict[str, list]) -> dict[str, list]:
+        """`_encode` on a streamed batch of rows: their non-empty `text_column` documents."""
+        column = self.hparams.text_column
+        if column not in batch:
+            raise InputError(f"{self.dataset} has no column '{column}' (text_column); its columns are {list(batch)}")
+        texts = batch[column]
+        bad = next((t for t in texts if not isinstance(t, str)), None)
+        if bad is not None:
+            raise InputError(
+                f"{self.dataset}: field {self.hparams.text_column!r} holds {type(bad).__name__}, expected text"
+            )
+        docs = [t.strip() for t in texts if t.strip()]
+        return self._encode({"text": docs}) if docs else {"input_ids": [], "special_tokens_mask": [], "word_ids": []}
+
     def _encode(self, batch: dict[str, list]) -> dict[str, list]:
         enc = self.tokenizer(batch["text"], add_special_tokens=False)
         word_ids = [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(batch["text"]))]
@@ -139,9 +168,14 @@ class PackedTextDataModule(BaseDataModule):
             out["word_ids"].append([-1] * (pad // 2 + pad % 2) + words + [-1] * (pad // 2))
         return out
 
-    def build_split(self, split: str) -> Dataset:
+    def build_split(self, split: str) -> Dataset | IterableDataset:
         if split == "predict":
             return self.prompt_dataset()
+        if self.dataset is not None and self.dataset.streaming:
+            # Packed per STREAM_BATCH documents: one short (padded) block per thousand documents.
+            sources.require_columns(self.dataset, split, self.load_source()["data"][split],
+                                    {"text_column": self.hparams.text_column})  # fmt: skip
+            return self.stream(split, self._encode_stream, [self.hparams.text_column])
         docs = self.splits(lambda path: read_documents(path, self.hparams.text_column, self.hparams.encoding))[split]
         if not docs:
             raise InputError(f"{self.source(split)}: the {split} split has no text")

@@ -24,13 +24,16 @@ from datasets import Dataset
 from lightkit.data.causal_lm import InstructionDataModule, format_prompt
 from lightkit.data.chat import encode_conversation
 from lightkit.data.files import read_table
+from lightkit.data.trl_formats import preference_parts
 from lightkit.errors import InputError
 
 SIDES = ("chosen", "rejected")
 
 
 class PolicyPreferenceDataModule(InstructionDataModule):
-    """Preference pairs `{prompt, chosen, rejected}` (JSONL, CSV or TSV) for DPO (module docstring).
+    """Preference pairs `{prompt, chosen, rejected}` (JSONL, CSV or TSV, or a `dataset`) for DPO
+    (module docstring). TRL's preference formats all read (`lightkit.data.trl_formats`): text or
+    conversational, with an explicit prompt or an implicit one both sides share.
 
     Args:
         prompt_template: how a row's fields make the user turn (`{prompt}` by default).
@@ -55,18 +58,24 @@ class PolicyPreferenceDataModule(InstructionDataModule):
                 raise InputError(f"PolicyPreferenceDataModule: {name} does not apply to preference pairs; {instead}")
 
     def _read(self, path: Path) -> list[dict[str, Any]]:
-        rows = []
-        for row in read_table(path, SIDES, self.hparams.encoding):
-            where = row.pop("_where")
-            not_text = [k for k in SIDES if not isinstance(row[k], str) or not row[k].strip()]
-            if not_text:
-                raise InputError(f"{where}: {not_text} must be non-empty text; a preference row holds a prompt and "
-                                 "a chosen and a rejected response")  # fmt: skip
-            if row["chosen"].strip() == row["rejected"].strip():
-                raise InputError(f"{where}: chosen and rejected are the same response, so the pair prefers nothing")
-            prompt = format_prompt(self.prompt_template, row, where)
-            rows.append({side: self.instruction_row(prompt, row[side], where) for side in SIDES} | {"where": where})
-        return rows
+        return self.from_rows(read_table(path, SIDES, self.hparams.encoding), "train")
+
+    def from_rows(self, rows: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+        pairs = []
+        for row in rows:
+            where = row["_where"]
+            prompt, chosen, rejected = preference_parts(row, where)
+            if isinstance(chosen, list):  # conversational: the prompt's turns, then each side's
+                if not self.chat:
+                    raise InputError(f"{where}: conversational pairs need a chat template (format: chat)")
+                sides = {s: self.conversation_row(prompt + turns, where, first=len(prompt))
+                         for s, turns in zip(SIDES, (chosen, rejected))}  # fmt: skip
+            else:
+                fields = {k: v for k, v in row.items() if k != "_where"} | ({"prompt": prompt} if prompt else {})
+                text = format_prompt(self.prompt_template, fields, where)
+                sides = {s: self.instruction_row(text, answer, where) for s, answer in zip(SIDES, (chosen, rejected))}
+            pairs.append(sides | {"where": where})
+        return pairs
 
     def encode_side(self, row: dict[str, Any]) -> tuple[list[int], list[int]]:
         """Token ids and labels (-100 outside the response) of one side, cut from the left."""

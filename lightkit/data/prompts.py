@@ -13,7 +13,9 @@ from datasets import Dataset
 
 from lightkit.data.base import BaseDataModule
 from lightkit.data.causal_lm import PromptsMixin, format_prompt, read_prompts
+from lightkit.data.chat import check_messages, render
 from lightkit.data.files import Rows, read_table
+from lightkit.data.trl_formats import is_conversation, preference_parts
 from lightkit.errors import InputError
 
 
@@ -21,7 +23,9 @@ class PromptDataModule(PromptsMixin, BaseDataModule):
     """Prompts for PPO: the policy samples a response to each; validation prompts measure reward.
 
     Files (see BaseDataModule): `.txt` with one prompt per line, or `.jsonl` rows with the
-    template's fields. Batches are left-padded (generation appends on the right) and keep the
+    template's fields. A `dataset` gives rows with the template's fields, or TRL's prompt-only
+    conversational rows (`prompt` as a list of turns, rendered by the chat template with the
+    generation prompt). Batches are left-padded (generation appends on the right) and keep the
     prompt strings for the reward.
 
     Args:
@@ -33,6 +37,19 @@ class PromptDataModule(PromptsMixin, BaseDataModule):
     def __init__(self, prompt_template: str = "{prompt}", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.prompt_template = prompt_template
+
+    def from_rows(self, rows: Rows, split: str) -> list[str]:
+        prompts = []
+        for row in rows:
+            where = row["_where"]
+            if is_conversation(row.get("prompt")):
+                if not getattr(self.tokenizer, "chat_template", None):
+                    raise InputError(f"{where}: a conversational prompt needs a tokenizer with a chat template")
+                turns = check_messages(row["prompt"], where, need_answer=False)
+                prompts.append(render(self.tokenizer, turns, generation_prompt=True))
+            else:
+                prompts.append(format_prompt(self.prompt_template, row, where))
+        return prompts
 
     def build_split(self, split: str) -> Dataset:
         if split == "predict":
@@ -65,17 +82,22 @@ class PreferenceDataModule(BaseDataModule):
         self.tokenizer.truncation_side = "left"
 
     def _read(self, path: Path) -> Rows:
+        return self.from_rows(read_table(path, ["chosen", "rejected"], self.hparams.encoding), "train")
+
+    def from_rows(self, rows: Rows, split: str) -> Rows:
         pairs = []
-        for row in read_table(path, ["chosen", "rejected"], self.hparams.encoding):
-            where = row.pop("_where")
-            not_text = [k for k in ("chosen", "rejected") if not isinstance(row[k], str)]
-            if not_text:
-                raise InputError(
-                    f"{where}: field(s) {not_text} must be text; a preference row holds prompt, chosen and rejected "
-                    "responses"
-                )
-            prompt = format_prompt(self.prompt_template, row, where)
-            pairs.append({"chosen": prompt + row["chosen"], "rejected": prompt + row["rejected"]})
+        for row in rows:
+            where = row["_where"]
+            prompt, chosen, rejected = preference_parts(row, where)
+            if isinstance(chosen, list):  # conversational: each side rendered whole by the chat template
+                if not getattr(self.tokenizer, "chat_template", None):
+                    raise InputError(f"{where}: conversational pairs need a tokenizer with a chat template")
+                pairs.append({s: render(self.tokenizer, prompt + turns, generation_prompt=False)
+                              for s, turns in zip(("chosen", "rejected"), (chosen, rejected))})  # fmt: skip
+                continue
+            # An implicit prompt is scored as it stands in the texts; an explicit one through the template.
+            text = format_prompt(self.prompt_template, row, where) if "prompt" in row else (prompt or "")
+            pairs.append({"chosen": text + chosen, "rejected": text + rejected})
         return pairs
 
     def build_split(self, split: str) -> Dataset:

@@ -7,8 +7,10 @@ Formats, chosen by the path:
   `encoding` (UTF-8 by default) is decoded as cp1252 (which also covers latin-1's printable range),
   since that is what such corpora hold: BBC News has one. CSV, TSV and JSONL files decode
   strictly: a bad byte stops with its file and line.
-Label names come from the training data (sorted) unless `labels` is given; an unknown label in
-another split is an error naming the file and its row.
+A `dataset` (see BaseDataModule) gives the same columns; a `ClassLabel` label column gives the
+label names in its own order (IMDB's neg, pos), and its integers are read as those names.
+Label names come from the training data (sorted) unless `labels` is given or the dataset has a
+ClassLabel; an unknown label in another split is an error naming the file and its row.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
+from lightkit.data import sources
 from lightkit.data.base import BaseDataModule
 from lightkit.data.files import Rows, read_corpus_file, read_lines, read_table
 from lightkit.errors import InputError
@@ -67,8 +70,9 @@ class TextClassificationDataModule(BaseDataModule):
         super().__init__(**kwargs)
         if labels is not None:
             self.label_names = list(labels)
-        elif self.files["train"] is not None:
-            self.label_names = sorted({str(r[label_column]) for r in self.rows()["train"]})
+        elif self.files["train"] is not None or self.dataset is not None:
+            found = sorted({str(r[label_column]) for r in self.rows()["train"]})  # read now: errors come first
+            self.label_names = self.class_names() or found
         else:
             raise InputError("TextClassificationDataModule: give `train_file` or `labels` (label names)")
         self.label2id = {name: i for i, name in enumerate(self.label_names)}
@@ -81,6 +85,20 @@ class TextClassificationDataModule(BaseDataModule):
         if split == "predict" and path.suffix == ".txt":
             return [{h.text_column: t, "_where": f"{path}:{i}"} for i, t in read_lines(path, h.encoding)]
         return read_table(path, self._columns(split, labelled=split != "predict"), h.encoding)
+
+    def class_names(self) -> list[str] | None:
+        """The names of a dataset's `ClassLabel` label column, if it has one."""
+        if self.dataset is None:
+            return None
+        return sources.class_names(next(iter(self.load_source()["data"].values())), self.hparams.label_column)
+
+    def from_rows(self, rows: Rows, split: str) -> Rows:
+        columns = {"text_column": self.hparams.text_column, "label_column": self.hparams.label_column}
+        if self.hparams.text_pair_column:
+            columns["text_pair_column"] = self.hparams.text_pair_column
+        sources.require_columns(self.dataset, split, self.load_source()["data"][split], columns)
+        names, label = self.class_names(), self.hparams.label_column
+        return [{**row, label: sources.label_name(row[label], names, label, row["_where"])} for row in rows]
 
     def rows(self) -> dict[str, Rows]:
         return self.splits(self._read, key=lambda r: str(r.get(self.hparams.label_column)))

@@ -22,8 +22,9 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorForTokenClassification
 
+from lightkit.data import sources
 from lightkit.data.base import BaseDataModule, file_digest
-from lightkit.data.conll import CoNLLFormatError, Sentence, TagScheme, label_list, read_conll, read_lines
+from lightkit.data.conll import CoNLLFormatError, Sentence, TagScheme, label_list, read_conll, read_lines, to_iob2
 from lightkit.errors import InputError
 
 IGNORE = -100  # the index torch's cross-entropy ignores
@@ -60,6 +61,10 @@ class CoNLLDataModule(BaseDataModule):
     unless `labels` is given; carved splits are cut by sentence); `predict_file` is raw text,
     one sentence per line, whitespace-tokenised, blank lines skipped.
 
+    A `dataset` gives one sentence per row: a list of words (`tokens_column`) and a list of
+    tags (`tags_column`), as text or as integers of a `Sequence(ClassLabel)` feature, whose
+    names are then the label names (CoNLL-2003's `ner_tags`).
+
     Args:
         labels: label names (IOB2), overriding those read from train_file; needed to predict
             without a train file.
@@ -67,6 +72,8 @@ class CoNLLDataModule(BaseDataModule):
             S-/E- tags occur, else IOB1/IOB2.
         label_all_tokens: label every subword (B-X becomes I-X after the first) instead of only
             the first; evaluation stays on words either way.
+        tokens_column: a dataset's column of words.
+        tags_column: a dataset's column of tags.
         **kwargs: tokenizer, files, holdout, batch sizes, max_length, ... (see BaseDataModule).
     """
 
@@ -75,18 +82,22 @@ class CoNLLDataModule(BaseDataModule):
         labels: list[str] | None = None,
         tag_scheme: TagScheme = "auto",
         label_all_tokens: bool = False,
+        tokens_column: str = "tokens",
+        tags_column: str = "ner_tags",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if labels is not None:
             self.label_names = list(labels)
-        elif self.files["train"] is not None:
+        elif self.files["train"] is not None or self.dataset is not None:
             # Carved splits share one source, so its whole label set is known; with separate
             # files, the labels are the train file's and a test tag outside them is an error.
             splits = self.sentences()
-            self.label_names = label_list(
-                splits["train"] + (splits["validation"] + splits["test"] if self.carved else [])
-            )
+            found = label_list(splits["train"] + (splits["validation"] + splits["test"] if self.carved else []))
+            # A ClassLabel keeps its own order (ids match the dataset's); tags that IOB2
+            # conversion adds (from IOB1 data) follow it.
+            names = self.class_names()
+            self.label_names = names + [t for t in found if t not in names] if names else found
         else:
             raise InputError("CoNLLDataModule: give `train_file` or `labels` (label names)")
         self.label2id = {name: i for i, name in enumerate(self.label_names)}
@@ -95,14 +106,43 @@ class CoNLLDataModule(BaseDataModule):
     def sentences(self) -> dict[str, list[Sentence]]:
         return self.splits(lambda path: read_conll(path, self.hparams.tag_scheme, self.hparams.encoding))
 
+    def class_names(self) -> list[str] | None:
+        """The tag names of a dataset's `Sequence(ClassLabel)` tags column, if it has one."""
+        if self.dataset is None:
+            return None
+        data = self.load_source()["data"]
+        return sources.class_names(next(iter(data.values())), self.hparams.tags_column)
+
+    def from_rows(self, rows: list[dict[str, Any]], split: str) -> list[Sentence]:
+        h = self.hparams
+        sources.require_columns(self.dataset, split, self.load_source()["data"][split],
+                                {"tokens_column": h.tokens_column, "tags_column": h.tags_column})  # fmt: skip
+        names = self.class_names() or (list(h.labels) if h.labels else None)
+        sentences = []
+        for row in rows:
+            where, tokens, tags = row["_where"], row[h.tokens_column], row[h.tags_column]
+            if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
+                raise CoNLLFormatError(
+                    f"{where}: expected equally long lists of words and tags, got {tokens!r} and {tags!r}"
+                )
+            tags = [sources.label_name(t, names, h.tags_column, where) for t in tags]
+            if not tokens:
+                continue  # datasets keep CoNLL's document separators as empty rows
+            try:
+                sentences.append(Sentence([str(t) for t in tokens], to_iob2(tags, h.tag_scheme), 0, where))
+            except ValueError as e:
+                raise CoNLLFormatError(f"{where}: {e}") from None
+        return sentences
+
     def _check(self, split: str, sentences: list[Sentence]) -> None:
         if not sentences:
             raise CoNLLFormatError(f"{self.source(split)}: the {split} split has no sentences")
         for s in sentences:
             for offset, tag in enumerate(s.tags):
                 if tag not in self.label2id:
+                    where = f"{s.where} word {offset}" if s.where else f"{self.source(split)}:{s.line + offset}"
                     raise CoNLLFormatError(
-                        f"{self.source(split)}:{s.line + offset}: tag {tag!r} is not among the "
+                        f"{where}: tag {tag!r} is not among the "
                         f"{len(self.label_names)} labels the model was built with "
                         f"({', '.join(self.label_names)})"
                     )
@@ -151,7 +191,7 @@ class CoNLLDataModule(BaseDataModule):
             source = Dataset.from_dict({"tokens": [s.tokens for s in sentences], "tags": [s.tags for s in sentences]})
         key = {
             "split": split,
-            "source": file_digest(self.source(split)),
+            "source": file_digest(self.source(split)) if self.dataset is None else None,
             "holdout": [self.hparams.holdout, self.hparams.split_seed] if self.carved else None,
             "labels": self.label_names,
             "max_length": self.hparams.max_length,
