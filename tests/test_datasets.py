@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import DATA, ROOT, TINY_CLM, TINY_NER
 from datasets import load_dataset
@@ -41,6 +42,9 @@ def test_conll2003_shaped_repository_trains_ner_with_its_classlabel_names(hub_da
 
     config = AutoConfig.from_pretrained(tmp_path / "hf")
     assert [config.id2label[i] for i in range(len(names))] == names  # the dataset's order, not lightkit's
+    # The checkpoint records the source as plain data: it still loads with weights_only=True.
+    ckpt = torch.load(next(tmp_path.rglob("best.ckpt")), weights_only=True)
+    assert ckpt["datamodule_hyper_parameters"]["dataset"]["path"] == str(folder)
     dm = CoNLLDataModule(tokenizer=str(DATA / "tokenizer"), dataset={"path": str(folder)}, cache_dir=str(tmp_path))
     assert dm.source_splits() == {"train": "train", "validation": "validation", "test": "test"}  # nothing carved
     assert [len(dm.sentences()[s]) for s in ("train", "validation", "test")] == [

@@ -58,6 +58,8 @@ def preference_parts(row: dict[str, Any], where: str) -> tuple[str | Turns | Non
     if prompt is None:
         shared, chosen, rejected = extract_prompt(chosen, rejected)
         prompt = shared or None
+        if chosen == rejected:
+            raise InputError(f"{where}: chosen and rejected are the same response, so the pair prefers nothing")
     if conversational:
         if prompt and not is_conversation(prompt):
             raise InputError(f"{where}: a conversational pair's prompt must be a list of turns, got text")
