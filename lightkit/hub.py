@@ -116,12 +116,19 @@ def resolve_model(
         return ModelRef(text, str(resolve_path(text, what=what)), trust_remote_code=trust_remote_code)
     if not HUB_ID.match(text) or text.startswith((".", "-")) or text.endswith((".ckpt", ".gguf")):
         raise InputError(f"{what}: '{text}' does not exist (looked at {Path(text).expanduser()})")
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
     from transformers.utils import cached_file
 
     try:
         found = cached_file(text, "config.json", revision=revision)
     except OSError as e:
-        try:  # a tokenizer-only repository has no config.json
+        cause = e.__cause__
+        # A tokenizer-only repository has no config.json; when the Hub could not be reached at
+        # all, a second file would only wait through huggingface_hub's retries again.
+        unreachable = isinstance(cause, LocalEntryNotFoundError) and not offline()
+        if unreachable or not isinstance(cause, EntryNotFoundError):
+            raise InputError(hub_error(what, text, revision, e)) from None
+        try:
             found = cached_file(text, "tokenizer_config.json", revision=revision)
         except OSError:
             raise InputError(hub_error(what, text, revision, e)) from None

@@ -21,6 +21,8 @@ from datasets import ClassLabel, Dataset, Features, List, Value
 from lightkit.data.conll import label_list, read_conll
 
 DATA = Path(__file__).resolve().parent / "data"
+PROBED = ("config.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json",
+          "added_tokens.json", "chat_template.jinja", "chat_template.json")  # fmt: skip
 
 
 def hub_model(cache: Path, repo_id: str, folder: Path, tags: tuple[str, ...] = ()) -> str:
@@ -32,6 +34,12 @@ def hub_model(cache: Path, repo_id: str, folder: Path, tags: tuple[str, ...] = (
     commit = digest.hexdigest()
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     shutil.copytree(folder, repo / "snapshots" / commit, dirs_exist_ok=True)
+    # Files transformers asked for and the repository lacks: huggingface_hub notes them under
+    # .no_exist/, which is how an offline load knows they are absent rather than uncached.
+    for name in PROBED:
+        if not (folder / name).exists():
+            (repo / ".no_exist" / commit).mkdir(parents=True, exist_ok=True)
+            (repo / ".no_exist" / commit / name).touch()
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     for ref in ("main", *tags):
         (repo / "refs" / ref).write_text(commit)  # no newline, as huggingface_hub writes it

@@ -43,6 +43,11 @@ def test_resolution_order_packaged_then_local_then_hub(hub_bert: dict, tmp_path:
     assert len(load_tokenizer(hub_bert["id"])) == len(load_tokenizer(str(DATA / "tokenizer")))
 
 
+def test_a_tokenizer_only_repository_resolves_by_its_tokenizer_config() -> None:
+    hub_model(HUB_CACHE / "hub", "lightkit-test/tokenizer-only", DATA / "tokenizer")
+    assert len(load_tokenizer("lightkit-test/tokenizer-only")) == len(load_tokenizer(str(DATA / "tokenizer")))
+
+
 def test_revision_pins_a_tag_and_an_unknown_one_is_named(hub_bert: dict) -> None:
     assert resolve_model(hub_bert["id"], "pretrained", revision="v1").commit == hub_bert["commit"]
     assert resolve_model(hub_bert["id"], "pretrained", revision=hub_bert["commit"]).commit == hub_bert["commit"]
