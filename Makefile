@@ -60,6 +60,7 @@ lint: install stage
 docs: install stage
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir .lint/site
 
+# The end-to-end tests (ship, benchmark scripts, DDP/FSDP2 processes): CI runs them after `make test`.
 test-slow: install
 	$(PY) -m pytest -q -m slow
 

@@ -41,6 +41,7 @@ def trained_artifacts(tmp_path: Path, reduced: str) -> None:
     main(["export", *clm[:2], "--ckpt_path", str(ckpt), "--output", str(tmp_path / "clm-onnx"), *lenient])
 
 
+@pytest.mark.slow
 def test_inference_cpu_benchmark_runs(tmp_path: Path) -> None:
     trained_artifacts(tmp_path, "int8-cpu")
     out = tmp_path / "inference.json"
@@ -106,6 +107,7 @@ def test_inference_cpu_benchmark_runs(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_embedding_tables_benchmark_scores_each_scheme(tmp_path: Path) -> None:
     main(
         [
@@ -152,6 +154,7 @@ def test_embedding_tables_benchmark_scores_each_scheme(tmp_path: Path) -> None:
     assert "| asym4_b16 |" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow
 def test_refiner_vs_best_of_n_benchmark_runs(tiny_decoder: Path, tmp_path: Path) -> None:
     prompts, out = tmp_path / "prompts.jsonl", tmp_path / "refiner.json"
     rows = [{"prompt": "the market said", "reference": "markets up"}, {"prompt": "a long day", "reference": "day"}]
@@ -168,6 +171,7 @@ def test_refiner_vs_best_of_n_benchmark_runs(tiny_decoder: Path, tmp_path: Path)
     assert "| refine(4) |" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow
 def test_llm_peer_side_measures_lightkit_and_the_peer_table_checks_the_targets(
     tiny_decoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -210,6 +214,7 @@ def test_llm_peer_side_measures_lightkit_and_the_peer_table_checks_the_targets(
     assert "| genai |" in render(result) and "missed by" in render(result)
 
 
+@pytest.mark.slow
 def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
     from conftest import DATA
 
@@ -246,6 +251,7 @@ def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
     assert result["targets"] == [] and "for a GPU" in result["targets_note"]
 
 
+@pytest.mark.slow
 def test_step_logging_benchmark_runs(tmp_path: Path) -> None:
     from conftest import DATA
 
@@ -266,7 +272,9 @@ def test_step_logging_benchmark_runs(tmp_path: Path) -> None:
         str(out),
     )
     result = json.loads(out.read_text())
-    assert set(result["ms_per_step"]) == {"lightkit", "every_step"}
+    medians = result["ms_per_step"]
+    assert set(medians) == {"lightkit", "every_step"} and all(ms > 0 for ms in medians.values())
+    assert result["saved_ms_per_step"] == pytest.approx(medians["every_step"] - medians["lightkit"])
 
 
 def test_targets_say_by_how_much_a_result_misses() -> None:
@@ -287,6 +295,7 @@ def test_targets_say_by_how_much_a_result_misses() -> None:
     assert cpu["targets"] == [] and cpu["targets_note"]
 
 
+@pytest.mark.slow
 def test_train_throughput_benchmark_runs_the_causal_lm(tmp_path: Path) -> None:
     from conftest import DATA
 
@@ -324,6 +333,7 @@ def test_train_throughput_benchmark_runs_the_causal_lm(tmp_path: Path) -> None:
     assert "| lightkit |" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow
 def test_inference_matrix_runs_encoder_and_decoder(tmp_path: Path) -> None:
     """The GPU matrix script end to end on tiny models; here on the CPU (--allow_cpu), where the
     CUDA-graph cells must report why they are empty instead of failing the run."""
@@ -390,6 +400,7 @@ def test_inference_matrix_runs_encoder_and_decoder(tmp_path: Path) -> None:
     assert result["targets_note"] == "no 1x128 row"  # the latency targets are read at 1x128 only
 
 
+@pytest.mark.slow
 def test_kd_report_compares_student_and_teacher(tiny_lm: dict, tmp_path: Path) -> None:
     """`make distill-sft`'s report on a stand-in run: the tiny LM as both teacher and student."""
     import shutil

@@ -260,6 +260,7 @@ def test_grpo_weighted_rewards_see_the_reference_and_are_logged(
         series(tmp_path, "train_reward_reference_overlap_epoch"),
     )
     total = series(tmp_path, "train_reward_epoch")
+    assert len(total) == len(e) == len(overlap) == 1  # one epoch, each part logged
     assert total == pytest.approx([0.5 * a + 2.0 * b for a, b in zip(e, overlap)])
 
 
@@ -290,7 +291,7 @@ def test_grpo_resume_is_exact(bpe: Path, tmp_path: Path, monkeypatch: pytest.Mon
     cli(["fit", *grpo_args(bpe, part, *every, "--trainer.max_steps", "3")])
     resumed = cli(["fit", *grpo_args(bpe, part, *every), "--ckpt_path", str(part / "checkpoints" / "last.ckpt")]).model
     a, b = whole.state_dict(), resumed.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize(

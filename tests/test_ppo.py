@@ -226,7 +226,8 @@ def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Pat
         "--trainer.logger",
         "true",
     )
-    assert all(math.isfinite(v) for v in series(tmp_path / "ppo", "val_reward"))
+    rewards = series(tmp_path / "ppo", "val_reward")
+    assert rewards and all(math.isfinite(v) for v in rewards)  # logged, and finite
 
 
 def test_ppo_runs_under_the_trainers_mixed_precision(bpe: Path, tmp_path: Path) -> None:

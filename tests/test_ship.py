@@ -47,6 +47,7 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_every_stage_writes_its_outputs(shipped: Path) -> None:
     run = shipped / "run"
     done = records(run)
@@ -69,6 +70,7 @@ def test_every_stage_writes_its_outputs(shipped: Path) -> None:
         assert (run / "report" / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_kd_into_qat_student_exports_its_qat_form_through_the_gate(shipped: Path) -> None:
     run = shipped / "run"
     ckpt = json.loads((run / "distill-qat" / "stage.json").read_text())["outputs"]["ckpt_path"]
@@ -116,6 +118,7 @@ class Table(HTMLParser):
             self.cell.append(data)
 
 
+@pytest.mark.slow
 def test_report_numbers_equal_the_stage_files(shipped: Path) -> None:
     run = shipped / "run"
     html = (run / "report" / "report.html").read_text()
@@ -151,6 +154,7 @@ def test_report_numbers_equal_the_stage_files(shipped: Path) -> None:
         assert f"<tr><td>{stage}</td><td>{record['wall_s']:.1f}</td></tr>" in html
 
 
+@pytest.mark.slow
 def test_a_rerun_skips_every_finished_stage(shipped: Path, capsys: pytest.CaptureFixture) -> None:
     before = records(shipped / "run")
     main(["ship", "--config", str(shipped / "ship.yaml")])
@@ -159,6 +163,7 @@ def test_a_rerun_skips_every_finished_stage(shipped: Path, capsys: pytest.Captur
     assert records(shipped / "run") == before
 
 
+@pytest.mark.slow
 def test_changed_settings_are_refused_then_rerun_from_that_stage_with_force(shipped: Path) -> None:
     config = ship_config(shipped, benchmark={"batch_sizes": [1, 4], "repeats": 2, "warmup": 0})
     before = records(shipped / "run")
@@ -172,6 +177,7 @@ def test_changed_settings_are_refused_then_rerun_from_that_stage_with_force(ship
     assert {s: after[s] for s in after if s != "benchmark"} == {s: before[s] for s in before if s != "benchmark"}
 
 
+@pytest.mark.slow
 def test_from_reruns_that_stage_and_the_ones_after_it_only(shipped: Path) -> None:
     before = records(shipped / "run")
     main(["ship", "--config", str(shipped / "ship.yaml"), "--from", "benchmark"])
@@ -182,6 +188,7 @@ def test_from_reruns_that_stage_and_the_ones_after_it_only(shipped: Path) -> Non
     assert {s: after[s] for s in after if s != "benchmark"} == {s: before[s] for s in before if s != "benchmark"}
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_at_the_stage_it_was_in(tmp_path: Path) -> None:
     config = ship_config(tmp_path, stages=["fit", "test", "export", "report"])
     lightkit = Path(sys.executable).with_name("lightkit")
@@ -204,6 +211,7 @@ def test_a_killed_run_resumes_at_the_stage_it_was_in(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "report" / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_a_fit_killed_part_way_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     config = yaml.safe_load(ship_config(tmp_path, stages=["fit", "report"]).read_text())
     config["trainer"]["max_epochs"] = 12  # long enough to be killed in the middle
@@ -283,6 +291,7 @@ PROBE = """<script>window.addEventListener('load', () => {
   document.title = `images ${document.images.length} broken ${broken}`; });</script>"""
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (Debian: apt-get install chromium)")
 def test_the_html_report_renders_in_a_browser_with_no_broken_image(shipped: Path) -> None:
     page = shipped / "run" / "report" / "report.html"
@@ -301,6 +310,7 @@ def test_the_html_report_renders_in_a_browser_with_no_broken_image(shipped: Path
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
 
 
+@pytest.mark.slow
 def test_benchmark_refuses_a_batch_larger_than_the_test_batch(shipped: Path, tmp_path: Path) -> None:
     fit = json.loads((shipped / "run" / "fit" / "stage.json").read_text())["outputs"]
     with pytest.raises(InputError, match=r"batch_sizes \[128\] exceed the test batch of \d+ \(data.eval_batch_size\)"):
