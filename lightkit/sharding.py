@@ -41,7 +41,7 @@ def shard_blocks(model: nn.Module, mesh: DeviceMesh) -> str:
             "ModelParallelStrategy: lightkit shards with FSDP2 over the data-parallel dimension only; "
             "set tensor_parallel_size: 1"
         )
-    dp = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+    dp = data_parallel(mesh)
     names = set(getattr(_transformers_model(model), "_no_split_modules", None) or ())
     blocks = [m for m in model.modules() if type(m).__name__ in names]
     if not blocks:
@@ -54,6 +54,30 @@ def shard_blocks(model: nn.Module, mesh: DeviceMesh) -> str:
         fully_shard(block, mesh=dp)
     fully_shard(model, mesh=dp)
     return f"{len(blocks)} {kinds} blocks"
+
+
+def data_parallel(mesh: DeviceMesh) -> DeviceMesh:
+    return mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+
+
+def shard_companions(task: nn.Module, model: nn.Module, mesh: DeviceMesh) -> list[str]:
+    """Shard the trainable modules registered beside `model` (a PPO value head or value trunk, KD
+    projections), each one shard unit; returns their names.
+
+    Left out of every shard unit, their gradients would not be averaged across processes (FSDP2
+    reduces only what it shards, and no DDP wraps the task), so each process would train a copy of
+    its own. A module list is never called itself, so each of its members is a unit.
+    """
+    dp, names = data_parallel(mesh), []
+    for name, child in task.named_children():
+        if child is model or not any(p.requires_grad for p in child.parameters()):
+            continue
+        units = list(child) if isinstance(child, (nn.ModuleList, nn.Sequential)) else [child]
+        for unit in units:
+            if any(p.requires_grad for p in unit.parameters()):
+                fully_shard(unit, mesh=dp)
+        names.append(name)
+    return names
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -39,7 +39,7 @@ from lightkit.hub import ModelRef, load_tokenizer, model_card, resolve_model
 from lightkit.io import atomic_dir
 from lightkit.lora import apply_lora, check_adapter_state, merged_copy, trainable_state
 from lightkit.quantization import strip_qat_state
-from lightkit.sharding import full_state_dict, shard_blocks
+from lightkit.sharding import full_state_dict, shard_blocks, shard_companions
 
 STAGES = ("train", "val", "test")
 
@@ -61,6 +61,7 @@ class StepOutput:
     target: Any = None
     metric_kwargs: dict[str, Any] = field(default_factory=dict)
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
+    output: Any = None  # the model's output, for a wrapper that scores it again (KD's student logits)
 
 
 def label_config(names: list[str] | None, task: str) -> dict[str, Any]:
@@ -174,6 +175,7 @@ class BaseTask(MovesUnregistered, L.LightningModule):
         # transformers returns models in eval mode, and Lightning keeps the submodules' mode:
         # without train() dropout would silently stay off for the whole fit.
         self.model = self.build_model().train()
+        self.build_companions(self.model)  # once: build_model runs again for unsharded copies
         if gradient_checkpointing:
             # Non-reentrant: correct with frozen inputs (LoRA) and no input-grad workaround needed.
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -194,6 +196,12 @@ class BaseTask(MovesUnregistered, L.LightningModule):
     # -- what a task defines -------------------------------------------------------------------
     def build_model(self) -> PreTrainedModel:
         return self.from_pretrained_or_config(self.auto_model, **self.model_overrides())
+
+    def build_companions(self, model: PreTrainedModel) -> None:
+        """Build, once, what trains or scores beside `model` (a KD projection, a PPO value head, a
+        frozen reference), from the freshly built model, before any adapters. `build_model` builds
+        only the network that is saved, and runs again whenever an unsharded copy of it is needed
+        (FSDP2, at the end of fit): were companions built there, the live task would change."""
 
     def model_overrides(self) -> dict[str, Any]:
         """Config fields the task sets on any model it builds (labels, special token ids)."""
@@ -304,9 +312,11 @@ class BaseTask(MovesUnregistered, L.LightningModule):
         # the model is sharded and compiled once.
         if self.device_mesh is not None and not self.__dict__.get("_sharded"):
             blocks = shard_blocks(self.model, self.device_mesh)
+            companions = shard_companions(self, self.model, self.device_mesh)
             self.__dict__["_sharded"] = True
             if self.global_rank == 0:
-                print(f"lightkit: sharded {blocks} over {self.device_mesh.size()} processes (FSDP2)")
+                beside = f", and {', '.join(companions)} beside it" if companions else ""
+                print(f"lightkit: sharded {blocks}{beside} over {self.device_mesh.size()} processes (FSDP2)")
         if self.hparams.get("compile") and not self.__dict__.get("_compiled"):
             self.model.compile(mode=self.hparams.get("compile_mode", "default"))
             self.__dict__["_compiled"] = True

@@ -106,11 +106,13 @@ class CausalLMTask(BaseTask):
             return StepOutput(chunked.loss, chunked.predictions(), chunked.target, {"nll_sum": nll_sum})
         out = self.run_model(batch, labels=batch["labels"])  # logits (B, T, V)
         if not self.wants_metrics():
-            return StepOutput(out.loss, None, None)  # no (B, T, V) gather, no host sync per step
+            return StepOutput(out.loss, None, None, output=out)  # no (B, T, V) gather, no host sync per step
         target = batch["labels"][:, 1:]  # the model predicts token t+1 at position t
         labelled = target != -100
         preds = out.logits.detach()[:, :-1][labelled].argmax(-1)
-        return StepOutput(out.loss, preds, target[labelled], {"nll_sum": out.loss.detach() * labelled.sum()})
+        return StepOutput(
+            out.loss, preds, target[labelled], {"nll_sum": out.loss.detach() * labelled.sum()}, output=out
+        )
 
     # -- test-time generation ------------------------------------------------------------------
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:

@@ -90,12 +90,21 @@ class Distillation:
     def teacher(self) -> PreTrainedModel:
         return self.frozen("teacher")
 
+    def load_teacher(self) -> tuple[PreTrainedModel, Any]:
+        """The teacher and its tokenizer, loaded on first use only, so a student rebuilt for an
+        unsharded copy (FSDP2) is cut from the same teacher and nothing beside it changes."""
+        if "teacher" not in self.__dict__.get("_frozen", {}):
+            h = self.hparams
+            teacher, tokenizer = load_trained(
+                h.teacher, self.objective, "teacher", revision=h.teacher_revision, trust_remote_code=h.trust_remote_code
+            )
+            self.add_frozen("teacher", teacher)  # unregistered: see the module docstring
+            self.__dict__["_teacher_tokenizer"] = tokenizer
+        return self.teacher, self.__dict__["_teacher_tokenizer"]
+
     def build_model(self) -> PreTrainedModel:
         h = self.hparams
-        teacher, teacher_tokenizer = load_trained(
-            h.teacher, self.objective, "teacher", revision=h.teacher_revision, trust_remote_code=h.trust_remote_code
-        )
-        self.add_frozen("teacher", teacher)  # unregistered: see the module docstring
+        teacher, teacher_tokenizer = self.load_teacher()
         if h.student_layers:
             if h.pretrained is not None or h.model_config is not None:
                 raise InputError(
@@ -106,8 +115,12 @@ class Distillation:
         else:
             student = super().build_model()
         self._check_compatible(teacher, teacher_tokenizer, student)
-        self.hidden_proj = nn.ModuleList(self._projection(teacher, student, t, s) for t, s in h.hidden_layers or [])
         return student
+
+    def build_companions(self, model: PreTrainedModel) -> None:
+        super().build_companions(model)
+        pairs = self.hparams.hidden_layers or []
+        self.hidden_proj = nn.ModuleList(self._projection(self.teacher, model, t, s) for t, s in pairs)
 
     def _projection(self, teacher: PreTrainedModel, student: PreTrainedModel, t: int, s: int) -> nn.Module:
         for who, model, i in (("teacher", teacher, t), ("student", student, s)):
@@ -157,14 +170,13 @@ class Distillation:
         raise NotImplementedError
 
     def run_model(self, batch: dict[str, Any], **kwargs: Any) -> Any:
-        # The objective's step calls this for the student's forward; keep the output for the KD terms.
-        self._student_out = super().run_model(batch, output_hidden_states=bool(self.hparams.hidden_layers), **kwargs)
-        return self._student_out
+        # The objective's step calls this for the student's forward; the KD terms need its hidden states.
+        return super().run_model(batch, output_hidden_states=bool(self.hparams.hidden_layers), **kwargs)
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
         h = self.hparams
         base = super().step(batch)  # the objective's own loss (CE on hard labels) and metric inputs
-        student, self._student_out = self._student_out, None
+        student = base.output
         with torch.no_grad():
             teacher = self.teacher(**self.model_inputs(batch), output_hidden_states=bool(h.hidden_layers))
         kd = kd_loss(student.logits, teacher.logits, h.kd_temperature, self.kd_mask(batch), h.scale_by_t2)

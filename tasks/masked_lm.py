@@ -41,8 +41,8 @@ class MaskedLMTask(BaseTask):
     def step(self, batch: dict[str, Any]) -> StepOutput:
         out = self.run_model(batch, labels=batch["labels"])  # logits (B, T, V)
         if not self.wants_metrics():
-            return StepOutput(out.loss, None, None)  # no (B, T, V) gather, no host sync per step
+            return StepOutput(out.loss, None, None, output=out)  # no (B, T, V) gather, no host sync per step
         masked = batch["labels"] != -100  # (B, T)
         preds = out.logits.detach()[masked].argmax(-1)  # (N,) only where a token was selected
         target = batch["labels"][masked]
-        return StepOutput(out.loss, preds, target, {"nll_sum": out.loss.detach() * masked.sum()})
+        return StepOutput(out.loss, preds, target, {"nll_sum": out.loss.detach() * masked.sum()}, output=out)

@@ -61,10 +61,13 @@ class PolicyTask(CausalLMTask):
             raise InputError(
                 f"{type(self).__name__} needs the policy's tokenizer with an EOS token (linked from the DataModule)"
             )
-        if not self.lora and self.needs_reference():  # with LoRA: the policy with adapters off
-            self.check_reference_copy(policy)
-            self.add_frozen("reference", copy.deepcopy(policy))
         return policy
+
+    def build_companions(self, model: PreTrainedModel) -> None:
+        super().build_companions(model)
+        if not self.lora and self.needs_reference():  # with LoRA: the policy with adapters off
+            self.check_reference_copy(model)
+            self.add_frozen("reference", copy.deepcopy(model))
 
     @contextmanager
     def reference(self) -> Iterator[torch.nn.Module]:

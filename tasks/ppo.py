@@ -114,14 +114,12 @@ class PPOTask(RolloutTask):
         self.kl_ctl = AdaptiveKL(kl_coef, target_kl, kl_horizon)
 
     # -- models --------------------------------------------------------------------------------
-    def build_model(self) -> PreTrainedModel:
-        policy = super().build_model()  # and the reference (PolicyTask)
-        width = policy.config.hidden_size
-        self.value_trunk = copy.deepcopy(policy) if self.hparams.value_model == "separate" else None
-        self.value_head = nn.Linear(width, 1)
+    def build_companions(self, model: PreTrainedModel) -> None:
+        super().build_companions(model)  # the reference (PolicyTask)
+        self.value_trunk = copy.deepcopy(model) if self.hparams.value_model == "separate" else None
+        self.value_head = nn.Linear(model.config.hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
-        return policy
 
     def configure_metrics(self) -> MetricCollection:
         return MetricCollection({"reward": MeanMetric()})

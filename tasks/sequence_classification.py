@@ -59,8 +59,8 @@ class SequenceClassificationTask(BaseTask):
     def step(self, batch: dict[str, Any]) -> StepOutput:
         out = self.run_model(batch, labels=batch["labels"])  # logits (B, C)
         if not self.wants_metrics():
-            return StepOutput(out.loss, None, None)
-        return StepOutput(out.loss, out.logits.detach().argmax(-1), batch["labels"])
+            return StepOutput(out.loss, None, None, output=out)
+        return StepOutput(out.loss, out.logits.detach().argmax(-1), batch["labels"], output=out)
 
     # -- test report ---------------------------------------------------------------------------
     def on_test_batch_end(

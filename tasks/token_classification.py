@@ -71,12 +71,12 @@ class TokenClassificationTask(BaseTask):
     def step(self, batch: dict[str, Any]) -> StepOutput:
         out = self.run_model(batch, labels=batch["labels"])  # logits (B, T, L)
         if not self.wants_metrics():
-            return StepOutput(out.loss, None, None)  # no per-step host sync (.tolist) while training
+            return StepOutput(out.loss, None, None, output=out)  # no per-step host sync (.tolist) while training
         preds = self.predict_words(out.logits.detach(), batch)
         # Words past max_length have no subword; they are predicted O (missed), and counted.
         seen = (batch["word_ids"].max(dim=1).values + 1).tolist()
         truncated = sum(len(t) - n for t, n in zip(batch["tokens"], seen))
-        return StepOutput(out.loss, preds, batch["word_labels"], {"truncated": truncated})
+        return StepOutput(out.loss, preds, batch["word_labels"], {"truncated": truncated}, output=out)
 
     # -- test report ---------------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:

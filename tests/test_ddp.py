@@ -19,6 +19,9 @@ from transformers import AutoModelForCausalLM
 
 from lightkit.main import cli, main
 
+# Each spawns two training processes: `make test-slow` (and CI, through .ci/run) runs them.
+pytestmark = pytest.mark.slow
+
 LIGHTKIT = str(Path(sys.executable).with_name("lightkit"))
 
 
@@ -106,3 +109,55 @@ def test_lora_sharded_by_fsdp2_on_two_cpu_processes_trains_as_ddp_does(tiny_lm: 
     assert not all(torch.equal(merged.state_dict()[k], v) for k, v in pretrained.items())  # it did train
     state = torch.load(tmp_path / "fsdp" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert state and all("lora_" in k for k in state)
+
+
+# The fit's arguments come in the environment: Lightning's launcher starts the second process with
+# the command line `cli` stood in (the fit's own). After fit, every process gathers the live task's
+# state (a collective), and the first saves what trained beside the model.
+LIVE_COMPANIONS = """
+import json, os, torch
+from lightkit.main import cli
+from lightkit.sharding import full_state_dict
+task = cli(json.loads(os.environ["LIVE_ARGS"])).model
+state = full_state_dict(task)
+if task.global_rank == 0:
+    keep = ("value_head.", "hidden_proj.")
+    torch.save({k: v for k, v in state.items() if k.startswith(keep)}, os.environ["LIVE_OUT"])
+"""
+
+
+def test_companions_after_an_fsdp2_fit_are_the_ones_trained(bpe: Path, tmp_path: Path) -> None:
+    """Under FSDP2 the end of fit rebuilds the model for an unsharded copy: the PPO value head and
+    the KD projection beside it must stay the trained ones (and train as one, on both processes)."""
+    teacher = tmp_path / "teacher"
+    main(["fit", "--config", str(TINY_NER), "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(teacher),
+          "--model.init_args.save_dir", str(teacher / "hf")])  # fmt: skip
+    student = ("{model_type: bert, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, "
+               "intermediate_size: 32, max_position_embeddings: 64}")  # fmt: skip
+    jobs = {
+        "ppo": ["--config", str(ROOT / "tests" / "conf" / "ppo.yaml"), "--data.tokenizer", str(bpe),
+                "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "true",
+                "--trainer.callbacks+=LastCheckpoint"],
+        "kd": ["--config", str(ROOT / "tests" / "conf" / "distill_ner.yaml"), "--trainer.max_epochs", "1",
+               "--model.init_args.teacher", str(teacher / "hf"), "--model.init_args.student_layers", "null",
+               "--model.init_args.model_config", student, "--model.init_args.hidden_layers", "[[2, 2]]",
+               "--model.init_args.alpha_hidden", "1.0"],
+    }  # fmt: skip
+    script = tmp_path / "live_companions.py"
+    script.write_text(LIVE_COMPANIONS)
+    for name, args in jobs.items():
+        out = tmp_path / name
+        fit = ["fit", *args, "--config", str(ROOT / "configs" / "scale" / "fsdp2.yaml"),
+               "--trainer.default_root_dir", str(out), "--model.init_args.save_dir", str(out / "hf")]  # fmt: skip
+        env = {**os.environ, "LIVE_ARGS": json.dumps(fit), "LIVE_OUT": str(out / "live.pt"),
+               "PYTHONPATH": str(ROOT / "tests")}  # the reward callables of tests/conf/ppo.yaml  # fmt: skip
+        run = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "beside it over 2 processes (FSDP2)" in run.stdout
+        live = torch.load(out / "live.pt", weights_only=True)
+        trained = torch.load(next(out.rglob("last.ckpt")), weights_only=True)["state_dict"]
+        assert live, name
+        for key, value in live.items():
+            assert torch.equal(value, trained[key]), f"{name}: {key} changed at the end of fit"
+        assert any(v.abs().sum() > 0 for k, v in live.items() if k.endswith("weight")), f"{name}: nothing trained"
