@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks and measurements of issues 6 and 7, in stages that each fit one `run` call of the
-# lent GPU machine (10 minutes). Run from the repository root there, after the parts made by
+# The GPU checks and measurements still open, in stages that each fit one `run` call of the lent
+# GPU machine (10 minutes). Run from the repository root there, after the parts made by
 # ../shared/tools/gpu/pack.sh are staged (its header says how), e.g.:
 #   source .gpu-pack/stage.sh && bash benchmarks/gpu_session.sh ner
 # Stages (runs/ persists between back-to-back calls on the same warm machine):

@@ -7,8 +7,7 @@ Every side runs the same real inputs (the first test batch, cut to each batch si
 machine, in interleaved rounds (PyTorch, then each form, then again), so a slow stretch of the
 machine lands on all sides rather than on one. Within a round each side runs a block of calls
 that starts with `warmup` untimed ones: ONNX Runtime's and PyTorch's worker threads keep spinning
-for a while after a call, and would otherwise take the cores from whichever side came next
-(timing alternate single calls slowed PyTorch by up to 7x on 2 cores).
+for a while after a call, and would otherwise take the cores from whichever side came next.
 
 PyTorch is the float model in eager mode, the baseline a user would otherwise serve; a QAT
 checkpoint is timed as that float model too, its fake quantisers removed, since they only

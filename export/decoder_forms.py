@@ -4,10 +4,10 @@
 `accuracy_level=4`: at run time each activation row is quantised per block of 32 values and the
 dot products run in int8. The encoders' `int8-cpu` (dynamic QInt8, `MatMulInteger`) is not used
 here on purpose: it gives each activation tensor one scale per call, and an LLM's hidden states
-carry a few outlier channels, so one scale crushes every other channel. On SmolLM2-135M that form
-failed the parity gate outright (argmax agreement 0.66, perplexity +177%); blockwise scales keep
-an outlier's damage inside its block of 32. (`accuracy_level=1`, fp32 compute, was closer still but
-decoded 13x slower on 2 cores.)
+carry a few outlier channels, so one scale crushes every other channel, and a real LLM fails the
+parity gate in that form (docs/export.md, "Shipping a real LLM", has the figures). Blockwise scales
+keep an outlier's damage inside its block of 32; fp32 compute (`accuracy_level=1`) is closer still
+but far slower on CPUs.
 
 The token table is 8-bit too: shared with a tied LM head (`lightkit.export.tied`), or as its own
 GatherBlockQuantized table when the head is untied.
@@ -30,6 +30,7 @@ import onnx
 from transformers import PreTrainedModel
 
 from lightkit.errors import InputError
+from lightkit.export.weight_only import INT8_CPU_DECODER
 
 FUSIONS = (
     "SimplifiedLayerNormalization",
@@ -38,7 +39,6 @@ FUSIONS = (
     "GroupQueryAttention",
     "MultiHeadAttention",
 )
-ACCURACY_LEVEL = 4  # int8 compute with per-block activation scales (MLAS's SQNBit int8 path)
 
 
 def fuse_decoder(model: PreTrainedModel, src: Path, dst: Path) -> dict[str, int]:
@@ -59,21 +59,17 @@ def fuse_decoder(model: PreTrainedModel, src: Path, dst: Path) -> dict[str, int]
 def quantize_int8_cpu_decoder(model: PreTrainedModel, src: Path, dst: Path) -> dict[str, Any]:
     """The decoder's `int8-cpu` form (see the module docstring) from its fp32 graph; returns what
     the manifest records: the fusions that took and how each part was quantised."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    from lightkit.export.gather_quant import quantize_gathers
+    from lightkit.export.gather_quant import describe, quantize_gathers
     from lightkit.export.tied import quantize_tied_table
 
     fused = dst.with_name(f"{dst.stem}-fused.onnx")
     try:
         fusions = fuse_decoder(model, src, fused)
         logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
-        quantizer = MatMulNBitsQuantizer(
-            onnx.load(str(fused)), bits=8, block_size=32, is_symmetric=True, accuracy_level=ACCURACY_LEVEL
-        )
+        quantizer = INT8_CPU_DECODER.quantizer(onnx.load(str(fused)))
         quantizer.process()
         graph = quantizer.model.model
-        tied = quantize_tied_table(graph, accuracy_level=ACCURACY_LEVEL)
+        tied = quantize_tied_table(graph, INT8_CPU_DECODER)
         tables = {} if tied else quantize_gathers(graph, bits=8)
         quantizer.model.save_model_to_file(str(dst))
     except Exception as e:  # noqa: BLE001 - report which step failed, with ORT's reason
@@ -81,9 +77,10 @@ def quantize_int8_cpu_decoder(model: PreTrainedModel, src: Path, dst: Path) -> d
     finally:
         fused.unlink(missing_ok=True)
     return {
-        "MatMul": f"MatMulNBits, 8 bits, symmetric, block 32, accuracy_level {ACCURACY_LEVEL}",
-        "token table": "shared with the tied LM head, 8 bits, block 32" if tied else {
-            "op": "GatherBlockQuantized", "tables": {name: f"{bits} bits, block 32" for name, bits in tables.items()}
+        "MatMul": INT8_CPU_DECODER.describe(),
+        "token table": "shared with the tied LM head, " + describe(8, INT8_CPU_DECODER.scales) if tied else {
+            "op": "GatherBlockQuantized",
+            "tables": {name: describe(bits, INT8_CPU_DECODER.scales) for name, bits in tables.items()},
         },
         "fusions": fusions,
     }  # fmt: skip

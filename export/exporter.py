@@ -41,6 +41,7 @@ from lightkit.export.onnx_export import (
 )
 from lightkit.export.parity import GPU_FORMS, check_form, latency_ms, reference_decode, score
 from lightkit.export.qdq import compact_qat
+from lightkit.export.weight_only import INT8_GPU
 from lightkit.io import atomic_dir
 from lightkit.progress import progress
 from lightkit.quantization import ATTR as QAT_ATTR
@@ -209,7 +210,7 @@ def write_forms(
         paths["int8-gpu"] = new_form(tmp, "int8-gpu")
         tables = quantize_int8_gpu(task.model, fp32, paths["int8-gpu"], embedding_bits)
         manifest.setdefault("quantization", {})["int8-gpu"] = {
-            "MatMul": "MatMulNBits, 8 bits, symmetric, block 32, fp16 scales",
+            "MatMul": INT8_GPU.describe(),
             "embedding tables": {
                 "op": "GatherBlockQuantized",
                 "tables": {name: describe(bits) for name, bits in tables.items()},
@@ -322,9 +323,8 @@ def export_checkpoint(
         manifest["pytorch_latency_ms_median"] = latency_ms(task.model, batches[0], task)
         if failures:
             raise InputError("export: parity gate failed, nothing written:\n  " + "\n  ".join(failures))
-        for source in ("fp32",):  # written as the source of other forms only
-            if source not in forms and (tmp / source).exists():
-                shutil.rmtree(tmp / source)
+        if "fp32" not in forms and (tmp / "fp32").exists():  # written as the source of other forms only
+            shutil.rmtree(tmp / "fp32")
         if task.tokenizer is not None:
             task.tokenizer.save_pretrained(tmp / "tokenizer")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

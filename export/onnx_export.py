@@ -26,6 +26,7 @@ from transformers import PreTrainedModel
 
 from lightkit.errors import InputError
 from lightkit.export.tied import share_tied_table
+from lightkit.export.weight_only import INT8_GPU
 
 OPSET = 17
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -281,18 +282,16 @@ def quantize_int8_gpu(model: PreTrainedModel, src_fp32: Path, dst: Path, embeddi
     """Weight-only 8-bit MatMulNBits (symmetric, block 32) of every MatMul, and 8-bit
     GatherBlockQuantized embedding tables (lightkit.export.gather_quant), on an fp16 graph fused
     as the fp16 form is except for EmbedLayerNormalization. Returns the tables quantised."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
     from lightkit.export.gather_quant import quantize_gathers
     from lightkit.export.tied import quantize_tied_table
 
     fp16 = dst.with_name(f"{dst.stem}-fp16.onnx")
     to_fp16(model, src_fp32, fp16, embed_layer_norm=False)
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # it logs every node at INFO
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(fp16)), bits=8, block_size=32, is_symmetric=True)
+    quantizer = INT8_GPU.quantizer(onnx.load(str(fp16)))
     quantizer.process()
     fp16.unlink()
-    tied = quantize_tied_table(quantizer.model.model)  # a decoder's tied table: one 8-bit copy for both ends
+    tied = quantize_tied_table(quantizer.model.model, INT8_GPU)  # a decoder's tied table: one 8-bit copy for both ends
     tables = quantize_gathers(quantizer.model.model, bits=embedding_bits)
     if tied:
         tables["tied token table"] = 8

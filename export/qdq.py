@@ -63,8 +63,8 @@ class GraphIndex:
 
 def compact_qat(path: Path) -> dict[str, Any]:
     """The `qat` form as shipped: weights folded to int8 and shared-input layers joined (below),
-    and the embedding tables, which QAT leaves float, at lightkit's 8 bits (gather_quant; on the
-    demo's model the fp32 tables are 45 of the 56 MiB left once the weights are folded).
+    and the embedding tables, which QAT leaves float, at lightkit's 8 bits (gather_quant: once the
+    weights are folded, float tables would be most of the file).
     Rewrites `path`; returns the manifest's entry."""
     model = onnx.load(str(path))
     folded = fold_weight_quantizers(model)

@@ -33,6 +33,12 @@ NUMPY_TYPES = {
 }
 
 
+def positions(mask: np.ndarray) -> np.ndarray:
+    """Position ids (B, T) of a left-padded batch from its attention mask: each row counts from 0
+    at its first real token (padding gets 0), as transformers' generate derives them."""
+    return np.clip(mask.cumsum(-1) - 1, 0, None)
+
+
 def providers(device: str = "auto") -> list[str]:
     import onnxruntime as ort
 
@@ -108,7 +114,7 @@ class OrtModel:
         feeds = {n: inputs[n].detach().cpu().numpy().astype(np.int64) for n in self.token_inputs}
         if self.causal:
             mask = feeds["attention_mask"]
-            feeds["position_ids"] = np.clip(mask.cumsum(-1) - 1, 0, None)
+            feeds["position_ids"] = positions(mask)
             feeds.update(self._empty_past(mask.shape[0]))
         return feeds
 
@@ -249,7 +255,7 @@ class OrtModel:
         device = self.io_device
         ids = input_ids.cpu().numpy().astype(np.int64)
         mask = attention_mask.cpu().numpy().astype(np.int64)
-        positions = np.clip(mask.cumsum(-1) - 1, 0, None)
+        position_ids = positions(mask)
         past = {
             name: ort.OrtValue.ortvalue_from_numpy(value, device, 0)
             for name, value in self._empty_past(ids.shape[0]).items()
@@ -261,7 +267,7 @@ class OrtModel:
             host = {
                 "input_ids": np.ascontiguousarray(ids),
                 "attention_mask": np.ascontiguousarray(mask),
-                "position_ids": np.ascontiguousarray(positions),
+                "position_ids": np.ascontiguousarray(position_ids),
             }
             for name, value in host.items():
                 binding.bind_cpu_input(name, value)
@@ -279,7 +285,7 @@ class OrtModel:
             binding.clear_binding_outputs()
             if token is None:
                 return
-            positions = positions[:, -1:] + 1
+            position_ids = position_ids[:, -1:] + 1
             mask = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int64)], axis=1)
             ids = np.array(token, dtype=np.int64).reshape(-1, 1)
 

@@ -22,8 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from lightkit.export.gather_quant import SCALE_TYPES, quantize_table
-
-BLOCK = 32
+from lightkit.export.weight_only import WeightOnly
 
 
 def _tied_pair(graph: onnx.GraphProto) -> tuple[onnx.NodeProto, onnx.NodeProto, str] | None:
@@ -70,10 +69,14 @@ def share_tied_table(model: onnx.ModelProto) -> bool:
     return True
 
 
-def quantize_tied_table(model: onnx.ModelProto, accuracy_level: int | None = None) -> bool:
+def quantize_tied_table(model: onnx.ModelProto, settings: WeightOnly) -> bool:
     """Rewrite a tied table's Gather and LM-head MatMul (over `Transpose(table)`, see
-    `share_tied_table`) as GatherBlockQuantized and MatMulNBits over one set of 8-bit codes, in
-    place; the float table goes. Returns whether the graph had one."""
+    `share_tied_table`) as GatherBlockQuantized and MatMulNBits over one set of 8-bit codes, cut
+    as the form's other MatMuls are (`settings`), in place; the float table goes. Returns whether
+    the graph had one."""
+    if (settings.bits, settings.symmetric) != (8, True):
+        raise ValueError(f"a shared table is 8-bit symmetric (GatherBlockQuantized's codes); got {settings}")
+    block = settings.block_size
     graph = model.graph
     pair = _tied_pair(graph)
     if pair is None:
@@ -82,15 +85,15 @@ def quantize_tied_table(model: onnx.ModelProto, accuracy_level: int | None = Non
     inits = {t.name: t for t in graph.initializer}
     table = inits[name]
     rows, cols = table.dims
-    if cols % BLOCK or table.data_type not in SCALE_TYPES:
+    if cols % block or table.data_type not in SCALE_TYPES:
         return False
     codes, scales, zeros = quantize_table(
-        numpy_helper.to_array(table), 8, BLOCK, True, scale_dtype=SCALE_TYPES[table.data_type]
+        numpy_helper.to_array(table), 8, block, True, scale_dtype=SCALE_TYPES[table.data_type]
     )
-    blocks = cols // BLOCK
+    blocks = cols // block
     q, s, z, flat = f"{name}_q8", f"{name}_scales", f"{name}_zero_points", f"{name}_q8_rows"
     graph.initializer.extend([
-        numpy_helper.from_array(codes.reshape(rows, blocks, BLOCK), q),
+        numpy_helper.from_array(codes.reshape(rows, blocks, block), q),
         numpy_helper.from_array(scales, s),
         numpy_helper.from_array(zeros, z),
         numpy_helper.from_array(np.array([rows, cols], dtype=np.int64), f"{name}_shape"),
@@ -98,12 +101,12 @@ def quantize_tied_table(model: onnx.ModelProto, accuracy_level: int | None = Non
     reshape = helper.make_node("Reshape", [q, f"{name}_shape"], [flat], name=f"{name}/rows")
     lookup = helper.make_node(
         "GatherBlockQuantized", [flat, gather.input[1], s, z], list(gather.output), name=f"{gather.name}_Q8",
-        domain="com.microsoft", gather_axis=0, quantize_axis=1, block_size=BLOCK, bits=8,
+        domain="com.microsoft", gather_axis=0, quantize_axis=1, block_size=block, bits=8,
     )  # fmt: skip
-    extra = {} if accuracy_level is None else {"accuracy_level": accuracy_level}
+    level = {} if settings.accuracy_level is None else {"accuracy_level": settings.accuracy_level}
     head = helper.make_node(
         "MatMulNBits", [matmul.input[0], q, s, z], list(matmul.output), name=f"{matmul.name}_Q8",
-        domain="com.microsoft", K=cols, N=rows, bits=8, block_size=BLOCK, **extra,
+        domain="com.microsoft", K=cols, N=rows, bits=8, block_size=block, **level,
     )  # fmt: skip
     weight = matmul.input[1]  # Transpose(table), or the exporter's transposed copy
     _replace(graph, gather, [reshape, lookup])

@@ -265,6 +265,21 @@ def test_int8_gpu_shares_the_tied_table_too(tiny_decoder: Path, tmp_path: Path) 
     lookup = next(n for n in graph.node if n.op_type == "GatherBlockQuantized")
     assert next(n for n in graph.node if n.output[0] == lookup.input[0]).input[0] == head.input[1]
     assert manifest["forms"]["int8-gpu"]["parity"]["passed"]
+    # What the manifest says is what the graph holds: both read one settings object.
+    from onnx import helper
+
+    from lightkit.export.weight_only import INT8_CPU_DECODER, INT8_GPU
+
+    assert manifest["quantization"]["int8-gpu"]["MatMul"] == INT8_GPU.describe()
+    for node in (n for n in graph.node if n.op_type in ("MatMulNBits", "GatherBlockQuantized")):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        assert (attrs["bits"], attrs["block_size"]) == (INT8_GPU.bits, INT8_GPU.block_size), node.name
+    cpu = json.loads((tiny_decoder / "manifest.json").read_text())["quantization"]["int8-cpu"]
+    assert cpu["MatMul"] == INT8_CPU_DECODER.describe()
+    cpu_graph = onnx.load(tiny_decoder / "int8-cpu" / "model.onnx").graph
+    levels = {helper.get_attribute_value(a) for n in cpu_graph.node if n.op_type == "MatMulNBits"
+              for a in n.attribute if a.name == "accuracy_level"}  # fmt: skip
+    assert levels == {INT8_CPU_DECODER.accuracy_level}
 
 
 def test_generate_from_a_checkpoint_exports_it_first(tiny_decoder: Path, tmp_path: Path) -> None:
