@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from targets import annotate
 
+from lightkit.export.timing import latency_summary
+
 
 def attempt(fn: Callable[[], dict[str, float]]) -> dict[str, Any]:
     """A variant that fails (e.g. a CUDA graph over a node on the CPU) is reported, not fatal."""
@@ -36,11 +38,7 @@ def timed(fn: Callable[[], Any], warmup: int, repeats: int) -> dict[str, float]:
         fn()
         sync()
         times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return {
-        "median_ms": round(times[len(times) // 2], 4),
-        "p90_ms": round(times[min(len(times) - 1, int(0.9 * len(times)))], 4),
-    }
+    return latency_summary(times)
 
 
 def bf16_matmul_tflops() -> float | None:

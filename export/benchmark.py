@@ -28,9 +28,9 @@ from typing import Any
 import torch
 
 from lightkit.errors import InputError
-from lightkit.export.evaluate import percentile
 from lightkit.export.exporter import load_weights, versions
 from lightkit.export.runtime import OrtModel
+from lightkit.export.timing import latency_summary
 from lightkit.io import atomic_write_text
 from lightkit.progress import progress
 from lightkit.quantization import remove_qat
@@ -60,7 +60,7 @@ def machine() -> dict[str, Any]:
 
 
 def summary(times: list[float]) -> dict[str, float]:
-    return {"median_ms": round(percentile(times, 0.5), 4), "p90_ms": round(percentile(times, 0.9), 4)}
+    return latency_summary(times)
 
 
 def benchmark_artifact(

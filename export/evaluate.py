@@ -21,12 +21,8 @@ from typing import Any
 from lightkit.callbacks import QuantizationAwareTraining
 from lightkit.errors import InputError
 from lightkit.export.runtime import OrtModel
+from lightkit.export.timing import latency_summary
 from lightkit.io import atomic_write_text
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def evaluate_artifact(
@@ -69,6 +65,7 @@ def evaluate_artifact(
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, QuantizationAwareTraining)]
     with task.forward_with(timed):  # the artifact serves every forward of `test`
         results = trainer.test(task, datamodule=datamodule, verbose=False)[0]
+    latency = latency_summary(latencies)
     report = {
         "artifact": str(folder),
         "form": form,
@@ -76,7 +73,7 @@ def evaluate_artifact(
         "metrics": {k: float(v) for k, v in results.items()},
         "batches": len(latencies),
         "examples": examples,
-        "latency_ms_per_batch": {"median": percentile(latencies, 0.5), "p90": percentile(latencies, 0.9)},
+        "latency_ms_per_batch": {"median": latency["median_ms"], "p90": latency["p90_ms"]},
         "throughput_examples_per_s": examples / (sum(latencies) / 1000) if latencies else 0.0,
         "batch_size": datamodule.eval_batch_size,
     }

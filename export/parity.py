@@ -16,6 +16,7 @@ import torch
 
 from lightkit.export.placement import placement
 from lightkit.export.runtime import OrtModel
+from lightkit.export.timing import latency_summary
 
 GPU_FORMS = ("fp16", "int8-gpu")
 
@@ -117,7 +118,7 @@ def latency_ms(model: Any, batch: dict[str, Any], task: Any, repeats: int = 10) 
         with torch.no_grad():
             model(**inputs)
         times.append((time.perf_counter() - start) * 1000)
-    return sorted(times)[len(times) // 2]
+    return latency_summary(times)["median_ms"]
 
 
 def check_form(
