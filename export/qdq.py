@@ -33,32 +33,7 @@ import onnx
 from onnx import numpy_helper
 
 from lightkit.export.gather_quant import describe, quantize_gathers
-
-
-class GraphIndex:
-    """Who produces and who reads each tensor of a graph, and the constant values behind names.
-    The node wrappers held in `nodes` are the ones edited and compared (by id) by the passes."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.nodes = list(graph.node)
-        self.inits = {t.name: t for t in graph.initializer}
-        self.producer = {out: node for node in self.nodes for out in node.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for node in self.nodes:
-            for name in node.input:
-                self.consumers[name].append(node)
-        self.outputs = {o.name for o in graph.output}
-
-    def constant(self, name: str) -> np.ndarray | None:
-        """The value of `name` if it is an initializer, a Constant or an Identity of one."""
-        while name not in self.inits:
-            node = self.producer.get(name)
-            if node is None or node.op_type not in ("Identity", "Constant"):
-                return None
-            if node.op_type == "Constant":
-                return numpy_helper.to_array(node.attribute[0].t)
-            name = node.input[0]
-        return numpy_helper.to_array(self.inits[name])
+from lightkit.export.graph import GraphIndex, remove_unused, replace, topological
 
 
 def compact_qat(path: Path) -> dict[str, Any]:
@@ -138,28 +113,6 @@ def fold_weight_quantizers(model: onnx.ModelProto) -> int:
     replace(graph.node, [n for n in nodes if id(n) not in dropped])
     remove_unused(graph)
     return folded
-
-
-def remove_unused(graph: onnx.GraphProto) -> None:
-    """Drop nodes whose outputs nothing reads, then initializers nothing reads (the float weights)."""
-    needed = {o.name for o in graph.output}
-    kept: list[onnx.NodeProto] = []
-    for node in reversed(graph.node):
-        if any(out in needed for out in node.output):
-            kept.append(node)
-            needed.update(node.input)
-            for attr in node.attribute:  # subgraphs (If, Loop) read outer names too
-                subgraphs = [*attr.graphs, *([attr.g] if attr.type == onnx.AttributeProto.GRAPH else [])]
-                needed.update(i for sub in subgraphs for n in sub.node for i in n.input)
-    replace(graph.node, list(reversed(kept)))
-    replace(graph.initializer, [t for t in graph.initializer if t.name in needed])
-
-
-def replace(field: Any, items: list[Any]) -> None:
-    """Set a repeated protobuf field to `items` (which may be its own elements: copied first)."""
-    copies = [type(item).FromString(item.SerializeToString()) for item in items]
-    del field[:]
-    field.extend(copies)
 
 
 def fuse_shared_input_linears(model: onnx.ModelProto) -> int:
@@ -277,30 +230,3 @@ def fuse_shared_input_linears(model: onnx.ModelProto) -> int:
         replace(graph.node, topological([n for n in nodes if id(n) not in dropped] + added))
         remove_unused(graph)
     return joined
-
-
-def topological(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
-    """`nodes` reordered so that each comes after the producers of its inputs (stable otherwise)."""
-    produced = {out: i for i, node in enumerate(nodes) for out in node.output}
-    order, state = [], [0] * len(nodes)  # 0 new, 1 visiting, 2 done
-
-    def visit(i: int) -> None:
-        stack = [(i, iter(nodes[i].input))]
-        state[i] = 1
-        while stack:
-            j, inputs = stack[-1]
-            for name in inputs:
-                k = produced.get(name)
-                if k is not None and state[k] == 0:
-                    state[k] = 1
-                    stack.append((k, iter(nodes[k].input)))
-                    break
-            else:
-                stack.pop()
-                state[j] = 2
-                order.append(nodes[j])
-
-    for i in range(len(nodes)):
-        if state[i] == 0:
-            visit(i)
-    return order

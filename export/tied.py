@@ -22,6 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from lightkit.export.gather_quant import SCALE_TYPES, quantize_table
+from lightkit.export.graph import drop_if_unused, replace_node
 from lightkit.export.weight_only import WeightOnly
 
 
@@ -109,27 +110,9 @@ def quantize_tied_table(model: onnx.ModelProto, settings: WeightOnly) -> bool:
         domain="com.microsoft", K=cols, N=rows, bits=8, block_size=block, **level,
     )  # fmt: skip
     weight = matmul.input[1]  # Transpose(table), or the exporter's transposed copy
-    _replace(graph, gather, [reshape, lookup])
-    _replace(graph, matmul, [head])
-    _drop_unused(graph, {weight, name})
+    replace_node(graph, gather, [reshape, lookup])
+    replace_node(graph, matmul, [head])
+    drop_if_unused(graph, {weight, name})
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return True
-
-
-def _replace(graph: onnx.GraphProto, old: onnx.NodeProto, new: list[onnx.NodeProto]) -> None:
-    """`new` in `old`'s place in the node order (so the graph stays topologically sorted)."""
-    at = list(graph.node).index(old)
-    graph.node.remove(old)
-    for node in reversed(new):
-        graph.node.insert(at, node)
-
-
-def _drop_unused(graph: onnx.GraphProto, names: set[str]) -> None:
-    """Remove the nodes that produce, then the initializers named, `names` once nothing reads them."""
-    used = {i for node in graph.node for i in node.input}
-    for node in [n for n in graph.node if set(n.output) <= names - used]:
-        graph.node.remove(node)
-    used = {i for node in graph.node for i in node.input}
-    for table in [t for t in graph.initializer if t.name in names - used]:
-        graph.initializer.remove(table)

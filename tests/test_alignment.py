@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import DATA
+from helpers import DATA
 
 from lightkit.data.token_classification import IGNORE, align_labels
 from lightkit.decoding import decode_words

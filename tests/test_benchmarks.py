@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY_NER
+from helpers import ROOT, TINY_NER
 
 from lightkit.main import main
 
@@ -216,7 +216,7 @@ def test_llm_peer_side_measures_lightkit_and_the_peer_table_checks_the_targets(
 
 @pytest.mark.slow
 def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
-    from conftest import DATA
+    from helpers import DATA
 
     out = tmp_path / "train.json"
     run_script(
@@ -253,7 +253,7 @@ def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_step_logging_benchmark_runs(tmp_path: Path) -> None:
-    from conftest import DATA
+    from helpers import DATA
 
     out = tmp_path / "logging.json"
     run_script(
@@ -297,7 +297,7 @@ def test_targets_say_by_how_much_a_result_misses() -> None:
 
 @pytest.mark.slow
 def test_train_throughput_benchmark_runs_the_causal_lm(tmp_path: Path) -> None:
-    from conftest import DATA
+    from helpers import DATA
 
     out = tmp_path / "train-clm.json"
     run_script(

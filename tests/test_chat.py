@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DATA, ROOT, make_bpe, make_chat_tokenizer
+from helpers import DATA, ROOT, make_bpe, make_chat_tokenizer
 
 from lightkit.data import InstructionDataModule
 from lightkit.errors import InputError

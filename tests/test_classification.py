@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA, ROOT
+from helpers import DATA, ROOT
 from sklearn.metrics import classification_report
 
 from lightkit.class_report import per_class_report, report_text

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA, TINY_NER
+from helpers import DATA, TINY_NER
 from safetensors.torch import load_file
 from seqeval.metrics import f1_score
 from transformers import AutoModelForTokenClassification

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import DATA
+from helpers import DATA
 
 from lightkit.data import CoNLLDataModule
 from lightkit.data.conll import read_conll

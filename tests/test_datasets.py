@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import DATA, ROOT, TINY_CLM, TINY_NER
 from datasets import load_dataset
+from helpers import DATA, ROOT, TINY_CLM, TINY_NER
 
 from lightkit.data import (
     CausalLMDataModule,

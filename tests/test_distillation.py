@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA, ROOT, TINY_NER
+from helpers import DATA, ROOT, TINY_NER
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
 
 from lightkit.data import CoNLLDataModule

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DATA, ROOT, series
+from helpers import DATA, ROOT, series
 
 from lightkit.errors import InputError
 from lightkit.main import cli, main

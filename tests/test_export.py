@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import ROOT, TINY_NER
+from helpers import ROOT, TINY_NER
 
 from lightkit.errors import InputError
 from lightkit.export.runtime import OrtModel
@@ -463,7 +463,7 @@ def test_int8_gpu_runs_every_compute_node_on_cuda(trained: dict, tmp_path: Path)
 def test_artifact_tags_raw_text_exactly_like_lightkit_predict(trained: dict, tmp_path: Path) -> None:
     from itertools import count, islice
 
-    from conftest import DATA
+    from helpers import DATA
 
     from lightkit.export.serving import Artifact
 
@@ -501,7 +501,7 @@ def test_artifact_streams_sentences_in_flat_memory(trained: dict, tmp_path: Path
     from collections import deque
     from itertools import count, islice
 
-    from conftest import DATA
+    from helpers import DATA
     from memory import assert_flat, traced
 
     from lightkit.export.serving import Artifact

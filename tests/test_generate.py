@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_CLM, TINY_GQA_TIED
+from helpers import TINY_CLM, TINY_GQA_TIED
 
 from lightkit.data.chat import generation_prompt
 from lightkit.errors import InputError

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CHATML, make_chat_tokenizer
+from helpers import CHATML, make_chat_tokenizer
 
 from lightkit import resources
 from lightkit.errors import InputError

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA, HUB_CACHE, TINY_NER
+from helpers import DATA, HUB_CACHE, TINY_NER
 from hub_fakes import hub_model
 
 from lightkit.errors import InputError

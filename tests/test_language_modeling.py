@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA, ROOT
+from helpers import DATA, ROOT
 
 from lightkit.data import InstructionDataModule, MaskedLMDataModule
 from lightkit.data.language_modeling import pack_blocks, read_documents

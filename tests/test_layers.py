@@ -4,7 +4,7 @@ one added later is not exempt from the layering just because nobody listed it.""
 from __future__ import annotations
 
 import tomllib
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_every_core_module_is_a_source_of_the_core_contract() -> None:

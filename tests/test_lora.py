@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_NER, lora_args
+from helpers import TINY_NER, lora_args
 from transformers import AutoModelForCausalLM
 
 from lightkit.errors import InputError

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA, ROOT, series
+from helpers import DATA, ROOT, ppo, series
 
 from lightkit.errors import InputError
 from lightkit.main import main
@@ -77,12 +77,6 @@ def test_adaptive_kl_follows_its_target() -> None:
 
 
 # -- through the CLI ---------------------------------------------------------------------------
-def ppo(bpe: Path, root: Path, *overrides: str) -> None:
-    main(
-        ["fit", "--config", str(PPO), "--data.tokenizer", str(bpe), "--trainer.default_root_dir", str(root), *overrides]
-    )
-
-
 def test_ppo_raises_a_callable_reward_and_keeps_the_reference_frozen(bpe: Path, tmp_path: Path) -> None:
     from lightkit.tasks import PPOTask
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY_NER
+from helpers import ROOT, TINY_NER
 
 import lightkit.precision as precision
 from lightkit.main import cli
@@ -93,7 +93,7 @@ def test_ner_with_qat_and_ppo_train_under_bf16_autocast(tmp_path: Path) -> None:
     losses = [float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
 
-    from test_ppo import ppo, series
+    from helpers import ppo, series
 
     from lightkit.data.causal_lm import train_bpe_tokenizer
     from lightkit.data.language_modeling import read_documents

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA
+from helpers import DATA
 
 from lightkit.data import (
     CoNLLDataModule,
@@ -274,7 +274,7 @@ def test_encoding_reads_a_latin1_export_and_an_unknown_codec_is_named(tmp_path: 
 def test_the_cli_reports_a_reader_error_as_it_is(tmp_path: Path) -> None:
     """Through `lightkit fit` (LightningCLI instantiating the DataModule), the reader's own
     message reaches the user, not a wrapper's."""
-    from conftest import ROOT
+    from helpers import ROOT
 
     from lightkit.main import main
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_NER
+from helpers import TINY_NER
 
 from lightkit.decoding import constrained_viterbi, invalid_transitions, transition_rules
 from lightkit.main import main

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from conftest import DATA
+from helpers import DATA
 
 from lightkit.hub import load_tokenizer
 from lightkit.resources import resolve_path

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT, TINY_NER
+from helpers import ROOT, TINY_NER
 from safetensors.torch import load_file
 
 from lightkit.checkpointing import AtomicCheckpointIO

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT
+from helpers import ROOT
 
 from lightkit.errors import InputError
 from lightkit.main import main

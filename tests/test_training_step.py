@@ -97,7 +97,7 @@ def test_guard_reads_a_gpu_loss_without_a_sync_until_checked() -> None:
 def test_the_training_loss_reaches_the_progress_bar_only_when_there_is_one(tmp_path, bar: bool) -> None:  # noqa: ANN001
     """Lightning converts progress-bar values to numbers after every batch even without a bar (a
     host sync per step on a GPU), so without a bar the training loss is logged but not for it."""
-    from conftest import TINY_NER
+    from helpers import TINY_NER
 
     from lightkit.main import cli
 
@@ -125,7 +125,7 @@ def test_the_training_loss_reaches_the_progress_bar_only_when_there_is_one(tmp_p
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_the_training_step_never_waits_on_the_gpu(tmp_path) -> None:  # noqa: ANN001
-    from conftest import TINY_NER
+    from helpers import TINY_NER
     from probes import NoSyncInStep
 
     from lightkit.main import cli
@@ -158,7 +158,7 @@ def test_training_values_are_logged_each_step_and_epoch_means_are_exact(tmp_path
     epoch mean (kept by lightkit, see lightkit.epoch_means) is over every batch."""
     import csv
 
-    from conftest import TINY_NER
+    from helpers import TINY_NER
 
     from lightkit.main import cli
     from lightkit.task import BaseTask

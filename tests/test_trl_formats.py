@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_chat_tokenizer
+from helpers import make_chat_tokenizer
 
 from lightkit.data import InstructionDataModule, PolicyPreferenceDataModule
 from lightkit.data.trl_formats import extract_prompt, is_conversation, preference_parts

@@ -1,0 +1,73 @@
+"""What tests share besides fixtures: paths, tiny-run arguments and builders. Test modules import
+these from here (never from conftest.py or from one another); conftest.py holds the fixtures."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+TINY_NER = ROOT / "tests" / "conf" / "ner.yaml"
+TINY_CLM = ROOT / "tests" / "conf" / "clm.yaml"
+# The suite's temp Hugging Face cache (conftest.py sets HF_HUB_CACHE before anything imports
+# transformers); tests put Hub-layout fakes under HUB_CACHE / "hub".
+HUB_CACHE = Path(os.environ["HF_HUB_CACHE"]).parent
+
+# ChatML, as SmolLM2 and Qwen write it.
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_bpe(path: Path) -> Path:
+    """The tests' byte-level BPE (300 tokens), trained on the LM fixture corpus into `path`."""
+    from lightkit.data.causal_lm import train_bpe_tokenizer
+    from lightkit.data.language_modeling import read_documents
+
+    train_bpe_tokenizer(read_documents(DATA / "lm" / "corpus.txt"), 300, path)
+    return path
+
+
+def series(root: Path, key: str) -> list[float]:
+    """The values a CSV-logged fit recorded for `key`, in order (`<root>/lightning_logs/version_0`)."""
+    rows = csv.DictReader((root / "lightning_logs" / "version_0" / "metrics.csv").open())
+    return [float(r[key]) for r in rows if r.get(key)]
+
+
+def make_chat_tokenizer(path: Path, template: bool = True) -> Path:
+    """That BPE with ChatML's special tokens, and its template unless `template` is false."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(make_bpe(path))
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    if template:
+        tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def lora_args(base: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    """CLI arguments of a LoRA fit of `tiny_lm` into `out`."""
+    return [
+        "--config", str(TINY_CLM), "--data.tokenizer", str(base["bpe"]),
+        "--model.init_args.model_config", "null", "--model.init_args.pretrained", str(base["hf"]),
+        "--model.init_args.peft", "{r: 4, alpha: 8, dropout: 0.0}",
+        "--trainer.default_root_dir", str(out), "--model.init_args.save_dir", str(out / "hf"), *extra,
+    ]  # fmt: skip
+
+
+TINY_GQA_TIED = (
+    "{model_type: llama, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, "
+    "intermediate_size: 64, max_position_embeddings: 64, tie_word_embeddings: true}"
+)
+
+
+def ppo(bpe: Path, root: Path, *overrides: str) -> None:
+    """A fit of the tiny PPO config (tests/conf/ppo.yaml) with the tests' BPE, under `root`."""
+    from lightkit.main import main
+
+    main(["fit", "--config", str(ROOT / "tests" / "conf" / "ppo.yaml"), "--data.tokenizer", str(bpe),
+          "--trainer.default_root_dir", str(root), *overrides])  # fmt: skip
