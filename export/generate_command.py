@@ -6,9 +6,11 @@
     lightkit generate runs/sft_headlines/onnx --prompts heldout.jsonl --chat --refine --refine_calls 24 \\
         --reward_fn lightkit.text_rewards:rouge_l
 
-It needs only the export folder (its manifest, tokenizer and forms), not the training config, so
-it is its own small command beside the LightningCLI ones. Given a checkpoint and `--config`
-instead, it runs `lightkit export` into a temporary folder first, parity gate included.
+It needs only the export folder (its manifest, tokenizer and forms), not the training config; its
+settings are those of `lightkit.main.LightkitTrainer.generate`, on the one `lightkit` parser, so
+`--help`, `--config` and `--print_config` work as for every subcommand. Given a checkpoint and
+the `--config` it was trained with instead, it runs `lightkit export` into a temporary folder
+first, parity gate included.
 
 Prompts come from a text file (one per line), a JSON-lines file (`{"prompt": ..., "reference":
 ...}`: other text fields go to a reward callable that names them) or standard input (`-`, the
@@ -18,7 +20,6 @@ goes to standard error.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -33,42 +34,7 @@ from lightkit.io import atomic_open
 from lightkit.rewards import build_reward
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="lightkit generate", description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "artifact", help="folder written by `lightkit export` from a causal LM, or a checkpoint (with --config)"
-    )
-    ap.add_argument("--config", action="append", default=None,
-                    help="with a checkpoint: the config(s) it was trained with; it is exported first (parity-gated, "
-                    "--form or fp32) to a temporary folder")  # fmt: skip
-    ap.add_argument("--form", default=None, help="which form (default: the manifest's best for this machine)")
-    ap.add_argument("--device", choices=("auto", "cpu"), default="auto")
-    ap.add_argument("--prompts", default="-", help="a .txt (one prompt per line) or .jsonl file, or - for stdin")
-    ap.add_argument("--output", default="-", help="JSON-lines file to write, or - for stdout")
-    ap.add_argument("--chat", action="store_true", help="apply the tokenizer's chat template to each prompt")
-    ap.add_argument("--system_prompt", default=None, help="a system turn before each prompt (with --chat)")
-    decoding = ap.add_argument_group("decoding")
-    decoding.add_argument("--max_new_tokens", type=int, default=64)
-    decoding.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    decoding.add_argument("--top_k", type=int, default=None)
-    decoding.add_argument("--top_p", type=float, default=None)
-    decoding.add_argument("--seed", type=int, default=None)
-    decoding.add_argument("--stop", action="append", default=None, help="a stop string (repeatable)")
-    decoding.add_argument("--batch_size", type=int, default=8)
-    refiner = ap.add_argument_group("refiner (lightkit.export.refiner)")
-    refiner.add_argument("--refine", action="store_true", help="refine each answer toward a better objective")
-    refiner.add_argument("--refine_calls", type=int, default=32, help="budget in model calls per answer")
-    refiner.add_argument("--refine_ms", type=float, default=None, help="budget in milliseconds per answer")
-    refiner.add_argument("--refine_top_k", type=int, default=4, help="candidate tokens per position")
-    refiner.add_argument("--length_weight", type=float, default=None,
-                         help="objective term per answer token (default: the first answer's mean token cost, "
-                         "so its length is neutral; 0 is pure argmax log P, which shortens answers)")  # fmt: skip
-    refiner.add_argument("--reward_fn", action="append", default=None, help="reward(prompts, responses) import path")
-    refiner.add_argument("--reward_weights", type=float, nargs="+", default=None)
-    return ap
-
-
-def run(args: argparse.Namespace, out: IO[str]) -> dict[str, Any]:
+def run(args: Any, out: IO[str]) -> dict[str, Any]:
     from lightkit.export.generation import RefineSettings, read_prompts
     from lightkit.export.serving import Artifact
 
@@ -99,11 +65,12 @@ def run(args: argparse.Namespace, out: IO[str]) -> dict[str, Any]:
 Export = Callable[[list[str], str, str, str], object]
 
 
-def main(argv: list[str], export: Export | None = None) -> None:
-    args = parser().parse_args(argv)
+def command(args: Any, configs: list[str], export: Export | None = None) -> None:
+    """Generate with `args` (the settings of `lightkit generate`, as attributes); a checkpoint in
+    `args.artifact` is exported first with its training `configs`."""
     if not Path(args.artifact).is_file():
         return generate(args)
-    if not args.config:
+    if not configs:
         raise InputError(
             f"{args.artifact}: a checkpoint needs --config (the config it was trained with) to be exported first; "
             "or give a folder written by lightkit export"
@@ -111,12 +78,12 @@ def main(argv: list[str], export: Export | None = None) -> None:
     if export is None:
         raise InputError(f"{args.artifact}: generating from a checkpoint needs the `lightkit generate` command")
     with tempfile.TemporaryDirectory(prefix="lightkit-generate-") as tmp:
-        export(args.config, args.artifact, f"{tmp}/onnx", args.form or "fp32")
+        export(configs, args.artifact, f"{tmp}/onnx", args.form or "fp32")
         args.artifact = f"{tmp}/onnx"
         generate(args)
 
 
-def generate(args: argparse.Namespace) -> None:
+def generate(args: Any) -> None:
     with atomic_open(args.output) if args.output != "-" else nullcontext(sys.stdout) as out:
         stats = run(args, out)
     speed = stats["tokens"] / stats["seconds"] if stats["seconds"] > 0 else 0.0

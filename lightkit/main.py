@@ -10,16 +10,20 @@
 
 Every subcommand is built by the same `cli()`: the task and DataModule from the config, chosen in
 YAML by class name (subclass mode), with what the data knows (tokenizer, label names) linked into
-the task when both are instantiated, so a config states it once. `export`, `evaluate` and
-`benchmark` are methods of `LightkitTrainer`, so LightningCLI lists them in `lightkit --help`,
-reads their settings from `--config` files as well as flags, and hands them the built task and
-DataModule. A PredictionWriter is always present, configurable as `--prediction_writer.output`.
+the task when both are instantiated, so a config states it once. `export`, `evaluate`,
+`benchmark`, `generate` and `ship` are methods of `LightkitTrainer`, so LightningCLI lists them in
+`lightkit --help`, reads their settings from `--config` files as well as flags (`--print_config`
+shows them), and hands them the built task and DataModule; `generate` and `ship` build none (they
+read an export folder, or run the other commands stage by stage). A PredictionWriter is always
+present, configurable as `--prediction_writer.output`.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -46,6 +50,9 @@ LINKS = {
     "prompt_template": "prompt_template",
 }
 ARTIFACT_COMMANDS = ("export", "evaluate", "benchmark")
+# Commands that build no task or DataModule here: generate reads an export folder (or exports a
+# checkpoint through `export`), ship runs the other commands stage by stage.
+UNBUILT_COMMANDS = ("generate", "ship")
 
 
 class LightkitTrainer(Trainer):
@@ -141,6 +148,85 @@ class LightkitTrainer(Trainer):
         sizes = batch_sizes or sorted({1, datamodule.eval_batch_size})
         return benchmark_artifact(model, datamodule, artifact, ckpt_path, output, sizes, repeats, warmup, rounds)
 
+    def generate(
+        self,
+        model: LightningModule | None = None,
+        datamodule: LightningDataModule | None = None,
+        *,
+        artifact: str,
+        form: str | None = None,
+        device: Literal["auto", "cpu"] = "auto",
+        prompts: str = "-",
+        output: str = "-",
+        chat: bool = False,
+        system_prompt: str | None = None,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: list[str] | str | None = None,
+        batch_size: int = 8,
+        refine: bool = False,
+        refine_calls: int = 32,
+        refine_ms: float | None = None,
+        refine_top_k: int = 4,
+        length_weight: float | None = None,
+        reward_fn: list[str] | str | None = None,
+        reward_weights: list[float] | None = None,
+    ) -> None:
+        """Text from an exported decoder, as JSON lines (lightkit.export.generate_command).
+
+        Args:
+            artifact: folder written by `lightkit export` from a causal LM (also given first, without
+                the flag: `lightkit generate runs/sft/onnx ...`), or a checkpoint, exported first
+                (parity-gated, `form` or fp32) with the `--config` it was trained with.
+            form: which form (default: the manifest's best for this machine).
+            device: auto: ONNX Runtime's CUDA execution provider when present; cpu: the CPU.
+            prompts: a .txt (one prompt per line) or .jsonl file, or - for standard input.
+            output: JSON-lines file to write (whole or not at all), or - for standard output.
+            chat: apply the tokenizer's chat template to each prompt.
+            system_prompt: a system turn before each prompt (with chat).
+            max_new_tokens: tokens to generate at most per answer.
+            temperature: sampling temperature; 0 is greedy.
+            top_k: sample among the k likeliest tokens.
+            top_p: sample within this probability mass.
+            seed: seed of the sampling.
+            stop: a stop string, or a list of them.
+            batch_size: prompts decoded together.
+            refine: refine each answer toward a better objective (lightkit.export.refiner).
+            refine_calls: the refiner's budget in model calls per answer.
+            refine_ms: its budget in milliseconds per answer.
+            refine_top_k: candidate tokens per position.
+            length_weight: objective term per answer token (default: the first answer's mean token
+                cost, so its length is neutral; 0 is pure argmax log P, which shortens answers).
+            reward_fn: reward(prompts, responses) import path, or a list of them.
+            reward_weights: one weight per reward_fn.
+        """
+        settings = SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("self", "model", "datamodule")})
+        from lightkit.export.generate_command import command
+
+        command(settings, self.config_files, export=export_for_generate)
+
+    def ship(
+        self,
+        model: LightningModule | None = None,
+        datamodule: LightningDataModule | None = None,
+        force: bool = False,
+        start: str | None = None,
+    ) -> Path:
+        """Run the pipeline of the config's `ship:` section: every stage, resumable (lightkit.ship).
+
+        Args:
+            force: rerun from a stage whose settings changed.
+            start: rerun from this stage, done or not (`--from` works too).
+        """
+        from lightkit.ship.command import ship
+
+        if len(self.config_files) != 1:
+            raise InputError("lightkit ship: give its pipeline as one config: --config X.yaml (with a `ship:` section)")
+        return ship(self.config_files[0], cli=cli, force=force, start=start)
+
 
 class LightkitCLI(CheckpointHparams):
     links = tuple(LINKS.values())
@@ -149,7 +235,16 @@ class LightkitCLI(CheckpointHparams):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {**CheckpointHparams.subcommands(), **{name: {"model", "datamodule"} for name in ARTIFACT_COMMANDS}}
+        commands = (*ARTIFACT_COMMANDS, *UNBUILT_COMMANDS)
+        return {**CheckpointHparams.subcommands(), **{name: {"model", "datamodule"} for name in commands}}
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # As LightningCLI's, but model and data are optional in the parser: generate and ship need
+        # neither. before_instantiate_classes asks for them where a command builds them.
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({"trainer." + k: v for k, v in self.trainer_defaults.items() if k != "callbacks"})
+        parser.add_lightning_class_args(self._model_class, "model", subclass_mode=True, required=False)
+        parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=True, required=False)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # A link whose target the chosen task lacks is skipped, so tasks without labels are fine.
@@ -161,6 +256,12 @@ class LightkitCLI(CheckpointHparams):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        missing = [key for key in ("model", "data") if config.get(key) is None]
+        if missing and self.subcommand not in UNBUILT_COMMANDS:
+            raise InputError(
+                f"lightkit {self.subcommand or ''}: no {' and no '.join(missing)} to build; give a config that "
+                "names them (--config configs/ner.yaml) or --model / --data"
+            )
         trainer = config["trainer"]
         # An unset trainer.precision becomes bf16-mixed on a GPU with native bf16 (see
         # lightkit.precision). Written into the parsed config, so the run's saved config.yaml
@@ -169,7 +270,7 @@ class LightkitCLI(CheckpointHparams):
             trainer["precision"] = default_precision(
                 trainer.get("accelerator", "auto"), trainer.get("strategy", "auto")
             )
-        if self.subcommand in ARTIFACT_COMMANDS:
+        if self.subcommand in (*ARTIFACT_COMMANDS, *UNBUILT_COMMANDS):
             trainer["logger"] = False  # not a training run: no logger folders
         elif trainer.get("logger") in (None, True):
             # Unset: CSV and TensorBoard (default_loggers), attached once the trainer exists, so
@@ -181,6 +282,12 @@ class LightkitCLI(CheckpointHparams):
 
     def before_export(self) -> None:
         self.trainer.config_files = [str(path) for path in self.config["export"].get("config") or []]
+
+    def before_generate(self) -> None:
+        self.trainer.config_files = [str(path) for path in self.config["generate"].get("config") or []]
+
+    def before_ship(self) -> None:
+        self.trainer.config_files = [str(path) for path in self.config["ship"].get("config") or []]
 
     def before_predict(self) -> None:
         # The PredictionWriter streams every batch to a file; Lightning would also keep them all
@@ -208,6 +315,10 @@ class LightkitCLI(CheckpointHparams):
         return trainer
 
     def instantiate_classes(self) -> None:
+        if self.subcommand in UNBUILT_COMMANDS:  # a bare trainer to call the command on
+            self.config_init, self.model, self.datamodule = self.config, None, None
+            self.trainer = self.trainer_class(logger=False, enable_checkpointing=False, enable_model_summary=False)
+            return
         # jsonargparse reports an error raised inside a task's or DataModule's __init__ as
         # "Does not validate against any of the Union subtypes", with ours buried in the text;
         # raise the original (it names the file, line or field) instead.
@@ -263,35 +374,38 @@ def export_for_generate(configs: list[str], ckpt_path: str, output: str, form: s
          "--forms", f"[{form}]"])  # fmt: skip
 
 
+# Switches of generate and ship that were bare flags before they joined the one parser, where a
+# boolean takes a value (`--chat true`).
+SWITCHES = {"generate": ("--chat", "--refine"), "ship": ("--force",)}
+
+
+def short_forms(argv: list[str]) -> list[str]:
+    """The spellings generate and ship had before they joined the one parser, still accepted:
+    `lightkit generate ARTIFACT` (the parser takes `--artifact`), bare switches (`--chat`), and
+    `lightkit ship --from STAGE` (`from` is a Python keyword, so the argument is `start`)."""
+    command = argv[0] if argv else None
+    if command == "generate" and len(argv) > 1 and not argv[1].startswith("-"):
+        argv = ["generate", "--artifact", *argv[1:]]
+    if command == "ship":
+        argv = [re.sub(r"^--from(?==|$)", "--start", a) for a in argv]
+    switches = SWITCHES.get(command, ())
+    return [
+        f"{a}=true" if a in switches and (i + 1 == len(argv) or argv[i + 1].startswith("-")) else a
+        for i, a in enumerate(argv)
+    ]
+
+
 def main(args: ArgsType = None) -> None:
     """Entry point of the `lightkit` console script; `args` lets tests call it in-process.
 
     From the shell, bad input (a malformed file, a missing path) ends with one clear line and exit
     status 2 instead of a traceback; called with `args`, the exception propagates to the caller.
     """
-    argv = list(sys.argv[1:] if args is None else args)
-    if argv[:1] == ["generate"]:  # needs only an export folder, not a config: its own small parser
-
-        def command() -> None:
-            from lightkit.export.generate_command import main as generate
-
-            generate(argv[1:], export=export_for_generate)
-    elif argv[:1] == ["ship"]:  # a pipeline over the other subcommands, each run through `cli`
-
-        def command() -> None:
-            from lightkit.ship.command import main as ship
-
-            ship(argv[1:], cli=cli)
-    else:
-
-        def command() -> None:
-            cli(args)
-
     if args is not None:
-        command()
+        cli(short_forms(list(args)))
         return
     try:
-        command()
+        cli(short_forms(sys.argv[1:]))
     except (InputError, FileNotFoundError, FloatingPointError) as e:
         print(f"lightkit: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from helpers import ROOT
 
+from lightkit.errors import InputError
 from lightkit.main import main
 
 # Overlays: settings laid over a training config (`--config job.yaml --config overlay.yaml`).
@@ -73,3 +74,28 @@ def test_scale_configs_parse_over_the_job_their_header_names(path: Path) -> None
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(out.getvalue())
     assert printed["trainer"]["strategy"]["class_path"].startswith("lightning.pytorch.strategies.")
+
+
+def test_one_parser_lists_and_reads_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    """generate and ship sit on the one LightningCLI parser: listed by --help, settings from flags
+    or --config, --print_config as for the others."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    for name in ("fit", "validate", "test", "predict", "export", "evaluate", "benchmark", "generate", "ship"):
+        assert f"\n    {name} " in listed, name
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["generate", "runs/x/onnx", "--chat", "--max_new_tokens", "8", "--print_config"])
+    printed = yaml.safe_load(out.getvalue())
+    assert (printed["artifact"], printed["chat"], printed["max_new_tokens"]) == ("runs/x/onnx", True, 8)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["ship", "--config", str(ROOT / "configs" / "ner_ship.yaml"), "--from", "export", "--print_config"])
+    printed = yaml.safe_load(out.getvalue())
+    assert printed["start"] == "export" and printed["ship"]["run_dir"] and printed["model"]["class_path"]
+
+
+def test_a_command_that_builds_a_task_says_when_there_is_none() -> None:
+    with pytest.raises(InputError, match=r"lightkit fit: no model and no data to build; give a config"):
+        main(["fit", "--trainer.fast_dev_run", "true"])

@@ -13,7 +13,6 @@ that error; finished stages stay. The report is written last, every run, from th
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ from lightkit.errors import InputError
 from lightkit.io import atomic_write_text
 from lightkit.ship import stages as S
 from lightkit.ship.report import write_report
-from lightkit.ship.settings import MODEL_STAGES, STAGES, ShipSettings, parse
+from lightkit.ship.settings import MODEL_STAGES, ShipSettings, parse
 from lightkit.ship.state import clear, fingerprint, plan, write_record
 
 
@@ -102,12 +101,3 @@ def ship(config_file: str, cli: S.Cli, force: bool = False, start: str | None = 
         markdown, html = write_report(settings, records)
         print(f"lightkit ship: report: {markdown} and {html}")
     return settings.run_dir
-
-
-def main(argv: list[str], cli: S.Cli) -> None:
-    parser = argparse.ArgumentParser(prog="lightkit ship", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="a lightkit config with a `ship:` section")
-    parser.add_argument("--force", action="store_true", help="rerun from a stage whose settings changed")
-    parser.add_argument("--from", dest="start", choices=STAGES, help="rerun from this stage, done or not")
-    args = parser.parse_args(argv)
-    ship(args.config, cli, force=args.force, start=args.start)
