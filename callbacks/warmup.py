@@ -31,6 +31,9 @@ def lr_multiplier(
 
     Warmup rises linearly from 1/(warmup_steps+1)... to 1 at `warmup_steps`, then decays to
     `min_ratio` at `total_steps` (linear or half-cosine), or stays at 1 (constant).
+
+    Not transformers' `get_*_schedule_with_warmup`: their warmup starts at 0 (the first step
+    learns nothing) and their linear decay has no floor; the curve here is theirs otherwise.
     """
     if step < warmup_steps:
         return (step + 1) / (warmup_steps + 1)

@@ -302,13 +302,6 @@ class OrtModel:
         """A fixed-shape runner over device buffers (IO binding; a CUDA graph when enabled)."""
         return BoundRun(self, feeds, outputs)
 
-    # A task calls .eval()/.train() and reads .device through Lightning; an artifact has neither.
-    def eval(self) -> OrtModel:
-        return self
-
-    def train(self, mode: bool = True) -> OrtModel:
-        return self
-
 
 @dataclass
 class PromptCache:

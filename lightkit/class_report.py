@@ -1,7 +1,9 @@
 """Per-class precision/recall/F1/support and a confusion-matrix plot, from one confusion matrix.
 
 Everything derives from the (gold x predicted) count matrix, which torchmetrics sums across
-processes, so the report is exact under DDP and needs no second pass over predictions.
+processes, so the report is exact under DDP and needs no second pass over predictions. (Not
+torchmetrics' per-class Precision/Recall/F1 metrics: each would keep and sync its own copy of
+these counts; the plot is torchmetrics'.)
 """
 
 from __future__ import annotations
@@ -59,26 +61,18 @@ def report_text(report: dict[str, Any], digits: int = 4) -> str:
 
 
 def plot_confusion_matrix(matrix: torch.Tensor, names: Sequence[str], path: str | Path) -> None:
-    """Write the count matrix as a PNG heat map (rows gold, columns predicted)."""
+    """Write the count matrix as a PNG heat map (rows gold, columns predicted): torchmetrics' plot."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI
     import matplotlib.pyplot as plt
+    from torchmetrics.utilities.plot import plot_confusion_matrix as plot
 
     n = len(names)
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.0 + 0.6 * n), dpi=100)
-    ax.imshow(matrix.numpy(), cmap="Blues")
-    ax.set_xticks(range(n), names, rotation=45, ha="right")
-    ax.set_yticks(range(n), names)
+    plot(matrix.long(), ax=ax, labels=list(names), cmap="Blues")
     ax.set_xlabel("predicted")
     ax.set_ylabel("gold")
-    peak = float(matrix.max()) if matrix.numel() else 0.0
-    for i in range(n):
-        for j in range(n):
-            value = int(matrix[i, j])
-            ax.text(
-                j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black", fontsize=8
-            )
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")

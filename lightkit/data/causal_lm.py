@@ -346,6 +346,8 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         if "prompt" in features[0]:
             return self.collate_prompts(features)
+        # Not DataCollatorForSeq2Seq: it pads through tokenizer.pad, which needs a pad token that
+        # many decoders (Llama's) lack; padding with EOS under the mask is what they are trained with.
         length = max(len(f["input_ids"]) for f in features)
         if multiple := self.hparams.pad_to_multiple_of:
             length = -(-length // multiple) * multiple

@@ -113,6 +113,7 @@ class PolicyPreferenceDataModule(InstructionDataModule):
             return self.collate_prompts(features)
         ids = [f[f"{side}_input_ids"] for side in SIDES for f in features]
         labels = [f[f"{side}_labels"] for side in SIDES for f in features]
+        # Not DataCollatorForSeq2Seq: see InstructionDataModule.collate (decoders without a pad token).
         length = max(map(len, ids))
         if multiple := self.hparams.pad_to_multiple_of:
             length = -(-length // multiple) * multiple
