@@ -168,6 +168,7 @@ def test_a_non_finite_loss_stops_training_and_names_the_step(tmp_path: Path) -> 
     assert not (tmp_path / "hf_model").exists()  # nothing saved from a diverged run
 
 
+@pytest.mark.slow  # a long input file, to show memory stays flat: end-to-end, so make test-slow
 def test_predict_streams_a_long_file_in_flat_memory(run: Path, tmp_path: Path) -> None:
     """Predictions are streamed to the file batch by batch and not also kept by Lightning's
     predict loop: 4x more sentences raise peak memory by less than keeping them would take."""

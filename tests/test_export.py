@@ -495,6 +495,7 @@ def test_artifact_tags_raw_text_exactly_like_lightkit_predict(trained: dict, tmp
     assert len(list(islice(Artifact(tmp_path / "onnx", device="cpu").tag(endless, batch_size=3), 7))) == 7
 
 
+@pytest.mark.slow  # a long input file, to show memory stays flat: end-to-end, so make test-slow
 def test_artifact_streams_sentences_in_flat_memory(trained: dict, tmp_path: Path) -> None:
     """Results are yielded batch by batch and nothing is kept: streaming 4x more sentences
     raises peak memory by less than a kept result list would take."""
