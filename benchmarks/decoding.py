@@ -4,7 +4,7 @@ the GPU, benchmarks/inference_cpu.py on the CPU).
 
 Both loops do the same work per call: prefill `prompt` random tokens, then decode; argmax stays on
 the device and only the new ids come back. PyTorch uses the HF model's own KV cache, ORT
-`OrtModel.greedy` (present tensors bound as the next step's past, only `next_token` copied out).
+`DecodeLoop.greedy` (present tensors bound as the next step's past, only `next_token` copied out).
 Per-token decode time = (time for 1 + `new_tokens` tokens - time for 1) / `new_tokens`, so the
 prefill and the per-call overhead cancel.
 """
@@ -21,6 +21,7 @@ import torch
 from measure import attempt, forms_summary, timed
 from transformers import AutoModelForCausalLM
 
+from lightkit.export.decode_loop import DecodeLoop
 from lightkit.export.runtime import OrtModel
 
 
@@ -83,7 +84,8 @@ def decoder_matrix(
             if form not in manifest["forms"]:
                 continue
             session = OrtModel(artifact / form / "model.onnx", device=device)
-            row[f"ort_{form}"] = attempt(lambda: cell(lambda steps: session.greedy(ids, mask, steps)))
+            loop = DecodeLoop(session)
+            row[f"ort_{form}"] = attempt(lambda: cell(lambda steps: loop.greedy(ids, mask, steps)))
         rows.append(row)
         print(json.dumps(row), flush=True)
     return {

@@ -15,7 +15,7 @@
 at batch 1 and 8, decode ms per token at batch 1 and 8, perplexity on the job's held-out text, and
 the greedy answers to the job's prompts (EOS allowed, cut after it). Timing runs force exactly
 n new tokens on every side (EOS suppressed until then where the runtime would stop). Each side
-decodes through its own runtime: lightkit's `OrtModel.greedy`, optimum's `generate`,
+decodes through its own runtime: lightkit's `DecodeLoop.greedy`, optimum's `generate`,
 onnxruntime-genai's `Generator`.
 """
 
@@ -83,9 +83,11 @@ class Lightkit:
     def __init__(self, folder: Path) -> None:
         import torch
 
+        from lightkit.export.decode_loop import DecodeLoop
         from lightkit.export.runtime import OrtModel
 
         self.torch, self.model = torch, OrtModel(folder / "model.onnx", device="cpu")
+        self.loop = DecodeLoop(self.model)
         self.bytes = onnx_bytes(folder)
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
@@ -94,7 +96,7 @@ class Lightkit:
 
     def greedy(self, ids: np.ndarray, n: int, exact: bool = True) -> np.ndarray:
         t = self.torch.from_numpy(ids)  # the loop always runs n steps; answers are cut at EOS after
-        return self.model.greedy(t, self.torch.ones_like(t), n).numpy()
+        return self.loop.greedy(t, self.torch.ones_like(t), n).numpy()
 
 
 class Optimum:

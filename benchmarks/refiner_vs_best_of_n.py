@@ -37,6 +37,7 @@ import torch
 from align_report import held_out
 from measure import command_line, write_result
 
+from lightkit.export.decode_loop import DecodeLoop
 from lightkit.export.generation import Generator, Prompt
 from lightkit.export.refiner import objective, refine
 from lightkit.export.serving import Artifact
@@ -88,6 +89,7 @@ def main() -> None:
     artifact = Artifact(args.artifact, form=args.form, device="cpu")
     session, tokenizer = artifact.session, artifact.tokenizer
     counter = CallCounter(session)
+    loop = DecodeLoop(session)
     generator = Generator(session, tokenizer, artifact.manifest.get("context") or 10**9, args.artifact)
     if args.prompts:
         rows = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line.strip()][: args.rows]
@@ -115,7 +117,7 @@ def main() -> None:
                                 "words": len(text.split())})  # fmt: skip
 
         counter.calls, start = 0, time.perf_counter()
-        out = session.generate(ids.view(1, -1), one, args.max_new_tokens)[0].tolist()
+        out = loop.generate(ids.view(1, -1), one, args.max_new_tokens)[0].tolist()
         greedy = out[: out.index(eos) + 1] if eos in out else out
         greedy_s, greedy_calls = time.perf_counter() - start, counter.calls
         body = len(greedy) - (greedy[-1] == eos)
@@ -133,7 +135,7 @@ def main() -> None:
             sample[f"refine({budget})"] = decode(r.tokens)
         for n in args.n:
             counter.calls, start = 0, time.perf_counter()
-            drawn = session.generate(ids.view(1, -1).repeat(n, 1), one.repeat(n, 1), args.max_new_tokens,
+            drawn = loop.generate(ids.view(1, -1).repeat(n, 1), one.repeat(n, 1), args.max_new_tokens,
                                      temperature=args.temperature, top_p=args.top_p,
                                      seed=args.seed + 1000 * number + n).tolist()  # fmt: skip
             answers = [d[: d.index(eos) + 1] if eos in d else d for d in drawn]

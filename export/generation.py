@@ -1,7 +1,7 @@
 """Text generation from a decoder artifact: prompts in, one JSON-ready record per prompt out.
 
 Prompts are encoded as the model was tuned (the tokenizer's chat template with `chat`), batched
-and left-padded, and decoded with the artifact's KV cache (`OrtModel.generate`: greedy or seeded
+and left-padded, and decoded with the artifact's KV cache (`DecodeLoop.generate`: greedy or seeded
 sampling; a row stops at EOS or at a stop string, and the batch ends when every row has). With
 `refine`, each answer is then moved toward a better objective by `lightkit.export.refiner`.
 Used by `Artifact.generate` and by `lightkit generate`.
@@ -21,6 +21,7 @@ import torch
 
 from lightkit.data.chat import generation_prompt
 from lightkit.errors import InputError
+from lightkit.export.decode_loop import DecodeLoop
 from lightkit.export.refiner import TokenReward, check_budget, refine
 from lightkit.export.runtime import OrtModel
 
@@ -124,6 +125,7 @@ class Generator:
         if not session.causal:
             raise InputError(f"{where}: this form is not a decoder with a KV cache, so it cannot generate text")
         self.session, self.tokenizer, self.context, self.where = session, tokenizer, context, where
+        self.loop = DecodeLoop(session)
         self.eos = tokenizer.eos_token_id
 
     def encode(self, prompt: Prompt, chat: bool, system_prompt: str | None) -> list[int]:
@@ -182,7 +184,7 @@ class Generator:
                     ends[i] = tokens.shape[1]
             return hit
 
-        new = self.session.generate(
+        new = self.loop.generate(
             input_ids, mask, decoding.max_new_tokens, self.eos, decoding.temperature, decoding.top_k, decoding.top_p,
             None if decoding.seed is None else decoding.seed + number, stopped if stop else None,
         )  # fmt: skip

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from lightkit.export.decode_loop import DecodeLoop
 from lightkit.export.placement import placement
 from lightkit.export.runtime import OrtModel
 from lightkit.export.timing import latency_summary
@@ -90,14 +91,14 @@ def reference_decode(
     }
 
 
-def greedy_agreement(reference: dict[str, torch.Tensor], session: OrtModel, logit_error: float) -> dict[str, Any]:
+def greedy_agreement(reference: dict[str, torch.Tensor], loop: DecodeLoop, logit_error: float) -> dict[str, Any]:
     """How the artifact's KV-cache decode loop follows PyTorch's greedy path.
 
-    The loop is fed PyTorch's tokens (`OrtModel.forced`), so one flipped near-tie cannot send
+    The loop is fed PyTorch's tokens (`DecodeLoop.forced`), so one flipped near-tie cannot send
     the rest of the sequence elsewhere, and its argmax is compared on the decided steps only
     (see NEAR_TIE_FLOOR). A broken cache (wrong positions, stale past) disagrees on decided steps.
     """
-    logits = session.forced(reference["input_ids"], reference["attention_mask"], reference["tokens"])  # (B, T, V)
+    logits = loop.forced(reference["input_ids"], reference["attention_mask"], reference["tokens"])  # (B, T, V)
     top2 = reference["logits"].topk(2, dim=-1).values
     decided = (top2[..., 0] - top2[..., 1]) > 2 * logit_error + NEAR_TIE_FLOOR
     agree = logits.argmax(-1) == reference["tokens"]
@@ -159,7 +160,7 @@ def check_form(
         ),
     ]
     if session.causal:
-        parity.update(greedy_agreement(ref_decode, session, parity["max_abs_diff"]))
+        parity.update(greedy_agreement(ref_decode, DecodeLoop(session), parity["max_abs_diff"]))
         greedy = parity["greedy_agreement"]
         checks += [
             (

@@ -3,7 +3,7 @@
 A local search over one-token edits of Y: substitute the token at a position, insert one before
 it, or delete it. The candidate tokens at a position are the model's own top-k there, given the
 current prefix, so a round considers about |Y| x (2k + 1) neighbours. All of them are scored in
-batches that reuse the prompt's KV cache (`OrtModel.prefill` / `continuation_logprobs`): the
+batches that reuse the prompt's KV cache (`DecodeLoop.prefill` / `continuation_logprobs`): the
 prompt runs once per refinement, and a round costs ceil(neighbours / batch_size) model calls. The
 best neighbour replaces Y only if it raises the objective, so the result never scores below Y0;
 the search ends at a local optimum or when the budget (model calls, milliseconds) is spent.
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lightkit.errors import InputError
+from lightkit.export.decode_loop import DecodeLoop
 from lightkit.export.runtime import OrtModel
 
 #: A batched reward on token ids: one float per candidate response (its text before any EOS).
@@ -68,10 +69,15 @@ class _Scorer:
         max_calls: int | None,
         deadline: float | None,
     ) -> None:
-        self.session, self.length_weight, self.reward, self.batch_size = session, length_weight, reward, batch_size
+        self.loop, self.length_weight, self.reward, self.batch_size = (
+            DecodeLoop(session),
+            length_weight,
+            reward,
+            batch_size,
+        )
         self.eos, self.max_calls, self.deadline = eos, max_calls, deadline
         self.calls = 1
-        self.cache = session.prefill(prompt)
+        self.cache = self.loop.prefill(prompt)
 
     def spent(self) -> bool:
         over_calls = self.max_calls is not None and self.calls >= self.max_calls
@@ -84,7 +90,7 @@ class _Scorer:
         tokens = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)
         for i, c in enumerate(chunk):
             tokens[i, : len(c)] = torch.tensor(c)
-        steps = self.session.continuation_logprobs(self.cache, tokens, lengths)  # (N, R, V)
+        steps = self.loop.continuation_logprobs(self.cache, tokens, lengths)  # (N, R, V)
         self.calls += 1
         first = self.cache.next_logprobs[tokens[:, 0]]
         rest = steps[:, :-1].gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)

@@ -13,6 +13,7 @@ import torch
 from helpers import ROOT, TINY_NER
 
 from lightkit.errors import InputError
+from lightkit.export.decode_loop import DecodeLoop
 from lightkit.export.runtime import OrtModel
 from lightkit.main import main
 
@@ -357,25 +358,26 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
 
     prompts = torch.randint(3, 300, (4, 8), generator=torch.Generator().manual_seed(1))
     reference = reference_decode(session, {"input_ids": prompts, "attention_mask": torch.ones_like(prompts)})
-    assert greedy_agreement(reference, session, 0.0)["greedy_agreement"] == 1.0
-    stale = greedy_agreement({**reference, "input_ids": prompts.roll(1, dims=0)}, session, 0.0)
+    assert greedy_agreement(reference, DecodeLoop(session), 0.0)["greedy_agreement"] == 1.0
+    stale = greedy_agreement({**reference, "input_ids": prompts.roll(1, dims=0)}, DecodeLoop(session), 0.0)
     # The fp32 gate's max_abs_diff covers the cached steps too, and catches it outright; this tiny
     # model leans on its last token, so only a few greedy picks change.
     assert stale["decode_max_abs_diff"] > 0.1 and stale["greedy_agreement"] < 1.0
     prompt = torch.tensor([5, 17, 42, 9])
-    greedy = session.greedy(prompt.view(1, -1), torch.ones(1, 4, dtype=torch.long), 8)[0]
+    loop = DecodeLoop(session)
+    greedy = loop.greedy(prompt.view(1, -1), torch.ones(1, 4, dtype=torch.long), 8)[0]
     # Sampling reads only the in-graph top-k candidates: top_k=1 is greedy, a seed reproduces a
     # draw, and every first token is among the k best of the full logits.
     one = torch.ones(1, 4, dtype=torch.long)
-    assert torch.equal(session.generate(prompt.view(1, -1), one, 8, temperature=0.7, top_k=1, seed=3)[0], greedy)
-    drawn = [session.generate(prompt.view(1, -1), one, 8, temperature=1.0, top_k=5, seed=s)[0] for s in (0, 0, 1, 2, 3)]
+    assert torch.equal(loop.generate(prompt.view(1, -1), one, 8, temperature=0.7, top_k=1, seed=3)[0], greedy)
+    drawn = [loop.generate(prompt.view(1, -1), one, 8, temperature=1.0, top_k=5, seed=s)[0] for s in (0, 0, 1, 2, 3)]
     assert torch.equal(drawn[0], drawn[1]) and len({tuple(d.tolist()) for d in drawn}) > 1
     best5 = set(session(input_ids=prompt.view(1, -1), attention_mask=one).logits[0, -1].topk(5).indices.tolist())
     assert {int(d[0]) for d in drawn} <= best5
-    nucleus = session.generate(prompt.view(1, -1), one, 8, temperature=1.0, top_p=1e-6, seed=4)[0]
+    nucleus = loop.generate(prompt.view(1, -1), one, 8, temperature=1.0, top_p=1e-6, seed=4)[0]
     assert torch.equal(nucleus, greedy)  # a vanishing nucleus keeps only the best token
     with pytest.raises(InputError, match="top_k=65"):
-        session.generate(prompt.view(1, -1), one, 2, temperature=1.0, top_k=65)
+        loop.generate(prompt.view(1, -1), one, 2, temperature=1.0, top_k=65)
 
 
 # -- GPU forms -------------------------------------------------------------------------------------
@@ -645,12 +647,12 @@ def test_greedy_agreement_skips_near_ties_and_counts_decided_flips() -> None:
         "logits": reference_logits,
     }
 
-    def session(logits: torch.Tensor) -> SimpleNamespace:
+    def loop(logits: torch.Tensor) -> SimpleNamespace:  # a DecodeLoop whose forced decoding gives `logits`
         return SimpleNamespace(forced=lambda ids, mask, tokens: logits)
 
     near_tie = reference_logits.clone()
     near_tie[0, 1, 1] = 2.005  # within an error of 0.01: the artifact picks the other token
-    result = greedy_agreement(reference, session(near_tie), logit_error=0.01)
+    result = greedy_agreement(reference, loop(near_tie), logit_error=0.01)
     assert result == {
         "greedy_agreement": 1.0,
         "greedy_decided_steps": 5,
@@ -660,7 +662,7 @@ def test_greedy_agreement_skips_near_ties_and_counts_decided_flips() -> None:
     }
     decided = reference_logits.clone()
     decided[1, 1, 0] = 7.0  # a decided step (gap 6) now picks another token
-    result = greedy_agreement(reference, session(decided), logit_error=0.01)
+    result = greedy_agreement(reference, loop(decided), logit_error=0.01)
     assert result["greedy_agreement"] == pytest.approx(4 / 5) and result["greedy_near_tie_flips"] == 0
 
 
