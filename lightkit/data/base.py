@@ -231,11 +231,8 @@ class BaseDataModule(L.LightningDataModule):
         if missing and "train" in items:  # carve only what the dataset lacks, with its own fraction
             val, test = self.hparams.holdout
             fractions = (val if "validation" in missing else 0.0, test if "test" in missing else 0.0)
-            items["train"], items["validation_carved"], items["test_carved"] = holdout_split(
-                items["train"], fractions, self.hparams.split_seed, key
-            )
-            for s in missing:
-                items[s] = items[f"{s}_carved"]
+            items["train"], *carved = holdout_split(items["train"], fractions, self.hparams.split_seed, key)
+            items.update({s: part for s, part in zip(("validation", "test"), carved) if s in missing})
         return {s: items.get(s, []) for s in ("train", "validation", "test")}
 
     def prepare_data(self) -> None:
