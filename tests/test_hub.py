@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import DATA, HUB_CACHE, TINY_NER
+from helpers import DATA, HUB_CACHE, ROOT, TINY_NER
 from hub_fakes import hub_model
 
 from lightkit.errors import InputError
@@ -37,6 +37,7 @@ def test_resolution_order_packaged_then_local_then_hub(
         assert not packaged.hub and (packaged.path / "model.safetensors").is_file()
     # A local folder named like a Hub id wins over the Hub.
     assert not resolve_model("lightkit-test/tiny-bert", "pretrained").hub
+    monkeypatch.chdir(ROOT)  # where no such folder is: the id is the Hub's
     local = resolve_model(str(DATA / "tokenizer"), "tokenizer")
     assert not local.hub and local.path == DATA / "tokenizer"
     ref = resolve_model(hub_bert["id"], "pretrained")
