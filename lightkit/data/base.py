@@ -197,6 +197,16 @@ class BaseDataModule(L.LightningDataModule):
             self._source = {"names": names, "data": {s: loaded[n] for s, n in names.items() if n is not None}}
         return self._source
 
+    def require_columns(self, split: str, columns: dict[str, str]) -> None:
+        """The `dataset` split has each column a setting names ({setting: column}), or a one-line error."""
+        sources.require_columns(self.dataset, split, self.load_source()["data"][split], columns)
+
+    def class_names(self, column: str) -> list[str] | None:
+        """The names of a `dataset`'s ClassLabel `column` (or sequence of them); None for files."""
+        if self.dataset is None:
+            return None
+        return sources.class_names(next(iter(self.load_source()["data"].values())), column)
+
     def from_rows(self, rows: list[dict[str, Any]], split: str) -> list:
         """The items `read` would give, from a dataset split's rows (each tagged with `_where`)."""
         raise InputError(f"{type(self).__name__} reads files only; it does not take a `dataset`")

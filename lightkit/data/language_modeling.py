@@ -24,7 +24,6 @@ import torch
 from datasets import Dataset, IterableDataset
 from transformers import DataCollatorForLanguageModeling
 
-from lightkit.data import sources
 from lightkit.data.base import BaseDataModule
 from lightkit.data.files import read_corpus_file, read_jsonl, read_text
 from lightkit.errors import InputError
@@ -129,28 +128,23 @@ class PackedTextDataModule(BaseDataModule):
 
     # -- reading and packing -------------------------------------------------------------------
     def from_rows(self, rows: list[dict[str, Any]], split: str) -> list[str]:
-        column = self.hparams.text_column
-        sources.require_columns(self.dataset, split, self.load_source()["data"][split], {"text_column": column})
-        docs = []
-        for row in rows:
-            if not isinstance(row[column], str):
-                raise InputError(f"{row['_where']}: field {column!r} is {type(row[column]).__name__}, expected text")
-            if row[column].strip():
-                docs.append(row[column].strip())
-        return docs
+        self.require_columns(split, {"text_column": self.hparams.text_column})
+        return [doc for row in rows for doc in self.documents([row[self.hparams.text_column]], row["_where"])]
+
+    def documents(self, texts: list[Any], where: str) -> list[str]:
+        """The non-empty documents among a `text_column`'s values; anything but text is an error."""
+        bad = next((t for t in texts if not isinstance(t, str)), None)
+        if bad is not None:
+            column = self.hparams.text_column
+            raise InputError(f"{where}: field {column!r} is {type(bad).__name__}, expected text")
+        return [t.strip() for t in texts if t.strip()]
 
     def _encode_stream(self, batch: dict[str, list]) -> dict[str, list]:
         """`_encode` on a streamed batch of rows: their non-empty `text_column` documents."""
         column = self.hparams.text_column
         if column not in batch:
             raise InputError(f"{self.dataset} has no column '{column}' (text_column); its columns are {list(batch)}")
-        texts = batch[column]
-        bad = next((t for t in texts if not isinstance(t, str)), None)
-        if bad is not None:
-            raise InputError(
-                f"{self.dataset}: field {self.hparams.text_column!r} holds {type(bad).__name__}, expected text"
-            )
-        docs = [t.strip() for t in texts if t.strip()]
+        docs = self.documents(batch[column], str(self.dataset))
         return self._encode({"text": docs}) if docs else {"input_ids": [], "special_tokens_mask": [], "word_ids": []}
 
     def _encode(self, batch: dict[str, list]) -> dict[str, list]:
@@ -173,8 +167,7 @@ class PackedTextDataModule(BaseDataModule):
             return self.prompt_dataset()
         if self.dataset is not None and self.dataset.streaming:
             # Packed per STREAM_BATCH documents: one short (padded) block per thousand documents.
-            sources.require_columns(self.dataset, split, self.load_source()["data"][split],
-                                    {"text_column": self.hparams.text_column})  # fmt: skip
+            self.require_columns(split, {"text_column": self.hparams.text_column})
             return self.stream(split, self._encode_stream, [self.hparams.text_column])
         docs = self.splits(lambda path: read_documents(path, self.hparams.text_column, self.hparams.encoding))[split]
         if not docs:

@@ -72,7 +72,7 @@ class TextClassificationDataModule(BaseDataModule):
             self.label_names = list(labels)
         elif self.files["train"] is not None or self.dataset is not None:
             found = sorted({str(r[label_column]) for r in self.rows()["train"]})  # read now: errors come first
-            self.label_names = self.class_names() or found
+            self.label_names = self.class_names(label_column) or found
         else:
             raise InputError("TextClassificationDataModule: give `train_file` or `labels` (label names)")
         self.label2id = {name: i for i, name in enumerate(self.label_names)}
@@ -86,18 +86,12 @@ class TextClassificationDataModule(BaseDataModule):
             return [{h.text_column: t, "_where": f"{path}:{i}"} for i, t in read_lines(path, h.encoding)]
         return read_table(path, self._columns(split, labelled=split != "predict"), h.encoding)
 
-    def class_names(self) -> list[str] | None:
-        """The names of a dataset's `ClassLabel` label column, if it has one."""
-        if self.dataset is None:
-            return None
-        return sources.class_names(next(iter(self.load_source()["data"].values())), self.hparams.label_column)
-
     def from_rows(self, rows: Rows, split: str) -> Rows:
         columns = {"text_column": self.hparams.text_column, "label_column": self.hparams.label_column}
         if self.hparams.text_pair_column:
             columns["text_pair_column"] = self.hparams.text_pair_column
-        sources.require_columns(self.dataset, split, self.load_source()["data"][split], columns)
-        names, label = self.class_names(), self.hparams.label_column
+        self.require_columns(split, columns)
+        names, label = self.class_names(self.hparams.label_column), self.hparams.label_column
         return [{**row, label: sources.label_name(row[label], names, label, row["_where"])} for row in rows]
 
     def rows(self) -> dict[str, Rows]:

@@ -96,7 +96,7 @@ class CoNLLDataModule(BaseDataModule):
             found = label_list(splits["train"] + (splits["validation"] + splits["test"] if self.carved else []))
             # A ClassLabel keeps its own order (ids match the dataset's); tags that IOB2
             # conversion adds (from IOB1 data) follow it.
-            names = self.class_names()
+            names = self.class_names(tags_column)
             self.label_names = names + [t for t in found if t not in names] if names else found
         else:
             raise InputError("CoNLLDataModule: give `train_file` or `labels` (label names)")
@@ -106,18 +106,10 @@ class CoNLLDataModule(BaseDataModule):
     def sentences(self) -> dict[str, list[Sentence]]:
         return self.splits(lambda path: read_conll(path, self.hparams.tag_scheme, self.hparams.encoding))
 
-    def class_names(self) -> list[str] | None:
-        """The tag names of a dataset's `Sequence(ClassLabel)` tags column, if it has one."""
-        if self.dataset is None:
-            return None
-        data = self.load_source()["data"]
-        return sources.class_names(next(iter(data.values())), self.hparams.tags_column)
-
     def from_rows(self, rows: list[dict[str, Any]], split: str) -> list[Sentence]:
         h = self.hparams
-        sources.require_columns(self.dataset, split, self.load_source()["data"][split],
-                                {"tokens_column": h.tokens_column, "tags_column": h.tags_column})  # fmt: skip
-        names = self.class_names() or (list(h.labels) if h.labels else None)
+        self.require_columns(split, {"tokens_column": h.tokens_column, "tags_column": h.tags_column})
+        names = self.class_names(h.tags_column) or (list(h.labels) if h.labels else None)
         sentences = []
         for row in rows:
             where, tokens, tags = row["_where"], row[h.tokens_column], row[h.tags_column]
