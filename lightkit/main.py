@@ -280,14 +280,11 @@ class LightkitCLI(CheckpointHparams):
         if self.subcommand == "evaluate":
             trainer["default_root_dir"] = config["output"]  # the test loop writes its reports there
 
-    def before_export(self) -> None:
-        self.trainer.config_files = [str(path) for path in self.config["export"].get("config") or []]
-
-    def before_generate(self) -> None:
-        self.trainer.config_files = [str(path) for path in self.config["generate"].get("config") or []]
-
-    def before_ship(self) -> None:
-        self.trainer.config_files = [str(path) for path in self.config["ship"].get("config") or []]
+    def after_instantiate_classes(self) -> None:
+        # Every command's trainer knows the --config files it came from (export records them in
+        # its manifest, generate exports a checkpoint with them, ship reads its pipeline there).
+        if self.subcommand:
+            self.trainer.config_files = [str(path) for path in self.config[self.subcommand].get("config") or []]
 
     def before_predict(self) -> None:
         # The PredictionWriter streams every batch to a file; Lightning would also keep them all

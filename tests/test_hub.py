@@ -102,6 +102,7 @@ def test_a_hub_id_trains_exports_and_evaluates_offline(hub_bert: dict, tmp_path:
     main(["export", "--config", str(TINY_NER), *model, "--ckpt_path", str(ckpt), "--output", str(tmp_path / "onnx"),
           "--forms", "[fp32]"])  # fmt: skip
     manifest = json.loads((tmp_path / "onnx" / "manifest.json").read_text())
+    assert manifest["source"]["configs"] == [str(TINY_NER)]  # the command's --config, recorded
     assert manifest["source"]["model"] == {
         "model": hub_bert["id"],
         "hub_id": hub_bert["id"],
