@@ -22,7 +22,8 @@ from lightkit.data import (
     TextClassificationDataModule,
 )
 from lightkit.errors import InputError
-from lightkit.main import main
+from lightkit.hub import saved_source
+from lightkit.main import cli, main
 
 CONF = ROOT / "tests" / "conf"
 NO_FILES = ["--data.init_args.train_file", "null", "--data.init_args.val_file", "null",
@@ -125,8 +126,16 @@ def test_trl_implicit_prompt_preferences_train_dpo(hub_datasets: dict, hub_chat:
 def test_trl_prompt_only_set_feeds_online_rl(
     objective: str, hub_datasets: dict, hub_chat: dict, tmp_path: Path
 ) -> None:
-    main(["fit", "--config", str(CONF / f"{objective}.yaml"), *dataset_args(hub_datasets["trl_prompts"], tmp_path),
-          "--data.tokenizer", hub_chat["id"], "--trainer.fast_dev_run", "true"])  # fmt: skip
+    run = cli(["fit", "--config", str(CONF / f"{objective}.yaml"), *dataset_args(hub_datasets["trl_prompts"], tmp_path),
+               "--data.tokenizer", hub_chat["id"], "--trainer.fast_dev_run", "true"])  # fmt: skip
+    assert run.trainer.global_step >= 1  # it sampled and updated on these prompts
+    prompts = run.datamodule.datasets["train"]["prompt"]
+    users = {turns[0]["content"] for turns in load_dataset(str(hub_datasets["trl_prompts"]))["train"]["prompt"]}
+    # Each prompt is a dataset row's turns through the chat template, ending where the answer starts.
+    assert prompts and all(
+        p.startswith("<|im_start|>user\n") and p.endswith("<|im_start|>assistant\n") for p in prompts
+    )
+    assert {p.split("\n", 1)[1].split("<|im_end|>")[0] for p in prompts} <= users
 
 
 def test_tokenised_cache_is_keyed_by_the_dataset_fingerprint(hub_datasets: dict, tmp_path: Path) -> None:
@@ -211,6 +220,7 @@ def test_hub_configs_run_with_their_ids_pointed_at_local_fakes(
           model_id, "--data.init_args.dataset.path", str(hub_datasets[data]), *extra, "--trainer.fast_dev_run",
           "true", "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(tmp_path),
           "--model.init_args.save_dir", str(tmp_path / "hf")])  # fmt: skip
+    assert saved_source(tmp_path / "hf")["base_model"] == model_id  # trained from the id given, through the cache
 
 
 def stream_module(bpe: Path, tmp_path: Path, shuffle_buffer: int) -> CausalLMDataModule:
@@ -245,8 +255,13 @@ def test_streaming_trains_causal_and_masked_lm(bpe: Path, tmp_path: Path) -> Non
     corpus = str(DATA / "lm" / "corpus.txt")
     stream = [*NO_FILES, "--data.init_args.dataset", f"{{path: text, data_files: {{train: {corpus}, "
               f"validation: {corpus}}}, streaming: true}}", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
-    main(["fit", "--config", str(TINY_CLM), "--data.tokenizer", str(bpe), *stream, "--trainer.max_steps", "3",
-          "--trainer.limit_val_batches", "2", "--model.init_args.save_dir", str(tmp_path / "clm")])  # fmt: skip
+    from datasets import IterableDataset
+
+    clm = cli(["fit", "--config", str(TINY_CLM), "--data.tokenizer", str(bpe), *stream, "--trainer.max_steps", "3",
+               "--trainer.limit_val_batches", "2", "--model.init_args.save_dir", str(tmp_path / "clm")])  # fmt: skip
+    assert isinstance(clm.datamodule.datasets["train"], IterableDataset) and clm.trainer.global_step == 3
     assert (tmp_path / "clm" / "model.safetensors").is_file()
-    main(["fit", "--config", str(CONF / "mlm.yaml"), *stream, "--trainer.fast_dev_run", "true",
-          "--model.init_args.save_dir", str(tmp_path / "mlm")])  # fmt: skip
+    mlm = cli(["fit", "--config", str(CONF / "mlm.yaml"), *stream, "--trainer.fast_dev_run", "true",
+               "--model.init_args.save_dir", str(tmp_path / "mlm")])  # fmt: skip
+    assert isinstance(mlm.datamodule.datasets["train"], IterableDataset) and mlm.trainer.global_step == 1
+    assert "val_loss" in mlm.trainer.callback_metrics  # the stream's own validation split was read
