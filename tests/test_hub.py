@@ -122,3 +122,31 @@ def test_a_hub_id_trains_exports_and_evaluates_offline(hub_bert: dict, tmp_path:
     assert tuned.config.id2label and not torch.equal(
         base.embeddings.word_embeddings.weight, tuned.bert.embeddings.word_embeddings.weight
     )
+
+
+@pytest.mark.parametrize(
+    ("error", "todo"),
+    [
+        ("RepositoryNotFoundError", "check the id; a private repository needs `hf auth login` or HF_TOKEN"),
+        ("GatedRepoError", "accept its terms on the Hub and log in"),
+        ("RevisionNotFoundError", "check the revision"),
+    ],
+)
+def test_what_the_hub_refuses_online_is_one_line_saying_what_to_do(error: str, todo: str) -> None:
+    """The online refusals (no Hub here): the error transformers raises, with huggingface_hub's
+    as its cause, becomes one line naming the id, the Hub's reason and what to do."""
+    from types import SimpleNamespace
+
+    from huggingface_hub import errors
+
+    from lightkit.hub import hub_error
+
+    response = SimpleNamespace(headers={}, request=None, status_code=404)  # what the error reads of it
+    cause = getattr(errors, error)("404 Client Error: Not Found for url", response=response)
+    try:
+        raise OSError("org/nope is not a local folder and is not a valid model identifier") from cause
+    except OSError as e:
+        message = hub_error("pretrained", "org/nope", "v2", e)
+    assert message.startswith("pretrained: 'org/nope@v2' is not a packaged model or local path")
+    assert "refused it (offline mode is off): 404 Client Error: Not Found for url" in message and todo in message
+    assert "\n" not in message
