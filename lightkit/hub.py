@@ -14,6 +14,7 @@ model is built. The resolved commit is what manifests and saved models record.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,31 @@ def hub_error(what: str, name: str, revision: str | None, error: Exception) -> s
     return f"{where}, and the Hugging Face Hub refused it (offline mode is off): {detail}; {todo}"
 
 
+@functools.lru_cache(maxsize=64)
+def hub_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit `repo_id` at `revision` resolves to, found (or fetched into the cache) once per
+    process: a DataModule, its task and their loaders all name the same id, and online each look
+    is a request. Failures are not cached (lru_cache keeps only returned values)."""
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    from transformers.utils import cached_file
+
+    try:
+        found = cached_file(repo_id, "config.json", revision=revision)
+    except OSError as e:
+        cause = e.__cause__
+        # A tokenizer-only repository has no config.json; when the Hub could not be reached at
+        # all, a second file would only wait through huggingface_hub's retries again.
+        unreachable = isinstance(cause, LocalEntryNotFoundError) and not offline()
+        if unreachable or not isinstance(cause, EntryNotFoundError):
+            raise
+        try:
+            found = cached_file(repo_id, "tokenizer_config.json", revision=revision)
+        except OSError:
+            raise e from e.__cause__
+    # .../models--org--name/snapshots/<commit>/config.json
+    return Path(found).parent.name if Path(found).parent.parent.name == "snapshots" else None
+
+
 def resolve_model(
     name: str | Path, what: str, revision: str | None = None, trust_remote_code: bool = False
 ) -> ModelRef:
@@ -116,24 +142,10 @@ def resolve_model(
         return ModelRef(text, str(resolve_path(text, what=what)), trust_remote_code=trust_remote_code)
     if not HUB_ID.match(text) or text.startswith((".", "-")) or text.endswith((".ckpt", ".gguf")):
         raise InputError(f"{what}: '{text}' does not exist (looked at {Path(text).expanduser()})")
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-    from transformers.utils import cached_file
-
     try:
-        found = cached_file(text, "config.json", revision=revision)
+        commit = hub_commit(text, revision)
     except OSError as e:
-        cause = e.__cause__
-        # A tokenizer-only repository has no config.json; when the Hub could not be reached at
-        # all, a second file would only wait through huggingface_hub's retries again.
-        unreachable = isinstance(cause, LocalEntryNotFoundError) and not offline()
-        if unreachable or not isinstance(cause, EntryNotFoundError):
-            raise InputError(hub_error(what, text, revision, e)) from None
-        try:
-            found = cached_file(text, "tokenizer_config.json", revision=revision)
-        except OSError:
-            raise InputError(hub_error(what, text, revision, e)) from None
-    # .../models--org--name/snapshots/<commit>/config.json
-    commit = Path(found).parent.name if Path(found).parent.parent.name == "snapshots" else None
+        raise InputError(hub_error(what, text, revision, e)) from None
     return ModelRef(text, text, hub=True, revision=revision, commit=commit, trust_remote_code=trust_remote_code)
 
 

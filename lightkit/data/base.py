@@ -170,8 +170,8 @@ class BaseDataModule(L.LightningDataModule):
         """The file a split is read from (train_file for carved splits), or the dataset split as
         error messages name it; a clear error if none."""
         if self.dataset is not None and split != "predict":
-            name = self.source_splits()[split]
-            return f"{self.dataset} [{name or 'carved from ' + str(self.source_splits()['train'])}]"
+            names = self.source_splits()
+            return f"{self.dataset} [{names[split] or 'carved from ' + str(names['train'])}]"
         path = self.files[split] or (self.files["train"] if split != "predict" else None)
         if path is None:
             arg = {"validation": "val_file"}.get(split, f"{split}_file")

@@ -100,7 +100,7 @@ def load(spec: DatasetSpec) -> dict[str, Dataset | IterableDataset]:
             loaded = datasets.load_dataset(
                 spec.path, spec.name, revision=spec.revision, data_files=spec.data_files, streaming=spec.streaming
             )
-    except (ConnectionError, FileNotFoundError, ValueError, OSError) as e:
+    except (OSError, ValueError) as e:  # ConnectionError and FileNotFoundError are OSErrors
         mode = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "offline mode is off"
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         todo = (
