@@ -43,8 +43,8 @@ test: suite lint docs
 suite: install
 	$(PY) -m pytest -q
 
-# import-linter and mkdocstrings walk a package's folder, so they read a staged copy laid out
-# as installed (tasks/, callbacks/ and export/ inside lightkit/), not the editable mapping.
+# grimp (import-linter) and griffe (mkdocstrings) read a top-level package from its own folder and
+# miss package-dir's mapped subpackages, so they read a copy laid out as installed.
 LINT_TREE := .lint/tree
 stage:
 	rm -rf $(LINT_TREE) && mkdir -p $(LINT_TREE) && cp -r lightkit $(LINT_TREE)/
@@ -125,7 +125,7 @@ GEN_OUT := $(SFT_RUN)/onnx
 generate: install
 	test -f $(SFT_RUN)/checkpoints/last.ckpt || $(MAKE) sft
 	$(LIGHTKIT) export --config configs/sft_headlines.yaml --ckpt_path $(SFT_RUN)/checkpoints/last.ckpt --output $(GEN_OUT) --forms '[fp32, int8-cpu]' --overwrite true
-	$(LIGHTKIT) generate $(GEN_OUT) --form int8-cpu --prompts configs/prompts/headlines_test.jsonl --chat --max_new_tokens 24 --refine --refine_calls 16 --reward_fn lightkit.text_rewards:headline_length --output $(SFT_RUN)/generated.jsonl
+	$(LIGHTKIT) generate $(GEN_OUT) --form int8-cpu --prompts configs/prompts/headlines_test.jsonl --chat --max_new_tokens 24 --refine --refine_calls 16 --reward_fn lightkit.rewards.text:headline_length --output $(SFT_RUN)/generated.jsonl
 	$(PY) -c "import json; [print(f\"{r['reference']!r:50} -> {r['response']!r}  (before refining: {r['refined']['response_before']!r})\") for r in map(json.loads, open('$(SFT_RUN)/generated.jsonl'))]"
 
 # The shipped model against the peers users would pick for it (benchmarks/llm_peers.py): optimum-onnx

@@ -31,7 +31,7 @@ from measure import write_result
 from torchmetrics.text.rouge import ROUGEScore
 from transformers import AutoModelForCausalLM
 
-from lightkit.io import atomic_write_text
+from lightkit.io.atomic import atomic_write_text
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def held_out() -> tuple[Any, list[dict[str, Any]]]:
 
 def reward_fn() -> Any:
     """The reward of configs/grpo_headlines.yaml, built the way the task builds it."""
-    from lightkit.rewards import build_reward
+    from lightkit.rewards.scoring import build_reward
 
     args = yaml.safe_load((ROOT / "configs" / "grpo_headlines.yaml").read_text())["model"]["init_args"]
     return build_reward(args["reward_fn"], None, weights=args["reward_weights"])
@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--out", default="runs/align/report.json")
     args = ap.parse_args()
-    from lightkit.resources import resolve_path
+    from lightkit.models.resources import resolve_path
 
     torch.manual_seed(0)
     tokenizer, rows = held_out()
@@ -165,7 +165,7 @@ def main() -> None:
         "device": f"CPU {platform.machine()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
         "held_out_articles": len(rows),
-        "reward": "rouge_l + headline_length + 0.5 * copied_lead (lightkit.text_rewards)",
+        "reward": "rouge_l + headline_length + 0.5 * copied_lead (lightkit.rewards.text)",
         "models": results,
         "samples": [
             {"reference": r["reference"], **{name: answers[name][i] for name in answers}}

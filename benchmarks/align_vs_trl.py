@@ -13,7 +13,7 @@ lightkit leaves it off), and the same torch threads.
   as lightkit's.
 - GRPO: 4 prompts x 4 generations (TRL: 16 completions per device batch, num_generations 4), 24
   new tokens at temperature 1, beta 0, the `grpo` loss on both sides (TRL's default is `dapo`),
-  one iteration, and the same three reward callables and weights (lightkit.text_rewards; TRL
+  one iteration, and the same three reward callables and weights (lightkit.rewards.text; TRL
   gets them through a thin adapter to its keyword convention).
 
 Measured per side, each in its own process, sides interleaved: wall time per optimizer step
@@ -123,7 +123,7 @@ def run_trl(args: argparse.Namespace, timer: StepTimer) -> Any:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lightkit.resources import resolve_path
+    from lightkit.models.resources import resolve_path
 
     path = resolve_path(MODEL)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -171,7 +171,7 @@ def run_trl(args: argparse.Namespace, timer: StepTimer) -> Any:
 def trl_reward(path: str) -> Any:
     """A lightkit reward callable under TRL's convention: keyword `prompts` and `completions`, as
     chat messages for conversational data, dataset columns as further keywords."""
-    from lightkit.rewards import CallableReward
+    from lightkit.rewards.scoring import CallableReward
 
     fn = CallableReward(path)  # passes `reference` on to a callable that names it, as lightkit does
 

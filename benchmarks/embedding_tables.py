@@ -7,7 +7,7 @@ test split, beside the float model, in one process.
 
 This isolates the tables: the int8-gpu form also quantises every MatMul (8 bits) and runs in
 fp16, which the export's parity gate scores. The tables are quantised as the export does it
-(lightkit.export.gather_quant, same `quantize_table`): the token table with the scheme named,
+(lightkit.export.builder.gather_quant, same `quantize_table`): the token table with the scheme named,
 other tables of at least 64 rows (positions; not token types) with lightkit's 8-bit scheme, or
 with the scheme named too when it ends in `+pos`. Schemes read `<sym|asym><bits>_b<block>`.
 """
@@ -27,8 +27,8 @@ import torch
 import transformers
 from measure import command_line, write_result
 
-from lightkit.export.gather_quant import SCHEMES, dequantize_table, quantize_table
-from lightkit.main import cli
+from lightkit.cli.main import cli
+from lightkit.export.builder.gather_quant import SCHEMES, dequantize_table, quantize_table
 
 DEFAULT = ["sym8_b32", "sym4_b32", "sym4_b16", "asym4_b32", "asym4_b16", "asym4_b64", "asym4_b16+pos"]
 

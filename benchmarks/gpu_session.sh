@@ -20,11 +20,11 @@ stage=${1:?stage: ner, clm, train, train-compile, train-workers or levers}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-# lightkit without pip: the package layout setuptools' package-dir gives (lightkit.tasks is tasks/,
-# ...), as links inside the copy of the tree on that machine (the repo root is first on sys.path).
+# lightkit is not installed there (no pip install of the tree is tried on a lent machine): links give
+# the layout package-dir installs (lightkit.tasks is tasks/, ...), with the repo root first on sys.path.
 for d in tasks callbacks export; do ln -sfn "../$d" "lightkit/$d"; done
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-mkdir -p /tmp/lk/bin && printf '#!/bin/sh\nexec python3 -m lightkit.main "$@"\n' > /tmp/lk/bin/lk && chmod +x /tmp/lk/bin/lk
+mkdir -p /tmp/lk/bin && printf '#!/bin/sh\nexec python3 -m lightkit.cli.main "$@"\n' > /tmp/lk/bin/lk && chmod +x /tmp/lk/bin/lk
 export PATH="/tmp/lk/bin:$PATH"
 log() { echo "[$(date +%T)] $*"; }
 # Lightning's deterministic mode needs this for cuBLAS; `warn` keeps ops without a deterministic

@@ -10,7 +10,7 @@ Encoder (the NER model), shapes 1x128, 8x128, 32x128, random ids, no padding:
   option (`ep.cuda.fpa_intb_gemm`); each with host copies (`session.run` on numpy), with IO
   binding (inputs already on the device, logits left there), and IO binding + CUDA graph.
 Causal LM (the CLM model): prefill of 128 tokens, then greedy decode, batch 1 and 8, PyTorch eager
-fp32 and bf16 vs the ORT forms (benchmarks/decoding.py says how).
+fp32 and bf16 vs the ORT forms (benchmarks/lm_inference.py says how).
 
 Median and p90 of `--repeats` after `--warmup`. Metrics (seqeval F1, perplexity, greedy agreement)
 are the export's parity results on the real test split, read from each manifest; CPU rows come
@@ -33,7 +33,7 @@ from decoding import decoder_matrix
 from measure import attempt, command_line, forms_summary, timed, write_result
 from transformers import AutoModelForTokenClassification
 
-from lightkit.export.runtime import OrtModel
+from lightkit.export.runtime.sessions import OrtModel
 
 BATCHES = (1, 8, 32)  # x --length tokens
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -8,7 +8,7 @@ Shapes 1x128, 8x128, 32x128 (batch x tokens, no padding); for each: median and p
 `--repeats` runs after `--warmup`, with host copies included (the CPU EP reads host memory).
 PyTorch runs the same HF model in fp32 eager with torch's default intra-op threads; ORT uses its
 default threads. With `--clm_artifact`, the causal LM too: prefill `--prompt` tokens, then greedy
-decode with the KV cache, batch 1 and 8, PyTorch fp32 vs the ORT forms (benchmarks/decoding.py).
+decode with the KV cache, batch 1 and 8, PyTorch fp32 vs the ORT forms (benchmarks/lm_inference.py).
 Metrics (test F1, perplexity, greedy agreement) come from each artifact's manifest (its parity
 gate). The GPU rows of the inference matrix (benchmarks/inference.py) need a GPU and are not produced here.
 """
@@ -30,7 +30,7 @@ from decoding import decoder_matrix
 from measure import command_line, forms_summary, timed, write_result
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-from lightkit.export.runtime import OrtModel
+from lightkit.export.runtime.sessions import OrtModel
 
 BATCHES = (1, 8, 32)
 

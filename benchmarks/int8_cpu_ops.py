@@ -28,7 +28,7 @@ import onnxruntime as ort
 from measure import command_line, timed, write_result
 from transformers import AutoConfig
 
-from lightkit.export.onnx_export import INT8_CPU_OPS, fuse, quantize_int8_cpu
+from lightkit.export.builder.onnx_export import INT8_CPU_OPS, fuse, quantize_int8_cpu
 
 OP_SETS = {
     "matmul_gemm": ["MatMul", "Gemm"],

@@ -83,8 +83,8 @@ class Lightkit:
     def __init__(self, folder: Path) -> None:
         import torch
 
-        from lightkit.export.decode_loop import DecodeLoop
-        from lightkit.export.runtime import OrtModel
+        from lightkit.export.runtime.decode_loop import DecodeLoop
+        from lightkit.export.runtime.sessions import OrtModel
 
         self.torch, self.model = torch, OrtModel(folder / "model.onnx", device="cpu")
         self.loop = DecodeLoop(self.model)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from targets import annotate
 
-from lightkit.export.timing import latency_summary
+from lightkit.export.runtime.timing import latency_summary
 
 
 def attempt(fn: Callable[[], dict[str, float]]) -> dict[str, Any]:

@@ -5,14 +5,14 @@
 
 Prompts are held-out articles of the headline task (the test split of configs/sft_headlines.yaml,
 never trained on), or `--prompts` rows `{"prompt", "reference"}`; each goes through the chat
-template. The objective both methods climb is the refiner's (lightkit.export.refiner):
+template. The objective both methods climb is the refiner's (lightkit.export.runtime.refiner):
 
     log P(Y|X) + w x |Y| + reward(X, Y)
 
 - w is the greedy answer's own mean token cost (the refiner's default, here fixed per prompt for
   both methods, so the two are ranked on the same scale);
 - reward is the headline job's reference-free part (`headline_length` + 0.5 x `copied_lead`,
-  lightkit.text_rewards); ROUGE-L against the real headline is *not* in it, so it measures
+  lightkit.rewards.text); ROUGE-L against the real headline is *not* in it, so it measures
   whether a better objective is a better headline.
 
 Methods, per prompt:
@@ -37,11 +37,11 @@ import torch
 from align_report import held_out
 from measure import command_line, write_result
 
-from lightkit.export.decode_loop import DecodeLoop
-from lightkit.export.generation import Generator, Prompt
-from lightkit.export.refiner import objective, refine
-from lightkit.export.serving import Artifact
-from lightkit.text_rewards import copied_lead, headline_length, rouge_l
+from lightkit.export.runtime.decode_loop import DecodeLoop
+from lightkit.export.runtime.generation import Generator, Prompt
+from lightkit.export.runtime.refiner import objective, refine
+from lightkit.export.runtime.serving import Artifact
+from lightkit.rewards.text import copied_lead, headline_length, rouge_l
 
 
 class CallCounter:

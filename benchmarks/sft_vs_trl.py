@@ -125,7 +125,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     class CountingSFTTrainer(Counting, SFTTrainer):
         pass
 
-    from lightkit.resources import resolve_path
+    from lightkit.models.resources import resolve_path
 
     dm, train, test = rows(args.max_length)
     # TRL's conversational prompt/completion format: the loss is on the completion only.

@@ -5,7 +5,7 @@
 
 Both arms are the same `TokenClassificationTask` on the same data, seed and order; the only
 difference is `log_train`, which the `every_step` arm replaces by the self.log call lightkit used
-before (see lightkit/epoch_means.py for why it changed). The model defaults to the 2-layer,
+before (see lightkit/training/epoch_means.py for why it changed). The model defaults to the 2-layer,
 32-wide one, so the loop's own overhead is most of each step. Runs alternate between the arms and
 the medians of milliseconds per timed step (window timing, as train_throughput.py) are reported.
 """
@@ -29,7 +29,7 @@ from lightkit.tasks import TokenClassificationTask
 
 
 class EveryStepLogging(TokenClassificationTask):
-    """The task as it logged before lightkit.epoch_means: one self.log per value and step."""
+    """The task as it logged before lightkit.training.epoch_means: one self.log per value and step."""
 
     def log_train(self, values: dict[str, torch.Tensor], batch_size: int, bar: tuple[str, ...] = ("loss",)) -> None:
         shown = self.trainer.progress_bar_callback is not None

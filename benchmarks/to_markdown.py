@@ -51,7 +51,7 @@ def ms(cell: dict) -> str:
 
 
 def decoder_table(dec: dict) -> list[str]:
-    """benchmarks/decoding.py's rows: prefill and per-token decode ms per engine and batch."""
+    """benchmarks/lm_inference.py's rows: prefill and per-token decode ms per engine and batch."""
     rows = dec["rows"]
     names = [k for k in rows[0] if k.startswith(("pytorch_", "ort_"))]
     lines = [

@@ -5,7 +5,7 @@ torchdata's StatefulDataLoader, which BaseDataModule uses) the position inside t
 things are missing for `--ckpt_path last` after a SIGKILL to continue as if nothing happened:
 
 - the global random generators: dropout and masking draw from them, so a resumed run would draw
-  other masks (`lightkit.checkpointing.rng_state`);
+  other masks (`lightkit.training.checkpointing.rng_state`);
 - the task's running training means (`BaseTask.epoch_means`): Lightning does not checkpoint its
   own epoch aggregation, so a mean over an epoch resumed halfway would cover half of it.
 
@@ -19,7 +19,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from lightkit.checkpointing import rng_state, set_rng_state
+from lightkit.training.checkpointing import rng_state, set_rng_state
 
 
 class ExactResume(Callback):

@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 
 class LastCheckpoint(ModelCheckpoint):

@@ -1,6 +1,6 @@
 """QuantizationAwareTraining: train with int8 fake quantisation of every nn.Linear, export as QDQ.
 
-Fake quantisation (lightkit.quantization) is attached when the Trainer sets up, so a checkpoint's
+Fake quantisation (lightkit.training.fake_quant) is attached when the Trainer sets up, so a checkpoint's
 quantiser state loads into it for test, predict and resume. During fit it turns on at
 `start_step` (optimizer steps; before it the model trains in float, as a warm start), observers
 keep updating scales until `freeze_observers_step`, then scales are fixed for the rest of training
@@ -15,7 +15,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lightkit.quantization import ATTR, is_calibrated, prepare_qat, set_qat
+from lightkit.training.fake_quant import ATTR, is_calibrated, prepare_qat, set_qat
 
 
 class QuantizationAwareTraining(Callback):

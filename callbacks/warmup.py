@@ -19,7 +19,7 @@ from typing import Any, Literal
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 Decay = Literal["linear", "cosine", "constant"]
 

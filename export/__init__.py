@@ -1,9 +1,7 @@
-"""ONNX export, parity checks, runtime, serving and decoding refiners.
+"""ONNX export: builder/ makes checked artifacts from a checkpoint, runtime/ runs them.
 
-- `lightkit export` (exporter.py): a checkpoint to checked ONNX forms (fp32, fp16, int8-gpu, int8-cpu,
-  qat) with a manifest; parity.py is the gate, placement.py the GPU placement check.
-- `lightkit evaluate` (evaluate.py): an artifact scored by the task's own test loop.
-- runtime.py: ONNX Runtime sessions that stand in for a transformers model, and the KV-cache
-  greedy decode loop; serving.py: raw text in, labels / tags out.
-- refiner.py: constrained Viterbi for NER, coordinate-descent refinement for generation.
+- `lightkit export` (builder/exporter.py): fp32, fp16, int8-gpu, int8-cpu and qat forms with a
+  manifest, each through the parity gate (builder/parity.py).
+- `lightkit evaluate`, `lightkit benchmark`, `lightkit generate` (runtime/): an artifact scored by
+  the task's own test loop, timed, or decoding prompts; runtime/serving.py takes raw text in.
 """

@@ -1,4 +1,4 @@
-"""lightkit objectives, one LightningModule per file on `lightkit.task.BaseTask`.
+"""lightkit objectives, one LightningModule per file on `lightkit.training.task.BaseTask`.
 
 Importing this package registers every task with the CLI, so configs name them by class name
 (`class_path: TokenClassificationTask`).

@@ -21,10 +21,10 @@ from torchmetrics import MetricCollection
 from torchmetrics.text.rouge import ROUGEScore
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from lightkit.io import atomic_write_text
-from lightkit.lm_loss import chunked_lm_loss
-from lightkit.lm_metrics import TokenMetrics
-from lightkit.task import BaseTask, StepOutput
+from lightkit.io.atomic import atomic_write_text
+from lightkit.metrics.lm import TokenMetrics
+from lightkit.objectives.lm_loss import chunked_lm_loss
+from lightkit.training.task import BaseTask, StepOutput
 
 
 class CausalLMTask(BaseTask):
@@ -44,7 +44,7 @@ class CausalLMTask(BaseTask):
             words, logged as `test_rouge1`, ... `test_words`; `test_generations.jsonl` holds every
             prompt, reference and answer.
         chunked_loss: take the loss from the decoder's hidden states at the labelled positions
-            with torch's chunked `linear_cross_entropy` (`lightkit.lm_loss`), so the (B, T, V)
+            with torch's chunked `linear_cross_entropy` (`lightkit.objectives.lm_loss`), so the (B, T, V)
             logits are never built: less memory with a large vocabulary, and no output-layer work
             on prompt tokens in instruction tuning. Llama-family output layers only.
         **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).

@@ -30,14 +30,14 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from lightkit.distill import hidden_loss, kd_loss, student_from_layers
-from lightkit.errors import InputError
-from lightkit.loading import load_trained
-from lightkit.task import BaseTask, StepOutput
+from lightkit.io.errors import InputError
+from lightkit.models.loading import load_trained
+from lightkit.objectives.kd import hidden_loss, kd_loss, student_from_layers
 from lightkit.tasks.causal_lm import CausalLMTask
 from lightkit.tasks.masked_lm import MaskedLMTask
 from lightkit.tasks.sequence_classification import SequenceClassificationTask
 from lightkit.tasks.token_classification import TokenClassificationTask
+from lightkit.training.task import BaseTask, StepOutput
 
 
 class Distillation:

@@ -6,7 +6,7 @@ Each batch (`PolicyPreferenceDataModule`) holds B pairs as 2B rows, chosen first
 forward gives the log-probability of each response given its prompt (summed over its tokens,
 from the response positions' hidden states only: no (B, T, V) logits); the reference's come from
 the same weights with the LoRA adapters disabled, or from a frozen copy without LoRA. The loss is
-`lightkit.rl.dpo_loss` (sigmoid DPO, or IPO on per-token means).
+`lightkit.objectives.rlhf.dpo_loss` (sigmoid DPO, or IPO on per-token means).
 
 The reference never changes, so its log-probs are cached per pair (keyed by the pair's token ids)
 the first time a pair is seen, and saved in checkpoints: every later epoch, and every validation,
@@ -28,10 +28,10 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy
 from transformers import PreTrainedModel
 
-from lightkit.errors import InputError
-from lightkit.rl import dpo_loss
-from lightkit.task import StepOutput
+from lightkit.io.errors import InputError
+from lightkit.objectives.rlhf import dpo_loss
 from lightkit.tasks.policy import PolicyTask
+from lightkit.training.task import StepOutput
 
 
 class DPOTask(PolicyTask):

@@ -8,10 +8,10 @@ instruction DataModule) and
    the KV cache, stopping rows at EOS);
 2. scores them: the weighted sum of the reward callables (or a reward model), less
    `missing_eos_penalty` for responses that never ended;
-3. advantages: each reward minus its group's mean, over the group's std (`lightkit.rl.
+3. advantages: each reward minus its group's mean, over the group's std (`lightkit.objectives.rlhf.
    group_advantages`); no value model;
 4. `num_iterations` passes over minibatches of the B*G samples (one optimizer step each) on the
-   clipped ratio loss, plus `beta` x the k3 KL to the reference (`lightkit.rl.grpo_loss`).
+   clipped ratio loss, plus `beta` x the k3 KL to the reference (`lightkit.objectives.rlhf.grpo_loss`).
 
 With one pass and one minibatch (the defaults) the ratio is exactly 1 and the old log-probs are
 not computed (the loss's gradient is then the policy gradient), as in TRL's GRPOTrainer. With
@@ -31,8 +31,8 @@ from typing import Any, Literal
 import torch
 from torchmetrics import MeanMetric, MetricCollection
 
-from lightkit.errors import InputError
-from lightkit.rl import group_advantages, grpo_loss
+from lightkit.io.errors import InputError
+from lightkit.objectives.rlhf import group_advantages, grpo_loss
 from lightkit.tasks.policy import RolloutTask, Samples
 
 

@@ -14,8 +14,8 @@ from typing import Any
 from torchmetrics import MetricCollection
 from transformers import AutoModelForMaskedLM
 
-from lightkit.lm_metrics import TokenMetrics
-from lightkit.task import BaseTask, StepOutput
+from lightkit.metrics.lm import TokenMetrics
+from lightkit.training.task import BaseTask, StepOutput
 
 
 class MaskedLMTask(BaseTask):

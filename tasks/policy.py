@@ -6,7 +6,7 @@ disabled (peft's `disable_adapter`), which is exactly the pretrained model, so n
 held; without LoRA it is a frozen copy (`BaseTask.add_frozen`), never optimised or checkpointed.
 
 `RolloutTask` adds what the online objectives (PPO, GRPO) need: a reward (plain callables, weighted,
-or a reward model; `lightkit.rewards`) and sampled responses with their masks. Sampling is
+or a reward model; `lightkit.rewards.scoring`) and sampled responses with their masks. Sampling is
 transformers' `generate`: batched, with the KV cache, and rows that reached EOS stop counting.
 The policy runs without dropout throughout (dropout would make the probability ratio differ from 1
 before any update).
@@ -22,10 +22,10 @@ from typing import Any, Literal, NamedTuple
 import torch
 from transformers import PreTrainedModel
 
-from lightkit.errors import InputError
-from lightkit.lm_loss import labelled_logprobs
-from lightkit.loading import load_trained
-from lightkit.rewards import ModelReward, build_reward
+from lightkit.io.errors import InputError
+from lightkit.models.loading import load_trained
+from lightkit.objectives.lm_loss import labelled_logprobs
+from lightkit.rewards.scoring import ModelReward, build_reward
 from lightkit.tasks.causal_lm import CausalLMTask
 from lightkit.tasks.reward_model import RewardModelTask
 from lightkit.tasks.sequence_classification import SequenceClassificationTask
@@ -90,7 +90,7 @@ class PolicyTask(CausalLMTask):
         self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, reference: bool = False, temperature: float = 1.0
     ) -> torch.Tensor:
         """Per-token log-probs (B, T-1) of the labelled tokens under the policy or its reference,
-        from the labelled positions' hidden states only (`lightkit.lm_loss.labelled_logprobs`)."""
+        from the labelled positions' hidden states only (`lightkit.objectives.lm_loss.labelled_logprobs`)."""
         what = type(self).__name__
         if not reference:
             return labelled_logprobs(self.model, inputs, labels, what, temperature)

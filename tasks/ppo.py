@@ -35,7 +35,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from transformers import PreTrainedModel
 
-from lightkit.rl import (
+from lightkit.objectives.rlhf import (
     AdaptiveKL,
     entropy_from_logits,
     gae,

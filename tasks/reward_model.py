@@ -18,7 +18,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy
 from transformers import AutoModelForSequenceClassification
 
-from lightkit.task import BaseTask, StepOutput
+from lightkit.training.task import BaseTask, StepOutput
 
 
 class RewardModelTask(BaseTask):

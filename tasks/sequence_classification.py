@@ -21,9 +21,9 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 from transformers import AutoModelForSequenceClassification
 
-from lightkit.class_report import per_class_report, plot_confusion_matrix, report_text
-from lightkit.io import atomic_write_text
-from lightkit.task import BaseTask, StepOutput, label_config
+from lightkit.io.atomic import atomic_write_text
+from lightkit.metrics.class_report import per_class_report, plot_confusion_matrix, report_text
+from lightkit.training.task import BaseTask, StepOutput, label_config
 
 
 class SequenceClassificationTask(BaseTask):

@@ -24,9 +24,9 @@ from torchmetrics import MetricCollection
 from transformers import AutoModelForTokenClassification
 
 from lightkit.data.conll import conll_lines
-from lightkit.decoding import decode_words, invalid_transitions, transition_rules
-from lightkit.entity_metrics import Seqeval, write_report
-from lightkit.task import BaseTask, StepOutput, label_config
+from lightkit.metrics.entities import Seqeval, write_report
+from lightkit.objectives.word_tags import decode_words, invalid_transitions, transition_rules
+from lightkit.training.task import BaseTask, StepOutput, label_config
 
 
 class TokenClassificationTask(BaseTask):
@@ -35,7 +35,7 @@ class TokenClassificationTask(BaseTask):
     Args:
         label_names: IOB2 label names, O first; linked from the DataModule by the CLI.
         decoding: `argmax` per word, or `viterbi`: the best tag sequence that is valid IOB2
-            (no I-X after O or after another type; see lightkit.decoding).
+            (no I-X after O or after another type; see lightkit.objectives.word_tags).
         **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
     """
 

@@ -25,7 +25,7 @@ os.environ.update(
     HF_DATASETS_OFFLINE="1",
 )
 
-from helpers import DATA, ROOT, TINY_CLM, TINY_GQA_TIED, make_bpe, make_chat_tokenizer  # noqa: E402
+from helpers import DATA, ROOT, TINY_CLM, TINY_GQA_TIED, TINY_NER, make_bpe, make_chat_tokenizer  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -41,10 +41,34 @@ def bpe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ner_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny NER model of tests/conf/ner.yaml fitted as configured (8 epochs), once per session:
+    its run folder (checkpoints/best.ckpt, hf_model/). Tests may add files there, never replace
+    the checkpoints or the saved model."""
+    from lightkit.cli.main import main
+
+    root = tmp_path_factory.mktemp("ner-run")
+    main(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(root)])
+    return root
+
+
+@pytest.fixture(scope="session")
+def ner_brief(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny NER model fitted for only 2 epochs: deliberately half-trained, so its argmax
+    tags break the scheme and it disagrees with the gold tags (a KD teacher, the refiner's input).
+    Its run folder, read-only."""
+    from lightkit.cli.main import main
+
+    root = tmp_path_factory.mktemp("ner-brief")
+    main(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "2"])
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny causal LM trained briefly and saved as a Hugging Face folder (`hf`), with its BPE
     (`bpe`): the 'pretrained' base that LoRA and sharding tests start from."""
-    from lightkit.main import main
+    from lightkit.cli.main import main
 
     root = tmp_path_factory.mktemp("tiny-llama")
     main(["fit", "--config", str(TINY_CLM), "--data.tokenizer", str(root / "bpe"), "--trainer.default_root_dir",
@@ -56,7 +80,7 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def tiny_decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny GQA Llama with tied embeddings and a ChatML tokenizer, fitted briefly and exported
     (fp32 and int8-cpu): what `lightkit generate`, the refiner and their benchmark run on."""
-    from lightkit.main import main
+    from lightkit.cli.main import main
 
     root = tmp_path_factory.mktemp("generate")
     tokenizer = make_chat_tokenizer(root / "tokenizer")

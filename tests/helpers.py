@@ -67,7 +67,7 @@ TINY_GQA_TIED = (
 
 def ppo(bpe: Path, root: Path, *overrides: str) -> None:
     """A fit of the tiny PPO config (tests/conf/ppo.yaml) with the tests' BPE, under `root`."""
-    from lightkit.main import main
+    from lightkit.cli.main import main
 
     main(["fit", "--config", str(ROOT / "tests" / "conf" / "ppo.yaml"), "--data.tokenizer", str(bpe),
           "--trainer.default_root_dir", str(root), *overrides])  # fmt: skip

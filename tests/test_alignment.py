@@ -6,8 +6,8 @@ import torch
 from helpers import DATA
 
 from lightkit.data.token_classification import IGNORE, align_labels
-from lightkit.decoding import decode_words
-from lightkit.hub import load_tokenizer
+from lightkit.models.hub import load_tokenizer
+from lightkit.objectives.word_tags import decode_words
 
 # label ids: O=0, B-PER=1, I-PER=2
 B_TO_I = {1: 2}

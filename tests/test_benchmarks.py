@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, TINY_NER
 
-from lightkit.main import main
+from lightkit.cli.main import main
 
 
 def run_script(name: str, *args: str) -> None:

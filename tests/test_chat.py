@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from helpers import DATA, ROOT, make_bpe, make_chat_tokenizer
 
+from lightkit.cli.main import main
 from lightkit.data import InstructionDataModule
-from lightkit.errors import InputError
-from lightkit.main import main
+from lightkit.io.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_test_generation_scores_answers_against_references(
     format-string data alike; the file of answers holds exactly the test split's references."""
     from torchmetrics.text.rouge import ROUGEScore
 
-    from lightkit.main import cli
+    from lightkit.cli.main import cli
 
     tokenizer = chat_tokenizer if with_template else make_bpe(tmp_path / "bpe")
     common = instruct_args(tokenizer, tmp_path, "--data.init_args.holdout", "[0.2, 0.2]")

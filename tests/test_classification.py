@@ -10,10 +10,10 @@ import torch
 from helpers import DATA, ROOT
 from sklearn.metrics import classification_report
 
-from lightkit.class_report import per_class_report, report_text
+from lightkit.cli.main import main
 from lightkit.data import TextClassificationDataModule
-from lightkit.errors import InputError
-from lightkit.main import main
+from lightkit.io.errors import InputError
+from lightkit.metrics.class_report import per_class_report, report_text
 
 CONF = ROOT / "tests" / "conf" / "classification.yaml"
 

@@ -12,20 +12,18 @@ from safetensors.torch import load_file
 from seqeval.metrics import f1_score
 from transformers import AutoModelForTokenClassification
 
+from lightkit.cli.main import main
 from lightkit.data.conll import CoNLLFormatError, read_conll
-from lightkit.hub import load_tokenizer
-from lightkit.main import main
+from lightkit.models.hub import load_tokenizer
 
 
 def lightkit(*args: str) -> None:
     main([*args])
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ner-run")
-    lightkit("fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(root))
-    return root
+@pytest.fixture
+def run(ner_run: Path) -> Path:
+    return ner_run
 
 
 def test_fit_saves_best_weights_in_hugging_face_format(run: Path) -> None:
@@ -174,7 +172,7 @@ def test_predict_streams_a_long_file_in_flat_memory(run: Path, tmp_path: Path) -
     predict loop: 4x more sentences raise peak memory by less than keeping them would take."""
     from memory import assert_flat, traced
 
-    from lightkit.main import cli
+    from lightkit.cli.main import cli
 
     sentences = [line for line in (DATA / "ner" / "predict.txt").read_text().splitlines() if line.strip()]
 

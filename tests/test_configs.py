@@ -10,8 +10,8 @@ import pytest
 import yaml
 from helpers import ROOT
 
-from lightkit.errors import InputError
-from lightkit.main import main
+from lightkit.cli.main import main
+from lightkit.io.errors import InputError
 
 # Overlays: settings laid over a training config (`--config job.yaml --config overlay.yaml`).
 EXPORT_CONFIGS = sorted((ROOT / "configs" / "export").glob("*.yaml"))

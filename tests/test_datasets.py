@@ -14,6 +14,7 @@ import yaml
 from datasets import load_dataset
 from helpers import DATA, ROOT, TINY_CLM, TINY_NER
 
+from lightkit.cli.main import cli, main
 from lightkit.data import (
     CausalLMDataModule,
     CoNLLDataModule,
@@ -21,9 +22,8 @@ from lightkit.data import (
     PolicyPreferenceDataModule,
     TextClassificationDataModule,
 )
-from lightkit.errors import InputError
-from lightkit.hub import saved_source
-from lightkit.main import cli, main
+from lightkit.io.errors import InputError
+from lightkit.models.hub import saved_source
 
 CONF = ROOT / "tests" / "conf"
 NO_FILES = ["--data.init_args.train_file", "null", "--data.init_args.val_file", "null",

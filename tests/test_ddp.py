@@ -17,7 +17,7 @@ from helpers import ROOT, TINY_NER, lora_args
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from lightkit.main import cli, main
+from lightkit.cli.main import cli, main
 
 # Each spawns two training processes: `make test-slow` (and CI, through .ci/run) runs them.
 pytestmark = pytest.mark.slow
@@ -116,8 +116,8 @@ def test_lora_sharded_by_fsdp2_on_two_cpu_processes_trains_as_ddp_does(tiny_lm: 
 # state (a collective), and the first saves what trained beside the model.
 LIVE_COMPANIONS = """
 import json, os, torch
-from lightkit.main import cli
-from lightkit.sharding import full_state_dict
+from lightkit.cli.main import cli
+from lightkit.training.sharding import full_state_dict
 task = cli(json.loads(os.environ["LIVE_ARGS"])).model
 state = full_state_dict(task)
 if task.global_rank == 0:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import DATA, ROOT, TINY_NER
+from helpers import DATA, ROOT
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
 
+from lightkit.cli.main import main
 from lightkit.data import CoNLLDataModule
-from lightkit.distill import hidden_loss, kd_loss, student_from_layers
-from lightkit.errors import InputError
-from lightkit.main import main
+from lightkit.io.errors import InputError
+from lightkit.objectives.kd import hidden_loss, kd_loss, student_from_layers
 
 CONF = ROOT / "tests" / "conf" / "distill_ner.yaml"
 
@@ -131,13 +131,11 @@ def test_student_layers_must_exist_in_the_teacher() -> None:
 
 
 # -- through the CLI ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def teacher_run(ner_brief: Path) -> Path:
     # A deliberately half-trained teacher: where it disagrees with the gold tags, a student that
     # learned from it (and not from the labels) shows it by agreeing with it there too.
-    root = tmp_path_factory.mktemp("kd-teacher")
-    main(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "2"])
-    return root
+    return ner_brief
 
 
 def distill(root: Path, teacher: Path, *overrides: str) -> Path:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from helpers import DATA, ROOT, series
 
-from lightkit.errors import InputError
-from lightkit.main import cli, main
-from lightkit.rl import dpo_loss, group_advantages, grpo_loss
+from lightkit.cli.main import cli, main
+from lightkit.io.errors import InputError
+from lightkit.objectives.rlhf import dpo_loss, group_advantages, grpo_loss
 
 DPO = ROOT / "tests" / "conf" / "dpo.yaml"
 GRPO = ROOT / "tests" / "conf" / "grpo.yaml"
@@ -70,7 +70,7 @@ def test_grpo_clipped_loss_matches_hand_computed_values() -> None:
 def test_labelled_logprobs_equal_the_full_logits(tiny_lm: dict) -> None:
     from transformers import AutoModelForCausalLM
 
-    from lightkit.lm_loss import labelled_logprobs
+    from lightkit.objectives.lm_loss import labelled_logprobs
 
     model = AutoModelForCausalLM.from_pretrained(tiny_lm["hf"]).eval()
     ids = torch.tensor([[1, 5, 9, 13, 2, 7], [4, 4, 8, 3, 0, 0]])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightkit.entity_metrics import Seqeval, write_report
+from lightkit.metrics.entities import Seqeval, write_report
 
 NAMES = ["O", "B-LOC", "B-PER", "I-PER"]
 GOLD = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-LOC", "O"], ["B-PER", "O", "B-PER"]]

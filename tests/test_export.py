@@ -12,22 +12,22 @@ import pytest
 import torch
 from helpers import ROOT, TINY_NER
 
-from lightkit.errors import InputError
-from lightkit.export.decode_loop import DecodeLoop
-from lightkit.export.runtime import OrtModel
-from lightkit.main import main
+from lightkit.cli.main import main
+from lightkit.export.runtime.decode_loop import DecodeLoop
+from lightkit.export.runtime.sessions import OrtModel
+from lightkit.io.errors import InputError
 
 TINY_CLS = ROOT / "tests" / "conf" / "classification.yaml"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
-    runs = {}
-    for name, conf, epochs in (("ner", TINY_NER, "8"), ("cls", TINY_CLS, "10")):
-        root = tmp_path_factory.mktemp(f"export-{name}")
-        main(["fit", "--config", str(conf), "--trainer.default_root_dir", str(root), "--trainer.max_epochs", epochs])
-        runs[name] = (conf, next((root / "checkpoints").glob("*.ckpt")))
-    return runs
+def trained(tmp_path_factory: pytest.TempPathFactory, ner_run: Path) -> dict[str, tuple[Path, Path]]:
+    root = tmp_path_factory.mktemp("export-cls")
+    main(["fit", "--config", str(TINY_CLS), "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "10"])
+    return {
+        "ner": (TINY_NER, ner_run / "checkpoints" / "best.ckpt"),
+        "cls": (TINY_CLS, next((root / "checkpoints").glob("*.ckpt"))),
+    }
 
 
 def export(conf: Path, ckpt: Path, out: Path, *extra: str) -> dict:
@@ -116,7 +116,7 @@ def test_qat_fake_quantises_only_linear_layers_and_leaves_the_hf_output_float(tm
     from torch import nn
     from transformers import AutoConfig, AutoModelForTokenClassification
 
-    from lightkit.quantization import ATTR, QATLinear, fake_quantizers, prepare_qat, set_qat, strip_qat_state
+    from lightkit.training.fake_quant import ATTR, QATLinear, fake_quantizers, prepare_qat, set_qat, strip_qat_state
 
     config = AutoConfig.for_model(
         "bert",
@@ -195,7 +195,7 @@ def test_qat_training_exports_a_qdq_model_that_matches_its_fake_quantised_self(t
     # The QAT model in PyTorch (fake-quantised) keeps the task: the tiny corpus is still tagged well.
     assert manifest["parity_data"]["pytorch_fake_quantised"]["f1"] >= 0.8
     # Serving the folder without naming a form runs the QAT int8 model, not the float one beside it.
-    from lightkit.export.serving import Artifact
+    from lightkit.export.runtime.serving import Artifact
 
     served = Artifact(out, device="cpu")
     assert served.form == "qat" and len(next(served.tag(["a b c"]))) == 3
@@ -354,7 +354,7 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
     session = OrtModel(out / "fp32" / "model.onnx", device="cpu")
     # The gate's greedy check fails a cache that holds the wrong past: here each row's cache is
     # another row's prompt (rows rolled), against a reference of the artifact's own full forwards.
-    from lightkit.export.parity import greedy_agreement, reference_decode
+    from lightkit.export.builder.parity import greedy_agreement, reference_decode
 
     prompts = torch.randint(3, 300, (4, 8), generator=torch.Generator().manual_seed(1))
     reference = reference_decode(session, {"input_ids": prompts, "attention_mask": torch.ones_like(prompts)})
@@ -436,7 +436,7 @@ def test_int8_gpu_with_4bit_embedding_tables_is_smaller_and_passes_parity(traine
 
 
 def test_placement_reads_each_nodes_provider_from_the_profile(trained: dict, tmp_path: Path) -> None:
-    from lightkit.export.placement import placement
+    from lightkit.export.builder.placement import placement
 
     conf, ckpt = trained["cls"]
     out = tmp_path / "onnx"
@@ -467,7 +467,7 @@ def test_artifact_tags_raw_text_exactly_like_lightkit_predict(trained: dict, tmp
 
     from helpers import DATA
 
-    from lightkit.export.serving import Artifact
+    from lightkit.export.runtime.serving import Artifact
 
     conf, ckpt = trained["ner"]
     export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
@@ -507,7 +507,7 @@ def test_artifact_streams_sentences_in_flat_memory(trained: dict, tmp_path: Path
     from helpers import DATA
     from memory import assert_flat, traced
 
-    from lightkit.export.serving import Artifact
+    from lightkit.export.runtime.serving import Artifact
 
     conf, ckpt = trained["ner"]
     export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
@@ -528,7 +528,7 @@ def test_artifact_streams_sentences_in_flat_memory(trained: dict, tmp_path: Path
 
 
 def test_artifact_classifies_raw_text_like_lightkit_predict(trained: dict, tmp_path: Path) -> None:
-    from lightkit.export.serving import Artifact
+    from lightkit.export.runtime.serving import Artifact
 
     conf, ckpt = trained["cls"]
     export(conf, ckpt, tmp_path / "onnx", "--forms", "fp32")
@@ -634,7 +634,7 @@ def test_greedy_agreement_skips_near_ties_and_counts_decided_flips() -> None:
     (the CPU's kernels decide it); a flip beyond it is a disagreement the gate counts."""
     from types import SimpleNamespace
 
-    from lightkit.export.parity import greedy_agreement
+    from lightkit.export.builder.parity import greedy_agreement
 
     # PyTorch's path: 2 rows x 3 steps over 4 tokens; row 0 step 1 is a near-tie (gap 0.01).
     reference_logits = torch.tensor(
@@ -671,7 +671,7 @@ def test_tracing_leaves_the_model_in_eval_mode(tmp_path: Path) -> None:
     trace (the qat form's fake-quantised model, the latency) must not run with dropout on."""
     from transformers import BertConfig, BertForTokenClassification, LlamaConfig, LlamaForCausalLM
 
-    from lightkit.export.onnx_export import export_causal_lm, export_fp32
+    from lightkit.export.builder.onnx_export import export_causal_lm, export_fp32
 
     encoder = BertForTokenClassification(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                                     intermediate_size=64, num_labels=3)).eval()  # fmt: skip
@@ -685,7 +685,7 @@ def test_tracing_leaves_the_model_in_eval_mode(tmp_path: Path) -> None:
 def test_remove_qat_gives_back_the_float_model() -> None:
     from torch import nn
 
-    from lightkit.quantization import fake_quantizers, prepare_qat, remove_qat
+    from lightkit.training.fake_quant import fake_quantizers, prepare_qat, remove_qat
 
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     x = torch.randn(5, 4)

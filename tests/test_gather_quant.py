@@ -1,4 +1,4 @@
-"""8- and 4-bit GatherBlockQuantized embedding tables (lightkit.export.gather_quant) against the float table."""
+"""8- and 4-bit GatherBlockQuantized embedding tables (lightkit.export.builder.gather_quant) against the float table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from lightkit.export.gather_quant import SCHEMES, dequantize_table, quantize_gathers, quantize_table
+from lightkit.export.builder.gather_quant import SCHEMES, dequantize_table, quantize_gathers, quantize_table
 
 
 def embedding_model(table: np.ndarray, extra_use: bool = False, ids: str = "input_ids") -> onnx.ModelProto:

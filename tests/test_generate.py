@@ -10,13 +10,13 @@ import pytest
 import torch
 from helpers import TINY_CLM, TINY_GQA_TIED
 
+from lightkit.cli.main import main
 from lightkit.data.chat import generation_prompt
-from lightkit.errors import InputError
-from lightkit.export.generation import RefineSettings
-from lightkit.export.refiner import objective, refine
-from lightkit.export.runtime import OrtModel
-from lightkit.export.serving import Artifact
-from lightkit.main import main
+from lightkit.export.runtime.generation import RefineSettings
+from lightkit.export.runtime.refiner import objective, refine
+from lightkit.export.runtime.serving import Artifact
+from lightkit.export.runtime.sessions import OrtModel
+from lightkit.io.errors import InputError
 
 PROMPTS = ["the model", "a long day of news and more", "it", "what the market said about"]
 
@@ -268,7 +268,7 @@ def test_int8_gpu_shares_the_tied_table_too(tiny_decoder: Path, tmp_path: Path) 
     # What the manifest says is what the graph holds: both read one settings object.
     from onnx import helper
 
-    from lightkit.export.weight_only import INT8_CPU_DECODER, INT8_GPU
+    from lightkit.export.builder.weight_only import INT8_CPU_DECODER, INT8_GPU
 
     assert manifest["quantization"]["int8-gpu"]["MatMul"] == INT8_GPU.describe()
     for node in (n for n in graph.node if n.op_type in ("MatMulNBits", "GatherBlockQuantized")):

@@ -13,9 +13,9 @@ import pytest
 import torch
 from helpers import CHATML, make_chat_tokenizer
 
-from lightkit import resources
-from lightkit.errors import InputError
-from lightkit.hub import load_tokenizer
+from lightkit.io.errors import InputError
+from lightkit.models import resources
+from lightkit.models.hub import load_tokenizer
 
 
 def permute(w: np.ndarray, heads: int) -> np.ndarray:

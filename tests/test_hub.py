@@ -14,9 +14,9 @@ import torch
 from helpers import DATA, HUB_CACHE, ROOT, TINY_NER
 from hub_fakes import hub_model
 
-from lightkit.errors import InputError
-from lightkit.hub import load_tokenizer, resolve_model, saved_source
-from lightkit.main import main
+from lightkit.cli.main import main
+from lightkit.io.errors import InputError
+from lightkit.models.hub import load_tokenizer, resolve_model, saved_source
 
 
 def test_the_suite_is_offline_with_its_own_cache() -> None:
@@ -139,7 +139,7 @@ def test_what_the_hub_refuses_online_is_one_line_saying_what_to_do(error: str, t
 
     from huggingface_hub import errors
 
-    from lightkit.hub import hub_error
+    from lightkit.models.hub import hub_error
 
     response = SimpleNamespace(headers={}, request=None, status_code=404)  # what the error reads of it
     cause = getattr(errors, error)("404 Client Error: Not Found for url", response=response)

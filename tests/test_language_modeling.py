@@ -10,9 +10,9 @@ import pytest
 import torch
 from helpers import DATA, ROOT
 
+from lightkit.cli.main import main
 from lightkit.data import InstructionDataModule, MaskedLMDataModule
 from lightkit.data.language_modeling import pack_blocks, read_documents
-from lightkit.main import main
 
 CORPUS = DATA / "lm" / "corpus.txt"
 

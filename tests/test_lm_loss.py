@@ -8,8 +8,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lightkit.errors import InputError
-from lightkit.lm_loss import chunked_lm_loss
+from lightkit.io.errors import InputError
+from lightkit.objectives.lm_loss import chunked_lm_loss
 
 
 def tiny_llama(**extra: object) -> LlamaForCausalLM:

@@ -11,12 +11,12 @@ import torch
 from helpers import TINY_NER, lora_args
 from transformers import AutoModelForCausalLM
 
-from lightkit.errors import InputError
-from lightkit.main import main
+from lightkit.cli.main import main
+from lightkit.io.errors import InputError
 
 
 def test_lora_trains_and_checkpoints_only_the_adapters_and_saves_a_merged_model(tiny_lm: dict, tmp_path: Path) -> None:
-    from lightkit.main import cli
+    from lightkit.cli.main import cli
 
     run = cli(["fit", *lora_args(tiny_lm, tmp_path, "--trainer.enable_checkpointing", "true",
                                  "--trainer.max_epochs", "2")])  # fmt: skip
@@ -43,7 +43,7 @@ def test_lora_trains_and_checkpoints_only_the_adapters_and_saves_a_merged_model(
 
 def test_lora_resume_is_exact(tiny_lm: dict, tmp_path: Path) -> None:
     """Two epochs straight, against one epoch then a resume from its last checkpoint."""
-    from lightkit.main import cli
+    from lightkit.cli.main import cli
 
     straight = cli(["fit", *lora_args(tiny_lm, tmp_path / "a", "--trainer.max_epochs", "2")]).model
     first = tmp_path / "b"
@@ -78,7 +78,7 @@ def test_an_adapter_of_another_setting_is_refused(tiny_lm: dict, tmp_path: Path)
 
 def test_gradient_checkpointing_trains_the_same_adapters(tiny_lm: dict, tmp_path: Path) -> None:
     """Recomputing activations changes memory, not the result."""
-    from lightkit.main import cli
+    from lightkit.cli.main import cli
 
     plain = cli(["fit", *lora_args(tiny_lm, tmp_path / "a", "--trainer.max_epochs", "1")]).model
     checkpointed = cli(["fit", *lora_args(tiny_lm, tmp_path / "b", "--trainer.max_epochs", "1",
@@ -91,7 +91,7 @@ def test_gradient_checkpointing_trains_the_same_adapters(tiny_lm: dict, tmp_path
 
 def test_chunked_loss_trains_the_same_adapters_and_scores_the_same(tiny_lm: dict, tmp_path: Path) -> None:
     """torch's chunked linear cross-entropy changes memory, not the loss, gradients or metrics."""
-    from lightkit.main import cli
+    from lightkit.cli.main import cli
 
     runs = {
         chunked: cli(
@@ -118,7 +118,7 @@ def test_chunked_loss_trains_the_same_adapters_and_scores_the_same(tiny_lm: dict
 
 def test_lora_on_a_token_classifier_trains_the_new_head_too(tmp_path: Path) -> None:
     """A classifier's head is new, so peft keeps it trainable (and checkpointed) beside the adapters."""
-    from lightkit.main import cli
+    from lightkit.cli.main import cli
 
     ner = TINY_NER
     main(["fit", "--config", str(ner), "--trainer.default_root_dir", str(tmp_path / "base"),

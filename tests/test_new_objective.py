@@ -11,7 +11,7 @@ import pytest
 import yaml
 from helpers import ROOT
 
-from lightkit.main import main
+from lightkit.cli.main import main
 
 TOY_TASK = '''
 """A toy objective: text classification judged on macro recall, the way a user would add one."""
@@ -22,7 +22,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassRecall
 from transformers import AutoModelForSequenceClassification
 
-from lightkit.task import BaseTask, StepOutput, label_config
+from lightkit.training.task import BaseTask, StepOutput, label_config
 
 
 class BalancedRecallTask(BaseTask):
@@ -105,7 +105,7 @@ def test_a_new_objective_trains_tests_exports_and_evaluates_through_the_cli(toy:
     assert report["examples"] > 0 and report["batches"] > 0
 
     # Served from the artifact alone, by what the task declared.
-    from lightkit.export.serving import Artifact
+    from lightkit.export.runtime.serving import Artifact
 
     label, probabilities = next(Artifact(tmp_path / "onnx", form="fp32", device="cpu").classify(["a short text"]))
     assert label in manifest["labels"] and sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
@@ -114,7 +114,7 @@ def test_a_new_objective_trains_tests_exports_and_evaluates_through_the_cli(toy:
 def test_a_task_without_an_export_says_so(toy: Path, tmp_path: Path) -> None:
     main(["fit", "--config", str(toy), "--trainer.max_epochs", "1", "--model.init_args.save_dir", str(tmp_path / "hf")])
     ckpt = next((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
-    from lightkit.errors import InputError
+    from lightkit.io.errors import InputError
 
     source = (tmp_path / "toy_objective.py").read_text().replace('export_kind = "encoder"', "export_kind = None")
     (tmp_path / "toy_objective.py").write_text(source)

@@ -64,10 +64,14 @@ def test_wheel_maps_folders_into_the_lightkit_namespace(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("lightkit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for module in (
-        "lightkit/main.py",
+        "lightkit/cli/main.py",
         "lightkit/tasks/token_classification.py",
         "lightkit/callbacks/warmup.py",
-        "lightkit/export/__init__.py",
+        "lightkit/export/builder/exporter.py",
+        "lightkit/export/runtime/sessions.py",
+        "lightkit/cli/ship/templates/report.md.j2",
+        "lightkit/training/task.py",
+        "lightkit/rewards/text.py",
         "lightkit/data/conll.py",
     ):
         assert module in names

@@ -12,9 +12,9 @@ import pytest
 import torch
 from helpers import DATA, ROOT, ppo, series
 
-from lightkit.errors import InputError
-from lightkit.main import main
-from lightkit.rl import AdaptiveKL, gae, masked_whiten, policy_loss, value_loss
+from lightkit.cli.main import main
+from lightkit.io.errors import InputError
+from lightkit.objectives.rlhf import AdaptiveKL, gae, masked_whiten, policy_loss, value_loss
 
 PPO = ROOT / "tests" / "conf" / "ppo.yaml"
 REWARD_MODEL = ROOT / "tests" / "conf" / "reward_model.yaml"
@@ -141,6 +141,7 @@ def test_ppo_raises_a_callable_reward_and_keeps_the_reference_frozen(bpe: Path, 
         ("ppo_rewards:not_finite", "reward_fn 'ppo_rewards:not_finite' returned non-finite scores at positions [0]"),
         ("ppo_rewards:missing", "reward_fn: 'ppo_rewards' has no callable 'missing'"),
         ("no_such_module.fn", "reward_fn: cannot import module 'no_such_module'"),
+        ("lightkit.text_rewards:rouge_l", "(it moved to lightkit.rewards.text)"),
     ],
 )
 def test_a_broken_reward_callable_is_named(bpe: Path, tmp_path: Path, fn: str, message: str) -> None:
@@ -237,7 +238,7 @@ def test_ppo_with_lora_takes_the_adapters_off_policy_as_its_reference(tiny_lm: d
     is exactly the pretrained model, while the trained policy has moved away from it."""
     from transformers import AutoModelForCausalLM
 
-    from lightkit.main import cli
+    from lightkit.cli.main import cli
 
     task = cli(["fit", "--config", str(PPO), "--data.tokenizer", str(tiny_lm["bpe"]), "--trainer.max_epochs", "1",
                 "--trainer.default_root_dir", str(tmp_path), "--model.init_args.model_config", "null",

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from helpers import ROOT, TINY_NER
 
-import lightkit.precision as precision
-from lightkit.main import cli
+import lightkit.training.precision as precision
+from lightkit.cli.main import cli
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_the_cli_fills_an_unset_precision_and_keeps_an_explicit_one(monkeypatch:
         seen.append((accelerator, strategy))
         return "bf16-mixed"
 
-    monkeypatch.setattr("lightkit.main.default_precision", on_a_gpu)
+    monkeypatch.setattr("lightkit.cli.main.default_precision", on_a_gpu)
     built = cli(["--config", str(TINY_NER), "--trainer.strategy", "ddp"], run=False)
     assert seen == [("cpu", "ddp")]  # asked about the accelerator and strategy the config names
     assert built.trainer.precision == "bf16-mixed"

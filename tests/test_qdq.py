@@ -1,4 +1,4 @@
-"""Compacting a QAT graph (lightkit.export.qdq) changes its file and its kernels, never its numbers."""
+"""Compacting a QAT graph (lightkit.export.builder.qdq) changes its file and its kernels, never its numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from lightkit.export.qdq import fold_weight_quantizers, fuse_shared_input_linears
+from lightkit.export.builder.qdq import fold_weight_quantizers, fuse_shared_input_linears
 
 
 def qat_graph(widths: tuple[int, ...] = (8, 8, 4), shared_scale: bool = True, tied: bool = False) -> onnx.ModelProto:

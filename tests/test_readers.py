@@ -21,7 +21,7 @@ from lightkit.data import (
     PromptDataModule,
     TextClassificationDataModule,
 )
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 TOKENIZER = str(DATA / "tokenizer")
 LATIN1 = "café".encode("latin-1")  # b"caf\xe9": a real-world export that is not UTF-8
@@ -276,7 +276,7 @@ def test_the_cli_reports_a_reader_error_as_it_is(tmp_path: Path) -> None:
     message reaches the user, not a wrapper's."""
     from helpers import ROOT
 
-    from lightkit.main import main
+    from lightkit.cli.main import main
 
     bad = tmp_path / "train.csv"
     bad.write_bytes(b"text,category\nhello,a\n")

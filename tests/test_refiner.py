@@ -10,8 +10,8 @@ import pytest
 import torch
 from helpers import TINY_NER
 
-from lightkit.decoding import constrained_viterbi, invalid_transitions, transition_rules
-from lightkit.main import main
+from lightkit.cli.main import main
+from lightkit.objectives.word_tags import constrained_viterbi, invalid_transitions, transition_rules
 
 IOB2 = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 BIOES = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
@@ -56,10 +56,9 @@ def test_invalid_transitions_are_counted() -> None:
     assert invalid_transitions(["B-PER", "I-PER", "O", "B-LOC"]) == 0
 
 
-def test_test_reports_invalid_transitions_and_viterbi_removes_them(tmp_path: Path) -> None:
+def test_test_reports_invalid_transitions_and_viterbi_removes_them(ner_brief: Path, tmp_path: Path) -> None:
     # A briefly trained model makes invalid argmax sequences; the refiner must leave none.
-    main(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "2"])
-    ckpt = str(next((tmp_path / "checkpoints").glob("*.ckpt")))
+    ckpt = str(ner_brief / "checkpoints" / "best.ckpt")
     reports = {}
     for decoding in ("argmax", "viterbi"):
         out = tmp_path / decoding

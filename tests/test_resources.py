@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from helpers import DATA
 
-from lightkit.hub import load_tokenizer
-from lightkit.resources import resolve_path
+from lightkit.models.hub import load_tokenizer
+from lightkit.models.resources import resolve_path
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 needs_minilm = pytest.mark.skipif(

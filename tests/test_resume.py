@@ -16,8 +16,8 @@ import yaml
 from helpers import ROOT, TINY_NER
 from safetensors.torch import load_file
 
-from lightkit.checkpointing import AtomicCheckpointIO
-from lightkit.main import cli
+from lightkit.cli.main import cli
+from lightkit.training.checkpointing import AtomicCheckpointIO
 
 LIGHTKIT = str(Path(sys.executable).with_name("lightkit"))
 STEPS_PER_EPOCH = 8  # 64 training sentences, batch 8
@@ -111,7 +111,7 @@ def test_checkpoint_write_interrupted_keeps_the_previous_file(tmp_path: Path, mo
 
 def test_last_checkpoint_needs_a_positive_step_count() -> None:
     from lightkit.callbacks import LastCheckpoint
-    from lightkit.errors import InputError
+    from lightkit.io.errors import InputError
 
     with pytest.raises(InputError, match=r"LastCheckpoint: every_n_train_steps must be >= 1, got 0"):
         LastCheckpoint(every_n_train_steps=0)

@@ -13,8 +13,8 @@ from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lightkit.errors import InputError
-from lightkit.sharding import full_state_dict, shard_blocks
+from lightkit.io.errors import InputError
+from lightkit.training.sharding import full_state_dict, shard_blocks
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ import torch
 import yaml
 from helpers import ROOT
 
-from lightkit.errors import InputError
-from lightkit.main import main
-from lightkit.ship.report import read_curves
-from lightkit.ship.settings import parse
+from lightkit.cli.main import main
+from lightkit.cli.ship.report import read_curves
+from lightkit.cli.ship.settings import parse
+from lightkit.io.errors import InputError
 
 TINY_SHIP = ROOT / "tests" / "conf" / "ner_ship.yaml"
 ALL = ["fit", "distill", "distill-qat", "qat", "test", "export", "evaluate", "benchmark", "report"]

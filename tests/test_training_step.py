@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightkit.finite import FiniteLossGuard
+from lightkit.training.finite import FiniteLossGuard
 
 CONFIGS = {
     "CausalLMTask": {
@@ -99,7 +99,7 @@ def test_the_training_loss_reaches_the_progress_bar_only_when_there_is_one(tmp_p
     host sync per step on a GPU), so without a bar the training loss is logged but not for it."""
     from helpers import TINY_NER
 
-    from lightkit.main import cli
+    from lightkit.cli.main import cli
 
     run = cli(
         [
@@ -128,7 +128,7 @@ def test_the_training_step_never_waits_on_the_gpu(tmp_path) -> None:  # noqa: AN
     from helpers import TINY_NER
     from probes import NoSyncInStep
 
-    from lightkit.main import cli
+    from lightkit.cli.main import cli
 
     probe = NoSyncInStep()
     run = cli(
@@ -155,13 +155,13 @@ def test_the_training_step_never_waits_on_the_gpu(tmp_path) -> None:  # noqa: AN
 
 def test_training_values_are_logged_each_step_and_epoch_means_are_exact(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     """Each step's values reach Lightning, the logger writes every `log_every_n_steps`, and the
-    epoch mean (kept by lightkit, see lightkit.epoch_means) is over every batch."""
+    epoch mean (kept by lightkit, see lightkit.training.epoch_means) is over every batch."""
     import csv
 
     from helpers import TINY_NER
 
-    from lightkit.main import cli
-    from lightkit.task import BaseTask
+    from lightkit.cli.main import cli
+    from lightkit.training.task import BaseTask
 
     seen: list[tuple[int, float, int]] = []
     logged: list[str] = []

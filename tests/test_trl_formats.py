@@ -11,7 +11,7 @@ from helpers import make_chat_tokenizer
 
 from lightkit.data import InstructionDataModule, PolicyPreferenceDataModule
 from lightkit.data.trl_formats import extract_prompt, is_conversation, preference_parts
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 USER = {"role": "user", "content": "where did bob go ?"}
 

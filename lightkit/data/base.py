@@ -32,9 +32,9 @@ from lightkit.data import sources
 from lightkit.data.sampling import LengthGroupedSampler, sequence_lengths
 from lightkit.data.sources import DatasetSpec
 from lightkit.data.splits import holdout_split
-from lightkit.errors import InputError
-from lightkit.hub import load_tokenizer
-from lightkit.resources import default_cache_dir, resolve_path
+from lightkit.io.errors import InputError
+from lightkit.models.hub import load_tokenizer
+from lightkit.models.resources import default_cache_dir, resolve_path
 
 # torchdata 0.11 calls torch.set_vital on every iterator, which newer torch deprecates (harmless).
 warnings.filterwarnings("ignore", message=r".*'set_vital' is deprecated.*")

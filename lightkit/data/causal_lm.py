@@ -30,8 +30,8 @@ from lightkit.data.chat import (
 from lightkit.data.files import read_jsonl, read_lines, read_table
 from lightkit.data.language_modeling import PackedTextDataModule, hash_texts, read_documents
 from lightkit.data.trl_formats import is_conversation
-from lightkit.errors import InputError
-from lightkit.resources import resolve_path
+from lightkit.io.errors import InputError
+from lightkit.models.resources import resolve_path
 
 
 def train_bpe_tokenizer(texts: list[str], vocab_size: int, out_dir: str | Path) -> None:

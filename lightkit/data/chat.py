@@ -19,7 +19,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 ROLES = ("system", "user", "assistant")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from lightkit.data.files import undecodable
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 TagScheme = Literal["auto", "IOB1", "IOB2", "BIOES"]
 

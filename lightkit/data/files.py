@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 Rows = list[dict[str, Any]]  # each row keeps its `_where` ("path:line", or the file) for error messages
 

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from lightkit.data.headlines import HeadlineDataModule
-from lightkit.hub import resolve_model
-from lightkit.io import atomic_write_text
+from lightkit.io.atomic import atomic_write_text
+from lightkit.models.hub import resolve_model
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 

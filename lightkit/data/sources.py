@@ -22,7 +22,7 @@ from typing import Any
 
 from datasets import ClassLabel, Dataset, IterableDataset, IterableDatasetDict
 
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 # lightkit's split -> the names datasets commonly give it, first match wins.
 SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}

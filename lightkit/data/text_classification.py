@@ -26,7 +26,7 @@ from transformers import DataCollatorWithPadding
 from lightkit.data import sources
 from lightkit.data.base import BaseDataModule
 from lightkit.data.files import Rows, read_corpus_file, read_lines, read_table
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 
 def read_folder(path: Path, text_column: str, label_column: str, encoding: str = "utf-8") -> Rows:

@@ -25,7 +25,7 @@ from transformers import DataCollatorForTokenClassification
 from lightkit.data import sources
 from lightkit.data.base import BaseDataModule, file_digest
 from lightkit.data.conll import CoNLLFormatError, Sentence, TagScheme, label_list, read_conll, read_lines, to_iob2
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 IGNORE = -100  # the index torch's cross-entropy ignores
 NO_WORD = -1  # word_ids value for special and padding tokens

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightkit.data.chat import check_messages
-from lightkit.errors import InputError
+from lightkit.io.errors import InputError
 
 Turns = list[dict[str, str]]
 

@@ -1,0 +1,86 @@
+"""The CPU INT8 form of a decoder (a causal LM with a KV cache), and the fusions it gets.
+
+`int8-cpu` of a decoder is weight-only 8-bit `MatMulNBits` (symmetric, block 32) with
+`accuracy_level=4`: at run time each activation row is quantised per block of 32 values and the
+dot products run in int8. The encoders' `int8-cpu` (dynamic QInt8, `MatMulInteger`) is not used
+here on purpose: it gives each activation tensor one scale per call, and an LLM's hidden states
+carry a few outlier channels, so one scale crushes every other channel, and a real LLM fails the
+parity gate in that form (docs/export.md, "Shipping a real LLM", has the figures). Blockwise scales
+keep an outlier's damage inside its block of 32; fp32 compute (`accuracy_level=1`) is closer still
+but far slower on CPUs.
+
+The token table is 8-bit too: shared with a tied LM head (`lightkit.export.builder.tied`), or as its own
+GatherBlockQuantized table when the head is untied.
+
+Fusions: ORT's transformer optimizer, with its GPT-2 rules (`model_type="gpt2"`, Python fusions
+only), fuses the RMSNorms of the TorchScript graph (SimplifiedLayerNormalization, and
+SkipSimplifiedLayerNormalization with the residual add before it). Its attention and rotary
+fusions (GroupQueryAttention, RotaryEmbedding) match other exporters' graphs, not this one; the
+manifest records which fusions took, so a change in ORT shows up there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import onnx
+from transformers import PreTrainedModel
+
+from lightkit.export.builder.weight_only import INT8_CPU_DECODER
+from lightkit.io.errors import InputError
+
+FUSIONS = (
+    "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "RotaryEmbedding",
+    "GroupQueryAttention",
+    "MultiHeadAttention",
+)
+
+
+def fuse_decoder(model: PreTrainedModel, src: Path, dst: Path) -> dict[str, int]:
+    """ORT's transformer optimizer over a decoder graph, `src` to `dst`; returns how many nodes of
+    each fused op (FUSIONS) the result has."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    config = model.config
+    optimized = optimize_model(
+        str(src), model_type="gpt2", num_heads=config.num_attention_heads, hidden_size=config.hidden_size, opt_level=0
+    )
+    optimized.save_model_to_file(str(dst))
+    ops = Counter(node.op_type for node in optimized.model.graph.node)
+    return {op: ops[op] for op in FUSIONS}
+
+
+def quantize_int8_cpu_decoder(model: PreTrainedModel, src: Path, dst: Path) -> dict[str, Any]:
+    """The decoder's `int8-cpu` form (see the module docstring) from its fp32 graph; returns what
+    the manifest records: the fusions that took and how each part was quantised."""
+    from lightkit.export.builder.gather_quant import describe, quantize_gathers
+    from lightkit.export.builder.tied import quantize_tied_table
+
+    fused = dst.with_name(f"{dst.stem}-fused.onnx")
+    try:
+        fusions = fuse_decoder(model, src, fused)
+        logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+        quantizer = INT8_CPU_DECODER.quantizer(onnx.load(str(fused)))
+        quantizer.process()
+        graph = quantizer.model.model
+        tied = quantize_tied_table(graph, INT8_CPU_DECODER)
+        tables = {} if tied else quantize_gathers(graph, bits=8)
+        quantizer.model.save_model_to_file(str(dst))
+    except Exception as e:  # noqa: BLE001 - report which step failed, with ORT's reason
+        raise InputError(f"int8-cpu: quantising the decoder {src.name} failed ({type(e).__name__}: {e})") from e
+    finally:
+        fused.unlink(missing_ok=True)
+    return {
+        "MatMul": INT8_CPU_DECODER.describe(),
+        "token table": "shared with the tied LM head, " + describe(8, INT8_CPU_DECODER.scales) if tied else {
+            "op": "GatherBlockQuantized",
+            "tables": {name: describe(bits, INT8_CPU_DECODER.scales) for name, bits in tables.items()},
+        },
+        "fusions": fusions,
+    }  # fmt: skip
