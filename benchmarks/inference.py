@@ -29,7 +29,7 @@ import numpy as np
 import onnxruntime
 import torch
 import transformers
-from decoding import decoder_matrix
+from lm_inference import decoder_matrix
 from measure import attempt, command_line, forms_summary, timed, write_result
 from transformers import AutoModelForTokenClassification
 

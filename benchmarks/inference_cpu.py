@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime
 import torch
 import transformers
-from decoding import decoder_matrix
+from lm_inference import decoder_matrix
 from measure import command_line, forms_summary, timed, write_result
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
