@@ -3,6 +3,8 @@ loss guard that reads the loss flag before the optimizer step rather than stalli
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -193,3 +195,22 @@ def test_training_values_are_logged_each_step_and_epoch_means_are_exact(tmp_path
             sum(loss * size for loss, size in batches) / sum(size for _, size in batches), rel=1e-5
         )
     assert len(epochs) == 2
+
+
+@pytest.mark.parametrize(("precision", "fused"), [("32-true", True), ("bf16-mixed", None)])
+def test_clipped_gradients_keep_fused_adamw_except_under_mixed_precision(
+    tmp_path: Path, precision: str, fused: bool | None
+) -> None:
+    # The HF Trainer clips at 1.0 by default and still steps with fused AdamW; lightkit does the
+    # same, except where Lightning's mixed-precision plugin refuses to clip a fused optimizer.
+    from helpers import TINY_NER
+
+    from lightkit.cli.main import cli
+
+    run = cli(["fit", "--config", str(TINY_NER), "--trainer.default_root_dir", str(tmp_path),
+               "--trainer.max_steps", "3", "--trainer.gradient_clip_val", "1.0", "--trainer.precision", precision,
+               "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
+               "--model.init_args.save_dir", str(tmp_path / "hf")])  # fmt: skip
+    (optimizer,) = run.trainer.optimizers
+    assert optimizer.defaults["fused"] is fused
+    assert run.trainer.global_step == 3  # clipped and stepped, no refusal

@@ -335,13 +335,14 @@ class BaseTask(MovesUnregistered, L.LightningModule):
             {"params": no_decay, "weight_decay": 0.0},
         ]
         # Fused AdamW (one kernel for all parameters; CPU and CUDA in torch >= 2.4) is what the HF
-        # Trainer uses by default too, and measurably faster than the per-tensor loop. Lightning
-        # refuses to clip gradients of a fused optimizer under mixed precision, so it is not used
-        # when gradients are clipped (trainer.gradient_clip_val, or manual optimisation as in PPO).
+        # Trainer uses by default too, and measurably faster than the per-tensor loop. Lightning's
+        # mixed-precision plugin refuses to clip the gradients of an optimizer that unscales them
+        # itself (a fused one), so with clipping (trainer.gradient_clip_val, or manual
+        # optimisation as in PPO) under "-mixed" precision the unfused AdamW is used.
         kwargs = {"lr": self.hparams.learning_rate, "betas": self.hparams.betas}
         trainer = self.attached_trainer()
         clipped = not self.automatic_optimization or bool(trainer and trainer.gradient_clip_val)
-        if not clipped:
+        if not (clipped and trainer is not None and "mixed" in str(trainer.precision)):
             try:
                 return torch.optim.AdamW(groups, fused=True, **kwargs)
             except RuntimeError:  # a device without the fused kernel
