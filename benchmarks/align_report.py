@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from torchmetrics.text.rouge import ROUGEScore
 from transformers import AutoModelForCausalLM
 
 from lightkit.io.atomic import atomic_write_text
+from lightkit.io.measure import provenance
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,8 +161,7 @@ def main() -> None:
         "what": "SmolLM2-135M-Instruct on BBC headlines: zero-shot, then LoRA SFT, DPO, PPO and GRPO "
         "(configs/sft_headlines.yaml, dpo_headlines.yaml, ppo_headlines.yaml, grpo_headlines.yaml)",
         "command": "make align",
-        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores",
-        "date": time.strftime("%Y-%m-%d"),
+        **provenance("transformers", "peft", "onnxruntime"),
         "held_out_articles": len(rows),
         "reward": "rouge_l + headline_length + 0.5 * copied_lead (lightkit.rewards.text)",
         "models": results,

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
 from measure import bf16_matmul_tflops
 from transformers import AutoConfig, AutoModelForCausalLM
+
+from lightkit.io.measure import provenance, write_json
 
 
 def build(attn: str, dtype: torch.dtype | None, vocab: int, activation: str, named_loss: bool = False) -> Any:
@@ -102,18 +102,15 @@ def main() -> None:
     # Profile of the plain autocast step: which kernels, and how busy the GPU is.
     out = {
         "what": "bare GPT-2-small training step under trainer levers (no trainer)",
-        "device": torch.cuda.get_device_name(),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "date": time.strftime("%Y-%m-%d"),
+        **provenance("transformers"),
         "parameters": params,
         "shape": f"{args.batch_size}x{args.length}",
         "activation": args.activation,
         "measured_bf16_tflops": peak / 1e12,
         "results": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.no_profile:
-        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+        write_json(args.out, out)
         return
     model = build("sdpa", None, args.vocab, args.activation)
     step = step_fn(model, True)
@@ -142,7 +139,7 @@ def main() -> None:
         "kernels_seen": len(events),
     }
     print(json.dumps(results["profile_autocast_sdpa"], indent=1))
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

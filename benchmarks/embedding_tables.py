@@ -19,16 +19,15 @@ import contextlib
 import io
 import re
 import tempfile
-import time
 from typing import Any
 
 import numpy as np
 import torch
-import transformers
 from measure import command_line, write_result
 
 from lightkit.cli.main import cli
 from lightkit.export.builder.gather_quant import SCHEMES, dequantize_table, quantize_table
+from lightkit.io.measure import provenance
 
 DEFAULT = ["sym8_b32", "sym4_b32", "sym4_b16", "asym4_b32", "asym4_b16", "asym4_b64", "asym4_b16+pos"]
 
@@ -133,9 +132,7 @@ def measure_schemes(args: argparse.Namespace, schemes: dict[str, tuple[dict[str,
         {
             "what": "test metric with only the embedding tables fake-quantised, per scheme, against the float model",
             "command": command_line("embedding_tables.py", args),
-            "device": "CPU",
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-            "date": time.strftime("%Y-%m-%d"),
+            **provenance("transformers"),
             "metric": args.metric,
             "float": {
                 args.metric: baseline,

@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime
 import torch
-import transformers
 from lm_inference import decoder_matrix
 from measure import attempt, command_line, forms_summary, timed, write_result
 from transformers import AutoModelForTokenClassification
 
 from lightkit.export.runtime.sessions import OrtModel
+from lightkit.io.measure import provenance
 
 BATCHES = (1, 8, 32)  # x --length tokens
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -128,13 +126,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "what": "GPU inference matrix: PyTorch eager vs ONNX Runtime CUDA EP forms, same inputs, same process",
         "command": command_line("inference.py", args),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (smoke run)",
-        "versions": {
-            "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "transformers": transformers.__version__,
-        },
-        "date": time.strftime("%Y-%m-%d"),
+        **provenance("transformers", "onnxruntime"),
         "timing": "host clock around each call; PyTorch synchronised; ORT's run returns after its stream finished",
     }
     result["encoder"] = encoder_matrix(args)

@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
 import torch
-import transformers
 from lm_inference import decoder_matrix
 from measure import command_line, forms_summary, timed, write_result
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 from lightkit.export.runtime.sessions import OrtModel
+from lightkit.io.measure import provenance
 
 BATCHES = (1, 8, 32)
 
@@ -80,13 +76,7 @@ def main() -> None:
     result = {
         "what": "CPU inference latency, ONNX Runtime forms vs PyTorch eager fp32, same random inputs",
         "command": command_line("inference_cpu.py", args),
-        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
-        "versions": {
-            "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "transformers": transformers.__version__,
-        },
-        "date": time.strftime("%Y-%m-%d"),
+        **provenance("transformers", "onnxruntime"),
         "model": {"task": manifest["task"], "config": manifest["source"]["config"]},
         "forms": forms_summary(manifest, args.forms),
         "rows": rows,

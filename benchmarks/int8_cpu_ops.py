@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,6 +27,7 @@ from measure import command_line, timed, write_result
 from transformers import AutoConfig
 
 from lightkit.export.builder.onnx_export import INT8_CPU_OPS, fuse, quantize_int8_cpu
+from lightkit.io.measure import provenance
 
 OP_SETS = {
     "matmul_gemm": ["MatMul", "Gemm"],
@@ -90,9 +89,7 @@ def main() -> None:
     result = {
         "what": "int8-cpu op sets: size and ORT CPU latency at batch 1 against the fp32 graph, one run",
         "command": command_line("int8_cpu_ops.py", args),
-        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, ORT threads {args.threads}",
-        "versions": {"onnxruntime": ort.__version__, "onnx": onnx.__version__},
-        "date": time.strftime("%Y-%m-%d"),
+        **provenance("onnxruntime", "onnx", threads=args.threads),
         "shape": f"1x{args.length}",
         "forms": rows,
     }

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -35,6 +33,8 @@ import torch
 from measure import write_result
 from sft_report import scores
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lightkit.io.measure import provenance
 
 
 def test_metrics(run: Path) -> dict[str, float]:
@@ -105,9 +105,7 @@ def main() -> None:
         "what": "SmolLM2-135M-Instruct headline writer (LoRA SFT, merged) distilled into a student built from "
         "its layers (configs/distill_sft_headlines.yaml): quality kept, size, CPU generation speed",
         "command": "make distill-sft",
-        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
-        "versions": {"torch": torch.__version__},
-        "date": time.strftime("%Y-%m-%d"),
+        **provenance("transformers", threads=args.threads),
         "student_layers": info["student_layers"],
         "kd": {k: info.get(k) for k in ("kd_temperature", "alpha_kd", "alpha_ce", "kd_prompt", "optimizer_steps")},
         "parameters": {

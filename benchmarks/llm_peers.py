@@ -24,11 +24,9 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from measure import command_line, run_side, write_result
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lightkit.data.chat import generation_prompt
+from lightkit.io.measure import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = str(ROOT / "benchmarks" / "llm_peer_side.py")
@@ -153,18 +152,12 @@ def main() -> None:
     fp32_bytes = results[ROLES["fp32"]]["bytes"]
     for row in results.values():
         row["size_vs_lightkit_fp32"] = row["bytes"] / fp32_bytes
-    import onnxruntime
 
     result = {
         "what": "SmolLM2-135M-Instruct, LoRA-merged, on ORT CPU: lightkit vs optimum-onnx vs onnxruntime-genai",
         "command": command_line("llm_peers.py", args),
-        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, {args.threads} threads",
-        "versions": {
-            "onnxruntime": onnxruntime.__version__,
-            "torch": torch.__version__,
-            **{side: freeze(python) for side, python in peers.items()},
-        },  # fmt: skip
-        "date": time.strftime("%Y-%m-%d"),
+        **(header := provenance("onnxruntime", "transformers", threads=args.threads)),
+        "versions": {**header["versions"], **{side: freeze(python) for side, python in peers.items()}},
         "pytorch_fp32_perplexity": pytorch["perplexity"],
         "rounds": args.rounds,
         "roles": ROLES,

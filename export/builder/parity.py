@@ -8,7 +8,6 @@ exactly the one `lightkit test` reports. What is compared comes from the task's 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import torch
 from lightkit.export.builder.placement import placement
 from lightkit.export.runtime.decode_loop import DecodeLoop
 from lightkit.export.runtime.sessions import OrtModel
-from lightkit.export.runtime.timing import latency_summary
+from lightkit.io.measure import latency_summary, time_calls
 
 GPU_FORMS = ("fp16", "int8-gpu")
 
@@ -113,13 +112,8 @@ def greedy_agreement(reference: dict[str, torch.Tensor], loop: DecodeLoop, logit
 
 def latency_ms(model: Any, batch: dict[str, Any], task: Any, repeats: int = 10) -> float:
     inputs = task.model_inputs(batch)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        with torch.no_grad():
-            model(**inputs)
-        times.append((time.perf_counter() - start) * 1000)
-    return latency_summary(times)["median_ms"]
+    with torch.no_grad():
+        return latency_summary(time_calls(lambda: model(**inputs), 0, repeats))["median_ms"]
 
 
 def check_form(

@@ -4,63 +4,35 @@
         --artifact runs/ner/onnx --output runs/ner/benchmark
 
 Every side runs the same real inputs (the first test batch, cut to each batch size) on this
-machine, in interleaved rounds (PyTorch, then each form, then again), so a slow stretch of the
-machine lands on all sides rather than on one. Within a round each side runs a block of calls
-that starts with `warmup` untimed ones: ONNX Runtime's and PyTorch's worker threads keep spinning
-for a while after a call, and would otherwise take the cores from whichever side came next.
+machine, in interleaved rounds (PyTorch, then each form; the next round in reverse order), so a
+slow stretch of the machine lands on all sides rather than on one, and no side always goes first.
+Within a round each side runs a block of calls that starts with `warmup` untimed ones: ONNX
+Runtime's and PyTorch's worker threads keep spinning for a while after a call, and would otherwise
+take the cores from whichever side came next.
 
 PyTorch is the float model in eager mode, the baseline a user would otherwise serve; a QAT
-checkpoint is timed as that float model too, its fake quantisers removed, since they only
-simulate int8 and cost time even when switched off. `benchmark.json` names the machine and the
-versions.
-"""
+checkpoint is timed as that float model too, its fake quantisers removed, since they only simulate
+int8 and cost time even when switched off. `benchmark.json` names the machine and the versions."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
-import os
-import platform
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lightkit.export.runtime.checkpoint import load_weights, versions
+from lightkit.export.runtime.checkpoint import load_weights
 from lightkit.export.runtime.sessions import OrtModel
-from lightkit.export.runtime.timing import latency_summary
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.errors import InputError
+from lightkit.io.measure import interleaved, latency_summary, machine, versions
 from lightkit.io.progress import progress
 from lightkit.training.fake_quant import remove_qat
 
 PYTORCH = "pytorch"
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo), else what `platform` knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on: they mean nothing without it."""
-    return {
-        "platform": platform.platform(),
-        "processor": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
-def summary(times: list[float]) -> dict[str, float]:
-    return latency_summary(times)
 
 
 def benchmark_artifact(
@@ -101,29 +73,22 @@ def benchmark_artifact(
     for form, info in manifest["forms"].items():
         sides[form] = OrtModel(folder / info["file"], device="cpu" if form in ("int8-cpu", "qat") else "auto")
     results: dict[str, dict[str, Any]] = {name: {} for name in sides}
-    blocks = [len(part) for part in torch.arange(repeats).chunk(min(rounds, repeats))]
-    with progress("benchmark", len(batch_sizes) * len(blocks)) as step, torch.no_grad():
+    blocks = min(rounds, repeats)
+    with progress("benchmark", len(batch_sizes)) as step, torch.no_grad():
         for size in batch_sizes:
             inputs = task.model_inputs({k: v[:size] if torch.is_tensor(v) else v for k, v in batch.items()})
-            times: dict[str, list[float]] = {name: [] for name in sides}
-            for block in blocks:
-                for name, model in sides.items():
-                    for _ in range(warmup):
-                        model(**inputs)
-                    for _ in range(block):
-                        start = time.perf_counter()
-                        model(**inputs)
-                        times[name].append((time.perf_counter() - start) * 1000)
-                step(f"batch {size}")
+            calls = {name: functools.partial(model, **inputs) for name, model in sides.items()}
+            times = interleaved(calls, warmup, repeats, blocks)
             for name in sides:
-                results[name][str(size)] = summary(times[name])
+                results[name][str(size)] = latency_summary(times[name])
+            step(f"batch {size}")
     report = {
         "artifact": str(folder),
         "ckpt_path": ckpt_path,
         "sequence_length": int(batch["input_ids"].size(1)),
         "batch_sizes": batch_sizes,
         "repeats": repeats,
-        "rounds": len(blocks),
+        "rounds": blocks,
         "warmup_per_round": warmup,
         "forms": {
             name: {
@@ -137,7 +102,7 @@ def benchmark_artifact(
             for name in sides
         },
         "machine": machine(),
-        "versions": versions(),
+        "versions": versions("transformers", "onnx", "onnxruntime"),
     }
     out = Path(output)
     atomic_write_text(out / "benchmark.json", json.dumps(report, indent=2) + "\n")

@@ -1,9 +1,8 @@
-"""What an artifact is made from: a `lightkit fit` checkpoint's weights loaded into its task (for
-export and for the PyTorch side of a benchmark), and the library versions recorded beside it."""
+"""What an artifact is made from: a `lightkit fit` checkpoint's weights loaded into its task, for
+export and for the PyTorch side of a benchmark."""
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 import torch
@@ -35,20 +34,3 @@ def load_weights(task: BaseTask, ckpt_path: str) -> bool:
     task.model = task.plain_model(keep_adapters=False)  # LoRA merged: the graph is plain transformers
     task.eval()
     return qat
-
-
-def versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import transformers
-
-    from lightkit import __version__
-
-    return {
-        "lightkit": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "python": platform.python_version(),
-    }

@@ -14,15 +14,14 @@ and p90, host copies included) and throughput.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from lightkit.callbacks import QuantizationAwareTraining
 from lightkit.export.runtime.sessions import OrtModel
-from lightkit.export.runtime.timing import latency_summary
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.errors import InputError
+from lightkit.io.measure import latency_summary, stopwatch
 
 
 def evaluate_artifact(
@@ -54,9 +53,8 @@ def evaluate_artifact(
 
     def timed(**inputs: Any) -> Any:
         nonlocal examples
-        start = time.perf_counter()
-        result = session(**inputs)
-        latencies.append((time.perf_counter() - start) * 1000)
+        with stopwatch(latencies):
+            result = session(**inputs)
         examples += result.logits.size(0)
         return result
 

@@ -23,9 +23,8 @@ from typing import Any
 import jinja2
 
 from lightkit.cli.ship.settings import MODEL_STAGES, ShipSettings
-from lightkit.export.runtime.benchmark import machine
-from lightkit.export.runtime.checkpoint import versions
 from lightkit.io.atomic import atomic_open, atomic_write_text
+from lightkit.io.measure import machine, versions
 
 PLOT_DPI = 110
 
@@ -232,7 +231,7 @@ def write_report(settings: ShipSettings, records: dict[str, dict[str, Any]]) -> 
         "total_s": sum(s["wall_s"] or 0 for s in stage_times),
         # The machine the benchmark ran on (its record says), else this one.
         "machine": next(iter(timed.values()), {}).get("machine") or machine(),
-        "versions": versions(),
+        "versions": versions("transformers", "onnx", "onnxruntime"),
     }
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("lightkit.cli.ship", "templates"),
