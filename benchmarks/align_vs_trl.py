@@ -16,11 +16,20 @@ lightkit leaves it off), and the same torch threads.
   one iteration, and the same three reward callables and weights (lightkit.rewards.text; TRL
   gets them through a thin adapter to its keyword convention).
 
-Measured per side, each in its own process, sides interleaved: wall time per optimizer step
-(median of the timed steps, after `--warmup`), peak RSS at the end of training, and after the
-same number of steps, greedy answers to the same held-out articles scored with the same reward
-and ROUGE-L. One round per seed in `--seeds` (each side takes the round's seed for data order,
-LoRA init and sampling); the tables give medians over rounds and the scores' mean ± sd over seeds.
+TRL's options are its documented best for this job on this machine: DPO with
+`precompute_ref_log_probs` (its counterpart of lightkit's reference cache; TRL 1.16 already
+computes log-probs through a chunked fused LM head, the counterpart of lightkit's, and its
+`padding_free` falls back to padding), gradient checkpointing off as on lightkit's side.
+
+Measured per side, each in its own process, the side that goes first alternating between rounds:
+wall time per optimizer step (median of the timed steps, after `--warmup`), the whole training
+call (`train_wall_s`: loading, TRL's reference precomputation and every step), DPO's trained tokens
+per second, GRPO's step split into generation, rewards and the rest (log-probs, loss, backward,
+update) with the autocast each part ran under, peak RSS at the end of training, and after the same
+number of steps, greedy answers to the same held-out articles scored with the same reward and
+ROUGE-L. One round per seed in `--seeds` (each side takes the round's seed for data order, LoRA
+init and sampling); the tables give medians over rounds, the spread of the per-round ratios, and
+the scores' mean ± sd over seeds.
 """
 
 from __future__ import annotations
@@ -39,6 +48,11 @@ from measure import peak_rss_mib, peer_header, run_side, write_result
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
 JOBS = ("dpo", "grpo")
+# TRL's documented DPO speed options that fit this job: the reference's log-probs computed once
+# before training (lightkit caches them on first sight; it costs TRL one pass, counted in
+# train_wall_s). TRL 1.16's DPO already takes log-probs through a chunked fused LM head (no full
+# logits; `use_logits_to_keep` is gone), and its `padding_free` falls back to padding.
+TRL_DPO_SPEED = {"precompute_ref_log_probs": True, "precompute_ref_batch_size": 16}
 SIDES = ("lightkit", "trl")
 
 
@@ -56,11 +70,48 @@ class StepTimer:
         self.times.append(time.perf_counter() - self.start)
 
 
-def lightning_timer(timer: StepTimer) -> Any:
+class Phases:
+    """Seconds spent in named parts of the timed steps (generation, rewards), counted by wrapping
+    the method that does each part on one side's object, the autocast each part ran under, and the
+    tokens the timed steps trained on."""
+
+    def __init__(self, timer: StepTimer, warmup: int) -> None:
+        self.timer, self.warmup = timer, warmup
+        self.seconds: dict[str, float] = {}
+        self.autocast: dict[str, str | None] = {}
+        self.tokens = 0
+
+    def timed(self) -> bool:
+        return len(self.timer.times) >= self.warmup
+
+    def wrap(self, owner: Any, name: str, phase: str) -> None:
+        import torch
+
+        original = getattr(owner, name)
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            on = torch.is_autocast_enabled("cpu")
+            self.autocast.setdefault(phase, str(torch.get_autocast_dtype("cpu")) if on else None)
+            start = time.perf_counter()
+            out = original(*args, **kwargs)
+            if self.timed():
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+            return out
+
+        setattr(owner, name, wrapped)
+
+    def count(self, attention_mask: Any) -> None:
+        if self.timed():
+            self.tokens += int(attention_mask.sum())
+
+
+def lightning_timer(timer: StepTimer, phases: Phases, count_tokens: bool) -> Any:
     import lightning as L
 
     class T(L.Callback):
-        def on_train_batch_start(self, *args: Any) -> None:
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: dict[str, Any], *args: Any) -> None:
+            if count_tokens:  # DPO: the pairs' tokens (GRPO's batch holds prompts only)
+                phases.count(batch["attention_mask"])
             timer.begin()
 
         def on_train_batch_end(self, *args: Any) -> None:
@@ -89,7 +140,7 @@ def settings(job: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / "configs" / f"{job}_headlines.yaml").read_text())["model"]["init_args"]
 
 
-def run_lightkit(args: argparse.Namespace, timer: StepTimer) -> Any:
+def run_lightkit(args: argparse.Namespace, timer: StepTimer, phases: Phases) -> Any:
     import lightning as L
 
     from lightkit.data import HeadlineDataModule, PolicyPreferenceDataModule
@@ -112,12 +163,15 @@ def run_lightkit(args: argparse.Namespace, timer: StepTimer) -> Any:
                         gradient_clip_val=1.0 if args.job == "dpo" else None, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         limit_val_batches=0, default_root_dir=args.scratch,
-                        callbacks=[lightning_timer(timer)])  # fmt: skip
+                        callbacks=[lightning_timer(timer, phases, args.job == "dpo")])  # fmt: skip
+    if args.job == "grpo":
+        phases.wrap(task, "sample", "generation")
+        phases.wrap(task, "scores", "rewards")
     trainer.fit(task, datamodule=dm)  # GRPO clips per update itself (max_grad_norm 1.0)
     return task.model
 
 
-def run_trl(args: argparse.Namespace, timer: StepTimer) -> Any:
+def run_trl(args: argparse.Namespace, timer: StepTimer, phases: Phases) -> Any:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -145,9 +199,16 @@ def run_trl(args: argparse.Namespace, timer: StepTimer) -> Any:
                                    "rejected": [{"role": "assistant", "content": r["rejected"]}]}
                                   for r in rows])  # fmt: skip
         config = DPOConfig(per_device_train_batch_size=4, beta=job["beta"], loss_type=["sigmoid"], max_length=320,
-                           **common)  # fmt: skip
+                           **TRL_DPO_SPEED, **common)  # fmt: skip
         trainer = DPOTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
                              peft_config=lora, callbacks=[hf_timer(timer)])  # fmt: skip
+        compute_loss = trainer.compute_loss
+
+        def counted(model: Any, inputs: dict[str, Any], *rest: Any, **kwargs: Any) -> Any:
+            phases.count(inputs["attention_mask"])
+            return compute_loss(model, inputs, *rest, **kwargs)
+
+        trainer.compute_loss = counted
     else:
         from trl import GRPOConfig, GRPOTrainer
 
@@ -164,7 +225,9 @@ def run_trl(args: argparse.Namespace, timer: StepTimer) -> Any:
                             reward_weights=job["reward_weights"], **common)  # fmt: skip
         trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=config, train_dataset=data,
                               processing_class=tokenizer, peft_config=lora, callbacks=[hf_timer(timer)])  # fmt: skip
-    trainer.train()
+        phases.wrap(trainer, "_generate", "generation")
+        phases.wrap(trainer, "_calculate_rewards", "rewards")
+    trainer.train()  # DPO: the reference log-probs are precomputed in here, before the first step
     return trainer.model
 
 
@@ -189,7 +252,10 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     timer = StepTimer()
-    model = (run_trl if args.side == "trl" else run_lightkit)(args, timer)
+    phases = Phases(timer, args.warmup)
+    start = time.perf_counter()
+    model = (run_trl if args.side == "trl" else run_lightkit)(args, timer, phases)
+    train_wall_s = time.perf_counter() - start  # model loading, any precomputation and every step
     peak = peak_rss_mib()
     timed = timer.times[args.warmup :]
     tokenizer, rows = held_out()
@@ -197,9 +263,16 @@ def child(args: argparse.Namespace) -> None:
     model.eval()
     out = answer(model, None, tokenizer, rows)
     held = scores(out, rows, reward_fn())
-    result = {"s_per_step": statistics.median(timed), "steps_timed": len(timed), "peak_rss_mib": peak,
-              "held_out_reward": held["reward"], "held_out_rougeL": held["rougeL"],
+    result = {"s_per_step": statistics.median(timed), "steps_timed": len(timed), "train_wall_s": train_wall_s,
+              "peak_rss_mib": peak, "held_out_reward": held["reward"], "held_out_rougeL": held["rougeL"],
               "held_out_words": held["answer_words"]}  # fmt: skip
+    if phases.tokens:
+        result["tokens_per_s"] = phases.tokens / sum(timed)
+    if phases.seconds:  # GRPO: where a step's time goes
+        for phase, seconds in phases.seconds.items():
+            result[f"{phase}_s_per_step"] = seconds / len(timed)
+        result["rest_s_per_step"] = statistics.fmean(timed) - sum(phases.seconds.values()) / len(timed)
+        result["autocast"] = phases.autocast
     print("RESULT " + json.dumps(result))
 
 
@@ -209,19 +282,25 @@ def compare(job: str, args: argparse.Namespace) -> dict[str, Any]:
     because a few steps of RL from one seed move the held-out scores by more than the sides differ."""
     steps = args.dpo_steps if job == "dpo" else args.grpo_steps
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
-    for seed in args.seeds:
-        for side in SIDES:
+    for i, seed in enumerate(args.seeds):
+        for side in SIDES if i % 2 == 0 else SIDES[::-1]:  # who goes first alternates between rounds
             argv = ["--side", side, "--job", job, "--steps", str(steps), "--seed", str(seed), *sys.argv[1:]]
             runs[side].append(run_side(__file__, argv, args.threads, f"{job} {side} seed {seed}"))
             print(job, side, seed, runs[side][-1], flush=True)
-    median = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
+    median = {
+        side: {k: statistics.median(r[k] for r in rs) if k != "autocast" else rs[0][k] for k in rs[0]}
+        for side, rs in runs.items()
+    }
     spread = {
         side: {k: {"mean": statistics.mean(r[k] for r in rs), "stdev": statistics.pstdev(r[k] for r in rs)}
                for k in ("held_out_reward", "held_out_rougeL")}
         for side, rs in runs.items()
     }  # fmt: skip
     lk, peer = median["lightkit"], median["trl"]
+    per_round = [t["s_per_step"] / k["s_per_step"] for k, t in zip(runs["lightkit"], runs["trl"])]
     return {**median, "over_seeds": spread, "runs": runs, "speedup": peer["s_per_step"] / lk["s_per_step"],
+            "speedup_spread": {"min": min(per_round), "max": max(per_round)},
+            "speedup_train_wall": peer["train_wall_s"] / lk["train_wall_s"],
             "rss_ratio": lk["peak_rss_mib"] / peer["peak_rss_mib"]}  # fmt: skip
 
 
@@ -230,7 +309,7 @@ def main() -> None:
     ap.add_argument("--side", choices=SIDES, default=None, help="internal: run one side")
     ap.add_argument("--job", choices=JOBS, default=None, help="internal: run one job")
     ap.add_argument("--jobs", choices=JOBS, nargs="+", default=list(JOBS))
-    ap.add_argument("--dpo_steps", type=int, default=12)
+    ap.add_argument("--dpo_steps", type=int, default=8)
     ap.add_argument("--grpo_steps", type=int, default=6)
     ap.add_argument("--steps", type=int, default=None, help="internal")
     ap.add_argument("--warmup", type=int, default=2)
@@ -258,6 +337,7 @@ def main() -> None:
             "lora": LORA,
             "precision": "bf16 autocast",
             "warmup_steps_untimed": args.warmup,
+            "trl_dpo_speed_options": TRL_DPO_SPEED,
             "dpo": {
                 "steps_timed": args.dpo_steps,
                 "pairs_per_batch": 4,

@@ -1,22 +1,29 @@
 """One side of benchmarks/llm_peers.py, in its own process (and, for the peers, their own venv).
 
-    python benchmarks/llm_peer_side.py build  --side optimum|genai --hf HF_FOLDER --out DIR
+    python benchmarks/llm_peer_side.py build  --side optimum|genai --hf HF_FOLDER --out DIR [--weight_only JSON]
     python benchmarks/llm_peer_side.py measure --side lightkit|optimum|genai --model DIR --job JOB.json
 
-`build` makes a peer's artifact with its own documented recipe:
+`build` makes a peer's artifacts with its own documented recipes:
 - optimum: `ORTModelForCausalLM.from_pretrained(export=True)` (the `text-generation-with-past`
-  export) of the folder with its config in transformers 4.x's terms (`legacy_config`), then
-  `ORTQuantizer` with `AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)`,
-  dynamic int8 for this machine's VNNI CPU, per-channel as its docs advise for accuracy;
-- genai: `python -m onnxruntime_genai.models.builder -p int4 -e cpu` with
-  `int4_accuracy_level=4` (int8 compute, the setting its docs give for CPU).
+  export) of the folder with its config in transformers 4.x's terms (`legacy_config`) -> `fp32/`;
+  its `ORTOptimizer` (level 2; optimum maps llama to ORT's gpt2 fusions) -> `optimized/`, when it
+  accepts the graph (`build.json` says whether); the same ONNX Runtime weight-only `MatMulNBits`
+  quantisation lightkit's int8-cpu uses (`--weight_only`: bits, block, symmetric, accuracy level,
+  passed from lightkit's settings by llm_peers.py) of that graph -> `int8-wo/`; and its own
+  `ORTQuantizer` recipe, `AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)`
+  (dynamic int8, per-channel as its docs advise) -> `int8/`;
+- genai: `python -m onnxruntime_genai.models.builder -p int4|int8 -e cpu` with
+  `accuracy_level=4` (int8 compute, its CPU default) and block 32.
 
-`measure` prints one `RESULT {json}` line: file size, prefill ms for the job's 128-token prompts
-at batch 1 and 8, decode ms per token at batch 1 and 8, perplexity on the job's held-out text, and
-the greedy answers to the job's prompts (EOS allowed, cut after it). Timing runs force exactly
-n new tokens on every side (EOS suppressed until then where the runtime would stop). Each side
-decodes through its own runtime: lightkit's `DecodeLoop.greedy`, optimum's `generate`,
-onnxruntime-genai's `Generator`.
+`measure` prints one `RESULT {json}` line: file size, the raw wall times (ms) of prefill alone
+(one new token) and of the whole request (the job's `new_tokens`) for the job's 128-token prompts
+at batch 1 and 8, perplexity on the job's held-out text, and the greedy answers to the job's
+prompts (EOS allowed, cut after it). llm_peers.py turns the times into figures (lightkit's one
+percentile definition: this script runs in the peers' venvs, without lightkit). Timing runs force
+exactly n new tokens on every side (EOS suppressed until then where the runtime would stop). Each
+side decodes through its own runtime: lightkit's `DecodeLoop.greedy`, optimum's `generate` with IO
+binding on (`use_io_binding=True`: its documented lever, off by default on the CPU), onnxruntime-
+genai's `Generator`.
 """
 
 from __future__ import annotations
@@ -33,24 +40,48 @@ from typing import Any
 import numpy as np
 
 
-def build(side: str, hf: str, out: str) -> None:
+def build(side: str, hf: str, out: str, weight_only: dict[str, Any], precision: str) -> None:
     if side == "optimum":
-        from optimum.onnxruntime import ORTModelForCausalLM, ORTQuantizer
-        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+        from optimum.onnxruntime import ORTModelForCausalLM, ORTOptimizer, ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig, OptimizationConfig
 
-        fp32 = Path(out) / "fp32"
-        ORTModelForCausalLM.from_pretrained(legacy_config(hf, Path(out) / "hf"), export=True, use_cache=True
-                                            ).save_pretrained(fp32)  # fmt: skip
+        root = Path(out)
+        fp32 = root / "fp32"
+        if not fp32.exists():
+            ORTModelForCausalLM.from_pretrained(legacy_config(hf, root / "hf"), export=True, use_cache=True
+                                                ).save_pretrained(fp32)  # fmt: skip
+        info: dict[str, Any] = {}
+        source = fp32 / "model.onnx"
+        try:
+            optimizer = ORTOptimizer.from_pretrained(fp32, file_names=["model.onnx"])
+            level2 = OptimizationConfig(optimization_level=2, optimize_for_gpu=False)
+            optimizer.optimize(save_dir=root / "optimized", optimization_config=level2)
+            source = next((root / "optimized").glob("*.onnx"))
+            info["optimizer"] = "ORTOptimizer level 2"
+        except Exception as error:  # noqa: BLE001 - recorded: the peer is then quantised unoptimised
+            info["optimizer"] = f"not applied: {type(error).__name__}: {str(error)[:300]}"
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(onnx.load(source), bits=weight_only["bits"],
+                                         block_size=weight_only["block_size"], is_symmetric=weight_only["symmetric"],
+                                         accuracy_level=weight_only["accuracy_level"])  # fmt: skip
+        quantizer.process()
+        (root / "int8-wo").mkdir(parents=True, exist_ok=True)
+        quantizer.model.save_model_to_file(str(root / "int8-wo" / "model.onnx"), use_external_data_format=False)
+        info["int8-wo"] = {"source": source.parent.name, **weight_only}
         quantizer = ORTQuantizer.from_pretrained(fp32, file_name="model.onnx")
         config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
-        quantizer.quantize(save_dir=Path(out) / "int8", quantization_config=config)
-        for name in ("config.json", "generation_config.json"):
-            if (fp32 / name).exists() and not (Path(out) / "int8" / name).exists():
-                (Path(out) / "int8" / name).write_bytes((fp32 / name).read_bytes())
+        quantizer.quantize(save_dir=root / "int8", quantization_config=config)
+        for folder in (root / "int8", root / "int8-wo"):
+            for name in ("config.json", "generation_config.json"):
+                if (fp32 / name).exists() and not (folder / name).exists():
+                    (folder / name).write_bytes((fp32 / name).read_bytes())
+        (root / "build.json").write_text(json.dumps(info, indent=2))
     elif side == "genai":
-        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", hf, "-o", out, "-p", "int4",
-                        "-e", "cpu", "-c", str(Path(out) / "cache"), "--extra_options", "int4_accuracy_level=4"],
-                       check=True)  # fmt: skip
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", hf, "-o", out, "-p", precision,
+                        "-e", "cpu", "-c", str(Path(out) / "cache"), "--extra_options", "accuracy_level=4",
+                        "block_size=32"], check=True)  # fmt: skip
     else:
         raise SystemExit(f"unknown side {side}")
 
@@ -106,7 +137,7 @@ class Optimum:
 
         name = next(p.name for p in folder.glob("*.onnx"))
         self.torch = torch
-        self.model = ORTModelForCausalLM.from_pretrained(folder, file_name=name, use_cache=True)
+        self.model = ORTModelForCausalLM.from_pretrained(folder, file_name=name, use_cache=True, use_io_binding=True)
         self.bytes = onnx_bytes(folder)
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
@@ -178,22 +209,19 @@ def measure(side_name: str, folder: str, job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     side = SIDES[side_name](Path(folder))
     prompt = np.asarray(job["prompt_128"], dtype=np.int64)  # (8, 128)
-    timings: dict[str, float] = {}
+    timings: dict[str, list[float]] = {}
+    n = job["new_tokens"]
     for batch in (1, 8):
         ids = prompt[:batch]
         side.greedy(ids, 2)  # warm-up
-        pre, full = [], []
+        prefill, whole = timings.setdefault(f"prefill_ms_b{batch}", []), timings.setdefault(f"e2e_ms_b{batch}", [])
         for _ in range(job["repeats"]):
             start = time.perf_counter()
             side.greedy(ids, 1)
-            pre.append(time.perf_counter() - start)
+            prefill.append(1000 * (time.perf_counter() - start))
             start = time.perf_counter()
-            side.greedy(ids, 1 + job["decode_tokens"])
-            full.append(time.perf_counter() - start)
-        timings[f"prefill_ms_b{batch}"] = 1000 * float(np.median(pre))
-        timings[f"decode_ms_per_token_b{batch}"] = (
-            1000 * (float(np.median(full)) - float(np.median(pre))) / job["decode_tokens"]
-        )
+            side.greedy(ids, n)
+            whole.append(1000 * (time.perf_counter() - start))
     greedy = []  # each answer as the side decodes it with EOS allowed, cut after its first EOS
     for p in job["greedy_prompts"]:
         answer = side.greedy(np.asarray([p], dtype=np.int64), job["greedy_tokens"], exact=False)[0].tolist()
@@ -210,9 +238,11 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--model")
     ap.add_argument("--job")
+    ap.add_argument("--weight_only", default="{}", help="optimum: MatMulNBits settings, as JSON")
+    ap.add_argument("--precision", default="int4", help="genai: the builder's -p")
     args = ap.parse_args()
     if args.action == "build":
-        build(args.side, args.hf, args.out)
+        build(args.side, args.hf, args.out, json.loads(args.weight_only), args.precision)
     else:
         measure(args.side, args.model, args.job)
 

@@ -3,17 +3,25 @@
     make peer-venvs    # .venv-optimum and .venv-genai, each from its lock in benchmarks/
     python benchmarks/llm_peers.py --out benchmarks/results/llm-peers-cpu.json
 
-Sides, each measured in its own process, interleaved over `--rounds`, each peer in its own venv
-(optimum-onnx pins transformers < 4.58; onnxruntime-genai's builder needs transformers 5 and the
-CPU onnxruntime package, which would clash with lightkit's onnxruntime-gpu):
+Sides, each measured in its own process, interleaved over `--rounds` (the order rotating), each
+peer in its own venv (optimum-onnx pins transformers < 4.58; onnxruntime-genai's builder needs
+transformers 5 and the CPU onnxruntime package, which would clash with lightkit's onnxruntime-gpu):
 - lightkit int8-cpu (and fp32): `make generate`'s export of the tuned headline writer;
-- optimum int8: optimum-onnx's `text-generation-with-past` export of the same merged model
-  (`runs/sft_headlines/hf_model`), quantised by its ORTQuantizer (dynamic, per-channel, VNNI);
-- onnxruntime-genai int4: its model builder (`-p int4 -e cpu`, accuracy level 4) on that folder.
-Built once, untimed (benchmarks/llm_peer_side.py says how). Compared: ONNX file size; prefill ms
-for 128-token prompts at batch 1 and 8; decode ms per token at batch 1 and 8 (32 tokens after
-the prompt, minus the prefill); perplexity on held-out BBC articles (the test split, 160 tokens
-each) against PyTorch fp32; greedy agreement with PyTorch fp32 on the 8 prompts of
+- optimum int8 weight-only, the int8-against-int8 row: optimum-onnx's `text-generation-with-past`
+  export of the same merged model (`runs/sft_headlines/hf_model`), its ORTOptimizer where it
+  accepts the graph, then the very `MatMulNBits` settings of lightkit's int8-cpu
+  (`lightkit.export.builder.weight_only.INT8_CPU_DECODER`: 8 bits, block 32, symmetric, accuracy
+  level 4), run with IO binding on: optimum's best that passes the same perplexity bar;
+- optimum int8 dynamic: its own documented ORTQuantizer recipe (dynamic, per-channel, VNNI), kept
+  to show what a user following its docs gets (this model's outlier channels break it);
+- optimum fp32 against lightkit fp32: the same graph precision, so the loops differ alone;
+- onnxruntime-genai int4 and int8: its model builder (`-p int4|int8 -e cpu`, accuracy level 4,
+  block 32) on that folder.
+Built once, untimed (benchmarks/llm_peer_side.py says how). Compared: ONNX file size; for
+128-token prompts at batch 1 and 8, prefill ms (one new token), end-to-end ms (24 new tokens) and
+decode ms per token ((end to end - prefill) / 23), medians of every round's repeats
+(lightkit.io.measure); perplexity on held-out BBC articles (the test split, 160 tokens each)
+against PyTorch fp32; greedy agreement with PyTorch fp32 on the 8 prompts of
 configs/prompts/headlines_test.jsonl (chat template, 24 tokens): the share of tokens before the
 first divergence, and the share of answers identical.
 """
@@ -36,17 +44,22 @@ from measure import command_line, run_side, write_result
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lightkit.data.chat import generation_prompt
-from lightkit.io.measure import provenance
+from lightkit.export.builder.weight_only import INT8_CPU_DECODER
+from lightkit.io.measure import latency_summary, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = str(ROOT / "benchmarks" / "llm_peer_side.py")
 # The rows the targets compare (benchmarks/targets.py reads them from the result's "roles").
 ROLES = {
     "ours": "lightkit int8-cpu",
-    "optimum": "optimum int8 (dynamic, per-channel)",
+    "optimum": "optimum int8 weight-only (lightkit's MatMulNBits settings)",
+    "optimum_dynamic": "optimum int8 dynamic (its VNNI recipe)",
     "genai": "onnxruntime-genai int4",
+    "genai_int8": "onnxruntime-genai int8",
     "fp32": "lightkit fp32",
+    "optimum_fp32": "optimum fp32",
 }
+NEW_TOKENS = 24
 
 
 def job(hf: str, texts: int, text_tokens: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -66,7 +79,7 @@ def job(hf: str, texts: int, text_tokens: int) -> tuple[dict[str, Any], dict[str
         "texts": [i[:text_tokens] for i in long_enough[8 : 8 + texts]],
         "greedy_prompts": chats,
         "greedy_tokens": 24,
-        "decode_tokens": 32,
+        "new_tokens": NEW_TOKENS,
         "repeats": 3,
         "eos": tokenizer.eos_token_id,
     }
@@ -106,6 +119,24 @@ def agreement(answers: list[list[int]], reference: list[list[int]]) -> dict[str,
     return {"greedy_prefix_agreement": statistics.fmean(prefix), "greedy_identical": statistics.fmean(identical)}
 
 
+def figures(values: list[dict[str, Any]], pytorch: dict[str, Any], new_tokens: int) -> dict[str, Any]:
+    """One side's row: the medians (and p90s) of every round's raw times, decode ms per token from
+    them, perplexity against PyTorch fp32's, greedy agreement with its answers."""
+    row: dict[str, Any] = {
+        "bytes": values[0]["bytes"],
+        "perplexity": statistics.median(v["perplexity"] for v in values),
+    }
+    for b in (1, 8):
+        prefill = latency_summary([t for v in values for t in v[f"prefill_ms_b{b}"]])
+        whole = latency_summary([t for v in values for t in v[f"e2e_ms_b{b}"]])
+        row[f"prefill_ms_b{b}"], row[f"prefill_p90_ms_b{b}"] = prefill["median_ms"], prefill["p90_ms"]
+        row[f"e2e_ms_b{b}"], row[f"e2e_p90_ms_b{b}"] = whole["median_ms"], whole["p90_ms"]
+        row[f"decode_ms_per_token_b{b}"] = (whole["median_ms"] - prefill["median_ms"]) / (new_tokens - 1)
+    row["perplexity_change"] = row["perplexity"] / pytorch["perplexity"] - 1
+    row.update(agreement(values[0]["greedy"], pytorch["greedy"]))
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hf", default="runs/sft_headlines/hf_model")
@@ -124,16 +155,26 @@ def main() -> None:
     spec, pytorch = job(args.hf, args.texts, args.text_tokens)
     (work / "job.json").write_text(json.dumps(spec))
     peers = {"optimum": args.optimum_python, "genai": args.genai_python}
-    for side, folder in (("optimum", work / "optimum"), ("genai", work / "genai-int4")):
-        if not folder.exists():
-            subprocess.run([peers[side], SIDE, "build", "--side", side, "--hf", args.hf, "--out", str(folder)],
+    wo = INT8_CPU_DECODER
+    weight_only = {"bits": wo.bits, "block_size": wo.block_size, "symmetric": wo.symmetric,
+                   "accuracy_level": wo.accuracy_level}  # fmt: skip
+    builds = (
+        ("optimum", work / "optimum", work / "optimum" / "int8-wo", ["--weight_only", json.dumps(weight_only)]),
+        ("genai", work / "genai-int4", work / "genai-int4", ["--precision", "int4"]),
+        ("genai", work / "genai-int8", work / "genai-int8", ["--precision", "int8"]),
+    )
+    for side, folder, made, extra in builds:
+        if not made.exists():
+            subprocess.run([peers[side], SIDE, "build", "--side", side, "--hf", args.hf, "--out", str(folder), *extra],
                            check=True)  # fmt: skip
     sides = {
         ROLES["ours"]: ("lightkit", Path(args.artifact) / "int8-cpu", sys.executable),
-        ROLES["optimum"]: ("optimum", work / "optimum" / "int8", args.optimum_python),
+        ROLES["optimum"]: ("optimum", work / "optimum" / "int8-wo", args.optimum_python),
+        ROLES["optimum_dynamic"]: ("optimum", work / "optimum" / "int8", args.optimum_python),
         ROLES["genai"]: ("genai", work / "genai-int4", args.genai_python),
+        ROLES["genai_int8"]: ("genai", work / "genai-int8", args.genai_python),
         ROLES["fp32"]: ("lightkit", Path(args.artifact) / "fp32", sys.executable),
-        "optimum fp32": ("optimum", work / "optimum" / "fp32", args.optimum_python),
+        ROLES["optimum_fp32"]: ("optimum", work / "optimum" / "fp32", args.optimum_python),
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     for r in range(args.rounds):
@@ -142,13 +183,8 @@ def main() -> None:
             kind, folder, python = sides[name]
             argv = ["measure", "--side", kind, "--model", str(folder), "--job", str(work / "job.json")]
             runs[name].append(run_side(SIDE, argv, args.threads, name, python=python))
-            print(name, {k: round(v, 2) for k, v in runs[name][-1].items() if isinstance(v, float)}, flush=True)
-    results = {}
-    for name, values in runs.items():
-        row = {k: statistics.median(v[k] for v in values) for k in values[0] if k not in ("greedy",)}
-        row["perplexity_change"] = row["perplexity"] / pytorch["perplexity"] - 1
-        row.update(agreement(values[0]["greedy"], pytorch["greedy"]))
-        results[name] = row
+            print(name, {k: v for k, v in runs[name][-1].items() if k != "greedy"}, flush=True)
+    results = {name: figures(values, pytorch, NEW_TOKENS) for name, values in runs.items()}
     fp32_bytes = results[ROLES["fp32"]]["bytes"]
     for row in results.values():
         row["size_vs_lightkit_fp32"] = row["bytes"] / fp32_bytes
@@ -161,6 +197,8 @@ def main() -> None:
         "pytorch_fp32_perplexity": pytorch["perplexity"],
         "rounds": args.rounds,
         "roles": ROLES,
+        "new_tokens": NEW_TOKENS,
+        "optimum_build": json.loads((work / "optimum" / "build.json").read_text()),
         "results": results,
     }
     write_result(args.out, result)

@@ -331,16 +331,20 @@ def align_trl_table(result: dict) -> str:
 
 def llm_peers_table(result: dict) -> str:
     """benchmarks/llm_peers.py: the shipped LLM against optimum-onnx and onnxruntime-genai."""
+    n = result.get("new_tokens", 32)
+    e2e = "e2e_ms_b1" in next(iter(result["results"].values()))  # results before end-to-end rows had none
     lines = [
-        "| side | size MiB | prefill ms, 128 tokens, b1 / b8 | decode ms/token, b1 / b8 | perplexity (change) "
-        "| greedy: tokens before divergence / identical answers |",
-        "|---|---|---|---|---|---|",
+        "| side | size MiB | prefill ms, 128 tokens, b1 / b8 | decode ms/token, b1 / b8 | "
+        + (f"end to end ms, {n} new tokens, b1 / b8 | " if e2e else "")
+        + "perplexity (change) | greedy: tokens before divergence / identical answers |",
+        "|---|---|---|---|" + ("---|" if e2e else "") + "---|---|",
     ]
     for name, r in result["results"].items():
         lines.append(
             f"| {name} | {r['bytes'] / 2**20:.0f} | {r['prefill_ms_b1']:.0f} / {r['prefill_ms_b8']:.0f} | "
             f"{r['decode_ms_per_token_b1']:.1f} / {r['decode_ms_per_token_b8']:.1f} | "
-            f"{r['perplexity']:.3f} ({100 * r['perplexity_change']:+.2f}%) | "
+            + (f"{r['e2e_ms_b1']:.0f} / {r['e2e_ms_b8']:.0f} | " if e2e else "")
+            + f"{r['perplexity']:.3f} ({100 * r['perplexity_change']:+.2f}%) | "
             f"{r['greedy_prefix_agreement']:.2f} / {r['greedy_identical']:.2f} |"
         )
     head = (

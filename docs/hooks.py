@@ -4,7 +4,7 @@ page its CHANGELOG.md, so each text lives in one file.
 
 A page asks for results with a marker line, `<!-- results: train-ner-cpu*.json -->` (a glob under
 benchmarks/results/); each matching file is rendered by benchmarks/to_markdown.py, which also
-writes the `.md` beside a result file.
+writes the `.md` beside a result file, and a comparison gets its chart from benchmarks/charts.py.
 """
 
 from __future__ import annotations
@@ -23,21 +23,24 @@ INDEX = "<!-- results-index -->"
 
 
 @functools.cache
-def _to_markdown() -> Any:
-    """benchmarks/to_markdown.py, loaded once per build (it is a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("to_markdown", ROOT / "benchmarks" / "to_markdown.py")
+def _script(name: str) -> Any:
+    """A module of benchmarks/ (to_markdown, charts), loaded once per build (they are scripts, not
+    package modules)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def results(pattern: str) -> str:
-    render = _to_markdown().render
+    render, chart = _script("to_markdown").render, _script("charts").chart
     blocks = []
     for path in sorted(RESULTS.glob(pattern)):
-        text = render(json.loads(path.read_text()))
+        result = json.loads(path.read_text())
+        text = render(result)
         if text is not None:
-            blocks.append(f"**`{path.name}`**\n\n{text}")
+            svg = chart(result)
+            blocks.append(f"**`{path.name}`**\n\n" + (f"<figure>{svg}</figure>\n\n" if svg else "") + text)
     if not blocks:
         raise ValueError(f"docs: no renderable result matches benchmarks/results/{pattern}")
     return "\n\n".join(blocks)

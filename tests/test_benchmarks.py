@@ -176,8 +176,8 @@ def test_llm_peer_side_measures_lightkit_and_the_peer_table_checks_the_targets(
     tiny_decoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     ids = [[5 + i, 17, 42, 9, 11, 12, 13, 14] for i in range(8)]
-    job = {"prompt_128": ids, "texts": ids[:2], "greedy_prompts": ids[:2], "greedy_tokens": 3, "decode_tokens": 2,
-           "repeats": 1, "eos": 10**6}  # fmt: skip
+    job = {"prompt_128": ids, "texts": ids[:2], "greedy_prompts": ids[:2], "greedy_tokens": 3, "new_tokens": 4,
+           "repeats": 2, "eos": 10**6}  # fmt: skip
     (tmp_path / "job.json").write_text(json.dumps(job))
     capsys.readouterr()
     run_script("llm_peer_side.py", "measure", "--side", "lightkit", "--model", str(tiny_decoder / "int8-cpu"),
@@ -185,10 +185,12 @@ def test_llm_peer_side_measures_lightkit_and_the_peer_table_checks_the_targets(
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("RESULT "))
     side = json.loads(line[len("RESULT ") :])
     assert side["bytes"] == (tiny_decoder / "int8-cpu" / "model.onnx").stat().st_size
-    assert side["decode_ms_per_token_b8"] > 0 and 1 < side["perplexity"] < 1e4 and len(side["greedy"][0]) == 3
+    # Raw times come back (the peers' venvs have no lightkit); llm_peers.figures makes the figures.
+    assert [len(side[f"{k}_ms_b{b}"]) for k in ("prefill", "e2e") for b in (1, 8)] == [2, 2, 2, 2]
+    assert 1 < side["perplexity"] < 1e4 and len(side["greedy"][0]) == 3
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from llm_peers import agreement
+        from llm_peers import agreement, figures
         from targets import annotate
         from to_markdown import render
     finally:
@@ -196,12 +198,13 @@ def test_llm_peer_side_measures_lightkit_and_the_peer_table_checks_the_targets(
     assert agreement([[1, 2, 3, 4], [1, 2, 3, 4]], [[1, 2, 9, 4], [1, 2, 3, 4]]) == {
         "greedy_prefix_agreement": 0.75, "greedy_identical": 0.5}  # fmt: skip
     assert agreement([[1, 2, 3]], [[1, 2, 3, 4]]) == {"greedy_prefix_agreement": 0.75, "greedy_identical": 0.0}
-    row = {
-        **side,
-        "perplexity_change": 0.02,
-        "size_vs_lightkit_fp32": 0.28,
-        **agreement(side["greedy"], side["greedy"]),
-    }
+    row = figures([side, side], {"perplexity": side["perplexity"] / 1.02, "greedy": side["greedy"]}, job["new_tokens"])
+    whole, prefill = sorted(side["e2e_ms_b1"] * 2), sorted(side["prefill_ms_b1"] * 2)
+    assert row["e2e_ms_b1"] == pytest.approx((whole[1] + whole[2]) / 2, abs=1e-3)  # the median of both rounds
+    assert row["decode_ms_per_token_b1"] == pytest.approx((row["e2e_ms_b1"] - row["prefill_ms_b1"]) / 3)
+    assert row["perplexity_change"] == pytest.approx(0.02) and row["greedy_identical"] == 1.0
+    assert prefill[0] <= row["prefill_ms_b1"] <= prefill[-1]
+    row["size_vs_lightkit_fp32"] = 0.28
     slower = {**row, "decode_ms_per_token_b1": row["decode_ms_per_token_b1"] / 2}
     result = annotate({"pytorch_fp32_perplexity": 10.0, "device": "CPU", "date": "d", "rounds": 1, "command": "c",
                        "roles": {"ours": "lk", "optimum": "opt", "genai": "genai"},
