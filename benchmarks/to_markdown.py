@@ -112,6 +112,8 @@ def train_table(result: dict) -> str:
     for name in ("lightkit", "hf_trainer"):
         r = result[name]
         ratio = f"**{result['ratio_tokens_per_s']:.2f}x**" if name == "lightkit" else "1.00"
+        if name == "lightkit" and result.get("verdict") == "parity":  # the spread of the rounds holds 1.0
+            ratio = f"**parity** ({result['ratio_tokens_per_s']:.2f}x of the medians)"
         lines.append(
             f"| {name} | {r['tokens_per_s']:.0f} | {r['samples_per_s']:.1f} | {r['peak_memory_mib']:.0f} | {ratio} |"
         )
@@ -119,6 +121,15 @@ def train_table(result: dict) -> str:
     extra = ""
     if "order" in result:
         extra = f"Batch order: lightkit {result['order']['lightkit']}, Trainer {result['order']['hf_trainer']}. "
+    if "ratio_spread" in result:
+        s, opts = result["ratio_spread"], result["optimizers"]
+        extra += (
+            f"Per-round ratios over {s['n']} rounds (each side in its own process, order alternating): median "
+            f"{s['median']:.2f}x, {s['min']:.2f}x to {s['max']:.2f}x: **{result['verdict']}**. Both clip gradients at "
+            f"{result['max_grad_norm']}; optimizers: "
+            + ", ".join(f"{side} {o['class']} (fused {o['fused']})" for side, o in opts.items())
+            + ". "
+        )
     if mfu:
         extra += (
             f"MFU (6N per token over the measured {mfu['measured_bf16_tflops']:.0f} TFLOP/s bf16 rate): lightkit "
