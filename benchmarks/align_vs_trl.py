@@ -45,6 +45,8 @@ from typing import Any
 from align_report import ROOT, answer, held_out, reward_fn, scores
 from measure import peak_rss_mib, peer_header, run_side, write_result
 
+from lightkit.io.measure import median
+
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
 JOBS = ("dpo", "grpo")
@@ -263,7 +265,7 @@ def child(args: argparse.Namespace) -> None:
     model.eval()
     out = answer(model, None, tokenizer, rows)
     held = scores(out, rows, reward_fn())
-    result = {"s_per_step": statistics.median(timed), "steps_timed": len(timed), "train_wall_s": train_wall_s,
+    result = {"s_per_step": median(timed), "steps_timed": len(timed), "train_wall_s": train_wall_s,
               "peak_rss_mib": peak, "held_out_reward": held["reward"], "held_out_rougeL": held["rougeL"],
               "held_out_words": held["answer_words"]}  # fmt: skip
     if phases.tokens:
@@ -288,8 +290,7 @@ def compare(job: str, args: argparse.Namespace) -> dict[str, Any]:
             runs[side].append(run_side(__file__, argv, args.threads, f"{job} {side} seed {seed}"))
             print(job, side, seed, runs[side][-1], flush=True)
     median = {
-        side: {k: statistics.median(r[k] for r in rs) if k != "autocast" else rs[0][k] for k in rs[0]}
-        for side, rs in runs.items()
+        side: {k: median(r[k] for r in rs) if k != "autocast" else rs[0][k] for k in rs[0]} for side, rs in runs.items()
     }
     spread = {
         side: {k: {"mean": statistics.mean(r[k] for r in rs), "stdev": statistics.pstdev(r[k] for r in rs)}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from measure import write_result
 from sft_report import scores
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lightkit.io.measure import provenance
+from lightkit.io.measure import median, provenance
 
 
 def test_metrics(run: Path) -> dict[str, float]:
@@ -113,13 +112,13 @@ def main() -> None:
             "student": info["student_parameters"],
             "ratio": info["student_parameters"] / info["teacher_parameters"],
         },
-        "teacher": {**teacher, "generate_tokens_per_s": statistics.median(speed["teacher"])},
-        "student": {**student, "generate_tokens_per_s": statistics.median(speed["student"])},
+        "teacher": {**teacher, "generate_tokens_per_s": median(speed["teacher"])},
+        "student": {**student, "generate_tokens_per_s": median(speed["student"])},
         "retention": {
             "rougeL": student["rougeL"] / teacher["rougeL"],
             "perplexity": teacher["perplexity"] / student["perplexity"],
         },
-        "speedup_tokens_per_s": statistics.median(speed["student"]) / statistics.median(speed["teacher"]),
+        "speedup_tokens_per_s": median(speed["student"]) / median(speed["teacher"]),
         "generation": {
             "prompts": args.prompts,
             "new_tokens": args.new_tokens,

@@ -45,7 +45,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lightkit.data.chat import generation_prompt
 from lightkit.export.builder.weight_only import INT8_CPU_DECODER
-from lightkit.io.measure import latency_summary, provenance
+from lightkit.io.measure import latency_summary, median, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = str(ROOT / "benchmarks" / "llm_peer_side.py")
@@ -124,7 +124,7 @@ def figures(values: list[dict[str, Any]], pytorch: dict[str, Any], new_tokens: i
     them, perplexity against PyTorch fp32's, greedy agreement with its answers."""
     row: dict[str, Any] = {
         "bytes": values[0]["bytes"],
-        "perplexity": statistics.median(v["perplexity"] for v in values),
+        "perplexity": median(v["perplexity"] for v in values),
     }
     for b in (1, 8):
         prefill = latency_summary([t for v in values for t in v[f"prefill_ms_b{b}"]])

@@ -47,6 +47,8 @@ from measure import (  # benchmarks/ is first on sys.path when run as a script
 )
 from training_meters import Counting, HFMeter, LightningMeter, Meter  # the same timed window and counts
 
+from lightkit.io.measure import median
+
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SIDES = ("lightkit", "lightkit-full-logits", "trl")
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
@@ -191,7 +193,7 @@ def main() -> None:
             argv = ["--side", side, "--seed", str(seed), *sys.argv[1:]]
             runs[side].append(run_side(__file__, argv, args.threads, side))
             print(side, runs[side][-1], flush=True)
-    median = {s: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for s, rs in runs.items()}
+    median = {s: {k: median(r[k] for r in rs) for k in rs[0]} for s, rs in runs.items()}
     rouge = {
         s: {"mean": statistics.mean(r["rougeL"] for r in rs), "stdev": statistics.pstdev(r["rougeL"] for r in rs)}
         for s, rs in runs.items()

@@ -22,7 +22,7 @@ from measure import command_line, write_result
 from training_meters import MODELS, LightningMeter, Meter
 
 from lightkit.data import CoNLLDataModule
-from lightkit.io.measure import provenance
+from lightkit.io.measure import median, provenance
 from lightkit.tasks import TokenClassificationTask
 
 
@@ -94,7 +94,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, Task in arms.items():
             runs[name].append(run(Task))
-    median = {name: sorted(ms)[len(ms) // 2] for name, ms in runs.items()}
+    median = {name: median(ms) for name, ms in runs.items()}
     result = {
         "what": "ms per training step: lightkit's log_train vs self.log(on_step, on_epoch) every step, same loop and "
         "job",
