@@ -324,6 +324,28 @@ def align_trl_table(result: dict) -> str:
             cells = [f"{r['s_per_step']:.2f}", f"{r['peak_rss_mib']:.0f}", score(job, side, "held_out_reward", "+.3f"),
                      score(job, side, "held_out_rougeL", ".3f"), f"{r['held_out_words']:.1f}", speed]  # fmt: skip
             lines.append(f"| {job.upper()} | {side} | " + " | ".join(cells) + " |")
+    notes = []
+    for name in ("dpo", "grpo"):
+        if name not in result or "speedup_spread" not in result[name]:
+            continue  # results before the per-round spread and the split of a step
+        r, s = result[name], result[name]["speedup_spread"]
+        note = (
+            f"{name.upper()}: per-round speed ratios {s['min']:.2f}x to {s['max']:.2f}x; whole training call "
+            f"(loading, any precomputation, every step) {r['lightkit']['train_wall_s']:.0f} s against "
+            f"{r['trl']['train_wall_s']:.0f} s ({r['speedup_train_wall']:.2f}x)"
+        )
+        if "tokens_per_s" in r["lightkit"]:
+            note += f"; tokens/s {r['lightkit']['tokens_per_s']:.0f} against {r['trl']['tokens_per_s']:.0f}"
+        if "generation_s_per_step" in r["lightkit"]:
+            parts = ("generation", "rewards", "rest")
+            split = {
+                side: ", ".join(f"{part} {r[side][f'{part}_s_per_step']:.1f} s" for part in parts)
+                + f" (generation under autocast {r[side]['autocast'].get('generation')})"
+                for side in ("lightkit", "trl")
+            }
+            note += f"; a step: lightkit {split['lightkit']}, TRL {split['trl']}"
+        notes.append(note + ".")
+    lines += ["", *notes] if notes else []
     job = result["job"]
     steps = ", ".join(f"{j.upper()} {job[j]['steps_timed'] + job['warmup_steps_untimed']}" for j in ("dpo", "grpo"))
     seeds = job.get("seeds", [job.get("seed", 0)])

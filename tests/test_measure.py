@@ -37,3 +37,18 @@ def test_a_result_names_machine_and_versions_and_is_written_whole(tmp_path: Path
     with pytest.raises(TypeError):
         write_json(path, {"x": object()})  # not serialisable: the earlier file stays whole
     assert json.loads(path.read_text()) == {"x": 1} and [p.name for p in path.parent.iterdir()] == ["result.json"]
+
+
+def test_a_result_gets_the_mode_a_plain_write_would(tmp_path: Path) -> None:
+    write_json(tmp_path / "result.json", {"x": 1})
+    (tmp_path / "plain.json").write_text("{}")
+    assert (tmp_path / "result.json").stat().st_mode == (tmp_path / "plain.json").stat().st_mode
+
+
+def test_an_atomic_folder_gets_the_mode_a_plain_mkdir_would(tmp_path: Path) -> None:
+    from lightkit.io.atomic import atomic_dir
+
+    with atomic_dir(tmp_path / "model") as folder:
+        (folder / "weights").write_text("w")
+    (tmp_path / "plain").mkdir()
+    assert (tmp_path / "model").stat().st_mode == (tmp_path / "plain").stat().st_mode
