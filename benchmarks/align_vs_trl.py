@@ -289,7 +289,7 @@ def compare(job: str, args: argparse.Namespace) -> dict[str, Any]:
             argv = ["--side", side, "--job", job, "--steps", str(steps), "--seed", str(seed), *sys.argv[1:]]
             runs[side].append(run_side(__file__, argv, args.threads, f"{job} {side} seed {seed}"))
             print(job, side, seed, runs[side][-1], flush=True)
-    median = {
+    medians = {
         side: {k: median(r[k] for r in rs) if k != "autocast" else rs[0][k] for k in rs[0]} for side, rs in runs.items()
     }
     spread = {
@@ -297,9 +297,9 @@ def compare(job: str, args: argparse.Namespace) -> dict[str, Any]:
                for k in ("held_out_reward", "held_out_rougeL")}
         for side, rs in runs.items()
     }  # fmt: skip
-    lk, peer = median["lightkit"], median["trl"]
+    lk, peer = medians["lightkit"], medians["trl"]
     per_round = [t["s_per_step"] / k["s_per_step"] for k, t in zip(runs["lightkit"], runs["trl"])]
-    return {**median, "over_seeds": spread, "runs": runs, "speedup": peer["s_per_step"] / lk["s_per_step"],
+    return {**medians, "over_seeds": spread, "runs": runs, "speedup": peer["s_per_step"] / lk["s_per_step"],
             "speedup_spread": {"min": min(per_round), "max": max(per_round)},
             "speedup_train_wall": peer["train_wall_s"] / lk["train_wall_s"],
             "rss_ratio": lk["peak_rss_mib"] / peer["peak_rss_mib"]}  # fmt: skip

@@ -193,7 +193,7 @@ def main() -> None:
             argv = ["--side", side, "--seed", str(seed), *sys.argv[1:]]
             runs[side].append(run_side(__file__, argv, args.threads, side))
             print(side, runs[side][-1], flush=True)
-    median = {s: {k: median(r[k] for r in rs) for k in rs[0]} for s, rs in runs.items()}
+    medians = {s: {k: median(r[k] for r in rs) for k in rs[0]} for s, rs in runs.items()}
     rouge = {
         s: {"mean": statistics.mean(r["rougeL"] for r in rs), "stdev": statistics.pstdev(r["rougeL"] for r in rs)}
         for s, rs in runs.items()
@@ -218,13 +218,13 @@ def main() -> None:
             "precision": "bf16 autocast",
             "eval_rows": args.eval_rows,
         },
-        **median,
+        **medians,
         "rougeL_over_seeds": rouge,
         "runs": runs,
         "ratio_tokens_per_s": {
-            side: median[side]["tokens_per_s"] / median["trl"]["tokens_per_s"] for side in median if side != "trl"
+            side: medians[side]["tokens_per_s"] / medians["trl"]["tokens_per_s"] for side in medians if side != "trl"
         }
-        if "trl" in median
+        if "trl" in medians
         else None,
     }
     write_result(args.out, result)

@@ -94,15 +94,15 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, Task in arms.items():
             runs[name].append(run(Task))
-    median = {name: median(ms) for name, ms in runs.items()}
+    medians = {name: median(ms) for name, ms in runs.items()}
     result = {
         "what": "ms per training step: lightkit's log_train vs self.log(on_step, on_epoch) every step, same loop and "
         "job",
         "command": command_line("step_logging.py", args),
         **provenance("lightning"),
         "model": args.model,
-        "ms_per_step": median,
-        "saved_ms_per_step": median["every_step"] - median["lightkit"],
+        "ms_per_step": medians,
+        "saved_ms_per_step": medians["every_step"] - medians["lightkit"],
         "runs": runs,
         "timing": "window",
     }
