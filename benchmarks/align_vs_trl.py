@@ -45,7 +45,7 @@ from typing import Any
 from align_report import ROOT, answer, held_out, reward_fn, scores
 from measure import peak_rss_mib, peer_header, run_side, write_result
 
-from lightkit.io.measure import median
+from lightkit.io.measure import median, stopwatch
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
@@ -94,10 +94,11 @@ class Phases:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             on = torch.is_autocast_enabled("cpu")
             self.autocast.setdefault(phase, str(torch.get_autocast_dtype("cpu")) if on else None)
-            start = time.perf_counter()
-            out = original(*args, **kwargs)
-            if self.timed():
-                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+            timed, ms = self.timed(), []
+            with stopwatch(ms):
+                out = original(*args, **kwargs)
+            if timed:
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + ms[0] / 1000
             return out
 
         setattr(owner, name, wrapped)

@@ -12,11 +12,15 @@ import io
 from collections.abc import Callable
 from typing import Any
 
+from lightkit.io.measure import spread
+
 Bar = tuple[str, float, tuple[float, float] | None]  # label, median, (min, max) of the repeats
 
 
-def spread(values: list[float]) -> tuple[float, float] | None:
-    return (min(values), max(values)) if len(values) > 1 else None
+def span(values: list[float]) -> tuple[float, float] | None:
+    """The repeats' smallest and largest value (lightkit.io.measure.spread), if there are repeats."""
+    s = spread(values)
+    return (s["min"], s["max"]) if s["n"] > 1 else None
 
 
 def draw(title: str, unit: str, groups: dict[str, list[Bar]]) -> str:
@@ -50,14 +54,14 @@ def draw(title: str, unit: str, groups: dict[str, list[Bar]]) -> str:
 
 
 def train_chart(r: dict) -> str:
-    bars = [(side, r[side]["tokens_per_s"], spread([x["tokens_per_s"] for x in r["runs"][side]]))
+    bars = [(side, r[side]["tokens_per_s"], span([x["tokens_per_s"] for x in r["runs"][side]]))
             for side in ("lightkit", "hf_trainer")]  # fmt: skip
     return draw(f"training throughput, {r['task']} {r['model']} (higher is better)", "tokens/s", {"": bars})
 
 
 def trl_chart(r: dict) -> str:
     sides = [s for s in r["runs"] if s in r]
-    bars = [(s, r[s]["tokens_per_s"], spread([x["tokens_per_s"] for x in r["runs"][s]])) for s in sides]
+    bars = [(s, r[s]["tokens_per_s"], span([x["tokens_per_s"] for x in r["runs"][s]])) for s in sides]
     return draw("LoRA SFT throughput (higher is better)", "tokens/s", {"": bars})
 
 
@@ -66,7 +70,7 @@ def align_trl_chart(r: dict) -> str:
     for job in ("dpo", "grpo"):
         if job in r:
             groups[job.upper()] = [(side, r[job][side]["s_per_step"],
-                                    spread([x["s_per_step"] for x in r[job]["runs"][side]]))
+                                    span([x["s_per_step"] for x in r[job]["runs"][side]]))
                                    for side in ("lightkit", "trl")]  # fmt: skip
     return draw("time per optimizer step (lower is better)", "s", groups)
 
