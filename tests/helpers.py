@@ -60,7 +60,7 @@ def lora_args(base: dict[str, Path], out: Path, *extra: str) -> list[str]:
 
 
 TINY_GQA_TIED = (
-    "{model_type: llama, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, "
+    "{model_type: llama, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, "
     "intermediate_size: 64, max_position_embeddings: 64, tie_word_embeddings: true}"
 )
 

@@ -313,10 +313,9 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
     main(["export", *common[:2], "--ckpt_path", str(ckpt), "--output", str(out)])
     manifest = json.loads((out / "manifest.json").read_text())
     names = [i["name"] for i in manifest["inputs"]]
-    assert names == [
+    assert names == [  # no position_ids: the fused graph's GroupQueryAttention derives them
         "input_ids",
         "attention_mask",
-        "position_ids",
         "past.0.key",
         "past.0.value",
         "past.1.key",
@@ -336,11 +335,13 @@ def test_causal_lm_exports_with_a_kv_cache_that_decodes_like_pytorch(tmp_path: P
     # Prefill + cached one-token steps reproduce full forwards: every decided step, same logits.
     assert fp32["greedy_agreement"] == 1.0 and fp32["greedy_decided_steps"] >= 60 and fp32["decode_max_abs_diff"] < 1e-4
     assert int8["passed"] and int8["greedy_agreement"] >= 0.97 and int8["greedy_decided_steps"] >= 1
-    # Every projection and the untied LM head are weight-only 8-bit matmuls with int8 compute in the
-    # CPU artifact, the token table an 8-bit GatherBlockQuantized, the RMSNorms fused.
+    # Every projection (Q/K/V packed in one) and the untied LM head are weight-only 8-bit matmuls
+    # with int8 compute in the CPU artifact, the token table an 8-bit GatherBlockQuantized,
+    # attention one GroupQueryAttention per layer, the RMSNorms fused.
     graph = onnx.load(out / "int8-cpu" / "model.onnx").graph
     ops = [n.op_type for n in graph.node]
-    assert ops.count("MatMulNBits") == 2 * 7 + 1 and "MatMul" in ops  # attention's own MatMuls stay float
+    assert ops.count("MatMulNBits") == 2 * 5 + 1 and "MatMul" not in ops
+    assert ops.count("GroupQueryAttention") == 2
     assert all(
         a.i == 4 for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "accuracy_level"
     )

@@ -146,19 +146,23 @@ def test_the_default_length_weight_makes_the_first_answers_length_neutral(decode
 
 def test_refiner_runs_the_prompt_once_and_keeps_to_its_budget(decoder: Path) -> None:
     session = OrtModel(decoder / "fp32" / "model.onnx", device="cpu")
-    widths: list[tuple[int, int]] = []  # (input tokens, past length) per model call
+    widths: list[tuple[int, int, int]] = []  # (rows, input tokens, past length) per session run
     run = session.session.run
 
     def counting(names, feeds):  # noqa: ANN001, ANN202
-        widths.append((feeds["input_ids"].shape[1], feeds["past.0.key"].shape[2]))
+        widths.append((*feeds["input_ids"].shape, feeds["past.0.key"].shape[2]))
         return run(names, feeds)
 
     session.session = type("Counted", (), {"run": staticmethod(counting), "get_inputs": session.session.get_inputs})()
     prompt = list(range(3, 40))  # 37 tokens: far longer than any candidate
     result = refine(session, torch.tensor(prompt), [50, 51, 52, 53], max_calls=7, batch_size=8)
-    assert result.calls == len(widths) <= 7
-    assert widths[0] == (len(prompt), 0)  # the prompt, once, with an empty cache
-    assert all(past == len(prompt) and tokens <= 5 for tokens, past in widths[1:])  # then only candidates
+    assert widths[0] == (1, len(prompt), 0)  # the prompt, once, with an empty cache
+    assert all(past == len(prompt) and tokens <= 5 for _, tokens, past in widths[1:])  # then only candidates
+    # A call scores a batch of candidates: one run on a graph that batches them over the prompt's
+    # cache, one run per candidate on the fused graph (batch 1 only over a past).
+    assert session.positions_inside
+    assert result.calls <= 7 and all(rows == 1 for rows, _, _ in widths)
+    assert result.calls <= len(widths) <= 1 + (result.calls - 1) * 8
 
 
 def test_refined_generation_reports_before_and_after(decoder: Path, tmp_path: Path) -> None:
@@ -169,10 +173,10 @@ def test_refined_generation_reports_before_and_after(decoder: Path, tmp_path: Pa
         assert set(refined["moves"]) == {"substitute", "insert", "delete"}
     # A reward callable steers it, through the same reward interface as PPO and GRPO.
     artifact = Artifact(decoder, device="cpu")
-    steer = RefineSettings(max_calls=30, reward=lambda prompts, responses: [-5.0 * r.count("e") for r in responses])
+    steer = RefineSettings(max_calls=30, reward=lambda prompts, responses: [5.0 * r.count("e") for r in responses])
     plain = next(artifact.generate(["the model"], max_new_tokens=6, refine=RefineSettings(max_calls=30)))
     steered = next(artifact.generate(["the model"], max_new_tokens=6, refine=steer))
-    assert steered["response"].count("e") < plain["response"].count("e")
+    assert steered["response"].count("e") > plain["response"].count("e")
 
 
 def test_generate_bad_input_is_named(decoder: Path, tmp_path: Path) -> None:
@@ -209,7 +213,7 @@ def test_a_tied_table_is_stored_once_in_fp32_and_int8(tiny_decoder: Path, tmp_pa
     read by both GatherBlockQuantized and the head's MatMulNBits, within the parity gate."""
     import onnx
 
-    vocab_by_hidden = {(302, 32), (32, 302)}
+    vocab_by_hidden = {(302, 64), (64, 302)}
     fp32 = onnx.load(tiny_decoder / "fp32" / "model.onnx").graph
     assert sum(tuple(t.dims) in vocab_by_hidden for t in fp32.initializer) == 1
     manifest = json.loads((tiny_decoder / "manifest.json").read_text())

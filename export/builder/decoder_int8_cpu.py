@@ -12,38 +12,30 @@ but far slower on CPUs.
 The token table is 8-bit too: shared with a tied LM head (`lightkit.export.builder.tied`), or as its own
 GatherBlockQuantized table when the head is untied.
 
-Fusions: ORT's transformer optimizer, with its GPT-2 rules (`model_type="gpt2"`, Python fusions
-only), fuses the RMSNorms of the TorchScript graph (SimplifiedLayerNormalization, and
-SkipSimplifiedLayerNormalization with the residual add before it). Its attention and rotary
-fusions (GroupQueryAttention, RotaryEmbedding) match other exporters' graphs, not this one; the
-manifest records which fusions took, so a change in ORT shows up there.
+Fusions: the model builder's graph (`lightkit.export.builder.fused_decoder`) comes fused. A
+TorchScript graph (other families, QAT) goes through ORT's transformer optimizer with its GPT-2
+rules (`model_type="gpt2"`, Python fusions only), which fuses its RMSNorms
+(SimplifiedLayerNormalization, and SkipSimplifiedLayerNormalization with the residual add before
+it) but not its attention. The manifest records which fusions the quantised graph has, so a change
+in either tool shows up there.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import onnx
 from transformers import PreTrainedModel
 
+from lightkit.export.builder.fused_decoder import fusions
 from lightkit.export.builder.weight_only import INT8_CPU_DECODER
 from lightkit.io.errors import InputError
 
-FUSIONS = (
-    "SimplifiedLayerNormalization",
-    "SkipSimplifiedLayerNormalization",
-    "RotaryEmbedding",
-    "GroupQueryAttention",
-    "MultiHeadAttention",
-)
 
-
-def fuse_decoder(model: PreTrainedModel, src: Path, dst: Path) -> dict[str, int]:
-    """ORT's transformer optimizer over a decoder graph, `src` to `dst`; returns how many nodes of
-    each fused op (FUSIONS) the result has."""
+def fuse_decoder(model: PreTrainedModel, src: Path, dst: Path) -> None:
+    """ORT's transformer optimizer over a TorchScript decoder graph, `src` to `dst`."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
@@ -52,8 +44,6 @@ def fuse_decoder(model: PreTrainedModel, src: Path, dst: Path) -> dict[str, int]
         str(src), model_type="gpt2", num_heads=config.num_attention_heads, hidden_size=config.hidden_size, opt_level=0
     )
     optimized.save_model_to_file(str(dst))
-    ops = Counter(node.op_type for node in optimized.model.graph.node)
-    return {op: ops[op] for op in FUSIONS}
 
 
 def quantize_int8_cpu_decoder(model: PreTrainedModel, src: Path, dst: Path) -> dict[str, Any]:
@@ -64,9 +54,12 @@ def quantize_int8_cpu_decoder(model: PreTrainedModel, src: Path, dst: Path) -> d
 
     fused = dst.with_name(f"{dst.stem}-fused.onnx")
     try:
-        fusions = fuse_decoder(model, src, fused)
+        source = onnx.load(str(src))
+        if not fusions(source.graph)["GroupQueryAttention"]:  # a TorchScript graph
+            fuse_decoder(model, src, fused)
+            source = onnx.load(str(fused))
         logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
-        quantizer = INT8_CPU_DECODER.quantizer(onnx.load(str(fused)))
+        quantizer = INT8_CPU_DECODER.quantizer(source)
         quantizer.process()
         graph = quantizer.model.model
         tied = quantize_tied_table(graph, INT8_CPU_DECODER)
@@ -82,5 +75,5 @@ def quantize_int8_cpu_decoder(model: PreTrainedModel, src: Path, dst: Path) -> d
             "op": "GatherBlockQuantized",
             "tables": {name: describe(bits, INT8_CPU_DECODER.scales) for name, bits in tables.items()},
         },
-        "fusions": fusions,
+        "fusions": fusions(graph.graph),
     }  # fmt: skip

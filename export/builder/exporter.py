@@ -116,25 +116,36 @@ def new_form(tmp: Path, form: str) -> Path:
     return tmp / form / "model.onnx"
 
 
-def trace(task: BaseTask, path: Path, opset: int) -> tuple[str, ...]:
-    """The fp32 graph of the task's model, as its `export_kind` says; returns its input names."""
+def trace(task: BaseTask, path: Path, opset: int, manifest: dict[str, Any], fused: bool = True) -> tuple[str, ...]:
+    """The fp32 graph of the task's model, as its `export_kind` says; returns its input names.
+    A decoder's record of how its graph was made goes into `manifest["graph"]`."""
     if task.export_kind == "decoder":
-        return export_causal_lm(task.model, path, opset)
+        names, manifest["graph"] = export_causal_lm(task.model, path, opset, task.tokenizer, fused=fused)
+        return names
     return export_fp32(task.model, path, opset, task.logits_axes())
 
 
 def write_forms(
-    task: BaseTask, forms: list[str], tmp: Path, opset: int, manifest: dict[str, Any], embedding_bits: int = 8
+    task: BaseTask,
+    forms: list[str],
+    tmp: Path,
+    opset: int,
+    manifest: dict[str, Any],
+    embedding_bits: int = 8,
+    fused: bool = True,
 ) -> dict[str, Path]:
-    """Write fp32 (the source of every other form) and the requested float / INT8 forms; record IO names."""
+    """Write fp32 (the source of every other form) and the requested float / INT8 forms; record IO
+    names. `fused=False` traces a decoder with TorchScript (a QAT checkpoint: every form of it
+    then takes the same inputs as its qat form)."""
     fp32 = new_form(tmp, "fp32")
-    names = trace(task, fp32, opset)
+    names = trace(task, fp32, opset, manifest, fused)
     if task.export_kind == "decoder":
         kv_heads, head_dim = cache_shape(task.model)
         layers = task.model.config.num_hidden_layers
         manifest["inputs"] = [
             {"name": n, "dtype": "int64", "shape": ["batch", "total" if n == "attention_mask" else "sequence"]}
-            for n in names[:3]
+            for n in names
+            if not n.startswith("past.")
         ]
         manifest["inputs"] += [
             {"name": n, "dtype": "float32", "shape": ["batch", kv_heads, "past", head_dim]}
@@ -259,7 +270,7 @@ def export_checkpoint(
     }
     failures = []
     with atomic_dir(out) as tmp, progress("export", 1 + len(forms)) as step:
-        paths = write_forms(task, forms, tmp, opset, manifest, embedding_bits)
+        paths = write_forms(task, forms, tmp, opset, manifest, embedding_bits, fused=not qat)
         step("forms written")
         # The greedy path is PyTorch's own, from the same model the form is scored against: the float
         # model for the float and post-training forms, the fake-quantised one for qat.
@@ -268,7 +279,7 @@ def export_checkpoint(
         if "qat" in forms:  # QuantizeLinear/DequantizeLinear from the fake-quantised model
             set_qat(task.model, fake_quant=True, observe=False)
             paths["qat"] = new_form(tmp, "qat")
-            trace(task, paths["qat"], opset)
+            trace(task, paths["qat"], opset, {}, fused=False)
             manifest.setdefault("quantization", {})["qat"] = compact_qat(paths["qat"])
             qat_reference, qat_logits, _ = score(task, task.model, batches)
             qat_decode = reference_decode(task.model, batches[0]) if decoder else None

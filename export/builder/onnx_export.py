@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from lightkit.export.builder.fused_decoder import export_fused_decoder, head_size, unfused_reason
 from lightkit.export.builder.tied import share_tied_table
 from lightkit.export.builder.weight_only import INT8_GPU
 from lightkit.io.errors import InputError
@@ -192,14 +194,37 @@ def cache_names(layers: int, kind: str) -> list[str]:
 def cache_shape(model: PreTrainedModel) -> tuple[int, int]:
     """(kv_heads, head_dim) of the model's attention cache."""
     config = model.config
-    heads = config.num_attention_heads
-    return getattr(config, "num_key_value_heads", None) or heads, getattr(
-        config, "head_dim", None
-    ) or config.hidden_size // heads
+    return getattr(config, "num_key_value_heads", None) or config.num_attention_heads, head_size(config)
 
 
-def export_causal_lm(model: PreTrainedModel, path: Path, opset: int = OPSET) -> tuple[str, ...]:
-    """Write a decoder with past/present KV tensors; returns its input names.
+def export_causal_lm(
+    model: PreTrainedModel, path: Path, opset: int = OPSET, tokenizer: Any = None, fused: bool = True
+) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Write a decoder with past/present KV tensors; returns its input names and the manifest's
+    record of how its graph was made.
+
+    Llama, Mistral and Qwen2 get the fused graph of onnxruntime-genai's model builder
+    (`lightkit.export.builder.fused_decoder`); other families, a model without a tokenizer, and
+    `fused=False` (a QAT model, whose fake quantisers the builder cannot see) are traced with
+    TorchScript. Either way the graph ends in the decoding outputs (`add_next_token`) and stores
+    a tied token table once.
+    """
+    reason = unfused_reason(model, tokenizer) if fused else "traced with its fake quantisers (QAT)"
+    if reason is None:
+        record = export_fused_decoder(model, tokenizer, path)
+        names: tuple[str, ...] = tuple(i.name for i in onnx.load(str(path), load_external_data=False).graph.input)
+    else:
+        names = _trace_causal_lm(model, path, opset)
+        record = {"exporter": "torch.onnx (TorchScript), attention unfused", "why": reason}
+    graph = onnx.load(str(path))
+    add_next_token(graph)
+    share_tied_table(graph)  # a tied LM head's weight is the token table, stored once (lightkit.export.builder.tied)
+    onnx.save(graph, str(path))
+    return names, record
+
+
+def _trace_causal_lm(model: PreTrainedModel, path: Path, opset: int) -> tuple[str, ...]:
+    """The TorchScript decoder graph, with eager attention and a `position_ids` input.
 
     Traced with a non-empty past of length 3 and 4 new tokens, batch 2, so no dimension is
     specialised to 0 or 1; the same graph then runs prefill (empty past) and one-token decode.
@@ -235,10 +260,6 @@ def export_causal_lm(model: PreTrainedModel, path: Path, opset: int = OPSET) -> 
             opset_version=opset,
             dynamo=False,
         )
-    graph = onnx.load(str(path))
-    add_next_token(graph)
-    share_tied_table(graph)  # a tied LM head's weight is the token table, stored once (lightkit.export.builder.tied)
-    onnx.save(graph, str(path))
     return names
 
 

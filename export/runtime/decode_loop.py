@@ -137,12 +137,16 @@ class DecodeLoop:
         of a prefilled prompt: row i, step t is the distribution of token t + 1 given the prompt and
         tokens[i, :t + 1]. Padding past `lengths` is masked out and never seen by real tokens (causal)."""
         n, r = tokens.shape
+        if self.model.positions_inside and n > 1:  # batch 1 only over a past (OrtModel.positions_inside)
+            rows = [self.continuation_logprobs(cache, tokens[i : i + 1], lengths[i : i + 1]) for i in range(n)]
+            return torch.cat(rows)
         mask = torch.arange(r).expand(n, r) < lengths.view(-1, 1)
         feeds = {
             "input_ids": tokens.cpu().numpy().astype(np.int64),
             "attention_mask": np.concatenate([np.ones((n, cache.length), np.int64), mask.numpy().astype(np.int64)], 1),
-            "position_ids": np.broadcast_to(np.arange(cache.length, cache.length + r), (n, r)).copy(),
         }
+        if not self.model.positions_inside:
+            feeds["position_ids"] = np.broadcast_to(np.arange(cache.length, cache.length + r), (n, r)).copy()
         # The prompt's cache is repeated per row: the graph takes one past per row. A copy of the
         # cache, far cheaper than running the prompt again for every candidate.
         feeds.update({name: np.repeat(value, n, axis=0) for name, value in cache.past.items()})
@@ -191,11 +195,9 @@ class DecodeLoop:
         while True:
             # bind_cpu_input promises no copy of the array: what it binds stays referenced until
             # the run, never a temporary made by the call itself.
-            host = {
-                "input_ids": np.ascontiguousarray(ids),
-                "attention_mask": np.ascontiguousarray(mask),
-                "position_ids": np.ascontiguousarray(position_ids),
-            }
+            host = {"input_ids": np.ascontiguousarray(ids), "attention_mask": np.ascontiguousarray(mask)}
+            if not self.model.positions_inside:
+                host["position_ids"] = np.ascontiguousarray(position_ids)
             for name, value in host.items():
                 binding.bind_cpu_input(name, value)
             for name, value in past.items():

@@ -4,7 +4,9 @@ A local search over one-token edits of Y: substitute the token at a position, in
 it, or delete it. The candidate tokens at a position are the model's own top-k there, given the
 current prefix, so a round considers about |Y| x (2k + 1) neighbours. All of them are scored in
 batches that reuse the prompt's KV cache (`DecodeLoop.prefill` / `continuation_logprobs`): the
-prompt runs once per refinement, and a round costs ceil(neighbours / batch_size) model calls. The
+prompt runs once per refinement, and a round costs ceil(neighbours / batch_size) model calls (on
+the fused decoder graph a call runs its batch one candidate at a time over the shared cache, which
+ONNX Runtime's GroupQueryAttention requires; see `OrtModel.positions_inside`). The
 best neighbour replaces Y only if it raises the objective, so the result never scores below Y0;
 the search ends at a local optimum or when the budget (model calls, milliseconds) is spent.
 

@@ -93,6 +93,13 @@ class OrtModel:
         self.token_inputs = [n for n in self.inputs if not n.startswith("past.") and n != "position_ids"]
 
     @property
+    def positions_inside(self) -> bool:
+        """A decoder whose graph derives positions itself (the fused GroupQueryAttention graph,
+        `lightkit.export.builder.fused_decoder`): it takes no `position_ids`, and more than one new
+        token over a non-empty past only at batch 1."""
+        return self.causal and "position_ids" not in self.inputs
+
+    @property
     def causal(self) -> bool:
         """A decoder exported with a KV cache (past.*/present.* tensors)."""
         return bool(self.past)
@@ -114,7 +121,8 @@ class OrtModel:
         feeds = {n: inputs[n].detach().cpu().numpy().astype(np.int64) for n in self.token_inputs}
         if self.causal:
             mask = feeds["attention_mask"]
-            feeds["position_ids"] = positions(mask)
+            if not self.positions_inside:
+                feeds["position_ids"] = positions(mask)
             feeds.update(self.empty_past(mask.shape[0]))
         return feeds
 
