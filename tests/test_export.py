@@ -96,6 +96,7 @@ def test_a_failed_parity_gate_writes_nothing(trained: dict, tmp_path: Path) -> N
     ("extra", "message"),
     [
         (["--forms", "int4"], r"forms: unknown \['int4'\]"),
+        (["--forms", "[fp32, int4-cpu]"], r"forms: \['int4-cpu'\] are decoder forms \(4-bit weights\)"),
         (["--tolerance", '{"fp32": {"speed": 1}}'], "tolerance.fp32: unknown key 'speed'"),
         (["--tolerance", '{"int4": {"max_abs_diff": 1}}'], "tolerance: unknown form 'int4'"),
     ],

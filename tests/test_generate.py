@@ -307,3 +307,36 @@ def test_generate_from_a_checkpoint_exports_it_first(tiny_decoder: Path, tmp_pat
     with pytest.raises(InputError, match="a checkpoint needs --config"):
         main(["generate", str(ckpt), "--prompts", str(prompts), "--output", str(tmp_path / "x.jsonl")])
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_int4_forms_cut_the_layers_to_4_bits_and_keep_the_tied_table_8_bit(tiny_decoder: Path, tmp_path: Path) -> None:
+    """int4-cpu and int4-gpu: every layer MatMul 4-bit (HQQ, zero points, block 32) with its rank-16
+    error correction beside it, the tied table and head one shared 8-bit copy, each gated and
+    recorded as done (encoders refuse them: tests/test_export.py)."""
+    import onnx
+    from onnx import helper
+
+    from lightkit.export.builder.weight_only import INT4_CPU_DECODER, INT4_GPU
+
+    ckpt = next((tiny_decoder.parent / "run").rglob("*.ckpt"))
+    common = ["--config", str(TINY_CLM), "--data.tokenizer", str(tiny_decoder.parent / "tokenizer"),
+              "--model.init_args.model_config", TINY_GQA_TIED]  # fmt: skip
+    out = tmp_path / "onnx"
+    main(["export", *common, "--ckpt_path", str(ckpt), "--output", str(out), "--forms", "[int4-cpu, int4-gpu]"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    for form, settings in (("int4-cpu", INT4_CPU_DECODER), ("int4-gpu", INT4_GPU)):
+        assert manifest["forms"][form]["parity"]["passed"]
+        assert manifest["quantization"][form]["MatMul"] == settings.describe()
+        graph = onnx.load(out / form / "model.onnx").graph
+        bits = {}
+        for node in (n for n in graph.node if n.op_type == "MatMulNBits"):
+            bits[node.name] = {a.name: helper.get_attribute_value(a) for a in node.attribute}["bits"]
+        head = next(name for name in bits if "lm_head" in name)
+        assert bits.pop(head) == 8 and set(bits.values()) == {4} and len(bits) == 2 * 5  # QKV, O, gate, up, down
+        corrections = [n for n in graph.node if n.op_type == "MatMul" and n.name.endswith(("/lowrank_A", "/lowrank_B"))]
+        assert len(corrections) == 2 * len(bits)
+    how = manifest["quantization"]["int4-cpu"]
+    assert how["token table"].startswith("shared with the tied LM head, 8 bits")
+    assert how["low-rank correction"]["rank"] == 16 and how["low-rank correction"]["projections"] == 2 * 5
+    records = generate_cli(out, tmp_path, "--form", "int4-cpu", "--max_new_tokens", "4")
+    assert len(records) == len(PROMPTS) and all(r["tokens"] == 4 for r in records)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from lightkit.export.builder.decoder_int8_cpu import quantize_int8_cpu_decoder
+from lightkit.export.builder.decoder_cpu import quantize_cpu_decoder
 from lightkit.export.builder.gather_quant import describe
 from lightkit.export.builder.onnx_export import (
     OPSET,
@@ -39,7 +39,7 @@ from lightkit.export.builder.onnx_export import (
 )
 from lightkit.export.builder.parity import GPU_FORMS, check_form, latency_ms, reference_decode, score
 from lightkit.export.builder.qdq import compact_qat
-from lightkit.export.builder.weight_only import INT8_GPU
+from lightkit.export.builder.weight_only import INT4_CPU_DECODER, INT4_GPU, INT8_GPU
 from lightkit.export.runtime.checkpoint import load_weights
 from lightkit.io.atomic import atomic_dir
 from lightkit.io.errors import InputError
@@ -48,7 +48,8 @@ from lightkit.io.progress import progress
 from lightkit.training.fake_quant import set_qat
 from lightkit.training.task import BaseTask
 
-FORMS = ("fp32", "fp16", "int8-gpu", "int8-cpu", "qat")
+FORMS = ("fp32", "fp16", "int8-gpu", "int4-gpu", "int8-cpu", "int4-cpu", "qat")
+DECODER_ONLY = ("int4-gpu", "int4-cpu")  # 4-bit weights: the decoders' forms
 # min_greedy_agreement (decoders only) is judged on the steps PyTorch's greedy choice is decided
 # by more than the form's own logit error (parity.NEAR_TIE_FLOOR): fp32 must follow every one;
 # the reduced-precision forms may miss one step in ~30 where a one-token step errs more than the
@@ -77,6 +78,20 @@ DEFAULT_TOLERANCE = {
         "min_argmax_agreement": 0.95,
         "max_metric_drop": 0.02,
         "min_greedy_agreement": 0.97,
+    },
+    # 4-bit weights: a small model loses more (docs/export.md has SmolLM2's figures); the metric
+    # bound is the perplexity change lightkit promises for its int4 form, +5%.
+    "int4-cpu": {
+        "max_abs_diff": float("inf"),
+        "min_argmax_agreement": 0.9,
+        "max_metric_drop": 0.05,
+        "min_greedy_agreement": 0.9,
+    },
+    "int4-gpu": {
+        "max_abs_diff": float("inf"),
+        "min_argmax_agreement": 0.9,
+        "max_metric_drop": 0.05,
+        "min_greedy_agreement": 0.9,
     },
     # QDQ from a QAT model, against the same model fake-quantised in PyTorch: ORT's integer
     # kernels round slightly differently from FakeQuantize, so a few near-ties may flip.
@@ -168,20 +183,26 @@ def write_forms(
     if "int8-cpu" in forms:
         paths["int8-cpu"] = new_form(tmp, "int8-cpu")
         if task.export_kind == "decoder":
-            how = quantize_int8_cpu_decoder(task.model, fp32, paths["int8-cpu"])
+            how = quantize_cpu_decoder(task.model, fp32, paths["int8-cpu"])
             manifest.setdefault("quantization", {})["int8-cpu"] = how
         else:
             fused = tmp / "int8-cpu" / "fused-fp32.onnx"
             quantize_int8_cpu(fused if fuse(task.model, fp32, fused) else fp32, paths["int8-cpu"])
             fused.unlink(missing_ok=True)
+    if "int4-cpu" in forms:
+        paths["int4-cpu"] = new_form(tmp, "int4-cpu")
+        how = quantize_cpu_decoder(task.model, fp32, paths["int4-cpu"], INT4_CPU_DECODER)
+        manifest.setdefault("quantization", {})["int4-cpu"] = how
     if "fp16" in forms:
         paths["fp16"] = new_form(tmp, "fp16")
         to_fp16(task.model, fp32, paths["fp16"])
-    if "int8-gpu" in forms:
-        paths["int8-gpu"] = new_form(tmp, "int8-gpu")
-        tables = quantize_int8_gpu(task.model, fp32, paths["int8-gpu"], embedding_bits)
-        manifest.setdefault("quantization", {})["int8-gpu"] = {
-            "MatMul": INT8_GPU.describe(),
+    for form, settings in (("int8-gpu", INT8_GPU), ("int4-gpu", INT4_GPU)):
+        if form not in forms:
+            continue
+        paths[form] = new_form(tmp, form)
+        tables = quantize_int8_gpu(task.model, fp32, paths[form], embedding_bits, settings)
+        manifest.setdefault("quantization", {})[form] = {
+            "MatMul": settings.describe(),
             "embedding tables": {
                 "op": "GatherBlockQuantized",
                 "tables": {name: describe(bits) for name, bits in tables.items()},
@@ -226,6 +247,8 @@ def export_checkpoint(
     # also the faster); post-training int8-cpu of its weights is another model, written when asked
     # for, and by default its gate could refuse the whole export over a form nobody wanted.
     forms = forms or ["fp32", *(GPU_FORMS if gpu else ()), "qat" if qat else "int8-cpu"]
+    if task.export_kind != "decoder" and (four := [f for f in forms if f in DECODER_ONLY]):
+        raise InputError(f"forms: {four} are decoder forms (4-bit weights); {objective} exports an encoder")
     if "qat" in forms and not qat:
         raise InputError(
             f"forms: qat needs a checkpoint trained with the QuantizationAwareTraining callback; {ckpt_path} was not"
@@ -275,7 +298,7 @@ def export_checkpoint(
         # The greedy path is PyTorch's own, from the same model the form is scored against: the float
         # model for the float and post-training forms, the fake-quantised one for qat.
         decode = reference_decode(task.model, batches[0]) if decoder else None
-        expected = {form: (reference, ref_logits, decode) for form in ("fp32", "fp16", "int8-gpu", "int8-cpu")}
+        expected = {form: (reference, ref_logits, decode) for form in FORMS if form != "qat"}
         if "qat" in forms:  # QuantizeLinear/DequantizeLinear from the fake-quantised model
             set_qat(task.model, fake_quant=True, observe=False)
             paths["qat"] = new_form(tmp, "qat")

@@ -182,6 +182,9 @@ def table_first(model: onnx.ModelProto) -> None:
             if node is not transpose:
                 node.input[:] = [transpose.output[0] if name == weight.name else name for name in node.input]
         transpose.input[0] = table.name
+        stale = [v for v in graph.value_info if v.name == transpose.output[0]]  # its shape turned round
+        for value in stale:
+            graph.value_info.remove(value)
         return
 
 

@@ -26,8 +26,9 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from lightkit.export.builder.fused_decoder import export_fused_decoder, head_size, unfused_reason
+from lightkit.export.builder.low_rank import correct, float_weights
 from lightkit.export.builder.tied import share_tied_table
-from lightkit.export.builder.weight_only import INT8_GPU
+from lightkit.export.builder.weight_only import INT8_GPU, WeightOnly
 from lightkit.io.errors import InputError
 
 OPSET = 17
@@ -299,8 +300,10 @@ def to_fp16(model: PreTrainedModel, src: Path, dst: Path, embed_layer_norm: bool
     fused.unlink(missing_ok=True)
 
 
-def quantize_int8_gpu(model: PreTrainedModel, src_fp32: Path, dst: Path, embedding_bits: int = 8) -> dict[str, int]:
-    """Weight-only 8-bit MatMulNBits (symmetric, block 32) of every MatMul, and 8-bit
+def quantize_int8_gpu(
+    model: PreTrainedModel, src_fp32: Path, dst: Path, embedding_bits: int = 8, settings: WeightOnly = INT8_GPU
+) -> dict[str, int]:
+    """Weight-only 8-bit MatMulNBits (symmetric, block 32; 4-bit for `int4-gpu`, `settings`) of every MatMul, and 8-bit
     GatherBlockQuantized embedding tables (lightkit.export.builder.gather_quant), on an fp16 graph fused
     as the fp16 form is except for EmbedLayerNormalization. Returns the tables quantised."""
     from lightkit.export.builder.gather_quant import quantize_gathers
@@ -309,8 +312,12 @@ def quantize_int8_gpu(model: PreTrainedModel, src_fp32: Path, dst: Path, embeddi
     fp16 = dst.with_name(f"{dst.stem}-fp16.onnx")
     to_fp16(model, src_fp32, fp16, embed_layer_norm=False)
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # it logs every node at INFO
-    quantizer = INT8_GPU.quantizer(onnx.load(str(fp16)))
+    source = onnx.load(str(fp16))
+    weights = float_weights(source) if settings.correction_rank else {}
+    quantizer = settings.quantizer(source)
     quantizer.process()
+    if weights:
+        correct(quantizer.model.model, weights, settings.correction_rank, settings.bits)
     fp16.unlink()
     tied = quantize_tied_table(quantizer.model.model, INT8_GPU)  # a decoder's tied table: one 8-bit copy for both ends
     tables = quantize_gathers(quantizer.model.model, bits=embedding_bits)

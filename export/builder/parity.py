@@ -15,10 +15,10 @@ import torch
 
 from lightkit.export.builder.placement import placement
 from lightkit.export.runtime.decode_loop import DecodeLoop
-from lightkit.export.runtime.sessions import OrtModel
+from lightkit.export.runtime.sessions import CPU_FORMS, OrtModel
 from lightkit.io.measure import latency_summary, time_calls
 
-GPU_FORMS = ("fp16", "int8-gpu")
+GPU_FORMS = ("fp16", "int8-gpu", "int4-gpu")
 
 
 def score(
@@ -128,7 +128,7 @@ def check_form(
     """Score one artifact against PyTorch; its manifest entry and what breaks its tolerance."""
     # TF32 off: the gate checks the export, and the CUDA EP's default TF32 MatMul alone moves a
     # 6-layer encoder's logits by ~1e-2, above the fp32 tolerance.
-    session = OrtModel(path, device="cpu" if form in ("int8-cpu", "qat") else "auto", tf32=False)
+    session = OrtModel(path, device="cpu" if form in CPU_FORMS else "auto", tf32=False)
     metrics, logits, _ = score(task, session, batches)
     ref_metrics, ref_logits, ref_decode = expected
     primary = task.primary_metric

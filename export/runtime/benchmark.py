@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from lightkit.export.runtime.checkpoint import load_weights
-from lightkit.export.runtime.sessions import OrtModel
+from lightkit.export.runtime.sessions import CPU_FORMS, OrtModel
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.errors import InputError
 from lightkit.io.measure import interleaved, latency_summary, machine, versions
@@ -71,7 +71,7 @@ def benchmark_artifact(
     gc.collect()  # sessions of earlier commands in this process (lightkit ship) release their threads
     sides: dict[str, Any] = {PYTORCH: task.model}
     for form, info in manifest["forms"].items():
-        sides[form] = OrtModel(folder / info["file"], device="cpu" if form in ("int8-cpu", "qat") else "auto")
+        sides[form] = OrtModel(folder / info["file"], device="cpu" if form in CPU_FORMS else "auto")
     results: dict[str, dict[str, Any]] = {name: {} for name in sides}
     blocks = min(rounds, repeats)
     with progress("benchmark", len(batch_sizes)) as step, torch.no_grad():

@@ -32,6 +32,10 @@ NUMPY_TYPES = {
 }
 
 
+# Forms made for the CPU EP's integer kernels: run on the CPU even where a GPU is present.
+CPU_FORMS = ("int8-cpu", "int4-cpu", "qat")
+
+
 def positions(mask: np.ndarray) -> np.ndarray:
     """Position ids (B, T) of a left-padded batch from its attention mask: each row counts from 0
     at its first real token (padding gets 0), as transformers' generate derives them."""

@@ -79,7 +79,8 @@ class LightkitTrainer(Trainer):
         Args:
             ckpt_path: checkpoint written by `lightkit fit`.
             output: folder to create: one folder per form, tokenizer/ and manifest.json.
-            forms: one or a list (`[fp32, int8-cpu]`) of fp32, fp16, int8-gpu, int8-cpu, qat.
+            forms: one or a list (`[fp32, int8-cpu]`) of fp32, fp16, int8-gpu, int8-cpu, qat, and for
+                decoders int4-cpu and int4-gpu (4-bit weights).
                 Default fp32 and int8-cpu (qat instead for a QAT checkpoint), plus fp16 and
                 int8-gpu where CUDA is present.
             overwrite: replace an existing output folder.

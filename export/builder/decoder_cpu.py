@@ -1,4 +1,4 @@
-"""The CPU INT8 form of a decoder (a causal LM with a KV cache), and the fusions it gets.
+"""The CPU forms of a decoder (a causal LM with a KV cache), `int8-cpu` and `int4-cpu`.
 
 `int8-cpu` of a decoder is weight-only 8-bit `MatMulNBits` (symmetric, block 32) with
 `accuracy_level=4`: at run time each activation row is quantised per block of 32 values and the
@@ -9,7 +9,11 @@ parity gate in that form (docs/export.md, "Shipping a real LLM", has the figures
 keep an outlier's damage inside its block of 32; fp32 compute (`accuracy_level=1`) is closer still
 but far slower on CPUs.
 
-The token table is 8-bit too: shared with a tied LM head (`lightkit.export.builder.tied`), or as its own
+`int4-cpu` is the same with 4-bit weights (asymmetric, block 32, zero points; see
+`weight_only.INT4_CPU_DECODER` for the quantiser). A small model's token table and LM head are its
+most sensitive weights, so they stay 8-bit in both forms.
+
+The token table is 8-bit: shared with a tied LM head (`lightkit.export.builder.tied`), or as its own
 GatherBlockQuantized table when the head is untied.
 
 Fusions: the model builder's graph (`lightkit.export.builder.fused_decoder`) comes fused. A
@@ -30,7 +34,8 @@ import onnx
 from transformers import PreTrainedModel
 
 from lightkit.export.builder.fused_decoder import fusions
-from lightkit.export.builder.weight_only import INT8_CPU_DECODER
+from lightkit.export.builder.low_rank import correct, float_weights
+from lightkit.export.builder.weight_only import INT8_CPU_DECODER, WeightOnly
 from lightkit.io.errors import InputError
 
 
@@ -46,9 +51,11 @@ def fuse_decoder(model: PreTrainedModel, src: Path, dst: Path) -> None:
     optimized.save_model_to_file(str(dst))
 
 
-def quantize_int8_cpu_decoder(model: PreTrainedModel, src: Path, dst: Path) -> dict[str, Any]:
-    """The decoder's `int8-cpu` form (see the module docstring) from its fp32 graph; returns what
-    the manifest records: the fusions that took and how each part was quantised."""
+def quantize_cpu_decoder(
+    model: PreTrainedModel, src: Path, dst: Path, settings: WeightOnly = INT8_CPU_DECODER
+) -> dict[str, Any]:
+    """A CPU form of the decoder (see the module docstring) from its fp32 graph, its MatMuls cut as
+    `settings` say; returns what the manifest records: the fusions and how each part was quantised."""
     from lightkit.export.builder.gather_quant import describe, quantize_gathers
     from lightkit.export.builder.tied import quantize_tied_table
 
@@ -59,21 +66,26 @@ def quantize_int8_cpu_decoder(model: PreTrainedModel, src: Path, dst: Path) -> d
             fuse_decoder(model, src, fused)
             source = onnx.load(str(fused))
         logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
-        quantizer = INT8_CPU_DECODER.quantizer(source)
+        weights = float_weights(source) if settings.correction_rank else {}
+        quantizer = settings.quantizer(source)
         quantizer.process()
         graph = quantizer.model.model
+        lowrank = correct(graph, weights, settings.correction_rank, settings.bits) if weights else None
         tied = quantize_tied_table(graph, INT8_CPU_DECODER)
         tables = {} if tied else quantize_gathers(graph, bits=8)
         quantizer.model.save_model_to_file(str(dst))
     except Exception as e:  # noqa: BLE001 - report which step failed, with ORT's reason
-        raise InputError(f"int8-cpu: quantising the decoder {src.name} failed ({type(e).__name__}: {e})") from e
+        raise InputError(
+            f"{dst.parent.name}: quantising the decoder {src.name} failed ({type(e).__name__}: {e})"
+        ) from e
     finally:
         fused.unlink(missing_ok=True)
     return {
-        "MatMul": INT8_CPU_DECODER.describe(),
+        "MatMul": settings.describe(),
         "token table": "shared with the tied LM head, " + describe(8, INT8_CPU_DECODER.scales) if tied else {
             "op": "GatherBlockQuantized",
             "tables": {name: describe(bits, INT8_CPU_DECODER.scales) for name, bits in tables.items()},
         },
         "fusions": fusions(graph.graph),
+        **({"low-rank correction": lowrank} if lowrank else {}),
     }  # fmt: skip
