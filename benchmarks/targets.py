@@ -26,7 +26,9 @@ INT8_SIZE = 0.25  # int8-gpu file over the fp32 ONNX file
 F1_LOSS = 0.003  # seqeval F1 (a fraction), int8-gpu against PyTorch
 CPU_INT8_SPEEDUP = 2.0  # ORT int8-cpu over PyTorch fp32, batch 1, 2 cores
 LLM_VS_OPTIMUM = 1.0  # the LLM's int8-cpu decode ms/token over optimum-onnx int8's
-LLM_VS_GENAI = 1.2  # ... over onnxruntime-genai int4's
+LLM_VS_GENAI = 1.0  # ... over onnxruntime-genai int4's, at batch 1 and 8
+LLM_PREFILL = 1.0  # int8-cpu prefill over lightkit fp32's and over optimum's weight-only int8's
+LLM_INT4_PPL_CHANGE = 0.05  # int4-cpu perplexity change (articles, and held-out headlines)
 LLM_PPL_CHANGE = 0.01  # |perplexity change| of int8-cpu against PyTorch fp32
 LLM_INT8_SIZE = 0.3  # int8-cpu file over the fp32 ONNX file
 
@@ -106,17 +108,33 @@ def cpu_inference(result: dict[str, Any]) -> tuple[list[dict[str, Any]], str | N
 
 
 def llm_peers(result: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-    ours, optimum, genai = (result["results"][result["roles"][role]] for role in ("ours", "optimum", "genai"))
+    rows_by_role = {role: result["results"].get(name) for role, name in result["roles"].items()}
+    ours, optimum, genai, fp32 = (rows_by_role[role] for role in ("ours", "optimum", "genai", "fp32"))
     rows = []
     for b in (1, 8):
         key = f"decode_ms_per_token_b{b}"
         rows.append(check(f"int8-cpu decode ms/token at batch {b} over optimum int8's", "<=", LLM_VS_OPTIMUM,
                           ours[key] / optimum[key]))  # fmt: skip
-    rows.append(check("int8-cpu decode ms/token at batch 1 over onnxruntime-genai int4's", "<=", LLM_VS_GENAI,
-                      ours["decode_ms_per_token_b1"] / genai["decode_ms_per_token_b1"]))  # fmt: skip
+        rows.append(check(f"int8-cpu decode ms/token at batch {b} over onnxruntime-genai int4's", "<=", LLM_VS_GENAI,
+                          ours[key] / genai[key]))  # fmt: skip
+        prefill = f"prefill_ms_b{b}"
+        rows.append(check(f"int8-cpu prefill (128 tokens) at batch {b} over lightkit fp32's", "<=", LLM_PREFILL,
+                          ours[prefill] / fp32[prefill]))  # fmt: skip
+        rows.append(check(f"int8-cpu prefill (128 tokens) at batch {b} over optimum weight-only int8's", "<=",
+                          LLM_PREFILL, ours[prefill] / optimum[prefill]))  # fmt: skip
     rows.append(check("int8-cpu perplexity change against PyTorch fp32, absolute", "<=", LLM_PPL_CHANGE,
                       abs(ours["perplexity_change"])))  # fmt: skip
     rows.append(check("int8-cpu file over lightkit's fp32 file", "<=", LLM_INT8_SIZE, ours["size_vs_lightkit_fp32"]))
+    int4 = rows_by_role.get("int4")
+    if int4 is not None:  # results from before the int4 form have no row
+        rows.append(check("int4-cpu file over onnxruntime-genai int4's", "<=", 1.0, int4["bytes"] / genai["bytes"]))
+        for b in (1, 8):
+            key = f"decode_ms_per_token_b{b}"
+            rows.append(check(f"int4-cpu decode ms/token at batch {b} over onnxruntime-genai int4's", "<=", 1.0,
+                              int4[key] / genai[key]))  # fmt: skip
+        for key, text in (("perplexity_change", "articles"), ("answer_perplexity_change", "held-out headlines")):
+            if key in int4:
+                rows.append(check(f"int4-cpu perplexity change on {text}", "<=", LLM_INT4_PPL_CHANGE, int4[key]))
     return rows, None
 
 

@@ -365,12 +365,16 @@ def align_trl_table(result: dict) -> str:
 def llm_peers_table(result: dict) -> str:
     """benchmarks/llm_peers.py: the shipped LLM against optimum-onnx and onnxruntime-genai."""
     n = result.get("new_tokens", 32)
-    e2e = "e2e_ms_b1" in next(iter(result["results"].values()))  # results before end-to-end rows had none
+    first = next(iter(result["results"].values()))
+    e2e = "e2e_ms_b1" in first  # results before end-to-end rows had none
+    answers = "answer_perplexity" in first  # nor, before the int4 forms, headline perplexity
     lines = [
         "| side | size MiB | prefill ms, 128 tokens, b1 / b8 | decode ms/token, b1 / b8 | "
         + (f"end to end ms, {n} new tokens, b1 / b8 | " if e2e else "")
-        + "perplexity (change) | greedy: tokens before divergence / identical answers |",
-        "|---|---|---|---|" + ("---|" if e2e else "") + "---|---|",
+        + "perplexity, articles (change) | "
+        + ("perplexity, held-out headlines (change) | " if answers else "")
+        + "greedy: tokens before divergence / identical answers |",
+        "|---|---|---|---|" + ("---|" if e2e else "") + "---|" + ("---|" if answers else "") + "---|",
     ]
     for name, r in result["results"].items():
         lines.append(
@@ -378,11 +382,13 @@ def llm_peers_table(result: dict) -> str:
             f"{r['decode_ms_per_token_b1']:.1f} / {r['decode_ms_per_token_b8']:.1f} | "
             + (f"{r['e2e_ms_b1']:.0f} / {r['e2e_ms_b8']:.0f} | " if e2e else "")
             + f"{r['perplexity']:.3f} ({100 * r['perplexity_change']:+.2f}%) | "
-            f"{r['greedy_prefix_agreement']:.2f} / {r['greedy_identical']:.2f} |"
+            + (f"{r['answer_perplexity']:.2f} ({100 * r['answer_perplexity_change']:+.1f}%) | " if answers else "")
+            + f"{r['greedy_prefix_agreement']:.2f} / {r['greedy_identical']:.2f} |"
         )
     head = (
         f"Device: {result['device']}; {result['date']}; medians over {result['rounds']} interleaved rounds; "
-        f"PyTorch fp32 perplexity {result['pytorch_fp32_perplexity']:.3f}."
+        f"PyTorch fp32 perplexity {result['pytorch_fp32_perplexity']:.3f}"
+        + (f" (articles), {result['pytorch_fp32_answer_perplexity']:.2f} (headlines)." if answers else ".")
     )
     return with_command(head, lines, result)
 

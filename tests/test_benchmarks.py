@@ -438,3 +438,28 @@ def test_kd_report_compares_student_and_teacher(tiny_lm: dict, tmp_path: Path) -
     assert result["parameters"]["ratio"] == 0.5
     assert result["teacher"]["generate_tokens_per_s"] > 0 and result["student"]["generate_tokens_per_s"] > 0
     assert result["samples"][0] == {"reference": "shares rise", "teacher": "shares rise", "student": "rates fall"}
+
+
+@pytest.mark.slow
+def test_llm_gpu_benchmark_runs_on_the_cpu_ep(tmp_path: Path) -> None:
+    """The GPU script of `gpu_session.sh llm`, on the CPU EP with a tiny Llama: its exports, loop
+    and PyTorch side run, and every side's row is written (the GPU run differs only in device)."""
+    import torch
+    from helpers import make_chat_tokenizer
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = make_chat_tokenizer(tmp_path / "model")
+    config = LlamaConfig(vocab_size=len(AutoTokenizer.from_pretrained(folder)), hidden_size=64, intermediate_size=96,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=128)  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    out = tmp_path / "llm-gpu.json"
+    run_script("llm_gpu.py", "--model", str(folder), "--device", "cpu", "--no-compile", "--repeats", "2",
+               "--prompt_tokens", "16", "--out", str(out))  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["graph"]["fusions"]["GroupQueryAttention"] == 2
+    assert set(result["results"]) == {"lightkit fp16", "lightkit int8-gpu", "lightkit int4-gpu", "PyTorch bf16 eager"}
+    for row in result["results"].values():
+        assert row["e2e_ms_b8"] > row["prefill_ms_b8"] > 0
+    assert result["results"]["lightkit int4-gpu"]["bytes"] < result["results"]["lightkit fp16"]["bytes"]

@@ -47,7 +47,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from transformers import PreTrainedModel
 
-from lightkit.export.builder.graph import remove_unused
+from lightkit.export.builder.graph import remove_unused, save
 from lightkit.io.errors import InputError
 
 # The families lightkit tests the builder's graph on (tests/test_fused_decoder.py); other
@@ -128,7 +128,7 @@ def export_fused_decoder(model: PreTrainedModel, tokenizer: Any, path: Path) -> 
     rename_cache(graph, head_dim=head_size(model.config))
     table_first(graph)
     left_padding(graph)
-    onnx.save(graph, str(path))
+    save(graph, path)
     return {
         "exporter": f"onnxruntime-genai model builder {builder_version()} (fp32, cpu)",
         "fusions": fusions(graph.graph),

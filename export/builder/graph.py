@@ -9,6 +9,7 @@ so they edit those protos in place; these few helpers keep them on that one repr
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,3 +108,14 @@ def drop_if_unused(graph: onnx.GraphProto, names: set[str]) -> None:
     used = {i for node in graph.node for i in node.input}
     for table in [t for t in graph.initializer if t.name in names - used]:
         graph.initializer.remove(table)
+
+
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+def save(model: onnx.ModelProto, path: Any) -> None:
+    """`model` to `path`, its weights in `<file>.data` beside it once they pass protobuf's 2 GiB
+    limit (a 1B-parameter decoder in fp32), in the one file otherwise."""
+    weights = sum(len(t.raw_data) for t in model.graph.initializer)
+    large = weights > PROTOBUF_LIMIT - 2**26  # leave room for the graph itself
+    onnx.save(model, str(path), save_as_external_data=large, location=f"{Path(path).name}.data")

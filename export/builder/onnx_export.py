@@ -26,6 +26,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from lightkit.export.builder.fused_decoder import export_fused_decoder, head_size, unfused_reason
+from lightkit.export.builder.graph import save
 from lightkit.export.builder.low_rank import correct, float_weights
 from lightkit.export.builder.tied import share_tied_table
 from lightkit.export.builder.weight_only import INT8_GPU, WeightOnly
@@ -220,7 +221,7 @@ def export_causal_lm(
     graph = onnx.load(str(path))
     add_next_token(graph)
     share_tied_table(graph)  # a tied LM head's weight is the token table, stored once (lightkit.export.builder.tied)
-    onnx.save(graph, str(path))
+    save(graph, path)
     return names, record
 
 
