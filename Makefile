@@ -121,14 +121,14 @@ sft: install
 	$(LIGHTKIT) test --config configs/sft_headlines.yaml --ckpt_path $(SFT_RUN)/checkpoints/last.ckpt --trainer.default_root_dir $(SFT_RUN)/tuned --trainer.logger false
 	cd benchmarks && ../$(PY) sft_report.py --runs ../$(SFT_RUN) --out ../$(SFT_RUN)/report.json
 
-# Ship the headline writer (about 4 minutes on 2 cores, plus `make sft` when its checkpoint is
-# missing): export its LoRA-merged model as fp32 and int8-cpu ONNX, each gated on held-out BBC text
-# against PyTorch, then answer the first 8 held-out articles (configs/prompts/headlines_test.jsonl,
+# Ship the headline writer (about 8 minutes on 2 cores, plus `make sft` when its checkpoint is
+# missing): export its LoRA-merged model as fp32, int8-cpu and int4-cpu ONNX (the fused graph of
+# onnxruntime-genai's model builder), each gated on held-out BBC text against PyTorch, then answer the first 8 held-out articles (configs/prompts/headlines_test.jsonl,
 # from the test split) with the int8 artifact, greedy and refined toward the headline length window.
 GEN_OUT := $(SFT_RUN)/onnx
 generate: install
 	test -f $(SFT_RUN)/checkpoints/last.ckpt || $(MAKE) sft
-	$(LIGHTKIT) export --config configs/sft_headlines.yaml --ckpt_path $(SFT_RUN)/checkpoints/last.ckpt --output $(GEN_OUT) --forms '[fp32, int8-cpu]' --overwrite true
+	$(LIGHTKIT) export --config configs/sft_headlines.yaml --ckpt_path $(SFT_RUN)/checkpoints/last.ckpt --output $(GEN_OUT) --forms '[fp32, int8-cpu, int4-cpu]' --overwrite true
 	$(LIGHTKIT) generate $(GEN_OUT) --form int8-cpu --prompts configs/prompts/headlines_test.jsonl --chat --max_new_tokens 24 --refine --refine_calls 16 --reward_fn lightkit.rewards.text:headline_length --output $(SFT_RUN)/generated.jsonl
 	$(PY) -c "import json; [print(f\"{r['reference']!r:50} -> {r['response']!r}  (before refining: {r['refined']['response_before']!r})\") for r in map(json.loads, open('$(SFT_RUN)/generated.jsonl'))]"
 
@@ -142,7 +142,7 @@ peer-venvs: .venv-optimum/.installed .venv-genai/.installed
 	.venv-$*/bin/python $(PIP_Q) -r $<
 	touch $@
 llm-peers: install peer-venvs
-	test -f $(GEN_OUT)/int8-cpu/model.onnx || $(MAKE) generate
+	test -f $(GEN_OUT)/int4-cpu/model.onnx || $(MAKE) generate
 	$(PY) benchmarks/llm_peers.py --out benchmarks/results/llm-peers-cpu.json
 
 # KD of the real model: the SFT headline writer (30 layers) into a 15-layer student built from its
