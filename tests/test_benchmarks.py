@@ -177,7 +177,7 @@ def test_llm_peer_side_measures_lightkit_and_the_peer_table_checks_the_targets(
 ) -> None:
     ids = [[5 + i, 17, 42, 9, 11, 12, 13, 14] for i in range(8)]
     job = {"prompt_128": ids, "texts": ids[:2], "greedy_prompts": ids[:2], "greedy_tokens": 3, "new_tokens": 4,
-           "repeats": 2, "eos": 10**6}  # fmt: skip
+           "repeats": 2, "eos": 10**6, "answers": [[ids[0][:5], ids[0][5:]], [ids[1][:3], ids[1][3:]]]}  # fmt: skip
     (tmp_path / "job.json").write_text(json.dumps(job))
     capsys.readouterr()
     run_script("llm_peer_side.py", "measure", "--side", "lightkit", "--model", str(tiny_decoder / "int8-cpu"),
@@ -187,7 +187,7 @@ def test_llm_peer_side_measures_lightkit_and_the_peer_table_checks_the_targets(
     assert side["bytes"] == (tiny_decoder / "int8-cpu" / "model.onnx").stat().st_size
     # Raw times come back (the peers' venvs have no lightkit); llm_peers.figures makes the figures.
     assert [len(side[f"{k}_ms_b{b}"]) for k in ("prefill", "e2e") for b in (1, 8)] == [2, 2, 2, 2]
-    assert 1 < side["perplexity"] < 1e4 and len(side["greedy"][0]) == 3
+    assert 1 < side["perplexity"] < 1e4 and 1 < side["answer_perplexity"] < 1e4 and len(side["greedy"][0]) == 3
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from llm_peers import agreement, figures
@@ -198,21 +198,27 @@ def test_llm_peer_side_measures_lightkit_and_the_peer_table_checks_the_targets(
     assert agreement([[1, 2, 3, 4], [1, 2, 3, 4]], [[1, 2, 9, 4], [1, 2, 3, 4]]) == {
         "greedy_prefix_agreement": 0.75, "greedy_identical": 0.5}  # fmt: skip
     assert agreement([[1, 2, 3]], [[1, 2, 3, 4]]) == {"greedy_prefix_agreement": 0.75, "greedy_identical": 0.0}
-    row = figures([side, side], {"perplexity": side["perplexity"] / 1.02, "greedy": side["greedy"]}, job["new_tokens"])
+    pytorch = {"perplexity": side["perplexity"] / 1.02, "answer_perplexity": side["answer_perplexity"] / 1.05,
+               "greedy": side["greedy"]}  # fmt: skip
+    row = figures([side, side], pytorch, job["new_tokens"])
     whole, prefill = sorted(side["e2e_ms_b1"] * 2), sorted(side["prefill_ms_b1"] * 2)
     assert row["e2e_ms_b1"] == pytest.approx((whole[1] + whole[2]) / 2, abs=1e-3)  # the median of both rounds
     assert row["decode_ms_per_token_b1"] == pytest.approx((row["e2e_ms_b1"] - row["prefill_ms_b1"]) / 3)
     assert row["perplexity_change"] == pytest.approx(0.02) and row["greedy_identical"] == 1.0
+    assert row["answer_perplexity_change"] == pytest.approx(0.05)
     assert prefill[0] <= row["prefill_ms_b1"] <= prefill[-1]
     row["size_vs_lightkit_fp32"] = 0.28
     slower = {**row, "decode_ms_per_token_b1": row["decode_ms_per_token_b1"] / 2}
-    result = annotate({"pytorch_fp32_perplexity": 10.0, "device": "CPU", "date": "d", "rounds": 1, "command": "c",
-                       "roles": {"ours": "lk", "optimum": "opt", "genai": "genai"},
+    result = annotate({"pytorch_fp32_perplexity": 10.0, "pytorch_fp32_answer_perplexity": 12.0, "device": "CPU",
+                       "date": "d", "rounds": 1, "command": "c",
+                       "roles": {"ours": "lk", "optimum": "opt", "genai": "genai", "fp32": "opt", "int4": "lk"},
                        "results": {"lk": row, "opt": row, "genai": slower}})  # fmt: skip
     met = {t["what"]: t["met"] for t in result["targets"]}
     assert met["int8-cpu decode ms/token at batch 1 over optimum int8's"]  # equal is at least as fast
     assert not met["int8-cpu decode ms/token at batch 1 over onnxruntime-genai int4's"]  # 2x slower
     assert not met["int8-cpu perplexity change against PyTorch fp32, absolute"]
+    assert met["int8-cpu prefill (128 tokens) at batch 8 over lightkit fp32's"]  # equal
+    assert met["int4-cpu perplexity change on articles"] and not met["int4-cpu perplexity change on held-out headlines"]
     assert met["int8-cpu file over lightkit's fp32 file"]
     assert "| genai |" in render(result) and "missed by" in render(result)
 

@@ -158,11 +158,9 @@ def test_refiner_runs_the_prompt_once_and_keeps_to_its_budget(decoder: Path) -> 
     result = refine(session, torch.tensor(prompt), [50, 51, 52, 53], max_calls=7, batch_size=8)
     assert widths[0] == (1, len(prompt), 0)  # the prompt, once, with an empty cache
     assert all(past == len(prompt) and tokens <= 5 for _, tokens, past in widths[1:])  # then only candidates
-    # A call scores a batch of candidates: one run on a graph that batches them over the prompt's
-    # cache, one run per candidate on the fused graph (batch 1 only over a past).
-    assert session.positions_inside
-    assert result.calls <= 7 and all(rows == 1 for rows, _, _ in widths)
-    assert result.calls <= len(widths) <= 1 + (result.calls - 1) * 8
+    # A call is one session run: on the fused graph (batch 1 only over a past) one candidate each.
+    assert session.positions_inside and all(rows == 1 for rows, _, _ in widths)
+    assert result.calls == len(widths) <= 7
 
 
 def test_refined_generation_reports_before_and_after(decoder: Path, tmp_path: Path) -> None:

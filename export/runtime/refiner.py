@@ -5,8 +5,9 @@ it, or delete it. The candidate tokens at a position are the model's own top-k t
 current prefix, so a round considers about |Y| x (2k + 1) neighbours. All of them are scored in
 batches that reuse the prompt's KV cache (`DecodeLoop.prefill` / `continuation_logprobs`): the
 prompt runs once per refinement, and a round costs ceil(neighbours / batch_size) model calls (on
-the fused decoder graph a call runs its batch one candidate at a time over the shared cache, which
-ONNX Runtime's GroupQueryAttention requires; see `OrtModel.positions_inside`). The
+the fused decoder graph, whose GroupQueryAttention takes one candidate per run over the shared
+cache, one call per neighbour: the same budget buys fewer candidates there; see
+`OrtModel.positions_inside`). The
 best neighbour replaces Y only if it raises the objective, so the result never scores below Y0;
 the search ends at a local optimum or when the budget (model calls, milliseconds) is spent.
 
@@ -71,6 +72,10 @@ class _Scorer:
         max_calls: int | None,
         deadline: float | None,
     ) -> None:
+        # The budget counts session runs. The fused graph scores one candidate per run over the
+        # prompt's cache (OrtModel.positions_inside), so there a call is one candidate.
+        if getattr(session, "positions_inside", False):
+            batch_size = 1
         self.loop, self.length_weight, self.reward, self.batch_size = (
             DecodeLoop(session),
             length_weight,
