@@ -34,7 +34,7 @@ import onnx
 from transformers import PreTrainedModel
 
 from lightkit.export.builder.fused_decoder import fusions
-from lightkit.export.builder.low_rank import correct, float_weights
+from lightkit.export.builder.graph import save
 from lightkit.export.builder.weight_only import INT8_CPU_DECODER, WeightOnly
 from lightkit.io.errors import InputError
 
@@ -66,14 +66,10 @@ def quantize_cpu_decoder(
             fuse_decoder(model, src, fused)
             source = onnx.load(str(fused))
         logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
-        weights = float_weights(source) if settings.correction_rank else {}
-        quantizer = settings.quantizer(source)
-        quantizer.process()
-        graph = quantizer.model.model
-        lowrank = correct(graph, weights, settings.correction_rank, settings.bits) if weights else None
+        graph, lowrank = settings.quantize(source)
         tied = quantize_tied_table(graph, INT8_CPU_DECODER)
         tables = {} if tied else quantize_gathers(graph, bits=8)
-        quantizer.model.save_model_to_file(str(dst))
+        save(graph, dst)
     except Exception as e:  # noqa: BLE001 - report which step failed, with ORT's reason
         raise InputError(
             f"{dst.parent.name}: quantising the decoder {src.name} failed ({type(e).__name__}: {e})"

@@ -47,7 +47,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from transformers import PreTrainedModel
 
-from lightkit.export.builder.graph import remove_unused, save
+from lightkit.export.builder.graph import remove_unused
 from lightkit.io.errors import InputError
 
 # The families lightkit tests the builder's graph on (tests/test_fused_decoder.py); other
@@ -108,9 +108,9 @@ def unfused_reason(model: PreTrainedModel, tokenizer: Any) -> str | None:
     return None
 
 
-def export_fused_decoder(model: PreTrainedModel, tokenizer: Any, path: Path) -> dict[str, Any]:
-    """Write `model`'s fused fp32 graph to `path` (lightkit's decoder contract, see the module
-    docstring); returns what the manifest records about the graph."""
+def fused_decoder_graph(model: PreTrainedModel, tokenizer: Any) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """`model`'s fused fp32 graph in lightkit's decoder contract (see the module docstring), and
+    what the manifest records about it."""
     model = model.eval().float()
     with tempfile.TemporaryDirectory(prefix="lightkit-builder-") as tmp:
         hf, out = Path(tmp) / "hf", Path(tmp) / "onnx"
@@ -128,8 +128,7 @@ def export_fused_decoder(model: PreTrainedModel, tokenizer: Any, path: Path) -> 
     rename_cache(graph, head_dim=head_size(model.config))
     table_first(graph)
     left_padding(graph)
-    save(graph, path)
-    return {
+    return graph, {
         "exporter": f"onnxruntime-genai model builder {builder_version()} (fp32, cpu)",
         "fusions": fusions(graph.graph),
         "context": genai["model"].get("context_length"),

@@ -86,11 +86,12 @@ def correct(quantized: onnx.ModelProto, weights: dict[str, np.ndarray], rank: in
         inits = {t.name: t for t in graph.initializer}
         dtype = inits[node.input[2]].data_type  # the scales' type is the graph's float type there
         np_dtype = helper.tensor_dtype_to_np_dtype(dtype)
-        before = dequantized(node, inits, dtype)
+        weight = dequantized(node, inits, dtype)
         moved = integer_zero_points(node, graph, bits)
-        weight = dequantized(node, {t.name: t for t in graph.initializer}, dtype)
         down_parts, up_parts = [], []
-        if moved is not None:
+        if moved is not None:  # the kernel's weight is now the integer one, plus the block term
+            before = weight
+            weight = dequantized(node, {t.name: t for t in graph.initializer}, dtype)
             block = attrs["block_size"]
             sums = (np.arange(attrs["K"])[:, None] // block == np.arange(moved.shape[0])[None, :]).astype(np.float32)
             weight = weight + sums @ moved

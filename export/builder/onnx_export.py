@@ -25,9 +25,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from lightkit.export.builder.fused_decoder import export_fused_decoder, head_size, unfused_reason
+from lightkit.export.builder.fused_decoder import fused_decoder_graph, head_size, unfused_reason
 from lightkit.export.builder.graph import save
-from lightkit.export.builder.low_rank import correct, float_weights
 from lightkit.export.builder.tied import share_tied_table
 from lightkit.export.builder.weight_only import INT8_GPU, WeightOnly
 from lightkit.io.errors import InputError
@@ -213,19 +212,19 @@ def export_causal_lm(
     """
     reason = unfused_reason(model, tokenizer) if fused else "traced with its fake quantisers (QAT)"
     if reason is None:
-        record = export_fused_decoder(model, tokenizer, path)
-        names: tuple[str, ...] = tuple(i.name for i in onnx.load(str(path), load_external_data=False).graph.input)
+        graph, record = fused_decoder_graph(model, tokenizer)
     else:
-        names = _trace_causal_lm(model, path, opset)
+        _trace_causal_lm(model, path, opset)
+        graph = onnx.load(str(path))
         record = {"exporter": "torch.onnx (TorchScript), attention unfused", "why": reason}
-    graph = onnx.load(str(path))
+    names = tuple(i.name for i in graph.graph.input)
     add_next_token(graph)
     share_tied_table(graph)  # a tied LM head's weight is the token table, stored once (lightkit.export.builder.tied)
     save(graph, path)
     return names, record
 
 
-def _trace_causal_lm(model: PreTrainedModel, path: Path, opset: int) -> tuple[str, ...]:
+def _trace_causal_lm(model: PreTrainedModel, path: Path, opset: int) -> None:
     """The TorchScript decoder graph, with eager attention and a `position_ids` input.
 
     Traced with a non-empty past of length 3 and 4 new tokens, batch 2, so no dimension is
@@ -262,7 +261,6 @@ def _trace_causal_lm(model: PreTrainedModel, path: Path, opset: int) -> tuple[st
             opset_version=opset,
             dynamo=False,
         )
-    return names
 
 
 SAMPLE_TOP_K = 64  # candidates a sampling decode loop reads per row (top_logits / top_ids)
@@ -313,16 +311,11 @@ def quantize_int8_gpu(
     fp16 = dst.with_name(f"{dst.stem}-fp16.onnx")
     to_fp16(model, src_fp32, fp16, embed_layer_norm=False)
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # it logs every node at INFO
-    source = onnx.load(str(fp16))
-    weights = float_weights(source) if settings.correction_rank else {}
-    quantizer = settings.quantizer(source)
-    quantizer.process()
-    if weights:
-        correct(quantizer.model.model, weights, settings.correction_rank, settings.bits)
+    quantized, _ = settings.quantize(onnx.load(str(fp16)))
     fp16.unlink()
-    tied = quantize_tied_table(quantizer.model.model, INT8_GPU)  # a decoder's tied table: one 8-bit copy for both ends
-    tables = quantize_gathers(quantizer.model.model, bits=embedding_bits)
+    tied = quantize_tied_table(quantized, INT8_GPU)  # a decoder's tied table: one 8-bit copy for both ends
+    tables = quantize_gathers(quantized, bits=embedding_bits)
     if tied:
         tables["tied token table"] = 8
-    quantizer.model.save_model_to_file(str(dst))
+    save(quantized, dst)
     return tables

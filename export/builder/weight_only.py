@@ -30,33 +30,27 @@ class WeightOnly:
     # (`lightkit.export.builder.low_rank`), which gives back a LoRA fine-tune that 4 bits round away
     correction_rank: int = 0
 
-    def quantizer(self, model: Any) -> Any:
-        """ONNX Runtime's quantizer for `model` (an onnx.ModelProto), with these settings."""
+    def quantize(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any] | None]:
+        """Every MatMul of `model` cut to MatMulNBits with these settings by ONNX Runtime's
+        quantizer, in place; returns the model and the record of the low-rank correction (None
+        without one)."""
         from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
+        from lightkit.export.builder.low_rank import correct, float_weights
+
+        weights = float_weights(model) if self.correction_rank else {}
         level = {} if self.accuracy_level is None else {"accuracy_level": self.accuracy_level}
-        algorithm = (
-            HQQWeightOnlyQuantConfig(block_size=self.block_size, bits=self.bits) if self.algorithm == "hqq" else None
-        )
+        hqq = HQQWeightOnlyQuantConfig(block_size=self.block_size, bits=self.bits) if self.algorithm == "hqq" else None
         quantizer = MatMulNBitsQuantizer(
-            model,
-            bits=self.bits,
-            block_size=self.block_size,
-            is_symmetric=self.symmetric,
-            algo_config=algorithm,
-            **level,
+            model, bits=self.bits, block_size=self.block_size, is_symmetric=self.symmetric, algo_config=hqq, **level
         )
-        if algorithm is not None and self.accuracy_level is not None:
-            process = quantizer.process
-
-            def process_with_level() -> None:  # HQQ's nodes leave accuracy_level at its default
-                process()
-                for node in quantizer.model.model.graph.node:
-                    if node.op_type == "MatMulNBits" and not any(a.name == "accuracy_level" for a in node.attribute):
-                        node.attribute.append(onnx.helper.make_attribute("accuracy_level", self.accuracy_level))
-
-            quantizer.process = process_with_level
-        return quantizer
+        quantizer.process()
+        quantized = quantizer.model.model
+        if hqq is not None and self.accuracy_level is not None:  # HQQ's nodes leave it at the default
+            for node in quantized.graph.node:
+                if node.op_type == "MatMulNBits" and not any(a.name == "accuracy_level" for a in node.attribute):
+                    node.attribute.append(onnx.helper.make_attribute("accuracy_level", self.accuracy_level))
+        return quantized, correct(quantized, weights, self.correction_rank, self.bits) if weights else None
 
     def describe(self) -> str:
         """The manifest's record of the MatMuls."""
