@@ -193,18 +193,6 @@ class Genai:
 SIDES = {"lightkit": Lightkit, "optimum": Optimum, "genai": Genai}
 
 
-def perplexity(side: Any, texts: list[list[int]]) -> float:
-    nll, count = 0.0, 0
-    for ids in texts:
-        x = np.asarray([ids], dtype=np.int64)
-        logits = side.logits(x)[0, :-1].astype(np.float64)
-        logits -= logits.max(-1, keepdims=True)
-        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-        nll -= float(logp[np.arange(len(ids) - 1), ids[1:]].sum())
-        count += len(ids) - 1
-    return math.exp(nll / count)
-
-
 def answer_perplexity(side: Any, pairs: list[list[list[int]]]) -> float:
     """Perplexity of each answer's tokens given its prompt (the prompt's own tokens not counted)."""
     nll, count = 0.0, 0
@@ -216,6 +204,11 @@ def answer_perplexity(side: Any, pairs: list[list[list[int]]]) -> float:
         nll -= float(logp[np.arange(len(answer)), answer].sum())
         count += len(answer)
     return math.exp(nll / count)
+
+
+def perplexity(side: Any, texts: list[list[int]]) -> float:
+    """Perplexity of every token of each text after its first."""
+    return answer_perplexity(side, [[t[:1], t[1:]] for t in texts])
 
 
 def measure(side_name: str, folder: str, job_path: str) -> None:
