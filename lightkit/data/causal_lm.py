@@ -270,6 +270,26 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
         """What the carved splits are stratified by; None (a plain seeded shuffle) by default."""
         return None
 
+    def generation_rows(self, split: str = "validation", path: str | None = None) -> list[dict[str, str]]:
+        """`{prompt, reference}` rows to answer at validation (`GenerationMetrics`): the prompt as
+        the model is fed it (chat template or prompt_template, as in training) and the reference
+        answer, from the split's rows or from a file with `prompt` and `reference` columns."""
+        if path is None:
+            rows = self.splits(self._read, self.split_key)[split]
+        else:
+            table = read_table(resolve_path(path), ["prompt", "reference"], self.hparams.encoding)
+            field = self.hparams.response_field
+            rows = [
+                InstructionDataModule.training_row(self, {"prompt": r["prompt"], field: r["reference"]}, r["_where"])
+                for r in table
+            ]
+        return [
+            {"prompt": r["gen_prompt"], "reference": r["reference"]}
+            if "gen_prompt" in r
+            else {"prompt": r["prompt"], "reference": r["response"]}
+            for r in rows
+        ]
+
     def _encode_chat(self, batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {"input_ids": [], "labels": [], **{k: [] for k in TEXT_COLUMNS if k in batch}}
         cut = 0

@@ -57,6 +57,14 @@ class PolicyPreferenceDataModule(InstructionDataModule):
             if self.hparams.get(name, default) != default:
                 raise InputError(f"PolicyPreferenceDataModule: {name} does not apply to preference pairs; {instead}")
 
+    def generation_rows(self, split: str = "validation", path: str | None = None) -> list[dict[str, str]]:
+        if path is None:  # a pair's chosen side is a preference, not necessarily a reference answer
+            raise InputError(
+                "GenerationMetrics: preference pairs hold no reference answers; give it a prompts file "
+                "(`prompts:`, JSONL with prompt and reference columns)"
+            )
+        return super().generation_rows(split, path)
+
     def _read(self, path: Path) -> list[dict[str, Any]]:
         return self.from_rows(read_table(path, SIDES, self.hparams.encoding), "train")
 

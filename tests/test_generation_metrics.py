@@ -1,0 +1,102 @@
+"""GenerationMetrics: validation answers a fixed slice greedily; ROUGE-L, length and reward are
+logged, checkpoints select on them, and the answers are written for reading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers import DATA, ROOT, series
+from torchmetrics.functional.text.rouge import rouge_score
+
+from lightkit.cli.main import cli
+from lightkit.io.errors import InputError
+
+INSTRUCT = ROOT / "tests" / "conf" / "instruct.yaml"
+GRPO = ROOT / "tests" / "conf" / "grpo.yaml"
+
+
+def answers_of(root: Path) -> dict[int, list[dict]]:
+    folder = next(root.rglob("val_generations"))
+    return {int(p.stem.removeprefix("step-")): [json.loads(x) for x in p.read_text().splitlines()]
+            for p in folder.glob("step-*.jsonl")}  # fmt: skip
+
+
+def test_instruction_tuning_logs_answer_metrics_and_checkpoints_on_them(
+    bpe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    callbacks = [
+        {
+            "class_path": "GenerationMetrics",
+            "init_args": {"rows": 6, "max_new_tokens": 6, "batch_size": 4, "reward_fn": "ppo_rewards:count_e"},
+        },  # fmt: skip
+        {
+            "class_path": "ModelCheckpoint",
+            "init_args": {"monitor": "val_rougeL", "mode": "max", "dirpath": str(tmp_path / "best")},
+        },  # fmt: skip
+    ]
+    config = tmp_path / "callbacks.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
+    trainer = cli(["fit", "--config", str(INSTRUCT), "--config", str(config), "--data.tokenizer", str(bpe),
+                   "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "true",
+                   "--trainer.enable_checkpointing", "true", "--trainer.max_epochs", "3"]).trainer  # fmt: skip
+    rouge, words, reward = (series(tmp_path, k) for k in ("val_rougeL", "val_words", "val_greedy_reward"))
+    assert len(rouge) == len(words) == len(reward) == 3  # one value per validation, none from the sanity check
+    written = answers_of(tmp_path)
+    assert len(written) == 3
+    for (_, rows), r, w, g in zip(sorted(written.items()), rouge, words, reward):
+        assert len(rows) == 6 and all(row["prompt"].startswith("Q: ") for row in rows)
+        answers, references = [row["answer"] for row in rows], [row["reference"] for row in rows]
+        # What was logged is what the written answers score.
+        assert r == pytest.approx(float(rouge_score(answers, references, rouge_keys="rougeL")["rougeL_fmeasure"]))
+        assert w == pytest.approx(sum(len(a.split()) for a in answers) / 6)
+        assert g == pytest.approx(sum(a.count("e") for a in answers) / 6)
+        assert [row["reward"] for row in rows] == [float(a.count("e")) for a in answers]
+    kept = trainer.checkpoint_callback  # selected on the answers, not on the loss
+    assert float(kept.best_model_score) == pytest.approx(max(rouge))
+    assert torch.load(kept.best_model_path, weights_only=True)["epoch"] == rouge.index(max(rouge))
+
+
+def test_grpo_scores_its_greedy_answers_with_its_own_reward(bpe: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    task = cli(["fit", "--config", str(GRPO), "--data.tokenizer", str(bpe), "--trainer.max_epochs", "1",
+                "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks+=GenerationMetrics",
+                "--trainer.callbacks.rows", "4", "--trainer.callbacks.max_new_tokens", "4"])  # fmt: skip
+    rows = next(iter(answers_of(tmp_path).values()))
+    assert len(rows) == 4
+    logged = task.trainer.callback_metrics
+    assert float(logged["val_greedy_reward"]) == pytest.approx(sum(r["answer"].count("e") for r in rows) / 4)
+    assert {"val_rougeL", "val_words", "val_reward"} <= logged.keys()
+
+
+def test_dpo_answers_a_prompts_file_and_pairs_alone_are_refused(tiny_lm: dict, tmp_path: Path) -> None:
+    from test_dpo_grpo import dpo_args, write_pairs
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    refused = dpo_args(tiny_lm, tmp_path / "a", pairs, "--trainer.max_epochs", "1",
+                       "--trainer.callbacks+=GenerationMetrics")  # fmt: skip
+    with pytest.raises(InputError, match="preference pairs hold no reference answers; give it a prompts file"):
+        cli(["fit", *refused])
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [json.loads(x) for x in (DATA / "lm" / "instruct.jsonl").read_text().splitlines()[:5]]
+    prompts.write_text("".join(json.dumps({"prompt": r["prompt"], "reference": r["response"]}) + "\n" for r in rows))
+    task = cli(["fit", *dpo_args(tiny_lm, tmp_path / "b", pairs, "--trainer.max_epochs", "1",
+                                 "--trainer.callbacks+=GenerationMetrics", "--trainer.callbacks.prompts", str(prompts),
+                                 "--trainer.callbacks.max_new_tokens", "4")])  # fmt: skip
+    written = next(iter(answers_of(tmp_path / "b").values()))
+    assert [w["prompt"] for w in written] == [f"Q: {r['prompt']}\nA: " for r in rows]  # the pairs' prompt_template
+    assert [w["reference"] for w in written] == [r["response"] for r in rows]
+    assert "val_rougeL" in task.trainer.callback_metrics and "val_greedy_reward" not in task.trainer.callback_metrics
+
+
+def test_a_prompts_file_without_references_is_named(bpe: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "where ?"}) + "\n")
+    with pytest.raises(InputError, match=r"prompts.jsonl:1: .*reference"):
+        cli(["fit", "--config", str(INSTRUCT), "--data.tokenizer", str(bpe), "--trainer.max_epochs", "1",
+             "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks+=GenerationMetrics",
+             "--trainer.callbacks.prompts", str(prompts)])  # fmt: skip
