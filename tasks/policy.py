@@ -127,10 +127,11 @@ class RolloutTask(PolicyTask):
     Args:
         reward_fn: import path of `reward(prompts, responses) -> list[float]`
             (`package.module:function`), or a list of them, summed with `reward_weights`.
-            Exactly one of reward_fn and reward_model.
+            reward_fn, reward_model, or both (their mix).
         reward_weights: one weight per reward_fn (default: all 1).
         reward_model: a sequence classification/regression model (lightkit checkpoint, HF
             folder or Hub id); the score is its scalar output or the logit of `reward_label`.
+        reward_model_weight: with reward_fn too, the reward model's weight in the sum.
         reward_model_revision: the Hub revision of a reward_model Hub id.
         reward_label: label name or index to reward, for a reward model with several labels.
         reward_text: what the reward model reads: `prompt_and_response` or `response`.
@@ -144,6 +145,7 @@ class RolloutTask(PolicyTask):
         reward_fn: str | list[str] | None = None,
         reward_weights: list[float] | None = None,
         reward_model: str | None = None,
+        reward_model_weight: float = 1.0,
         reward_model_revision: str | None = None,
         reward_label: str | None = None,
         reward_text: Literal["prompt_and_response", "response"] = "prompt_and_response",
@@ -155,14 +157,16 @@ class RolloutTask(PolicyTask):
             reward_fn,
             reward_model,
             weights=reward_weights,
+            model_weight=reward_model_weight,
             tasks=(SequenceClassificationTask, RewardModelTask),
             label=reward_label,
             text=reward_text,
             revision=reward_model_revision,
             trust_remote_code=self.hparams.trust_remote_code,
         )
-        if isinstance(reward, ModelReward):
-            self.add_frozen("reward", reward)  # moves with the policy, never trained or saved
+        model = reward if isinstance(reward, ModelReward) else getattr(reward, "model", None)
+        if model is not None:
+            self.add_frozen("reward", model)  # moves with the policy, never trained or saved
         self.__dict__["_reward"] = reward  # unregistered either way
 
     def reward_parts(self) -> dict[str, torch.Tensor]:

@@ -29,6 +29,7 @@ class RewardModelTask(BaseTask):
     """
 
     auto_model = AutoModelForSequenceClassification
+    peft_task_type = "SEQ_CLS"  # with LoRA, peft keeps the new score head trainable
     primary_metric = "accuracy"
 
     def __init__(self, **kwargs: Any) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import DATA, ROOT, ppo, series
 
-from lightkit.cli.main import main
+from lightkit.cli.main import cli, main
 from lightkit.io.errors import InputError
 from lightkit.objectives.rlhf import AdaptiveKL, gae, masked_whiten, policy_loss, value_loss
 
@@ -223,6 +223,20 @@ def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Pat
     )
     rewards = series(tmp_path / "ppo", "val_reward")
     assert rewards and all(math.isfinite(v) for v in rewards)  # logged, and finite
+    # Mixed with a callable: model_weight x the model's score + the callables' weighted sum.
+    from lightkit.rewards.scoring import ModelReward, build_reward
+    from lightkit.tasks import RewardModelTask, SequenceClassificationTask
+
+    tasks = (SequenceClassificationTask, RewardModelTask)
+    alone = ModelReward(str(ckpt), tasks)
+    mixed = build_reward("ppo_rewards:count_e", str(ckpt), weights=[2.0], model_weight=0.5, tasks=tasks)
+    prompts, responses = ["Q: where ?\nA: ", "Q: who ?\nA: "], ["oslo", "the e e"]
+    want = 0.5 * alone(prompts, responses) + 2.0 * torch.tensor([0.0, 3.0])
+    assert torch.allclose(mixed(prompts, responses), want)
+    assert set(mixed.last_parts) == {"reward_model", "reward_count_e"} and mixed.model is not None
+    task = cli(["--config", str(PPO), "--data.tokenizer", str(bpe), "--model.init_args.reward_model", str(ckpt),
+                "--model.init_args.reward_model_weight", "0.5"], run=False).model  # fmt: skip
+    assert "reward" in task.__dict__["_frozen"]  # the reward model moves with the policy, never trained or saved
 
 
 def test_ppo_runs_under_the_trainers_mixed_precision(bpe: Path, tmp_path: Path) -> None:

@@ -1,12 +1,21 @@
-"""Preference pairs for the headline task, offline: the real headline over the zero-shot model's.
+"""Preference pairs for the headline task, offline, from the training articles only.
 
-    python -m lightkit.data.headline_pairs --out runs/align/pairs.jsonl
+    python -m lightkit.data.headline_pairs --out runs/align/pairs.jsonl --policy runs/sft_headlines/hf_model
+    python -m lightkit.data.headline_pairs --out runs/align/pairs.jsonl --source reference
 
-For each training article of `HeadlineDataModule` (the same carved split as the headline configs,
-so no validation or test article is used), the chosen response is the article's real headline and
-the rejected one is what the untuned model writes for it: typically the article's first sentence,
-three times too long. The model's answers are generated once, in batches, and the pairs file is
-written atomically; a run finding the file with the same settings reuses it.
+Both read the training articles of `HeadlineDataModule` (the same carved split as the headline
+configs, so no validation or test article is used).
+
+- `sampled` (the default, on-policy): the policy (the SFT model, after `make sft`) samples `k`
+  headlines per article; they are scored with the reward callables of the RL configs and the best
+  is chosen over the worst where their rewards differ by at least `min_margin`
+  (`lightkit.data.sampled_pairs`). Each row also holds the prompt as the model is fed it
+  (`rendered_prompt`), so a reward model trains on the very text PPO will score
+  (`prompt_template: "{rendered_prompt}"`), and both rewards.
+- `reference`: the article's real headline over what the untuned model writes for it (typically
+  the first sentence, three times too long): off-policy pairs, kept as an option.
+
+The pairs file is written atomically; a run finding the file with the same settings reuses it.
 """
 
 from __future__ import annotations
@@ -19,10 +28,68 @@ from typing import Any
 import torch
 
 from lightkit.data.headlines import HeadlineDataModule
+from lightkit.data.sampled_pairs import ranked_pairs, sample_answers
 from lightkit.io.atomic import atomic_write_text
 from lightkit.models.hub import resolve_model
+from lightkit.rewards.scoring import build_reward
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# The reward of configs/ppo_headlines.yaml and grpo_headlines.yaml, which the pairs are ranked by.
+HEADLINE_REWARD = [f"lightkit.rewards.text:{name}" for name in ("rouge_l", "headline_length", "copied_lead")]
+HEADLINE_WEIGHTS = [1.0, 1.0, 0.5]
+
+
+def training_articles(model_name: str, rows: int, seed: int, **data: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """The tokenizer, and `rows` training articles in a seeded order."""
+    dm = HeadlineDataModule(tokenizer=model_name, prompts_only=True, **data)
+    articles = dm.splits(dm._read, dm.split_key)["train"]
+    order = torch.randperm(len(articles), generator=torch.Generator().manual_seed(seed))[:rows].tolist()
+    return dm.tokenizer, [articles[i] for i in order]
+
+
+def load_policy(model_name: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return resolve_model(model_name, "model").from_pretrained(AutoModelForCausalLM, "model").eval()
+
+
+def sampled_pairs(
+    policy: str,
+    rows: int = 256,
+    k: int = 4,
+    min_margin: float = 0.2,
+    reward_fn: list[str] | None = None,
+    reward_weights: list[float] | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 24,
+    temperature: float = 1.0,
+    seed: int = 13,
+    **data: Any,
+) -> list[dict[str, Any]]:
+    """On-policy pairs (module docstring): the policy's best of `k` over its worst, per article."""
+    tokenizer, articles = training_articles(policy, rows, seed, **data)
+    reward = build_reward(reward_fn or HEADLINE_REWARD, None, weights=reward_weights or HEADLINE_WEIGHTS)
+    prompts = [a["gen_prompt"] if "gen_prompt" in a else a["prompt"] for a in articles]  # chat template or not
+
+    def progress(done: int, total: int) -> None:
+        print(f"sampled headlines: {done}/{total} articles", flush=True)
+
+    answers = sample_answers(load_policy(policy), tokenizer, prompts, k, max_new_tokens, temperature,
+                             batch_size=batch_size, seed=seed, progress=progress)  # fmt: skip
+    references = {"reference": [a["reference"] if "reference" in a else a["response"] for a in articles]}
+    picks, scores = ranked_pairs(prompts, answers, reward, min_margin, references)
+    return [
+        {
+            "prompt": articles[i]["user"],
+            "chosen": answers[i][c],
+            "rejected": answers[i][r],
+            "rendered_prompt": prompts[i],
+            "reward_chosen": scores[i][c],
+            "reward_rejected": scores[i][r],
+            "margin": margin,
+        }  # fmt: skip
+        for i, c, r, margin in picks
+    ]
 
 
 def zero_shot_pairs(
@@ -36,15 +103,8 @@ def zero_shot_pairs(
 ) -> list[dict[str, str]]:
     """`rows` pairs {prompt, chosen, rejected} from the training articles (greedy by default,
     or sampled at `temperature` with `seed`). `data` goes to HeadlineDataModule (split settings)."""
-    from transformers import AutoModelForCausalLM
-
-    dm = HeadlineDataModule(tokenizer=model_name, prompts_only=True, **data)
-    articles = dm.splits(dm._read, dm.split_key)["train"]
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(articles), generator=generator)[:rows].tolist()
-    articles = [articles[i] for i in order]
-    model = resolve_model(model_name, "model").from_pretrained(AutoModelForCausalLM, "model").eval()
-    tokenizer = dm.tokenizer
+    tokenizer, articles = training_articles(model_name, rows, seed, **data)
+    model = load_policy(model_name)
     torch.manual_seed(seed)
     pairs = []
     for start in range(0, len(articles), batch_size):
@@ -66,21 +126,32 @@ def zero_shot_pairs(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--model", default=SMOLLM2)
+    ap.add_argument("--source", choices=["sampled", "reference"], default="sampled")
+    ap.add_argument("--policy", default="runs/sft_headlines/hf_model", help="the model that samples (sampled)")
+    ap.add_argument("--model", default=SMOLLM2, help="the model whose answers are rejected (reference)")
     ap.add_argument("--rows", type=int, default=256)
-    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--k", type=int, default=4, help="answers sampled per article (sampled)")
+    ap.add_argument("--min-margin", type=float, default=0.2, help="least reward margin of a kept pair (sampled)")
+    ap.add_argument("--temperature", type=float, default=None, help="default: 1.0 sampled, 0 (greedy) reference")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--holdout", type=float, nargs=2, default=[0.02, 0.05])
     ap.add_argument("--split-seed", type=int, default=13)
     args = ap.parse_args()
     settings = {k: v for k, v in vars(args).items() if k != "out"}
+    weights = Path(args.policy, "model.safetensors")
+    if args.source == "sampled" and weights.exists():  # a re-trained policy samples new pairs
+        settings["policy_mtime_ns"] = weights.stat().st_mtime_ns
     out = Path(args.out)
     meta = out.with_suffix(".settings.json")
     if out.exists() and meta.exists() and json.loads(meta.read_text()) == settings:
         print(f"{out}: {len(out.read_text().splitlines())} pairs made with these settings; reused")
         return
-    pairs = zero_shot_pairs(args.model, args.rows, temperature=args.temperature, seed=args.seed,
-                            holdout=args.holdout, split_seed=args.split_seed)  # fmt: skip
+    split = {"holdout": args.holdout, "split_seed": args.split_seed}
+    if args.source == "sampled":
+        pairs = sampled_pairs(args.policy, args.rows, args.k, args.min_margin, temperature=args.temperature or 1.0,
+                              seed=args.seed, **split)  # fmt: skip
+    else:
+        pairs = zero_shot_pairs(args.model, args.rows, temperature=args.temperature or 0.0, seed=args.seed, **split)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     atomic_write_text(meta, json.dumps(settings, indent=2) + "\n")

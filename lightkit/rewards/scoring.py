@@ -10,7 +10,9 @@ functions get dataset columns.
 
 A callable is named by import path (`package.module:function` or `package.module.function`);
 several are summed with weights (as TRL's `reward_funcs` and `reward_weights`), and each one's
-mean is kept for logging.
+mean is kept for logging. A reward model and callables mix the same way: the model's score times
+`model_weight` plus the callables' weighted sum (a learned reward kept honest by a rule, e.g. a
+length window).
 Every call is checked: an exception, a result of the wrong length or a non-finite value stops the
 run with a message naming the callable, because a silently wrong reward trains a wrong policy.
 """
@@ -145,42 +147,55 @@ class ModelReward(torch.nn.Module):
 
 
 class WeightedRewards:
-    """The weighted sum of several reward callables; `last_parts` holds each one's batch mean."""
+    """The weighted sum of several rewards; `last_parts` holds each one's batch mean, by name."""
 
-    def __init__(self, paths: list[str], weights: list[float]) -> None:
-        self.parts = [CallableReward(p) for p in paths]
+    def __init__(self, parts: list[tuple[str, Callable[..., torch.Tensor]]], weights: list[float]) -> None:
+        self.parts = parts
         self.weights = [float(w) for w in weights]
         self.last_parts: dict[str, torch.Tensor] = {}
 
     def __call__(self, prompts: list[str], responses: list[str], **columns: list[str]) -> torch.Tensor:
         total = torch.zeros(len(responses))
-        for part, weight in zip(self.parts, self.weights):
+        for (name, part), weight in zip(self.parts, self.weights):
             scores = part(prompts, responses, **columns)
-            self.last_parts[f"reward_{part.fn.__name__}"] = scores.mean()
+            self.last_parts[f"reward_{name}"] = scores.mean()
             total += weight * scores
         return total
+
+    @property
+    def model(self) -> ModelReward | None:
+        """The reward model among the parts, if any (the task holds it as a frozen companion)."""
+        return next((part for _, part in self.parts if isinstance(part, ModelReward)), None)
 
 
 def build_reward(
     reward_fn: str | list[str] | None,
     reward_model: str | None,
     weights: list[float] | None = None,
+    model_weight: float = 1.0,
     **model_kwargs: Any,
 ) -> CallableReward | WeightedRewards | ModelReward:
-    """The reward a config asks for: one callable, weighted callables, or a reward model."""
-    if (not reward_fn) == (reward_model is None):
+    """The reward a config asks for: one callable, weighted callables, a reward model, or a reward
+    model plus weighted callables (`model_weight` x the model's score + the callables' sum)."""
+    if not reward_fn and reward_model is None:
         raise InputError(
-            "set exactly one of reward_fn (an import path, or a list of them) and reward_model (a model folder or "
-            "checkpoint)"
+            "set reward_fn (an import path, or a list of them), reward_model (a model folder or checkpoint), or both"
         )
-    if reward_model is not None:
-        if weights is not None:
-            raise InputError("reward_weights weigh reward_fn callables; a reward_model takes none")
-        return ModelReward(reward_model, **model_kwargs)
-    if isinstance(reward_fn, str) and weights is None:
-        return CallableReward(reward_fn)
-    paths = [reward_fn] if isinstance(reward_fn, str) else list(reward_fn)
+    paths = [] if not reward_fn else [reward_fn] if isinstance(reward_fn, str) else list(reward_fn)
+    if weights is not None and not paths:
+        raise InputError("reward_weights weigh reward_fn callables; a reward_model alone takes none")
     weights = [1.0] * len(paths) if weights is None else list(weights)
     if len(weights) != len(paths):
         raise InputError(f"reward_weights has {len(weights)} weights for {len(paths)} reward_fn callables {paths}")
-    return WeightedRewards(paths, weights)
+    if reward_model is not None and not paths:
+        return ModelReward(reward_model, **model_kwargs)
+    if reward_model is None and isinstance(reward_fn, str) and len(weights) == 1 and weights[0] == 1.0:
+        return CallableReward(reward_fn)
+    parts: list[tuple[str, Callable[..., torch.Tensor]]] = []
+    if reward_model is not None:
+        parts.append(("model", ModelReward(reward_model, **model_kwargs)))
+        weights = [model_weight, *weights]
+    for path in paths:
+        fn = CallableReward(path)
+        parts.append((fn.fn.__name__, fn))
+    return WeightedRewards(parts, weights)

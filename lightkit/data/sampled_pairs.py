@@ -1,0 +1,87 @@
+"""On-policy preference pairs: k sampled answers per prompt, ranked by a reward, best over worst.
+
+DPO learns most from pairs its own policy could have written (the on-policy recipe of RLHF after
+SFT: sample, rank, train): the chosen answer is the best of the k the model sampled for a prompt
+and the rejected one the worst, and a pair is kept only when their rewards differ by at least
+`min_margin`, so ties and near-ties (which teach nothing, or noise) are dropped.
+
+Sampling is transformers' `generate` with the KV cache, `k` return sequences per prompt, batched,
+from a seeded generator, so the same settings write the same pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+Reward = Callable[..., torch.Tensor]
+
+
+@torch.no_grad()
+def sample_answers(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    k: int,
+    max_new_tokens: int = 24,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[list[str]]:
+    """`k` sampled answers to each of `prompts` (already rendered as the model is fed them)."""
+    torch.manual_seed(seed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers: list[list[str]] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start : start + batch_size])
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        enc = {key: value.to(model.device) for key, value in enc.items()}
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=model.device.type == "cpu"):
+            out = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, top_k=None,
+                                 num_return_sequences=k, max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                 eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+        new = out[:, enc["input_ids"].size(1) :]
+        texts = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        answers += [texts[i * k : (i + 1) * k] for i in range(len(chunk))]  # generate keeps each prompt's k together
+        if progress is not None:
+            progress(start + len(chunk), len(prompts))
+    return answers
+
+
+def best_over_worst(
+    answers: Sequence[Sequence[str]], rewards: Sequence[Sequence[float]], min_margin: float
+) -> list[tuple[int, int, float] | None]:
+    """Per prompt, (index of the best answer, index of the worst, their reward margin), or None
+    where the margin is below `min_margin` or best and worst are the same text."""
+    picks: list[tuple[int, int, float] | None] = []
+    for texts, scores in zip(answers, rewards):
+        best = max(range(len(scores)), key=lambda i: scores[i])
+        worst = min(range(len(scores)), key=lambda i: scores[i])
+        margin = scores[best] - scores[worst]
+        keep = margin >= min_margin and texts[best].strip() and texts[best] != texts[worst]
+        picks.append((best, worst, margin) if keep else None)
+    return picks
+
+
+def ranked_pairs(
+    prompts: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    reward: Reward,
+    min_margin: float,
+    columns: dict[str, Sequence[str]] | None = None,
+) -> tuple[list[tuple[int, int, int, float]], list[list[float]]]:
+    """Scores every answer with `reward(prompts, responses, **columns)` (the RL tasks' reward
+    signature: per-prompt text columns such as `reference` are repeated per answer) and picks each
+    prompt's pair: ([(prompt index, chosen index, rejected index, margin)], the scores)."""
+    k = len(answers[0])
+    flat_prompts = [p for p in prompts for _ in range(k)]
+    flat_answers = [a for group in answers for a in group]
+    repeated = {name: [v for v in values for _ in range(k)] for name, values in (columns or {}).items()}
+    scores = reward(flat_prompts, flat_answers, **repeated).tolist()
+    grouped = [scores[i * k : (i + 1) * k] for i in range(len(prompts))]
+    picks = best_over_worst(answers, grouped, min_margin)
+    return [(i, *pick) for i, pick in enumerate(picks) if pick is not None], grouped

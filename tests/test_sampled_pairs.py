@@ -1,0 +1,69 @@
+"""On-policy preference pairs: k samples per prompt, ranked by the reward, best over worst with a margin."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lightkit.data.headline_pairs import sampled_pairs
+from lightkit.data.sampled_pairs import best_over_worst, ranked_pairs, sample_answers
+
+
+def test_best_over_worst_keeps_pairs_with_a_margin() -> None:
+    answers = [["a", "b", "c"], ["x", "y", "z"], ["same", "same", "same"]]
+    rewards = [[0.1, 0.9, -0.3], [0.5, 0.55, 0.52], [0.0, 1.0, 0.5]]
+    picks = best_over_worst(answers, rewards, min_margin=0.2)
+    assert picks[0] == (1, 2, pytest.approx(1.2))
+    assert picks[1] is None  # a near tie teaches nothing
+    assert picks[2] is None  # best and worst are the same text
+
+
+def test_ranked_pairs_score_every_answer_with_its_prompts_columns() -> None:
+    seen = {}
+
+    def reward(prompts: list[str], responses: list[str], reference: list[str]) -> torch.Tensor:
+        seen.update(prompts=prompts, reference=reference)
+        return torch.tensor([float(r == ref) - 0.1 * len(r) for r, ref in zip(responses, reference)])
+
+    answers = [["oslo", "the city of oslo"], ["lima", "peru"]]
+    pairs, scores = ranked_pairs(["p0", "p1"], answers, reward, 0.5, {"reference": ["oslo", "quito"]})
+    assert seen == {"prompts": ["p0", "p0", "p1", "p1"], "reference": ["oslo", "oslo", "quito", "quito"]}
+    assert pairs == [(0, 0, 1, pytest.approx(0.6 + 1.6))]  # p1's answers differ by 0 reward: no pair
+    assert scores[1] == pytest.approx([-0.4, -0.4])
+
+
+def test_sampling_is_k_per_prompt_and_seeded(tiny_lm: dict) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm["hf"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm["bpe"])
+    prompts = ["Q: where is oslo ?\nA: ", "Q: who ?\nA: ", "Q: what ?\nA: "]
+    first = sample_answers(model, tokenizer, prompts, k=3, max_new_tokens=6, batch_size=2, seed=5)
+    assert [len(group) for group in first] == [3, 3, 3]
+    assert sample_answers(model, tokenizer, prompts, k=3, max_new_tokens=6, batch_size=2, seed=5) == first
+    assert sample_answers(model, tokenizer, prompts, k=3, max_new_tokens=6, batch_size=2, seed=6) != first
+
+
+def test_headline_pairs_come_from_the_policys_samples_on_training_articles(tiny_lm: dict, tmp_path: Path) -> None:
+    """The BBC articles' training split, a tiny policy (no chat template): each kept pair is two of
+    its own answers, the higher-reward one chosen, and the reward recorded is the pair's."""
+    from lightkit.data.headline_pairs import HEADLINE_REWARD, HEADLINE_WEIGHTS
+    from lightkit.data.headlines import HeadlineDataModule
+    from lightkit.rewards.scoring import build_reward
+
+    pairs = sampled_pairs(str(tiny_lm["hf"]), rows=6, k=3, min_margin=0.0, max_new_tokens=8, max_length=512)
+    assert pairs and all(p["reward_chosen"] - p["reward_rejected"] == pytest.approx(p["margin"]) for p in pairs)
+    assert all(p["margin"] >= 0 and p["chosen"] != p["rejected"] for p in pairs)
+    dm = HeadlineDataModule(tokenizer=str(tiny_lm["hf"]), prompts_only=True, max_length=512)
+    splits = dm.splits(dm._read, dm.split_key)
+    held_out = {r["prompt"] for split in ("validation", "test") for r in splits[split]}
+    assert all(p["rendered_prompt"] not in held_out for p in pairs)  # never a validation or test article
+    reward = build_reward(HEADLINE_REWARD, None, weights=HEADLINE_WEIGHTS)
+    train = {r["prompt"]: r["response"] for r in splits["train"]}
+    first = pairs[0]
+    again = reward([first["rendered_prompt"]] * 2, [first["chosen"], first["rejected"]],
+                   reference=[train[first["rendered_prompt"]]] * 2)  # fmt: skip
+    assert again.tolist() == pytest.approx([first["reward_chosen"], first["reward_rejected"]])
+    json.dumps(pairs)  # a JSONL row each
