@@ -142,6 +142,7 @@ peer-venvs: .venv-optimum/.installed .venv-genai/.installed
 	.venv-$*/bin/python $(PIP_Q) -r $<
 	touch $@
 llm-peers: install peer-venvs
+	test -f $(SFT_RUN)/hf_model/model.safetensors || $(MAKE) sft
 	test -f $(GEN_OUT)/int4-cpu/model.onnx || $(MAKE) generate
 	$(PY) benchmarks/llm_peers.py --out benchmarks/results/llm-peers-cpu.json
 
@@ -157,23 +158,27 @@ distill-sft: install
 	$(LIGHTKIT) test --config configs/sft_headlines.yaml --ckpt_path $(SFT_RUN)/checkpoints/last.ckpt --trainer.default_root_dir $(KD_RUN)/teacher $(KD_TEST) --trainer.logger.init_args.save_dir $(KD_RUN)/teacher
 	$(PY) benchmarks/kd_report.py --runs $(KD_RUN) --out $(KD_RUN)/report.json
 
-# Preference optimisation of the real model on the headline task (about 45 min on 2 cores, plus
-# `make sft` when its model is missing): DPO on real-vs-zero-shot headline pairs, PPO and GRPO on
-# reward callables, each from SmolLM2-135M-Instruct with LoRA; then zero-shot, SFT, DPO, PPO and
-# GRPO scored on the same held-out articles (benchmarks/align_report.py).
+# The RLHF chain on the headline task, from the SFT model (about 45 min on 2 cores, plus `make sft`
+# when its model is missing): the SFT model samples 4 headlines per training article, ranked by the
+# reward callables into pairs (lightkit.data.headline_pairs); a reward model learns those pairs; then
+# DPO on the pairs, PPO against the reward model mixed with the callables, and GRPO on the callables,
+# each with fresh LoRA adapters on the merged SFT model, which is also their reference. Then
+# zero-shot, SFT and the three methods are scored on the same held-out articles, and the reward
+# model against the callables (benchmarks/align_report.py).
 ALIGN_RUN := runs/align
-# One fit, its wall time appended to times.txt as "<method> <seconds> s" for the report (the last
-# line per method wins, so a re-run replaces the time it reports).
-define timed_fit
-start=$$(date +%s) && $(LIGHTKIT) fit --config configs/$(1)_headlines.yaml && \
-	echo "$(1) $$(( $$(date +%s) - start )) s" >> $(ALIGN_RUN)/times.txt
+# One stage, its wall time appended to times.txt as "<stage> <seconds> s" for the report (the last
+# line per stage wins, so a re-run replaces the time it reports).
+define timed
+start=$$(date +%s) && $(2) && echo "$(1) $$(( $$(date +%s) - start )) s" >> $(ALIGN_RUN)/times.txt
 endef
 align: install
 	test -f $(SFT_RUN)/hf_model/model.safetensors || $(MAKE) sft
-	$(PY) -m lightkit.data.headline_pairs --out $(ALIGN_RUN)/pairs.jsonl
-	$(call timed_fit,dpo)
-	$(call timed_fit,ppo)
-	$(call timed_fit,grpo)
+	mkdir -p $(ALIGN_RUN)
+	$(call timed,pairs,$(PY) -m lightkit.data.headline_pairs --out $(ALIGN_RUN)/pairs.jsonl --policy $(SFT_RUN)/hf_model)
+	$(call timed,reward,$(LIGHTKIT) fit --config configs/reward_headlines.yaml)
+	$(call timed,dpo,$(LIGHTKIT) fit --config configs/dpo_headlines.yaml)
+	$(call timed,ppo,$(LIGHTKIT) fit --config configs/ppo_headlines.yaml)
+	$(call timed,grpo,$(LIGHTKIT) fit --config configs/grpo_headlines.yaml)
 	$(PY) benchmarks/align_report.py --runs $(ALIGN_RUN) --sft $(SFT_RUN)/hf_model --out $(ALIGN_RUN)/report.json
 
 clean:

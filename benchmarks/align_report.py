@@ -1,23 +1,28 @@
-"""Before and after preference optimisation: zero-shot, SFT, DPO, PPO and GRPO on held-out articles.
+"""The RLHF chain on held-out articles: zero-shot, SFT, then DPO, PPO and GRPO from SFT, and the reward model.
 
     python benchmarks/align_report.py --runs runs/align --sft runs/sft_headlines/hf_model \
         --out benchmarks/results/align-smollm2-headlines-cpu.json
 
-Every model (the untuned SmolLM2-135M-Instruct, and each tuned one's merged `hf_model`) answers
+Every model (the untuned SmolLM2-135M-Instruct, the SFT model, and each method's merged `hf_model`) answers
 the same 112 held-out articles of the headline task (the test split of the headline configs,
 never trained on) greedily with the same generation code, in bf16 autocast. Scored per model:
 - mean reward: the weighted reward callables of configs/grpo_headlines.yaml and
   ppo_headlines.yaml (ROUGE-L + length window + 0.5 x copied lead);
 - ROUGE-1/L (torchmetrics, as `lightkit test` reports), mean answer words, share ending with EOS;
-- KL to the reference (the untuned model), summed over each answer's tokens: the exact KL of the
-  two next-token distributions at every position of the model's own greedy answer;
+- KL to SFT (the methods' reference), summed over each answer's tokens: the exact KL of the two
+  next-token distributions at every position of the model's own greedy answer;
 - a few samples.
-The training wall time of each run is read from `<runs>/times.txt` (written by `make align`) when present.
+The learned reward (`<runs>/reward/hf_model`, configs/reward_headlines.yaml) is reported by its
+held-out pair accuracy (its last `val_accuracy`) and by how it tracks the callable reward on every
+model's held-out answers (Pearson and Spearman correlation, pooled). Each method's per-step train
+reward and KL come from its CSV log. The training wall time of each stage is read from
+`<runs>/times.txt` (written by `make align`) when present.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -92,12 +97,13 @@ def scores(out: dict[str, Any], rows: list[dict[str, Any]], reward: Any) -> dict
     n = len(rows)
     return {
         "reward": float(rewards.mean()),
+        "rewards": rewards.tolist(),
         **{name: float(mean) for name, mean in reward.last_parts.items()},  # reward_<callable>
         "rouge1": float(rouge["rouge1_fmeasure"]),
         "rougeL": float(rouge["rougeL_fmeasure"]),
         "answer_words": sum(len(a.split()) for a in out["answers"]) / n,
         "ended_frac": sum(out["ended"]) / n,
-        "kl_to_reference": sum(out["kl"]) / n,
+        "kl_to_sft": sum(out["kl"]) / n,
         "answers": n,
     }
 
@@ -114,6 +120,68 @@ def train_times(runs: Path) -> dict[str, float]:
     return times
 
 
+def logged(run: Path) -> list[dict[str, str]]:
+    """The rows of a run's newest CSV log (`<run>/lightning_logs/version_N/metrics.csv`)."""
+    logs = sorted(run.glob("lightning_logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    return list(csv.DictReader(logs[-1].open())) if logs else []
+
+
+def curves(run: Path) -> dict[str, list[list[float]]]:
+    """[step, value] series of what each method logs per training step and per validation."""
+    keys = ("train_reward_step", "train_kl_step", "train_margin_step", "val_greedy_reward", "val_rougeL", "val_kl")
+    out: dict[str, list[list[float]]] = {}
+    for row in logged(run):
+        for key in keys:
+            if row.get(key):
+                out.setdefault(key.removesuffix("_step"), []).append([int(row["step"]), float(row[key])])
+    return out
+
+
+def pearson(x: list[float], y: list[float]) -> float:
+    return float(torch.corrcoef(torch.tensor([x, y], dtype=torch.float64))[0, 1])
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    def ranks(v: list[float]) -> list[float]:
+        t = torch.tensor(v, dtype=torch.float64)
+        order = t.argsort()
+        r = torch.empty_like(t)
+        r[order] = torch.arange(len(v), dtype=torch.float64)
+        for value in t.unique():  # ties share their mean rank
+            r[t == value] = r[t == value].mean()
+        return r.tolist()
+
+    return pearson(ranks(x), ranks(y))
+
+
+def learned_reward(runs: Path, rows: list[dict[str, Any]], answers: dict[str, list[str]],
+                   results: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
+    """The reward model's held-out pair accuracy and its agreement with the callable reward."""
+    path = runs / "reward" / "hf_model"
+    if not (path / "model.safetensors").exists():
+        return None
+    from lightkit.rewards.scoring import ModelReward
+    from lightkit.tasks import RewardModelTask, SequenceClassificationTask
+
+    model = ModelReward(str(path), (SequenceClassificationTask, RewardModelTask))
+    learned, callable_ = [], []
+    for name, texts in answers.items():
+        for i in range(0, len(rows), 16):
+            prompts = [r["gen_prompt"] for r in rows[i : i + 16]]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                learned += model(prompts, texts[i : i + 16]).tolist()
+        callable_ += results[name]["rewards"]
+    accuracy = [float(r["val_accuracy"]) for r in logged(runs / "reward") if r.get("val_accuracy")]
+    return {
+        "model": str(path),
+        "held_out_pair_accuracy": accuracy[-1] if accuracy else None,
+        "pair_accuracy_per_validation": accuracy,
+        "answers_scored": len(learned),
+        "pearson_with_callable_reward": pearson(learned, callable_),
+        "spearman_with_callable_reward": spearman(learned, callable_),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs/align")
@@ -127,23 +195,26 @@ def main() -> None:
     tokenizer, rows = held_out()
     reward = reward_fn()
     base_path = resolve_path(MODEL, what="model")
-    reference = AutoModelForCausalLM.from_pretrained(base_path).eval()
-    models = {"zero_shot": base_path, "sft": Path(args.sft)}
-    models |= {m: Path(args.runs) / m / "hf_model" for m in METHODS}
+    sft = Path(args.sft)
+    reference = AutoModelForCausalLM.from_pretrained(sft).eval()  # every method's reference
+    runs = Path(args.runs)
+    models = {"zero_shot": base_path, "sft": sft}
+    models |= {m: runs / m / "hf_model" for m in METHODS}
     results: dict[str, Any] = {}
     answers: dict[str, list[str]] = {}
-    # Scores are cached per model file (path and modification time), so re-running after one
-    # model changed scores only that one.
-    cache_path = Path(args.runs) / "report-cache.json"
+    # Scores are cached per model file and reference (path and modification time), so re-running
+    # after one model changed scores only that one.
+    cache_path = runs / "report-cache.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    sft_key = f"{sft.resolve()}@{(sft / 'model.safetensors').stat().st_mtime_ns}"
     for name, path in models.items():
         weights = path / "model.safetensors"
         if not weights.exists():
             print(f"{name}: no model at {path}; skipped")
             continue
-        key = f"{path.resolve()}@{weights.stat().st_mtime_ns}"
+        key = f"{path.resolve()}@{weights.stat().st_mtime_ns}~{sft_key}"
         if key not in cache:
-            model = reference if name == "zero_shot" else AutoModelForCausalLM.from_pretrained(path).eval()
+            model = reference if name == "sft" else AutoModelForCausalLM.from_pretrained(path).eval()
             start = time.perf_counter()
             out = answer(model, reference, tokenizer, rows)
             cache[key] = {"scores": scores(out, rows, reward) | {"eval_s": round(time.perf_counter() - start, 1)},
@@ -151,20 +222,33 @@ def main() -> None:
             atomic_write_text(cache_path, json.dumps(cache))
         results[name], answers[name] = dict(cache[key]["scores"]), cache[key]["answers"]
         s = results[name]
-        print(f"{name:10s} reward {s['reward']:+.3f}  ROUGE-L {s['rougeL']:.3f}  KL {s['kl_to_reference']:.2f}  "
+        print(f"{name:10s} reward {s['reward']:+.3f}  ROUGE-L {s['rougeL']:.3f}  KL to SFT {s['kl_to_sft']:.2f}  "
               f"{s['answer_words']:.1f} words  ended {s['ended_frac']:.2f}", flush=True)  # fmt: skip
-    times = train_times(Path(args.runs))
+    times = train_times(runs)
     for name, seconds in times.items():
         if name in results:
             results[name]["train_s"] = seconds
+    rm = learned_reward(runs, rows, answers, results)
+    if rm is not None:
+        rm["train_s"] = times.get("reward")
+        print(f"reward model: held-out pair accuracy {rm['held_out_pair_accuracy']}, Pearson "
+              f"{rm['pearson_with_callable_reward']:.3f} / Spearman {rm['spearman_with_callable_reward']:.3f} "
+              "with the callable reward on held-out answers")  # fmt: skip
+    for s in results.values():
+        s.pop("rewards")
     result = {
-        "what": "SmolLM2-135M-Instruct on BBC headlines: zero-shot, then LoRA SFT, DPO, PPO and GRPO "
-        "(configs/sft_headlines.yaml, dpo_headlines.yaml, ppo_headlines.yaml, grpo_headlines.yaml)",
+        "what": "SmolLM2-135M-Instruct on BBC headlines: zero-shot, LoRA SFT, then DPO (on the SFT model's ranked "
+        "answers), PPO (against the learned reward mixed with the callables) and GRPO (the callables), each from "
+        "the SFT model (configs/sft_headlines.yaml, reward_headlines.yaml, dpo_headlines.yaml, ppo_headlines.yaml, "
+        "grpo_headlines.yaml)",
         "command": "make align",
         **provenance("transformers", "peft", "onnxruntime"),
         "held_out_articles": len(rows),
         "reward": "rouge_l + headline_length + 0.5 * copied_lead (lightkit.rewards.text)",
+        "stage_times_s": times,
         "models": results,
+        "reward_model": rm,
+        "curves": {m: curves(runs / m) for m in METHODS if (runs / m).exists()},
         "samples": [
             {"reference": r["reference"], **{name: answers[name][i] for name in answers}}
             for i, r in enumerate(rows[: args.samples])

@@ -281,24 +281,37 @@ def kd_table(result: dict) -> str:
 
 def align_table(result: dict) -> str:
     """benchmarks/align_report.py: zero-shot, SFT, DPO, PPO and GRPO on the same held-out articles."""
+    kl = "kl_to_sft" if "kl_to_sft" in next(iter(result["models"].values())) else "kl_to_reference"  # older results
     lines = [
-        "| model | mean reward | ROUGE-1 | ROUGE-L | KL to reference (nats / answer) | words per answer | ended | "
-        "training wall time |",
+        f"| model | mean reward | ROUGE-1 | ROUGE-L | KL to {'SFT' if kl == 'kl_to_sft' else 'reference'} "
+        "(nats / answer) | words per answer | ended | training wall time |",
         "|---|---|---|---|---|---|---|---|",
     ]
     names = {"zero_shot": "zero-shot", "sft": "SFT", "dpo": "DPO", "ppo": "PPO", "grpo": "GRPO"}
     for name, s in result["models"].items():
-        train = f"{s['train_s'] / 60:.1f} min" if "train_s" in s else ""
-        cells = [f"{s['reward']:+.3f}", f"{s['rouge1']:.3f}", f"{s['rougeL']:.3f}", f"{s['kl_to_reference']:.2f}",
+        train = f"{s['train_s'] / 60:.1f} min" if s.get("train_s") else ""
+        cells = [f"{s['reward']:+.3f}", f"{s['rouge1']:.3f}", f"{s['rougeL']:.3f}", f"{s[kl]:.2f}",
                  f"{s['answer_words']:.1f}", f"{s['ended_frac']:.0%}", train]  # fmt: skip
         lines.append(f"| {names.get(name, name)} | " + " | ".join(cells) + " |")
+    notes = []
+    if rm := result.get("reward_model"):
+        accuracy = rm["held_out_pair_accuracy"]
+        notes.append(
+            f"Reward model ({rm['model']}): held-out pair accuracy "
+            f"{'n/a' if accuracy is None else format(accuracy, '.1%')}; against the callable reward on "
+            f"{rm['answers_scored']} held-out answers, Pearson {rm['pearson_with_callable_reward']:.3f}, Spearman "
+            f"{rm['spearman_with_callable_reward']:.3f}."
+        )
+    if times := result.get("stage_times_s"):
+        notes.append("Stage wall times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()) + ".")
     columns = {"reference": "reference", **{k: names.get(k, k) for k in result["models"]}}
     samples = samples_table(result["samples"], columns)
     head = (
         f"Device: {result['device']}; {result['date']}; {result['held_out_articles']} held-out articles, greedy "
         f"answers; reward: {result['reward']}."
     )
-    return "\n".join([head, "", *lines, "", *samples, "", f"Command: `{result['command']}`", ""])
+    body = [head, "", *lines, "", *notes, *([""] if notes else []), *samples]
+    return "\n".join([*body, "", f"Command: `{result['command']}`", ""])
 
 
 def align_trl_table(result: dict) -> str:

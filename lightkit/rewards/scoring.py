@@ -109,7 +109,7 @@ class ModelReward(torch.nn.Module):
         tasks: tuple[type, ...],
         label: str | int | None = None,
         text: Literal["prompt_and_response", "response"] = "prompt_and_response",
-        max_length: int = 256,
+        max_length: int = 512,
         revision: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
@@ -121,6 +121,7 @@ class ModelReward(torch.nn.Module):
             raise InputError(f"reward_model: {path} has no tokenizer files; save it with its tokenizer")
         self.model.eval().requires_grad_(False)
         self.text, self.max_length = text, max_length
+        self.tokenizer.truncation_side = "left"  # as PreferenceDataModule trains it: the answer's end decides
         config = self.model.config
         if config.num_labels == 1:
             self.index = 0
