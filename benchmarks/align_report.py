@@ -42,10 +42,10 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("dpo", "ppo", "grpo")
 
 
-def held_out() -> tuple[Any, list[dict[str, Any]]]:
+def held_out(split_seed: int = 13) -> tuple[Any, list[dict[str, Any]]]:
     from lightkit.data import HeadlineDataModule
 
-    dm = HeadlineDataModule(tokenizer=MODEL, holdout=(0.02, 0.05), split_seed=13, max_length=320)
+    dm = HeadlineDataModule(tokenizer=MODEL, holdout=(0.02, 0.05), split_seed=split_seed, max_length=320)
     return dm.tokenizer, dm.splits(dm._read, dm.split_key)["test"]
 
 
@@ -186,13 +186,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs/align")
     ap.add_argument("--sft", default="runs/sft_headlines/hf_model")
+    ap.add_argument("--split_seed", type=int, default=13, help="the articles' carve (HeadlineDataModule)")
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--out", default="runs/align/report.json")
     args = ap.parse_args()
     from lightkit.models.resources import resolve_path
 
     torch.manual_seed(0)
-    tokenizer, rows = held_out()
+    tokenizer, rows = held_out(args.split_seed)
     reward = reward_fn()
     base_path = resolve_path(MODEL, what="model")
     sft = Path(args.sft)
@@ -244,6 +245,7 @@ def main() -> None:
         "command": "make align",
         **provenance("transformers", "peft", "onnxruntime"),
         "held_out_articles": len(rows),
+        "split_seed": args.split_seed,
         "reward": "rouge_l + headline_length + 0.5 * copied_lead (lightkit.rewards.text)",
         "stage_times_s": times,
         "models": results,

@@ -480,3 +480,50 @@ def test_decode_profile_splits_decode_time_by_op(tiny_decoder: Path, tmp_path: P
     ops = json.loads(out.read_text())["forms"]["int8-cpu"]["by_op"]
     assert {"MatMulNBits", "GroupQueryAttention"} <= set(ops)
     assert sum(v["share"] for v in ops.values()) == pytest.approx(1.0)
+
+
+def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
+    """Each stage of a split and seed is the shipped config with only seed, split and paths
+    changed, reading the earlier stages' outputs; the summary splits the variance by split."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from align_seeds import stage_config, summarise
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    paths = {"pairs": "P.jsonl", "reward": "R/hf_model", "val_prompts": "V.jsonl"}
+    sft = tmp_path / "sft" / "hf_model"
+    dpo = yaml.safe_load(stage_config("dpo", tmp_path, 7, 14, sft, paths).read_text())
+    shipped = yaml.safe_load((ROOT / "configs" / "dpo_headlines.yaml").read_text())
+    assert dpo["seed_everything"] == 14 and dpo["data"]["init_args"]["split_seed"] == 7
+    assert dpo["model"]["init_args"]["pretrained"] == dpo["data"]["init_args"]["tokenizer"] == str(sft)
+    assert dpo["data"]["init_args"]["train_file"] == "P.jsonl"
+    assert dpo["model"]["init_args"]["save_dir"] == str(tmp_path / "dpo" / "hf_model")
+    assert dpo["model"]["init_args"]["learning_rate"] == shipped["model"]["init_args"]["learning_rate"]
+    callbacks = {c["class_path"]: c.get("init_args", {}) for c in dpo["trainer"]["callbacks"]}
+    assert callbacks["GenerationMetrics"]["prompts"] == "V.jsonl"
+    assert (
+        callbacks["ModelCheckpoint"]["dirpath"]
+        == callbacks["LastCheckpoint"]["dirpath"]
+        == str(tmp_path / "dpo" / "checkpoints")
+    )
+    ppo = yaml.safe_load(stage_config("ppo", tmp_path, 7, 14, sft, paths).read_text())
+    assert ppo["model"]["init_args"]["reward_model"] == "R/hf_model"
+    reward = yaml.safe_load(stage_config("reward", tmp_path, 7, 14, sft, paths).read_text())
+    assert reward["model"]["init_args"]["pretrained"] == "sentence-transformers/all-MiniLM-L6-v2"  # not the policy
+
+    def report(sft_reward: float, dpo_reward: float) -> dict:
+        cell = {"rougeL": 0.2, "kl_to_sft": 1.0, "answer_words": 6.0}
+        return {"models": {"sft": {**cell, "reward": sft_reward}, "dpo": {**cell, "reward": dpo_reward}}}
+
+    # Split 13 scores 0.1 higher than split 7 for both models; seeds add +-0.01.
+    reports = {(13, 1): report(0.11, 0.21), (13, 2): report(0.09, 0.19), (7, 1): report(0.01, 0.11),
+               (7, 2): report(-0.01, 0.09)}  # fmt: skip
+    summary = summarise(reports)
+    sft_reward = summary["sft"]["reward"]
+    assert sft_reward["mean"] == pytest.approx(0.05) and sft_reward["n"] == 4
+    assert sft_reward["per_split"] == {"13": pytest.approx(0.10), "7": pytest.approx(0.0)}
+    assert sft_reward["between_split_share"] == pytest.approx(0.0025 / 0.0026)  # (0.05² vs 0.05² + 0.01²)
+    assert summary["dpo"]["reward_gain_over_sft"] == pytest.approx(0.1)
+    assert summary["dpo"]["reward_gain_in_sd"] == pytest.approx(0.1 / sft_reward["sd"])

@@ -1,0 +1,188 @@
+"""The RLHF chain over article splits and training seeds, so no number belongs to one split or one seed.
+
+    python benchmarks/align_seeds.py --splits 13 7 --seeds 13 14 15 --out benchmarks/results/align-seeds-cpu.json
+
+For each split seed S (how HeadlineDataModule carves the articles into train, validation and test)
+and training seed R, the chain of `make align` runs in `runs/align-seeds/s<S>-r<R>/`, from the
+shipped configs with only these changed: `seed_everything: R`, `split_seed: S`, every path moved
+into the run's folder (as `lightkit ship` moves them), and each stage reading the previous one's
+output:
+
+    sft -> pairs (the SFT model's ranked samples) -> reward model -> DPO, PPO, GRPO -> report
+
+Each run's report (benchmarks/align_report.py) scores zero-shot, SFT and the three methods on that
+split's 112 held-out articles. A finished stage (its `hf_model` or pairs file present) is not run
+again, so the script resumes after a kill. The run of split 13 and seed 13 is `make align`'s
+own (runs/sft_headlines, runs/align) when it exists.
+
+The summary gives, per model and metric, the mean and sample sd over all runs, each split's mean
+over its seeds, and the share of the variance that lies between splits (the split's part of the
+spread); and per method, its gain over SFT on reward in units of the runs' sd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from measure import write_result
+
+from lightkit.cli.ship.stages import merge, relocate
+from lightkit.io.atomic import atomic_write_text
+from lightkit.io.measure import provenance
+
+ROOT = Path(__file__).resolve().parents[1]
+LIGHTKIT = str(Path(sys.executable).with_name("lightkit"))
+METHODS = ("dpo", "ppo", "grpo")
+METRICS = ("reward", "rougeL", "kl_to_sft", "answer_words")
+
+
+def run(*command: str) -> None:
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "benchmarks")})
+
+
+def stage_config(name: str, folder: Path, split: int, seed: int, sft: Path, paths: dict[str, str]) -> Path:
+    """configs/<name>_headlines.yaml with this run's seed, split and paths (module docstring)."""
+    config = yaml.safe_load((ROOT / "configs" / f"{name}_headlines.yaml").read_text())
+    config = relocate(config, folder / name)
+    config["seed_everything"] = seed
+    data = config["data"]["init_args"]
+    data["split_seed"] = split
+    init = config["model"]["init_args"]
+    if name != "reward":  # the reward model starts from MiniLM, not from the policy
+        init["pretrained"] = data["tokenizer"] = str(sft)
+    if name in ("reward", "dpo"):
+        data["train_file"] = paths["pairs"]
+    if name == "ppo":
+        init["reward_model"] = paths["reward"]
+    for callback in config["trainer"]["callbacks"]:
+        if callback["class_path"] == "GenerationMetrics" and "prompts" in (callback.get("init_args") or {}):
+            callback["init_args"]["prompts"] = paths["val_prompts"]  # this split's validation articles
+    path = folder / f"{name}.yaml"
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def sft_config(folder: Path, split: int, seed: int) -> Path:
+    config = yaml.safe_load((ROOT / "configs" / "sft_headlines.yaml").read_text())
+    config = merge(
+        relocate(config, folder / "sft"), {"seed_everything": seed, "data": {"init_args": {"split_seed": split}}}
+    )
+    path = folder / "sft.yaml"
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def validation_prompts(path: Path, split: int, rows: int = 16) -> None:
+    """The split's first validation articles as a prompts file, for DPO's GenerationMetrics."""
+    from lightkit.data.headlines import HeadlineDataModule
+
+    dm = HeadlineDataModule(tokenizer="HuggingFaceTB/SmolLM2-135M-Instruct", holdout=(0.02, 0.05), split_seed=split)
+    val = dm.splits(dm._read, dm.split_key)["validation"][:rows]
+    lines = [json.dumps({"prompt": r["user"], "reference": r["reference"]}, ensure_ascii=False) + "\n" for r in val]
+    atomic_write_text(path, "".join(lines))
+
+
+def chain(split: int, seed: int, work: Path) -> Path:
+    """Run (or resume) the chain of one split and seed; returns its report's path."""
+    if (split, seed) == (13, 13) and (ROOT / "runs/align/report.json").exists():
+        return ROOT / "runs/align/report.json"  # `make align`'s own run
+    folder = work / f"s{split}-r{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    sft = folder / "sft" / "hf_model"
+    if not (sft / "model.safetensors").exists():
+        run(LIGHTKIT, "fit", "--config", str(sft_config(folder, split, seed)))
+    paths = {"pairs": str(folder / "pairs.jsonl"), "reward": str(folder / "reward" / "hf_model"),
+             "val_prompts": str(folder / "val_prompts.jsonl")}  # fmt: skip
+    if not Path(paths["pairs"]).exists():
+        run(sys.executable, "-m", "lightkit.data.headline_pairs", "--out", paths["pairs"], "--policy", str(sft),
+            "--seed", str(seed), "--split-seed", str(split))  # fmt: skip
+    validation_prompts(Path(paths["val_prompts"]), split)
+    for name in ("reward", *METHODS):
+        if not (folder / name / "hf_model" / "model.safetensors").exists():
+            run(LIGHTKIT, "fit", "--config", str(stage_config(name, folder, split, seed, sft, paths)))
+    report = folder / "report.json"
+    run(sys.executable, "benchmarks/align_report.py", "--runs", str(folder), "--sft", str(sft),
+        "--split_seed", str(split), "--out", str(report))  # fmt: skip
+    return report
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}  # fmt: skip
+
+
+def summarise(reports: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sd over runs, per-split means, the between-split share of the variance, and each
+    method's reward gain over SFT in units of the larger of the two sds."""
+    models = sorted({m for r in reports.values() for m in r["models"]}, key=["zero_shot", "sft", *METHODS].index)
+    splits = sorted({s for s, _ in reports})
+    out: dict[str, Any] = {}
+    for model in models:
+        out[model] = {}
+        for metric in METRICS:
+            cells = {key: r["models"][model][metric] for key, r in reports.items() if model in r["models"]}
+            if not cells:
+                continue
+            values = list(cells.values())
+            per_split = {s: [v for (split, _), v in cells.items() if split == s] for s in splits}
+            means = {s: statistics.fmean(v) for s, v in per_split.items() if v}
+            total = statistics.pvariance(values) if len(values) > 1 else 0.0
+            grand = statistics.fmean(values)
+            between = sum(len(per_split[s]) * (m - grand) ** 2 for s, m in means.items()) / len(values)
+            out[model][metric] = {**spread(values), "per_split": {str(s): m for s, m in means.items()},
+                                  "between_split_share": between / total if total > 0 else None}  # fmt: skip
+    for method in METHODS:
+        if method in out and "sft" in out:
+            gain = out[method]["reward"]["mean"] - out["sft"]["reward"]["mean"]
+            sd = max(out[method]["reward"]["sd"], out["sft"]["reward"]["sd"])
+            out[method]["reward_gain_over_sft"] = gain
+            out[method]["reward_gain_in_sd"] = gain / sd if sd > 0 else None
+            out[method]["rougeL_change_vs_sft"] = out[method]["rougeL"]["mean"] - out["sft"]["rougeL"]["mean"]
+    return out
+
+
+def run_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """One run's headline numbers, per model, and its reward model's."""
+    models = {m: {k: v for k, v in x.items() if k in METRICS} for m, x in report["models"].items()}
+    return {**models, "reward_model": report.get("reward_model")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--splits", type=int, nargs="+", default=[13, 7])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
+    ap.add_argument("--work", default="runs/align-seeds")
+    ap.add_argument("--out", default="benchmarks/results/align-seeds-cpu.json")
+    args = ap.parse_args()
+    reports = {}
+    for split in args.splits:
+        for seed in args.seeds:
+            reports[(split, seed)] = json.loads(chain(split, seed, ROOT / args.work).read_text())
+    result = {
+        "what": "the RLHF chain of `make align` (SFT, on-policy pairs, reward model, DPO, PPO, GRPO from SFT) over "
+        "article splits and training seeds, each scored greedily on its split's held-out articles",
+        "command": "python benchmarks/align_seeds.py " + " ".join(sys.argv[1:]),
+        **provenance("transformers", "peft"),
+        "splits": args.splits,
+        "seeds": args.seeds,
+        "runs": {
+            f"split {s}, seed {r}": {m: {k: v for k, v in x.items() if k in METRICS} for m, x in rep["models"].items()}
+            | {"reward_model": rep.get("reward_model")}
+            for (s, r), rep in reports.items()
+        },  # fmt: skip
+        "summary": summarise(reports),
+    }
+    write_result(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
