@@ -314,6 +314,28 @@ def align_table(result: dict) -> str:
     return "\n".join([*body, "", f"Command: `{result['command']}`", ""])
 
 
+def int4_recipes_table(result: dict) -> str:
+    """benchmarks/int4_recipes.py: 4-bit recipes on the tuned decoder's fused graph."""
+    fp32 = result["fp32"]
+    lines = [
+        "| recipe | article perplexity (change) | headline perplexity (change) | file |",
+        "|---|---|---|---|",
+        f"| fp32 | {fp32['perplexity']:.2f} | {fp32['answer_perplexity']:.2f} | {fp32['bytes'] / 2**20:.0f} MiB |",
+    ]
+    for name, r in result["recipes"].items():
+        bold = "**" if "(shipped)" in name else ""
+        cells = [f"{r['perplexity']:.2f} ({r['perplexity_change']:+.1%})",
+                 f"{bold}{r['answer_perplexity']:.2f} ({r['answer_perplexity_change']:+.1%}){bold}",
+                 f"{r['bytes'] / 2**20:.0f} MiB"]  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    head = (
+        f"Device: {result['device']}; {result['date']}; perplexity on {result['texts']} held-out articles "
+        f"({result['text_tokens']} tokens each) and on {result['answers']} held-out headlines given their chat "
+        "prompts (answer tokens only), each form against the fp32 graph."
+    )
+    return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
+
+
 def align_trl_table(result: dict) -> str:
     """benchmarks/align_vs_trl.py: lightkit's DPO and GRPO against TRL's trainers on the same jobs."""
     lines = [
@@ -450,6 +472,7 @@ RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
     (lambda r: "schemes" in r, embedding_table),
     (lambda r: "zero_shot" in r, sft_table),
     (lambda r: "models" in r and "held_out_articles" in r, align_table),
+    (lambda r: "recipes" in r and "fp32" in r, int4_recipes_table),
     (lambda r: "dpo" in r and "grpo" in r, align_trl_table),
     (lambda r: "trl" in r, trl_table),
     (lambda r: "retention" in r, kd_table),

@@ -527,3 +527,23 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     assert sft_reward["between_split_share"] == pytest.approx(0.0025 / 0.0026)  # (0.05² vs 0.05² + 0.01²)
     assert summary["dpo"]["reward_gain_over_sft"] == pytest.approx(0.1)
     assert summary["dpo"]["reward_gain_in_sd"] == pytest.approx(0.1 / sft_reward["sd"])
+
+
+def test_int4_recipes_render_each_recipe_against_fp32() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from int4_recipes import RECIPES
+        from to_markdown import render
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    shipped = [name for name in RECIPES if "(shipped)" in name]
+    assert len(shipped) == 2 and RECIPES[shipped[1]].correction_rank == 16 and RECIPES[shipped[1]].bits == 4
+    row = {"perplexity": 29.0, "perplexity_change": 0.02, "answer_perplexity": 18.6, "answer_perplexity_change": 0.03,
+           "bytes": 141 * 2**20}  # fmt: skip
+    result = {"device": "CPU", "date": "today", "texts": 8, "text_tokens": 160, "answers": 32, "command": "c",
+              "fp32": {"perplexity": 28.4, "answer_perplexity": 18.06, "bytes": 515 * 2**20},
+              "recipes": {name: row for name in RECIPES}}  # fmt: skip
+    text = render(result)
+    assert "| fp32 | 28.40 | 18.06 | 515 MiB |" in text
+    assert f"| {shipped[1]} | 29.00 (+2.0%) | **18.60 (+3.0%)** | 141 MiB |" in text
+    assert text.count("\n| ") == len(RECIPES) + 2  # header, fp32 and one row per recipe
