@@ -59,8 +59,11 @@ def stage_config(name: str, folder: Path, split: int, seed: int, sft: Path, path
     init = config["model"]["init_args"]
     if name != "reward":  # the reward model starts from MiniLM, not from the policy
         init["pretrained"] = data["tokenizer"] = str(sft)
-    if name in ("reward", "dpo"):
+    if name == "dpo":
         data["train_file"] = paths["pairs"]
+    if name == "reward":  # every ranked pair (headline_pairs writes them beside the pairs file)
+        data["train_file"] = paths["pairs"].replace(".jsonl", "-all.jsonl")
+        data["val_file"] = paths["pairs"].replace(".jsonl", "-all-val.jsonl")
     if name == "ppo":
         init["reward_model"] = paths["reward"]
     for callback in config["trainer"]["callbacks"]:

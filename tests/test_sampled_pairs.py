@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lightkit.data.headline_pairs import sampled_pairs
-from lightkit.data.sampled_pairs import best_over_worst, ranked_pairs, sample_answers
+from lightkit.data.sampled_pairs import best_over_worst, every_ranked, ranked_pairs, sample_answers
 
 
 def test_best_over_worst_keeps_pairs_with_a_margin() -> None:
@@ -20,6 +20,12 @@ def test_best_over_worst_keeps_pairs_with_a_margin() -> None:
     assert picks[0] == (1, 2, pytest.approx(1.2))
     assert picks[1] is None  # a near tie teaches nothing
     assert picks[2] is None  # best and worst are the same text
+
+
+def test_every_ranked_pair_of_a_prompts_answers() -> None:
+    ranked = every_ranked([["a", "b", "c"], ["x", "x"]], [[0.9, 0.5, 0.0], [1.0, 0.0]], min_margin=0.45)
+    assert ranked[0] == [(0, 2, pytest.approx(0.9)), (1, 2, pytest.approx(0.5))]  # a over b is 0.4: below the margin
+    assert ranked[1] == []  # the same text twice prefers nothing
 
 
 def test_ranked_pairs_score_every_answer_with_its_prompts_columns() -> None:
@@ -53,7 +59,10 @@ def test_headline_pairs_come_from_the_policys_samples_on_training_articles(tiny_
     from lightkit.data.headlines import HeadlineDataModule
     from lightkit.rewards.scoring import build_reward
 
-    pairs = sampled_pairs(str(tiny_lm["hf"]), rows=6, k=3, min_margin=0.0, max_new_tokens=8, max_length=512)
+    pairs, every = sampled_pairs(str(tiny_lm["hf"]), rows=6, k=3, min_margin=0.0, max_new_tokens=8, max_length=512)
+    assert len(every) >= len(pairs) and {(p["prompt"], p["chosen"], p["rejected"]) for p in pairs} <= {
+        (p["prompt"], p["chosen"], p["rejected"]) for p in every
+    }  # best over worst is one of the ranked pairs
     assert pairs and all(p["reward_chosen"] - p["reward_rejected"] == pytest.approx(p["margin"]) for p in pairs)
     assert all(p["margin"] >= 0 and p["chosen"] != p["rejected"] for p in pairs)
     dm = HeadlineDataModule(tokenizer=str(tiny_lm["hf"]), prompts_only=True, max_length=512)

@@ -9,9 +9,12 @@ configs, so no validation or test article is used).
 - `sampled` (the default, on-policy): the policy (the SFT model, after `make sft`) samples `k`
   headlines per article; they are scored with the reward callables of the RL configs and the best
   is chosen over the worst where their rewards differ by at least `min_margin`
-  (`lightkit.data.sampled_pairs`). Each row also holds the prompt as the model is fed it
-  (`rendered_prompt`), so a reward model trains on the very text PPO will score
-  (`prompt_template: "{rendered_prompt}"`), and both rewards.
+  (`lightkit.data.sampled_pairs`). Beside it, `<out>-all.jsonl` holds every pair of the k answers
+  that are `min_margin` apart (up to 6 per article for k = 4): what a reward model learns the
+  ranking from; those of the last fifth of the articles are `<out>-all-val.jsonl`, its held-out
+  pairs. Each row also holds the prompt as the model is fed it (`rendered_prompt`), so a
+  reward model trains on the very text PPO will score (`prompt_template: "{rendered_prompt}"`),
+  and both rewards.
 - `reference`: the article's real headline over what the untuned model writes for it (typically
   the first sentence, three times too long): off-policy pairs, kept as an option.
 
@@ -28,7 +31,7 @@ from typing import Any
 import torch
 
 from lightkit.data.headlines import HeadlineDataModule
-from lightkit.data.sampled_pairs import ranked_pairs, sample_answers
+from lightkit.data.sampled_pairs import every_ranked, ranked_pairs, sample_answers
 from lightkit.io.atomic import atomic_write_text
 from lightkit.models.hub import resolve_model
 from lightkit.rewards.scoring import build_reward
@@ -65,8 +68,9 @@ def sampled_pairs(
     temperature: float = 1.0,
     seed: int = 13,
     **data: Any,
-) -> list[dict[str, Any]]:
-    """On-policy pairs (module docstring): the policy's best of `k` over its worst, per article."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """On-policy pairs (module docstring): the policy's best of `k` over its worst, per article
+    (for DPO), and every pair of its answers at least `min_margin` apart (for a reward model)."""
     tokenizer, articles = training_articles(policy, rows, seed, **data)
     reward = build_reward(reward_fn or HEADLINE_REWARD, None, weights=reward_weights or HEADLINE_WEIGHTS)
     prompts = [a["gen_prompt"] if "gen_prompt" in a else a["prompt"] for a in articles]  # chat template or not
@@ -77,19 +81,15 @@ def sampled_pairs(
     answers = sample_answers(load_policy(policy), tokenizer, prompts, k, max_new_tokens, temperature,
                              batch_size=batch_size, seed=seed, progress=progress)  # fmt: skip
     references = {"reference": [a["reference"] if "reference" in a else a["response"] for a in articles]}
-    picks, scores = ranked_pairs(prompts, answers, reward, min_margin, references)
-    return [
-        {
-            "prompt": articles[i]["user"],
-            "chosen": answers[i][c],
-            "rejected": answers[i][r],
-            "rendered_prompt": prompts[i],
-            "reward_chosen": scores[i][c],
-            "reward_rejected": scores[i][r],
-            "margin": margin,
-        }  # fmt: skip
-        for i, c, r, margin in picks
-    ]
+    best, scores = ranked_pairs(prompts, answers, reward, min_margin, references)
+    every = [(i, *p) for i, ranked in enumerate(every_ranked(answers, scores, min_margin)) for p in ranked]
+
+    def row(i: int, c: int, r: int, margin: float) -> dict[str, Any]:
+        return {"article": i, "prompt": articles[i]["user"], "chosen": answers[i][c], "rejected": answers[i][r],
+                "rendered_prompt": prompts[i], "reward_chosen": scores[i][c], "reward_rejected": scores[i][r],
+                "margin": margin}  # fmt: skip
+
+    return [row(*p) for p in best], [row(*p) for p in every]
 
 
 def zero_shot_pairs(
@@ -142,20 +142,32 @@ def main() -> None:
     if args.source == "sampled" and weights.exists():  # a re-trained policy samples new pairs
         settings["policy_mtime_ns"] = weights.stat().st_mtime_ns
     out = Path(args.out)
+    # sampled: every ranked pair, for a reward model, and those of the last fifth of the articles
+    # apart, so its held-out pair accuracy is on articles it never saw
+    every_out = out.with_name(f"{out.stem}-all{out.suffix}")
+    every_val = out.with_name(f"{out.stem}-all-val{out.suffix}")
     meta = out.with_suffix(".settings.json")
-    if out.exists() and meta.exists() and json.loads(meta.read_text()) == settings:
+    written = [out, meta] + ([every_out, every_val] if args.source == "sampled" else [])
+    if all(p.exists() for p in written) and json.loads(meta.read_text()) == settings:
         print(f"{out}: {len(out.read_text().splitlines())} pairs made with these settings; reused")
         return
     split = {"holdout": args.holdout, "split_seed": args.split_seed}
+    files = {}
     if args.source == "sampled":
-        pairs = sampled_pairs(args.policy, args.rows, args.k, args.min_margin, temperature=args.temperature or 1.0,
-                              seed=args.seed, **split)  # fmt: skip
+        temperature = args.temperature or 1.0
+        best, every = sampled_pairs(args.policy, args.rows, args.k, args.min_margin, temperature=temperature,
+                                    seed=args.seed, **split)  # fmt: skip
+        seen = int(0.8 * args.rows)
+        files = {out: best, every_out: [p for p in every if p["article"] < seen],
+                 every_val: [p for p in every if p["article"] >= seen]}  # fmt: skip
     else:
-        pairs = zero_shot_pairs(args.model, args.rows, temperature=args.temperature or 0.0, seed=args.seed, **split)
+        files[out] = zero_shot_pairs(args.model, args.rows, temperature=args.temperature or 0.0, seed=args.seed,
+                                     **split)  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    for path, pairs in files.items():
+        atomic_write_text(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+        print(f"wrote {len(pairs)} preference pairs to {path}")
     atomic_write_text(meta, json.dumps(settings, indent=2) + "\n")
-    print(f"wrote {len(pairs)} preference pairs to {out}")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,24 @@ def best_over_worst(
     return picks
 
 
+def every_ranked(
+    answers: Sequence[Sequence[str]], rewards: Sequence[Sequence[float]], min_margin: float
+) -> list[list[tuple[int, int, float]]]:
+    """Per prompt, every (better, worse, margin) of two different answers at least `min_margin`
+    apart: up to k(k-1)/2 pairs where best-over-worst keeps one. A reward model learns the
+    ranking from many pairs; DPO is given the one clearest pair per prompt."""
+    out = []
+    for texts, scores in zip(answers, rewards):
+        pairs = []
+        for i in range(len(scores)):
+            for j in range(len(scores)):
+                margin = scores[i] - scores[j]
+                if margin >= min_margin and margin > 0 and texts[i].strip() and texts[i] != texts[j]:
+                    pairs.append((i, j, margin))
+        out.append(pairs)
+    return out
+
+
 def ranked_pairs(
     prompts: Sequence[str],
     answers: Sequence[Sequence[str]],
