@@ -314,6 +314,40 @@ def align_table(result: dict) -> str:
     return "\n".join([*body, "", f"Command: `{result['command']}`", ""])
 
 
+def align_seeds_table(result: dict) -> str:
+    """benchmarks/align_seeds.py: the RLHF chain over splits and seeds, mean ± sd per model."""
+    summary = result["summary"]
+    names = {"zero_shot": "zero-shot", "sft": "SFT", "dpo": "DPO", "ppo": "PPO", "grpo": "GRPO"}
+    splits = [str(s) for s in result["splits"]]
+    lines = [
+        "| model | reward | ROUGE-L | KL to SFT | words | "
+        + " | ".join(f"reward, split {s}" for s in splits)
+        + " | split's share of the reward variance | reward gain over SFT |",
+        "|---|---|---|---|---|" + "---|" * len(splits) + "---|---|",
+    ]
+    for model, m in summary.items():
+
+        def cell(metric: str, fmt: str) -> str:
+            x = m.get(metric)
+            return f"{format(x['mean'], fmt)} ± {x['sd']:.3f}" if x else ""
+
+        share = m["reward"].get("between_split_share")
+        gain = m.get("reward_gain_over_sft")
+        in_sd = m.get("reward_gain_in_sd")
+        cells = [cell("reward", "+.3f"), cell("rougeL", ".3f"), cell("kl_to_sft", ".2f"), cell("answer_words", ".1f"),
+                 *(f"{m['reward']['per_split'].get(s, float('nan')):+.3f}" for s in splits),
+                 "" if share is None else f"{share:.0%}",
+                 "" if gain is None else f"{gain:+.3f}" + ("" if in_sd is None else f" ({in_sd:+.1f} sd)")]  # fmt: skip
+        lines.append(f"| {names.get(model, model)} | " + " | ".join(cells) + " |")
+    runs = len(result["runs"])
+    head = (
+        f"Device: {result['device']}; {result['date']}; {runs} runs (splits {', '.join(splits)}; seeds "
+        f"{', '.join(str(s) for s in result['seeds'])}); each model scored greedily on its split's held-out "
+        "articles; mean ± sample sd over the runs."
+    )
+    return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
+
+
 def int4_recipes_table(result: dict) -> str:
     """benchmarks/int4_recipes.py: 4-bit recipes on the tuned decoder's fused graph."""
     fp32 = result["fp32"]
@@ -473,6 +507,7 @@ RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
     (lambda r: "zero_shot" in r, sft_table),
     (lambda r: "models" in r and "held_out_articles" in r, align_table),
     (lambda r: "recipes" in r and "fp32" in r, int4_recipes_table),
+    (lambda r: "summary" in r and "splits" in r and "seeds" in r, align_seeds_table),
     (lambda r: "dpo" in r and "grpo" in r, align_trl_table),
     (lambda r: "trl" in r, trl_table),
     (lambda r: "retention" in r, kd_table),

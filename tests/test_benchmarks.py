@@ -490,6 +490,7 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from align_seeds import stage_config, summarise
+        from to_markdown import render  # noqa: F401 - imported here, while benchmarks/ is on the path
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     paths = {"pairs": "P.jsonl", "reward": "R/hf_model", "val_prompts": "V.jsonl"}
@@ -527,6 +528,12 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     assert sft_reward["between_split_share"] == pytest.approx(0.0025 / 0.0026)  # (0.05² vs 0.05² + 0.01²)
     assert summary["dpo"]["reward_gain_over_sft"] == pytest.approx(0.1)
     assert summary["dpo"]["reward_gain_in_sd"] == pytest.approx(0.1 / sft_reward["sd"])
+    from to_markdown import render
+
+    text = render({"device": "CPU", "date": "today", "command": "c", "splits": [13, 7], "seeds": [1, 2],
+                   "runs": {str(k): {} for k in reports}, "summary": summary})  # fmt: skip
+    assert "| SFT | +0.050 ± 0.059 | 0.200 ± 0.000 | 1.00 ± 0.000 | 6.0 ± 0.000 | +0.100 | +0.000 | 96% |  |" in text
+    assert "| DPO | +0.150 ± 0.059 |" in text and "| +0.100 (+1.7 sd) |" in text
 
 
 def test_int4_recipes_render_each_recipe_against_fp32() -> None:
