@@ -201,6 +201,7 @@ def test_predict_streams_a_long_file_in_flat_memory(run: Path, tmp_path: Path) -
     assert [line.split("\t")[0] for line in blocks[-1].splitlines()] == sentences[(10_000 - 1) % len(sentences)].split()
 
 
+@pytest.mark.slow  # a torch.compile of the model: 15 s
 def test_compile_trains_a_compiled_model_with_unchanged_checkpoint_names(run: Path, tmp_path: Path) -> None:
     """`compile: true` compiles in place (nn.Module.compile): same parameter names, so its
     checkpoints load into an uncompiled task and export like any other. With CUDA graphs

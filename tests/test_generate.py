@@ -248,6 +248,7 @@ def test_jsonl_prompts_keep_their_other_fields_and_stdin_works(decoder: Path, tm
     assert json.loads((tmp_path / "stdin.jsonl").read_text())["response"] == record["response"]
 
 
+@pytest.mark.slow  # a second export of the tiny decoder
 def test_int8_gpu_shares_the_tied_table_too(tiny_decoder: Path, tmp_path: Path) -> None:
     """The GPU form of a tied decoder: one 8-bit table for both ends, fp16 scales, parity-gated
     (here on the CPU EP; placement is checked where there is a GPU)."""
@@ -284,6 +285,7 @@ def test_int8_gpu_shares_the_tied_table_too(tiny_decoder: Path, tmp_path: Path) 
     assert levels == {INT8_CPU_DECODER.accuracy_level}
 
 
+@pytest.mark.slow  # an export inside generate
 def test_generate_from_a_checkpoint_exports_it_first(tiny_decoder: Path, tmp_path: Path) -> None:
     """A checkpoint and its training config(s) give the same answers as the folder exported from them."""
     import yaml

@@ -73,6 +73,7 @@ def test_grpo_scores_its_greedy_answers_with_its_own_reward(bpe: Path, tmp_path:
     assert {"val_rougeL", "val_words", "val_reward"} <= logged.keys()
 
 
+@pytest.mark.slow  # two DPO fits
 def test_dpo_answers_a_prompts_file_and_pairs_alone_are_refused(tiny_lm: dict, tmp_path: Path) -> None:
     from test_dpo_grpo import dpo_args, write_pairs
 

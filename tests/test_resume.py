@@ -59,7 +59,12 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(
     ("kill", "saved_step"),
-    [({"step": 5}, 3), ({"epoch": 1}, STEPS_PER_EPOCH), ({"step": 11}, 9)],
+    [
+        ({"step": 5}, 3),
+        # Two more lightkit processes each: in the slow suite (CI runs it).
+        pytest.param({"epoch": 1}, STEPS_PER_EPOCH, marks=pytest.mark.slow),
+        pytest.param({"step": 11}, 9, marks=pytest.mark.slow),
+    ],
     ids=["mid-epoch", "between-epochs", "mid-last-epoch"],
 )
 def test_sigkill_then_resume_equals_uninterrupted_run(
