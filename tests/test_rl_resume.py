@@ -6,17 +6,14 @@ same seed). TRL's GRPO resume is an open request there (trl#3247)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from helpers import ROOT
+from test_resume import fit  # the same `lightkit fit` subprocess, with tests/ on its path
 
-LIGHTKIT = str(Path(sys.executable).with_name("lightkit"))
 CONF = ROOT / "tests" / "conf"
 
 pytestmark = pytest.mark.slow  # three lightkit processes per objective
@@ -46,12 +43,6 @@ def write_config(name: str, tiny_lm: dict, root: Path, kill: dict | None) -> Pat
     path = root / "resume.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def fit(config: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    return subprocess.run([LIGHTKIT, "fit", "--config", str(config), *extra], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
 def trained_state(root: Path) -> dict[str, torch.Tensor]:
