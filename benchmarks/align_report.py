@@ -31,11 +31,11 @@ from typing import Any
 import torch
 import yaml
 from measure import write_result
-from torchmetrics.text.rouge import ROUGEScore
 from transformers import AutoModelForCausalLM
 
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.measure import provenance
+from lightkit.metrics.answers import answer_scores, greedy_answers, pearson, spearman
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,55 +57,12 @@ def reward_fn() -> Any:
     return build_reward(args["reward_fn"], None, weights=args["reward_weights"])
 
 
-@torch.no_grad()
 def answer(model: Any, reference: Any, tokenizer: Any, rows: list[dict[str, Any]], batch: int = 16) -> dict[str, Any]:
-    """Greedy answers, and each answer's summed KL(model || reference) along its own tokens (0
-    without a reference)."""
-    answers, kls, ended = [], [], []
-    eos = tokenizer.eos_token_id
-    for i in range(0, len(rows), batch):
-        chunk = rows[i : i + batch]
-        enc = tokenizer([r["gen_prompt"] for r in chunk], return_tensors="pt", padding=True, padding_side="left",
-                        add_special_tokens=False)  # fmt: skip
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=eos)  # fmt: skip
-        P = enc["input_ids"].size(1)
-        response = out[:, P:]
-        is_eos = response == eos
-        mask = ((is_eos.long().cumsum(1) - is_eos.long()) == 0).float()  # through the first EOS
-        attention = torch.cat([enc["attention_mask"], mask.long()], 1)
-        keep = response.size(1) + 1
-        ended += is_eos.any(1).tolist()
-        answers += [a.strip() for a in tokenizer.batch_decode(response, skip_special_tokens=True)]
-        if reference is None:
-            kls += [0.0] * len(chunk)
-            continue
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(input_ids=out, attention_mask=attention, logits_to_keep=keep).logits[:, :-1].float()
-            ref = reference(input_ids=out, attention_mask=attention, logits_to_keep=keep).logits[:, :-1].float()
-        logp, logq = torch.log_softmax(logits, -1), torch.log_softmax(ref, -1)
-        kl = (logp.exp() * (logp - logq)).sum(-1)
-        kls += (kl * mask).sum(1).tolist()
-    return {"answers": answers, "kl": kls, "ended": ended}
+    return greedy_answers(model, tokenizer, [r["gen_prompt"] for r in rows], 24, batch, reference)
 
 
-def scores(out: dict[str, Any], rows: list[dict[str, Any]], reward: Any) -> dict[str, float]:
-    references = [r["reference"] for r in rows]
-    rouge = ROUGEScore(rouge_keys=("rouge1", "rougeL"))(out["answers"], references)
-    rewards = reward([r["gen_prompt"] for r in rows], out["answers"], reference=references)
-    n = len(rows)
-    return {
-        "reward": float(rewards.mean()),
-        "rewards": rewards.tolist(),
-        **{name: float(mean) for name, mean in reward.last_parts.items()},  # reward_<callable>
-        "rouge1": float(rouge["rouge1_fmeasure"]),
-        "rougeL": float(rouge["rougeL_fmeasure"]),
-        "answer_words": sum(len(a.split()) for a in out["answers"]) / n,
-        "ended_frac": sum(out["ended"]) / n,
-        "kl_to_sft": sum(out["kl"]) / n,
-        "answers": n,
-    }
+def scores(out: dict[str, Any], rows: list[dict[str, Any]], reward: Any) -> dict[str, Any]:
+    return answer_scores(out, [r["gen_prompt"] for r in rows], [r["reference"] for r in rows], reward)
 
 
 def train_times(runs: Path) -> dict[str, float]:
@@ -135,23 +92,6 @@ def curves(run: Path) -> dict[str, list[list[float]]]:
             if row.get(key):
                 out.setdefault(key.removesuffix("_step"), []).append([int(row["step"]), float(row[key])])
     return out
-
-
-def pearson(x: list[float], y: list[float]) -> float:
-    return float(torch.corrcoef(torch.tensor([x, y], dtype=torch.float64))[0, 1])
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    def ranks(v: list[float]) -> list[float]:
-        t = torch.tensor(v, dtype=torch.float64)
-        order = t.argsort()
-        r = torch.empty_like(t)
-        r[order] = torch.arange(len(v), dtype=torch.float64)
-        for value in t.unique():  # ties share their mean rank
-            r[t == value] = r[t == value].mean()
-        return r.tolist()
-
-    return pearson(ranks(x), ranks(y))
 
 
 def learned_reward(runs: Path, rows: list[dict[str, Any]], answers: dict[str, list[str]],

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,3 +76,57 @@ def ppo(bpe: Path, root: Path, *overrides: str) -> None:
 
     main(["fit", "--config", str(ROOT / "tests" / "conf" / "ppo.yaml"), "--data.tokenizer", str(bpe),
           "--trainer.default_root_dir", str(root), *overrides])  # fmt: skip
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+IMAGE_PROBE = """<script>window.addEventListener('load', () => {
+  const broken = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length;
+  document.title = `images ${document.images.length} broken ${broken}`; });</script>"""
+
+
+def open_in_chromium(page: Path, folder: Path) -> tuple[int, int, Path]:
+    """Load a report page in headless Chromium: (images on the page, images that failed to load,
+    a screenshot of it in `folder`)."""
+    probe = folder / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
+    shot = folder / "report.png"
+    with tempfile.TemporaryDirectory() as profile:
+        common = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000"]
+        dom = subprocess.run([*common, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+        subprocess.run([*common, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
+                       capture_output=True, timeout=120)  # fmt: skip
+    found = re.search(r"<title>images (\d+) broken (\d+)</title>", dom.stdout)
+    assert found, f"Chromium did not run the page's probe: {dom.stderr[-2000:]}"
+    return int(found[1]), int(found[2]), shot
+
+
+class Table(HTMLParser):
+    """The cells of the HTML table with id `table_id`, row by row."""
+
+    def __init__(self, table_id: str = "forms") -> None:
+        super().__init__()
+        self.table_id = table_id
+        self.rows: list[list[str]] = []
+        self.inside = False
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "table":
+            self.inside = dict(attrs).get("id") == self.table_id
+        elif self.inside and tag == "tr":
+            self.rows.append([])
+        elif self.inside and tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.inside = False
+        elif self.inside and tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append("".join(self.cell).strip())
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)

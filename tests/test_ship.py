@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers import ROOT
+from helpers import CHROMIUM, ROOT, Table, open_in_chromium
 
 from lightkit.cli.main import main
 from lightkit.cli.ship.report import read_curves
@@ -87,35 +84,6 @@ def test_kd_into_qat_student_exports_its_qat_form_through_the_gate(shipped: Path
     assert qat["forms"]["qat"]["parity"]["passed"] and qat["task"] == "TokenClassificationTask"
     config = yaml.safe_load((run / "qat" / "config.yaml").read_text())
     assert config["model"]["init_args"]["pretrained"] == str(run / "fit" / "hf_model")
-
-
-class Table(HTMLParser):
-    """The cells of the HTML table with id `forms`, row by row."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[list[str]] = []
-        self.inside = False
-        self.cell: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag == "table":
-            self.inside = dict(attrs).get("id") == "forms"
-        elif self.inside and tag == "tr":
-            self.rows.append([])
-        elif self.inside and tag in ("td", "th"):
-            self.cell = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "table":
-            self.inside = False
-        elif self.inside and tag in ("td", "th") and self.cell is not None:
-            self.rows[-1].append("".join(self.cell).strip())
-            self.cell = None
-
-    def handle_data(self, data: str) -> None:
-        if self.cell is not None:
-            self.cell.append(data)
 
 
 @pytest.mark.slow
@@ -283,30 +251,13 @@ def test_stages_run_in_pipeline_order_and_the_rest_is_a_plain_config() -> None:
     assert "ship" not in settings.base
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-PROBE = """<script>window.addEventListener('load', () => {
-  const broken = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length;
-  document.title = `images ${document.images.length} broken ${broken}`; });</script>"""
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (Debian: apt-get install chromium)")
 def test_the_html_report_renders_in_a_browser_with_no_broken_image(shipped: Path) -> None:
     page = shipped / "run" / "report" / "report.html"
-    html = page.read_text()
-    probe = shipped / "probe.html"
-    probe.write_text(html.replace("</body>", PROBE + "</body>"))
-    shot = shipped / "report.png"
-    with tempfile.TemporaryDirectory() as profile:
-        common = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000"]
-        dom = subprocess.run([*common, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
-        subprocess.run([*common, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
-                       capture_output=True, timeout=120)  # fmt: skip
-    expected = html.count("<img ")
-    assert expected >= 9  # five bar charts and a curve per trained model
-    assert f"<title>images {expected} broken 0</title>" in dom.stdout
+    images, broken, shot = open_in_chromium(page, shipped)
+    assert images == page.read_text().count("<img ") >= 9  # five bar charts and a curve per trained model
+    assert broken == 0
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
 
 

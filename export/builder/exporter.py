@@ -212,7 +212,7 @@ def export_checkpoint(
     task: BaseTask,
     datamodule: Any,
     *,
-    ckpt_path: str,
+    ckpt_path: str | None,
     output: str,
     forms: list[str] | str | None,
     overwrite: bool,
@@ -222,7 +222,8 @@ def export_checkpoint(
     embedding_bits: int,
     config_files: list[str],
 ) -> Path:
-    """Write the checked ONNX forms of `task` with the weights of `ckpt_path` into `output`.
+    """Write the checked ONNX forms of `task` with the weights of `ckpt_path` (or, without one, the
+    weights the task was built with) into `output`.
 
     The settings are those of `lightkit export`, documented and defaulted in one place,
     `lightkit.cli.main.LightkitTrainer.export`. A form outside its tolerance fails the whole export
@@ -238,7 +239,8 @@ def export_checkpoint(
     if out.exists() and not overwrite:
         raise InputError(f"output: {out} exists; pass --overwrite true to replace it")
     objective = objective_name(task)
-    qat = load_weights(task, ckpt_path)
+    qat = load_weights(task, ckpt_path) if ckpt_path else False
+    task.eval()  # scored and traced as it will run: no dropout (load_weights also sets it)
     gpu = torch.cuda.is_available()
     # A QAT checkpoint's CPU int8 artifact is the qat form, the one it was trained for (compacted,
     # also the faster); post-training int8-cpu of its weights is another model, written when asked

@@ -65,8 +65,8 @@ class LightkitTrainer(Trainer):
         self,
         model: LightningModule,
         datamodule: LightningDataModule,
-        ckpt_path: str,
         output: str,
+        ckpt_path: str | None = None,
         forms: list[str] | str | None = None,
         overwrite: bool = False,
         parity_batches: int | None = None,
@@ -77,8 +77,10 @@ class LightkitTrainer(Trainer):
         """Export a checkpoint to ONNX forms, each checked for parity against PyTorch.
 
         Args:
-            ckpt_path: checkpoint written by `lightkit fit`.
             output: folder to create: one folder per form, tokenizer/ and manifest.json.
+            ckpt_path: checkpoint written by `lightkit fit`. Without one, the model the config builds
+                is exported as it is: its `pretrained` weights, e.g. a DPO, PPO or GRPO run's merged
+                `hf_model` with `--model.init_args.pretrained` (and `peft` off).
             forms: one or a list (`[fp32, int8-cpu]`) of fp32, fp16, int8-gpu, int8-cpu, qat, and for
                 decoders int4-cpu and int4-gpu (4-bit weights).
                 Default fp32 and int8-cpu (qat instead for a QAT checkpoint), plus fp16 and

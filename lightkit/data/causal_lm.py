@@ -249,11 +249,12 @@ class InstructionDataModule(PromptsMixin, BaseDataModule):
     def instruction_row(self, prompt: str, response: str, where: str) -> dict[str, Any]:
         """A prompt and its response as a training row: a user turn (after the system prompt) and
         an assistant turn through the chat template, or, without one, the formatted prompt and the
-        response that follows it."""
+        response that follows it. `user` keeps the user turn's text, which sampled preference pairs
+        are written with (lightkit.data.sampled_pairs)."""
         if not self.chat:
-            return {"prompt": prompt, "response": response}
+            return {"prompt": prompt, "response": response, "user": prompt}
         messages = [*user_turns(prompt, self.hparams.system_prompt), {"role": "assistant", "content": response}]
-        return self.conversation_row(messages, where)
+        return {**self.conversation_row(messages, where), "user": prompt}
 
     def conversation_row(self, messages: list[dict[str, str]], where: str, first: int = 0) -> dict[str, Any]:
         """A conversation rendered for training (text, the spans of its assistant turns from turn

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from lightkit.data.headlines import HeadlineDataModule
-from lightkit.data.sampled_pairs import every_ranked, ranked_pairs, sample_answers
+from lightkit.data.sampled_pairs import pair_files, policy_pairs, prompt_rows, write_pairs
 from lightkit.io.atomic import atomic_write_text
 from lightkit.models.hub import resolve_model
 from lightkit.rewards.scoring import build_reward
@@ -73,23 +73,12 @@ def sampled_pairs(
     (for DPO), and every pair of its answers at least `min_margin` apart (for a reward model)."""
     tokenizer, articles = training_articles(policy, rows, seed, **data)
     reward = build_reward(reward_fn or HEADLINE_REWARD, None, weights=reward_weights or HEADLINE_WEIGHTS)
-    prompts = [a["gen_prompt"] if "gen_prompt" in a else a["prompt"] for a in articles]  # chat template or not
 
     def progress(done: int, total: int) -> None:
         print(f"sampled headlines: {done}/{total} articles", flush=True)
 
-    answers = sample_answers(load_policy(policy), tokenizer, prompts, k, max_new_tokens, temperature,
-                             batch_size=batch_size, seed=seed, progress=progress)  # fmt: skip
-    references = {"reference": [a["reference"] if "reference" in a else a["response"] for a in articles]}
-    best, scores = ranked_pairs(prompts, answers, reward, min_margin, references)
-    every = [(i, *p) for i, ranked in enumerate(every_ranked(answers, scores, min_margin)) for p in ranked]
-
-    def row(i: int, c: int, r: int, margin: float) -> dict[str, Any]:
-        return {"article": i, "prompt": articles[i]["user"], "chosen": answers[i][c], "rejected": answers[i][r],
-                "rendered_prompt": prompts[i], "reward_chosen": scores[i][c], "reward_rejected": scores[i][r],
-                "margin": margin}  # fmt: skip
-
-    return [row(*p) for p in best], [row(*p) for p in every]
+    return policy_pairs(load_policy(policy), tokenizer, prompt_rows(articles, "headline articles"), reward, k,
+                        min_margin, max_new_tokens, temperature, batch_size, seed, progress)  # fmt: skip
 
 
 def zero_shot_pairs(
@@ -142,31 +131,25 @@ def main() -> None:
     if args.source == "sampled" and weights.exists():  # a re-trained policy samples new pairs
         settings["policy_mtime_ns"] = weights.stat().st_mtime_ns
     out = Path(args.out)
-    # sampled: every ranked pair, for a reward model, and those of the last fifth of the articles
-    # apart, so its held-out pair accuracy is on articles it never saw
-    every_out = out.with_name(f"{out.stem}-all{out.suffix}")
-    every_val = out.with_name(f"{out.stem}-all-val{out.suffix}")
     meta = out.with_suffix(".settings.json")
-    written = [out, meta] + ([every_out, every_val] if args.source == "sampled" else [])
+    written = [out, meta] + (list(pair_files(out).values()) if args.source == "sampled" else [])
     if all(p.exists() for p in written) and json.loads(meta.read_text()) == settings:
         print(f"{out}: {len(out.read_text().splitlines())} pairs made with these settings; reused")
         return
     split = {"holdout": args.holdout, "split_seed": args.split_seed}
-    files = {}
     if args.source == "sampled":
         temperature = args.temperature or 1.0
         best, every = sampled_pairs(args.policy, args.rows, args.k, args.min_margin, temperature=temperature,
                                     seed=args.seed, **split)  # fmt: skip
-        seen = int(0.8 * args.rows)
-        files = {out: best, every_out: [p for p in every if p["article"] < seen],
-                 every_val: [p for p in every if p["article"] >= seen]}  # fmt: skip
+        # every ranked pair too, for a reward model, those of the last fifth of the articles apart
+        counts = write_pairs(out, best, every, args.rows)
     else:
-        files[out] = zero_shot_pairs(args.model, args.rows, temperature=args.temperature or 0.0, seed=args.seed,
-                                     **split)  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for path, pairs in files.items():
-        atomic_write_text(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
-        print(f"wrote {len(pairs)} preference pairs to {path}")
+        pairs = zero_shot_pairs(args.model, args.rows, temperature=args.temperature or 0.0, seed=args.seed, **split)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+        counts = {str(out): len(pairs)}
+    for path, n in counts.items():
+        print(f"wrote {n} preference pairs to {path}")
     atomic_write_text(meta, json.dumps(settings, indent=2) + "\n")
 
 

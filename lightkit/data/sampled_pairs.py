@@ -11,10 +11,15 @@ from a seeded generator, so the same settings write the same pairs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from lightkit.io.atomic import atomic_write_text
+from lightkit.io.errors import InputError
 
 Reward = Callable[..., torch.Tensor]
 
@@ -103,3 +108,77 @@ def ranked_pairs(
     grouped = [scores[i * k : (i + 1) * k] for i in range(len(prompts))]
     picks = best_over_worst(answers, grouped, min_margin)
     return [(i, *pick) for i, pick in enumerate(picks) if pick is not None], grouped
+
+
+def prompt_rows(rows: Sequence[dict[str, Any]], where: str) -> list[dict[str, str]]:
+    """Instruction rows (InstructionDataModule's, from any split) as `{user, rendered, reference}`:
+    the user turn a pairs file holds, the prompt as the model is fed it, the reference answer."""
+    out = []
+    for i, row in enumerate(rows):
+        if "user" not in row:
+            raise InputError(
+                f"{where}: row {i} is a multi-turn conversation; sampled preference pairs need single-turn "
+                "prompt rows (prompt and response, or one user turn and its answer)"
+            )
+        rendered = row.get("gen_prompt", row.get("prompt"))
+        out.append({"user": row["user"], "rendered": rendered, "reference": row.get("reference", row.get("response"))})
+    return out
+
+
+def policy_pairs(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, str]],
+    reward: Reward,
+    k: int = 4,
+    min_margin: float = 0.2,
+    max_new_tokens: int = 24,
+    temperature: float = 1.0,
+    batch_size: int = 8,
+    seed: int = 13,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The policy's best of `k` over its worst per prompt (for DPO), and every pair of its answers
+    at least `min_margin` apart (for a reward model), as pairs-file rows. `rows` are
+    `prompt_rows`; each pair row keeps the user turn (`prompt`), the rendered prompt (what a reward
+    model reads, `rendered_prompt`), both rewards and the row index (`article`)."""
+    prompts = [r["rendered"] for r in rows]
+    answers = sample_answers(model, tokenizer, prompts, k, max_new_tokens, temperature, batch_size=batch_size,
+                             seed=seed, progress=progress)  # fmt: skip
+    best, scores = ranked_pairs(prompts, answers, reward, min_margin, {"reference": [r["reference"] for r in rows]})
+    every = [(i, *p) for i, ranked in enumerate(every_ranked(answers, scores, min_margin)) for p in ranked]
+
+    def row(i: int, c: int, r: int, margin: float) -> dict[str, Any]:
+        return {"article": i, "prompt": rows[i]["user"], "chosen": answers[i][c], "rejected": answers[i][r],
+                "rendered_prompt": prompts[i], "reward_chosen": scores[i][c], "reward_rejected": scores[i][r],
+                "margin": margin}  # fmt: skip
+
+    return [row(*p) for p in best], [row(*p) for p in every]
+
+
+def pair_files(out: Path) -> dict[str, Path]:
+    """Where `write_pairs` puts the DPO pairs (`dpo`) and the reward model's (`every`, `every_val`)."""
+    return {
+        "dpo": out,
+        "every": out.with_name(f"{out.stem}-all{out.suffix}"),
+        "every_val": out.with_name(f"{out.stem}-all-val{out.suffix}"),
+    }
+
+
+def write_pairs(
+    out: Path, best: list[dict[str, Any]], every: list[dict[str, Any]], prompts: int, val_fraction: float = 0.2
+) -> dict[str, int]:
+    """The pairs files, each atomically: best-over-worst pairs for DPO, and every ranked pair for a
+    reward model, those of the last `val_fraction` of the `prompts` prompts held out, so its pair
+    accuracy is measured on prompts it never saw. Returns the pairs written per file."""
+    files = pair_files(out)
+    seen = int((1 - val_fraction) * prompts)
+    written = {
+        files["dpo"]: best,
+        files["every"]: [p for p in every if p["article"] < seen],
+        files["every_val"]: [p for p in every if p["article"] >= seen],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, pairs in written.items():
+        atomic_write_text(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    return {str(path): len(pairs) for path, pairs in written.items()}

@@ -3,6 +3,7 @@
     lightkit ship --config configs/ner_ship.yaml            # runs what is not done yet
     lightkit ship --config configs/ner_ship.yaml --force    # settings changed: rerun from there
     lightkit ship --config configs/ner_ship.yaml --from export
+    lightkit ship --config configs/headlines_ship.yaml      # a decoder's chain: SFT, pairs, reward, DPO/PPO/GRPO
 
 The stages run in order (lightkit.cli.ship.settings.STAGES); each one skips when it finished before
 with the same inputs (lightkit.cli.ship.state), so rerunning after a failure or a kill resumes at the
@@ -20,7 +21,9 @@ from typing import Any
 
 import yaml
 
+from lightkit.cli.ship import chain
 from lightkit.cli.ship import stages as S
+from lightkit.cli.ship.chain_report import write_chain_report
 from lightkit.cli.ship.report import write_report
 from lightkit.cli.ship.settings import MODEL_STAGES, ShipSettings, parse
 from lightkit.cli.ship.state import clear, fingerprint, plan, write_record
@@ -67,13 +70,22 @@ RUNNERS: dict[str, Callable[[S.Context], dict[str, Any]]] = {
 }
 
 
+# Per `ship.pipeline`: its stages' fingerprints, runners, the check for a resumable training stage,
+# and its report.
+PIPELINES: dict[str, tuple[Callable[..., Any], dict[str, Any], Callable[..., bool], Callable[..., Any]]] = {
+    "models": (fingerprints, RUNNERS, S.resumable, write_report),
+    "decoder": (chain.fingerprints, chain.RUNNERS, chain.resumable, write_chain_report),
+}
+
+
 def ship(config_file: str, cli: S.Cli, force: bool = False, start: str | None = None) -> Path:
     """Run the pipeline of `config_file`; returns the run folder."""
     path = Path(config_file)
     settings = parse(read_config(path), path)
     if start is not None and start not in settings.stages:
         raise InputError(f"--from: {start!r} is not one of this config's stages {settings.stages}")
-    prints = fingerprints(settings)
+    stage_prints, runners, resumable, report = PIPELINES[settings.pipeline]
+    prints = stage_prints(settings)
     records, todo = plan(settings.run_dir, prints, force, path, start)
     atomic_write_text(settings.run_dir / "config.yaml", path.read_text())  # the config the run folder holds
     done = list(records)
@@ -81,14 +93,14 @@ def ship(config_file: str, cli: S.Cli, force: bool = False, start: str | None = 
     for stage in done:
         print(f"lightkit ship: {stage}: done before with the same inputs, skipped")
     for stage in todo:
-        if S.resumable(ctx, stage):
+        if resumable(ctx, stage):
             print(f"lightkit ship: {stage}: resuming from its last.ckpt (same config)")
         else:
             clear(settings.run_dir, stage)  # a half-written folder of a killed run never mixes in
             print(f"lightkit ship: {stage}: running")
         began = time.perf_counter()
         try:
-            outputs = RUNNERS[stage](ctx)
+            outputs = runners[stage](ctx)
         except Exception as e:
             print(f"lightkit ship: {stage}: failed; the stages before it are kept ({settings.run_dir})")
             if isinstance(e, (InputError, FileNotFoundError)):
@@ -98,6 +110,6 @@ def ship(config_file: str, cli: S.Cli, force: bool = False, start: str | None = 
         records[stage] = write_record(settings.run_dir, stage, prints[stage], outputs, wall)
         print(f"lightkit ship: {stage}: done in {wall:.0f} s")
     if "report" in settings.stages:
-        markdown, html = write_report(settings, records)
+        markdown, html = report(settings, records)
         print(f"lightkit ship: report: {markdown} and {html}")
     return settings.run_dir

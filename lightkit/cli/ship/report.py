@@ -178,6 +178,22 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
+def template_env(out: Path) -> jinja2.Environment:
+    """The templates beside this module, with the filters they use: `num` (a number, or – for
+    none), `rel` (a path relative to the report folder), `inline` (a PNG as a data URI)."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("lightkit.cli.ship", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = lambda v, fmt="{:.4f}": "–" if v is None else fmt.format(v)
+    env.filters["rel"] = lambda p: Path(os.path.relpath(p, out)).as_posix()
+    env.filters["inline"] = data_uri
+    return env
+
+
 def draw_charts(rows: list[dict[str, Any]], primary: str, sizes: list[int], out: Path) -> list[Path]:
     """Bar charts of the forms table: size, parity, the metric, and latency per batch size."""
     if not rows:
@@ -233,16 +249,7 @@ def write_report(settings: ShipSettings, records: dict[str, dict[str, Any]]) -> 
         "machine": next(iter(timed.values()), {}).get("machine") or machine(),
         "versions": versions("transformers", "onnx", "onnxruntime"),
     }
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("lightkit.cli.ship", "templates"),
-        autoescape=jinja2.select_autoescape(["html"]),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["num"] = lambda v, fmt="{:.4f}": "–" if v is None else fmt.format(v)
-    env.filters["rel"] = lambda p: Path(os.path.relpath(p, out)).as_posix()
-    env.filters["inline"] = data_uri
+    env = template_env(out)
     summary = {
         "kind": "ship",
         "what": f"lightkit ship {settings.config_file.as_posix()}: every trained model and exported form, its test "

@@ -100,24 +100,26 @@ def stage_config(ctx: Context, stage: str) -> dict[str, Any]:
     return relocate({**base, "model": model, "trainer": trainer}, ctx.run_dir / stage)
 
 
-def resumable(ctx: Context, stage: str) -> bool:
-    """A training stage killed part-way: its folder holds the same config and a `last.ckpt`
-    (LastCheckpoint's), which `lightkit fit --ckpt_path last` continues exactly."""
+def resumable(ctx: Context, stage: str, config: dict[str, Any] | None = None) -> bool:
+    """A training stage killed part-way: its folder holds the same config (`config`, by default
+    `stage_config`'s) and a `last.ckpt` (LastCheckpoint's), which `lightkit fit --ckpt_path last`
+    continues exactly."""
     folder = ctx.run_dir / stage
     config_path = folder / "config.yaml"
-    return (
-        stage in MODEL_STAGES
-        and (folder / "checkpoints" / "last.ckpt").is_file()
-        and config_path.is_file()
-        and config_path.read_text() == yaml.safe_dump(stage_config(ctx, stage), sort_keys=False)
-    )
+    if (config is None and stage not in MODEL_STAGES) or not (folder / "checkpoints" / "last.ckpt").is_file():
+        return False
+    config = stage_config(ctx, stage) if config is None else config
+    return config_path.is_file() and config_path.read_text() == yaml.safe_dump(config, sort_keys=False)
 
 
-def train(ctx: Context, stage: str) -> dict[str, Any]:
+def train(ctx: Context, stage: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`lightkit fit` of a training stage's config (`config`, by default `stage_config`'s), written
+    to `<stage>/config.yaml` first; returns the stage's outputs."""
     folder = ctx.run_dir / stage
     config_path = folder / "config.yaml"
-    resume = ["--ckpt_path", "last"] if resumable(ctx, stage) else []
-    atomic_write_text(config_path, yaml.safe_dump(stage_config(ctx, stage), sort_keys=False))
+    config = stage_config(ctx, stage) if config is None else config
+    resume = ["--ckpt_path", "last"] if resumable(ctx, stage, config) else []
+    atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
     done = ctx.cli(["fit", "--config", str(config_path), *resume])
     trainer = done.trainer
     # The best checkpoint of whichever ModelCheckpoint keeps one (LastCheckpoint keeps only last.ckpt).

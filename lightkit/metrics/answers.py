@@ -1,0 +1,112 @@
+"""How good a policy's greedy answers are, and how far it moved from its reference.
+
+One scoring path for every decoder a chain produces (zero-shot, SFT, DPO, PPO, GRPO), so that
+`lightkit ship`'s decoder report and `benchmarks/align_report.py` compare models on exactly the
+same numbers:
+
+- `greedy_answers`: each prompt answered greedily (transformers' `generate`, KV cache, left
+  padding), and, given a reference model, each answer's KL(model || reference) summed over its
+  own tokens: the exact KL of the two next-token distributions at every position the model
+  chose, through its first EOS. (TRL logs a sampled estimate of this during training; a report
+  comparing finished models can afford the exact one.)
+- `answer_scores`: mean reward (and its parts), ROUGE-1/L (torchmetrics, as `lightkit test`
+  reports), answer length in words, the share ending with EOS, mean KL.
+- `pearson` / `spearman`: how one reward tracks another on the same answers.
+
+The reward is passed in (a `lightkit.rewards.scoring.build_reward` callable), never built here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torchmetrics.text.rouge import ROUGEScore
+
+
+def autocast(model: Any) -> torch.autocast:
+    """bf16 autocast on CPU (what the chain trains in); the model's own dtype elsewhere."""
+    return torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=model.device.type == "cpu")
+
+
+@torch.no_grad()
+def greedy_answers(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int = 24,
+    batch_size: int = 16,
+    reference: Any | None = None,
+) -> dict[str, list[Any]]:
+    """Greedy answers to `prompts` (rendered as the model is fed them), whether each ended with
+    EOS, and each one's summed KL to `reference` (0 without one)."""
+    answers: list[str] = []
+    kls: list[float] = []
+    ended: list[bool] = []
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    for i in range(0, len(prompts), batch_size):
+        chunk = list(prompts[i : i + batch_size])
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        with autocast(model):
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
+                                 eos_token_id=eos)  # fmt: skip
+        width = enc["input_ids"].size(1)
+        response = out[:, width:]
+        is_eos = response == eos
+        mask = ((is_eos.long().cumsum(1) - is_eos.long()) == 0).float()  # through the first EOS
+        ended += is_eos.any(1).tolist()
+        answers += [a.strip() for a in tokenizer.batch_decode(response, skip_special_tokens=True)]
+        if reference is None:
+            kls += [0.0] * len(chunk)
+            continue
+        attention = torch.cat([enc["attention_mask"], mask.long()], 1)
+        keep = response.size(1) + 1
+        with autocast(model):
+            logits = model(input_ids=out, attention_mask=attention, logits_to_keep=keep).logits[:, :-1].float()
+            ref = reference(input_ids=out, attention_mask=attention, logits_to_keep=keep).logits[:, :-1].float()
+        logp, logq = torch.log_softmax(logits, -1), torch.log_softmax(ref, -1)
+        kl = (logp.exp() * (logp - logq)).sum(-1)
+        kls += (kl * mask).sum(1).tolist()
+    return {"answers": answers, "kl": kls, "ended": ended}
+
+
+def answer_scores(
+    out: dict[str, list[Any]], prompts: Sequence[str], references: Sequence[str], reward: Callable[..., Any]
+) -> dict[str, Any]:
+    """The means a report shows for one model's `greedy_answers`, and the per-answer `rewards`."""
+    answers = out["answers"]
+    rouge = ROUGEScore(rouge_keys=("rouge1", "rougeL"))(answers, list(references))
+    rewards = reward(list(prompts), answers, reference=list(references))
+    n = len(answers)
+    return {
+        "reward": float(rewards.mean()),
+        "rewards": rewards.tolist(),
+        **{name: float(mean) for name, mean in getattr(reward, "last_parts", {}).items()},  # reward_<callable>
+        "rouge1": float(rouge["rouge1_fmeasure"]),
+        "rougeL": float(rouge["rougeL_fmeasure"]),
+        "answer_words": sum(len(a.split()) for a in answers) / n,
+        "ended_frac": sum(out["ended"]) / n,
+        "kl_to_sft": sum(out["kl"]) / n,
+        "answers": n,
+    }
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    return float(torch.corrcoef(torch.tensor([list(x), list(y)], dtype=torch.float64))[0, 1])
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson of the ranks, ties sharing their mean rank."""
+
+    def ranks(v: Sequence[float]) -> list[float]:
+        t = torch.tensor(list(v), dtype=torch.float64)
+        r = torch.empty_like(t)
+        r[t.argsort()] = torch.arange(len(t), dtype=torch.float64)
+        for value in t.unique():
+            r[t == value] = r[t == value].mean()
+        return r.tolist()
+
+    return pearson(ranks(x), ranks(y))
