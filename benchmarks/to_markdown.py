@@ -498,8 +498,34 @@ def ship_table(result: dict) -> str:
     return with_command(f"Device: {result['device']}; {result['date']}.", [*lines, "", f"Stages: {walls}."], result)
 
 
+def ship_chain_table(result: dict) -> str:
+    """A decoder chain's summary.json (`lightkit ship`, pipeline: decoder): the models as
+    align_table shows them, then the shipped artifacts with their generate stage's rewards."""
+    models = {m["model"]: m for m in result["models"]}
+    as_align = {
+        **result,
+        "models": models,
+        "held_out_articles": result["held_out"],
+        "reward": " + ".join(k.removeprefix("reward_") for k in next(iter(models.values())) if k.startswith("reward_")),
+        "stage_times_s": result["stages_wall_s"],
+        "samples": [{"reference": s["reference"], **s["answers"]} for s in result["samples"]],
+    }
+    lines = [
+        "| model | form | size MiB | parity gate | greedy agreement | lightkit generate: reward, greedy | refined |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for a in result["artifacts"]:
+        cells = [a["model"], a["form"], f"{a['mib']:.1f}", "passed" if a["passed"] else "FAILED",
+                 f"{a['greedy_agreement']:.3f}" if a["greedy_agreement"] is not None else "–",
+                 *("–" if a[k] is None else f"{a[k]:+.3f}" for k in ("reward_greedy", "reward_refined"))]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    body, command = align_table(as_align).rsplit("\nCommand: ", 1)
+    return "\n".join([body.rstrip("\n"), "", "Shipped artifacts:", "", *lines, "", f"Command: {command}"])
+
+
 RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
     (lambda r: r.get("kind") == "ship", ship_table),
+    (lambda r: r.get("kind") == "ship-decoder", ship_chain_table),
     (lambda r: "rows" in r and "speedup_vs_pytorch" in r["rows"][0], inference_table),
     (lambda r: "encoder" in r, gpu_inference_tables),
     (lambda r: "hf_trainer" in r, train_table),

@@ -223,3 +223,25 @@ def test_the_headline_chain_ships_the_sft_config_and_the_align_configs() -> None
     grpo = yaml.safe_load((ROOT / "configs" / "grpo_headlines.yaml").read_text())["model"]["init_args"]
     assert settings.section("pairs")["reward_fn"] == grpo["reward_fn"]  # pairs ranked by the RL reward
     assert settings.section("pairs")["reward_weights"] == grpo["reward_weights"]
+
+
+@pytest.mark.slow
+def test_the_chain_summary_renders_as_a_results_page(shipped: Path) -> None:
+    """summary.json is a result file: benchmarks/to_markdown.py renders it for the docs."""
+    import sys
+
+    summary = json.loads((shipped / "run" / "report" / "summary.json").read_text())
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from to_markdown import render
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    text = render(summary)
+    grpo = next(m for m in summary["models"] if m["model"] == "grpo")
+    assert (
+        f"| GRPO | {grpo['reward']:+.3f} | {grpo['rouge1']:.3f} | {grpo['rougeL']:.3f} | {grpo['kl_to_sft']:.2f} |"
+        in text
+    )
+    for a in summary["artifacts"]:
+        assert f"| {a['model']} | int8-cpu | {a['mib']:.1f} | passed | {a['greedy_agreement']:.3f} |" in text
+    assert text.rstrip().endswith(f"Command: `{summary['command']}`")
