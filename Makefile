@@ -34,11 +34,13 @@ $(VENV)/.installed: pyproject.toml $(LOCK) Makefile
 
 # Re-resolve the lock from pyproject.toml (newest allowed versions) with pip's own resolver; then
 # run `make test` on it and commit both together: upgrading is a deliberate, tested step.
+# `make lock LOCK_UPGRADE=` adds what pyproject.toml newly requires and keeps every other pin.
+LOCK_UPGRADE ?= --upgrade
 lock:
 	test -d .venv-lock || $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python $(PIP_Q) pip-tools==7.5.3
 	printf 'torch==2.13.0\n' > .venv-lock/torch.in
-	CUSTOM_COMPILE_COMMAND="make lock" .venv-lock/bin/pip-compile --quiet --upgrade --allow-unsafe --extra test --extra docs --extra bench --strip-extras --no-emit-find-links --no-emit-index-url \
+	CUSTOM_COMPILE_COMMAND="make lock" .venv-lock/bin/pip-compile --quiet $(LOCK_UPGRADE) --allow-unsafe --extra test --extra docs --extra bench --strip-extras --no-emit-find-links --no-emit-index-url \
 		--annotation-style line --output-file $(LOCK) pyproject.toml .venv-lock/torch.in
 
 # The suite, then the checks that keep the code in shape: lint, layering, and the docs site.

@@ -197,12 +197,7 @@ class Generator:
             tokens = row[:end] if end is not None else row[: row.index(self.eos) + 1] if self.eos in row else row
             record: dict[str, Any] = {**prompt.columns, "prompt": prompt.text}  # a row's other fields ride along
             if refine_with is not None:
-                refined = refine(
-                    self.session, torch.tensor(ids), tokens, top_k=refine_with.top_k,
-                    length_weight=refine_with.length_weight, reward=self._token_reward(prompt, refine_with),
-                    max_calls=refine_with.max_calls, max_ms=refine_with.max_ms, batch_size=refine_with.batch_size,
-                    eos_token_id=self.eos,
-                )  # fmt: skip
+                refined = self.refine(prompt, ids, tokens, refine_with)
                 record["refined"] = {
                     "before": refined.before, "after": refined.after, "calls": refined.calls,
                     "length_weight": refined.length_weight, "moves": refined.moves, "ms": 1000 * refined.seconds,
@@ -212,6 +207,15 @@ class Generator:
             text, hit = self._text(tokens, stop)
             finish = "eos" if tokens and tokens[-1] == self.eos else "stop" if hit else "length"
             yield {**record, "response": text, "tokens": len(tokens), "finish": finish}
+
+    def refine(self, prompt: Prompt, ids: list[int], tokens: list[int], settings: RefineSettings) -> Any:
+        """One decoded answer (`tokens` after the prompt's `ids`) refined with `settings`
+        (lightkit.export.runtime.refiner.refine; its `Refined` result)."""
+        return refine(
+            self.session, torch.tensor(ids), tokens, top_k=settings.top_k, length_weight=settings.length_weight,
+            reward=self._token_reward(prompt, settings), max_calls=settings.max_calls, max_ms=settings.max_ms,
+            batch_size=settings.batch_size, eos_token_id=self.eos,
+        )  # fmt: skip
 
     def _text(self, tokens: list[int], stop: list[str]) -> tuple[str, bool]:
         return cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), stop)

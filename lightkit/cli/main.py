@@ -7,6 +7,7 @@
         --output runs/ner/benchmark
     lightkit ship --config configs/ner_ship.yaml   # every stage above, resumable, with a report (lightkit.cli.ship)
     lightkit generate runs/sft_headlines/onnx --prompts prompts.txt --chat   # lightkit.export.runtime.generate_command
+    lightkit serve runs/sft_headlines/onnx --form int8-cpu   # an OpenAI-compatible HTTP API (lightkit.cli.serve)
 
 Every subcommand is built by the same `cli()`: the task and DataModule from the config, chosen in
 YAML by class name (subclass mode), with what the data knows (tokenizer, label names) linked into
@@ -51,8 +52,8 @@ LINKS = {
 }
 ARTIFACT_COMMANDS = ("export", "evaluate", "benchmark")
 # Commands that build no task or DataModule here: generate reads an export folder (or exports a
-# checkpoint through `export`), ship runs the other commands stage by stage.
-UNBUILT_COMMANDS = ("generate", "ship")
+# checkpoint through `export`), ship runs the other commands stage by stage, serve serves a folder.
+UNBUILT_COMMANDS = ("generate", "ship", "serve")
 
 
 class LightkitTrainer(Trainer):
@@ -210,6 +211,67 @@ class LightkitTrainer(Trainer):
         from lightkit.export.runtime.generate_command import command
 
         command(settings, self.config_files, export=export_for_generate)
+
+    def serve(
+        self,
+        model: LightningModule | None = None,
+        datamodule: LightningDataModule | None = None,
+        *,
+        artifact: str,
+        form: str | None = None,
+        device: Literal["auto", "cpu"] = "auto",
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        api_key_env: str | None = "LIGHTKIT_API_KEY",
+        model_name: str | None = None,
+        max_body_bytes: int = 1 << 20,
+        max_prompt_tokens: int | None = None,
+        max_tokens: int = 256,
+        default_max_tokens: int | None = None,
+        max_n: int = 8,
+        max_inputs: int = 64,
+        queue_size: int = 64,
+        batch_size: int = 32,
+        batch_wait_ms: float = 5.0,
+        timeout_s: float = 120.0,
+        rewards: dict[str, str] | None = None,
+    ) -> None:
+        """Serve an artifact over HTTP: OpenAI's chat and text completions for decoders, tag and
+        classify for encoders, /v1/models, /health, /metrics and a playground at / (lightkit.cli.serve).
+
+        Args:
+            artifact: folder written by `lightkit export` (also given first, without the flag).
+            form: which form (default: the manifest's best for this machine).
+            device: auto: ONNX Runtime's CUDA execution provider when present; cpu: the CPU.
+            host: address to bind; localhost unless told otherwise (0.0.0.0: every interface).
+            port: TCP port.
+            api_key_env: environment variable holding the API key clients must send
+                (`Authorization: Bearer`); when it is unset or empty, no key is required.
+            model_name: the model id clients name (default: the artifact folder's name).
+            max_body_bytes: largest request body.
+            max_prompt_tokens: longest prompt in tokens (default: the model's context).
+            max_tokens: most tokens a request may ask for (`max_tokens`).
+            default_max_tokens: tokens per answer when a request does not say (default 64, or
+                max_tokens if lower).
+            max_n: most choices per request (`n`).
+            max_inputs: most texts per tag or classify request.
+            queue_size: requests waiting at most; past it requests are refused with 429.
+            batch_size: rows decoded (or texts encoded) together in one wave.
+            batch_wait_ms: how long a wave waits for more requests to join it.
+            timeout_s: a request not answered by then gets 504 (and shutdown waits this long).
+            rewards: rewards a request may refine toward, by name (`{length:
+                lightkit.rewards.text:headline_length}`), asked for as `"lightkit": {"reward": "length"}`.
+        """
+        from lightkit.cli.serve.command import serve
+        from lightkit.cli.serve.settings import ServeSettings
+
+        settings = ServeSettings(
+            host=host, port=port, api_key_env=api_key_env, model_name=model_name, max_body_bytes=max_body_bytes,
+            max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens, default_max_tokens=default_max_tokens,
+            max_n=max_n, max_inputs=max_inputs, queue_size=queue_size, batch_size=batch_size,
+            batch_wait_ms=batch_wait_ms, timeout_s=timeout_s, rewards=rewards or {},
+        )  # fmt: skip
+        serve(artifact, form, device, settings)
 
     def ship(
         self,
@@ -384,8 +446,8 @@ def short_forms(argv: list[str]) -> list[str]:
     `lightkit generate ARTIFACT` (the parser takes `--artifact`), bare switches (`--chat`), and
     `lightkit ship --from STAGE` (`from` is a Python keyword, so the argument is `start`)."""
     command = argv[0] if argv else None
-    if command == "generate" and len(argv) > 1 and not argv[1].startswith("-"):
-        argv = ["generate", "--artifact", *argv[1:]]
+    if command in ("generate", "serve") and len(argv) > 1 and not argv[1].startswith("-"):
+        argv = [command, "--artifact", *argv[1:]]
     if command == "ship":
         argv = [re.sub(r"^--from(?==|$)", "--start", a) for a in argv]
     switches = SWITCHES.get(command, ())

@@ -1,0 +1,235 @@
+"""`lightkit serve` on tiny artifacts: the official `openai` client (chat, streaming, stop strings,
+n, usage), answers equal to `lightkit generate`'s, the bad-request matrix, 32 concurrent clients,
+the full queue's 429, the API key, encoders' tag and classify, and the playground in Chromium."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx2 as httpx  # what the openai client itself speaks HTTP with
+import pytest
+import uvicorn
+from openai import OpenAI
+
+from lightkit.cli.serve.app import Service, create_app
+from lightkit.cli.serve.settings import ServeSettings
+from lightkit.export.runtime.serving import Artifact
+
+PROMPTS = ["the model", "a long day of news and more", "it", "what the market said about"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running(artifact: Path, **settings: object) -> Iterator[tuple[str, Service]]:
+    """A live server on a free localhost port, in a thread of this process."""
+    service = Service(Artifact(artifact, form="int8-cpu", device="cpu"), ServeSettings(port=free_port(), **settings))
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=service.settings.port,
+                                           log_level="warning"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{service.settings.port}", service
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def decoder_server(tiny_decoder: Path) -> Iterator[tuple[str, Service]]:
+    with running(tiny_decoder, api_key_env=None, max_tokens=32, max_n=4, batch_size=16,
+                 rewards={"e": "ppo_rewards:count_e"}) as live:  # fmt: skip
+        yield live
+
+
+@pytest.fixture(scope="module")
+def client(decoder_server: tuple[str, Service]) -> OpenAI:
+    return OpenAI(base_url=f"{decoder_server[0]}/v1", api_key="unused", max_retries=0)
+
+
+def expected(tiny_decoder: Path, prompt: str, tokens: int, chat: bool = True, **decoding: object) -> dict:
+    """What `lightkit generate` answers (Artifact.generate, the same loop and tokenizer)."""
+    artifact = Artifact(tiny_decoder, form="int8-cpu", device="cpu")
+    return next(artifact.generate([prompt], chat=chat, max_new_tokens=tokens, **decoding))
+
+
+def test_chat_answers_as_lightkit_generate_with_usage(client: OpenAI, tiny_decoder: Path) -> None:
+    for prompt in PROMPTS[:2]:
+        answer = client.chat.completions.create(model="onnx", messages=[{"role": "user", "content": prompt}],
+                                                max_tokens=8, temperature=0)  # fmt: skip
+        reference = expected(tiny_decoder, prompt, 8)
+        choice = answer.choices[0]
+        assert choice.message.role == "assistant" and choice.message.content == reference["response"]
+        assert choice.finish_reason == ("length" if reference["finish"] == "length" else "stop")
+        tokenizer = Artifact(tiny_decoder, form="int8-cpu", device="cpu").tokenizer
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                 add_generation_prompt=True)  # fmt: skip
+        assert answer.usage.prompt_tokens == len(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+        assert answer.usage.completion_tokens == reference["tokens"]
+        assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+        assert answer.model == "onnx" and answer.object == "chat.completion"
+
+
+def test_completions_answer_the_bare_prompt(client: OpenAI, tiny_decoder: Path) -> None:
+    answer = client.completions.create(model="onnx", prompt=PROMPTS, max_tokens=6, temperature=0)
+    assert [c.text for c in answer.choices] == [expected(tiny_decoder, p, 6, chat=False)["response"] for p in PROMPTS]
+    assert [c.index for c in answer.choices] == [0, 1, 2, 3]
+
+
+def test_streaming_sends_openai_chunks_that_add_up_to_the_answer(client: OpenAI) -> None:
+    messages = [{"role": "user", "content": PROMPTS[1]}]
+    whole = client.chat.completions.create(model="onnx", messages=messages, max_tokens=12, temperature=0)
+    chunks = list(client.chat.completions.create(model="onnx", messages=messages, max_tokens=12, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))  # fmt: skip
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # token by token, not at once
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals == [whole.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_stop_strings_cut_the_answer_there(client: OpenAI) -> None:
+    # Seeded hot sampling: varied text (the tiny model's greedy answer is all spaces), the same draws each time.
+    args = {"model": "onnx", "messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 16,
+            "temperature": 1.0, "seed": 0}  # fmt: skip
+    text = client.chat.completions.create(**args).choices[0].message.content
+    # A stop string that first appears past the answer's start, so the cut leaves something.
+    stop = next(text[i : i + 2] for i in range(1, len(text) - 1)
+                if text[i : i + 2].strip() and text.find(text[i : i + 2]) == i)  # fmt: skip
+    cut = client.chat.completions.create(**args, stop=[stop])
+    assert cut.choices[0].message.content == text[: text.find(stop)] and cut.choices[0].finish_reason == "stop"
+    streamed = client.chat.completions.create(**args, stop=stop, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == text[: text.find(stop)]
+
+
+def test_n_choices_are_sampled_and_seeded(client: OpenAI) -> None:
+    messages = [{"role": "user", "content": PROMPTS[2]}]
+    args = {"model": "onnx", "messages": messages, "max_tokens": 8, "temperature": 1.5, "n": 4}
+    one = client.chat.completions.create(**args, seed=7)
+    again = client.chat.completions.create(**args, seed=7)
+    assert [c.index for c in one.choices] == [0, 1, 2, 3]
+    texts = [c.message.content for c in one.choices]
+    assert texts == [c.message.content for c in again.choices]  # a seed reproduces the answers
+    assert len(set(texts)) > 1  # four draws, not one answer four times
+    greedy = client.chat.completions.create(**{**args, "temperature": 0, "n": 2})
+    assert greedy.choices[0].message.content == greedy.choices[1].message.content
+
+
+def test_the_lightkit_field_refines_toward_a_named_reward(client: OpenAI, decoder_server: tuple) -> None:
+    messages = [{"role": "user", "content": PROMPTS[0]}]
+    plain = client.chat.completions.create(model="onnx", messages=messages, max_tokens=8, temperature=0)
+    refined = client.chat.completions.create(model="onnx", messages=messages, max_tokens=8, temperature=0,
+                                             extra_body={"lightkit": {"reward": "e", "refine_calls": 12}})  # fmt: skip
+    report = refined.choices[0].model_extra["lightkit"]["refined"]
+    assert report["after"] >= report["before"] and 0 < report["calls"] <= 12
+    assert "lightkit" not in (plain.choices[0].model_extra or {})
+
+
+BAD = [
+    (b"{not json", 400, None),
+    (b"[1, 2]", 400, None),
+    (json.dumps({"max_tokens": 4}), 400, "messages"),
+    (json.dumps({"messages": []}), 400, "messages"),
+    (json.dumps({"messages": [{"role": "wizard", "content": "hi"}]}), 400, "messages[0].role"),
+    (json.dumps({"messages": [{"role": "user", "content": 3}]}), 400, "messages[0].content"),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 33}), 400, "max_tokens"),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": "8"}), 400, "max_tokens"),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}), 400, "temperature"),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "temperature": 3}), 400, "temperature"),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "n": 5}), 400, "n"),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "stop": ["a", "b", "c", "d", "e"]}), 400, "stop"),
+    (json.dumps({"messages": [{"role": "user", "content": "word " * 80}]}), 400, "messages"),
+    (json.dumps({"messages": [{"role": "user", "content": "word " * 8}], "max_tokens": 32}), 400, "max_tokens"),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "model": "gpt-9"}), 404, "model"),
+    (
+        json.dumps({"messages": [{"role": "user", "content": "hi"}], "lightkit": {"reward": "nope"}}),
+        400,
+        "lightkit.reward",
+    ),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}), 400, "stream"),
+]
+
+
+def test_every_bad_request_is_a_4xx_naming_its_field_and_the_server_stays_up(decoder_server: tuple) -> None:
+    base, service = decoder_server
+    with httpx.Client(base_url=base, timeout=30) as http:
+        for body, status, param in BAD:
+            response = http.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+            assert response.status_code == status, (body, response.text)
+            error = response.json()["error"]
+            assert error["param"] == param and error["message"] and error["type"], (body, error)
+            assert http.get("/health").json()["status"] == "ok"
+        too_big = http.post("/v1/chat/completions", content=b"x" * (service.settings.max_body_bytes + 1))
+        assert too_big.status_code == 413 and "max_body_bytes" in too_big.json()["error"]["message"]
+        assert http.post("/v1/tag", json={"input": "x"}).status_code == 404  # a decoder serves no tags
+        assert http.get("/v1/chat/completions").json()["error"]["type"] == "invalid_request_error"
+        assert http.get("/nowhere").status_code == 404
+        ok = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_32_concurrent_clients_get_their_own_answers(client: OpenAI, tiny_decoder: Path, decoder_server: tuple) -> None:
+    prompts = [PROMPTS[i % 4] + " " + str(i) for i in range(32)]
+    wanted = {p: expected(tiny_decoder, p, 10)["response"] for p in prompts}
+
+    def ask(prompt: str) -> str:
+        answer = client.chat.completions.create(model="onnx", messages=[{"role": "user", "content": prompt}],
+                                                max_tokens=10, temperature=0)  # fmt: skip
+        return answer.choices[0].message.content
+
+    with ThreadPoolExecutor(32) as pool:
+        got = dict(zip(prompts, pool.map(ask, prompts)))
+    assert got == wanted  # every client its own answer: none lost, swapped or corrupted in the batch
+    metrics = httpx.get(f"{decoder_server[0]}/metrics").text
+    assert 'lightkit_requests_total{code="200",endpoint="/v1/chat/completions"}' in metrics
+    assert "lightkit_request_latency_seconds_bucket" in metrics and "lightkit_queue_depth" in metrics
+    assert ask(PROMPTS[0]) == expected(tiny_decoder, PROMPTS[0], 10)["response"]  # and it still answers
+
+
+def test_a_full_queue_answers_429_at_once_and_the_server_goes_on(tiny_decoder: Path) -> None:
+    body = {"messages": [{"role": "user", "content": "the model"}], "max_tokens": 30, "temperature": 0}
+    with running(tiny_decoder, api_key_env=None, queue_size=1, batch_size=1, max_tokens=30) as (base, _):
+
+        def post(_: int) -> httpx.Response:
+            return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60)
+
+        with ThreadPoolExecutor(12) as pool:
+            responses = list(pool.map(post, range(12)))
+        codes = sorted(r.status_code for r in responses)
+        assert set(codes) == {200, 429} and codes.count(429) >= 1, codes
+        refused = next(r for r in responses if r.status_code == 429).json()["error"]
+        assert refused["type"] == "rate_limit_error" and "retry" in refused["message"]
+        answers = {r.json()["choices"][0]["message"]["content"] for r in responses if r.status_code == 200}
+        assert len(answers) == 1  # the same prompt, the same greedy answer, whichever wave served it
+        assert post(0).status_code == 200
+
+
+def test_an_api_key_from_the_environment_is_required(tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIGHTKIT_TEST_KEY", "s3cret")
+    with running(tiny_decoder, api_key_env="LIGHTKIT_TEST_KEY") as (base, _):
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        refused = httpx.post(f"{base}/v1/chat/completions", json=body)
+        assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
+        wrong = httpx.post(f"{base}/v1/models", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        client = OpenAI(base_url=f"{base}/v1", api_key="s3cret", max_retries=0)
+        assert client.chat.completions.create(model="onnx", messages=body["messages"], max_tokens=2).choices
+        assert [m.id for m in client.models.list()] == ["onnx"]
+        assert httpx.get(f"{base}/health").status_code == 200  # health and metrics stay open to probes
