@@ -17,7 +17,7 @@ NER_RUN  := runs/ner
 LOCK     := requirements.lock
 PIP_Q    := -m pip install -q --disable-pip-version-check
 
-.PHONY: install lock test suite stage lint docs test-slow test-min test-latest demo ship ship-llm distill ppo sft distill-sft align generate peer-venvs llm-peers clean
+.PHONY: install lock test suite stage lint docs test-slow test-min test-latest demo ship ship-llm serve distill ppo sft distill-sft align generate peer-venvs llm-peers clean
 
 install: $(VENV)/.installed
 
@@ -133,6 +133,21 @@ generate: install
 	$(LIGHTKIT) export --config configs/sft_headlines.yaml --ckpt_path $(SFT_RUN)/checkpoints/last.ckpt --output $(GEN_OUT) --forms '[fp32, int8-cpu, int4-cpu]' --overwrite true
 	$(LIGHTKIT) generate $(GEN_OUT) --form int8-cpu --prompts configs/prompts/headlines_test.jsonl --chat --max_new_tokens 24 --refine --refine_calls 16 --reward_fn lightkit.rewards.text:headline_length --output $(SFT_RUN)/generated.jsonl
 	$(PY) -c "import json; [print(f\"{r['reference']!r:50} -> {r['response']!r}  (before refining: {r['refined']['response_before']!r})\") for r in map(json.loads, open('$(SFT_RUN)/generated.jsonl'))]"
+
+# The shipped model behind an OpenAI-compatible HTTP API on http://127.0.0.1:8000 (lightkit serve;
+# it prints a curl and an openai-client example): the tuned headline writer's int8-cpu artifact
+# after `make generate`, else the demo's NER model (exported first; `make demo` first if needed).
+# Ctrl-C stops it after the requests in flight. Set LIGHTKIT_API_KEY to require a key.
+serve: install
+	if test -f $(GEN_OUT)/manifest.json; then \
+		$(LIGHTKIT) serve $(GEN_OUT) --form int8-cpu --model_name smollm2-headlines \
+			--rewards '{headline_length: lightkit.rewards.text:headline_length}'; \
+	else \
+		test -f $(NER_RUN)/checkpoints/best.ckpt || $(MAKE) demo; \
+		test -f $(NER_RUN)/onnx/manifest.json || $(LIGHTKIT) export --config configs/ner.yaml \
+			--ckpt_path $(NER_RUN)/checkpoints/best.ckpt --output $(NER_RUN)/onnx --forms '[fp32, int8-cpu]'; \
+		$(LIGHTKIT) serve $(NER_RUN)/onnx --form int8-cpu --model_name minilm-ner; \
+	fi
 
 # The shipped model against the peers users would pick for it (benchmarks/llm_peers.py): optimum-onnx
 # and onnxruntime-genai, each in its own venv from its lock, since their transformers pins clash

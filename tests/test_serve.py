@@ -5,7 +5,12 @@ the full queue's 429, the API key, encoders' tag and classify, and the playgroun
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -16,8 +21,10 @@ from pathlib import Path
 import httpx2 as httpx  # what the openai client itself speaks HTTP with
 import pytest
 import uvicorn
+from helpers import CHROMIUM, CHROMIUM_FLAGS, ROOT, TINY_NER
 from openai import OpenAI
 
+from lightkit.cli.main import main
 from lightkit.cli.serve.app import Service, create_app
 from lightkit.cli.serve.settings import ServeSettings
 from lightkit.export.runtime.serving import Artifact
@@ -32,9 +39,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(artifact: Path, **settings: object) -> Iterator[tuple[str, Service]]:
+def running(artifact: Path, form: str = "int8-cpu", **settings: object) -> Iterator[tuple[str, Service]]:
     """A live server on a free localhost port, in a thread of this process."""
-    service = Service(Artifact(artifact, form="int8-cpu", device="cpu"), ServeSettings(port=free_port(), **settings))
+    service = Service(Artifact(artifact, form=form, device="cpu"), ServeSettings(port=free_port(), **settings))
     server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=service.settings.port,
                                            log_level="warning"))  # fmt: skip
     thread = threading.Thread(target=server.run, daemon=True)
@@ -48,6 +55,30 @@ def running(artifact: Path, **settings: object) -> Iterator[tuple[str, Service]]
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def serve_process(artifact: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`lightkit serve ARTIFACT` as a user starts it, on a free port, once /health answers."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "LIGHTKIT_API_KEY"}
+    process = subprocess.Popen([sys.executable, "-m", "lightkit.cli.main", "serve", str(artifact), "--port", str(port),
+                                *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.time() < deadline and process.poll() is None, "lightkit serve did not start"
+                time.sleep(0.1)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +264,106 @@ def test_an_api_key_from_the_environment_is_required(tiny_decoder: Path, monkeyp
         assert client.chat.completions.create(model="onnx", messages=body["messages"], max_tokens=2).choices
         assert [m.id for m in client.models.list()] == ["onnx"]
         assert httpx.get(f"{base}/health").status_code == 200  # health and metrics stay open to probes
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory: pytest.TempPathFactory, ner_run: Path) -> dict[str, Path]:
+    """The tiny NER model and a tiny topic classifier, exported (fp32 and int8-cpu)."""
+    root = tmp_path_factory.mktemp("serve-encoders")
+    classifier = ROOT / "tests" / "conf" / "classification.yaml"
+    main(["fit", "--config", str(classifier), "--trainer.default_root_dir", str(root / "cls"),
+          "--trainer.max_epochs", "3"])  # fmt: skip
+    main(["export", "--config", str(classifier), "--ckpt_path", str(next((root / "cls").rglob("*.ckpt"))),
+          "--output", str(root / "cls-onnx")])  # fmt: skip
+    main(["export", "--config", str(TINY_NER), "--ckpt_path", str(ner_run / "checkpoints" / "best.ckpt"),
+          "--output", str(root / "ner-onnx")])  # fmt: skip
+    return {"ner": root / "ner-onnx", "cls": root / "cls-onnx"}
+
+
+SENTENCES = ["Apple opens a store in Paris", "John Smith flew to Berlin on Monday", "nothing here", "EU and UN talk"]
+
+
+@pytest.mark.slow  # a classifier fitted and two encoders exported
+def test_tag_and_classify_answer_as_the_artifact_does_under_concurrency(encoders: dict) -> None:
+    ner = Artifact(encoders["ner"], form="int8-cpu", device="cpu")
+    with running(encoders["ner"], api_key_env=None, batch_size=16) as (base, _):
+        many = [f"{SENTENCES[i % 4]} {i}" for i in range(24)]
+        for viterbi in (False, True):
+            wanted = list(ner.tag(many, viterbi=viterbi))
+
+            def tag(text: str, viterbi: bool = viterbi) -> list[tuple[str, str]]:
+                data = httpx.post(f"{base}/v1/tag", json={"input": text, "viterbi": viterbi}).json()["data"]
+                return list(zip(data[0]["words"], data[0]["tags"]))
+
+            with ThreadPoolExecutor(24) as pool:  # one text per request, batched across requests
+                assert list(pool.map(tag, many)) == wanted
+        both = httpx.post(f"{base}/v1/tag", json={"input": SENTENCES[:2]}).json()["data"]
+        assert [d["index"] for d in both] == [0, 1]
+        assert httpx.post(f"{base}/v1/tag", json={"input": []}).json()["error"]["param"] == "input"
+        assert httpx.post(f"{base}/v1/tag", json={"text": "x"}).json()["error"]["param"] == "input"
+        assert httpx.post(f"{base}/v1/classify", json={"input": "x"}).status_code == 404  # a tagger
+        assert httpx.post(f"{base}/v1/chat/completions", json={"messages": []}).status_code == 404
+    classifier = Artifact(encoders["cls"], form="int8-cpu", device="cpu")
+    with running(encoders["cls"], api_key_env=None) as (base, _):
+        data = httpx.post(f"{base}/v1/classify", json={"input": SENTENCES}).json()["data"]
+        for row, (label, scores) in zip(data, classifier.classify(SENTENCES)):
+            assert row["label"] == label and row["scores"] == pytest.approx(scores, abs=1e-6)
+
+
+def open_playground(base: str, probe: str, folder: Path) -> str:
+    """The served page in headless Chromium, with `probe` run after it loads; the document title
+    the probe leaves. The page is the server's own, loaded from a file with the server as its base
+    (Chromium's web security off for this check only, so the file may call the server)."""
+    page = httpx.get(base + "/").text
+    file = folder / "playground.html"
+    file.write_text(page.replace("<head>", f'<head><base href="{base}/">').replace("</body>", probe + "</body>"))
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, "--disable-web-security", f"--user-data-dir={profile}",
+                              "--virtual-time-budget=90000", "--dump-dom", file.as_uri()],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    return dom.stdout
+
+
+PLAYGROUND_PROBE = """<script>window.addEventListener('load', async () => {
+  document.getElementById('text').value = %s;
+  document.getElementById('form').requestSubmit();
+  for (let i = 0; i < 600; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const done = !document.getElementById('send').disabled;
+    const answer = document.querySelector(%s);
+    if (done && answer && answer.textContent.length) {
+      document.title = 'answered ' + answer.textContent.length; return; }
+  }
+  document.title = 'no answer: ' + document.body.innerText.slice(0, 300); });</script>"""
+
+
+@pytest.mark.slow  # two servers started as processes, each page loaded in Chromium
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (Debian: apt-get install chromium)")
+def test_the_playground_chats_and_tags_in_a_browser(tiny_decoder: Path, encoders: dict, tmp_path: Path) -> None:
+    with serve_process(tiny_decoder, "--max_tokens", "16") as (base, _):
+        dom = open_playground(base, PLAYGROUND_PROBE % ('"the model"', '".assistant"'), tmp_path)
+    assert "<title>answered 16</title>" in dom and 'class="turn user">the model</div>' in dom, dom[:600]
+    with serve_process(encoders["ner"]) as (ner_base, _):
+        dom = open_playground(ner_base, PLAYGROUND_PROBE % ('"Apple opens a store in Paris"', '"#result"'), tmp_path)
+    assert "<title>answered " in dom and "Paris/" in dom, dom[:600]
+
+
+@pytest.mark.slow  # a server started as a process
+def test_lightkit_serve_prints_how_to_call_it_and_finishes_in_flight_requests_on_sigterm(tiny_decoder: Path) -> None:
+    # A wave waits 2 s for company: the request is still in flight when the signal comes.
+    with serve_process(tiny_decoder, "--form", "int8-cpu", "--batch_wait_ms", "2000") as (base, process):
+        result: dict = {}
+        body = {"messages": [{"role": "user", "content": "the model"}], "max_tokens": 8, "temperature": 0}
+        thread = threading.Thread(target=lambda: result.update(r=httpx.post(f"{base}/v1/chat/completions", json=body,
+                                                                            timeout=60)))  # fmt: skip
+        thread.start()
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        thread.join(timeout=60)
+        # uvicorn re-raises the captured signal once it has shut down, so the exit status says SIGTERM.
+        assert process.wait(timeout=60) == -signal.SIGTERM
+    assert result["r"].status_code == 200 and result["r"].json()["choices"][0]["finish_reason"] == "length"
+    out = process.stdout.read()
+    assert out.index("Shutting down") < out.index("Application shutdown complete")
+    assert f"curl {base}/v1/chat/completions" in out and f'OpenAI(base_url="{base}/v1"' in out
+    assert "API key not required" in out

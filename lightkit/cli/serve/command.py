@@ -25,15 +25,16 @@ def examples(service: Service, base: str) -> str:
     """What to paste to call the server: curl, and the openai client for decoders."""
     auth = f' -H "Authorization: Bearer ${service.settings.api_key_env}"' if service.settings.api_key else ""
     if service.decoder:
+        tokens = min(32, service.settings.max_tokens)
         body = json.dumps({"model": service.model_id, "messages": [{"role": "user", "content": "Hello"}],
-                           "max_tokens": 32})  # fmt: skip
+                           "max_tokens": tokens})  # fmt: skip
         key = f'os.environ["{service.settings.api_key_env}"]' if service.settings.api_key else '"none"'
         return (
             f"curl {base}/v1/chat/completions -H 'Content-Type: application/json'{auth} -d '{body}'\n\n"
             "python - <<'PY'\nimport os\nfrom openai import OpenAI\n"
             f'client = OpenAI(base_url="{base}/v1", api_key={key})\n'
             f'answer = client.chat.completions.create(model="{service.model_id}", '
-            'messages=[{"role": "user", "content": "Hello"}], max_tokens=32)\n'
+            f'messages=[{{"role": "user", "content": "Hello"}}], max_tokens={tokens})\n'
             "print(answer.choices[0].message.content)\nPY"
         )
     route = service.routes[0]
