@@ -523,7 +523,33 @@ def ship_chain_table(result: dict) -> str:
     return "\n".join([body.rstrip("\n"), "", "Shipped artifacts:", "", *lines, "", f"Command: {command}"])
 
 
+def serve_load_table(result: dict) -> str:
+    """benchmarks/serve_load.py: lightkit serve under concurrent clients against lightkit generate."""
+
+    def cell(d: dict, fmt: str) -> str:
+        return f"{fmt.format(d['median'])} ({fmt.format(d['min'])}–{fmt.format(d['max'])})"
+
+    lines = [
+        "| clients | serve tokens/s | lightkit generate tokens/s, same batch | serve / generate | p50 latency s | "
+        "p99 latency s | failed | corrupted | answers checked |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        cells = [str(r["clients"]), cell(r["serve_tokens_per_s"], "{:.1f}"),
+                 cell(r["generate_tokens_per_s_at_batch"], "{:.1f}"), f"{r['serve_over_generate']:.2f}x",
+                 cell(r["p50_latency_s"], "{:.2f}"), cell(r["p99_latency_s"], "{:.2f}"), str(r["failed"]),
+                 str(r["corrupted"]), str(r["answers_checked"])]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    settings = result["settings"]
+    head = (
+        f"Device: {result['device']}; {result['date']}. Median (min–max) over {settings['rounds']} interleaved "
+        f"rounds. serve: {settings['serve']}. generate: {settings['generate']}."
+    )
+    return with_command(head, lines, result)
+
+
 RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
+    (lambda r: r.get("kind") == "serve-load", serve_load_table),
     (lambda r: r.get("kind") == "ship", ship_table),
     (lambda r: r.get("kind") == "ship-decoder", ship_chain_table),
     (lambda r: "rows" in r and "speedup_vs_pytorch" in r["rows"][0], inference_table),

@@ -554,3 +554,25 @@ def test_int4_recipes_render_each_recipe_against_fp32() -> None:
     assert "| fp32 | 28.40 | 18.06 | 515 MiB |" in text
     assert f"| {shipped[1]} | 29.00 (+2.0%) | **18.60 (+3.0%)** | 141 MiB |" in text
     assert text.count("\n| ") == len(RECIPES) + 2  # header, fp32 and one row per recipe
+
+
+@pytest.mark.slow  # two lightkit serve processes under load
+def test_serve_load_times_serve_against_generate_and_checks_every_answer(tiny_decoder: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the model\nit\na long day of news\nwhat the market said\n")
+    out = tmp_path / "serve-load.json"
+    run_script("serve_load.py", "--artifact", str(tiny_decoder), "--clients", "1", "4", "--requests", "8",
+               "--rounds", "2", "--max_tokens", "6", "--prompts", str(prompts), "--out", str(out))  # fmt: skip
+    result = json.loads(out.read_text())
+    assert [r["clients"] for r in result["rows"]] == [1, 4]
+    for row in result["rows"]:
+        assert row["failed"] == row["corrupted"] == 0 and row["answers_checked"] == 16  # 8 requests x 2 rounds
+        serve, generate = row["serve_tokens_per_s"], row["generate_tokens_per_s_at_batch"]
+        assert 0 < serve["min"] <= serve["median"] <= serve["max"]
+        assert row["serve_over_generate"] == pytest.approx(serve["median"] / generate["median"])
+        assert row["p50_latency_s"]["median"] <= row["p99_latency_s"]["median"]
+    ratio, failures = result["targets"]
+    assert ratio["measured"] is None and not ratio["met"]  # no 32-client row in this run
+    assert failures["measured"] == 0 and failures["met"]
+    run_script("to_markdown.py", str(out))
+    assert "| 4 | " in out.with_suffix(".md").read_text()

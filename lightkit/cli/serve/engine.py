@@ -1,10 +1,10 @@
 """Batching across requests: one worker thread owns the artifact's session and serves waves.
 
 Requests become jobs in a bounded queue (full: the request is refused with 429 at once, never left
-to hang). The worker takes the oldest job, then for up to `batch_wait_ms` gathers every queued job
-that can share its forward passes, up to `batch_size` rows, and runs them as one batch: a
-*wave*. Jobs that cannot share it (a decoder request with other sampling settings) wait, first in
-line, for the next wave.
+to hang). The worker takes the oldest job, then gathers every queued job that can share its
+forward passes, up to `batch_size` rows, until no new one has come for `batch_wait_ms` (10 x that
+at most), and runs them as one batch: a *wave*. Jobs that cannot share it (a decoder request with
+other sampling settings) wait, first in line, for the next wave.
 
 - Decoders (`DecoderEngine`): each choice of each request is a row of the artifact's KV-cache
   loop (`DecodeLoop.generate`, the loop of `lightkit generate`); rows share sampling settings
@@ -95,7 +95,10 @@ class Batcher:
                 self.pending.remove(job)
                 wave.append(job)
                 rows += job.size
-        deadline = time.perf_counter() + self.wait
+        # A burst of requests arrives over some milliseconds: the wave waits `wait` after the last
+        # arrival (not after the first), up to 10 x `wait` in all.
+        began = time.perf_counter()
+        deadline = began + self.wait
         while rows < self.batch_size:
             try:
                 job = self.queue.get(timeout=max(0.0, deadline - time.perf_counter()))
@@ -106,6 +109,7 @@ class Batcher:
                 rows += job.size
             else:
                 self.pending.append(job)
+            deadline = min(time.perf_counter() + self.wait, began + 10 * self.wait)
         return [job for job in wave if not job.cancelled]
 
     def _run(self) -> None:
