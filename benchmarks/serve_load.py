@@ -8,15 +8,20 @@ The prompts are held-out BBC articles (the test split of configs/sft_headlines.y
 chat template, answered greedily with at most `--max_tokens` tokens. Per concurrency c:
 
 - **serve**: a `lightkit serve` process (as users start it; `--batch_size` c) and c client
-  threads, each sending its share of the prompts one request after another through the `openai`
-  client; aggregate tokens/s = completion tokens (from `usage`) / wall time; latency per request,
-  p50 and p99. Every answer is compared with `lightkit generate`'s answers to the same prompt:
-  a request that fails, or an answer that is none of them, counts against the server.
+  threads, each sending its share of the prompts one request after another
+  (`/v1/chat/completions`); aggregate tokens/s = completion tokens (from `usage`) / wall time;
+  latency per request, p50 and p99. Every answer is compared with `lightkit generate`'s answers
+  to the same prompt: a request that fails, or an answer that is none of them, counts against
+  the server.
 - **generate**: `Artifact.generate` (what `lightkit generate` runs) on the same prompts at batch
   c, in this process: tokens/s of the same work without HTTP, queueing or waves.
+- **peer** (`--peer_model`): onnxruntime-genai's build of the same model behind the minimal
+  server a user would write for it (benchmarks/serve_peer_genai.py, in the genai venv), the same
+  clients posting the same chat-rendered prompts to its `/v1/completions`.
 
-The two alternate in rounds (which goes first flips each round) and the spread over rounds is
-reported; the ratio quoted is of the medians. Both use the machine's cores; nothing else runs.
+The sides take turns in rounds (who goes first rotates each round) and the spread over rounds is
+reported; the ratio quoted is of the medians. Every side uses the machine's cores; nothing else
+runs.
 """
 
 from __future__ import annotations
@@ -81,6 +86,25 @@ def start_server(artifact: str, form: str, batch: int, max_tokens: int) -> tuple
             time.sleep(0.2)
 
 
+def start_peer(python: str, model: str) -> tuple[subprocess.Popen, str]:
+    """benchmarks/serve_peer_genai.py (onnxruntime-genai behind a minimal server) in its venv."""
+    import httpx2 as httpx
+
+    port = free_port()
+    process = subprocess.Popen([python, str(ROOT / "benchmarks" / "serve_peer_genai.py"), "--model", model, "--port",
+                                str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while True:
+        try:
+            if httpx.get(f"{base}/health").status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            if time.time() > deadline or process.poll() is not None:
+                raise SystemExit("the genai peer server did not start") from None
+            time.sleep(0.2)
+
+
 def stop_server(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGTERM)
     try:
@@ -89,23 +113,32 @@ def stop_server(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def serve_round(base: str, model: str, prompts: list[str], clients: int, max_tokens: int) -> dict[str, Any]:
-    from openai import OpenAI
+def serve_round(
+    base: str, requests: list[tuple[str, tuple[str, dict[str, Any]]]], clients: int, eos_in_usage: bool = True
+) -> dict[str, Any]:
+    """`clients` threads, each posting its share of `requests` ((prompt, (route, body)) pairs) one
+    after another; tokens/s over the round, latency per request. A server whose usage leaves out
+    the EOS token it generated (`eos_in_usage` False) gets it counted, as lightkit's usage does."""
+    import httpx2 as httpx
 
-    client = OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=600)
-    shares = [prompts[i::clients] for i in range(clients)]
+    shares = [requests[i::clients] for i in range(clients)]
 
-    def run(share: list[str]) -> list[tuple[str, str | None, int, float]]:
+    def run(share: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str | None, int, float]]:
         out = []
-        for prompt in share:
-            began = time.perf_counter()
-            try:
-                answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
-                                                        max_tokens=max_tokens, temperature=0)  # fmt: skip
-                out.append((prompt, answer.choices[0].message.content, answer.usage.completion_tokens,
-                            time.perf_counter() - began))  # fmt: skip
-            except Exception:  # noqa: BLE001 - a failed request is counted, not fatal
-                out.append((prompt, None, 0, time.perf_counter() - began))
+        with httpx.Client(base_url=base, timeout=600) as http:
+            for prompt, (route, body) in share:
+                began = time.perf_counter()
+                try:
+                    response = http.post(route, json=body)
+                    response.raise_for_status()
+                    answer = response.json()
+                    choice = answer["choices"][0]
+                    text = choice["message"]["content"] if "message" in choice else choice["text"]
+                    eos = int(not eos_in_usage and choice["finish_reason"] == "stop")
+                    out.append((prompt, text, answer["usage"]["completion_tokens"] + eos,
+                                time.perf_counter() - began))  # fmt: skip
+                except Exception:  # noqa: BLE001 - a failed request is counted, not fatal
+                    out.append((prompt, None, 0, time.perf_counter() - began))
         return out
 
     began = time.perf_counter()
@@ -146,8 +179,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max_tokens", type=int, default=24)
     ap.add_argument("--prompts", default=None, help="a .txt of prompts (one per line) instead of held-out articles")
+    ap.add_argument(
+        "--peer_model", default=None, help="onnxruntime-genai's model folder (e.g. runs/llm_peers/genai-int8)"
+    )
+    ap.add_argument("--peer_python", default=".venv-genai/bin/python", help="the genai venv's python")
     ap.add_argument("--out", default="benchmarks/results/serve-load-cpu.json")
     args = ap.parse_args()
+    from lightkit.data.chat import render
     from lightkit.export.runtime.serving import Artifact
 
     artifact = Artifact(args.artifact, form=args.form, device="cpu")
@@ -158,23 +196,42 @@ def main() -> None:
     model = Path(args.artifact).name
     # The reference answers: lightkit generate at batch 1 (what a correct server returns for each prompt).
     reference = dict(generate_round(artifact, prompts, 1, args.max_tokens)["answers"])
+    chat = {p: render(artifact.tokenizer, [{"role": "user", "content": p}], generation_prompt=True) for p in prompts}
+
+    def lightkit_request(prompt: str) -> tuple[str, tuple[str, dict[str, Any]]]:
+        messages = [{"role": "user", "content": prompt}]
+        return prompt, ("/v1/chat/completions", {"model": model, "messages": messages, "max_tokens": args.max_tokens,
+                                                 "temperature": 0})  # fmt: skip
+
+    def peer_request(prompt: str) -> tuple[str, tuple[str, dict[str, Any]]]:
+        return prompt, ("/v1/completions", {"prompt": chat[prompt], "max_tokens": args.max_tokens})
+
     rows = []
     for clients in args.clients:
         work = (prompts * (1 + args.requests // len(prompts)))[: max(args.requests, clients)]
         process, base = start_server(args.artifact, args.form, clients, args.max_tokens)
+        peer = start_peer(args.peer_python, args.peer_model) if args.peer_model else None
+        sides = ["serve", "generate", *(["peer"] if peer else [])]
+        rounds: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+
+        def run(side: str, items: list[str], clients: int = clients) -> dict[str, Any]:
+            if side == "serve":
+                return serve_round(base, [lightkit_request(p) for p in items], clients)
+            if side == "peer":
+                return serve_round(peer[1], [peer_request(p) for p in items], clients, eos_in_usage=False)
+            return generate_round(artifact, items, clients, args.max_tokens)
+
         try:
-            serve_round(base, model, work[:clients], clients, args.max_tokens)  # warm-up
-            generate_round(artifact, work[:clients], clients, args.max_tokens)
-            served, generated = [], []
+            for side in sides:  # warm-up
+                run(side, work[:clients])
             for r in range(args.rounds):
-                order = ("serve", "generate") if r % 2 == 0 else ("generate", "serve")
-                for side in order:
-                    if side == "serve":
-                        served.append(serve_round(base, model, work, clients, args.max_tokens))
-                    else:
-                        generated.append(generate_round(artifact, work, clients, args.max_tokens))
+                for side in sides[r % len(sides) :] + sides[: r % len(sides)]:  # who goes first rotates
+                    rounds[side].append(run(side, work))
         finally:
             stop_server(process)
+            if peer:
+                stop_server(peer[0])
+        served, generated = rounds["serve"], rounds["generate"]
         # Dynamic int8 quantises each call's activations with one scale for the whole batch, so a
         # greedy answer may legitimately change with the rows it was batched with. An answer is
         # counted as corrupted when it is none of lightkit generate's answers to that prompt (at
@@ -189,7 +246,7 @@ def main() -> None:
         differing = sum(a is not None and a != reference[p] for p, a in answers)
         serve_tps = spread([s["tokens_per_s"] for s in served])
         generate_tps = spread([g["tokens_per_s"] for g in generated])
-        rows.append({
+        row: dict[str, Any] = {
             "clients": clients, "requests_per_round": len(work),
             "serve_tokens_per_s": serve_tps, "generate_tokens_per_s_at_batch": generate_tps,
             "serve_over_generate": serve_tps["median"] / generate_tps["median"],
@@ -197,11 +254,23 @@ def main() -> None:
             "p99_latency_s": spread([s["p99_s"] for s in served]),
             "failed": failed, "corrupted": corrupted, "differing_from_batch_1": differing,
             "answers_checked": len(answers),
-        })  # fmt: skip
+        }  # fmt: skip
+        if peer:
+            peered = rounds["peer"]
+            peer_answers = [a for s in peered for _, a in s["answers"]]
+            row["peer"] = {
+                "tokens_per_s": spread([s["tokens_per_s"] for s in peered]),
+                "p50_latency_s": spread([s["p50_s"] for s in peered]),
+                "p99_latency_s": spread([s["p99_s"] for s in peered]),
+                "failed": sum(a is None for a in peer_answers),
+                "same_answer_as_lightkit_batch_1": sum(a == reference[p] for s in peered for p, a in s["answers"]),
+            }
+        rows.append(row)
         print(f"{clients:>3} clients: serve {serve_tps['median']:.1f} tok/s (p50 "
-              f"{rows[-1]['p50_latency_s']['median']:.2f} s, p99 {rows[-1]['p99_latency_s']['median']:.2f} s), "
+              f"{row['p50_latency_s']['median']:.2f} s, p99 {row['p99_latency_s']['median']:.2f} s), "
               f"generate at batch {clients} {generate_tps['median']:.1f} tok/s, ratio "
-              f"{rows[-1]['serve_over_generate']:.2f}; failed {failed}, corrupted {corrupted}", flush=True)  # fmt: skip
+              f"{row['serve_over_generate']:.2f}; failed {failed}, corrupted {corrupted}"
+              + (f"; peer {row['peer']['tokens_per_s']['median']:.1f} tok/s" if peer else ""), flush=True)  # fmt: skip
     top = next((r for r in rows if r["clients"] == 32), None)
     result = {
         "kind": "serve-load",

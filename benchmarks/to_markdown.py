@@ -545,6 +545,18 @@ def serve_load_table(result: dict) -> str:
         f"Device: {result['device']}; {result['date']}. Median (min–max) over {settings['rounds']} interleaved "
         f"rounds. serve: {settings['serve']}. generate: {settings['generate']}."
     )
+    peers = [r for r in result["rows"] if "peer" in r]
+    if peers:
+        lines += ["", f"Peer: {settings['peer']}.", "",
+                  "| clients | peer tokens/s | lightkit serve / peer | peer p50 latency s | peer p99 latency s "
+                  "| failed |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in peers:
+            peer = r["peer"]
+            ratio = r["serve_tokens_per_s"]["median"] / peer["tokens_per_s"]["median"]
+            lines.append(f"| {r['clients']} | {cell(peer['tokens_per_s'], '{:.1f}')} | {ratio:.2f}x | "
+                         f"{cell(peer['p50_latency_s'], '{:.2f}')} | {cell(peer['p99_latency_s'], '{:.2f}')} | "
+                         f"{peer['failed']} |")  # fmt: skip
     return with_command(head, lines, result)
 
 
