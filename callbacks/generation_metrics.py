@@ -33,6 +33,7 @@ from torchmetrics.functional.text.rouge import rouge_score
 
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.errors import InputError
+from lightkit.metrics.answers import greedy_answers
 from lightkit.rewards.scoring import build_reward
 
 
@@ -84,20 +85,11 @@ class GenerationMetrics(Callback):
 
     @torch.no_grad()
     def answers(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[str]:
-        tokenizer, model = pl_module.tokenizer, pl_module.model
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        out: list[str] = []
-        for start in range(0, len(self.slice), self.batch_size):
-            prompts = [r["prompt"] for r in self.slice[start : start + self.batch_size]]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-            enc = {k: v.to(pl_module.device) for k, v in enc.items()}
-            with trainer.precision_plugin.forward_context():  # bf16-mixed runs generate as it trains
-                new = model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                     pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
-            out += [
-                a.strip() for a in tokenizer.batch_decode(new[:, enc["input_ids"].size(1) :], skip_special_tokens=True)
-            ]
-        return out
+        prompts = [r["prompt"] for r in self.slice]
+        # bf16-mixed runs generate as it trains: inside the precision plugin's forward context
+        context = trainer.precision_plugin.forward_context
+        return greedy_answers(pl_module.model, pl_module.tokenizer, prompts, self.max_new_tokens, self.batch_size,
+                              context=context)["answers"]  # fmt: skip
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:

@@ -130,7 +130,9 @@ def test_every_stage_of_the_chain_writes_its_outputs(shipped: Path) -> None:
     for p in pairs:  # the reward ranks them: count_e, recomputed
         assert p["reward_chosen"] == p["chosen"].count("e") and p["reward_rejected"] == p["rejected"].count("e")
     settings = parse(yaml.safe_load((shipped / "chain.yaml").read_text()), shipped / "chain.yaml")
-    splits = {s: chain.split_rows(S.Context(settings, None, done), s) for s in ("train", "test")}
+    ctx = S.Context(settings, None, done)
+    dm = chain.datamodule(ctx)
+    splits = {s: chain.split_rows(ctx, dm, s) for s in ("train", "test")}
     train = {(r["user"], r["reference"]) for r in splits["train"]}
     assert {p["prompt"] for p in pairs} <= {user for user, _ in train}  # sampled on training prompts only
     test = [json.loads(x) for x in (run / "generate" / "prompts.jsonl").read_text().splitlines()]

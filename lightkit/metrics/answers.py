@@ -38,9 +38,12 @@ def greedy_answers(
     max_new_tokens: int = 24,
     batch_size: int = 16,
     reference: Any | None = None,
+    context: Callable[[], Any] | None = None,
 ) -> dict[str, list[Any]]:
     """Greedy answers to `prompts` (rendered as the model is fed them), whether each ended with
-    EOS, and each one's summed KL to `reference` (0 without one)."""
+    EOS, and each one's summed KL to `reference` (0 without one). `context` makes the context
+    the model runs in (default `autocast`; a Lightning run passes its precision plugin's)."""
+    context = context or (lambda: autocast(model))
     answers: list[str] = []
     kls: list[float] = []
     ended: list[bool] = []
@@ -50,7 +53,7 @@ def greedy_answers(
         chunk = list(prompts[i : i + batch_size])
         enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
         enc = {k: v.to(model.device) for k, v in enc.items()}
-        with autocast(model):
+        with context():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
                                  eos_token_id=eos)  # fmt: skip
         width = enc["input_ids"].size(1)
@@ -64,7 +67,7 @@ def greedy_answers(
             continue
         attention = torch.cat([enc["attention_mask"], mask.long()], 1)
         keep = response.size(1) + 1
-        with autocast(model):
+        with context():
             logits = model(input_ids=out, attention_mask=attention, logits_to_keep=keep).logits[:, :-1].float()
             ref = reference(input_ids=out, attention_mask=attention, logits_to_keep=keep).logits[:, :-1].float()
         logp, logq = torch.log_softmax(logits, -1), torch.log_softmax(ref, -1)

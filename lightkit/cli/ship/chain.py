@@ -150,11 +150,10 @@ def datamodule(ctx: S.Context) -> Any:
     return found(**args)
 
 
-def split_rows(ctx: S.Context, split: str) -> list[dict[str, str]]:
-    """`{user, rendered, reference}` for each row of a split of the SFT run's data."""
+def split_rows(ctx: S.Context, dm: Any, split: str) -> list[dict[str, str]]:
+    """`{user, rendered, reference}` for each row of a split of the SFT run's data (`dm`, `datamodule`'s)."""
     from lightkit.data.sampled_pairs import prompt_rows
 
-    dm = datamodule(ctx)
     return prompt_rows(dm.splits(dm._read, dm.split_key)[split], f"{ctx.settings.config_file}: data ({split})")
 
 
@@ -187,28 +186,28 @@ def pairs(ctx: S.Context) -> dict[str, Any]:
     section = ctx.settings.section("pairs")
     folder = ctx.run_dir / "pairs"
     seed = int(section.get("seed", 13))
-    train = split_rows(ctx, "train")
+    dm = datamodule(ctx)
+    train = split_rows(ctx, dm, "train")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[: section.get("rows", 256)]
     rows = [train[i] for i in order.tolist()]
-    dm_tokenizer = datamodule(ctx).tokenizer
 
     def progress(done: int, total: int) -> None:
         print(f"lightkit ship: pairs: sampled {done}/{total} prompts", flush=True)
 
     best, every = policy_pairs(
-        causal_lm(outputs(ctx, "fit")["hf_model_path"]), dm_tokenizer, rows, reward_of(ctx, "pairs"),
+        causal_lm(outputs(ctx, "fit")["hf_model_path"]), dm.tokenizer, rows, reward_of(ctx, "pairs"),
         k=section.get("k", 4), min_margin=section.get("min_margin", 0.2),
         max_new_tokens=section.get("max_new_tokens", 24), temperature=section.get("temperature", 1.0),
         batch_size=section.get("batch_size", 8), seed=seed, progress=progress,
     )  # fmt: skip
-    counts = write_pairs(folder / "pairs.jsonl", best, every, len(rows), section.get("val_fraction", 0.2))
     if not best:
         raise InputError(
             f"{ctx.settings.config_file}: ship.pairs: no prompt's answers were min_margin apart; lower min_margin "
             "or sample more answers (k)"
         )
+    counts = write_pairs(folder / "pairs.jsonl", best, every, len(rows), section.get("val_fraction", 0.2))
     # DPO's GenerationMetrics answers these: the SFT run's own validation prompts, as a prompts file.
-    val = split_rows(ctx, "validation")
+    val = split_rows(ctx, dm, "validation")
     val_path = folder / "val_prompts.jsonl"
     atomic_write_text(val_path, "".join(json.dumps({"prompt": r["user"], "reference": r["reference"]},
                                                    ensure_ascii=False) + "\n" for r in val))  # fmt: skip
@@ -233,9 +232,10 @@ def evaluate(ctx: S.Context) -> dict[str, Any]:
 
     section = ctx.settings.section("evaluate")
     folder = ctx.run_dir / "evaluate"
-    rows = split_rows(ctx, "test")[: section.get("rows")]
+    dm = datamodule(ctx)
+    rows = split_rows(ctx, dm, "test")[: section.get("rows")]
     prompts, references = [r["rendered"] for r in rows], [r["reference"] for r in rows]
-    tokenizer = datamodule(ctx).tokenizer
+    tokenizer = dm.tokenizer
     reward = reward_of(ctx, "evaluate")
     sft_path = outputs(ctx, "fit")["hf_model_path"]
     reference = causal_lm(sft_path)
@@ -323,13 +323,14 @@ def generate(ctx: S.Context) -> dict[str, Any]:
     refined toward the reward, each file then scored with the chain's reward."""
     section = ctx.settings.section("generate")
     folder = ctx.run_dir / "generate"
-    rows = split_rows(ctx, "test")[: section.get("rows", 8)]
+    dm = datamodule(ctx)
+    rows = split_rows(ctx, dm, "test")[: section.get("rows", 8)]
     prompts = folder / "prompts.jsonl"
     atomic_write_text(prompts, "".join(json.dumps({"prompt": r["user"], "reference": r["reference"]},
                                                   ensure_ascii=False) + "\n" for r in rows))  # fmt: skip
     reward_section = section if section.get("reward_fn") else ctx.settings.section("pairs")
     reward = reward_of(ctx, "generate")
-    chat = datamodule(ctx).chat
+    chat = dm.chat
     found: dict[str, Any] = {}
     for name, entry in outputs(ctx, "export")["models"].items():
         artifact = Path(entry["manifest_path"]).parent
