@@ -531,14 +531,15 @@ def serve_load_table(result: dict) -> str:
 
     lines = [
         "| clients | serve tokens/s | lightkit generate tokens/s, same batch | serve / generate | p50 latency s | "
-        "p99 latency s | failed | corrupted | answers checked |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "p99 latency s | failed | differing from generate at batch 1 | none of generate's answers | answers checked |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         cells = [str(r["clients"]), cell(r["serve_tokens_per_s"], "{:.1f}"),
                  cell(r["generate_tokens_per_s_at_batch"], "{:.1f}"), f"{r['serve_over_generate']:.2f}x",
                  cell(r["p50_latency_s"], "{:.2f}"), cell(r["p99_latency_s"], "{:.2f}"), str(r["failed"]),
-                 str(r["corrupted"]), str(r["answers_checked"])]  # fmt: skip
+                 str(r["differing_from_batch_1"]), str(r["not_any_generate_answer"]),
+                 str(r["answers_checked"])]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     settings = result["settings"]
     head = (

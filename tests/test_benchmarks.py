@@ -566,12 +566,12 @@ def test_serve_load_times_serve_against_generate_and_checks_every_answer(tiny_de
     result = json.loads(out.read_text())
     assert [r["clients"] for r in result["rows"]] == [1, 4]
     for row in result["rows"]:
-        assert row["failed"] == row["corrupted"] == 0 and row["answers_checked"] == 16  # 8 requests x 2 rounds
+        assert row["failed"] == row["not_any_generate_answer"] == 0 and row["answers_checked"] == 16  # 8 x 2 rounds
         serve, generate = row["serve_tokens_per_s"], row["generate_tokens_per_s_at_batch"]
         assert 0 < serve["min"] <= serve["median"] <= serve["max"]
         assert row["serve_over_generate"] == pytest.approx(serve["median"] / generate["median"])
         assert row["p50_latency_s"]["median"] <= row["p99_latency_s"]["median"]
-    ratio, failures = result["targets"]
+    ratio, failures = result["targets"]  # int8-cpu: no exact-answer target (its answers depend on the batch)
     assert ratio["measured"] is None and not ratio["met"]  # no 32-client row in this run
     assert failures["measured"] == 0 and failures["met"]
     run_script("to_markdown.py", str(out))

@@ -181,7 +181,8 @@ def test_the_chain_report_shows_the_stage_files(shipped: Path) -> None:
     artifacts.feed(html)
     for row in artifacts.rows[1:]:
         cells = dict(zip(artifacts.rows[0], row))
-        refined = json.loads((run / "generate" / row[0] / "refined.scores.json").read_text())
+        stage = {"sft": "fit"}.get(row[0], row[0])
+        refined = json.loads((run / "generate" / stage / "refined.scores.json").read_text())
         assert cells["reward, refined"] == f"{refined['mean_reward']:+.4f}" and cells["gate"] == "passed"
     samples = Table(table_id="samples")
     samples.feed(html)

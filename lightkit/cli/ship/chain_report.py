@@ -93,7 +93,8 @@ def artifact_rows(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             parity = info.get("parity", {})
             scored = {mode: s for mode, (s, _) in runs.items() if s and s["form"] == form}
             rows.append({
-                "model": name, "form": form, "mib": info["bytes"] / 2**20, "passed": parity.get("passed"),
+                "model": {"fit": "sft"}.get(name, name), "form": form, "mib": info["bytes"] / 2**20,
+                "passed": parity.get("passed"),
                 "greedy_agreement": parity.get("greedy_agreement"),
                 "reward_greedy": (scored.get("greedy") or {}).get("mean_reward"),
                 "reward_refined": (scored.get("refined") or {}).get("mean_reward"),
