@@ -319,7 +319,7 @@ def open_playground(base: str, probe: str, folder: Path) -> str:
     file.write_text(page.replace("<head>", f'<head><base href="{base}/">').replace("</body>", probe + "</body>"))
     with tempfile.TemporaryDirectory() as profile:
         dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, "--disable-web-security", f"--user-data-dir={profile}",
-                              "--virtual-time-budget=90000", "--dump-dom", file.as_uri()],
+                              "--virtual-time-budget=60000", "--dump-dom", file.as_uri()],
                              capture_output=True, text=True, timeout=120)  # fmt: skip
     return dom.stdout
 
@@ -327,8 +327,11 @@ def open_playground(base: str, probe: str, folder: Path) -> str:
 PLAYGROUND_PROBE = """<script>window.addEventListener('load', async () => {
   document.getElementById('text').value = %s;
   document.getElementById('form').requestSubmit();
-  for (let i = 0; i < 600; i++) {
-    await new Promise((r) => setTimeout(r, 100));
+  // Each wait includes a real request to the server: Chromium's virtual clock stops while one is
+  // pending, so the loop waits in real time for the answer, however slow the machine is.
+  for (let i = 0; i < 3000; i++) {
+    await fetch('health');
+    await new Promise((r) => setTimeout(r, 10));
     const done = !document.getElementById('send').disabled;
     const answer = document.querySelector(%s);
     if (done && answer && answer.textContent.length) {
