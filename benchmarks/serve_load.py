@@ -13,6 +13,8 @@ chat template, answered greedily with at most `--max_tokens` tokens. Per concurr
   latency per request, p50 and p99. Every answer is compared with `lightkit generate`'s answers
   to the same prompt: a request that fails, or an answer that is none of them, counts against
   the server.
+- **waves**: the same server with `--join_tokens 0`, so a request waits for the running wave to
+  end instead of joining it as rows finish: what continuous batching buys.
 - **generate**: `Artifact.generate` (what `lightkit generate` runs) on the same prompts at batch
   c, in this process: tokens/s of the same work without HTTP, queueing or waves.
 - **peer** (`--peer_model`): onnxruntime-genai's build of the same model behind the minimal
@@ -63,46 +65,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(artifact: str, form: str, batch: int, max_tokens: int) -> tuple[subprocess.Popen, str]:
+def wait_healthy(process: subprocess.Popen, base: str, what: str) -> tuple[subprocess.Popen, str]:
+    """`process` and its URL once its `/health` answers 200 (5 minutes at most)."""
+    import httpx2 as httpx
+
+    deadline = time.time() + 300
+    while True:
+        try:
+            if httpx.get(f"{base}/health").status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            if time.time() > deadline or process.poll() is not None:
+                raise SystemExit(f"{what} did not start") from None
+            time.sleep(0.2)
+
+
+def start_server(
+    artifact: str, form: str, batch: int, max_tokens: int, join_tokens: int
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LIGHTKIT_API_KEY"}
     process = subprocess.Popen(
         [sys.executable, "-m", "lightkit.cli.main", "serve", artifact, "--form", form, "--port", str(port),
          "--batch_size", str(batch), "--max_tokens", str(max_tokens), "--queue_size", str(max(64, batch)),
-         "--device", "cpu"],
+         "--join_tokens", str(join_tokens), "--device", "cpu"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    import httpx2 as httpx
-
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while True:
-        try:
-            if httpx.get(f"{base}/health").status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            if time.time() > deadline or process.poll() is not None:
-                raise SystemExit("lightkit serve did not start") from None
-            time.sleep(0.2)
+    return wait_healthy(process, f"http://127.0.0.1:{port}", "lightkit serve")
 
 
 def start_peer(python: str, model: str) -> tuple[subprocess.Popen, str]:
     """benchmarks/serve_peer_genai.py (onnxruntime-genai behind a minimal server) in its venv."""
-    import httpx2 as httpx
-
     port = free_port()
     process = subprocess.Popen([python, str(ROOT / "benchmarks" / "serve_peer_genai.py"), "--model", model, "--port",
                                 str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while True:
-        try:
-            if httpx.get(f"{base}/health").status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            if time.time() > deadline or process.poll() is not None:
-                raise SystemExit("the genai peer server did not start") from None
-            time.sleep(0.2)
+    return wait_healthy(process, f"http://127.0.0.1:{port}", "the genai peer server")
 
 
 def stop_server(process: subprocess.Popen) -> None:
@@ -209,14 +206,15 @@ def main() -> None:
     rows = []
     for clients in args.clients:
         work = (prompts * (1 + args.requests // len(prompts)))[: max(args.requests, clients)]
-        process, base = start_server(args.artifact, args.form, clients, args.max_tokens)
+        process, base = start_server(args.artifact, args.form, clients, args.max_tokens, 256)
+        waves = start_server(args.artifact, args.form, clients, args.max_tokens, 0)
         peer = start_peer(args.peer_python, args.peer_model) if args.peer_model else None
-        sides = ["serve", "generate", *(["peer"] if peer else [])]
+        sides = ["serve", "waves", "generate", *(["peer"] if peer else [])]
         rounds: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
 
         def run(side: str, items: list[str], clients: int = clients) -> dict[str, Any]:
-            if side == "serve":
-                return serve_round(base, [lightkit_request(p) for p in items], clients)
+            if side in ("serve", "waves"):
+                return serve_round(base if side == "serve" else waves[1], [lightkit_request(p) for p in items], clients)
             if side == "peer":
                 return serve_round(peer[1], [peer_request(p) for p in items], clients, eos_in_usage=False)
             return generate_round(artifact, items, clients, args.max_tokens)
@@ -229,6 +227,7 @@ def main() -> None:
                     rounds[side].append(run(side, work))
         finally:
             stop_server(process)
+            stop_server(waves[0])
             if peer:
                 stop_server(peer[0])
         served, generated = rounds["serve"], rounds["generate"]
@@ -242,11 +241,22 @@ def main() -> None:
         for g in generated:
             for p, a in g["answers"]:
                 known[p].add(a)
-        answers = [pair for s in served for pair in s["answers"]]
-        failed = sum(a is None for _, a in answers)
-        unknown = sum(a is not None and a not in known[p] for p, a in answers)
-        differing = sum(a is not None and a != reference[p] for p, a in answers)
+
+        def checked(rounds_: list[dict[str, Any]]) -> dict[str, int]:
+            answers = [pair for s in rounds_ for pair in s["answers"]]
+            return {
+                "failed": sum(a is None for _, a in answers),
+                "not_any_generate_answer": sum(a is not None and a not in known[p] for p, a in answers),
+                "differing_from_batch_1": sum(a is not None and a != reference[p] for p, a in answers),
+                "answers_checked": len(answers),
+            }
+
+        counts = checked(served)
+        failed, unknown, differing = (
+            counts[k] for k in ("failed", "not_any_generate_answer", "differing_from_batch_1")
+        )
         serve_tps = spread([s["tokens_per_s"] for s in served])
+        waves_tps = spread([s["tokens_per_s"] for s in rounds["waves"]])
         generate_tps = spread([g["tokens_per_s"] for g in generated])
         row: dict[str, Any] = {
             "clients": clients, "requests_per_round": len(work),
@@ -254,8 +264,13 @@ def main() -> None:
             "serve_over_generate": serve_tps["median"] / generate_tps["median"],
             "p50_latency_s": spread([s["p50_s"] for s in served]),
             "p99_latency_s": spread([s["p99_s"] for s in served]),
-            "failed": failed, "not_any_generate_answer": unknown, "differing_from_batch_1": differing,
-            "answers_checked": len(answers),
+            **counts,
+            "waves": {
+                "tokens_per_s": waves_tps, "over_generate": waves_tps["median"] / generate_tps["median"],
+                "p50_latency_s": spread([s["p50_s"] for s in rounds["waves"]]),
+                "p99_latency_s": spread([s["p99_s"] for s in rounds["waves"]]),
+                **checked(rounds["waves"]),
+            },
         }  # fmt: skip
         if peer:
             peered = rounds["peer"]
@@ -271,7 +286,8 @@ def main() -> None:
         print(f"{clients:>3} clients: serve {serve_tps['median']:.1f} tok/s (p50 "
               f"{row['p50_latency_s']['median']:.2f} s, p99 {row['p99_latency_s']['median']:.2f} s), "
               f"generate at batch {clients} {generate_tps['median']:.1f} tok/s, ratio "
-              f"{row['serve_over_generate']:.2f}; failed {failed}, unknown {unknown}, differing {differing}"
+              f"{row['serve_over_generate']:.2f}; failed {failed}, unknown {unknown}, differing {differing}; "
+              f"waves (no joining) {waves_tps['median']:.1f} tok/s, p99 {row['waves']['p99_latency_s']['median']:.2f} s"
               + (f"; peer {row['peer']['tokens_per_s']['median']:.1f} tok/s" if peer else ""), flush=True)  # fmt: skip
     top = next((r for r in rows if r["clients"] == 32), None)
     result = {
@@ -281,8 +297,10 @@ def main() -> None:
         "command": command_line("serve_load.py", args),
         **provenance("onnxruntime", "fastapi", "uvicorn", "openai"),
         "settings": {
-            "serve": f"lightkit serve --batch_size <clients> --max_tokens {args.max_tokens} (waves of up to <clients> "
-            "rows, batch_wait_ms 5); one request after another per client thread",
+            "serve": f"lightkit serve --batch_size <clients> --max_tokens {args.max_tokens} (up to <clients> rows; "
+            "requests join a running wave as rows finish, join_tokens 256; batch_wait_ms 5); one request after "
+            "another per client thread",
+            "waves": "the same server with --join_tokens 0: a request waits for the running wave to end",
             "generate": f"Artifact.generate(chat=True, max_new_tokens={args.max_tokens}, batch_size=<clients>)",
             "peer": "onnxruntime-genai behind benchmarks/serve_peer_genai.py (a minimal server: one og.Generator per "
             f"request, one at a time), model {args.peer_model}, /v1/completions on the same chat-rendered prompts; its "
@@ -302,14 +320,14 @@ def main() -> None:
                 SERVE_VS_GENERATE,
                 top["serve_over_generate"] if top else None,
             ),
-            check("failed requests in the load run", "<=", 0, sum(r["failed"] for r in rows)),
+            check("failed requests in the load run", "<=", 0, sum(r["failed"] + r["waves"]["failed"] for r in rows)),
             *(
                 [
                     check(
                         "answers differing from lightkit generate's at batch 1 (a float form: batch-invariant)",
                         "<=",
                         0,
-                        sum(r["differing_from_batch_1"] for r in rows),
+                        sum(r["differing_from_batch_1"] + r["waves"]["differing_from_batch_1"] for r in rows),
                     )
                 ]
                 if args.form in ("fp32", "fp16")

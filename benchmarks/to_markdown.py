@@ -546,6 +546,18 @@ def serve_load_table(result: dict) -> str:
         f"Device: {result['device']}; {result['date']}. Median (min–max) over {settings['rounds']} interleaved "
         f"rounds. serve: {settings['serve']}. generate: {settings['generate']}."
     )
+    waves = [r for r in result["rows"] if "waves" in r]
+    if waves:
+        lines += ["", f"Without joining: {settings['waves']}.", "",
+                  "| clients | waves tokens/s | serve / waves | waves p50 latency s | waves p99 latency s | failed "
+                  "| differing from generate at batch 1 |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in waves:
+            w = r["waves"]
+            ratio = r["serve_tokens_per_s"]["median"] / w["tokens_per_s"]["median"]
+            lines.append(f"| {r['clients']} | {cell(w['tokens_per_s'], '{:.1f}')} | {ratio:.2f}x | "
+                         f"{cell(w['p50_latency_s'], '{:.2f}')} | {cell(w['p99_latency_s'], '{:.2f}')} | "
+                         f"{w['failed']} | {w['differing_from_batch_1']} |")  # fmt: skip
     peers = [r for r in result["rows"] if "peer" in r]
     if peers:
         lines += ["", f"Peer: {settings['peer']}.", "",

@@ -571,6 +571,9 @@ def test_serve_load_times_serve_against_generate_and_checks_every_answer(tiny_de
         assert 0 < serve["min"] <= serve["median"] <= serve["max"]
         assert row["serve_over_generate"] == pytest.approx(serve["median"] / generate["median"])
         assert row["p50_latency_s"]["median"] <= row["p99_latency_s"]["median"]
+        waves = row["waves"]  # the same server without joining
+        assert waves["failed"] == waves["not_any_generate_answer"] == 0 and waves["answers_checked"] == 16
+        assert waves["over_generate"] == pytest.approx(waves["tokens_per_s"]["median"] / generate["median"])
     ratio, failures = result["targets"]  # int8-cpu: no exact-answer target (its answers depend on the batch)
     assert ratio["measured"] is None and not ratio["met"]  # no 32-client row in this run
     assert failures["measured"] == 0 and failures["met"]

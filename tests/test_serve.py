@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -93,9 +94,11 @@ def client(decoder_server: tuple[str, Service]) -> OpenAI:
     return OpenAI(base_url=f"{decoder_server[0]}/v1", api_key="unused", max_retries=0)
 
 
-def expected(tiny_decoder: Path, prompt: str, tokens: int, chat: bool = True, **decoding: object) -> dict:
+def expected(
+    tiny_decoder: Path, prompt: str, tokens: int, chat: bool = True, form: str = "int8-cpu", **decoding: object
+) -> dict:
     """What `lightkit generate` answers (Artifact.generate, the same loop and tokenizer)."""
-    artifact = Artifact(tiny_decoder, form="int8-cpu", device="cpu")
+    artifact = Artifact(tiny_decoder, form=form, device="cpu")
     return next(artifact.generate([prompt], chat=chat, max_new_tokens=tokens, **decoding))
 
 
@@ -232,6 +235,49 @@ def test_32_concurrent_clients_get_their_own_answers(client: OpenAI, tiny_decode
     assert 'lightkit_requests_total{code="200",endpoint="/v1/chat/completions"}' in metrics
     assert "lightkit_request_latency_seconds_bucket" in metrics and "lightkit_queue_depth" in metrics
     assert ask(PROMPTS[0]) == expected(tiny_decoder, PROMPTS[0], 10)["response"]  # and it still answers
+
+
+@pytest.mark.parametrize("joins", [True, False])
+def test_a_request_joins_a_running_wave_and_answers_as_it_would_alone(
+    tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch, joins: bool
+) -> None:
+    """A decodes; when it has 3 tokens, B arrives. B (2 choices) joins A's wave once A's cache is as
+    wide as B's prompt; a prompt wider than A's cache ever gets waits for the next wave. Both answer
+    exactly as `lightkit generate` alone (fp32: no int8 batch effects)."""
+    first, second = ("it", "the model") if joins else ("it", "a long day of news and more")
+    with running(tiny_decoder, form="fp32", api_key_env=None, max_tokens=24) as (base, service):
+        engine, arrived, finished = service.engine, threading.Event(), []
+        step = engine._step
+
+        def held_step(row, tokens, generated):  # noqa: ANN001, ANN202 (the engine's own signature)
+            if row.job.size == 1 and len(tokens) == 3 and not arrived.is_set():
+                arrived.set()  # let B be sent, and decode A's next step only once B is queued
+                deadline = time.time() + 30
+                while engine.depth() == 0 and time.time() < deadline:
+                    time.sleep(0.005)
+            done = step(row, tokens, generated)
+            if done:
+                finished.append(row.job.size)
+            return done
+
+        monkeypatch.setattr(engine, "_step", held_step)
+
+        def ask(prompt: str, n: int) -> list[str]:
+            body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 12, "temperature": 0, "n": n}
+            return [c["message"]["content"] for c in httpx.post(f"{base}/v1/chat/completions", json=body,
+                                                                timeout=60).json()["choices"]]  # fmt: skip
+
+        with ThreadPoolExecutor(2) as pool:
+            a = pool.submit(ask, first, 1)
+            assert arrived.wait(30)
+            b = pool.submit(ask, second, 2)
+            answers = a.result(), b.result()
+        joined = re.search(r"^lightkit_joined_rows_total (\S+)$", httpx.get(f"{base}/metrics").text, re.M)[1]
+    assert float(joined) == (2 if joins else 0)
+    assert answers == ([expected(tiny_decoder, first, 12, form="fp32")["response"]],
+                       [expected(tiny_decoder, second, 12, form="fp32")["response"]] * 2)  # fmt: skip
+    if not joins:
+        assert finished[0] == 1  # B waited for A's wave to end
 
 
 def test_a_full_queue_answers_429_at_once_and_the_server_goes_on(tiny_decoder: Path) -> None:

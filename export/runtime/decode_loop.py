@@ -2,9 +2,10 @@
 
 Generation (greedy, or sampled from the exported top-k candidates), forced decoding (the parity
 gate's check of the loop against PyTorch's path) and a prompt prefilled once and scored many times
-(the refiner's batches) all step through one loop, `_decode`: prefill with an empty past, then
-one token per step, the present tensors bound as the next step's past where the session computed
-them (IO binding; GPU memory on the CUDA EP), only the decoding outputs coming back to the host.
+(the refiner's batches) all step through one loop, `_decode`, over a `DecodeBatch`: prefill with
+an empty past, then one token per step, the present tensors bound as the next step's past where
+the session computed them (IO binding; GPU memory on the CUDA EP), only the decoding outputs
+coming back to the host.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lightkit.export.runtime.sessions import OrtModel, positions
+from lightkit.export.runtime.decode_batch import DecodeBatch
+from lightkit.export.runtime.sessions import OrtModel
 from lightkit.io.errors import InputError
 
 
@@ -176,44 +178,8 @@ class DecodeLoop:
         host_outputs: list[str],
         choose: Callable[[list[np.ndarray]], np.ndarray | None],
     ) -> None:
-        """Prefill, then one token per step until `choose` (given the host outputs) returns None.
-
-        With IO binding the present tensors stay where the session computed them (GPU memory on
-        the CUDA EP) and are bound as the next step's past; only `host_outputs` come back.
-        """
-        import onnxruntime as ort
-
-        device = self.model.io_device
-        ids = input_ids.cpu().numpy().astype(np.int64)
-        mask = attention_mask.cpu().numpy().astype(np.int64)
-        position_ids = positions(mask)
-        past = {
-            name: ort.OrtValue.ortvalue_from_numpy(value, device, 0)
-            for name, value in self.model.empty_past(ids.shape[0]).items()
-        }
-        binding = self.model.session.io_binding()
-        while True:
-            # bind_cpu_input promises no copy of the array: what it binds stays referenced until
-            # the run, never a temporary made by the call itself.
-            host = {"input_ids": np.ascontiguousarray(ids), "attention_mask": np.ascontiguousarray(mask)}
-            if not self.model.positions_inside:
-                host["position_ids"] = np.ascontiguousarray(position_ids)
-            for name, value in host.items():
-                binding.bind_cpu_input(name, value)
-            for name, value in past.items():
-                binding.bind_ortvalue_input(name, value)
-            for name in host_outputs:
-                binding.bind_output(name, "cpu")
-            for name in self.model.present_names:
-                binding.bind_output(name, device)
-            self.model.session.run_with_iobinding(binding)
-            values = binding.get_outputs()
-            past = {i.name: value for i, value in zip(self.model.past, values[len(host_outputs) :])}
-            token = choose([v.numpy() for v in values[: len(host_outputs)]])
-            binding.clear_binding_inputs()
-            binding.clear_binding_outputs()
-            if token is None:
-                return
-            position_ids = position_ids[:, -1:] + 1
-            mask = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int64)], axis=1)
-            ids = np.array(token, dtype=np.int64).reshape(-1, 1)
+        """Prefill, then one token per step until `choose` (given the host outputs) returns None."""
+        batch = DecodeBatch(self.model, host_outputs)
+        values = batch.start(input_ids.cpu().numpy().astype(np.int64), attention_mask.cpu().numpy().astype(np.int64))
+        while (token := choose(values)) is not None:
+            values = batch.step(np.asarray(token, dtype=np.int64))

@@ -113,9 +113,10 @@ class OrtModel:
         """The cache outputs, in the order of the past inputs they feed."""
         return [i.name.replace("past.", "present.") for i in self.past]
 
-    def empty_past(self, batch: int) -> dict[str, np.ndarray]:
-        """The cache a prefill starts from: every past tensor with no positions yet."""
-        return {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), dtype=np.float32) for i in self.past}
+    def empty_past(self, batch: int, length: int = 0) -> dict[str, np.ndarray]:
+        """The cache a prefill starts from: every past tensor with no positions yet, or `length`
+        slots of zeros that the attention mask hides (a row joining a running batch)."""
+        return {i.name: np.zeros((batch, i.shape[1], length, i.shape[3]), dtype=np.float32) for i in self.past}
 
     def feeds(self, **inputs: torch.Tensor) -> dict[str, np.ndarray]:
         """Session inputs for whole sequences (a decoder gets an empty past and mask-derived positions)."""

@@ -233,6 +233,7 @@ class LightkitTrainer(Trainer):
         queue_size: int = 64,
         batch_size: int = 32,
         batch_wait_ms: float = 5.0,
+        join_tokens: int = 256,
         timeout_s: float = 120.0,
         rewards: dict[str, str] | None = None,
     ) -> None:
@@ -257,7 +258,10 @@ class LightkitTrainer(Trainer):
             max_inputs: most texts per tag or classify request.
             queue_size: requests waiting at most; past it requests are refused with 429.
             batch_size: rows decoded (or texts encoded) together in one wave.
-            batch_wait_ms: how long a wave waits for more requests to join it.
+            batch_wait_ms: how long a wave waits for more requests before it starts.
+            join_tokens: a decoder's requests join a running wave as its rows finish while its
+                cache has grown fewer than this many tokens past the wave's start (0: never; a
+                request then waits for the next wave).
             timeout_s: a request not answered by then gets 504 (and shutdown waits this long).
             rewards: rewards a request may refine toward, by name (`{length:
                 lightkit.rewards.text:headline_length}`), asked for as `"lightkit": {"reward": "length"}`.
@@ -269,7 +273,7 @@ class LightkitTrainer(Trainer):
             host=host, port=port, api_key_env=api_key_env, model_name=model_name, max_body_bytes=max_body_bytes,
             max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens, default_max_tokens=default_max_tokens,
             max_n=max_n, max_inputs=max_inputs, queue_size=queue_size, batch_size=batch_size,
-            batch_wait_ms=batch_wait_ms, timeout_s=timeout_s, rewards=rewards or {},
+            batch_wait_ms=batch_wait_ms, join_tokens=join_tokens, timeout_s=timeout_s, rewards=rewards or {},
         )  # fmt: skip
         serve(artifact, form, device, settings)
 

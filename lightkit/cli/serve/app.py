@@ -57,7 +57,7 @@ class Service:
         if self.decoder:
             self.context = artifact.manifest.get("context") or artifact.max_length
             generator = Generator(artifact.session, artifact.tokenizer, self.context, str(artifact.folder))
-            self.engine = DecoderEngine(generator, artifact.tokenizer, *batching)
+            self.engine = DecoderEngine(generator, artifact.tokenizer, settings.join_tokens, *batching)
         else:
             self.engine = EncoderEngine({"tag": artifact.tag, "classify": artifact.classify}, *batching)
         from lightkit.rewards.scoring import build_reward

@@ -6,14 +6,18 @@ forward passes, up to `batch_size` rows, until no new one has come for `batch_wa
 at most), and runs them as one batch: a *wave*. Jobs that cannot share it (a decoder request with
 other sampling settings) wait, first in line, for the next wave.
 
-- Decoders (`DecoderEngine`): each choice of each request is a row of the artifact's KV-cache
-  loop (`DecodeLoop.generate`, the loop of `lightkit generate`); rows share sampling settings
+- Decoders (`DecoderEngine`): each choice of each request is a row of the artifact's KV cache
+  (`DecodeBatch`, the step of `lightkit generate`'s loop); rows share sampling settings
   (temperature, top_p; a seeded request runs alone, so its seed reproduces its answer). A row
   ends at EOS, at one of its request's stop strings, at its own `max_tokens`, or when its client
-  is gone; its answer is sent the moment it ends, and streamed token by token before that. The
-  wave ends with its last row. New requests join at the next wave, not mid-wave: the fused ONNX
-  graph's cache is one tensor per layer for the whole batch, so admitting a row mid-wave would
-  mean re-laying every layer's cache (not done; see docs/serving.md).
+  is gone; its answer is sent the moment it ends, and streamed token by token before that, and
+  its row leaves the batch. Between steps, queued requests *join* the running wave as rows free
+  up (continuous batching): each is prefilled into the running cache and decodes from the next
+  step on. A request joins when it shares the wave's sampling settings, there is room for its
+  rows, its prompts fit in the cache as it is (`DecodeBatch.fits`), its answer fits the context,
+  and the cache has grown less than `join_tokens` past the wave's start; the queue is taken in
+  order, so a request that cannot join stops the joining and the wave drains for it. The wave
+  ends with its last row. `join_tokens: 0` turns joining off (a request waits for the next wave).
 - Encoders (`EncoderEngine`): the texts of every gathered request are tagged or classified as one
   batch (`Artifact.tag` / `Artifact.classify`) and handed back per request.
 
@@ -33,9 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from lightkit.cli.serve.protocol import ApiError
+from lightkit.export.runtime.decode_batch import DecodeBatch
+from lightkit.export.runtime.decode_loop import sample_candidates
 from lightkit.export.runtime.generation import Generator, Prompt, RefineSettings, cut_at_stop
 
 
@@ -112,6 +117,29 @@ class Batcher:
             deadline = min(time.perf_counter() + self.wait, began + 10 * self.wait)
         return [job for job in wave if not job.cancelled]
 
+    def take(self, key: Any, room: int, fits: Callable[[Job], bool]) -> list[Job]:
+        """Queued jobs that join a running wave now, oldest first, never waiting: each shares `key`,
+        fits in `room` rows and `fits`; the first that does not stops the taking (it goes next)."""
+        taken: list[Job] = []
+        while True:
+            if self.pending:
+                job = self.pending[0]
+            else:
+                try:
+                    job = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                self.pending.append(job)
+            if job.cancelled:
+                self.pending.popleft()
+                continue
+            if job.key() != key or job.size > room or not fits(job):
+                break
+            taken.append(self.pending.popleft())
+            room -= job.size
+        self.metrics.queue_depth.set(self.depth())
+        return taken
+
     def _run(self) -> None:
         while not self.stopping.is_set():
             try:
@@ -166,38 +194,77 @@ class Row:
 class DecoderEngine(Batcher):
     """Waves of decoder rows (module docstring)."""
 
-    def __init__(self, generator: Generator, tokenizer: Any, *args: Any) -> None:
+    def __init__(self, generator: Generator, tokenizer: Any, join_tokens: int, *args: Any) -> None:
         super().__init__(*args)
-        self.generator, self.tokenizer = generator, tokenizer
+        self.generator, self.tokenizer, self.join_tokens = generator, tokenizer, join_tokens
         self.eos = tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos or 0)
 
     def serve(self, wave: list[Job]) -> None:
         jobs: list[DecodeJob] = wave  # type: ignore[assignment]
-        rows = [Row(job, p * job.n + k, ids) for job in jobs for p, ids in enumerate(job.prompts) for k in range(job.n)]
-        width = max(len(r.ids) for r in rows)
-        input_ids = torch.tensor([[self.pad] * (width - len(r.ids)) + r.ids for r in rows])
-        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows])
         first = jobs[0]
-        began = time.perf_counter()
-        generated = [0]
+        slots: list[Row | None] = [row for job in jobs for row in self._rows(job)]  # None: a free slot
+        width = max(len(r.ids) for r in slots if r)
+        input_ids = np.array([[self.pad] * (width - len(r.ids)) + r.ids for r in slots if r], np.int64)
+        mask = np.array([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in slots if r], np.int64)
+        sample = first.temperature > 0
+        top_p = first.top_p if sample and first.top_p < 1 else None
+        rng = np.random.default_rng(first.seed)
+        batch = DecodeBatch(self.generator.session, ["top_logits", "top_ids"] if sample else ["next_token"])
+        began, generated = time.perf_counter(), [0]
+        values = batch.start(input_ids, mask)
+        start = batch.width
 
-        def stopped(tokens: np.ndarray) -> np.ndarray:
-            done = np.zeros(len(rows), dtype=bool)
-            for i, row in enumerate(rows):
-                done[i] = row.finished or self._step(row, tokens[i].tolist(), generated)
-            return done
+        def fits(job: DecodeJob) -> bool:  # the conditions to join (module docstring)
+            grown = batch.width - start
+            return (grown < self.join_tokens and batch.width + job.max_tokens <= self.generator.context
+                    and all(batch.fits(len(ids)) for ids in job.prompts))  # fmt: skip
 
-        self.generator.loop.generate(
-            input_ids, mask, max(job.max_tokens for job in jobs), self.eos, first.temperature, None,
-            first.top_p if first.temperature > 0 and first.top_p < 1 else None, first.seed, stopped,
-        )  # fmt: skip
-        for row in rows:  # the wave reached its longest max_tokens
-            if not row.finished:
-                self._finish(row, row.tokens, "length", generated)
+        while True:
+            live = [i for i, row in enumerate(slots) if row is not None]
+            tokens = np.full(len(slots), self.pad, np.int64)
+            if sample:
+                tokens[live] = sample_candidates(*(v[live] for v in values), first.temperature, None, top_p, rng)
+            else:
+                tokens[live] = values[0][live]
+            for i in live:
+                row = slots[i]
+                assert row is not None
+                if self._step(row, [*row.tokens, int(tokens[i])], generated):
+                    batch.free([i])
+                    slots[i] = None
+            live = [i for i, row in enumerate(slots) if row is not None]
+            if not live:
+                break
+            if 2 * len(live) <= len(slots):  # half the slots free: the cache is compacted (DecodeBatch)
+                order = batch.compact()
+                slots, tokens = [slots[i] for i in order], tokens[order]
+            values = batch.step(tokens)
+            for job in self.take(first.key(), self.batch_size - len(live), fits):  # type: ignore[arg-type]
+                values = self._join(batch, job, slots, values)  # type: ignore[arg-type]
         seconds = time.perf_counter() - began
         self.metrics.generated_tokens.inc(generated[0])
         self.metrics.tokens_per_second.set(generated[0] / max(seconds, 1e-9))
+
+    def _join(self, batch: DecodeBatch, job: DecodeJob, slots: list[Row | None], values: list[np.ndarray]
+              ) -> list[np.ndarray]:  # fmt: skip
+        """Prefill `job`'s prompts into the running `batch`: its rows take their `slots`, and their
+        first tokens' outputs their place in `values` (both grown when the batch grew)."""
+        for p, ids in enumerate(job.prompts):  # its n choices share one prefill
+            taken, new = batch.join(ids, copies=job.n)
+            grown = batch.rows - len(slots)
+            slots += [None] * grown
+            values = [np.concatenate([v, np.zeros((grown, *v.shape[1:]), v.dtype)]) for v in values]
+            for k, slot in enumerate(taken):
+                slots[slot] = Row(job, p * job.n + k, ids)
+                for value, first in zip(values, new):
+                    value[slot] = first[k]
+        self.metrics.joined_rows.inc(job.size)
+        return values
+
+    @staticmethod
+    def _rows(job: DecodeJob) -> list[Row]:
+        return [Row(job, p * job.n + k, ids) for p, ids in enumerate(job.prompts) for k in range(job.n)]
 
     def _step(self, row: Row, tokens: list[int], generated: list[int]) -> bool:
         """After a decoding step: finish the row if it is done (True), else stream what is new."""

@@ -20,6 +20,8 @@ class Metrics:
         self.generated_tokens = Counter("lightkit_generated_tokens", "Tokens generated", registry=self.registry)
         self.tokens_per_second = Gauge("lightkit_tokens_per_second", "Tokens per second of the last decoding wave",
                                        registry=self.registry)  # fmt: skip
+        self.joined_rows = Counter("lightkit_joined_rows", "Decoder rows that joined a running wave",
+                                   registry=self.registry)  # fmt: skip
         self.queue_depth = Gauge("lightkit_queue_depth", "Requests waiting for a wave", registry=self.registry)
         self.latency = Histogram("lightkit_request_latency_seconds", "Time from request to response, by endpoint",
                                  ["endpoint"], buckets=BUCKETS, registry=self.registry)  # fmt: skip

@@ -29,6 +29,7 @@ class ServeSettings:
     queue_size: int = 64
     batch_size: int = 32
     batch_wait_ms: float = 5.0
+    join_tokens: int = 256
     timeout_s: float = 120.0
     rewards: dict[str, str] = field(default_factory=dict)
 
@@ -44,6 +45,8 @@ class ServeSettings:
             raise InputError(
                 f"serve: default_max_tokens ({self.default_max_tokens}) is over max_tokens ({self.max_tokens})"
             )
+        if not isinstance(self.join_tokens, int) or self.join_tokens < 0:
+            raise InputError(f"serve: join_tokens must be an integer >= 0 (0: no joining), got {self.join_tokens!r}")
         if self.timeout_s <= 0 or self.batch_wait_ms < 0:
             raise InputError(f"serve: timeout_s must be > 0 and batch_wait_ms >= 0, got {self.timeout_s}, "
                              f"{self.batch_wait_ms}")  # fmt: skip
