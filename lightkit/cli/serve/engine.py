@@ -233,15 +233,16 @@ class DecoderEngine(Batcher):
                 if self._step(row, [*row.tokens, int(tokens[i])], generated):
                     batch.free([i])
                     slots[i] = None
-            live = [i for i, row in enumerate(slots) if row is not None]
+            live = sum(row is not None for row in slots)
             if not live:
                 break
-            if 2 * len(live) <= len(slots):  # half the slots free: the cache is compacted (DecodeBatch)
-                order = batch.compact()
-                slots, tokens = [slots[i] for i in order], tokens[order]
             values = batch.step(tokens)
-            for job in self.take(first.key(), self.batch_size - len(live), fits):  # type: ignore[arg-type]
+            for job in self.take(first.key(), self.batch_size - live, fits):  # type: ignore[arg-type]
                 values = self._join(batch, job, slots, values)  # type: ignore[arg-type]
+                live += job.size
+            if 2 * live <= len(slots):  # half the slots free and no one to take them: compacted (DecodeBatch)
+                order = batch.compact()
+                slots, values = [slots[i] for i in order], [v[order] for v in values]
         seconds = time.perf_counter() - began
         self.metrics.generated_tokens.inc(generated[0])
         self.metrics.tokens_per_second.set(generated[0] / max(seconds, 1e-9))
