@@ -237,28 +237,28 @@ def test_32_concurrent_clients_get_their_own_answers(client: OpenAI, tiny_decode
     assert ask(PROMPTS[0]) == expected(tiny_decoder, PROMPTS[0], 10)["response"]  # and it still answers
 
 
-@pytest.mark.parametrize("joins", [True, False])
-def test_a_request_joins_a_running_wave_and_answers_as_it_would_alone(
-    tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch, joins: bool
+WIDE = "a long day of news and more"  # a prompt wider than the cache of a wave that starts with "it"
+
+
+@pytest.mark.parametrize(("queued", "joined"), [(["the model"], 2), ([WIDE], 0), ([WIDE, "the model"], 0)])
+def test_requests_join_a_running_wave_in_order_and_answer_as_they_would_alone(
+    tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch, queued: list[str], joined: int
 ) -> None:
-    """A decodes; when it has 3 tokens, B arrives. B (2 choices) joins A's wave once A's cache is as
-    wide as B's prompt; a prompt wider than A's cache ever gets waits for the next wave. Both answer
-    exactly as `lightkit generate` alone (fp32: no int8 batch effects)."""
-    first, second = ("it", "the model") if joins else ("it", "a long day of news and more")
+    """A decodes; when it has 3 tokens, the `queued` requests (2 choices each) arrive, in order. One
+    joins A's wave once A's cache is as wide as its prompt; one wider than A's cache ever gets
+    waits for the next wave, and a request behind it does not overtake it. Every answer is
+    exactly `lightkit generate`'s alone (fp32: no int8 batch effects)."""
     with running(tiny_decoder, form="fp32", api_key_env=None, max_tokens=24) as (base, service):
-        engine, arrived, finished = service.engine, threading.Event(), []
+        engine, arrived = service.engine, threading.Event()
         step = engine._step
 
         def held_step(row, tokens, generated):  # noqa: ANN001, ANN202 (the engine's own signature)
             if row.job.size == 1 and len(tokens) == 3 and not arrived.is_set():
-                arrived.set()  # let B be sent, and decode A's next step only once B is queued
+                arrived.set()  # let the others be sent; decode A's next step once they are all queued
                 deadline = time.time() + 30
-                while engine.depth() == 0 and time.time() < deadline:
+                while engine.depth() < len(queued) and time.time() < deadline:
                     time.sleep(0.005)
-            done = step(row, tokens, generated)
-            if done:
-                finished.append(row.job.size)
-            return done
+            return step(row, tokens, generated)
 
         monkeypatch.setattr(engine, "_step", held_step)
 
@@ -267,17 +267,21 @@ def test_a_request_joins_a_running_wave_and_answers_as_it_would_alone(
             return [c["message"]["content"] for c in httpx.post(f"{base}/v1/chat/completions", json=body,
                                                                 timeout=60).json()["choices"]]  # fmt: skip
 
-        with ThreadPoolExecutor(2) as pool:
-            a = pool.submit(ask, first, 1)
+        with ThreadPoolExecutor(1 + len(queued)) as pool:
+            first = pool.submit(ask, "it", 1)
             assert arrived.wait(30)
-            b = pool.submit(ask, second, 2)
-            answers = a.result(), b.result()
-        joined = re.search(r"^lightkit_joined_rows_total (\S+)$", httpx.get(f"{base}/metrics").text, re.M)[1]
-    assert float(joined) == (2 if joins else 0)
-    assert answers == ([expected(tiny_decoder, first, 12, form="fp32")["response"]],
-                       [expected(tiny_decoder, second, 12, form="fp32")["response"]] * 2)  # fmt: skip
-    if not joins:
-        assert finished[0] == 1  # B waited for A's wave to end
+            later = []
+            for i, prompt in enumerate(queued):
+                later.append(pool.submit(ask, prompt, 2))
+                while engine.depth() <= i:  # queued in this order
+                    time.sleep(0.005)
+            answers = [first.result(), *(f.result() for f in later)]
+        metrics = httpx.get(f"{base}/metrics").text
+    assert float(re.search(r"^lightkit_joined_rows_total (\S+)$", metrics, re.M)[1]) == joined
+    wanted = [
+        [expected(tiny_decoder, p, 12, form="fp32")["response"]] * n for p, n in [("it", 1)] + [(q, 2) for q in queued]
+    ]
+    assert answers == wanted
 
 
 def test_a_full_queue_answers_429_at_once_and_the_server_goes_on(tiny_decoder: Path) -> None:
