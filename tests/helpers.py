@@ -4,6 +4,7 @@ these from here (never from conftest.py or from one another); conftest.py holds 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,11 @@ def make_bpe(path: Path) -> Path:
 
     train_bpe_tokenizer(read_documents(DATA / "lm" / "corpus.txt"), 300, path)
     return path
+
+
+def stage_records(run: Path) -> dict[str, dict]:
+    """Each stage's `stage.json` in a `lightkit ship` run folder, by stage."""
+    return {p.parent.name: json.loads(p.read_text()) for p in run.glob("*/stage.json")}
 
 
 def series(root: Path, key: str) -> list[float]:

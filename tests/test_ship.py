@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import CHROMIUM, ROOT, Table, open_in_chromium
+from helpers import CHROMIUM, ROOT, Table, open_in_chromium, stage_records
 
 from lightkit.cli.main import main
 from lightkit.cli.ship.report import read_curves
@@ -32,10 +32,6 @@ def ship_config(folder: Path, **ship: object) -> Path:
     return path
 
 
-def records(run: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in run.glob("*/stage.json")}
-
-
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One whole pipeline (teacher, KD student, KD+QAT student; export, evaluate, benchmark, report)."""
@@ -47,7 +43,7 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_every_stage_writes_its_outputs(shipped: Path) -> None:
     run = shipped / "run"
-    done = records(run)
+    done = stage_records(run)
     assert sorted(done) == sorted(s for s in ALL if s != "report")
     for stage in ("fit", "distill", "distill-qat", "qat"):
         ckpt = Path(done[stage]["outputs"]["ckpt_path"])
@@ -118,28 +114,28 @@ def test_report_numbers_equal_the_stage_files(shipped: Path) -> None:
     assert checked == 10
     seqeval = json.loads((run / "test" / "fit" / "seqeval_report.json").read_text())
     assert f"| PER | {seqeval['PER']['precision']:.4f} |" in markdown
-    for stage, record in records(run).items():
+    for stage, record in stage_records(run).items():
         assert f"<tr><td>{stage}</td><td>{record['wall_s']:.1f}</td></tr>" in html
 
 
 @pytest.mark.slow
 def test_a_rerun_skips_every_finished_stage(shipped: Path, capsys: pytest.CaptureFixture) -> None:
-    before = records(shipped / "run")
+    before = stage_records(shipped / "run")
     main(["ship", "--config", str(shipped / "ship.yaml")])
     out = capsys.readouterr().out
     assert all(f"lightkit ship: {stage}: done before with the same inputs, skipped" in out for stage in before)
-    assert records(shipped / "run") == before
+    assert stage_records(shipped / "run") == before
 
 
 @pytest.mark.slow
 def test_changed_settings_are_refused_then_rerun_from_that_stage_with_force(shipped: Path) -> None:
     config = ship_config(shipped, benchmark={"batch_sizes": [1, 4], "repeats": 2, "warmup": 0})
-    before = records(shipped / "run")
+    before = stage_records(shipped / "run")
     with pytest.raises(InputError, match=r"settings of stage 'benchmark' changed .* --force"):
         main(["ship", "--config", str(config)])
-    assert records(shipped / "run") == before  # nothing touched
+    assert stage_records(shipped / "run") == before  # nothing touched
     main(["ship", "--config", str(config), "--force"])
-    after = records(shipped / "run")
+    after = stage_records(shipped / "run")
     assert after["benchmark"]["fingerprint"] != before["benchmark"]["fingerprint"]
     assert json.loads((shipped / "run" / "benchmark" / "fit" / "benchmark.json").read_text())["repeats"] == 2
     assert {s: after[s] for s in after if s != "benchmark"} == {s: before[s] for s in before if s != "benchmark"}
@@ -147,9 +143,9 @@ def test_changed_settings_are_refused_then_rerun_from_that_stage_with_force(ship
 
 @pytest.mark.slow
 def test_from_reruns_that_stage_and_the_ones_after_it_only(shipped: Path) -> None:
-    before = records(shipped / "run")
+    before = stage_records(shipped / "run")
     main(["ship", "--config", str(shipped / "ship.yaml"), "--from", "benchmark"])
-    after = records(shipped / "run")
+    after = stage_records(shipped / "run")
     assert after["benchmark"]["wall_s"] > 0 and after["benchmark"] is not before["benchmark"]
     assert (shipped / "run" / "benchmark" / "stage.json").stat().st_mtime > (shipped / "run" / "evaluate" /
                                                                            "stage.json").stat().st_mtime  # fmt: skip
@@ -168,11 +164,11 @@ def test_a_killed_run_resumes_at_the_stage_it_was_in(tmp_path: Path) -> None:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)  # mid-export: no chance to clean up
     process.wait()
-    first = records(tmp_path / "run")
+    first = stage_records(tmp_path / "run")
     assert sorted(first) == ["fit", "test"]  # export started, never finished
     (export / "half-written").mkdir(parents=True, exist_ok=True)
     main(["ship", "--config", str(config)])
-    second = records(tmp_path / "run")
+    second = stage_records(tmp_path / "run")
     assert sorted(second) == ["export", "fit", "test"]
     assert {s: second[s] for s in first} == first  # fit and test were not run again
     assert not (tmp_path / "run" / "export" / "half-written").exists()  # the killed stage's leftovers are gone
@@ -194,12 +190,12 @@ def test_a_fit_killed_part_way_resumes_from_its_last_checkpoint(tmp_path: Path) 
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert records(tmp_path / "run") == {}
+    assert stage_records(tmp_path / "run") == {}
     killed_at = torch.load(last, weights_only=True)["global_step"]
     out = subprocess.run([str(lightkit), "ship", "--config", str(path)], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "lightkit ship: fit: resuming from its last.ckpt (same config)" in out.stdout
-    fit = records(tmp_path / "run")["fit"]["outputs"]
+    fit = stage_records(tmp_path / "run")["fit"]["outputs"]
     final = torch.load(tmp_path / "run" / "fit" / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["global_step"] > killed_at and final["epoch"] == 11
     assert len(list((tmp_path / "run" / "fit" / "lightning_logs").glob("version_*/metrics.csv"))) == 2
@@ -212,7 +208,7 @@ def test_a_failing_stage_stops_with_its_error_and_keeps_the_rest(tmp_path: Path)
     config = ship_config(tmp_path, stages=["fit", "export"], export={"forms": ["fp33"]})
     with pytest.raises(InputError, match=r"ship stage 'export': forms: unknown \['fp33'\]"):
         main(["ship", "--config", str(config)])
-    assert sorted(records(tmp_path / "run")) == ["fit"]
+    assert sorted(stage_records(tmp_path / "run")) == ["fit"]
 
 
 @pytest.mark.parametrize(
@@ -240,7 +236,7 @@ def test_a_missing_input_file_stops_the_fit_stage_with_its_name(tmp_path: Path) 
     path.write_text(yaml.safe_dump(config))
     with pytest.raises((InputError, FileNotFoundError), match="nowhere.conll"):
         main(["ship", "--config", str(path)])
-    assert records(tmp_path / "run") == {}
+    assert stage_records(tmp_path / "run") == {}
 
 
 def test_stages_run_in_pipeline_order_and_the_rest_is_a_plain_config() -> None:

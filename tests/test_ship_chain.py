@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import CHROMIUM, ROOT, Table, open_in_chromium
+from helpers import CHROMIUM, ROOT, Table, open_in_chromium, stage_records
 
 from lightkit.cli.main import main
 from lightkit.cli.ship import chain
@@ -33,10 +33,6 @@ def chain_config(folder: Path, tiny_lm: dict, **ship: object) -> Path:
     path = folder / "chain.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
-
-
-def records(run: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in run.glob("*/stage.json")}
 
 
 def context(tmp_path: Path, tiny_lm: dict, stages: list[str] | None = None) -> S.Context:
@@ -118,7 +114,7 @@ def shipped(tmp_path_factory: pytest.TempPathFactory, tiny_lm: dict) -> Path:
 @pytest.mark.slow
 def test_every_stage_of_the_chain_writes_its_outputs(shipped: Path) -> None:
     run = shipped / "run"
-    done = records(run)
+    done = stage_records(run)
     assert sorted(done) == sorted(STAGES)
     sft = done["fit"]["outputs"]["hf_model_path"]
     for stage in ("dpo", "ppo", "grpo"):
@@ -175,7 +171,7 @@ def test_the_chain_report_shows_the_stage_files(shipped: Path) -> None:
         assert cells["ROUGE-L"] == f"{scores['rougeL']:.4f}"
         assert cells["KL to SFT"] == f"{scores['kl_to_sft']:.3f}"
         assert f"| {row[0]} | {cells['reward']} |" in markdown
-    done = records(run)
+    done = stage_records(run)
     assert dict(zip(header, rows[2]))["train s"] == f"{done['dpo']['wall_s']:.0f}"
     artifacts = Table(table_id="artifacts")
     artifacts.feed(html)
@@ -196,11 +192,11 @@ def test_the_chain_report_shows_the_stage_files(shipped: Path) -> None:
 
 @pytest.mark.slow
 def test_a_rerun_of_the_chain_skips_every_finished_stage(shipped: Path, capsys: pytest.CaptureFixture) -> None:
-    before = records(shipped / "run")
+    before = stage_records(shipped / "run")
     main(["ship", "--config", str(shipped / "chain.yaml")])
     out = capsys.readouterr().out
     assert all(f"lightkit ship: {stage}: done before with the same inputs, skipped" in out for stage in before)
-    assert records(shipped / "run") == before
+    assert stage_records(shipped / "run") == before
 
 
 @pytest.mark.slow

@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from lightkit.cli.ship import stages as S
-from lightkit.cli.ship.settings import POLICY_STAGES, ShipSettings
+from lightkit.cli.ship.settings import POLICY_STAGES, ShipSettings, read_config
 from lightkit.cli.ship.state import fingerprint
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.errors import InputError
@@ -43,19 +42,6 @@ from lightkit.io.errors import InputError
 TRAINED_STAGES = ("fit", "reward", *POLICY_STAGES)
 # What the prompts of PPO and GRPO take from the SFT config's data when both use the same class.
 SHARED_DATA = ("train_file", "holdout", "split_seed", "prompt_template", "format", "system_prompt")
-
-
-def read_yaml(path: str, where: str) -> dict[str, Any]:
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{where}: '{file}' does not exist")
-    try:
-        config = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as e:
-        raise InputError(f"{file}: not valid YAML ({e})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-        raise InputError(f"{file}: expected a lightkit config with model and data sections")
-    return config
 
 
 def fingerprints(settings: ShipSettings) -> dict[str, str]:
@@ -87,7 +73,10 @@ def policy_config(ctx: S.Context, stage: str) -> dict[str, Any]:
     """The config `lightkit fit` runs for the reward model or a method (module docstring)."""
     section = ctx.settings.section(stage)
     where = f"{ctx.settings.config_file}: ship.{stage}"
-    config = {k: v for k, v in read_yaml(section["config"], f"{where}.config").items() if k != "ship"}
+    file = Path(section["config"])
+    config = {k: v for k, v in read_config(file, f"{where}.config").items() if k != "ship"}
+    if not isinstance(config.get("model"), dict):
+        raise InputError(f"{file}: expected a lightkit config with model and data sections")
     config["model"] = S.merge(config["model"], {"init_args": section.get("model", {})})
     config["data"] = S.merge(config.get("data") or {}, {"init_args": section.get("data", {})})
     config["trainer"] = S.merge(config.get("trainer") or {}, section.get("trainer", {}))

@@ -19,14 +19,12 @@ Rendering shares the models report's charts and helpers (lightkit.cli.ship.repor
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lightkit.cli.ship.report import figure_png, plot_bars, read_curves, template_env
+from lightkit.cli.ship.report import figure_png, page_context, plot_bars, read_curves, write_pages
 from lightkit.cli.ship.settings import ShipSettings
-from lightkit.io.atomic import atomic_write_text
-from lightkit.io.measure import machine, versions
+from lightkit.io.measure import versions
 
 # Curve panels: a title and the logged keys drawn in it (those a stage logs; the rest are left out).
 PANELS = (
@@ -130,13 +128,8 @@ def write_chain_report(settings: ShipSettings, records: dict[str, dict[str, Any]
     for i in range(n):
         samples.append({"reference": models[0]["references"][i], "answers": {m["model"]: m["answers_list"][i]
                                                                               for m in models}})  # fmt: skip
-    stage_times = [{"stage": s, "wall_s": records[s].get("wall_s")} for s in settings.stages if s in records]
-    run_machine = machine()
     context = {
-        "title": f"lightkit ship: {settings.config_file.name}",
-        "run_dir": str(settings.run_dir),
-        "config_file": str(settings.config_file),
-        "config": (settings.run_dir / "config.yaml").read_text(),
+        **page_context(settings, records, None, versions("transformers", "peft", "onnx", "onnxruntime")),
         "models": models,
         "reward_parts": sorted({k for m in models for k in m if k.startswith("reward_")}),
         "reward_model": reward_model,
@@ -147,32 +140,17 @@ def write_chain_report(settings: ShipSettings, records: dict[str, dict[str, Any]
         "sample_models": [m["model"] for m in models],
         "artifacts": artifacts,
         "held_out": evaluate.get("rows"),
-        "stages": stage_times,
-        "total_s": sum(s["wall_s"] or 0 for s in stage_times),
-        "machine": run_machine,
-        "versions": versions("transformers", "peft", "onnx", "onnxruntime"),
     }
-    env = template_env(out)
     summary = {
-        "kind": "ship-decoder",
-        "what": f"lightkit ship {settings.config_file.as_posix()}: SFT, then preference methods from it, each "
-        "scored on the held-out test split (reward, ROUGE, KL to SFT), the reward model, and the shipped artifacts",
-        "device": f"{run_machine['processor']}, {run_machine['cpu_count']} CPUs"
-        + (f", {run_machine['cuda']}" if run_machine["cuda"] else ""),
-        "date": datetime.now(timezone.utc).date().isoformat(),
-        "command": f"lightkit ship --config {settings.config_file.as_posix()}",
         "held_out": context["held_out"],
         "models": [{k: v for k, v in m.items() if k not in ("answers_list", "references")} for m in models],
         "reward_model": reward_model,
         "pairs": context["pairs"],
         "artifacts": [{k: v for k, v in a.items() if k != "answers"} for a in artifacts],
         "samples": samples,
-        "stages_wall_s": {s["stage"]: s["wall_s"] for s in stage_times},
-        "machine": run_machine,
-        "versions": context["versions"],
     }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    markdown, html = out / "report.md", out / "report.html"
-    atomic_write_text(markdown, env.get_template("chain_report.md.j2").render(**context))
-    atomic_write_text(html, env.get_template("chain_report.html.j2").render(**context))
-    return markdown, html
+    what = (
+        f"lightkit ship {settings.config_file.as_posix()}: SFT, then preference methods from it, each scored on the "
+        "held-out test split (reward, ROUGE, KL to SFT), the reward model, and the shipped artifacts"
+    )
+    return write_pages(out, "chain_report", context, "ship-decoder", what, summary)

@@ -19,28 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lightkit.cli.ship import chain
 from lightkit.cli.ship import stages as S
 from lightkit.cli.ship.chain_report import write_chain_report
 from lightkit.cli.ship.report import write_report
-from lightkit.cli.ship.settings import MODEL_STAGES, ShipSettings, parse
+from lightkit.cli.ship.settings import MODEL_STAGES, ShipSettings, parse, read_config
 from lightkit.cli.ship.state import clear, fingerprint, plan, write_record
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.errors import InputError
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"--config: '{path}' does not exist")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: expected a mapping (trainer, model, data, ship), got {type(config).__name__}")
-    return config
 
 
 def fingerprints(settings: ShipSettings) -> dict[str, str]:

@@ -24,7 +24,8 @@ import jinja2
 
 from lightkit.cli.ship.settings import MODEL_STAGES, ShipSettings
 from lightkit.io.atomic import atomic_open, atomic_write_text
-from lightkit.io.measure import machine, versions
+from lightkit.io.measure import machine as this_machine
+from lightkit.io.measure import versions
 
 PLOT_DPI = 110
 
@@ -229,35 +230,21 @@ def write_report(settings: ShipSettings, records: dict[str, dict[str, Any]]) -> 
         if png:
             curves.append({"model": stage, "image": png})
     timed = stage_files(records, "benchmark", "benchmark_path")
-    stage_times = [
-        {"stage": stage, "wall_s": records[stage].get("wall_s")} for stage in settings.stages if stage in records
-    ]
     context = {
-        "title": f"lightkit ship: {settings.config_file.name}",
-        "run_dir": str(settings.run_dir),
-        "config_file": str(settings.config_file),
-        "config": (settings.run_dir / "config.yaml").read_text(),
+        **page_context(
+            settings,
+            records,
+            machine=next(iter(timed.values()), {}).get("machine"),
+            versions=versions("transformers", "onnx", "onnxruntime"),
+        ),  # fmt: skip
         "primary": primary,
         "sizes": sizes,
         "rows": rows,
         "curves": curves,
         "charts": draw_charts(rows, primary, sizes, out),
         "reports": task_reports(records),
-        "stages": stage_times,
-        "total_s": sum(s["wall_s"] or 0 for s in stage_times),
-        # The machine the benchmark ran on (its record says), else this one.
-        "machine": next(iter(timed.values()), {}).get("machine") or machine(),
-        "versions": versions("transformers", "onnx", "onnxruntime"),
     }
-    env = template_env(out)
     summary = {
-        "kind": "ship",
-        "what": f"lightkit ship {settings.config_file.as_posix()}: every trained model and exported form, its test "
-        f"{primary}, size and latency against PyTorch eager",
-        "device": f"{context['machine']['processor']}, {context['machine']['cpu_count']} CPUs"
-        + (f", {context['machine']['cuda']}" if context["machine"]["cuda"] else ""),
-        "date": datetime.now(timezone.utc).date().isoformat(),
-        "command": f"lightkit ship --config {settings.config_file.as_posix()}",
         "primary_metric": primary,
         "batch_sizes": sizes,
         "rows": [
@@ -268,12 +255,50 @@ def write_report(settings: ShipSettings, records: dict[str, dict[str, Any]]) -> 
             }
             for r in rows
         ],  # fmt: skip
-        "stages_wall_s": {s["stage"]: s["wall_s"] for s in stage_times},
-        "machine": context["machine"],
-        "versions": context["versions"],
     }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    what = (
+        f"lightkit ship {settings.config_file.as_posix()}: every trained model and exported form, its test "
+        f"{primary}, size and latency against PyTorch eager"
+    )
+    return write_pages(out, "report", context, "ship", what, summary)
+
+
+def page_context(
+    settings: ShipSettings, records: dict[str, dict[str, Any]], machine: dict[str, Any] | None, versions: dict
+) -> dict[str, Any]:
+    """What every ship report shows: the run, its config, the stages' times, machine and versions
+    (`machine`: where the measurements ran, when a record says; else this machine)."""
+    stage_times = [{"stage": s, "wall_s": records[s].get("wall_s")} for s in settings.stages if s in records]
+    return {
+        "title": f"lightkit ship: {settings.config_file.name}",
+        "run_dir": str(settings.run_dir),
+        "config_file": str(settings.config_file),
+        "config": (settings.run_dir / "config.yaml").read_text(),
+        "stages": stage_times,
+        "total_s": sum(s["wall_s"] or 0 for s in stage_times),
+        "machine": machine or this_machine(),
+        "versions": versions,
+    }
+
+
+def write_pages(
+    out: Path, template: str, context: dict[str, Any], kind: str, what: str, summary: dict[str, Any]
+) -> tuple[Path, Path]:
+    """`summary.json` (the results header, then `summary`, the stages' times, machine and
+    versions) and `<template>.{md,html}.j2` rendered with `context` as report.md and report.html."""
+    m = context["machine"]
+    header = {
+        "kind": kind,
+        "what": what,
+        "device": f"{m['processor']}, {m['cpu_count']} CPUs" + (f", {m['cuda']}" if m["cuda"] else ""),
+        "date": datetime.now(timezone.utc).date().isoformat(),
+        "command": f"lightkit ship --config {Path(context['config_file']).as_posix()}",
+    }
+    tail = {"stages_wall_s": {s["stage"]: s["wall_s"] for s in context["stages"]}, "machine": m,
+            "versions": context["versions"]}  # fmt: skip
+    atomic_write_text(out / "summary.json", json.dumps({**header, **summary, **tail}, indent=2) + "\n")
+    env = template_env(out)
     markdown, html = out / "report.md", out / "report.html"
-    atomic_write_text(markdown, env.get_template("report.md.j2").render(**context))
-    atomic_write_text(html, env.get_template("report.html.j2").render(**context))
+    atomic_write_text(markdown, env.get_template(f"{template}.md.j2").render(**context))
+    atomic_write_text(html, env.get_template(f"{template}.html.j2").render(**context))
     return markdown, html

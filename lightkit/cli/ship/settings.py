@@ -35,6 +35,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lightkit.io.errors import InputError
 
 # Every stage, in the order they run; a config lists the ones it wants.
@@ -160,3 +162,16 @@ def parse(config: dict[str, Any], config_file: Path) -> ShipSettings:
             raise InputError(f"{config_file}: {key}: expected a `class_path` and its `init_args`, as for lightkit fit")
     ordered = [s for s in all_stages if s in stages]  # they run in pipeline order, whatever order they are listed in
     return ShipSettings(config_file, Path(ship["run_dir"]), pipeline, ordered, sections, base)
+
+
+def read_config(path: Path, where: str = "--config") -> dict[str, Any]:
+    """A config file as a mapping: a missing file is named by `where`, bad YAML by its path."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: '{path}' does not exist")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: expected a mapping (trainer, model, data, ship), got {type(config).__name__}")
+    return config
