@@ -257,7 +257,7 @@ def test_requests_join_a_running_wave_in_order_and_answer_as_they_would_alone(
                 arrived.set()  # let the others be sent; decode A's next step once they are all queued
                 deadline = time.time() + 30
                 while engine.depth() < len(queued) and time.time() < deadline:
-                    time.sleep(0.005)
+                    time.sleep(0.001)
             return step(row, tokens, generated)
 
         monkeypatch.setattr(engine, "_step", held_step)
@@ -273,7 +273,11 @@ def test_requests_join_a_running_wave_in_order_and_answer_as_they_would_alone(
             later = []
             for i, prompt in enumerate(queued):
                 later.append(pool.submit(ask, prompt, 2))
-                while engine.depth() <= i:  # queued in this order
+                # Queued in this order. A is held until all are queued, so the queue only grows
+                # until the last one is in (after that, A's wave may take it at once).
+                deadline = time.time() + 30
+                while i < len(queued) - 1 and engine.depth() <= i:
+                    assert time.time() < deadline, "the request was not queued"
                     time.sleep(0.005)
             answers = [first.result(), *(f.result() for f in later)]
         metrics = httpx.get(f"{base}/metrics").text
