@@ -167,6 +167,15 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values))}
 
 
+def timing(rounds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """A side's tokens/s and p50 / p99 latency over its rounds (each as `spread`)."""
+    return {
+        "tokens_per_s": spread([r["tokens_per_s"] for r in rounds]),
+        "p50_latency_s": spread([r["p50_s"] for r in rounds]),
+        "p99_latency_s": spread([r["p99_s"] for r in rounds]),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifact", default="runs/sft_headlines/onnx")
@@ -256,7 +265,7 @@ def main() -> None:
             counts[k] for k in ("failed", "not_any_generate_answer", "differing_from_batch_1")
         )
         serve_tps = spread([s["tokens_per_s"] for s in served])
-        waves_tps = spread([s["tokens_per_s"] for s in rounds["waves"]])
+        waves_tps = timing(rounds["waves"])["tokens_per_s"]
         generate_tps = spread([g["tokens_per_s"] for g in generated])
         row: dict[str, Any] = {
             "clients": clients, "requests_per_round": len(work),
@@ -265,20 +274,14 @@ def main() -> None:
             "p50_latency_s": spread([s["p50_s"] for s in served]),
             "p99_latency_s": spread([s["p99_s"] for s in served]),
             **counts,
-            "waves": {
-                "tokens_per_s": waves_tps, "over_generate": waves_tps["median"] / generate_tps["median"],
-                "p50_latency_s": spread([s["p50_s"] for s in rounds["waves"]]),
-                "p99_latency_s": spread([s["p99_s"] for s in rounds["waves"]]),
-                **checked(rounds["waves"]),
-            },
+            "waves": {**timing(rounds["waves"]), "over_generate": waves_tps["median"] / generate_tps["median"],
+                      **checked(rounds["waves"])},
         }  # fmt: skip
         if peer:
             peered = rounds["peer"]
             peer_answers = [a for s in peered for _, a in s["answers"]]
             row["peer"] = {
-                "tokens_per_s": spread([s["tokens_per_s"] for s in peered]),
-                "p50_latency_s": spread([s["p50_s"] for s in peered]),
-                "p99_latency_s": spread([s["p99_s"] for s in peered]),
+                **timing(peered),
                 "failed": sum(a is None for a in peer_answers),
                 "same_answer_as_lightkit_batch_1": sum(a == reference[p] for s in peered for p, a in s["answers"]),
             }

@@ -546,30 +546,24 @@ def serve_load_table(result: dict) -> str:
         f"Device: {result['device']}; {result['date']}. Median (min–max) over {settings['rounds']} interleaved "
         f"rounds. serve: {settings['serve']}. generate: {settings['generate']}."
     )
-    waves = [r for r in result["rows"] if "waves" in r]
-    if waves:
-        lines += ["", f"Without joining: {settings['waves']}.", "",
-                  "| clients | waves tokens/s | serve / waves | waves p50 latency s | waves p99 latency s | failed "
-                  "| differing from generate at batch 1 |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
-        for r in waves:
-            w = r["waves"]
-            ratio = r["serve_tokens_per_s"]["median"] / w["tokens_per_s"]["median"]
-            lines.append(f"| {r['clients']} | {cell(w['tokens_per_s'], '{:.1f}')} | {ratio:.2f}x | "
-                         f"{cell(w['p50_latency_s'], '{:.2f}')} | {cell(w['p99_latency_s'], '{:.2f}')} | "
-                         f"{w['failed']} | {w['differing_from_batch_1']} |")  # fmt: skip
-    peers = [r for r in result["rows"] if "peer" in r]
-    if peers:
-        lines += ["", f"Peer: {settings['peer']}.", "",
-                  "| clients | peer tokens/s | lightkit serve / peer | peer p50 latency s | peer p99 latency s "
-                  "| failed |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
-        for r in peers:
-            peer = r["peer"]
-            ratio = r["serve_tokens_per_s"]["median"] / peer["tokens_per_s"]["median"]
-            lines.append(f"| {r['clients']} | {cell(peer['tokens_per_s'], '{:.1f}')} | {ratio:.2f}x | "
-                         f"{cell(peer['p50_latency_s'], '{:.2f}')} | {cell(peer['p99_latency_s'], '{:.2f}')} | "
-                         f"{peer['failed']} |")  # fmt: skip
+    # The other sides, one table each: the same server without joining, and the peer.
+    sides = [("waves", f"Without joining: {settings.get('waves')}", "serve / waves",
+              ("differing from generate at batch 1", "differing_from_batch_1")),
+             ("peer", f"Peer: {settings.get('peer')}", "lightkit serve / peer",
+              ("same answer as lightkit at batch 1", "same_answer_as_lightkit_batch_1"))]  # fmt: skip
+    for key, title, ratio_name, (extra_name, extra) in sides:
+        shown = [r for r in result["rows"] if key in r]
+        if not shown:
+            continue
+        lines += ["", f"{title}.", "",
+                  f"| clients | {key} tokens/s | {ratio_name} | {key} p50 latency s | {key} p99 latency s | failed "
+                  f"| {extra_name} |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in shown:
+            side = r[key]
+            ratio = r["serve_tokens_per_s"]["median"] / side["tokens_per_s"]["median"]
+            lines.append(f"| {r['clients']} | {cell(side['tokens_per_s'], '{:.1f}')} | {ratio:.2f}x | "
+                         f"{cell(side['p50_latency_s'], '{:.2f}')} | {cell(side['p99_latency_s'], '{:.2f}')} | "
+                         f"{side['failed']} | {side.get(extra, '–')} |")  # fmt: skip
     return with_command(head, lines, result)
 
 
