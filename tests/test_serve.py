@@ -4,6 +4,7 @@ the full queue's 429, the API key, encoders' tag and classify, and the playgroun
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -94,12 +95,17 @@ def client(decoder_server: tuple[str, Service]) -> OpenAI:
     return OpenAI(base_url=f"{decoder_server[0]}/v1", api_key="unused", max_retries=0)
 
 
+@functools.cache
+def loaded(folder: Path, form: str) -> Artifact:
+    """One session per artifact and form for the whole module, not one per expected answer."""
+    return Artifact(folder, form=form, device="cpu")
+
+
 def expected(
     tiny_decoder: Path, prompt: str, tokens: int, chat: bool = True, form: str = "int8-cpu", **decoding: object
 ) -> dict:
     """What `lightkit generate` answers (Artifact.generate, the same loop and tokenizer)."""
-    artifact = Artifact(tiny_decoder, form=form, device="cpu")
-    return next(artifact.generate([prompt], chat=chat, max_new_tokens=tokens, **decoding))
+    return next(loaded(tiny_decoder, form).generate([prompt], chat=chat, max_new_tokens=tokens, **decoding))
 
 
 def test_chat_answers_as_lightkit_generate_with_usage(client: OpenAI, tiny_decoder: Path) -> None:
@@ -110,7 +116,7 @@ def test_chat_answers_as_lightkit_generate_with_usage(client: OpenAI, tiny_decod
         choice = answer.choices[0]
         assert choice.message.role == "assistant" and choice.message.content == reference["response"]
         assert choice.finish_reason == ("length" if reference["finish"] == "length" else "stop")
-        tokenizer = Artifact(tiny_decoder, form="int8-cpu", device="cpu").tokenizer
+        tokenizer = loaded(tiny_decoder, "int8-cpu").tokenizer
         rendered = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                  add_generation_prompt=True)  # fmt: skip
         assert answer.usage.prompt_tokens == len(tokenizer(rendered, add_special_tokens=False)["input_ids"])

@@ -203,10 +203,11 @@ class DecoderEngine(Batcher):
     def serve(self, wave: list[Job]) -> None:
         jobs: list[DecodeJob] = wave  # type: ignore[assignment]
         first = jobs[0]
-        slots: list[Row | None] = [row for job in jobs for row in self._rows(job)]  # None: a free slot
-        width = max(len(r.ids) for r in slots if r)
-        input_ids = np.array([[self.pad] * (width - len(r.ids)) + r.ids for r in slots if r], np.int64)
-        mask = np.array([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in slots if r], np.int64)
+        rows = [row for job in jobs for row in self._rows(job)]
+        width = max(len(r.ids) for r in rows)
+        input_ids = np.array([[self.pad] * (width - len(r.ids)) + r.ids for r in rows], np.int64)
+        mask = np.array([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows], np.int64)
+        slots: list[Row | None] = list(rows)  # None: a free slot
         sample = first.temperature > 0
         top_p = first.top_p if sample and first.top_p < 1 else None
         rng = np.random.default_rng(first.seed)
@@ -221,19 +222,20 @@ class DecoderEngine(Batcher):
                     and all(batch.fits(len(ids)) for ids in job.prompts))  # fmt: skip
 
         while True:
-            live = [i for i, row in enumerate(slots) if row is not None]
+            decoding = [i for i, row in enumerate(slots) if row is not None]
             tokens = np.full(len(slots), self.pad, np.int64)
             if sample:
-                tokens[live] = sample_candidates(*(v[live] for v in values), first.temperature, None, top_p, rng)
+                tokens[decoding] = sample_candidates(*(v[decoding] for v in values), first.temperature, None, top_p,
+                                                     rng)  # fmt: skip
             else:
-                tokens[live] = values[0][live]
-            for i in live:
+                tokens[decoding] = values[0][decoding]
+            for i in decoding:
                 row = slots[i]
                 assert row is not None
                 if self._step(row, [*row.tokens, int(tokens[i])], generated):
                     batch.free([i])
                     slots[i] = None
-            live = sum(row is not None for row in slots)
+            live = len(slots) - len(batch.free_slots)
             if not live:
                 break
             values = batch.step(tokens)
