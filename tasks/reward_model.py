@@ -10,6 +10,8 @@ export and any transformers code load it as is.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +20,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy
 from transformers import AutoModelForSequenceClassification
 
+from lightkit.models.reward_inputs import SETTINGS_FILE
 from lightkit.training.task import BaseTask, StepOutput
 
 
@@ -25,6 +28,9 @@ class RewardModelTask(BaseTask):
     """Pairwise preference training of a scalar reward.
 
     Args:
+        input_max_length: the longest input it is trained on (linked from PreferenceDataModule's
+            max_length); saved with the model (`lightkit.json`) so PPO's `reward_model` reads the
+            same length.
         **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
     """
 
@@ -32,8 +38,12 @@ class RewardModelTask(BaseTask):
     peft_task_type = "SEQ_CLS"  # with LoRA, peft keeps the new score head trainable
     primary_metric = "accuracy"
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, input_max_length: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+
+    def save_extras(self, directory: Path) -> None:
+        settings = {"input_max_length": self.hparams.input_max_length}
+        (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
     def model_overrides(self) -> dict[str, Any]:
         overrides: dict[str, Any] = {"num_labels": 1, "id2label": {0: "reward"}, "label2id": {"reward": 0}}

@@ -234,6 +234,21 @@ def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Pat
     want = 0.5 * alone(prompts, responses) + 2.0 * torch.tensor([0.0, 3.0])
     assert torch.allclose(mixed(prompts, responses), want)
     assert set(mixed.last_parts) == {"reward_model", "reward_count_e"} and mixed.model is not None
+    # PPO reads a long prompt as the reward model was trained to (max_length 32, cut from the left),
+    # from the checkpoint or the saved folder, not transformers' 512 default.
+    assert json.loads((saved / "lightkit.json").read_text()) == {"input_max_length": 32}
+    folder = ModelReward(str(saved), tasks)
+    assert alone.max_length == folder.max_length == 32
+    from lightkit.data.prompts import PreferenceDataModule
+
+    dm = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32)
+    long_prompt = "Q: " + "where is it ? " * 20 + "\nA: "
+    batch = dm.collate([{"chosen": long_prompt + "oslo", "rejected": long_prompt + "e e"}])
+    with torch.no_grad():
+        trained = [folder.model(**{k.removeprefix(f"{side}_"): v for k, v in batch.items() if k.startswith(side)})
+                   .logits[0, 0] for side in ("chosen", "rejected")]  # fmt: skip
+    assert batch["chosen_input_ids"].shape[1] == 32
+    assert torch.allclose(folder([long_prompt] * 2, ["oslo", "e e"]), torch.stack(trained))
     task = cli(["--config", str(PPO), "--data.tokenizer", str(bpe), "--model.init_args.reward_model", str(ckpt),
                 "--model.init_args.reward_model_weight", "0.5"], run=False).model  # fmt: skip
     assert "reward" in task.__dict__["_frozen"]  # the reward model moves with the policy, never trained or saved

@@ -49,6 +49,7 @@ LINKS = {
     "tokenizer_revision": "tokenizer_revision",
     "label_names": "label_names",
     "prompt_template": "prompt_template",
+    "input_max_length": "input_max_length",
 }
 ARTIFACT_COMMANDS = ("export", "evaluate", "benchmark")
 # Commands that build no task or DataModule here: generate reads an export folder (or exports a

@@ -17,6 +17,7 @@ from lightkit.data.chat import check_messages, render
 from lightkit.data.files import Rows, read_table
 from lightkit.data.trl_formats import is_conversation, preference_parts
 from lightkit.io.errors import InputError
+from lightkit.models.reward_inputs import encode_scored
 
 
 class PromptDataModule(PromptsMixin, BaseDataModule):
@@ -77,9 +78,11 @@ class PreferenceDataModule(BaseDataModule):
     def __init__(self, prompt_template: str = "{prompt}", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.prompt_template = prompt_template
-        # Cut from the left: the end of a response decides the preference. The tokenizer is this
-        # DataModule's own (the task loads another), so the setting reaches nothing else.
-        self.tokenizer.truncation_side = "left"
+
+    @property
+    def input_max_length(self) -> int:
+        """max_length, linked into RewardModelTask, which saves it with the model for PPO."""
+        return self.hparams.max_length
 
     def _read(self, path: Path) -> Rows:
         return self.from_rows(read_table(path, ["chosen", "rejected"], self.hparams.encoding), "train")
@@ -108,13 +111,9 @@ class PreferenceDataModule(BaseDataModule):
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = {}
-        for side in ("chosen", "rejected"):
-            enc = self.tokenizer(
-                [f[side] for f in features],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=self.hparams.max_length,
+        for side in ("chosen", "rejected"):  # as ModelReward will score them (lightkit.models.reward_inputs)
+            enc = encode_scored(
+                self.tokenizer, [""] * len(features), [f[side] for f in features], self.hparams.max_length
             )
             batch.update({f"{side}_{k}": v for k, v in enc.items()})
         return batch

@@ -29,6 +29,7 @@ import torch
 
 from lightkit.io.errors import InputError
 from lightkit.models.loading import load_trained
+from lightkit.models.reward_inputs import encode_scored, trained_max_length
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
@@ -98,7 +99,8 @@ class ModelReward(torch.nn.Module):
             not import tasks).
         label: label name or index whose logit is the score; required when num_labels > 1.
         text: score `prompt_and_response` (default) or the `response` alone.
-        max_length: longest reward-model input in its own tokens.
+        max_length: longest reward-model input in its own tokens; by default the length a lightkit
+            reward model was trained on (`lightkit.json`), else 512.
         revision: the Hub revision of a Hub id `path`.
         trust_remote_code: let transformers run the repository's own code.
     """
@@ -109,7 +111,7 @@ class ModelReward(torch.nn.Module):
         tasks: tuple[type, ...],
         label: str | int | None = None,
         text: Literal["prompt_and_response", "response"] = "prompt_and_response",
-        max_length: int = 512,
+        max_length: int | None = None,
         revision: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
@@ -120,8 +122,9 @@ class ModelReward(torch.nn.Module):
         if self.tokenizer is None:
             raise InputError(f"reward_model: {path} has no tokenizer files; save it with its tokenizer")
         self.model.eval().requires_grad_(False)
-        self.text, self.max_length = text, max_length
-        self.tokenizer.truncation_side = "left"  # as PreferenceDataModule trains it: the answer's end decides
+        self.text = text
+        # A lightkit reward model reads what it was trained on unless told otherwise.
+        self.max_length = max_length or trained_max_length(path) or 512
         config = self.model.config
         if config.num_labels == 1:
             self.index = 0
@@ -139,12 +142,12 @@ class ModelReward(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, prompts: list[str], responses: list[str], **columns: list[str]) -> torch.Tensor:
-        texts = [p + r for p, r in zip(prompts, responses)] if self.text == "prompt_and_response" else list(responses)
+        if self.text == "response":
+            prompts = [""] * len(responses)
         device = next(self.model.parameters()).device
-        batch = self.tokenizer(
-            texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length
-        ).to(device)
-        return self.model(**batch).logits[:, self.index].float().cpu()
+        # As PreferenceDataModule trained it (lightkit.models.reward_inputs).
+        batch = encode_scored(self.tokenizer, list(prompts), list(responses), self.max_length)
+        return self.model(**batch.to(device)).logits[:, self.index].float().cpu()
 
 
 class WeightedRewards:
