@@ -5,8 +5,9 @@ SFT: sample, rank, train): the chosen answer is the best of the k the model samp
 and the rejected one the worst, and a pair is kept only when their rewards differ by at least
 `min_margin`, so ties and near-ties (which teach nothing, or noise) are dropped.
 
-Sampling is transformers' `generate` with the KV cache, `k` return sequences per prompt, batched,
-from a seeded generator, so the same settings write the same pairs.
+Sampling is transformers' `generate` with the KV cache (`lightkit.models.batched_generate`), `k`
+return sequences per prompt, batched, from a seeded generator, so the same settings write the
+same pairs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.errors import InputError
+from lightkit.models.batched_generate import generate_batches
 
 Reward = Callable[..., torch.Tensor]
 
@@ -39,21 +41,16 @@ def sample_answers(
 ) -> list[list[str]]:
     """`k` sampled answers to each of `prompts` (already rendered as the model is fed them)."""
     torch.manual_seed(seed)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers: list[list[str]] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-        enc = {key: value.to(model.device) for key, value in enc.items()}
-        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=model.device.type == "cpu"):
-            out = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, top_k=None,
-                                 num_return_sequences=k, max_new_tokens=max_new_tokens, pad_token_id=pad,
-                                 eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
+    for enc, out in generate_batches(model, tokenizer, prompts, batch_size, num_return_sequences=k,
+                                     max_new_tokens=max_new_tokens, **sampling):  # fmt: skip
         new = out[:, enc["input_ids"].size(1) :]
         texts = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-        answers += [texts[i * k : (i + 1) * k] for i in range(len(chunk))]  # generate keeps each prompt's k together
+        # generate keeps each prompt's k answers together
+        answers += [texts[i * k : (i + 1) * k] for i in range(len(texts) // k)]
         if progress is not None:
-            progress(start + len(chunk), len(prompts))
+            progress(len(answers), len(prompts))
     return answers
 
 

@@ -24,10 +24,7 @@ from typing import Any
 import torch
 from torchmetrics.text.rouge import ROUGEScore
 
-
-def autocast(model: Any) -> torch.autocast:
-    """bf16 autocast on CPU (what the chain trains in); the model's own dtype elsewhere."""
-    return torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=model.device.type == "cpu")
+from lightkit.models.batched_generate import autocast, generate_batches
 
 
 @torch.no_grad()
@@ -48,14 +45,8 @@ def greedy_answers(
     kls: list[float] = []
     ended: list[bool] = []
     eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    for i in range(0, len(prompts), batch_size):
-        chunk = list(prompts[i : i + batch_size])
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-        enc = {k: v.to(model.device) for k, v in enc.items()}
-        with context():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
-                                 eos_token_id=eos)  # fmt: skip
+    for enc, out in generate_batches(model, tokenizer, prompts, batch_size, context, max_new_tokens=max_new_tokens,
+                                     do_sample=False):  # fmt: skip
         width = enc["input_ids"].size(1)
         response = out[:, width:]
         is_eos = response == eos
@@ -63,7 +54,7 @@ def greedy_answers(
         ended += is_eos.any(1).tolist()
         answers += [a.strip() for a in tokenizer.batch_decode(response, skip_special_tokens=True)]
         if reference is None:
-            kls += [0.0] * len(chunk)
+            kls += [0.0] * len(response)
             continue
         attention = torch.cat([enc["attention_mask"], mask.long()], 1)
         keep = response.size(1) + 1
