@@ -125,7 +125,9 @@ def spread(values: list[float]) -> dict[str, float]:
 
 def summarise(reports: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any]:
     """Mean and sd over runs, per-split means, the between-split share of the variance, and each
-    method's reward gain over SFT in units of the larger of the two sds."""
+    method's reward gain over SFT: in units of the larger of the two sds, and paired (the gain
+    within each run, over the SFT model that run's method started from, mean and sd over runs),
+    which the split's shift of both models does not blur."""
     models = sorted({m for r in reports.values() for m in r["models"]}, key=["zero_shot", "sft", *METHODS].index)
     splits = sorted({s for s, _ in reports})
     out: dict[str, Any] = {}
@@ -150,6 +152,9 @@ def summarise(reports: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any]:
             out[method]["reward_gain_over_sft"] = gain
             out[method]["reward_gain_in_sd"] = gain / sd if sd > 0 else None
             out[method]["rougeL_change_vs_sft"] = out[method]["rougeL"]["mean"] - out["sft"]["rougeL"]["mean"]
+            paired = [r["models"][method]["reward"] - r["models"]["sft"]["reward"] for r in reports.values()
+                      if method in r["models"] and "sft" in r["models"]]  # fmt: skip
+            out[method]["paired_reward_gain"] = spread(paired)
     return out
 
 

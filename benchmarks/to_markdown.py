@@ -322,8 +322,8 @@ def align_seeds_table(result: dict) -> str:
     lines = [
         "| model | reward | ROUGE-L | KL to SFT | words | "
         + " | ".join(f"reward, split {s}" for s in splits)
-        + " | split's share of the reward variance | reward gain over SFT |",
-        "|---|---|---|---|---|" + "---|" * len(splits) + "---|---|",
+        + " | split's share of the reward variance | reward gain over SFT | gain within each run |",
+        "|---|---|---|---|---|" + "---|" * len(splits) + "---|---|---|",
     ]
     for model, m in summary.items():
 
@@ -334,10 +334,12 @@ def align_seeds_table(result: dict) -> str:
         share = m["reward"].get("between_split_share")
         gain = m.get("reward_gain_over_sft")
         in_sd = m.get("reward_gain_in_sd")
+        paired = m.get("paired_reward_gain")
         cells = [cell("reward", "+.3f"), cell("rougeL", ".3f"), cell("kl_to_sft", ".2f"), cell("answer_words", ".1f"),
                  *(f"{m['reward']['per_split'].get(s, float('nan')):+.3f}" for s in splits),
                  "" if share is None else f"{share:.0%}",
-                 "" if gain is None else f"{gain:+.3f}" + ("" if in_sd is None else f" ({in_sd:+.1f} sd)")]  # fmt: skip
+                 "" if gain is None else f"{gain:+.3f}" + ("" if in_sd is None else f" ({in_sd:+.1f} sd)"),
+                 "" if paired is None else f"{paired['mean']:+.3f} ± {paired['sd']:.3f}"]  # fmt: skip
         lines.append(f"| {names.get(model, model)} | " + " | ".join(cells) + " |")
     runs = len(result["runs"])
     head = (

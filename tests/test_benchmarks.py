@@ -531,12 +531,14 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     assert sft_reward["between_split_share"] == pytest.approx(0.0025 / 0.0026)  # (0.05² vs 0.05² + 0.01²)
     assert summary["dpo"]["reward_gain_over_sft"] == pytest.approx(0.1)
     assert summary["dpo"]["reward_gain_in_sd"] == pytest.approx(0.1 / sft_reward["sd"])
+    # Within each run DPO gains exactly 0.1: the paired gain has no spread, whatever the splits do.
+    assert summary["dpo"]["paired_reward_gain"] == {"mean": pytest.approx(0.1), "sd": pytest.approx(0.0), "n": 4}
     from to_markdown import render
 
     text = render({"device": "CPU", "date": "today", "command": "c", "splits": [13, 7], "seeds": [1, 2],
                    "runs": {str(k): {} for k in reports}, "summary": summary})  # fmt: skip
-    assert "| SFT | +0.050 ± 0.059 | 0.200 ± 0.000 | 1.00 ± 0.000 | 6.0 ± 0.000 | +0.100 | +0.000 | 96% |  |" in text
-    assert "| DPO | +0.150 ± 0.059 |" in text and "| +0.100 (+1.7 sd) |" in text
+    assert "| SFT | +0.050 ± 0.059 | 0.200 ± 0.000 | 1.00 ± 0.000 | 6.0 ± 0.000 | +0.100 | +0.000 | 96% |  |  |" in text
+    assert "| DPO | +0.150 ± 0.059 |" in text and "| +0.100 (+1.7 sd) | +0.100 ± 0.000 |" in text
 
 
 def test_int4_recipes_render_each_recipe_against_fp32() -> None:
