@@ -143,8 +143,9 @@ def summarise(reports: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any]:
             total = statistics.pvariance(values) if len(values) > 1 else 0.0
             grand = statistics.fmean(values)
             between = sum(len(per_split[s]) * (m - grand) ** 2 for s, m in means.items()) / len(values)
+            share = between / total if total > 0 and len(means) > 1 else None  # one split: no split's part
             out[model][metric] = {**spread(values), "per_split": {str(s): m for s, m in means.items()},
-                                  "between_split_share": between / total if total > 0 else None}  # fmt: skip
+                                  "between_split_share": share}  # fmt: skip
     for method in METHODS:
         if method in out and "sft" in out:
             gain = out[method]["reward"]["mean"] - out["sft"]["reward"]["mean"]
