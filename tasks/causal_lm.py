@@ -147,10 +147,8 @@ class CausalLMTask(BaseTask):
             print(f"\n{head}\n{samples}\nwritten to {path}")
         self.generated = []
 
-    def save_extras(self, directory: Path) -> None:
-        (directory / "lightkit.json").write_text(
-            json.dumps({"prompt_template": self.hparams.prompt_template or "{prompt}"}, indent=2) + "\n"
-        )
+    def saved_settings(self) -> dict[str, Any]:
+        return {"prompt_template": self.hparams.prompt_template or "{prompt}"}
 
     # -- generation ----------------------------------------------------------------------------
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,6 @@ export and any transformers code load it as is.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +18,6 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy
 from transformers import AutoModelForSequenceClassification
 
-from lightkit.models.reward_inputs import SETTINGS_FILE
 from lightkit.training.task import BaseTask, StepOutput
 
 
@@ -41,9 +38,8 @@ class RewardModelTask(BaseTask):
     def __init__(self, input_max_length: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
 
-    def save_extras(self, directory: Path) -> None:
-        settings = {"input_max_length": self.hparams.input_max_length}
-        (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    def saved_settings(self) -> dict[str, Any]:
+        return {"input_max_length": self.hparams.input_max_length}
 
     def model_overrides(self) -> dict[str, Any]:
         overrides: dict[str, Any] = {"num_labels": 1, "id2label": {0: "reward"}, "label2id": {"reward": 0}}

@@ -112,8 +112,6 @@ class PreferenceDataModule(BaseDataModule):
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = {}
         for side in ("chosen", "rejected"):  # as ModelReward will score them (lightkit.models.reward_inputs)
-            enc = encode_scored(
-                self.tokenizer, [""] * len(features), [f[side] for f in features], self.hparams.max_length
-            )
+            enc = encode_scored(self.tokenizer, [f[side] for f in features], self.hparams.max_length)
             batch.update({f"{side}_{k}": v for k, v in enc.items()})
         return batch

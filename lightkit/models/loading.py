@@ -8,6 +8,8 @@ Accepts what lightkit produces and what users bring: a lightkit checkpoint (`.ck
 from __future__ import annotations
 
 import inspect
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +18,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lightkit.compat import fresh_hyperparameters
 from lightkit.io.errors import InputError
 from lightkit.models.hub import load_tokenizer, resolve_model
+
+# The task's settings a saved model carries beside its weights (BaseTask.saved_settings writes it).
+SETTINGS_FILE = "lightkit.json"
 
 
 def init_parameters(cls: type) -> set[str]:
@@ -78,3 +83,16 @@ def load_trained(
     instance = fresh_hyperparameters(task, **kwargs)
     instance.load_trained_state(ckpt["state_dict"], what)
     return instance.plain_model(keep_adapters=False), instance.tokenizer
+
+
+def trained_settings(spec: str | Path) -> dict[str, Any]:
+    """What a lightkit task saved with the model at `spec`: its folder's `lightkit.json`, or a
+    checkpoint's hyperparameters (read through mmap, without the weights); empty for anything
+    else (e.g. a Hub id)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        settings = path / SETTINGS_FILE
+        return json.loads(settings.read_text()) if settings.exists() else {}
+    if path.is_file():
+        return dict(torch.load(path, weights_only=True, map_location="cpu", mmap=True).get("hyper_parameters", {}))
+    return {}

@@ -28,8 +28,8 @@ from typing import Any, Literal
 import torch
 
 from lightkit.io.errors import InputError
-from lightkit.models.loading import load_trained
-from lightkit.models.reward_inputs import encode_scored, trained_max_length
+from lightkit.models.loading import load_trained, trained_settings
+from lightkit.models.reward_inputs import encode_scored
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
@@ -124,7 +124,7 @@ class ModelReward(torch.nn.Module):
         self.model.eval().requires_grad_(False)
         self.text = text
         # A lightkit reward model reads what it was trained on unless told otherwise.
-        self.max_length = max_length or trained_max_length(path) or 512
+        self.max_length = max_length or trained_settings(path).get("input_max_length") or 512
         config = self.model.config
         if config.num_labels == 1:
             self.index = 0
@@ -142,11 +142,9 @@ class ModelReward(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, prompts: list[str], responses: list[str], **columns: list[str]) -> torch.Tensor:
-        if self.text == "response":
-            prompts = [""] * len(responses)
+        texts = [p + r for p, r in zip(prompts, responses)] if self.text == "prompt_and_response" else list(responses)
         device = next(self.model.parameters()).device
-        # As PreferenceDataModule trained it (lightkit.models.reward_inputs).
-        batch = encode_scored(self.tokenizer, list(prompts), list(responses), self.max_length)
+        batch = encode_scored(self.tokenizer, texts, self.max_length)  # as PreferenceDataModule trained it
         return self.model(**batch.to(device)).logits[:, self.index].float().cpu()
 
 

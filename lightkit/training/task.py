@@ -19,6 +19,7 @@ so a new objective is one task file, one DataModule if its data is new, and one 
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ from lightkit.compat import MovesUnregistered
 from lightkit.io.atomic import atomic_dir
 from lightkit.io.errors import InputError
 from lightkit.models.hub import ModelRef, load_tokenizer, model_card, resolve_model
+from lightkit.models.loading import SETTINGS_FILE
 from lightkit.models.lora import apply_lora, check_adapter_state, merged_copy, trainable_state
 from lightkit.training.epoch_means import EpochMeans
 from lightkit.training.fake_quant import strip_qat_state
@@ -504,8 +506,13 @@ class BaseTask(MovesUnregistered, L.LightningModule):
             return Path(self.hparams.save_dir)
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model"
 
+    def saved_settings(self) -> dict[str, Any]:
+        """What loading the saved model must know of its training (e.g. a prompt template), saved
+        as `lightkit.json` beside it and read back by `lightkit.models.loading.trained_settings`."""
+        return {}
+
     def save_extras(self, directory: Path) -> None:
-        """Write task files beside the Hugging Face model (e.g. a prompt template); none by default."""
+        """Write other task files beside the Hugging Face model; none by default."""
 
     def on_fit_end(self) -> None:
         # Callbacks' on_fit_end runs before this hook, so RestoreBestWeights has already put the
@@ -524,6 +531,8 @@ class BaseTask(MovesUnregistered, L.LightningModule):
                 model.save_pretrained(tmp / "adapter")
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
+            if settings := self.saved_settings():
+                (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
             self.save_extras(tmp)
             (tmp / "README.md").write_text(model_card(self.model_source(), type(self).__name__), encoding="utf-8")
         print(f"lightkit: saved the trained model in Hugging Face format to {target}")
