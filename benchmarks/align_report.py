@@ -49,12 +49,28 @@ def held_out(split_seed: int = 13) -> tuple[Any, list[dict[str, Any]]]:
     return dm.tokenizer, dm.splits(dm._read, dm.split_key)["test"]
 
 
-def reward_fn() -> Any:
-    """The reward of configs/grpo_headlines.yaml, built the way the task builds it."""
+def reward_fn(without: tuple[str, ...] = ()) -> Any:
+    """The reward of configs/grpo_headlines.yaml, built the way the task builds it, less the
+    callables named in `without`."""
     from lightkit.rewards.scoring import build_reward
 
     args = yaml.safe_load((ROOT / "configs" / "grpo_headlines.yaml").read_text())["model"]["init_args"]
-    return build_reward(args["reward_fn"], None, weights=args["reward_weights"])
+    kept = [(f, w) for f, w in zip(args["reward_fn"], args["reward_weights"]) if f.rsplit(":", 1)[-1] not in without]
+    return build_reward([f for f, _ in kept], None, weights=[w for _, w in kept])
+
+
+def reference_free_agreement(pairs: Path) -> float | None:
+    """The share of the reward model's pairs in `pairs` that the reward's parts needing no
+    reference headline (all but ROUGE-L) already order as the whole reward does, a tie counting
+    half: what a reward model reading only the article and the answer could learn at best from
+    those parts."""
+    if not pairs.exists():
+        return None
+    rows = [json.loads(line) for line in pairs.read_text().splitlines() if line.strip()]
+    part = reward_fn(without=("rouge_l",))
+    chosen = part([r["prompt"] for r in rows], [r["chosen"] for r in rows])
+    rejected = part([r["prompt"] for r in rows], [r["rejected"] for r in rows])
+    return float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
 
 
 def answer(model: Any, reference: Any, tokenizer: Any, rows: list[dict[str, Any]], batch: int = 16) -> dict[str, Any]:
@@ -116,6 +132,8 @@ def learned_reward(runs: Path, rows: list[dict[str, Any]], answers: dict[str, li
         "model": str(path),
         "held_out_pair_accuracy": accuracy[-1] if accuracy else None,
         "pair_accuracy_per_validation": accuracy,
+        "held_out_pairs_ordered_by_reference_free_parts": reference_free_agreement(runs / "pairs-all-val.jsonl"),
+        "training_pairs_ordered_by_reference_free_parts": reference_free_agreement(runs / "pairs-all.jsonl"),
         "answers_scored": len(learned),
         "pearson_with_callable_reward": pearson(learned, callable_),
         "spearman_with_callable_reward": spearman(learned, callable_),

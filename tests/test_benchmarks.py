@@ -584,3 +584,23 @@ def test_serve_load_times_serve_against_generate_and_checks_every_answer(tiny_de
     assert failures["measured"] == 0 and failures["met"]
     run_script("to_markdown.py", str(out))
     assert "| 4 | " in out.with_suffix(".md").read_text()
+
+
+def test_align_report_counts_the_pairs_the_reference_free_reward_parts_order(tmp_path: Path) -> None:
+    """The ceiling quoted beside the reward model's accuracy: pairs ordered right by the length
+    window and the copied-lead penalty alone, a tie counting half."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from align_report import reference_free_agreement
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    prompt = "Write a headline for this article.\n\nShares in Acme rose sharply on Monday after strong sales. More."
+    rows = [
+        {"prompt": prompt, "chosen": "Acme shares jump", "rejected": "Shares in Acme rose sharply on Monday"},  # right
+        {"prompt": prompt, "chosen": "Shares in Acme rose sharply", "rejected": "Acme results cheer"},  # wrong
+        {"prompt": prompt, "chosen": "Acme shares jump", "rejected": "Investors cheer sales"},  # tie
+    ]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert reference_free_agreement(pairs) == pytest.approx(0.5)
+    assert reference_free_agreement(tmp_path / "missing.jsonl") is None
