@@ -130,8 +130,8 @@ def resumable(ctx: S.Context, stage: str) -> bool:
 def datamodule(ctx: S.Context) -> Any:
     """The SFT config's DataModule, on the SFT model's tokenizer: the prompts every stage reads
     (built once per run of the pipeline)."""
-    if "datamodule" in ctx.shared:
-        return ctx.shared["datamodule"]
+    if ctx.datamodule is not None:
+        return ctx.datamodule
     spec = ctx.settings.base["data"]
     name = str(spec["class_path"])
     module, _, cls = name.rpartition(".")
@@ -139,8 +139,8 @@ def datamodule(ctx: S.Context) -> Any:
     if found is None:
         raise InputError(f"{ctx.settings.config_file}: data.class_path: no DataModule {name!r}")
     args = {**(spec.get("init_args") or {}), "tokenizer": outputs(ctx, "fit")["hf_model_path"]}
-    ctx.shared["datamodule"] = found(**args)
-    return ctx.shared["datamodule"]
+    ctx.datamodule = found(**args)
+    return ctx.datamodule
 
 
 def split_rows(ctx: S.Context, dm: Any, split: str) -> list[dict[str, str]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ class Context:
     settings: ShipSettings
     cli: Cli
     records: dict[str, dict[str, Any]]  # the finished stages' records (stage.json), by stage
-    shared: dict[str, Any] = field(default_factory=dict)  # what stages of one run build once (e.g. a DataModule)
+    datamodule: Any = None  # the SFT config's DataModule, built once per run (chain.datamodule)
 
     @property
     def run_dir(self) -> Path:
