@@ -35,7 +35,7 @@ from transformers import AutoModelForCausalLM
 
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.measure import provenance
-from lightkit.metrics.answers import answer_scores, greedy_answers, pearson, spearman
+from lightkit.metrics.answers import answer_scores, greedy_answers, reward_agreement
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,13 +120,8 @@ def learned_reward(runs: Path, rows: list[dict[str, Any]], answers: dict[str, li
     from lightkit.tasks import RewardModelTask, SequenceClassificationTask
 
     model = ModelReward(str(path), (SequenceClassificationTask, RewardModelTask))
-    learned, callable_ = [], []
-    for name, texts in answers.items():
-        for i in range(0, len(rows), 16):
-            prompts = [r["gen_prompt"] for r in rows[i : i + 16]]
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                learned += model(prompts, texts[i : i + 16]).tolist()
-        callable_ += results[name]["rewards"]
+    callable_ = [v for name in answers for v in results[name]["rewards"]]
+    agreement = reward_agreement(model, [r["gen_prompt"] for r in rows], answers, callable_)
     accuracy = [float(r["val_accuracy"]) for r in logged(runs / "reward") if r.get("val_accuracy")]
     return {
         "model": str(path),
@@ -134,9 +129,7 @@ def learned_reward(runs: Path, rows: list[dict[str, Any]], answers: dict[str, li
         "pair_accuracy_per_validation": accuracy,
         "held_out_pairs_ordered_by_reference_free_parts": reference_free_agreement(runs / "pairs-all-val.jsonl"),
         "training_pairs_ordered_by_reference_free_parts": reference_free_agreement(runs / "pairs-all.jsonl"),
-        "answers_scored": len(learned),
-        "pearson_with_callable_reward": pearson(learned, callable_),
-        "spearman_with_callable_reward": spearman(learned, callable_),
+        **agreement,
     }
 
 

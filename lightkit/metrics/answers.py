@@ -11,7 +11,8 @@ same numbers:
   comparing finished models can afford the exact one.)
 - `answer_scores`: mean reward (and its parts), ROUGE-1/L (torchmetrics, as `lightkit test`
   reports), answer length in words, the share ending with EOS, mean KL.
-- `pearson` / `spearman`: how one reward tracks another on the same answers.
+- `pearson` / `spearman`, and `reward_agreement` with them: how one reward tracks another on the
+  same answers.
 
 The reward is passed in (a `lightkit.rewards.scoring.build_reward` callable), never built here.
 """
@@ -104,3 +105,26 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
         return r.tolist()
 
     return pearson(ranks(x), ranks(y))
+
+
+@torch.no_grad()
+def reward_agreement(
+    scorer: Callable[[list[str], list[str]], torch.Tensor],
+    prompts: Sequence[str],
+    answers: dict[str, list[str]],
+    callable_rewards: Sequence[float],
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """How a learned reward (`scorer`, e.g. a `ModelReward`) tracks the callable reward on the
+    same answers: every model's answers to `prompts`, in `answers`' order, against
+    `callable_rewards` listed alike."""
+    learned: list[float] = []
+    for texts in answers.values():
+        for i in range(0, len(prompts), batch_size):
+            learned += scorer(list(prompts[i : i + batch_size]), texts[i : i + batch_size]).tolist()
+    enough = len(learned) > 1
+    return {
+        "answers_scored": len(learned),
+        "pearson_with_callable_reward": pearson(learned, callable_rewards) if enough else None,
+        "spearman_with_callable_reward": spearman(learned, callable_rewards) if enough else None,
+    }

@@ -264,25 +264,18 @@ def reward_model(ctx: S.Context, prompts: list[str], answers: dict[str, list[str
     """The reward model's held-out pair accuracy (its last `val_accuracy`) and how it tracks the
     callable reward on every model's held-out answers."""
     from lightkit.cli.ship.report import read_curves
-    from lightkit.metrics.answers import pearson, spearman
+    from lightkit.metrics.answers import reward_agreement
     from lightkit.rewards.scoring import ModelReward
     from lightkit.tasks import RewardModelTask, SequenceClassificationTask
 
     trained = outputs(ctx, "reward")
     scorer = ModelReward(trained["hf_model_path"], (SequenceClassificationTask, RewardModelTask))
-    learned: list[float] = []
-    with torch.no_grad():
-        for texts in answers.values():
-            for i in range(0, len(prompts), 16):
-                learned += scorer(prompts[i : i + 16], texts[i : i + 16]).tolist()
     accuracy = [v for _, v in read_curves(trained.get("metrics_csv_path")).get("val_accuracy", [])]
     result = {
         "model": trained["hf_model_path"],
         "held_out_pair_accuracy": accuracy[-1] if accuracy else None,
         "pair_accuracy_per_validation": accuracy,
-        "answers_scored": len(learned),
-        "pearson_with_callable_reward": pearson(learned, callable_) if len(learned) > 1 else None,
-        "spearman_with_callable_reward": spearman(learned, callable_) if len(learned) > 1 else None,
+        **reward_agreement(scorer, prompts, answers, callable_),
     }
     path = folder / "reward_model.json"
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
