@@ -123,6 +123,11 @@ state = full_state_dict(task)
 if task.global_rank == 0:
     keep = ("value_head.", "hidden_proj.")
     torch.save({k: v for k, v in state.items() if k.startswith(keep)}, os.environ["LIVE_OUT"])
+# Leave the process group before the interpreter exits: with its gloo threads still running at
+# exit, a process can abort ("terminate called without an active exception"), as it once did here.
+if torch.distributed.is_initialized():
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 """
 
 
