@@ -341,11 +341,9 @@ def align_seeds_table(result: dict) -> str:
                  "" if gain is None else f"{gain:+.3f}" + ("" if in_sd is None else f" ({in_sd:+.1f} sd)"),
                  "" if paired is None else f"{paired['mean']:+.3f} ± {paired['sd']:.3f}"]  # fmt: skip
         lines.append(f"| {names.get(model, model)} | " + " | ".join(cells) + " |")
-    runs = len(result["runs"])
     head = (
-        f"Device: {result['device']}; {result['date']}; {runs} runs (splits {', '.join(splits)}; seeds "
-        f"{', '.join(str(s) for s in result['seeds'])}); each model scored greedily on its split's held-out "
-        "articles; mean ± sample sd over the runs."
+        f"Device: {result['device']}; {result['date']}; {len(result['runs'])} runs ({'; '.join(result['runs'])}); "
+        "each model scored greedily on its split's held-out articles; mean ± sample sd over the runs."
     )
     return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import runpy
 import sys
@@ -492,7 +493,7 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from align_seeds import stage_config, summarise
+        from align_seeds import split_and_seed, stage_config, summarise
         from to_markdown import render  # noqa: F401 - imported here, while benchmarks/ is on the path
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
@@ -536,9 +537,14 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     from to_markdown import render
 
     text = render({"device": "CPU", "date": "today", "command": "c", "splits": [13, 7], "seeds": [1, 2],
-                   "runs": {str(k): {} for k in reports}, "summary": summary})  # fmt: skip
+                   "runs": {f"split {s}, seed {r}": {} for s, r in reports}, "summary": summary})  # fmt: skip
+    assert "4 runs (split 13, seed 1; split 13, seed 2; split 7, seed 1; split 7, seed 2)" in text
     assert "| SFT | +0.050 ± 0.059 | 0.200 ± 0.000 | 1.00 ± 0.000 | 6.0 ± 0.000 | +0.100 | +0.000 | 96% |  |  |" in text
     assert "| DPO | +0.150 ± 0.059 |" in text and "| +0.100 (+1.7 sd) | +0.100 ± 0.000 |" in text
+    # A grid not yet complete is named run by run (`--runs 13:13 7:13`).
+    assert split_and_seed("7:13") == (7, 13)
+    with pytest.raises(argparse.ArgumentTypeError, match="SPLIT:SEED"):
+        split_and_seed("7")
 
 
 def test_int4_recipes_render_each_recipe_against_fp32() -> None:
