@@ -249,6 +249,7 @@ def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Pat
                    .logits[0, 0] for side in ("chosen", "rejected")]  # fmt: skip
     assert batch["chosen_input_ids"].shape[1] == 32
     assert torch.allclose(folder([long_prompt] * 2, ["oslo", "e e"]), torch.stack(trained))
+    assert folder.tokenizer.truncation_side == dm.tokenizer.truncation_side == "right"  # cut left, left as given
     task = cli(["--config", str(PPO), "--data.tokenizer", str(bpe), "--model.init_args.reward_model", str(ckpt),
                 "--model.init_args.reward_model_weight", "0.5"], run=False).model  # fmt: skip
     assert "reward" in task.__dict__["_frozen"]  # the reward model moves with the policy, never trained or saved

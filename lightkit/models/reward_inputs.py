@@ -18,5 +18,8 @@ import torch
 def encode_scored(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
     """The padded batch of `texts` (prompt and response), each cut from the left: the response,
     whose end decides a preference, is always read whole (as TRL's RewardTrainer reads a side)."""
-    tokenizer.truncation_side = "left"
-    return tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    side, tokenizer.truncation_side = tokenizer.truncation_side, "left"
+    try:
+        return tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    finally:  # the caller's tokenizer is left as it was given
+        tokenizer.truncation_side = side
