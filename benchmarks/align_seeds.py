@@ -29,6 +29,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,15 @@ METHODS = ("dpo", "ppo", "grpo")
 METRICS = ("reward", "rougeL", "kl_to_sft", "answer_words")
 
 
-def run(*command: str) -> None:
+def run(*command: str, timed: tuple[Path, str] | None = None) -> None:
+    """Run `command`; `timed` (folder, stage) adds its wall time to the folder's times.txt, as
+    `make align` records its stages, for the report's stage times."""
     print("$", " ".join(command), flush=True)
+    start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "benchmarks")})
+    if timed:
+        with (timed[0] / "times.txt").open("a") as times:
+            times.write(f"{timed[1]} {time.perf_counter() - start:.0f} s\n")
 
 
 def stage_config(name: str, folder: Path, split: int, seed: int, sft: Path, paths: dict[str, str]) -> Path:
@@ -103,16 +110,22 @@ def chain(split: int, seed: int, work: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     sft = folder / "sft" / "hf_model"
     if not (sft / "model.safetensors").exists():
-        run(LIGHTKIT, "fit", "--config", str(sft_config(folder, split, seed)))
+        run(LIGHTKIT, "fit", "--config", str(sft_config(folder, split, seed)), timed=(folder, "sft"))
     paths = {"pairs": str(folder / "pairs.jsonl"), "reward": str(folder / "reward" / "hf_model"),
              "val_prompts": str(folder / "val_prompts.jsonl")}  # fmt: skip
     if not Path(paths["pairs"]).exists():
         run(sys.executable, "-m", "lightkit.data.headline_pairs", "--out", paths["pairs"], "--policy", str(sft),
-            "--seed", str(seed), "--split-seed", str(split))  # fmt: skip
+            "--seed", str(seed), "--split-seed", str(split), timed=(folder, "pairs"))  # fmt: skip
     validation_prompts(Path(paths["val_prompts"]), split)
     for name in ("reward", *METHODS):
         if not (folder / name / "hf_model" / "model.safetensors").exists():
-            run(LIGHTKIT, "fit", "--config", str(stage_config(name, folder, split, seed, sft, paths)))
+            run(
+                LIGHTKIT,
+                "fit",
+                "--config",
+                str(stage_config(name, folder, split, seed, sft, paths)),
+                timed=(folder, name),
+            )
     report = folder / "report.json"
     run(sys.executable, "benchmarks/align_report.py", "--runs", str(folder), "--sft", str(sft),
         "--split_seed", str(split), "--out", str(report))  # fmt: skip

@@ -322,7 +322,7 @@ def align_seeds_table(result: dict) -> str:
     lines = [
         "| model | reward | ROUGE-L | KL to SFT | words | "
         + " | ".join(f"reward, split {s}" for s in splits)
-        + " | split's share of the reward variance | reward gain over SFT | gain within each run |",
+        + " | split's share of the variance: reward, ROUGE-L | reward gain over SFT | gain within each run |",
         "|---|---|---|---|---|" + "---|" * len(splits) + "---|---|---|",
     ]
     for model, m in summary.items():
@@ -331,13 +331,13 @@ def align_seeds_table(result: dict) -> str:
             x = m.get(metric)
             return f"{format(x['mean'], fmt)} ± {x['sd']:.3f}" if x else ""
 
-        share = m["reward"].get("between_split_share")
+        shares = [m[metric].get("between_split_share") for metric in ("reward", "rougeL")]
         gain = m.get("reward_gain_over_sft")
         in_sd = m.get("reward_gain_in_sd")
         paired = m.get("paired_reward_gain")
         cells = [cell("reward", "+.3f"), cell("rougeL", ".3f"), cell("kl_to_sft", ".2f"), cell("answer_words", ".1f"),
                  *(f"{m['reward']['per_split'].get(s, float('nan')):+.3f}" for s in splits),
-                 "" if share is None else f"{share:.0%}",
+                 ", ".join(f"{share:.0%}" for share in shares if share is not None),
                  "" if gain is None else f"{gain:+.3f}" + ("" if in_sd is None else f" ({in_sd:+.1f} sd)"),
                  "" if paired is None else f"{paired['mean']:+.3f} ± {paired['sd']:.3f}"]  # fmt: skip
         lines.append(f"| {names.get(model, model)} | " + " | ".join(cells) + " |")
@@ -345,7 +345,19 @@ def align_seeds_table(result: dict) -> str:
         f"Device: {result['device']}; {result['date']}; {len(result['runs'])} runs ({'; '.join(result['runs'])}); "
         "each model scored greedily on its split's held-out articles; mean ± sample sd over the runs."
     )
-    return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
+    # Each run's reward per model, so a mean is never read without the runs behind it.
+    shown = [m for m in ("sft", "dpo", "ppo", "grpo") if m in summary]
+    runs = [
+        "| run | "
+        + " | ".join(f"{names[m]} reward, ROUGE-L" for m in shown)
+        + " | reward model's held-out pair accuracy |",
+        "|---|" + "---|" * len(shown) + "---|",
+    ]
+    for name, run in result["runs"].items():
+        rm = (run.get("reward_model") or {}).get("held_out_pair_accuracy")
+        cells = [f"{run[m]['reward']:+.3f}, {run[m]['rougeL']:.3f}" if m in run else "" for m in shown]
+        runs.append(f"| {name} | " + " | ".join(cells) + f" | {'' if rm is None else f'{rm:.1%}'} |")
+    return "\n".join([head, "", *lines, "", *runs, "", f"Command: `{result['command']}`", ""])
 
 
 def int4_recipes_table(result: dict) -> str:

@@ -537,9 +537,12 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     from to_markdown import render
 
     text = render({"device": "CPU", "date": "today", "command": "c", "splits": [13, 7], "seeds": [1, 2],
-                   "runs": {f"split {s}, seed {r}": {} for s, r in reports}, "summary": summary})  # fmt: skip
+                   "runs": {f"split {s}, seed {r}": rep["models"] | {"reward_model": {"held_out_pair_accuracy": 0.6}}
+                            for (s, r), rep in reports.items()}, "summary": summary})  # fmt: skip
     assert "4 runs (split 13, seed 1; split 13, seed 2; split 7, seed 1; split 7, seed 2)" in text
+    # ROUGE-L is the same everywhere: no variance, so no split's share of it.
     assert "| SFT | +0.050 ± 0.059 | 0.200 ± 0.000 | 1.00 ± 0.000 | 6.0 ± 0.000 | +0.100 | +0.000 | 96% |  |  |" in text
+    assert "| split 7, seed 2 | -0.010, 0.200 | +0.090, 0.200 | 60.0% |" in text  # each run, beside the means
     assert "| DPO | +0.150 ± 0.059 |" in text and "| +0.100 (+1.7 sd) | +0.100 ± 0.000 |" in text
     # A grid not yet complete is named run by run (`--runs 13:13 7:13`).
     assert split_and_seed("7:13") == (7, 13)
