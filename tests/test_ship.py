@@ -204,6 +204,24 @@ def test_a_fit_killed_part_way_resumes_from_its_last_checkpoint(tmp_path: Path) 
     assert steps == sorted(steps) and len(steps) == 12
 
 
+@pytest.mark.slow
+def test_a_finished_training_stage_run_again_trains_afresh(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A finished stage run again (`--from`, `--force`, or new inputs that leave its config text
+    as it was, as a new reward model leaves PPO's) still holds a last.ckpt of the same config:
+    that must not pass for a kill part-way, or the rerun returns the old model without training."""
+    config = ship_config(tmp_path, stages=["fit", "distill", "report"])
+    main(["ship", "--config", str(config)])
+    student = tmp_path / "run" / "distill"
+    first = stage_records(tmp_path / "run")["distill"]["outputs"]
+    capsys.readouterr()
+    main(["ship", "--config", str(config), "--from", "distill"])
+    out = capsys.readouterr().out
+    assert "lightkit ship: distill: running" in out and "distill: resuming" not in out
+    assert [p.name for p in student.glob("tensorboard/version_*")] == ["version_0"]  # one fresh run, not a resumed one
+    again = stage_records(tmp_path / "run")["distill"]["outputs"]
+    assert (again["steps"], again["epochs"]) == (first["steps"], first["epochs"])
+
+
 def test_a_failing_stage_stops_with_its_error_and_keeps_the_rest(tmp_path: Path) -> None:
     config = ship_config(tmp_path, stages=["fit", "export"], export={"forms": ["fp33"]})
     with pytest.raises(InputError, match=r"ship stage 'export': forms: unknown \['fp33'\]"):

@@ -24,7 +24,7 @@ from lightkit.cli.ship import stages as S
 from lightkit.cli.ship.chain_report import write_chain_report
 from lightkit.cli.ship.report import write_report
 from lightkit.cli.ship.settings import MODEL_STAGES, ShipSettings, parse, read_config
-from lightkit.cli.ship.state import clear, fingerprint, plan, write_record
+from lightkit.cli.ship.state import clear, fingerprint, mark_started, may_resume, plan, write_record
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.errors import InputError
 
@@ -79,11 +79,12 @@ def ship(config_file: str, cli: S.Cli, force: bool = False, start: str | None = 
     for stage in done:
         print(f"lightkit ship: {stage}: done before with the same inputs, skipped")
     for stage in todo:
-        if resumable(ctx, stage):
+        if may_resume(settings.run_dir, stage, prints[stage]) and resumable(ctx, stage):
             print(f"lightkit ship: {stage}: resuming from its last.ckpt (same config)")
         else:
             clear(settings.run_dir, stage)  # a half-written folder of a killed run never mixes in
             print(f"lightkit ship: {stage}: running")
+        mark_started(settings.run_dir, stage, prints[stage])
         began = time.perf_counter()
         try:
             outputs = runners[stage](ctx)

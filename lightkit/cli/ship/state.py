@@ -6,6 +6,10 @@ run resumes at the stage that did not finish. A stage's fingerprint hashes its o
 its upstream stages' fingerprints, so a change anywhere reaches every stage that depends on it.
 Changed settings under a finished stage are refused (the folder would mix two configs) unless
 `--force`, which clears that stage and every later one and runs them again.
+
+A training stage killed part-way resumes from its `last.ckpt`. Its `started.json` (the fingerprint
+it started with) tells that apart from a finished stage that must run again: only a stage that
+never finished, with the inputs it has now, resumes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from lightkit.io.atomic import atomic_write_text
 from lightkit.io.errors import InputError
 
 RECORD = "stage.json"
+STARTED = "started.json"
 
 
 def fingerprint(*parts: Any) -> str:
@@ -91,6 +96,25 @@ def plan(
 
 def clear(run_dir: Path, stage: str) -> None:
     shutil.rmtree(run_dir / stage, ignore_errors=True)
+
+
+def mark_started(run_dir: Path, stage: str, expected: str) -> None:
+    """Note the inputs a stage is starting with, so a kill part-way can be told from a finished
+    stage whose inputs have since changed: the checkpoints of both look alike."""
+    atomic_write_text(run_dir / stage / STARTED, json.dumps({"stage": stage, "fingerprint": expected}) + "\n")
+
+
+def may_resume(run_dir: Path, stage: str, expected: str) -> bool:
+    """The stage was killed part-way with the inputs it has now: started with this fingerprint and
+    never finished. A finished stage that runs again (its inputs changed, `--force`, `--from`)
+    starts afresh: resuming its last checkpoint would return the old model without training."""
+    path = run_dir / stage / STARTED
+    if read_record(run_dir, stage) is not None or not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("fingerprint") == expected
+    except json.JSONDecodeError:
+        return False
 
 
 def write_record(run_dir: Path, stage: str, expected: str, outputs: dict[str, Any], wall_s: float) -> dict[str, Any]:
