@@ -28,6 +28,8 @@ class RewardModelTask(BaseTask):
         input_max_length: the longest input it is trained on (linked from PreferenceDataModule's
             max_length); saved with the model (`lightkit.json`) so PPO's `reward_model` reads the
             same length.
+        response_first: whether it reads the response before the prompt (linked and saved the
+            same way).
         **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
     """
 
@@ -35,11 +37,11 @@ class RewardModelTask(BaseTask):
     peft_task_type = "SEQ_CLS"  # with LoRA, peft keeps the new score head trainable
     primary_metric = "accuracy"
 
-    def __init__(self, input_max_length: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, input_max_length: int | None = None, response_first: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
 
     def saved_settings(self) -> dict[str, Any]:
-        return {"input_max_length": self.hparams.input_max_length}
+        return {"input_max_length": self.hparams.input_max_length, "response_first": self.hparams.response_first}
 
     def model_overrides(self) -> dict[str, Any]:
         overrides: dict[str, Any] = {"num_labels": 1, "id2label": {0: "reward"}, "label2id": {"reward": 0}}

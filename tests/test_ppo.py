@@ -236,14 +236,14 @@ def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Pat
     assert set(mixed.last_parts) == {"reward_model", "reward_count_e"} and mixed.model is not None
     # PPO reads a long prompt as the reward model was trained to (max_length 32, cut from the left),
     # from the checkpoint or the saved folder, not transformers' 512 default.
-    assert json.loads((saved / "lightkit.json").read_text()) == {"input_max_length": 32}
+    assert json.loads((saved / "lightkit.json").read_text()) == {"input_max_length": 32, "response_first": False}
     folder = ModelReward(str(saved), tasks)
     assert alone.max_length == folder.max_length == 32
     from lightkit.data.prompts import PreferenceDataModule
 
     dm = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32)
     long_prompt = "Q: " + "where is it ? " * 20 + "\nA: "
-    batch = dm.collate([{"chosen": long_prompt + "oslo", "rejected": long_prompt + "e e"}])
+    batch = dm.collate([{"prompt": long_prompt, "chosen": "oslo", "rejected": "e e"}])
     with torch.no_grad():
         trained = [folder.model(**{k.removeprefix(f"{side}_"): v for k, v in batch.items() if k.startswith(side)})
                    .logits[0, 0] for side in ("chosen", "rejected")]  # fmt: skip
@@ -253,6 +253,47 @@ def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Pat
     task = cli(["--config", str(PPO), "--data.tokenizer", str(bpe), "--model.init_args.reward_model", str(ckpt),
                 "--model.init_args.reward_model_weight", "0.5"], run=False).model  # fmt: skip
     assert "reward" in task.__dict__["_frozen"]  # the reward model moves with the policy, never trained or saved
+
+
+def test_a_reward_model_reading_the_response_first_keeps_the_start_of_a_long_prompt(bpe: Path, tmp_path: Path) -> None:
+    """An encoder reward model reads `[CLS] response [SEP] prompt`, the prompt cut from its end, so
+    an article's lead stays in view where the default left cut keeps only its last words; the
+    order is saved with the model and PPO's ModelReward scores exactly as training read."""
+    from lightkit.data.prompts import PreferenceDataModule
+    from lightkit.models.loading import load_tokenizer
+    from lightkit.models.reward_inputs import encode_scored
+    from lightkit.rewards.scoring import ModelReward
+    from lightkit.tasks import RewardModelTask, SequenceClassificationTask
+
+    minilm = load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
+    article = "Write a headline.\n\nThe bank raised rates today. " + "Markets moved on the news again. " * 40
+    first = minilm.decode(encode_scored(minilm, [article], ["rates rise"], 24, response_first=True)["input_ids"][0])
+    assert first.startswith("[CLS] rates rise [SEP] write a headline. the bank raised rates today"), first
+    assert len(minilm(first, add_special_tokens=False)["input_ids"]) == 24 and first.endswith("[SEP]")
+    last = minilm.decode(encode_scored(minilm, [article], ["rates rise"], 24)["input_ids"][0])
+    assert last.endswith("news again. rates rise [SEP]") and "bank" not in last, last
+    assert minilm.truncation_side == "right"  # left as given
+
+    prefs = tmp_path / "prefs.jsonl"
+    write_preferences(prefs, 40, seed=0)
+    root = tmp_path / "rm"
+    main(["fit", "--config", str(REWARD_MODEL), "--data.tokenizer", str(bpe), "--data.train_file", str(prefs),
+          "--data.init_args.response_first", "true", "--trainer.max_epochs", "1",
+          "--trainer.default_root_dir", str(root)])  # fmt: skip
+    saved = root / "lightning_logs" / "version_0" / "hf_model"
+    assert json.loads((saved / "lightkit.json").read_text()) == {"input_max_length": 32, "response_first": True}
+    scorer = ModelReward(str(saved), (SequenceClassificationTask, RewardModelTask))
+    dm = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32, response_first=True)
+    long_prompt = "Q: " + "where is it ? " * 20 + "\nA: "
+    batch = dm.collate([{"prompt": long_prompt, "chosen": "oslo", "rejected": "e e"}])
+    with torch.no_grad():
+        trained = [scorer.model(**{k.removeprefix(f"{side}_"): v for k, v in batch.items() if k.startswith(side)})
+                   .logits[0, 0] for side in ("chosen", "rejected")]  # fmt: skip
+    assert scorer.response_first and scorer.max_length == 32
+    assert torch.allclose(scorer([long_prompt] * 2, ["oslo", "e e"]), torch.stack(trained))
+    plain = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32)
+    assert not torch.equal(plain.collate([{"prompt": long_prompt, "chosen": "oslo", "rejected": "e e"}])[
+        "chosen_input_ids"], batch["chosen_input_ids"])  # fmt: skip
 
 
 def test_ppo_runs_under_the_trainers_mixed_precision(bpe: Path, tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ LINKS = {
     "label_names": "label_names",
     "prompt_template": "prompt_template",
     "input_max_length": "input_max_length",
+    "response_first": "response_first",
 }
 ARTIFACT_COMMANDS = ("export", "evaluate", "benchmark")
 # Commands that build no task or DataModule here: generate reads an export folder (or exports a

@@ -67,17 +67,22 @@ class PromptDataModule(PromptsMixin, BaseDataModule):
 class PreferenceDataModule(BaseDataModule):
     """Preference pairs for reward models: JSONL rows `{prompt, chosen, rejected}`.
 
-    Each side is scored as `prompt_template.format(**row) + response`; pairs are cut to
-    max_length from the left, keeping the end of the response that decides the preference.
+    Each side is scored as `prompt_template.format(**row) + response`, cut to max_length from the
+    left so that the response is read whole; or, with `response_first`, as the text pair
+    (response, prompt) with the prompt cut from its end (`lightkit.models.reward_inputs`).
 
     Args:
         prompt_template: how the prompt is formatted before the response.
+        response_first: read the response, then the start of the prompt: for an encoder reward
+            model and prompts longer than max_length, whose start matters (an article's lead).
+            Linked into RewardModelTask with max_length, and saved with the model for PPO.
         **kwargs: tokenizer, files, holdout, batch sizes, max_length (see BaseDataModule).
     """
 
-    def __init__(self, prompt_template: str = "{prompt}", **kwargs: Any) -> None:
+    def __init__(self, prompt_template: str = "{prompt}", response_first: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.prompt_template = prompt_template
+        self.response_first = response_first
 
     @property
     def input_max_length(self) -> int:
@@ -95,12 +100,13 @@ class PreferenceDataModule(BaseDataModule):
             if isinstance(chosen, list):  # conversational: each side rendered whole by the chat template
                 if not getattr(self.tokenizer, "chat_template", None):
                     raise InputError(f"{where}: conversational pairs need a tokenizer with a chat template")
-                pairs.append({s: render(self.tokenizer, prompt + turns, generation_prompt=False)
-                              for s, turns in zip(("chosen", "rejected"), (chosen, rejected))})  # fmt: skip
+                sides = {s: render(self.tokenizer, prompt + turns, generation_prompt=False)
+                         for s, turns in zip(("chosen", "rejected"), (chosen, rejected))}  # fmt: skip
+                pairs.append({"prompt": "", **sides})  # each side is the whole text
                 continue
             # An implicit prompt is scored as it stands in the texts; an explicit one through the template.
             text = format_prompt(self.prompt_template, row, where) if "prompt" in row else (prompt or "")
-            pairs.append({"chosen": text + chosen, "rejected": text + rejected})
+            pairs.append({"prompt": text, "chosen": chosen, "rejected": rejected})
         return pairs
 
     def build_split(self, split: str) -> Dataset:
@@ -112,6 +118,7 @@ class PreferenceDataModule(BaseDataModule):
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = {}
         for side in ("chosen", "rejected"):  # as ModelReward will score them (lightkit.models.reward_inputs)
-            enc = encode_scored(self.tokenizer, [f[side] for f in features], self.hparams.max_length)
+            prompts, responses = [f["prompt"] for f in features], [f[side] for f in features]
+            enc = encode_scored(self.tokenizer, prompts, responses, self.hparams.max_length, self.response_first)
             batch.update({f"{side}_{k}": v for k, v in enc.items()})
         return batch

@@ -123,8 +123,10 @@ class ModelReward(torch.nn.Module):
             raise InputError(f"reward_model: {path} has no tokenizer files; save it with its tokenizer")
         self.model.eval().requires_grad_(False)
         self.text = text
-        # A lightkit reward model reads what it was trained on unless told otherwise.
-        self.max_length = max_length or trained_settings(path).get("input_max_length") or 512
+        # A lightkit reward model reads what it was trained on, as it was trained, unless told otherwise.
+        settings = trained_settings(path)
+        self.max_length = max_length or settings.get("input_max_length") or 512
+        self.response_first = bool(settings.get("response_first", False))
         config = self.model.config
         if config.num_labels == 1:
             self.index = 0
@@ -142,9 +144,10 @@ class ModelReward(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, prompts: list[str], responses: list[str], **columns: list[str]) -> torch.Tensor:
-        texts = [p + r for p, r in zip(prompts, responses)] if self.text == "prompt_and_response" else list(responses)
+        prompts = list(prompts) if self.text == "prompt_and_response" else [""] * len(responses)
         device = next(self.model.parameters()).device
-        batch = encode_scored(self.tokenizer, texts, self.max_length)  # as PreferenceDataModule trained it
+        # As PreferenceDataModule trained it.
+        batch = encode_scored(self.tokenizer, prompts, list(responses), self.max_length, self.response_first)
         return self.model(**batch.to(device)).logits[:, self.index].float().cpu()
 
 
