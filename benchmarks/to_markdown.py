@@ -382,6 +382,34 @@ def int4_recipes_table(result: dict) -> str:
     return "\n".join([head, "", *lines, "", f"Command: `{result['command']}`", ""])
 
 
+def reward_variants_table(result: dict) -> str:
+    """benchmarks/reward_variants.py: reward-model variants scored on the same held-out pairs."""
+    held = result["held_out_pairs_decided_by"]
+    terms = ", ".join(f"{k} {v}" for k, v in held["largest_term"].items())
+    head = (
+        f"Device: {result['device']}; {result['date']}; every variant scored on the same {held['pairs']} held-out "
+        f"pairs. The reward term that moves most between a held-out pair's answers: {terms}; the terms that need "
+        f"no reference headline order {held['ordered_by_reference_free_terms']:.0%} of the pairs as the whole "
+        "reward does."
+    )
+    lines = ["| variant | training pairs | reads | held-out pair accuracy: mean (per seed) | train loss | "
+             "held-out loss | train s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in result["variants"]:
+        reads = "answer, then prompt" if r["response_first"] else "prompt + answer, from the left"
+        runs = r["runs"]
+        per = ", ".join(f"{run['held_out_pair_accuracy']:.1%} (seed {run['seed']})" for run in runs)
+        spread = f" ± {r['held_out_pair_accuracy_sd']:.1%}" if r["held_out_pair_accuracy_sd"] is not None else ""
+        losses = [
+            f"{runs[0][k][-1]:.3f}" if runs[0][k] else "–" for k in ("train_loss_per_epoch", "val_loss_per_validation")
+        ]
+        seconds = "–" if runs[0]["train_s"] is None else runs[0]["train_s"]
+        accuracy = f"**{r['held_out_pair_accuracy']:.1%}**{spread} ({per})"
+        lines.append(f"| {r['description']} | {r['train_pairs']} | {reads}, {r['max_length']} | {accuracy} | "
+                     f"{losses[0]} | {losses[1]} | {seconds} |")  # fmt: skip
+    head += " Losses and seconds are the first seed's."
+    return with_command(head, lines, result)
+
+
 def align_trl_table(result: dict) -> str:
     """benchmarks/align_vs_trl.py: lightkit's DPO and GRPO against TRL's trainers on the same jobs."""
     lines = [
@@ -592,6 +620,7 @@ RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
     (lambda r: "recipes" in r and "fp32" in r, int4_recipes_table),
     (lambda r: "summary" in r and "splits" in r and "seeds" in r, align_seeds_table),
     (lambda r: "dpo" in r and "grpo" in r, align_trl_table),
+    (lambda r: "variants" in r and "held_out_pairs_decided_by" in r, reward_variants_table),
     (lambda r: "trl" in r, trl_table),
     (lambda r: "retention" in r, kd_table),
     (lambda r: "pytorch_fp32_perplexity" in r, llm_peers_table),

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import ROOT, TINY_NER
 
 from lightkit.cli.main import main
@@ -613,3 +614,64 @@ def test_align_report_counts_the_pairs_the_reference_free_reward_parts_order(tmp
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert reference_free_agreement(pairs) == pytest.approx(0.5)
     assert reference_free_agreement(tmp_path / "missing.jsonl") is None
+
+
+def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from align_report import reward_fn
+        from reward_variants import VARIANTS, deciding_parts, readable_pairs, variant_config
+        from to_markdown import render
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    pairs, wide = tmp_path / "pairs.jsonl", tmp_path / "wide" / "pairs.jsonl"
+    (tmp_path / "pairs-all.jsonl").write_text("")
+    configs = {key: yaml.safe_load(variant_config(key, tmp_path / key / "seed-14", pairs, wide, 14).read_text())
+               for key in VARIANTS}  # fmt: skip
+    shipped = configs["shipped"]
+    assert shipped["data"]["init_args"]["train_file"] == str(tmp_path / "pairs-all.jsonl")
+    assert shipped["model"]["init_args"]["save_dir"] == str(tmp_path / "shipped" / "seed-14" / "hf_model")
+    for key, config in configs.items():
+        data, model, name = config["data"]["init_args"], config["model"]["init_args"], VARIANTS[key][0]
+        assert config["seed_everything"] == 14
+        assert data["val_file"] == str(tmp_path / "pairs-all-val.jsonl")  # every variant on the same held-out pairs
+        train = {"wide": wide.parent / "pairs-all.jsonl", "readable": tmp_path / key / "pairs-readable.jsonl"}
+        assert data["train_file"] == str(train.get(key, tmp_path / "pairs-all.jsonl")), key
+        assert data.get("response_first", False) == ("answer first" in name), key
+        assert data["max_length"] == (256 if "256" in name else 128), key
+        assert model["pretrained"] == data["tokenizer"] == "sentence-transformers/all-MiniLM-L6-v2", key
+
+    prompt = "Write a headline for this article.\n\nShares in Acme rose sharply on Monday after strong sales. More."
+    rows = [{"prompt": prompt, "chosen": "Acme shares jump", "rejected": "Shares in Acme rose sharply on Monday"},
+            {"prompt": prompt, "chosen": "Acme sales", "rejected": "Investors cheer"},
+            {"prompt": prompt, "chosen": "Investors cheer", "rejected": "Investors cheer results"}]  # fmt: skip
+    free = reward_fn(without=("rouge_l",))
+    gaps = free([prompt] * 3, [r["chosen"] for r in rows]) - free([prompt] * 3, [r["rejected"] for r in rows])
+    for row, gap, rouge in zip(rows, gaps.tolist(), (0.0, 0.6, 0.0)):
+        row["margin"] = gap + rouge  # decided by the copied lead, by ROUGE-L, by the length window
+    path = tmp_path / "held.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    decided = deciding_parts(path)
+    assert decided["largest_term"] == {"rouge_l": 1, "headline_length": 1, "copied_lead": 1}, decided
+    assert decided["ordered_by_reference_free_terms"] == pytest.approx(1 / 3)  # only the first: its rouge_l is 0
+    # The pairs ordered by those terms: the first kept, the other two swapped.
+    readable_pairs(path, tmp_path / "readable.jsonl")
+    swapped = [json.loads(line) for line in (tmp_path / "readable.jsonl").open()]
+    assert [(r["chosen"], r["rejected"]) for r in swapped] == [
+        (rows[0]["chosen"], rows[0]["rejected"]), (rows[1]["rejected"], rows[1]["chosen"]),
+        (rows[2]["rejected"], rows[2]["chosen"])]  # fmt: skip
+    assert deciding_parts(tmp_path / "readable.jsonl")["ordered_by_reference_free_terms"] == 1.0
+
+    run = {"seed": 13, "held_out_pair_accuracy": 0.6, "accuracy_per_validation": [0.436, 0.6],
+           "train_loss_per_epoch": [0.69, 0.345], "val_loss_per_validation": [0.69, 0.675], "train_s": 91}  # fmt: skip
+    variant = {"variant": "v", "description": "v", "train_pairs": 238, "max_length": 128, "response_first": True,
+               "held_out_pair_accuracy": 0.65, "held_out_pair_accuracy_sd": 0.0707,
+               "runs": [run, {**run, "seed": 14, "held_out_pair_accuracy": 0.7, "train_s": 95}]}  # fmt: skip
+    text = render({"device": "CPU", "date": "today", "command": "c", "held_out_pairs_decided_by": decided,
+                   "variants": [variant]})  # fmt: skip
+    row = (
+        "| v | 238 | answer, then prompt, 128 | **65.0%** ± 7.1% (60.0% (seed 13), 70.0% (seed 14)) | 0.345 | 0.675 "
+        "| 91 |"
+    )
+    assert row in text, text
+    assert "rouge_l 1, headline_length 1, copied_lead 1" in text

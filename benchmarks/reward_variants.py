@@ -1,0 +1,193 @@
+"""Which reward model learns the headline preferences: variants of the shipped one, on the same pairs.
+
+    python benchmarks/reward_variants.py --pairs runs/align/pairs.jsonl \
+        --wide_pairs runs/align-m05/pairs.jsonl --sft runs/sft_headlines/hf_model
+
+Every variant is configs/reward_headlines.yaml with a few settings changed, trained on the SFT
+model's ranked answers of `make align` (`--pairs`: pairs-all.jsonl beside it) and scored on the
+same held-out pairs (pairs-all-val.jsonl: the pairs of a fifth of the articles, never trained on),
+so the held-out pair accuracies compare one change at a time:
+
+- how much it reads: the last 128 tokens of prompt and answer (shipped), or the answer first and
+  then the prompt's start (`response_first`), which keeps the article's lead in view;
+- how many pairs: `--wide_pairs` is the pairs stage rerun with `--min-margin 0.05` (the same
+  answers and held-out articles, 3.7x the training pairs);
+- what it learns: the whole reward's order, or the order of the terms it can read (the length
+  window and the copied lead), PPO's callables adding the ROUGE-L term it cannot.
+
+Each runs in `runs/reward-variants/<variant>/`; a variant whose model is saved is read, not
+trained again. The result also says which part of the reward decides each held-out pair (the
+largest of its terms' differences), since only the length window and the copied lead can be read
+from the article and the answer; ROUGE-L needs the real headline, which the reward model never sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from align_report import reference_free_agreement, reward_fn
+from measure import write_result
+
+from lightkit.cli.ship.stages import merge, relocate
+from lightkit.io.atomic import atomic_write_text
+from lightkit.io.measure import provenance
+
+ROOT = Path(__file__).resolve().parents[1]
+LIGHTKIT = str(Path(sys.executable).with_name("lightkit"))
+FIRST = {"data": {"init_args": {"response_first": True}}}
+FIRST_256 = {"data": {"init_args": {"response_first": True, "max_length": 256}}}
+# key -> (what changes, settings over configs/reward_headlines.yaml, its training pairs: the shipped
+# ones, the wide ones, or the shipped ones ordered by the terms that need no reference headline)
+VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "shipped": ("shipped: MiniLM, last 128 tokens", {}, "pairs"),
+    "first-128": ("answer first, 128 tokens", FIRST, "pairs"),
+    "first-256": ("answer first, 256 tokens", FIRST_256, "pairs"),
+    "wide": ("3.7x the pairs, last 128 tokens", {}, "wide"),
+    "readable": ("pairs ordered by the terms it can read, answer first, 256 tokens", FIRST_256, "readable"),
+}
+
+
+def variant_config(key: str, folder: Path, pairs: Path, wide: Path, seed: int) -> Path:
+    _, settings, source = VARIANTS[key]
+    config = relocate(yaml.safe_load((ROOT / "configs" / "reward_headlines.yaml").read_text()), folder)
+    config = merge(config, {**settings, "seed_everything": seed})
+    data = config["data"]["init_args"]
+    readable = folder.parent / "pairs-readable.jsonl"
+    train = {"pairs": all_pairs(pairs), "wide": all_pairs(wide), "readable": readable}[source]
+    if source == "readable" and not train.exists():
+        readable_pairs(all_pairs(pairs), train)
+    data["train_file"] = str(train)
+    data["val_file"] = str(all_pairs(pairs, "-all-val"))
+    path = folder / "reward.yaml"
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def readable_pairs(source: Path, out: Path) -> None:
+    """The pairs of `source` ordered by the reward's terms that need no reference headline (the
+    length window and the copied lead), ties dropped: what the reward model can read, without the
+    ROUGE-L term that it cannot (PPO's callables still add it)."""
+    rows = [json.loads(line) for line in source.open()]
+    free = reward_fn(without=("rouge_l",))
+    prompts = [r["prompt"] for r in rows]
+    gaps = free(prompts, [r["chosen"] for r in rows]) - free(prompts, [r["rejected"] for r in rows])
+    kept = []
+    for row, gap in zip(rows, gaps.tolist()):
+        if gap < 0:
+            row = {**row, "chosen": row["rejected"], "rejected": row["chosen"]}
+        if gap != 0:
+            kept.append(json.dumps({**row, "margin": abs(gap)}, ensure_ascii=False) + "\n")
+    atomic_write_text(out, "".join(kept))
+
+
+def all_pairs(pairs: Path, suffix: str = "-all") -> Path:
+    return pairs.with_name(f"{pairs.stem}{suffix}{pairs.suffix}")
+
+
+def train(key: str, folder: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train a variant with one seed (unless its model is saved) and read its curves."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = variant_config(key, folder, Path(args.pairs), Path(args.wide_pairs), seed)
+    seconds = folder / "seconds.txt"
+    if not (folder / "hf_model" / "lightkit.json").exists():
+        start = time.perf_counter()
+        subprocess.run([LIGHTKIT, "fit", "--config", str(config)], cwd=ROOT, check=True)
+        atomic_write_text(seconds, f"{time.perf_counter() - start:.0f}\n")
+    rows = list(csv.DictReader(next(folder.rglob("metrics.csv")).open()))
+    column = lambda name: [round(float(r[name]), 4) for r in rows if r.get(name)]  # noqa: E731
+    return {
+        "seed": seed,
+        "held_out_pair_accuracy": column("val_accuracy")[-1],
+        "accuracy_per_validation": column("val_accuracy"),
+        "val_loss_per_validation": column("val_loss"),
+        "train_loss_per_epoch": column("train_loss_epoch"),
+        "train_s": int(seconds.read_text()) if seconds.exists() else None,
+        "config": str(config),
+    }
+
+
+def variant(key: str, seeds: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    """A variant over its seeds: each run, and the held-out accuracy's mean and sd."""
+    runs = [train(key, ROOT / args.work / key / f"seed-{seed}", seed, args) for seed in seeds]
+    data = yaml.safe_load(Path(runs[0]["config"]).read_text())["data"]["init_args"]
+    accuracy = [r["held_out_pair_accuracy"] for r in runs]
+    return {
+        "variant": key,
+        "description": VARIANTS[key][0],
+        "train_pairs": sum(1 for _ in open(data["train_file"])),
+        "held_out_pairs": sum(1 for _ in open(data["val_file"])),
+        "max_length": data["max_length"],
+        "response_first": bool(data.get("response_first", False)),
+        "held_out_pair_accuracy": round(statistics.mean(accuracy), 4),
+        "held_out_pair_accuracy_sd": round(statistics.stdev(accuracy), 4) if len(runs) > 1 else None,
+        "runs": runs,
+    }
+
+
+def deciding_parts(path: Path) -> dict[str, Any]:
+    """Which reward term moves most between a pair's two answers (ROUGE-L: the margin less the
+    others), and how often the terms that need no reference headline order the pair as the whole
+    reward does (align_report's measure, a tie counting half)."""
+    rows = [json.loads(line) for line in path.open()]
+    prompts = [r["prompt"] for r in rows]
+    terms = {"headline_length": reward_fn(without=("rouge_l", "copied_lead")),
+             "copied_lead": reward_fn(without=("rouge_l", "headline_length"))}  # fmt: skip
+    gaps = {k: fn(prompts, [r["chosen"] for r in rows]) - fn(prompts, [r["rejected"] for r in rows])
+            for k, fn in terms.items()}  # fmt: skip
+    counts = dict.fromkeys(("rouge_l", *terms), 0)
+    for i, row in enumerate(rows):
+        parts = {k: float(gap[i]) for k, gap in gaps.items()}
+        parts["rouge_l"] = row["margin"] - sum(parts.values())
+        counts[max(parts, key=lambda k: abs(parts[k]))] += 1
+    return {"pairs": len(rows), "largest_term": counts,
+            "ordered_by_reference_free_terms": reference_free_agreement(path)}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", default="runs/align/pairs.jsonl")
+    ap.add_argument("--wide_pairs", default="runs/align-m05/pairs.jsonl")
+    ap.add_argument("--sft", default="runs/sft_headlines/hf_model", help="the policy that samples the wide pairs")
+    ap.add_argument("--work", default="runs/reward-variants")
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--seeds", nargs="*", type=int, default=[13, 14, 15], help="seed_everything of each run")
+    ap.add_argument(
+        "--seeded",
+        nargs="*",
+        default=["shipped", "readable"],
+        choices=list(VARIANTS),
+        help="the variants run with every seed; the others with the first",
+    )
+    ap.add_argument("--out", default="benchmarks/results/reward-variants-cpu.json")
+    args = ap.parse_args()
+    if not all_pairs(Path(args.wide_pairs)).exists():
+        subprocess.run([sys.executable, "-m", "lightkit.data.headline_pairs", "--out", args.wide_pairs, "--policy",
+                        args.sft, "--min-margin", "0.05"], cwd=ROOT, check=True)  # fmt: skip
+    results = [variant(key, args.seeds if key in args.seeded else args.seeds[:1], args) for key in args.variants]
+    result = {
+        "what": "reward-model variants on the same held-out pairs (configs/reward_headlines.yaml, one change each)",
+        **provenance("transformers", "peft"),
+        "command": "python benchmarks/reward_variants.py "
+        + " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+        "pairs": args.pairs,
+        "wide_pairs": args.wide_pairs,
+        "held_out_pairs_decided_by": deciding_parts(all_pairs(Path(args.pairs), "-all-val")),
+        "train_pairs_decided_by": deciding_parts(all_pairs(Path(args.pairs))),
+        "variants": results,
+    }
+    write_result(args.out, result)
+    for r in results:
+        print(f"{r['held_out_pair_accuracy']:.3f}  {r['train_pairs']:4d} pairs  {r['description']}")
+
+
+if __name__ == "__main__":
+    main()
