@@ -25,6 +25,12 @@ os.environ.update(
     HF_DATASETS_OFFLINE="1",
 )
 
+# onnxruntime.transformers puts its own folder on sys.path when first imported, and its optimizer
+# imports its siblings from there (`from fusion_options import ...`). Imported first inside a test
+# that restores sys.path afterwards (test_benchmarks' run_script, monkeypatch.syspath_prepend), the
+# entry was lost and every later export failed with "No module named 'fusion_options'", in some
+# test orders only. Imported here, the entry is there before any test saves sys.path.
+import onnxruntime.transformers  # noqa: E402, F401
 from helpers import DATA, ROOT, TINY_CLM, TINY_GQA_TIED, TINY_NER, make_bpe, make_chat_tokenizer  # noqa: E402
 
 
