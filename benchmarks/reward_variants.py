@@ -35,9 +35,10 @@ from typing import Any
 
 import yaml
 from align_report import reference_free_agreement, reward_fn
-from measure import write_result
+from measure import command_line, write_result
 
 from lightkit.cli.ship.stages import merge, relocate
+from lightkit.data.sampled_pairs import pair_files
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.measure import provenance
 
@@ -62,11 +63,11 @@ def variant_config(key: str, folder: Path, pairs: Path, wide: Path, seed: int) -
     config = merge(config, {**settings, "seed_everything": seed})
     data = config["data"]["init_args"]
     readable = folder.parent / "pairs-readable.jsonl"
-    train = {"pairs": all_pairs(pairs), "wide": all_pairs(wide), "readable": readable}[source]
+    train = {"pairs": pair_files(pairs)["every"], "wide": pair_files(wide)["every"], "readable": readable}[source]
     if source == "readable" and not train.exists():
-        readable_pairs(all_pairs(pairs), train)
+        readable_pairs(pair_files(pairs)["every"], train)
     data["train_file"] = str(train)
-    data["val_file"] = str(all_pairs(pairs, "-all-val"))
+    data["val_file"] = str(pair_files(pairs)["every_val"])
     path = folder / "reward.yaml"
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
     return path
@@ -87,10 +88,6 @@ def readable_pairs(source: Path, out: Path) -> None:
         if gap != 0:
             kept.append(json.dumps({**row, "margin": abs(gap)}, ensure_ascii=False) + "\n")
     atomic_write_text(out, "".join(kept))
-
-
-def all_pairs(pairs: Path, suffix: str = "-all") -> Path:
-    return pairs.with_name(f"{pairs.stem}{suffix}{pairs.suffix}")
 
 
 def train(key: str, folder: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -169,19 +166,18 @@ def main() -> None:
     )
     ap.add_argument("--out", default="benchmarks/results/reward-variants-cpu.json")
     args = ap.parse_args()
-    if not all_pairs(Path(args.wide_pairs)).exists():
+    if not pair_files(Path(args.wide_pairs))["every"].exists():
         subprocess.run([sys.executable, "-m", "lightkit.data.headline_pairs", "--out", args.wide_pairs, "--policy",
                         args.sft, "--min-margin", "0.05"], cwd=ROOT, check=True)  # fmt: skip
     results = [variant(key, args.seeds if key in args.seeded else args.seeds[:1], args) for key in args.variants]
     result = {
         "what": "reward-model variants on the same held-out pairs (configs/reward_headlines.yaml, one change each)",
         **provenance("transformers", "peft"),
-        "command": "python benchmarks/reward_variants.py "
-        + " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+        "command": command_line("reward_variants.py", args),
         "pairs": args.pairs,
         "wide_pairs": args.wide_pairs,
-        "held_out_pairs_decided_by": deciding_parts(all_pairs(Path(args.pairs), "-all-val")),
-        "train_pairs_decided_by": deciding_parts(all_pairs(Path(args.pairs))),
+        "held_out_pairs_decided_by": deciding_parts(pair_files(Path(args.pairs))["every_val"]),
+        "train_pairs_decided_by": deciding_parts(pair_files(Path(args.pairs))["every"]),
         "variants": results,
     }
     write_result(args.out, result)
