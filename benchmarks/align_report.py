@@ -59,6 +59,12 @@ def reward_fn(without: tuple[str, ...] = ()) -> Any:
     return build_reward([f for f, _ in kept], None, weights=[w for _, w in kept])
 
 
+def pair_gaps(rows: list[dict[str, Any]], reward: Any) -> Any:
+    """Each pair's chosen answer's reward less its rejected answer's, under `reward`."""
+    prompts = [r["prompt"] for r in rows]
+    return reward(prompts, [r["chosen"] for r in rows]) - reward(prompts, [r["rejected"] for r in rows])
+
+
 def reference_free_agreement(pairs: Path) -> float | None:
     """The share of the reward model's pairs in `pairs` that the reward's parts needing no
     reference headline (all but ROUGE-L) already order as the whole reward does, a tie counting
@@ -67,10 +73,8 @@ def reference_free_agreement(pairs: Path) -> float | None:
     if not pairs.exists():
         return None
     rows = [json.loads(line) for line in pairs.read_text().splitlines() if line.strip()]
-    part = reward_fn(without=("rouge_l",))
-    chosen = part([r["prompt"] for r in rows], [r["chosen"] for r in rows])
-    rejected = part([r["prompt"] for r in rows], [r["rejected"] for r in rows])
-    return float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
+    gaps = pair_gaps(rows, reward_fn(without=("rouge_l",)))
+    return float(((gaps > 0).float() + 0.5 * (gaps == 0).float()).mean())
 
 
 def answer(model: Any, reference: Any, tokenizer: Any, rows: list[dict[str, Any]], batch: int = 16) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from align_report import reference_free_agreement, reward_fn
+from align_report import pair_gaps, reference_free_agreement, reward_fn
 from measure import command_line, write_result
 
 from lightkit.cli.ship.stages import merge, relocate
@@ -78,9 +78,7 @@ def readable_pairs(source: Path, out: Path) -> None:
     length window and the copied lead), ties dropped: what the reward model can read, without the
     ROUGE-L term that it cannot (PPO's callables still add it)."""
     rows = [json.loads(line) for line in source.open()]
-    free = reward_fn(without=("rouge_l",))
-    prompts = [r["prompt"] for r in rows]
-    gaps = free(prompts, [r["chosen"] for r in rows]) - free(prompts, [r["rejected"] for r in rows])
+    gaps = pair_gaps(rows, reward_fn(without=("rouge_l",)))
     kept = []
     for row, gap in zip(rows, gaps.tolist()):
         if gap < 0:
@@ -135,11 +133,9 @@ def deciding_parts(path: Path) -> dict[str, Any]:
     others), and how often the terms that need no reference headline order the pair as the whole
     reward does (align_report's measure, a tie counting half)."""
     rows = [json.loads(line) for line in path.open()]
-    prompts = [r["prompt"] for r in rows]
     terms = {"headline_length": reward_fn(without=("rouge_l", "copied_lead")),
              "copied_lead": reward_fn(without=("rouge_l", "headline_length"))}  # fmt: skip
-    gaps = {k: fn(prompts, [r["chosen"] for r in rows]) - fn(prompts, [r["rejected"] for r in rows])
-            for k, fn in terms.items()}  # fmt: skip
+    gaps = {k: pair_gaps(rows, fn) for k, fn in terms.items()}
     counts = dict.fromkeys(("rouge_l", *terms), 0)
     for i, row in enumerate(rows):
         parts = {k: float(gap[i]) for k, gap in gaps.items()}
