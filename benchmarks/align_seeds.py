@@ -37,6 +37,7 @@ import yaml
 from measure import write_result
 
 from lightkit.cli.ship.stages import merge, relocate
+from lightkit.data.sampled_pairs import pair_files
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.measure import provenance
 
@@ -70,8 +71,8 @@ def stage_config(name: str, folder: Path, split: int, seed: int, sft: Path, path
     if name == "dpo":
         data["train_file"] = paths["pairs"]
     if name == "reward":  # every ranked pair (headline_pairs writes them beside the pairs file)
-        data["train_file"] = paths["pairs"].replace(".jsonl", "-all.jsonl")
-        data["val_file"] = paths["pairs"].replace(".jsonl", "-all-val.jsonl")
+        files = pair_files(Path(paths["pairs"]))
+        data["train_file"], data["val_file"] = str(files["every"]), str(files["every_val"])
     if name == "ppo":
         init["reward_model"] = paths["reward"]
     for callback in config["trainer"]["callbacks"]:
@@ -179,6 +180,23 @@ def run_summary(report: dict[str, Any]) -> dict[str, Any]:
     return {**models, "reward_model": report.get("reward_model")}
 
 
+def reused_runs(path: Path, grid: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[dict[str, Any], str]]:
+    """The runs of `grid` already in the result file `path`, each as a report `summarise` reads and
+    the date it was measured: a run's folder stays on the machine that ran it, its numbers in the
+    committed result."""
+    if not path.exists():
+        return {}
+    result = json.loads(path.read_text())
+    found = {}
+    for key, run in result.get("runs", {}).items():
+        split, seed = (int(part.split()[-1]) for part in key.split(", "))
+        if (split, seed) in grid:
+            models = {m: x for m, x in run.items() if m != "reward_model"}
+            date = result.get("reused", {}).get(key, result.get("date"))
+            found[(split, seed)] = ({"models": models, "reward_model": run.get("reward_model")}, date)
+    return found
+
+
 def split_and_seed(text: str) -> tuple[int, int]:
     split, sep, seed = text.partition(":")
     if not sep or not split.isdigit() or not seed.isdigit():
@@ -199,9 +217,17 @@ def main() -> None:
     )
     ap.add_argument("--work", default="runs/align-seeds")
     ap.add_argument("--out", default="benchmarks/results/align-seeds-cpu.json")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take the runs that --out already holds from it instead of running them again (their folders "
+        "are on the machine that ran them); the result names them and when they were measured",
+    )
     args = ap.parse_args()
     grid = args.runs or [(split, seed) for split in args.splits for seed in args.seeds]
-    reports = {(split, seed): json.loads(chain(split, seed, ROOT / args.work).read_text()) for split, seed in grid}
+    reused = reused_runs(ROOT / args.out, grid) if args.reuse else {}
+    reports = {key: reused[key][0] if key in reused else json.loads(chain(*key, ROOT / args.work).read_text())
+               for key in grid}  # fmt: skip
     result = {
         "what": "the RLHF chain of `make align` (SFT, on-policy pairs, reward model, DPO, PPO, GRPO from SFT) over "
         "article splits and training seeds, each scored greedily on its split's held-out articles",
@@ -216,6 +242,8 @@ def main() -> None:
         },  # fmt: skip
         "summary": summarise(reports),
     }
+    if reused:
+        result["reused"] = {f"split {s}, seed {r}": date for (s, r), (_, date) in reused.items()}
     write_result(args.out, result)
 
 

@@ -75,9 +75,10 @@ def wait_healthy(process: subprocess.Popen, base: str, what: str) -> tuple[subpr
             if httpx.get(f"{base}/health").status_code == 200:
                 return process, base
         except httpx.TransportError:
-            if time.time() > deadline or process.poll() is not None:
-                raise SystemExit(f"{what} did not start") from None
-            time.sleep(0.2)
+            pass  # not listening yet
+        if time.time() > deadline or process.poll() is not None:
+            raise SystemExit(f"{what} did not start")
+        time.sleep(0.2)
 
 
 def start_server(

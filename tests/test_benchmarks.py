@@ -494,7 +494,7 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from align_seeds import split_and_seed, stage_config, summarise
+        from align_seeds import reused_runs, split_and_seed, stage_config, summarise
         from to_markdown import render  # noqa: F401 - imported here, while benchmarks/ is on the path
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
@@ -545,6 +545,21 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     assert "| SFT | +0.050 ± 0.059 | 0.200 ± 0.000 | 1.00 ± 0.000 | 6.0 ± 0.000 | +0.100 | +0.000 | 96% |  |  |" in text
     assert "| split 7, seed 2 | -0.010, 0.200 | +0.090, 0.200 | 60.0% |" in text  # each run, beside the means
     assert "| DPO | +0.150 ± 0.059 |" in text and "| +0.100 (+1.7 sd) | +0.100 ± 0.000 |" in text
+    # --reuse: the runs a committed result holds come back as the reports they were summarised from,
+    # with the date each was measured (a run reused before keeps its first date).
+    runs = {f"split {s}, seed {r}": rep["models"] | {"reward_model": {"held_out_pair_accuracy": 0.6}}
+            for (s, r), rep in reports.items()}  # fmt: skip
+    earlier = tmp_path / "align-seeds.json"
+    earlier.write_text(json.dumps({"date": "2026-12-05", "runs": runs, "reused": {"split 7, seed 2": "2026-12-01"}}))
+    reused = reused_runs(earlier, [(13, 1), (7, 2), (7, 3)])
+    assert set(reused) == {(13, 1), (7, 2)}  # 7:3 is not in the file: it runs
+    assert reused[(13, 1)] == ({**reports[(13, 1)], "reward_model": {"held_out_pair_accuracy": 0.6}}, "2026-12-05")
+    assert reused[(7, 2)][1] == "2026-12-01"
+    assert summarise({k: v for k, (v, _) in reused_runs(earlier, list(reports)).items()}) == summary
+    assert reused_runs(tmp_path / "none.json", [(13, 1)]) == {}
+    text = render({"device": "CPU", "date": "today", "command": "c", "splits": [13, 7], "seeds": [1, 2], "runs": runs,
+                   "summary": summary, "reused": {"split 7, seed 2": "2026-12-01"}})  # fmt: skip
+    assert "Taken from the earlier result: split 7, seed 2 (2026-12-01)." in text
     # A grid not yet complete is named run by run (`--runs 13:13 7:13`).
     assert split_and_seed("7:13") == (7, 13)
     with pytest.raises(argparse.ArgumentTypeError, match="SPLIT:SEED"):

@@ -75,8 +75,9 @@ def serve_process(artifact: Path, *args: str) -> Iterator[tuple[str, subprocess.
                 if httpx.get(f"{base}/health").status_code == 200:
                     break
             except httpx.TransportError:
-                assert time.time() < deadline and process.poll() is None, "lightkit serve did not start"
-                time.sleep(0.1)
+                pass  # not listening yet
+            assert time.time() < deadline and process.poll() is None, "lightkit serve did not start"
+            time.sleep(0.1)
         yield base, process
     finally:
         if process.poll() is None:
