@@ -553,12 +553,15 @@ def ship_chain_table(result: dict) -> str:
         "samples": [{"reference": s["reference"], **s["answers"]} for s in result["samples"]],
     }
     lines = [
-        "| model | form | size MiB | parity gate | greedy agreement | lightkit generate: reward, greedy | refined |",
-        "|---|---|---|---|---|---|---|",
+        "| model | form | size MiB | parity gate | greedy agreement | decided steps "
+        "| lightkit generate: reward, greedy | refined |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for a in result["artifacts"]:
+        decided = a.get("greedy_decided_steps")  # absent from summaries written before it was reported
         cells = [a["model"], a["form"], f"{a['mib']:.1f}", "passed" if a["passed"] else "FAILED",
                  f"{a['greedy_agreement']:.3f}" if a["greedy_agreement"] is not None else "–",
+                 "–" if decided is None else f"{decided} of {a['greedy_steps']}",
                  *("–" if a[k] is None else f"{a[k]:+.3f}" for k in ("reward_greedy", "reward_refined"))]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     body, command = align_table(as_align).rsplit("\nCommand: ", 1)

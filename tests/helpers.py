@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -89,23 +90,31 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 IMAGE_PROBE = """<script>window.addEventListener('load', () => {
   const broken = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length;
-  document.title = `images ${document.images.length} broken ${broken}`; });</script>"""
+  const page = document.documentElement;
+  document.title = `images ${document.images.length} broken ${broken} overflow ${page.scrollWidth - page.clientWidth}`;
+});</script>"""
 
 
-def open_in_chromium(page: Path, folder: Path) -> tuple[int, int, Path]:
-    """Load a report page in headless Chromium: (images on the page, images that failed to load,
-    a screenshot of it in `folder`)."""
+class Rendered(NamedTuple):
+    images: int  # on the page
+    broken: int  # images that failed to load
+    shot: Path  # a screenshot, 1200 px wide
+    overflow: int  # pixels the page is wider than the 1200-pixel window (0: no sideways scrolling)
+
+
+def open_in_chromium(page: Path, folder: Path) -> Rendered:
+    """Load a report page in headless Chromium, 1200 pixels wide, as a reader's browser would."""
     probe = folder / "probe.html"
     probe.write_text(page.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
     shot = folder / "report.png"
     with tempfile.TemporaryDirectory() as profile:
-        common = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000"]
+        common = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+                  "--window-size=1200,1600"]  # fmt: skip
         dom = subprocess.run([*common, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
-        subprocess.run([*common, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
-                       capture_output=True, timeout=120)  # fmt: skip
-    found = re.search(r"<title>images (\d+) broken (\d+)</title>", dom.stdout)
+        subprocess.run([*common, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    found = re.search(r"<title>images (\d+) broken (\d+) overflow (-?\d+)</title>", dom.stdout)
     assert found, f"Chromium did not run the page's probe: {dom.stderr[-2000:]}"
-    return int(found[1]), int(found[2]), shot
+    return Rendered(int(found[1]), int(found[2]), shot, int(found[3]))
 
 
 class Table(HTMLParser):

@@ -180,6 +180,9 @@ def test_the_chain_report_shows_the_stage_files(shipped: Path) -> None:
         stage = {"sft": "fit"}.get(row[0], row[0])
         refined = json.loads((run / "generate" / stage / "refined.scores.json").read_text())
         assert cells["reward, refined"] == f"{refined['mean_reward']:+.4f}" and cells["gate"] == "passed"
+        parity = json.loads((run / "export" / stage / "manifest.json").read_text())["forms"]["int8-cpu"]["parity"]
+        steps = parity["greedy_decided_steps"] + parity["greedy_near_ties"]
+        assert cells["decided steps"] == f"{parity['greedy_decided_steps']} of {steps}"  # what the agreement is over
     samples = Table(table_id="samples")
     samples.feed(html)
     sft = json.loads((run / "evaluate" / "sft.json").read_text())
@@ -203,10 +206,11 @@ def test_a_rerun_of_the_chain_skips_every_finished_stage(shipped: Path, capsys: 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (Debian: apt-get install chromium)")
 def test_the_chain_report_renders_in_a_browser_with_no_broken_image(shipped: Path) -> None:
     page = shipped / "run" / "report" / "report.html"
-    images, broken, shot = open_in_chromium(page, shipped)
-    assert images == page.read_text().count("<img ") >= 8  # three bar charts and a curve per trained stage
-    assert broken == 0
-    assert shot.stat().st_size > 20_000
+    rendered = open_in_chromium(page, shipped)
+    assert rendered.images == page.read_text().count("<img ") >= 8  # three bar charts and a curve per trained stage
+    assert rendered.broken == 0
+    assert rendered.overflow <= 0  # its tables fit, or scroll inside the page: the page never scrolls sideways
+    assert rendered.shot.stat().st_size > 20_000
 
 
 def test_the_headline_chain_ships_the_sft_config_and_the_align_configs() -> None:
@@ -242,5 +246,35 @@ def test_the_chain_summary_renders_as_a_results_page(shipped: Path) -> None:
         in text
     )
     for a in summary["artifacts"]:
-        assert f"| {a['model']} | int8-cpu | {a['mib']:.1f} | passed | {a['greedy_agreement']:.3f} |" in text
+        agreement = "–" if a["greedy_agreement"] is None else f"{a['greedy_agreement']:.3f}"
+        decided = f"{a['greedy_decided_steps']} of {a['greedy_steps']}"
+        assert f"| {a['model']} | int8-cpu | {a['mib']:.1f} | passed | {agreement} | {decided} |" in text
     assert text.rstrip().endswith(f"Command: `{summary['command']}`")
+
+
+def test_curve_panels_say_what_each_stage_logged_and_wrap_after_three(tmp_path: Path, monkeypatch) -> None:
+    """`val_accuracy` is next-token accuracy for SFT, pair accuracy for the reward model and DPO:
+    each stage's panel says which. Five panels take two rows, so their type stays readable."""
+    from lightkit.cli.ship import chain_report
+
+    drawn = {}
+
+    def keep(fig, path: Path) -> Path:  # the figure itself, to read its titles and layout
+        drawn[path.name] = fig
+        return path
+
+    monkeypatch.setattr(chain_report, "figure_png", keep)
+    curve = [(0, 0.5), (10, 0.6)]
+    keys = ("train_loss_step", "val_greedy_reward", "val_rougeL", "val_accuracy", "val_margin")
+    chain_report.plot_panels("dpo", dict.fromkeys(keys, curve), tmp_path)
+    chain_report.plot_panels("fit", dict.fromkeys(("val_loss", "val_accuracy"), curve), tmp_path)
+    chain_report.plot_panels("reward", dict.fromkeys(("val_loss", "val_accuracy", "val_margin"), curve), tmp_path)
+    titles = {name: [ax.get_title() for ax in fig.axes if ax.get_visible()] for name, fig in drawn.items()}
+    assert titles["curves-fit.png"][1] == "fit: next-token accuracy, validation"
+    assert titles["curves-reward.png"][1:] == [
+        "reward: pair accuracy, held-out pairs",
+        "reward: score margin, chosen - rejected",
+    ]
+    assert titles["curves-dpo.png"][3] == "dpo: pair accuracy (implicit reward), validation pairs"
+    dpo = drawn["curves-dpo.png"]
+    assert dpo.axes[0].get_subplotspec().get_geometry()[:2] == (2, 3) and len(titles["curves-dpo.png"]) == 5

@@ -32,9 +32,17 @@ PANELS = (
     ("reward", ("train_reward_step", "val_reward", "val_greedy_reward")),
     ("KL to the reference", ("train_kl_step", "val_kl")),
     ("held-out answers, ROUGE-L", ("val_rougeL",)),
-    ("accuracy (reward model: held-out pairs)", ("val_accuracy",)),
-    ("DPO margin", ("train_margin_step", "val_margin")),
+    ("accuracy", ("val_accuracy",)),
+    ("margin", ("train_margin_step", "val_margin")),
 )
+# The same logged key means a different thing in each stage: what its panel says there.
+TITLES = {
+    ("fit", "accuracy"): "next-token accuracy, validation",
+    ("reward", "accuracy"): "pair accuracy, held-out pairs",
+    ("reward", "margin"): "score margin, chosen - rejected",
+    ("dpo", "accuracy"): "pair accuracy (implicit reward), validation pairs",
+    ("dpo", "margin"): "implicit reward margin, chosen - rejected",
+}
 TRAINED = ("fit", "reward", "dpo", "ppo", "grpo")
 MODEL_STAGE = {"sft": "fit"}  # the evaluate stage's model names, by the stage that trained each
 
@@ -53,12 +61,16 @@ def plot_panels(name: str, curves: dict[str, list[tuple[int, float]]], out: Path
     panels = [(title, keys) for title, keys in panels if keys]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.9), squeeze=False)
-    for ax, (title, keys) in zip(axes[0], panels):
+    columns = min(len(panels), 3)  # wider rows shrink to unreadable type on the page
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.9 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (title, keys) in zip(axes.flat, panels):
         for key in keys:
             xs, ys = zip(*curves[key])
             ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=key)
-        ax.set_title(f"{name}: {title}", fontsize=9)
+        ax.set_title(f"{name}: {TITLES.get((name, title), title)}", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -94,6 +106,8 @@ def artifact_rows(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "model": {"fit": "sft"}.get(name, name), "form": form, "mib": info["bytes"] / 2**20,
                 "passed": parity.get("passed"),
                 "greedy_agreement": parity.get("greedy_agreement"),
+                "greedy_decided_steps": parity.get("greedy_decided_steps"),
+                "greedy_steps": (parity.get("greedy_decided_steps") or 0) + (parity.get("greedy_near_ties") or 0),
                 "reward_greedy": (scored.get("greedy") or {}).get("mean_reward"),
                 "reward_refined": (scored.get("refined") or {}).get("mean_reward"),
                 "answers": {mode: [w["response"] for w in written] for mode, (s, written) in runs.items()
