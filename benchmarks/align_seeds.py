@@ -174,6 +174,11 @@ def summarise(reports: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def run_name(split: int, seed: int) -> str:
+    """A run's key in the result file (`reused_runs` reads it back)."""
+    return f"split {split}, seed {seed}"
+
+
 def run_summary(report: dict[str, Any]) -> dict[str, Any]:
     """One run's headline numbers, per model, and its reward model's."""
     models = {m: {k: v for k, v in x.items() if k in METRICS} for m, x in report["models"].items()}
@@ -181,19 +186,19 @@ def run_summary(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def reused_runs(path: Path, grid: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[dict[str, Any], str]]:
-    """The runs of `grid` already in the result file `path`, each as a report `summarise` reads and
-    the date it was measured: a run's folder stays on the machine that ran it, its numbers in the
-    committed result."""
+    """The runs of `grid` already in the result file `path`, each as the report `run_summary` made
+    it from, with the date of the result that first held it: a run's folder stays on the machine
+    that ran it, its numbers in the committed result."""
     if not path.exists():
         return {}
     result = json.loads(path.read_text())
     found = {}
-    for key, run in result.get("runs", {}).items():
-        split, seed = (int(part.split()[-1]) for part in key.split(", "))
-        if (split, seed) in grid:
+    for key in grid:
+        run = result.get("runs", {}).get(run_name(*key))
+        if run is not None:
             models = {m: x for m, x in run.items() if m != "reward_model"}
-            date = result.get("reused", {}).get(key, result.get("date"))
-            found[(split, seed)] = ({"models": models, "reward_model": run.get("reward_model")}, date)
+            date = result.get("reused", {}).get(run_name(*key), result.get("date"))
+            found[key] = ({"models": models, "reward_model": run.get("reward_model")}, date)
     return found
 
 
@@ -221,7 +226,7 @@ def main() -> None:
         "--reuse",
         action="store_true",
         help="take the runs that --out already holds from it instead of running them again (their folders "
-        "are on the machine that ran them); the result names them and when they were measured",
+        "are on the machine that ran them); the result names them and the date of the result that held them",
     )
     args = ap.parse_args()
     grid = args.runs or [(split, seed) for split in args.splits for seed in args.seeds]
@@ -235,15 +240,11 @@ def main() -> None:
         **provenance("transformers", "peft"),
         "splits": sorted({split for split, _ in grid}),
         "seeds": sorted({seed for _, seed in grid}),
-        "runs": {
-            f"split {s}, seed {r}": {m: {k: v for k, v in x.items() if k in METRICS} for m, x in rep["models"].items()}
-            | {"reward_model": rep.get("reward_model")}
-            for (s, r), rep in reports.items()
-        },  # fmt: skip
+        "runs": {run_name(*key): run_summary(report) for key, report in reports.items()},
         "summary": summarise(reports),
     }
     if reused:
-        result["reused"] = {f"split {s}, seed {r}": date for (s, r), (_, date) in reused.items()}
+        result["reused"] = {run_name(*key): date for key, (_, date) in reused.items()}
     write_result(args.out, result)
 
 

@@ -558,7 +558,7 @@ def ship_chain_table(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for a in result["artifacts"]:
-        decided = a.get("greedy_decided_steps")  # absent from summaries written before it was reported
+        decided = a["greedy_decided_steps"]
         cells = [a["model"], a["form"], f"{a['mib']:.1f}", "passed" if a["passed"] else "FAILED",
                  f"{a['greedy_agreement']:.3f}" if a["greedy_agreement"] is not None else "–",
                  "–" if decided is None else f"{decided} of {a['greedy_steps']}",
