@@ -346,7 +346,8 @@ def align_seeds_table(result: dict) -> str:
         "each model scored greedily on its split's held-out articles; mean ± sample sd over the runs."
     )
     if result.get("reused"):  # runs carried over from an earlier result (align_seeds.py --reuse)
-        head += " Taken from the earlier result: " + "; ".join(f"{k} ({d})" for k, d in result["reused"].items()) + "."
+        taken = "; ".join(f"{k} (its result of {d})" for k, d in result["reused"].items())
+        head += f" Taken from the earlier result file: {taken}."
     # Each run's reward per model, so a mean is never read without the runs behind it.
     shown = [m for m in ("sft", "dpo", "ppo", "grpo") if m in summary]
     runs = [

@@ -546,7 +546,7 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     assert "| split 7, seed 2 | -0.010, 0.200 | +0.090, 0.200 | 60.0% |" in text  # each run, beside the means
     assert "| DPO | +0.150 ± 0.059 |" in text and "| +0.100 (+1.7 sd) | +0.100 ± 0.000 |" in text
     # --reuse: the runs a committed result holds come back as the reports they were summarised from,
-    # with the date each was measured (a run reused before keeps its first date).
+    # with the date of the result that first held each (a run reused before keeps that date).
     runs = {f"split {s}, seed {r}": rep["models"] | {"reward_model": {"held_out_pair_accuracy": 0.6}}
             for (s, r), rep in reports.items()}  # fmt: skip
     earlier = tmp_path / "align-seeds.json"
@@ -559,7 +559,7 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     assert reused_runs(tmp_path / "none.json", [(13, 1)]) == {}
     text = render({"device": "CPU", "date": "today", "command": "c", "splits": [13, 7], "seeds": [1, 2], "runs": runs,
                    "summary": summary, "reused": {"split 7, seed 2": "2026-12-01"}})  # fmt: skip
-    assert "Taken from the earlier result: split 7, seed 2 (2026-12-01)." in text
+    assert "Taken from the earlier result file: split 7, seed 2 (its result of 2026-12-01)." in text
     # A grid not yet complete is named run by run (`--runs 13:13 7:13`).
     assert split_and_seed("7:13") == (7, 13)
     with pytest.raises(argparse.ArgumentTypeError, match="SPLIT:SEED"):
