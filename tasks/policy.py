@@ -80,11 +80,20 @@ class PolicyTask(CausalLMTask):
             yield self.frozen("reference")
 
     def reference_logits(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor:
-        """The reference policy's logits (B, T, V)."""
+        """The reference policy's logits (B, T, V), or those of the last `logits_to_keep` positions."""
         with self.reference() as model:
-            return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+            return model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                logits_to_keep=logits_to_keep,
+            ).logits
 
     def logprobs(
         self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, reference: bool = False, temperature: float = 1.0

@@ -133,6 +133,47 @@ def test_ppo_raises_a_callable_reward_and_keeps_the_reference_frozen(bpe: Path, 
     assert "kl_coef" in ckpt
 
 
+def test_ppo_runs_the_policy_once_per_minibatch_and_not_again_for_its_rollout(bpe: Path, tmp_path: Path) -> None:
+    """Before its first update the policy is the one that sampled, so the first minibatch's
+    forward also gives the rollout's log-probs and values: exactly what a separate forward over
+    every sample gives, with the other rows computed once, and the LM head only on the response."""
+    from lightkit.tasks import PPOTask
+
+    calls = []
+    forward_policy = PPOTask.forward_policy
+
+    def counted(self: PPOTask, samples: object, idx: torch.Tensor | None = None) -> object:
+        calls.append(torch.is_grad_enabled())
+        return forward_policy(self, samples, idx)
+
+    PPOTask.forward_policy = counted  # type: ignore[method-assign]
+    try:
+        task = cli(["fit", "--config", str(PPO), "--data.tokenizer", str(bpe), "--trainer.max_steps", "2",
+                    "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(tmp_path),
+                    "--model.init_args.ppo_epochs", "1", "--model.init_args.minibatch_size", "8"]).model  # fmt: skip
+    finally:
+        PPOTask.forward_policy = forward_policy  # type: ignore[method-assign]
+    assert calls == [True, True], calls  # one forward per step (one minibatch of 8), none without gradient
+
+    batch = next(iter(task.trainer.datamodule.train_dataloader()))
+    task.eval()
+    sampled = task.sample(batch["input_ids"], batch["attention_mask"])
+    widths: list[tuple[int, int]] = []
+    hook = task.model.register_forward_hook(
+        lambda module, args, kwargs, out: widths.append((len(kwargs["input_ids"]), out.logits.size(1))),
+        with_kwargs=True,
+    )
+    with torch.no_grad():
+        logprobs, _, values = task.forward_policy(sampled)
+    idx = torch.tensor([5, 1, 6, 2])
+    graph, (first_logprobs, first_values) = task.first_update(sampled, idx)
+    hook.remove()
+    assert torch.equal(first_logprobs, logprobs) and torch.equal(first_values, values)
+    assert graph[0].requires_grad and torch.equal(graph[0].detach(), logprobs[idx])
+    keep = sampled.response.size(1) + 1
+    assert widths == [(8, keep), (4, keep), (4, keep)]  # all rows; the minibatch; the other rows
+
+
 @pytest.mark.parametrize(
     ("fn", "message"),
     [
