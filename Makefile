@@ -175,8 +175,8 @@ distill-sft: install
 	$(LIGHTKIT) test --config configs/sft_headlines.yaml --ckpt_path $(SFT_RUN)/checkpoints/last.ckpt --trainer.default_root_dir $(KD_RUN)/teacher $(KD_TEST) --trainer.logger.init_args.save_dir $(KD_RUN)/teacher
 	$(PY) benchmarks/kd_report.py --runs $(KD_RUN) --out $(KD_RUN)/report.json
 
-# The RLHF chain on the headline task, from the SFT model (about 45 min on 2 cores, plus `make sft`
-# when its model is missing): the SFT model samples 4 headlines per training article, ranked by the
+# The RLHF chain on the headline task, from the SFT model (about 47 min on 2 cores, plus `make sft`
+# when its model is missing; docs/objectives/alignment.md has the stages' times): the SFT model samples 4 headlines per training article, ranked by the
 # reward callables into pairs (lightkit.data.headline_pairs); a reward model learns those pairs; then
 # DPO on the pairs, PPO against the reward model mixed with the callables, and GRPO on the callables,
 # each with fresh LoRA adapters on the merged SFT model, which is also their reference. Then
