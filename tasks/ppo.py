@@ -161,7 +161,10 @@ class PPOTask(RolloutTask):
         if sampled is None:
             sampled = self.sample(batch["input_ids"], batch["attention_mask"])
         response, mask = sampled.response, sampled.mask
-        logprobs, values = policy if policy is not None else self.forward_policy(sampled)[::2]
+        if policy is None:
+            logprobs, _, values = self.forward_policy(sampled)
+        else:
+            logprobs, values = policy
         keep = response.size(1) + 1
         ref_logits = self.reference_logits(**sampled.inputs(), logits_to_keep=keep)[:, :-1]
         ref_logprobs = token_logprobs(ref_logits / h.temperature, response)
@@ -217,6 +220,7 @@ class PPOTask(RolloutTask):
             if epoch:
                 order = torch.randperm(n, device=sampled.sequences.device)
             for idx in order.split(h.minibatch_size):
+                # The first minibatch's forward already ran, in first_update; later ones run here.
                 logprobs, logits, values = graph if graph is not None else self.forward_policy(sampled, idx)
                 graph = None
                 m = sampled.mask[idx]
