@@ -176,8 +176,9 @@ distill-sft: install
 	$(PY) benchmarks/kd_report.py --runs $(KD_RUN) --out $(KD_RUN)/report.json
 
 # The RLHF chain on the headline task, from the SFT model (about 47 min on 2 cores, plus `make sft`
-# when its model is missing; docs/objectives/alignment.md has the stages' times): the SFT model samples 4 headlines per training article, ranked by the
-# reward callables into pairs (lightkit.data.headline_pairs); a reward model learns those pairs; then
+# when its model is missing; docs/objectives/alignment.md has the stages' times): the SFT model
+# samples 4 headlines per training article, ranked by the reward callables into pairs
+# (lightkit.data.headline_pairs); a reward model learns those pairs; then
 # DPO on the pairs, PPO against the reward model mixed with the callables, and GRPO on the callables,
 # each with fresh LoRA adapters on the merged SFT model, which is also their reference. Then
 # zero-shot, SFT and the three methods are scored on the same held-out articles, and the reward

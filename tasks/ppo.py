@@ -131,7 +131,8 @@ class PPOTask(RolloutTask):
         """For the samples' rows `idx` (all by default): the log-probs of the response tokens
         (B, R), the logits that predict them at the sampling temperature, in fp32 (B, R, V), and
         the values of the states before them (B, R). The LM head runs on the response's positions
-        only (`logits_to_keep`): over a 320-token prompt it is a fifth of the forward, all wasted."""
+        only (`logits_to_keep`): over a 320-token prompt it is about a fifth of the forward's
+        multiply-adds, all wasted."""
         inputs = samples.inputs()
         response = samples.response
         if idx is not None:
@@ -148,23 +149,11 @@ class PPOTask(RolloutTask):
 
     # -- rollouts ------------------------------------------------------------------------------
     @torch.no_grad()
-    def rollout(
-        self,
-        batch: dict[str, Any],
-        sampled: Samples | None = None,
-        policy: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> Rollout:
-        """Sample (unless `sampled` is given) and score. `policy` is the policy's log-probs and
-        values on every sample when the caller already computed them (`first_update`), so the
-        policy does not run twice on the same tokens with the same weights."""
+    def rollout(self, batch: dict[str, Any], sampled: Samples, logprobs: torch.Tensor, values: torch.Tensor) -> Rollout:
+        """What PPO computes on the samples before its updates, from the policy's log-probs and
+        values on them (`first_update` in training)."""
         h = self.hparams
-        if sampled is None:
-            sampled = self.sample(batch["input_ids"], batch["attention_mask"])
         response, mask = sampled.response, sampled.mask
-        if policy is None:
-            logprobs, _, values = self.forward_policy(sampled)
-        else:
-            logprobs, values = policy
         keep = response.size(1) + 1
         ref_logits = self.reference_logits(**sampled.inputs(), logits_to_keep=keep)[:, :-1]
         ref_logprobs = token_logprobs(ref_logits / h.temperature, response)
@@ -175,21 +164,20 @@ class PPOTask(RolloutTask):
         return Rollout(sampled, logprobs, ref_logprobs, values * mask, scores, rewards)
 
     def first_update(
-        self, sampled: Samples, idx: torch.Tensor
+        self, sampled: Samples, first: torch.Tensor, rest: torch.Tensor
     ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """The first minibatch's forward, with gradient, and the policy's log-probs and values on
-        every sample for the rollout: before the first update the policy is the one that sampled,
-        so the rows of `idx` take them from that forward (detached) and only the other rows run
-        again without gradient. With one minibatch per batch this saves a whole forward a step."""
-        graph = self.forward_policy(sampled, idx)
+        """The forward of the first minibatch (rows `first`), with gradient, and the policy's
+        log-probs and values on every sample for the rollout: before the first update the policy
+        is the one that sampled, so the rows of `first` take them from that forward (detached) and
+        only the `rest` run again, without gradient. With one minibatch per batch (`rest` empty)
+        this saves a whole forward a step."""
+        graph = self.forward_policy(sampled, first)
         logprobs = torch.empty_like(sampled.mask)
         values = torch.empty_like(sampled.mask)
-        logprobs[idx], values[idx] = graph[0].detach(), graph[2].detach().float()  # bf16 under autocast
-        rest = torch.ones(len(logprobs), dtype=torch.bool, device=logprobs.device)
-        rest[idx] = False
-        if rest.any():
+        logprobs[first], values[first] = graph[0].detach(), graph[2].detach().float()  # bf16 under autocast
+        if len(rest):
             with torch.no_grad():
-                rest_logprobs, _, rest_values = self.forward_policy(sampled, rest.nonzero().squeeze(1))
+                rest_logprobs, _, rest_values = self.forward_policy(sampled, rest)
             logprobs[rest], values[rest] = rest_logprobs, rest_values.float()
         return graph, (logprobs, values)
 
@@ -208,8 +196,8 @@ class PPOTask(RolloutTask):
         # The first pass's order is drawn here, where the rollout used to end: scoring draws no
         # random numbers, so a run samples exactly as before.
         order = torch.randperm(n, device=sampled.sequences.device)
-        graph, policy = self.first_update(sampled, order[: h.minibatch_size])
-        ro = self.rollout(batch, sampled, policy)
+        graph, (logprobs, values) = self.first_update(sampled, order[: h.minibatch_size], order[h.minibatch_size :])
+        ro = self.rollout(batch, sampled, logprobs, values)
         advantages, returns = gae(ro.rewards, ro.values, ro.samples.mask, h.gamma, h.lam)
         if h.whiten_advantages:
             advantages = masked_whiten(advantages, ro.samples.mask)
@@ -261,7 +249,9 @@ class PPOTask(RolloutTask):
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
         """Sample responses (no update); reward feeds the stage's epoch metric, KL is logged."""
-        ro = self.rollout(batch)
+        sampled = self.sample(batch["input_ids"], batch["attention_mask"])
+        logprobs, _, values = self.forward_policy(sampled)  # validation runs without gradient
+        ro = self.rollout(batch, sampled, logprobs, values)
         kl = ((ro.logprobs - ro.ref_logprobs) * ro.samples.mask).sum(1).mean()
         self.log(f"{stage}_kl", kl, batch_size=ro.samples.sequences.size(0), sync_dist=True)
         self.metrics_for(stage)["reward"].update(ro.scores)

@@ -133,7 +133,9 @@ def test_ppo_raises_a_callable_reward_and_keeps_the_reference_frozen(bpe: Path, 
     assert "kl_coef" in ckpt
 
 
-def test_ppo_runs_the_policy_once_per_minibatch_and_not_again_for_its_rollout(bpe: Path, tmp_path: Path) -> None:
+def test_ppo_runs_the_policy_once_per_minibatch_and_not_again_for_its_rollout(
+    bpe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before its first update the policy is the one that sampled, so the first minibatch's
     forward also gives the rollout's log-probs and values: exactly what a separate forward over
     every sample gives, with the other rows computed once, and the LM head only on the response."""
@@ -146,13 +148,11 @@ def test_ppo_runs_the_policy_once_per_minibatch_and_not_again_for_its_rollout(bp
         calls.append(torch.is_grad_enabled())
         return forward_policy(self, samples, idx)
 
-    PPOTask.forward_policy = counted  # type: ignore[method-assign]
-    try:
-        task = cli(["fit", "--config", str(PPO), "--data.tokenizer", str(bpe), "--trainer.max_steps", "2",
-                    "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(tmp_path),
-                    "--model.init_args.ppo_epochs", "1", "--model.init_args.minibatch_size", "8"]).model  # fmt: skip
-    finally:
-        PPOTask.forward_policy = forward_policy  # type: ignore[method-assign]
+    monkeypatch.setattr(PPOTask, "forward_policy", counted)
+    task = cli(["fit", "--config", str(PPO), "--data.tokenizer", str(bpe), "--trainer.max_steps", "2",
+                "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(tmp_path),
+                "--model.init_args.ppo_epochs", "1", "--model.init_args.minibatch_size", "8"]).model  # fmt: skip
+    monkeypatch.undo()
     assert calls == [True, True], calls  # one forward per step (one minibatch of 8), none without gradient
 
     batch = next(iter(task.trainer.datamodule.train_dataloader()))
@@ -165,8 +165,8 @@ def test_ppo_runs_the_policy_once_per_minibatch_and_not_again_for_its_rollout(bp
     )
     with torch.no_grad():
         logprobs, _, values = task.forward_policy(sampled)
-    idx = torch.tensor([5, 1, 6, 2])
-    graph, (first_logprobs, first_values) = task.first_update(sampled, idx)
+    idx, rest = torch.tensor([5, 1, 6, 2]), torch.tensor([7, 0, 3, 4])
+    graph, (first_logprobs, first_values) = task.first_update(sampled, idx, rest)
     hook.remove()
     assert torch.equal(first_logprobs, logprobs) and torch.equal(first_values, values)
     assert graph[0].requires_grad and torch.equal(graph[0].detach(), logprobs[idx])
