@@ -33,7 +33,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from lightkit.io.errors import InputError
 from lightkit.objectives.rlhf import group_advantages, grpo_loss
-from lightkit.tasks.policy import RolloutTask, Samples
+from lightkit.tasks.policy import RolloutTask
 
 
 class GRPOTask(RolloutTask):
@@ -90,14 +90,6 @@ class GRPOTask(RolloutTask):
 
     def updates_per_batch(self) -> int:
         return self.updates_for(self.trainer.datamodule.hparams.batch_size * self.hparams.num_generations)
-
-    def response_logprobs(self, samples: Samples, idx: torch.Tensor | None = None, reference: bool = False):
-        """(B, R) log-probs of the sampled response tokens (rows `idx`), at the sampling temperature."""
-        inputs, labels = samples.inputs(), samples.labels()
-        if idx is not None:
-            inputs, labels = {k: v[idx] for k, v in inputs.items()}, labels[idx]
-        per_token = self.logprobs(inputs, labels, reference=reference, temperature=self.hparams.temperature)
-        return per_token[:, samples.prompt_length - 1 :]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         h = self.hparams

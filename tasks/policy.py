@@ -79,22 +79,6 @@ class PolicyTask(CausalLMTask):
         else:
             yield self.frozen("reference")
 
-    def reference_logits(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        position_ids: torch.Tensor,
-        logits_to_keep: int = 0,
-    ) -> torch.Tensor:
-        """The reference policy's logits (B, T, V), or those of the last `logits_to_keep` positions."""
-        with self.reference() as model:
-            return model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                logits_to_keep=logits_to_keep,
-            ).logits
-
     def logprobs(
         self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, reference: bool = False, temperature: float = 1.0
     ) -> torch.Tensor:
@@ -207,6 +191,15 @@ class RolloutTask(PolicyTask):
         position_ids = (attention.cumsum(1) - 1).clamp(min=0)  # left padding: positions start at each prompt
         texts = [self.tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(response, mask)]
         return Samples(sequences, attention, position_ids, P, response, mask, is_eos.any(1), texts)
+
+    def response_logprobs(self, samples: Samples, idx: torch.Tensor | None = None, reference: bool = False):
+        """(B, R) log-probs of the sampled response tokens (rows `idx`) under the policy or its
+        reference, at the sampling temperature; 0 after a response's EOS."""
+        inputs, labels = samples.inputs(), samples.labels()
+        if idx is not None:
+            inputs, labels = {k: v[idx] for k, v in inputs.items()}, labels[idx]
+        per_token = self.logprobs(inputs, labels, reference=reference, temperature=self.hparams.temperature)
+        return per_token[:, samples.prompt_length - 1 :]
 
     def scores(self, batch: dict[str, Any], samples: Samples, repeat: int = 1) -> torch.Tensor:
         """The reward of each sample (`repeat` per prompt of `batch`), less `missing_eos_penalty`

@@ -152,11 +152,8 @@ class PPOTask(RolloutTask):
     def rollout(self, batch: dict[str, Any], sampled: Samples, logprobs: torch.Tensor, values: torch.Tensor) -> Rollout:
         """What PPO computes on the samples before its updates, from the policy's log-probs and
         values on them (`first_update` in training)."""
-        h = self.hparams
-        response, mask = sampled.response, sampled.mask
-        keep = response.size(1) + 1
-        ref_logits = self.reference_logits(**sampled.inputs(), logits_to_keep=keep)[:, :-1]
-        ref_logprobs = token_logprobs(ref_logits / h.temperature, response)
+        mask = sampled.mask
+        ref_logprobs = self.response_logprobs(sampled, reference=True)
         scores = self.scores(batch, sampled)
         rewards = -self.kl_ctl.value * (logprobs - ref_logprobs) * mask
         last = mask.sum(1).long() - 1

@@ -101,3 +101,36 @@ def test_a_prompts_file_without_references_is_named(bpe: Path, tmp_path: Path) -
         cli(["fit", "--config", str(INSTRUCT), "--data.tokenizer", str(bpe), "--trainer.max_epochs", "1",
              "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks+=GenerationMetrics",
              "--trainer.callbacks.prompts", str(prompts)])  # fmt: skip
+
+
+def test_greedy_answers_skip_the_kl_forwards_of_a_model_that_is_its_own_reference(tiny_lm: dict) -> None:
+    """The report's SFT row: its KL to itself comes out exactly 0 when computed (a copy of the
+    same weights as reference), so it is not computed; a moved model's KL is."""
+    import copy
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lightkit.metrics.answers import greedy_answers
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm["hf"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm["bpe"])
+    prompts = ["the cat sat on", "a dog ran to the", "one two"]
+    twin = copy.deepcopy(model)
+    computed = greedy_answers(model, tokenizer, prompts, 6, 2, reference=twin)
+    assert computed["kl"] == [0.0, 0.0, 0.0]
+
+    def forwards(reference: object) -> tuple[dict, int]:
+        calls = []
+        handle = model.register_forward_hook(lambda *_: calls.append(1))
+        try:
+            return greedy_answers(model, tokenizer, prompts, 6, 2, reference=reference), len(calls)
+        finally:
+            handle.remove()
+
+    skipped, calls = forwards(model)
+    assert skipped == computed
+    assert calls == forwards(None)[1]  # generation's forwards only, as with no reference at all
+    with torch.no_grad():
+        next(twin.parameters()).add_(0.5)
+    moved = greedy_answers(model, tokenizer, prompts, 6, 2, reference=twin)
+    assert all(kl > 0 for kl in moved["kl"]) and moved["answers"] == computed["answers"]

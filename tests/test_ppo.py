@@ -360,10 +360,12 @@ def test_ppo_with_lora_takes_the_adapters_off_policy_as_its_reference(tiny_lm: d
     trainable = [n for n, p in task.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or n.startswith("value_head.") for n in trainable)
     ids = torch.tensor([[1, 5, 9, 13, 2]])
-    mask, positions = torch.ones_like(ids), torch.arange(5).unsqueeze(0)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "position_ids": torch.arange(5).unsqueeze(0)}
+    labels = ids.clone()
+    labels[:, :2] = -100  # the last three tokens are the response
     pretrained = AutoModelForCausalLM.from_pretrained(tiny_lm["hf"]).eval()
     task.eval()
     with torch.no_grad():
-        expected = pretrained(input_ids=ids).logits
-        assert torch.allclose(task.reference_logits(ids, mask, positions), expected, atol=1e-5)
-        assert not torch.allclose(task.model(input_ids=ids).logits, expected, atol=1e-3)
+        expected = torch.log_softmax(pretrained(input_ids=ids).logits[:, 1:-1], -1).gather(-1, ids[:, 2:, None])[..., 0]
+        assert torch.allclose(task.logprobs(inputs, labels, reference=True)[:, 1:], expected, atol=1e-5)
+        assert not torch.allclose(task.logprobs(inputs, labels)[:, 1:], expected, atol=1e-3)

@@ -39,8 +39,9 @@ def greedy_answers(
     context: Callable[[], Any] | None = None,
 ) -> dict[str, list[Any]]:
     """Greedy answers to `prompts` (rendered as the model is fed them), whether each ended with
-    EOS, and each one's summed KL to `reference` (0 without one). `context` makes the context
-    the model runs in (default `autocast`; a Lightning run passes its precision plugin's)."""
+    EOS, and each one's summed KL to `reference` (0 without one, or when `reference` is `model`).
+    `context` makes the context the model runs in (default `autocast`; a Lightning run passes its
+    precision plugin's)."""
     context = context or (lambda: autocast(model))
     answers: list[str] = []
     kls: list[float] = []
@@ -54,7 +55,7 @@ def greedy_answers(
         mask = ((is_eos.long().cumsum(1) - is_eos.long()) == 0).float()  # through the first EOS
         ended += is_eos.any(1).tolist()
         answers += [a.strip() for a in tokenizer.batch_decode(response, skip_special_tokens=True)]
-        if reference is None:
+        if reference is None or reference is model:  # a model's KL to itself is exactly 0: two forwards saved
             kls += [0.0] * len(response)
             continue
         attention = torch.cat([enc["attention_mask"], mask.long()], 1)
