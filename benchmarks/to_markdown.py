@@ -413,6 +413,32 @@ def reward_variants_table(result: dict) -> str:
     return with_command(head, lines, result)
 
 
+def stage_variant_table(result: dict) -> str:
+    """benchmarks/stage_variants.py: a stage of the seeds grid's runs trained again with a setting
+    changed, each side by the validation it kept."""
+    head = (
+        f"Device: {result['device']}; {result['date']}; the {result['stage'].upper()} stage as each run of the grid "
+        f"ran it and with {', '.join(result['settings'])} ({result['variant']}), each by the validation "
+        "it kept (the most reward from its 16 validation articles' greedy answers); the test articles are not used."
+    )
+    lines = ["| run | as run: step, reward, ROUGE-L | variant: step, reward, ROUGE-L | reward change | "
+             "ROUGE-L change |", "|---|---|---|---|---|"]  # fmt: skip
+
+    def kept(cell: dict) -> str:
+        return f"{cell['step']}, {cell['reward']:+.3f}, {cell['rougeL']:.3f}"
+
+    for name, run in result["runs"].items():
+        a, v = run["as_run"]["kept"], run["variant"]["kept"]
+        lines.append(f"| {name} | {kept(a)} | {kept(v)} | {v['reward'] - a['reward']:+.3f} | "
+                     f"{v['rougeL'] - a['rougeL']:+.3f} |")  # fmt: skip
+    summary = result["summary"]
+    cells = [f"{summary[m][side]['mean']:{f}} ± {summary[m][side]['sd']:.3f}" for side in ("as_run", "variant")
+             for m, f in (("reward", "+.3f"), ("rougeL", ".3f"))]  # fmt: skip
+    change = [f"{summary[m]['change']['mean']:+.3f} ± {summary[m]['change']['sd']:.3f}" for m in ("reward", "rougeL")]
+    lines.append(f"| mean ± sd | {cells[0]}, {cells[1]} | {cells[2]}, {cells[3]} | {change[0]} | {change[1]} |")
+    return with_command(head, lines, result)
+
+
 def align_trl_table(result: dict) -> str:
     """benchmarks/align_vs_trl.py: lightkit's DPO and GRPO against TRL's trainers on the same jobs."""
     lines = [
@@ -627,6 +653,7 @@ RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
     (lambda r: "summary" in r and "splits" in r and "seeds" in r, align_seeds_table),
     (lambda r: "dpo" in r and "grpo" in r, align_trl_table),
     (lambda r: "variants" in r and "held_out_pairs_decided_by" in r, reward_variants_table),
+    (lambda r: "stage" in r and "variant" in r and "settings" in r, stage_variant_table),
     (lambda r: "trl" in r, trl_table),
     (lambda r: "retention" in r, kd_table),
     (lambda r: "pytorch_fp32_perplexity" in r, llm_peers_table),

@@ -690,3 +690,52 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
     )
     assert row in text, text
     assert "rouge_l 1, headline_length 1, copied_lead 1" in text
+
+
+def test_stage_variants_retrain_a_stage_with_a_setting_changed_and_compare_what_validation_kept(
+    tmp_path: Path,
+) -> None:
+    """The variant is the config the run's stage ran, with the setting changed and its outputs in
+    their own folder; each side is judged by the validation it kept (the first of equal rewards)."""
+    from lightkit.cli.ship.stages import relocate
+
+    folder = tmp_path / "s7-r14"
+    ran = relocate(yaml.safe_load((ROOT / "configs" / "dpo_headlines.yaml").read_text()), folder / "dpo")
+    folder.mkdir()
+    (folder / "dpo.yaml").write_text(yaml.safe_dump(ran, sort_keys=False))
+    curves = {"dpo": [(9, 0.01, 0.30), (19, 0.03, 0.31), (29, 0.03, 0.32)],
+              "dpo-fast": [(9, 0.05, 0.25), (19, 0.02, 0.20), (29, 0.04, 0.22)]}  # fmt: skip
+    for name, rows in curves.items():
+        log = folder / name / "lightning_logs" / "version_0" / "metrics.csv"
+        log.parent.mkdir(parents=True)
+        lines = ["step,train_loss_step,val_greedy_reward,val_rougeL,val_loss"]
+        for step, reward, rouge in rows:
+            lines += [f"{step},0.6,,,", f"{step},,{reward},{rouge},0.69"]
+        log.write_text("\n".join(lines) + "\n")
+        (folder / name / "hf_model").mkdir()
+        (folder / name / "hf_model" / "model.safetensors").write_text("saved: not trained again")
+    out = tmp_path / "variants.json"
+    run_script("stage_variants.py", "--stage", "dpo", "--name", "fast", "--set", "model.init_args.learning_rate=5e-4",
+               "trainer.max_steps=80", "--runs", "7:14", "--work", str(tmp_path), "--out", str(out))  # fmt: skip
+    variant = yaml.safe_load((folder / "dpo-fast.yaml").read_text())
+    assert variant["model"]["init_args"]["learning_rate"] == 5e-4 and variant["trainer"]["max_steps"] == 80
+    assert variant["model"]["init_args"]["save_dir"] == str(folder / "dpo-fast" / "hf_model")
+    assert variant["trainer"]["logger"]["init_args"]["save_dir"] == str(folder / "dpo-fast")
+    assert variant["model"]["init_args"]["peft"] == ran["model"]["init_args"]["peft"]  # the rest as it ran
+    result = json.loads(out.read_text())
+    kept = result["runs"]["split 7, seed 14"]
+    assert kept["as_run"]["kept"] == {"step": 19, "reward": 0.03, "rougeL": 0.31, "loss": 0.69}  # not 29's tie
+    assert kept["variant"]["kept"]["step"] == 9
+    assert result["summary"]["rougeL"]["change"]["mean"] == pytest.approx(0.25 - 0.31)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from to_markdown import render
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    text = render(result)
+    assert "| split 7, seed 14 | 19, +0.030, 0.310 | 9, +0.050, 0.250 | +0.020 | -0.060 |" in text
+    with pytest.raises(SystemExit, match="no such stage config"):
+        run_script("stage_variants.py", "--stage", "ppo", "--name", "x", "--set", "a=1", "--runs", "7:14",
+                   "--work", str(tmp_path), "--out", str(out))  # fmt: skip
+    with pytest.raises(SystemExit):
+        run_script("stage_variants.py", "--name", "x", "--set", "learning_rate", "--runs", "7:14", "--out", str(out))

@@ -1,0 +1,151 @@
+"""One stage of the seeds grid trained again with a setting changed, judged on its validation only.
+
+    python benchmarks/stage_variants.py --stage dpo --name lr5e-4 \
+        --set model.init_args.learning_rate=0.0005 --runs 13:15 7:14 7:15 \
+        --out benchmarks/results/dpo-lr-variants-cpu.json
+
+Each run of `benchmarks/align_seeds.py` (`runs/align-seeds/s<S>-r<R>/`) keeps the config each stage
+ran (`<stage>.yaml`). The variant is that config with the `--set` settings changed (a dotted key,
+a YAML value) and every path moved to `<stage>-<name>/`, trained from the same SFT model, data and
+seed; a variant whose model is saved is read, not trained again.
+
+Both the stage as it ran and the variant are compared on what their validations logged: the 16
+validation articles answered greedily (`GenerationMetrics`: reward and ROUGE-L) at each
+validation, and which one the run kept (`ModelCheckpoint` on `val_greedy_reward`, the first of
+equal values, as Lightning keeps it). A setting is thereby chosen without looking at the held-out
+test articles that the grid's table reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from align_seeds import run_name, split_and_seed
+from measure import write_result
+
+from lightkit.cli.ship.stages import merge, relocate
+from lightkit.io.atomic import atomic_write_text
+from lightkit.io.measure import provenance
+
+ROOT = Path(__file__).resolve().parents[1]
+LIGHTKIT = str(Path(sys.executable).with_name("lightkit"))
+LOGGED = {"reward": "val_greedy_reward", "rougeL": "val_rougeL", "loss": "val_loss", "accuracy": "val_accuracy"}
+
+
+def setting(text: str) -> dict[str, Any]:
+    """`a.b.c=value` as the nested mapping {a: {b: {c: value}}}, the value read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set: expected KEY=VALUE such as model.init_args.learning_rate=0.0005, got {text!r}")
+    nested: dict[str, Any] = {}
+    inner = nested
+    *parents, last = key.split(".")
+    for part in parents:
+        inner = inner.setdefault(part, {})
+    inner[last] = number(yaml.safe_load(value))
+    return nested
+
+
+def number(value: Any) -> Any:
+    """PyYAML reads YAML 1.1, where `5e-4` (no dot) is a string; as a setting it means the number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def variant_config(folder: Path, stage: str, name: str, settings: list[dict[str, Any]]) -> Path:
+    """`<folder>/<stage>.yaml` with `settings` over it and its outputs in `<folder>/<stage>-<name>/`."""
+    base = folder / f"{stage}.yaml"
+    if not base.exists():
+        raise SystemExit(f"{base}: no such stage config; run benchmarks/align_seeds.py for this split and seed first")
+    config = yaml.safe_load(base.read_text())
+    for change in settings:
+        config = merge(config, change)
+    config = relocate(config, folder / f"{stage}-{name}")
+    path = folder / f"{stage}-{name}.yaml"
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def validations(run: Path) -> list[dict[str, float]]:
+    """Each validation's logged metrics (`LOGGED`), from the run's newest CSV log."""
+    logs = sorted(run.glob("lightning_logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not logs:
+        raise SystemExit(f"{run}: no lightning_logs/version_*/metrics.csv")
+    out = []
+    for row in csv.DictReader(logs[-1].open()):
+        if row.get(LOGGED["reward"]):
+            out.append({"step": int(row["step"])} | {k: float(row[c]) for k, c in LOGGED.items() if row.get(c)})
+    return out
+
+
+def kept(curve: list[dict[str, float]]) -> dict[str, float]:
+    """The validation the run kept: the most reward, the first of equal values."""
+    return max(curve, key=lambda v: (v["reward"], -v["step"]))
+
+
+def mean_sd(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--stage", default="dpo", choices=["dpo", "ppo", "grpo"])
+    ap.add_argument("--name", required=True, help="the variant's folder suffix: <stage>-<name>")
+    ap.add_argument(
+        "--set",
+        dest="settings",
+        nargs="+",
+        required=True,
+        metavar="KEY=VALUE",
+        help="a setting of the stage's config, dotted, with a YAML value: model.init_args.learning_rate=0.0005",
+    )
+    ap.add_argument("--runs", nargs="+", type=split_and_seed, required=True, metavar="SPLIT:SEED")
+    ap.add_argument("--work", default="runs/align-seeds")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    try:
+        settings = [setting(text) for text in args.settings]
+    except ValueError as e:
+        ap.error(str(e))
+    rows: dict[str, Any] = {}
+    for split, seed in args.runs:
+        folder = ROOT / args.work / f"s{split}-r{seed}"
+        config = variant_config(folder, args.stage, args.name, settings)
+        variant = folder / f"{args.stage}-{args.name}"
+        if not (variant / "hf_model" / "model.safetensors").exists():
+            print("$ lightkit fit --config", config, flush=True)
+            subprocess.run([LIGHTKIT, "fit", "--config", str(config)], cwd=ROOT, check=True)
+        curves = {"as_run": validations(folder / args.stage), "variant": validations(variant)}
+        rows[run_name(split, seed)] = {side: {"kept": kept(c), "validations": c} for side, c in curves.items()}
+    summary = {}
+    for metric in ("reward", "rougeL"):
+        sides = {side: [r[side]["kept"][metric] for r in rows.values()] for side in ("as_run", "variant")}
+        change = [v - a for a, v in zip(sides["as_run"], sides["variant"])]
+        summary[metric] = {side: mean_sd(v) for side, v in sides.items()} | {"change": mean_sd(change)}
+    write_result(args.out, {
+        "what": f"the {args.stage} stage of benchmarks/align_seeds.py's runs trained again with "
+        f"{', '.join(args.settings)}, each judged on the greedy answers to its 16 validation articles "
+        "(the checkpoint it kept)",
+        "command": "python benchmarks/stage_variants.py " + " ".join(sys.argv[1:]),
+        **provenance("transformers", "peft"),
+        "stage": args.stage,
+        "variant": args.name,
+        "settings": args.settings,
+        "runs": rows,
+        "summary": summary,
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
