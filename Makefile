@@ -114,8 +114,9 @@ ppo: install runs/classification/hf_model/model.safetensors runs/clm/hf_model/mo
 	$(LIGHTKIT) fit --config configs/ppo.yaml
 	$(LIGHTKIT) validate --config configs/ppo.yaml --data.val_file configs/prompts/tech_news.txt --ckpt_path runs/ppo/checkpoints/last.ckpt
 
-# LoRA SFT of SmolLM2-135M-Instruct on writing BBC headlines (about 15 min on 2 cores): the model
-# zero-shot first, then tuned, each scored with ROUGE on the same 112 held-out articles.
+# LoRA SFT of SmolLM2-135M-Instruct on writing BBC headlines (10 min on 2 cores, measured within
+# `make align`): the model zero-shot first, then tuned, each scored with ROUGE on the same 112
+# held-out articles.
 SFT_RUN := runs/sft_headlines
 sft: install
 	$(LIGHTKIT) test --config configs/sft_headlines.yaml --trainer.default_root_dir $(SFT_RUN)/zero-shot --trainer.logger false
@@ -175,8 +176,9 @@ distill-sft: install
 	$(LIGHTKIT) test --config configs/sft_headlines.yaml --ckpt_path $(SFT_RUN)/checkpoints/last.ckpt --trainer.default_root_dir $(KD_RUN)/teacher $(KD_TEST) --trainer.logger.init_args.save_dir $(KD_RUN)/teacher
 	$(PY) benchmarks/kd_report.py --runs $(KD_RUN) --out $(KD_RUN)/report.json
 
-# The RLHF chain on the headline task, from the SFT model (about 47 min on 2 cores, plus `make sft`
-# when its model is missing; docs/objectives/alignment.md has the stages' times): the SFT model
+# The RLHF chain on the headline task, from the SFT model (53 min on 2 cores on a fresh clone, the
+# 10 of `make sft` included, which runs when its model is missing; measured, with each stage's time
+# in benchmarks/results/align-smollm2-headlines-cpu.json; 43 min when it is there): the SFT model
 # samples 4 headlines per training article, ranked by the reward callables into pairs
 # (lightkit.data.headline_pairs); a reward model learns those pairs; then
 # DPO on the pairs, PPO against the reward model mixed with the callables, and GRPO on the callables,
@@ -190,8 +192,8 @@ define timed
 start=$$(date +%s) && $(2) && echo "$(1) $$(( $$(date +%s) - start )) s" >> $(ALIGN_RUN)/times.txt
 endef
 align: install
-	test -f $(SFT_RUN)/hf_model/model.safetensors || $(MAKE) sft
 	mkdir -p $(ALIGN_RUN)
+	test -f $(SFT_RUN)/hf_model/model.safetensors || { $(call timed,make-sft,$(MAKE) sft); }
 	$(call timed,pairs,$(PY) -m lightkit.data.headline_pairs --out $(ALIGN_RUN)/pairs.jsonl --policy $(SFT_RUN)/hf_model)
 	$(call timed,reward,$(LIGHTKIT) fit --config configs/reward_headlines.yaml)
 	$(call timed,dpo,$(LIGHTKIT) fit --config configs/dpo_headlines.yaml)

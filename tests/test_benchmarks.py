@@ -739,3 +739,20 @@ def test_stage_variants_retrain_a_stage_with_a_setting_changed_and_compare_what_
                    "--work", str(tmp_path), "--out", str(out))  # fmt: skip
     with pytest.raises(SystemExit):
         run_script("stage_variants.py", "--name", "x", "--set", "learning_rate", "--runs", "7:14", "--out", str(out))
+
+
+def test_align_report_table_says_each_stage_time_and_the_scoring_time() -> None:
+    """The stage times `make align` records (`make sft`'s when it ran it) and how long the report
+    scored the models (their `eval_s`): the table accounts for the whole command."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from to_markdown import render
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    cell = {"reward": 0.1, "rouge1": 0.3, "rougeL": 0.25, "kl_to_sft": 0.0, "answer_words": 6.0, "ended_frac": 1.0}
+    result = {"device": "CPU", "date": "today", "command": "make align", "held_out_articles": 112, "reward": "r",
+              "models": {"sft": {**cell, "eval_s": 30.0}, "dpo": {**cell, "eval_s": 90.0, "train_s": 360.0}},
+              "stage_times_s": {"make-sft": 600.0, "dpo": 360.0}, "samples": []}  # fmt: skip
+    text = render(result)
+    assert "Stage wall times: make-sft 10.0 min, dpo 6.0 min; the report's scoring of the models 2.0 min." in text
+    assert "| DPO | +0.100 | 0.300 | 0.250 | 0.00 | 6.0 | 100% | 6.0 min |" in text
