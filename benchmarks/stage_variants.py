@@ -19,7 +19,6 @@ test articles that the grid's table reports.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from align_report import logged
 from align_seeds import run_name, split_and_seed
 from measure import write_result
 
@@ -79,14 +79,11 @@ def variant_config(folder: Path, stage: str, name: str, settings: list[dict[str,
 
 def validations(run: Path) -> list[dict[str, float]]:
     """Each validation's logged metrics (`LOGGED`), from the run's newest CSV log."""
-    logs = sorted(run.glob("lightning_logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
-    if not logs:
+    rows = logged(run)
+    if not rows:
         raise SystemExit(f"{run}: no lightning_logs/version_*/metrics.csv")
-    out = []
-    for row in csv.DictReader(logs[-1].open()):
-        if row.get(LOGGED["reward"]):
-            out.append({"step": int(row["step"])} | {k: float(row[c]) for k, c in LOGGED.items() if row.get(c)})
-    return out
+    return [{"step": int(row["step"])} | {k: float(row[c]) for k, c in LOGGED.items() if row.get(c)}
+            for row in rows if row.get(LOGGED["reward"])]  # fmt: skip
 
 
 def kept(curve: list[dict[str, float]]) -> dict[str, float]:
