@@ -303,9 +303,10 @@ def align_table(result: dict) -> str:
             f"{rm['spearman_with_callable_reward']:.3f}."
         )
     if times := result.get("stage_times_s"):
-        scoring = sum(s.get("eval_s", 0) for s in result["models"].values())
-        notes.append("Stage wall times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items())
-                     + f"; the report's scoring of the models {scoring / 60:.1f} min.")  # fmt: skip
+        scored = [s["eval_s"] for s in result["models"].values() if "eval_s" in s]
+        scoring = f"; the report's scoring of the models {sum(scored) / 60:.1f} min" if scored else ""
+        stages = ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items())
+        notes.append(f"Stage wall times: {stages}{scoring}.")
     columns = {"reference": "reference", **{k: names.get(k, k) for k in result["models"]}}
     samples = samples_table(result["samples"], columns)
     head = (
