@@ -178,7 +178,7 @@ distill-sft: install
 
 # The RLHF chain on the headline task, from the SFT model (53 min on 2 cores on a fresh clone, the
 # 10 of `make sft` included, which runs when its model is missing; measured, with each stage's time
-# in benchmarks/results/align-smollm2-headlines-cpu.json; 43 min when it is there): the SFT model
+# in benchmarks/results/align-smollm2-headlines-cpu.json, 43 of them after `make sft`): the SFT model
 # samples 4 headlines per training article, ranked by the reward callables into pairs
 # (lightkit.data.headline_pairs); a reward model learns those pairs; then
 # DPO on the pairs, PPO against the reward model mixed with the callables, and GRPO on the callables,

@@ -14,7 +14,7 @@ from helpers import DATA, ROOT, ppo, series
 
 from lightkit.cli.main import cli, main
 from lightkit.io.errors import InputError
-from lightkit.objectives.rlhf import AdaptiveKL, gae, masked_whiten, policy_loss, value_loss
+from lightkit.objectives.rlhf import AdaptiveKL, gae, masked_whiten, policy_loss, token_logprobs, value_loss
 
 PPO = ROOT / "tests" / "conf" / "ppo.yaml"
 REWARD_MODEL = ROOT / "tests" / "conf" / "reward_model.yaml"
@@ -366,6 +366,6 @@ def test_ppo_with_lora_takes_the_adapters_off_policy_as_its_reference(tiny_lm: d
     pretrained = AutoModelForCausalLM.from_pretrained(tiny_lm["hf"]).eval()
     task.eval()
     with torch.no_grad():
-        expected = torch.log_softmax(pretrained(input_ids=ids).logits[:, 1:-1], -1).gather(-1, ids[:, 2:, None])[..., 0]
+        expected = token_logprobs(pretrained(input_ids=ids).logits[:, 1:-1], ids[:, 2:])
         assert torch.allclose(task.logprobs(inputs, labels, reference=True)[:, 1:], expected, atol=1e-5)
         assert not torch.allclose(task.logprobs(inputs, labels)[:, 1:], expected, atol=1e-3)
