@@ -193,7 +193,7 @@ start=$$(date +%s) && $(2) && echo "$(1) $$(( $$(date +%s) - start )) s" >> $(AL
 endef
 align: install
 	mkdir -p $(ALIGN_RUN)
-	test -f $(SFT_RUN)/hf_model/model.safetensors || { $(call timed,make-sft,$(MAKE) sft); }
+	test -f $(SFT_RUN)/hf_model/model.safetensors || { $(call timed,sft,$(LIGHTKIT) fit --config configs/sft_headlines.yaml); }
 	$(call timed,pairs,$(PY) -m lightkit.data.headline_pairs --out $(ALIGN_RUN)/pairs.jsonl --policy $(SFT_RUN)/hf_model)
 	$(call timed,reward,$(LIGHTKIT) fit --config configs/reward_headlines.yaml)
 	$(call timed,dpo,$(LIGHTKIT) fit --config configs/dpo_headlines.yaml)

@@ -5,7 +5,7 @@
 Each training step takes a batch of B prompts (`PromptDataModule`, or the test prompts of an
 instruction DataModule) and
 1. samples `num_generations` (G) responses per prompt (temperature / top-k / top-p, batched with
-   the KV cache, stopping rows at EOS);
+   the KV cache, stopping rows at EOS; each prompt prefilled once, `lightkit.models.shared_prefill`);
 2. scores them: the weighted sum of the reward callables (or a reward model), less
    `missing_eos_penalty` for responses that never ended;
 3. advantages: each reward minus its group's mean, over the group's std (`lightkit.objectives.rlhf.
@@ -96,7 +96,7 @@ class GRPOTask(RolloutTask):
         self.model.eval()  # no dropout (see lightkit.tasks.policy); gradients still flow
         G = h.num_generations
         prompt_ids, prompt_mask = (batch[k].repeat_interleave(G, 0) for k in ("input_ids", "attention_mask"))
-        samples = self.sample(prompt_ids, prompt_mask)
+        samples = self.sample(prompt_ids, prompt_mask, repeats=G)
         rewards = self.scores(batch, samples, repeat=G)
         parts = self.reward_parts()
         advantages = group_advantages(rewards, G, h.scale_rewards)

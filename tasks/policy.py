@@ -24,6 +24,7 @@ from transformers import PreTrainedModel
 
 from lightkit.io.errors import InputError
 from lightkit.models.loading import load_trained
+from lightkit.models.shared_prefill import shared_prefill
 from lightkit.objectives.lm_loss import labelled_logprobs
 from lightkit.rewards.scoring import ModelReward, build_reward
 from lightkit.tasks.causal_lm import CausalLMTask
@@ -167,21 +168,24 @@ class RolloutTask(PolicyTask):
         return getattr(self.__dict__["_reward"], "last_parts", {})
 
     @torch.no_grad()
-    def sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> Samples:
+    def sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, repeats: int = 1) -> Samples:
+        """Responses to the prompts; `repeats`: the rows come in groups of that many equal prompts,
+        each group's prompt then read once (`lightkit.models.shared_prefill`; same samples)."""
         h = self.hparams
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
-        sequences = self.model.generate(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            do_sample=True,
-            temperature=h.temperature,
-            top_k=h.top_k,
-            top_p=h.top_p,
-            max_new_tokens=h.max_new_tokens,
-            eos_token_id=eos,
-            pad_token_id=pad,
-        )
+        with shared_prefill(self.model, repeats):
+            sequences = self.model.generate(
+                input_ids=prompt_ids,
+                attention_mask=prompt_mask,
+                do_sample=True,
+                temperature=h.temperature,
+                top_k=h.top_k,
+                top_p=h.top_p,
+                max_new_tokens=h.max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=pad,
+            )
         P = prompt_ids.size(1)
         response = sequences[:, P:]
         is_eos = response == eos

@@ -6,8 +6,8 @@ and the rejected one the worst, and a pair is kept only when their rewards diffe
 `min_margin`, so ties and near-ties (which teach nothing, or noise) are dropped.
 
 Sampling is transformers' `generate` with the KV cache (`lightkit.models.batched_generate`), `k`
-return sequences per prompt, batched, from a seeded generator, so the same settings write the
-same pairs.
+return sequences per prompt (each prompt prefilled once: `lightkit.models.shared_prefill`), batched,
+from a seeded generator, so the same settings write the same pairs.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from lightkit.models.shared_prefill import shared_prefill
+
 
 def autocast(model: Any) -> torch.autocast:
     """bf16 autocast on CPU (what the chain trains in); the model's own dtype elsewhere."""
@@ -28,7 +30,8 @@ def generate_batches(
     """For each batch of `prompts` (rendered as the model is fed them: no special tokens added),
     its left-padded encoding and `generate`'s output (prompt and new tokens), run in `context`
     (default `autocast`). `generate` takes transformers' generation arguments; the pad and EOS
-    ids default to the tokenizer's."""
+    ids default to the tokenizer's. With `num_return_sequences` each prompt is prefilled once
+    (`shared_prefill`)."""
     context = context or (lambda: autocast(model))
     eos = tokenizer.eos_token_id
     generate = {"pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
@@ -37,6 +40,6 @@ def generate_batches(
         chunk = list(prompts[start : start + batch_size])
         enc = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
         enc = {key: value.to(model.device) for key, value in enc.items()}
-        with context():
+        with context(), shared_prefill(model, generate.get("num_return_sequences", 1)):
             out = model.generate(**enc, **generate)
         yield enc, out
