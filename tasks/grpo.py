@@ -29,7 +29,6 @@ from collections import defaultdict
 from typing import Any, Literal
 
 import torch
-from torchmetrics import MeanMetric, MetricCollection
 
 from lightkit.io.errors import InputError
 from lightkit.objectives.rlhf import group_advantages, grpo_loss
@@ -80,9 +79,6 @@ class GRPOTask(RolloutTask):
 
     def needs_reference(self) -> bool:
         return self.hparams.beta > 0
-
-    def configure_metrics(self) -> MetricCollection:
-        return MetricCollection({"reward": MeanMetric()})
 
     def updates_for(self, samples: int) -> int:
         """Optimizer updates made on a batch of `samples` responses: passes x minibatches."""
@@ -137,20 +133,3 @@ class GRPOTask(RolloutTask):
             **{k: v.to(self.device) for k, v in parts.items()},
         )
         self.log_train(logs, n, bar=("reward",))
-
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
-        """One sampled response per prompt (no update): reward feeds the epoch metric; KL is logged."""
-        samples = self.sample(batch["input_ids"], batch["attention_mask"])
-        rewards = self.scores(batch, samples)
-        if self.lora or self.hparams.beta > 0:
-            diff = (self.response_logprobs(samples) - self.response_logprobs(samples, reference=True)) * samples.mask
-            self.log(f"{stage}_kl", diff.sum(1).mean(), batch_size=rewards.size(0), sync_dist=True)
-        self.metrics_for(stage)["reward"].update(rewards)
-
-    @torch.no_grad()
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    @torch.no_grad()
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "test")

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any, Literal, NamedTuple
 
 import torch
+from torchmetrics import MeanMetric, MetricCollection
 from transformers import PreTrainedModel
 
 from lightkit.io.errors import InputError
@@ -214,3 +215,26 @@ class RolloutTask(PolicyTask):
         if self.hparams.missing_eos_penalty is not None:
             scores = scores - self.hparams.missing_eos_penalty * (~samples.ended).float()
         return scores
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def configure_metrics(self) -> MetricCollection:
+        return MetricCollection({"reward": MeanMetric()})
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+        """One sampled response per prompt, no update: the reward feeds the stage's epoch metric,
+        and, where there is a reference, the summed log-ratio to it (a sampled estimate of the KL)
+        is logged as `<stage>_kl`."""
+        samples = self.sample(batch["input_ids"], batch["attention_mask"])
+        rewards = self.scores(batch, samples)
+        if self.lora or self.needs_reference():
+            diff = (self.response_logprobs(samples) - self.response_logprobs(samples, reference=True)) * samples.mask
+            self.log(f"{stage}_kl", diff.sum(1).mean(), batch_size=rewards.size(0), sync_dist=True)
+        self.metrics_for(stage)["reward"].update(rewards)
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    @torch.no_grad()
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test")

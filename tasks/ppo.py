@@ -33,7 +33,6 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
 from transformers import PreTrainedModel
 
 from lightkit.objectives.rlhf import (
@@ -121,9 +120,6 @@ class PPOTask(RolloutTask):
         self.value_head = nn.Linear(model.config.hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
-
-    def configure_metrics(self) -> MetricCollection:
-        return MetricCollection({"reward": MeanMetric()})
 
     def forward_policy(
         self, samples: Samples, idx: torch.Tensor | None = None
@@ -243,21 +239,6 @@ class PPOTask(RolloutTask):
             skipped_minibatches=torch.tensor(float(skipped)),
         )
         self.log_train(logs, n, bar=())
-
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
-        """Sample responses (no update); reward feeds the stage's epoch metric, KL is logged."""
-        sampled = self.sample(batch["input_ids"], batch["attention_mask"])
-        logprobs, _, values = self.forward_policy(sampled)  # validation runs without gradient
-        ro = self.rollout(batch, sampled, logprobs, values)
-        kl = ((ro.logprobs - ro.ref_logprobs) * ro.samples.mask).sum(1).mean()
-        self.log(f"{stage}_kl", kl, batch_size=ro.samples.sequences.size(0), sync_dist=True)
-        self.metrics_for(stage)["reward"].update(ro.scores)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
