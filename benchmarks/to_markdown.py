@@ -398,20 +398,30 @@ def reward_variants_table(result: dict) -> str:
         f"no reference headline order {held['ordered_by_reference_free_terms']:.0%} of the pairs as the whole "
         "reward does."
     )
-    lines = ["| variant | training pairs | reads | held-out pair accuracy: mean (per seed) | train loss | "
-             "held-out loss | train s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    # Results from before --many_pairs have no second held-out set.
+    many = [r["many_held_out_pairs"] for r in result["variants"] if "many_held_out_pairs" in r]
+    wider = [f"{many[0]} held-out pairs of 1,024 articles: mean (per seed)"] if many else []
+    lines = [" | ".join(["| variant", "training pairs", "reads", "held-out pair accuracy: mean (per seed)", *wider,
+                         "train loss", "held-out loss", "train s |"]),
+             "|---" * (7 + len(wider)) + "|"]  # fmt: skip
+
+    def accuracy(r: dict, key: str) -> str:
+        per = ", ".join(f"{run[key]:.1%} (seed {run['seed']})" for run in r["runs"])
+        spread = f" ± {r[key + '_sd']:.1%}" if r[key + "_sd"] is not None else ""
+        return f"**{r[key]:.1%}**{spread} ({per})"
+
     for r in result["variants"]:
         reads = "answer, then prompt" if r["response_first"] else "prompt + answer, from the left"
         runs = r["runs"]
-        per = ", ".join(f"{run['held_out_pair_accuracy']:.1%} (seed {run['seed']})" for run in runs)
-        spread = f" ± {r['held_out_pair_accuracy_sd']:.1%}" if r["held_out_pair_accuracy_sd"] is not None else ""
         losses = [
             f"{runs[0][k][-1]:.3f}" if runs[0][k] else "–" for k in ("train_loss_per_epoch", "val_loss_per_validation")
         ]
         seconds = "–" if runs[0]["train_s"] is None else runs[0]["train_s"]
-        accuracy = f"**{r['held_out_pair_accuracy']:.1%}**{spread} ({per})"
-        lines.append(f"| {r['description']} | {r['train_pairs']} | {reads}, {r['max_length']} | {accuracy} | "
-                     f"{losses[0]} | {losses[1]} | {seconds} |")  # fmt: skip
+        scores = [
+            accuracy(r, key) for key in ("held_out_pair_accuracy", "many_held_out_pair_accuracy")[: 1 + len(wider)]
+        ]
+        lines.append(" | ".join([f"| {r['description']}", str(r["train_pairs"]), f"{reads}, {r['max_length']}",
+                                 *scores, *losses, f"{seconds} |"]))  # fmt: skip
     head += " Losses and seconds are the first seed's."
     return with_command(head, lines, result)
 

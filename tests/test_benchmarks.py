@@ -639,10 +639,23 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
         from to_markdown import render
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    pairs, wide = tmp_path / "pairs.jsonl", tmp_path / "wide" / "pairs.jsonl"
+    pairs, wide, many = tmp_path / "pairs.jsonl", tmp_path / "wide" / "pairs.jsonl", tmp_path / "many" / "pairs.jsonl"
     (tmp_path / "pairs-all.jsonl").write_text("")
-    configs = {key: yaml.safe_load(variant_config(key, tmp_path / key / "seed-14", pairs, wide, 14).read_text())
+    # The many pairs sampled the shipped held-out article first: its pairs are not trained on.
+    held = {"rendered_prompt": "<user>held-out article", "prompt": "held-out article", "chosen": "a b c d e f",
+            "rejected": "b", "margin": 0.3}  # fmt: skip
+    (tmp_path / "pairs-all-val.jsonl").write_text(json.dumps(held) + "\n")
+    many_rows = [held, {**held, "chosen": "c"}, {**held, "rendered_prompt": "<user>another article"},
+                 {**held, "rendered_prompt": "<user>a third", "chosen": "b", "rejected": "a b c d e f"}]  # fmt: skip
+    many.parent.mkdir()
+    (many.parent / "pairs-all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in many_rows))
+    configs = {key: yaml.safe_load(variant_config(key, tmp_path / key / "seed-14", pairs, wide, many, 14).read_text())
                for key in VARIANTS}  # fmt: skip
+    kept = [json.loads(line) for line in (tmp_path / "articles" / "pairs-many.jsonl").open()]
+    assert kept == many_rows[2:]
+    # ... and, ordered by the terms it can read, the length window prefers the 6-word answer.
+    readable = [json.loads(line) for line in (tmp_path / "articles-readable" / "pairs-many-readable.jsonl").open()]
+    assert [(r["chosen"], r["rejected"]) for r in readable] == [("a b c d e f", "b")] * 2, readable
     shipped = configs["shipped"]
     assert shipped["data"]["init_args"]["train_file"] == str(tmp_path / "pairs-all.jsonl")
     assert shipped["model"]["init_args"]["save_dir"] == str(tmp_path / "shipped" / "seed-14" / "hf_model")
@@ -650,7 +663,9 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
         data, model, name = config["data"]["init_args"], config["model"]["init_args"], VARIANTS[key][0]
         assert config["seed_everything"] == 14
         assert data["val_file"] == str(tmp_path / "pairs-all-val.jsonl")  # every variant on the same held-out pairs
-        train = {"wide": wide.parent / "pairs-all.jsonl", "readable": tmp_path / key / "pairs-readable.jsonl"}
+        train = {"wide": wide.parent / "pairs-all.jsonl", "readable": tmp_path / key / "pairs-readable.jsonl",
+                 "articles": tmp_path / key / "pairs-many.jsonl",
+                 "articles-readable": tmp_path / key / "pairs-many-readable.jsonl"}  # fmt: skip
         assert data["train_file"] == str(train.get(key, tmp_path / "pairs-all.jsonl")), key
         assert data.get("response_first", False) == ("answer first" in name), key
         assert data["max_length"] == (256 if "256" in name else 128), key
@@ -682,14 +697,53 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
     variant = {"variant": "v", "description": "v", "train_pairs": 238, "max_length": 128, "response_first": True,
                "held_out_pair_accuracy": 0.65, "held_out_pair_accuracy_sd": 0.0707,
                "runs": [run, {**run, "seed": 14, "held_out_pair_accuracy": 0.7, "train_s": 95}]}  # fmt: skip
-    text = render({"device": "CPU", "date": "today", "command": "c", "held_out_pairs_decided_by": decided,
-                   "variants": [variant]})  # fmt: skip
+    result = {"device": "CPU", "date": "today", "command": "c", "held_out_pairs_decided_by": decided,
+              "variants": [variant]}  # fmt: skip
     row = (
         "| v | 238 | answer, then prompt, 128 | **65.0%** ± 7.1% (60.0% (seed 13), 70.0% (seed 14)) | 0.345 | 0.675 "
         "| 91 |"
     )
-    assert row in text, text
-    assert "rouge_l 1, headline_length 1, copied_lead 1" in text
+    assert row in render(result), render(result)
+    assert "rouge_l 1, headline_length 1, copied_lead 1" in render(result)
+    # With the many pairs' held-out set, each variant's accuracy there too.
+    runs = [{**r, "many_held_out_pair_accuracy": a} for r, a in zip(variant["runs"], (0.75, 0.8))]
+    variant |= {"runs": runs, "many_held_out_pairs": 200, "many_held_out_pair_accuracy": 0.775,
+                "many_held_out_pair_accuracy_sd": 0.0354}  # fmt: skip
+    text = render(result)
+    assert "| held-out pair accuracy: mean (per seed) | 200 held-out pairs of 1,024 articles: mean (per seed) |" in text
+    assert ("| **65.0%** ± 7.1% (60.0% (seed 13), 70.0% (seed 14)) | **77.5%** ± 3.5% (75.0% (seed 13), "
+            "80.0% (seed 14)) | 0.345 | 0.675 | 91 |") in text, text  # fmt: skip
+
+
+def test_a_reward_variant_is_scored_on_pairs_as_ppo_would_score_them(tmp_path: Path, monkeypatch) -> None:
+    """pair_accuracy: the chosen side above the rejected one, every side read with its rendered
+    prompt, over more pairs than one scoring batch."""
+    import torch
+
+    import lightkit.rewards.scoring as scoring
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from reward_variants import pair_accuracy
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    seen = []
+
+    class Shortest:  # prefers the shorter answer; records what it was asked to score
+        def __init__(self, path: str, tasks: tuple) -> None:
+            assert path == str(tmp_path / "model")
+
+        def __call__(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+            seen.extend(prompts)
+            return -torch.tensor([float(len(r)) for r in responses])
+
+    monkeypatch.setattr(scoring, "ModelReward", Shortest)
+    rows = [{"rendered_prompt": f"<p{i}>", "prompt": "user", "chosen": "ab" if i % 4 else "abcd", "rejected": "abc"}
+            for i in range(40)]  # fmt: skip
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert pair_accuracy(tmp_path / "model", pairs) == 0.75  # every 4th chosen answer is the longer one
+    assert seen == [f"<p{i}>" for i in range(40)] * 2
 
 
 def test_stage_variants_retrain_a_stage_with_a_setting_changed_and_compare_what_validation_kept(
