@@ -54,6 +54,13 @@ ROOT = Path(__file__).resolve().parents[1]
 LIGHTKIT = str(Path(sys.executable).with_name("lightkit"))
 FIRST = {"data": {"init_args": {"response_first": True}}}
 FIRST_256 = {"data": {"init_args": {"response_first": True, "max_length": 256}}}
+# The SFT model itself as the trunk (LoRA on every linear layer, a new scalar head), reading the
+# whole rendered prompt and answer: what the policy knows about headlines, where MiniLM starts cold.
+SFT_TRUNK = {
+    "model": {"init_args": {"pretrained": "runs/sft_headlines/hf_model",
+                            "peft": {"r": 16, "alpha": 32, "target_modules": "all-linear"}}},
+    "data": {"init_args": {"tokenizer": "runs/sft_headlines/hf_model", "max_length": 384}},
+}  # fmt: skip
 # key -> (what changes, settings over configs/reward_headlines.yaml, its training pairs: the shipped
 # ones, the wide ones, or the shipped ones ordered by the terms that need no reference headline)
 VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -68,6 +75,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
         "many-readable",
     ),
     "readable": ("pairs ordered by the terms it can read, answer first, 256 tokens", FIRST_256, "readable"),
+    "sft-trunk": ("the SFT model with LoRA, last 384 tokens", SFT_TRUNK, "pairs"),
 }
 
 

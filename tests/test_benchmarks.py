@@ -668,8 +668,11 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
                  "articles-readable": tmp_path / key / "pairs-many-readable.jsonl"}  # fmt: skip
         assert data["train_file"] == str(train.get(key, tmp_path / "pairs-all.jsonl")), key
         assert data.get("response_first", False) == ("answer first" in name), key
-        assert data["max_length"] == (256 if "256" in name else 128), key
-        assert model["pretrained"] == data["tokenizer"] == "sentence-transformers/all-MiniLM-L6-v2", key
+        longer = {"first-256": 256, "readable": 256, "articles-readable": 256, "sft-trunk": 384}
+        assert data["max_length"] == longer.get(key, 128), key
+        trunk = "runs/sft_headlines/hf_model" if "SFT model" in name else "sentence-transformers/all-MiniLM-L6-v2"
+        assert model["pretrained"] == data["tokenizer"] == trunk, key
+        assert ("peft" in model) == (key == "sft-trunk"), key
 
     prompt = "Write a headline for this article.\n\nShares in Acme rose sharply on Monday after strong sales. More."
     rows = [{"prompt": prompt, "chosen": "Acme shares jump", "rejected": "Shares in Acme rose sharply on Monday"},
