@@ -59,10 +59,16 @@ def reward_fn(without: tuple[str, ...] = ()) -> Any:
     return build_reward([f for f, _ in kept], None, weights=[w for _, w in kept])
 
 
-def pair_gaps(rows: list[dict[str, Any]], reward: Any) -> Any:
-    """Each pair's chosen answer's reward less its rejected answer's, under `reward`."""
-    prompts = [r["prompt"] for r in rows]
-    return reward(prompts, [r["chosen"] for r in rows]) - reward(prompts, [r["rejected"] for r in rows])
+def pair_gaps(rows: list[dict[str, Any]], reward: Any, prompt: str = "prompt", batch_size: int = 256) -> Any:
+    """Each pair's chosen answer's reward less its rejected answer's, under `reward`, which reads
+    each row's `prompt` column (a reward model: `rendered_prompt`, the text it was trained on), in
+    batches of `batch_size` pairs so a model's activations stay small."""
+
+    def side(chunk: list[dict[str, Any]], key: str) -> Any:
+        return reward([r[prompt] for r in chunk], [r[key] for r in chunk])
+
+    chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    return torch.cat([side(chunk, "chosen") - side(chunk, "rejected") for chunk in chunks] or [torch.zeros(0)])
 
 
 def reference_free_agreement(pairs: Path) -> float | None:

@@ -720,7 +720,7 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
 
 def test_a_reward_variant_is_scored_on_pairs_as_ppo_would_score_them(tmp_path: Path, monkeypatch) -> None:
     """pair_accuracy: the chosen side above the rejected one, every side read with its rendered
-    prompt, over more pairs than one scoring batch."""
+    prompt, over more pairs than one scoring batch; a model's score is kept for its pairs file."""
     import torch
 
     import lightkit.rewards.scoring as scoring
@@ -746,7 +746,12 @@ def test_a_reward_variant_is_scored_on_pairs_as_ppo_would_score_them(tmp_path: P
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert pair_accuracy(tmp_path / "model", pairs) == 0.75  # every 4th chosen answer is the longer one
-    assert seen == [f"<p{i}>" for i in range(40)] * 2
+    first, rest = [f"<p{i}>" for i in range(32)], [f"<p{i}>" for i in range(32, 40)]
+    assert seen == first * 2 + rest * 2  # chosen then rejected, batch by batch
+    # Saved beside the model: asked again, it does not score; a rewritten pairs file is scored anew.
+    assert pair_accuracy(tmp_path / "model", pairs) == 0.75 and len(seen) == 80
+    pairs.write_text("".join(json.dumps({**r, "chosen": "ab"}) + "\n" for r in rows))
+    assert pair_accuracy(tmp_path / "model", pairs) == 1.0 and len(seen) == 160
 
 
 def test_stage_variants_retrain_a_stage_with_a_setting_changed_and_compare_what_validation_kept(
