@@ -22,7 +22,6 @@ reward and KL come from its CSV log. The training wall time of each stage is rea
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from measure import write_result
 from transformers import AutoModelForCausalLM
 
 from lightkit.io.atomic import atomic_write_text
+from lightkit.io.csvlog import logged_rows
 from lightkit.io.measure import provenance
 from lightkit.metrics.answers import answer_scores, greedy_answers, reward_agreement
 
@@ -104,9 +104,9 @@ def train_times(runs: Path) -> dict[str, float]:
 
 
 def logged(run: Path) -> list[dict[str, str]]:
-    """The rows of a run's newest CSV log (`<run>/lightning_logs/version_N/metrics.csv`)."""
-    logs = sorted(run.glob("lightning_logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
-    return list(csv.DictReader(logs[-1].open())) if logs else []
+    """The rows of a run's CSV log (`<run>/lightning_logs/version_N/metrics.csv`), a resumed
+    fit's versions joined."""
+    return logged_rows(run / "lightning_logs")
 
 
 def curves(run: Path) -> dict[str, list[list[float]]]:

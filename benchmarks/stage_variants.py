@@ -78,7 +78,7 @@ def variant_config(folder: Path, stage: str, name: str, settings: list[dict[str,
 
 
 def validations(run: Path) -> list[dict[str, float]]:
-    """Each validation's logged metrics (`LOGGED`), from the run's newest CSV log."""
+    """Each validation's logged metrics (`LOGGED`), from the run's CSV log."""
     rows = logged(run)
     if not rows:
         raise SystemExit(f"{run}: no lightning_logs/version_*/metrics.csv")

@@ -12,7 +12,6 @@ benchmarks/results/ and rendered into the docs like any other measurement.
 from __future__ import annotations
 
 import base64
-import csv
 import json
 import math
 import os
@@ -24,6 +23,7 @@ import jinja2
 
 from lightkit.cli.ship.settings import MODEL_STAGES, ShipSettings
 from lightkit.io.atomic import atomic_open, atomic_write_text
+from lightkit.io.csvlog import logged_rows
 from lightkit.io.measure import machine as this_machine
 from lightkit.io.measure import versions
 
@@ -33,18 +33,15 @@ PLOT_DPI = 110
 def read_curves(path: str | None) -> dict[str, list[tuple[int, float]]]:
     """Per metric, its (step, value) points from a CSVLogger's metrics.csv, and from the earlier
     versions beside it (a fit resumed from its last.ckpt logs into a new version)."""
-    points: dict[str, dict[int, float]] = {}
     if not path or not Path(path).is_file():
         return {}
-    versions = sorted(Path(path).parent.parent.glob("version_*/metrics.csv"), key=lambda p: (len(str(p)), str(p)))
-    for file in versions:
-        with open(file, newline="") as f:
-            for row in csv.DictReader(f):
-                step = int(float(row.get("step") or 0))
-                for key, value in row.items():
-                    if key not in ("step", "epoch") and value not in (None, ""):
-                        points.setdefault(key, {})[step] = float(value)  # a resumed run's value wins
-    return {key: sorted(values.items()) for key, values in points.items()}
+    points: dict[str, list[tuple[int, float]]] = {}
+    for row in logged_rows(Path(path).parent.parent):
+        step = int(float(row.get("step") or 0))
+        for key, value in row.items():
+            if key not in ("step", "epoch") and value not in (None, ""):
+                points.setdefault(key, []).append((step, float(value)))
+    return {key: sorted(values) for key, values in points.items()}
 
 
 def figure_png(fig: Any, path: Path) -> Path:
