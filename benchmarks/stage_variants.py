@@ -7,7 +7,8 @@
 Each run of `benchmarks/align_seeds.py` (`runs/align-seeds/s<S>-r<R>/`) keeps the config each stage
 ran (`<stage>.yaml`). The variant is that config with the `--set` settings changed (a dotted key,
 a YAML value) and every path moved to `<stage>-<name>/`, trained from the same SFT model, data and
-seed; a variant whose model is saved is read, not trained again.
+seed; a variant whose model is saved is read, not trained again, and one killed part-way goes on
+from its `last.ckpt` (LastCheckpoint's) when its settings are the same.
 
 Both the stage as it ran and the variant are compared on what their validations logged: the 16
 validation articles answered greedily (`GenerationMetrics`: reward and ROUGE-L) at each
@@ -77,6 +78,19 @@ def variant_config(folder: Path, stage: str, name: str, settings: list[dict[str,
     return path
 
 
+def resume(variant: Path, before: str | None, now: str) -> list[str]:
+    """`lightkit fit`'s arguments to go on with a variant killed part-way: its `last.ckpt`, which
+    resumes exactly (the RL tasks save their sampling RNG and reference cache in it), if the
+    config it ran is the one written now; a killed run of other settings is refused, not mixed in."""
+    last = variant / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return []
+    if before != now:
+        raise SystemExit(f"{last}: a run of other settings was killed here; give the variant another --name "
+                         f"or remove {variant}")  # fmt: skip
+    return ["--ckpt_path", str(last)]
+
+
 def validations(run: Path) -> list[dict[str, float]]:
     """Each validation's logged metrics (`LOGGED`), from the run's CSV log."""
     rows = logged(run)
@@ -118,11 +132,14 @@ def main() -> None:
     rows: dict[str, Any] = {}
     for split, seed in args.runs:
         folder = ROOT / args.work / f"s{split}-r{seed}"
+        written = folder / f"{args.stage}-{args.name}.yaml"
+        before = written.read_text() if written.is_file() else None
         config = variant_config(folder, args.stage, args.name, settings)
         variant = folder / f"{args.stage}-{args.name}"
         if not (variant / "hf_model" / "model.safetensors").exists():
-            print("$ lightkit fit --config", config, flush=True)
-            subprocess.run([LIGHTKIT, "fit", "--config", str(config)], cwd=ROOT, check=True)
+            command = ["fit", "--config", str(config), *resume(variant, before, config.read_text())]
+            print("$ lightkit", *command, flush=True)
+            subprocess.run([LIGHTKIT, *command], cwd=ROOT, check=True)
         curves = {"as_run": validations(folder / args.stage), "variant": validations(variant)}
         rows[run_name(split, seed)] = {side: {"kept": kept(c), "validations": c} for side, c in curves.items()}
     summary = {}

@@ -803,6 +803,33 @@ def test_stage_variants_retrain_a_stage_with_a_setting_changed_and_compare_what_
         run_script("stage_variants.py", "--name", "x", "--set", "learning_rate", "--runs", "7:14", "--out", str(out))
 
 
+def test_stage_variants_go_on_from_a_killed_variants_last_checkpoint_only_with_its_settings(tmp_path: Path) -> None:
+    """A variant killed part-way resumes from the last.ckpt in its own folder when the config it
+    ran is the one written now; a killed run of other settings under the same name is refused."""
+    from lightkit.cli.ship.stages import relocate
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from stage_variants import resume, setting, variant_config
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    folder = tmp_path / "s13-r15"
+    folder.mkdir()
+    ran = relocate(yaml.safe_load((ROOT / "configs" / "ppo_headlines.yaml").read_text()), folder / "ppo")
+    (folder / "ppo.yaml").write_text(yaml.safe_dump(ran, sort_keys=False))
+    config = variant_config(folder, "ppo", "x", [setting("model.init_args.reward_model=null")])
+    variant, text = folder / "ppo-x", config.read_text()
+    dirpaths = [(c.get("init_args") or {}).get("dirpath") for c in yaml.safe_load(text)["trainer"]["callbacks"]]
+    assert str(variant / "checkpoints") in dirpaths  # LastCheckpoint writes into the variant's folder
+    assert resume(variant, None, text) == []  # nothing killed: a fresh fit
+    last = variant / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"killed at step 10")
+    assert resume(variant, text, text) == ["--ckpt_path", str(last)]
+    with pytest.raises(SystemExit, match="other settings"):
+        resume(variant, yaml.safe_dump(ran, sort_keys=False), text)  # the killed run had the learned reward
+
+
 def test_align_report_table_says_each_stage_time_and_the_scoring_time() -> None:
     """The stage times `make align` records (`make sft`'s when it ran it) and how long the report
     scored the models (their `eval_s`): the table accounts for the whole command."""
