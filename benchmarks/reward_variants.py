@@ -76,6 +76,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     ),
     "readable": ("pairs ordered by the terms it can read, answer first, 256 tokens", FIRST_256, "readable"),
     "sft-trunk": ("the SFT model with LoRA, last 384 tokens", SFT_TRUNK, "pairs"),
+    "articles-sft-trunk": ("4x the articles, the SFT model with LoRA, last 384 tokens", SFT_TRUNK, "many"),
 }
 
 
@@ -124,21 +125,40 @@ def without_articles(source: Path, held_out: Path, out: Path) -> None:
 
 def pair_accuracy(model: Path, pairs: Path) -> float:
     """The share of `pairs` whose chosen answer the reward model scores above the rejected one, as
-    PPO would score them (`ModelReward`, reading what it was trained on). Saved beside the model
-    per pairs file, so a rerun that adds a variant does not score every saved model again."""
+    PPO would score them (`ModelReward`, reading what it was trained on)."""
+    gaps = pair_scores(model, pairs)
+    return round(sum(gap > 0 for gap in gaps) / len(gaps), 4)
+
+
+def pair_scores(model: Path, pairs: Path) -> list[float]:
+    """The reward model's chosen-less-rejected score of each pair. Saved beside the model per
+    pairs file, so a rerun that adds a variant does not score every saved model again."""
     from lightkit.rewards.scoring import ModelReward
     from lightkit.tasks import RewardModelTask, SequenceClassificationTask
 
-    saved = model.parent / "pair_accuracy.json"
+    saved = model.parent / "pair_scores.json"
     known = json.loads(saved.read_text()) if saved.exists() else {}
     key = f"{pairs}@{hashlib.sha256(pairs.read_bytes()).hexdigest()[:16]}"
     if key not in known:
         reward = ModelReward(str(model), (SequenceClassificationTask, RewardModelTask))
         rows = [json.loads(line) for line in pairs.open()]
-        gaps = pair_gaps(rows, reward, prompt="rendered_prompt", batch_size=32)
-        known[key] = round((gaps > 0).float().mean().item(), 4)
-        atomic_write_text(saved, json.dumps(known, indent=2) + "\n")
+        known[key] = pair_gaps(rows, reward, prompt="rendered_prompt", batch_size=32).tolist()
+        atomic_write_text(saved, json.dumps(known) + "\n")
     return known[key]
+
+
+def accuracy_by_margin(gaps: list[list[float]], pairs: Path, parts: int = 4) -> list[dict[str, Any]]:
+    """Pair accuracy in each quarter of the pairs by their reward margin (the mean over the runs'
+    `gaps`): a model that had learned the reward would rank the widely separated pairs best."""
+    margins = [json.loads(line)["margin"] for line in pairs.open()]
+    cuts = [min(margins), *statistics.quantiles(margins, n=parts), max(margins)]
+    out = []
+    for i, (low, high) in enumerate(zip(cuts, cuts[1:])):
+        inside = [j for j, m in enumerate(margins) if low <= m < high or (i == parts - 1 and m == high)]
+        accuracy = [sum(run[j] > 0 for j in inside) / len(inside) for run in gaps]
+        out.append({"margin": [round(low, 3), round(high, 3)], "pairs": len(inside),
+                    "accuracy": round(statistics.mean(accuracy), 4)})  # fmt: skip
+    return out
 
 
 def train(key: str, folder: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -172,18 +192,22 @@ def variant(key: str, seeds: list[int], args: argparse.Namespace) -> dict[str, A
     data = yaml.safe_load(Path(runs[0]["config"]).read_text())["data"]["init_args"]
     accuracy = [r["held_out_pair_accuracy"] for r in runs]
     many = [r["many_held_out_pair_accuracy"] for r in runs]
+    many_pairs = pair_files(Path(args.many_pairs))["every_val"]
     return {
         "variant": key,
         "description": VARIANTS[key][0],
         "train_pairs": sum(1 for _ in open(data["train_file"])),
         "held_out_pairs": sum(1 for _ in open(data["val_file"])),
-        "many_held_out_pairs": sum(1 for _ in pair_files(Path(args.many_pairs))["every_val"].open()),
+        "many_held_out_pairs": sum(1 for _ in many_pairs.open()),
         "max_length": data["max_length"],
         "response_first": bool(data.get("response_first", False)),
         "held_out_pair_accuracy": round(statistics.mean(accuracy), 4),
         "held_out_pair_accuracy_sd": round(statistics.stdev(accuracy), 4) if len(runs) > 1 else None,
         "many_held_out_pair_accuracy": round(statistics.mean(many), 4),
         "many_held_out_pair_accuracy_sd": round(statistics.stdev(many), 4) if len(runs) > 1 else None,
+        "many_held_out_accuracy_by_margin": accuracy_by_margin(
+            [pair_scores(Path(r["config"]).parent / "hf_model", many_pairs) for r in runs], many_pairs
+        ),
         "runs": runs,
     }
 

@@ -422,7 +422,24 @@ def reward_variants_table(result: dict) -> str:
         lines.append(" | ".join([f"| {r['description']}", str(r["train_pairs"]), f"{reads}, {r['max_length']}",
                                  *(accuracy(r, key) for key in scored), *losses, f"{seconds} |"]))  # fmt: skip
     head += " Losses and seconds are the first seed's."
-    return with_command(head, lines, result)
+    return with_command(head, lines + by_margin_table(result["variants"]), result)
+
+
+def by_margin_table(variants: list[dict]) -> list[str]:
+    """Each variant's accuracy on the second held-out set by quarter of the pairs' reward margin
+    (mean over its seeds): a model that had learned the reward ranks the wide pairs best."""
+    scored = [r for r in variants if r.get("many_held_out_accuracy_by_margin")]
+    if not scored:
+        return []
+    quarters = scored[0]["many_held_out_accuracy_by_margin"]
+    cells = [f"margin {q['margin'][0]:.2f} to {q['margin'][1]:.2f} ({q['pairs']} pairs)" for q in quarters]
+    title = f"Accuracy on the {scored[0]['many_held_out_pairs']} held-out pairs by quarter of their reward margin"
+    lines = ["", f"{title}, mean over seeds:", "", "| variant | " + " | ".join(cells) + " |",
+             "|---" * (1 + len(cells)) + "|"]  # fmt: skip
+    for r in scored:
+        accuracy = [f"{q['accuracy']:.1%}" for q in r["many_held_out_accuracy_by_margin"]]
+        lines.append(f"| {r['description']} | " + " | ".join(accuracy) + " |")
+    return lines
 
 
 def stage_variant_table(result: dict) -> str:

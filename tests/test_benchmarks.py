@@ -665,14 +665,16 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
         assert data["val_file"] == str(tmp_path / "pairs-all-val.jsonl")  # every variant on the same held-out pairs
         train = {"wide": wide.parent / "pairs-all.jsonl", "readable": tmp_path / key / "pairs-readable.jsonl",
                  "articles": tmp_path / key / "pairs-many.jsonl",
-                 "articles-readable": tmp_path / key / "pairs-many-readable.jsonl"}  # fmt: skip
+                 "articles-readable": tmp_path / key / "pairs-many-readable.jsonl",
+                 "articles-sft-trunk": tmp_path / key / "pairs-many.jsonl"}  # fmt: skip
         assert data["train_file"] == str(train.get(key, tmp_path / "pairs-all.jsonl")), key
         assert data.get("response_first", False) == ("answer first" in name), key
-        longer = {"first-256": 256, "readable": 256, "articles-readable": 256, "sft-trunk": 384}
+        longer = {"first-256": 256, "readable": 256, "articles-readable": 256}
+        longer |= {"sft-trunk": 384, "articles-sft-trunk": 384}
         assert data["max_length"] == longer.get(key, 128), key
         trunk = "runs/sft_headlines/hf_model" if "SFT model" in name else "sentence-transformers/all-MiniLM-L6-v2"
         assert model["pretrained"] == data["tokenizer"] == trunk, key
-        assert ("peft" in model) == (key == "sft-trunk"), key
+        assert ("peft" in model) == key.endswith("sft-trunk"), key
 
     prompt = "Write a headline for this article.\n\nShares in Acme rose sharply on Monday after strong sales. More."
     rows = [{"prompt": prompt, "chosen": "Acme shares jump", "rejected": "Shares in Acme rose sharply on Monday"},
@@ -716,6 +718,11 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
     assert "| held-out pair accuracy: mean (per seed) | 200 held-out pairs of 1,024 articles: mean (per seed) |" in text
     assert ("| **65.0%** ± 7.1% (60.0% (seed 13), 70.0% (seed 14)) | **77.5%** ± 3.5% (75.0% (seed 13), "
             "80.0% (seed 14)) | 0.345 | 0.675 | 91 |") in text, text  # fmt: skip
+    quarters = [{"margin": [0.2, 0.25], "pairs": 50, "accuracy": 0.5}, {"margin": [0.25, 0.9], "pairs": 150,
+                                                                        "accuracy": 0.8133}]  # fmt: skip
+    text = render(result | {"variants": [variant | {"many_held_out_accuracy_by_margin": quarters}]})
+    assert "| variant | margin 0.20 to 0.25 (50 pairs) | margin 0.25 to 0.90 (150 pairs) |" in text, text
+    assert "| v | 50.0% | 81.3% |" in text
 
 
 def test_a_reward_variant_is_scored_on_pairs_as_ppo_would_score_them(tmp_path: Path, monkeypatch) -> None:
@@ -727,7 +734,7 @@ def test_a_reward_variant_is_scored_on_pairs_as_ppo_would_score_them(tmp_path: P
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from reward_variants import pair_accuracy
+        from reward_variants import pair_accuracy, pair_scores
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     seen = []
@@ -752,6 +759,25 @@ def test_a_reward_variant_is_scored_on_pairs_as_ppo_would_score_them(tmp_path: P
     assert pair_accuracy(tmp_path / "model", pairs) == 0.75 and len(seen) == 80
     pairs.write_text("".join(json.dumps({**r, "chosen": "ab"}) + "\n" for r in rows))
     assert pair_accuracy(tmp_path / "model", pairs) == 1.0 and len(seen) == 160
+    assert pair_scores(tmp_path / "model", pairs) == [1.0] * 40 and len(seen) == 160
+
+
+def test_reward_variants_say_the_accuracy_in_each_quarter_of_the_pairs_by_margin(tmp_path: Path) -> None:
+    """Pairs split at the margin's quartiles, the last quarter holding the largest margin; each
+    quarter's accuracy is the mean over the runs."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from reward_variants import accuracy_by_margin
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"margin": 0.2 + 0.01 * i}) + "\n" for i in range(8)))
+    right_on_wide = [-1.0] * 4 + [1.0] * 4  # ranks only the wider half right
+    right_on_ends = [1.0, 1.0] + [-1.0] * 4 + [1.0, 1.0]
+    quarters = accuracy_by_margin([right_on_wide, right_on_ends], pairs)
+    assert [q["pairs"] for q in quarters] == [2, 2, 2, 2]
+    assert [q["accuracy"] for q in quarters] == [0.5, 0.0, 0.5, 1.0]
+    assert quarters[0]["margin"][0] == 0.2 and quarters[-1]["margin"][1] == 0.27
 
 
 def test_stage_variants_retrain_a_stage_with_a_setting_changed_and_compare_what_validation_kept(
