@@ -762,6 +762,19 @@ def test_a_reward_variant_is_scored_on_pairs_as_ppo_would_score_them(tmp_path: P
     assert pair_scores(tmp_path / "model", pairs) == [1.0] * 40 and len(seen) == 160
 
 
+def test_reward_variants_seeded_takes_every_seed_or_the_first_n() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from reward_variants import seeded
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert seeded("shipped") == ("shipped", None)
+    assert seeded("articles-sft-trunk:2") == ("articles-sft-trunk", 2)
+    for wrong in ("nonesuch", "shipped:two"):
+        with pytest.raises(ValueError, match="expected VARIANT or VARIANT:N"):
+            seeded(wrong)
+
+
 def test_reward_variants_say_the_accuracy_in_each_quarter_of_the_pairs_by_margin(tmp_path: Path) -> None:
     """Pairs split at the margin's quartiles, the last quarter holding the largest margin; each
     quarter's accuracy is the mean over the runs."""
