@@ -20,7 +20,8 @@ so the held-out pair accuracies compare one change at a time:
 
 Every variant is also scored on the held-out pairs of `--many_pairs` (those of the last fifth of
 its 1,024 articles, none trained on by any variant): about four times the shipped held-out pairs,
-so a pair moves the accuracy a quarter as much.
+so a pair moves the accuracy a quarter as much; and there by quarter of the pairs' reward margin,
+since a model that had learned the reward would rank the widely separated pairs best.
 
 Each runs in `runs/reward-variants/<variant>/`; a variant whose model is saved is read, not
 trained again. The result also says which part of the reward decides each held-out pair (the
@@ -161,6 +162,8 @@ def accuracy_by_margin(gaps: list[list[float]], pairs: Path, parts: int = 4) -> 
     out = []
     for i, (low, high) in enumerate(zip(cuts, cuts[1:])):
         inside = [j for j, m in enumerate(margins) if low <= m < high or (i == parts - 1 and m == high)]
+        if not inside:  # tied margins at a cut leave a quarter empty
+            continue
         accuracy = [sum(run[j] > 0 for j in inside) / len(inside) for run in gaps]
         out.append({"margin": [round(low, 3), round(high, 3)], "pairs": len(inside),
                     "accuracy": round(statistics.mean(accuracy), 4)})  # fmt: skip

@@ -791,6 +791,8 @@ def test_reward_variants_say_the_accuracy_in_each_quarter_of_the_pairs_by_margin
     assert [q["pairs"] for q in quarters] == [2, 2, 2, 2]
     assert [q["accuracy"] for q in quarters] == [0.5, 0.0, 0.5, 1.0]
     assert quarters[0]["margin"][0] == 0.2 and quarters[-1]["margin"][1] == 0.27
+    pairs.write_text(json.dumps({"margin": 0.2}) + "\n" + json.dumps({"margin": 0.2}) + "\n")  # tied: one bin
+    assert accuracy_by_margin([[1.0, -1.0]], pairs) == [{"margin": [0.2, 0.2], "pairs": 2, "accuracy": 0.5}]
 
 
 def test_stage_variants_retrain_a_stage_with_a_setting_changed_and_compare_what_validation_kept(
