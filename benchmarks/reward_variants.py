@@ -32,7 +32,6 @@ from the article and the answer; ROUGE-L needs the real headline, which the rewa
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import statistics
@@ -49,6 +48,7 @@ from measure import command_line, write_result
 from lightkit.cli.ship.stages import merge, relocate
 from lightkit.data.sampled_pairs import pair_files
 from lightkit.io.atomic import atomic_write_text
+from lightkit.io.csvlog import logged_rows
 from lightkit.io.measure import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +179,7 @@ def train(key: str, folder: Path, seed: int, args: argparse.Namespace) -> dict[s
         start = time.perf_counter()
         subprocess.run([LIGHTKIT, "fit", "--config", str(config)], cwd=ROOT, check=True)
         atomic_write_text(seconds, f"{time.perf_counter() - start:.0f}\n")
-    rows = list(csv.DictReader(next(folder.rglob("metrics.csv")).open()))
+    rows = logged_rows(folder / "lightning_logs")
     column = lambda name: [round(float(r[name]), 4) for r in rows if r.get(name)]  # noqa: E731
     return {
         "seed": seed,

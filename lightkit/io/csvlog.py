@@ -8,7 +8,7 @@ import csv
 from pathlib import Path
 
 
-def versions(folder: Path) -> list[Path]:
+def version_logs(folder: Path) -> list[Path]:
     """`folder/version_*/metrics.csv`, oldest first (version_10 after version_9)."""
     logs = [p for p in folder.glob("version_*/metrics.csv") if p.parent.name.split("_", 1)[1].isdigit()]
     return sorted(logs, key=lambda p: int(p.parent.name.split("_", 1)[1]))
@@ -19,15 +19,16 @@ def logged_rows(folder: Path) -> list[dict[str, str]]:
     rows from its first step on. A resumed fit keeps the rows before its checkpoint and its own
     after; a fit started over (its first step 0) keeps only its own."""
     rows: list[dict[str, str]] = []
-    for path in versions(folder):
+    for path in version_logs(folder):
         with path.open(newline="") as f:
             new = list(csv.DictReader(f))
-        steps = [_step(row) for row in new]
+        steps = [row_step(row) for row in new]
         if steps:
-            rows = [row for row in rows if _step(row) < min(steps)]
+            rows = [row for row in rows if row_step(row) < min(steps)]
         rows += new
     return rows
 
 
-def _step(row: dict[str, str]) -> int:
+def row_step(row: dict[str, str]) -> int:
+    """A row's `step` (CSVLogger writes it as an integer; older logs as a float)."""
     return int(float(row.get("step") or 0))

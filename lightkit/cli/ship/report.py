@@ -23,7 +23,7 @@ import jinja2
 
 from lightkit.cli.ship.settings import MODEL_STAGES, ShipSettings
 from lightkit.io.atomic import atomic_open, atomic_write_text
-from lightkit.io.csvlog import logged_rows
+from lightkit.io.csvlog import logged_rows, row_step
 from lightkit.io.measure import machine as this_machine
 from lightkit.io.measure import versions
 
@@ -37,7 +37,7 @@ def read_curves(path: str | None) -> dict[str, list[tuple[int, float]]]:
         return {}
     points: dict[str, list[tuple[int, float]]] = {}
     for row in logged_rows(Path(path).parent.parent):
-        step = int(float(row.get("step") or 0))
+        step = row_step(row)
         for key, value in row.items():
             if key not in ("step", "epoch") and value not in (None, ""):
                 points.setdefault(key, []).append((step, float(value)))
