@@ -871,6 +871,56 @@ def test_stage_variants_go_on_from_a_killed_variants_last_checkpoint_only_with_i
         resume(variant, yaml.safe_dump(ran, sort_keys=False), text)  # the killed run had the learned reward
 
 
+def test_stage_variants_main_resumes_a_killed_variant_it_wrote_the_config_of(tmp_path: Path, monkeypatch) -> None:
+    """Run through main: the first fit is killed after its last.ckpt; the rerun, same settings,
+    passes that checkpoint to `lightkit fit`, and judges the variant by the rerun's logs."""
+    import subprocess
+
+    from lightkit.cli.ship.stages import relocate
+
+    folder = tmp_path / "s7-r14"
+    ran = relocate(yaml.safe_load((ROOT / "configs" / "dpo_headlines.yaml").read_text()), folder / "dpo")
+    folder.mkdir()
+    (folder / "dpo.yaml").write_text(yaml.safe_dump(ran, sort_keys=False))
+    variant = folder / "dpo-fast"
+
+    def write_log(run: Path) -> None:
+        log = run / "lightning_logs" / "version_0" / "metrics.csv"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("step,val_greedy_reward,val_rougeL,val_loss\n9,0.05,0.25,0.69\n")
+
+    write_log(folder / "dpo")
+    commands, real_run = [], subprocess.run
+
+    def fit(command: list[str], **kwargs: object) -> object:
+        if not str(command[0]).endswith("lightkit"):  # the machine facts of the result's header
+            return real_run(command, **kwargs)
+        commands.append(command[1:])
+        if len(commands) == 1:  # killed part-way, after LastCheckpoint wrote its last.ckpt
+            (variant / "checkpoints").mkdir(parents=True)
+            (variant / "checkpoints" / "last.ckpt").write_bytes(b"step 10")
+            raise subprocess.CalledProcessError(-9, command)
+        write_log(variant)
+        (variant / "hf_model").mkdir()
+        (variant / "hf_model" / "model.safetensors").write_text("trained")
+        return None
+
+    monkeypatch.setattr(subprocess, "run", fit)
+    args = ["--stage", "dpo", "--name", "fast", "--set", "model.init_args.learning_rate=5e-4", "--runs", "7:14",
+            "--work", str(tmp_path), "--out", str(tmp_path / "out.json")]  # fmt: skip
+    with pytest.raises(subprocess.CalledProcessError):
+        run_script("stage_variants.py", *args)
+    run_script("stage_variants.py", *args)
+    config, last = str(folder / "dpo-fast.yaml"), str(variant / "checkpoints" / "last.ckpt")
+    assert commands == [["fit", "--config", config], ["fit", "--config", config, "--ckpt_path", last]]
+    assert json.loads((tmp_path / "out.json").read_text())["runs"]["split 7, seed 14"]["variant"]["kept"]["step"] == 9
+    # Asked again with other settings under the same name, before the variant finished: refused.
+    (variant / "hf_model" / "model.safetensors").unlink()
+    with pytest.raises(SystemExit, match="other settings"):
+        run_script("stage_variants.py", *[a.replace("5e-4", "1e-3") for a in args])
+    assert len(commands) == 2
+
+
 def test_align_report_table_says_each_stage_time_and_the_scoring_time() -> None:
     """The stage times `make align` records (`make sft`'s when it ran it) and how long the report
     scored the models (their `eval_s`): the table accounts for the whole command."""
