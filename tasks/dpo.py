@@ -6,7 +6,11 @@ Each batch (`PolicyPreferenceDataModule`) holds B pairs as 2B rows, chosen first
 forward gives the log-probability of each response given its prompt (summed over its tokens,
 from the response positions' hidden states only: no (B, T, V) logits); the reference's come from
 the same weights with the LoRA adapters disabled, or from a frozen copy without LoRA. The loss is
-`lightkit.objectives.rlhf.dpo_loss` (sigmoid DPO, or IPO on per-token means).
+`lightkit.objectives.rlhf.dpo_loss` (sigmoid DPO, or IPO on per-token means). With `rpo_alpha`,
+the chosen responses' negative log-likelihood (a mean over their tokens) is added, weighted: RPO
+(Pang et al. 2024, "Iterative Reasoning Preference Optimization"; TRL's `rpo_alpha`, the same
+token mean). Sigmoid DPO can raise the margin by lowering both sides' likelihood; the NLL term
+holds the chosen side up, so the policy moves toward its best answers, not only away from its worst.
 
 The reference never changes, so its log-probs are cached per pair (keyed by the pair's token ids)
 the first time a pair is seen, and saved in checkpoints: every later epoch, and every validation,
@@ -41,6 +45,8 @@ class DPOTask(PolicyTask):
         beta: strength of the pull toward the reference (higher: stay closer).
         loss_type: `sigmoid` (DPO) or `ipo`.
         label_smoothing: the share of pairs assumed mislabelled (conservative DPO); sigmoid only.
+        rpo_alpha: the weight of the chosen responses' NLL added to the loss (RPO; the paper
+            uses 1.0); None or 0: plain DPO.
         reference_copy: without LoRA the reference must be a full frozen copy of the model;
             that doubles the model's memory, so it is made only when this is true.
         cache_reference: keep each pair's reference log-probs after their first computation.
@@ -58,12 +64,15 @@ class DPOTask(PolicyTask):
         beta: float = 0.1,
         loss_type: Literal["sigmoid", "ipo"] = "sigmoid",
         label_smoothing: float = 0.0,
+        rpo_alpha: float | None = None,
         reference_copy: bool = False,
         cache_reference: bool = True,
         **kwargs: Any,
     ) -> None:
         if beta <= 0:
             raise InputError(f"DPOTask: beta must be > 0, got {beta}")
+        if rpo_alpha is not None and rpo_alpha < 0:
+            raise InputError(f"DPOTask: rpo_alpha must be >= 0 or null, got {rpo_alpha}")
         super().__init__(**kwargs)
         self.reference_cache: dict[int, tuple[float, float]] = {}
 
@@ -82,11 +91,17 @@ class DPOTask(PolicyTask):
 
     def sequence_logps(self, batch: dict[str, Any], reference: bool = False) -> torch.Tensor:
         """Each row's response log-prob (2B,): summed over its tokens, or their mean for IPO."""
+        return self.reduce(*self.token_logps(batch, reference))
+
+    def token_logps(self, batch: dict[str, Any], reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token response log-probs (2B, T-1), 0 off the response, and the response mask."""
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        per_token = self.logprobs(inputs, batch["labels"], reference=reference)
+        return self.logprobs(inputs, batch["labels"], reference=reference), batch["labels"][:, 1:] != -100
+
+    def reduce(self, per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         total = per_token.sum(1)
         if self.hparams.loss_type == "ipo":
-            total = total / (batch["labels"][:, 1:] != -100).sum(1)
+            total = total / mask.sum(1)
         return total
 
     @torch.no_grad()
@@ -106,10 +121,12 @@ class DPOTask(PolicyTask):
     def step(self, batch: dict[str, Any]) -> StepOutput:
         h = self.hparams
         ref_chosen, ref_rejected = self.reference_logps(batch).chunk(2)
-        chosen, rejected = self.sequence_logps(batch).float().chunk(2)
-        loss, chosen_reward, rejected_reward = dpo_loss(
+        per_token, mask = self.token_logps(batch)
+        chosen, rejected = self.reduce(per_token, mask).float().chunk(2)
+        losses, chosen_reward, rejected_reward = dpo_loss(
             chosen, rejected, ref_chosen, ref_rejected, h.beta, h.loss_type, h.label_smoothing
         )
+        loss = losses.mean()
         margin = chosen_reward - rejected_reward
         logs = {
             "margin": margin.mean(),
@@ -118,9 +135,14 @@ class DPOTask(PolicyTask):
             "logp_chosen": chosen.detach().mean(),
             "logp_rejected": rejected.detach().mean(),
         }
+        if h.rpo_alpha:
+            pairs = chosen.size(0)  # the chosen rows come first
+            nll = -per_token[:pairs].float().sum() / mask[:pairs].sum()
+            loss = loss + h.rpo_alpha * nll
+            logs["nll_chosen"] = nll.detach()
         # BinaryAccuracy thresholds sigmoid(margin) at 0.5: pairs whose chosen side wins.
         ones = torch.ones_like(margin, dtype=torch.long)
-        return StepOutput(loss.mean(), torch.sigmoid(margin), ones, logs=logs)
+        return StepOutput(loss, torch.sigmoid(margin), ones, logs=logs)
 
     def batch_size(self, batch: dict[str, Any]) -> int:
         return batch["pair_key"].size(0)
