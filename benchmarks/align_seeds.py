@@ -2,6 +2,8 @@
 
     python benchmarks/align_seeds.py --splits 13 7 --seeds 13 14 15 --out benchmarks/results/align-seeds-cpu.json
     python benchmarks/align_seeds.py --runs 13:13 13:14 7:13   # some runs of the grid only
+    python benchmarks/align_seeds.py --methods dpo --set dpo.model.init_args.rpo_alpha=1.0 \
+        --work runs/align-seeds-rpo --out benchmarks/results/align-seeds-rpo-cpu.json   # one method, changed
 
 For each split seed S (how HeadlineDataModule carves the articles into train, validation and test)
 and training seed R, the chain of `make align` runs in `runs/align-seeds/s<S>-r<R>/`, from the
@@ -14,7 +16,11 @@ output:
 Each run's report (benchmarks/align_report.py) scores zero-shot, SFT and the three methods on that
 split's 112 held-out articles. A finished stage (its `hf_model` or pairs file present) is not run
 again, so the script resumes after a kill. The run of split 13 and seed 13 is `make align`'s
-own (runs/sft_headlines, runs/align) when it exists.
+own (runs/sft_headlines, runs/align) when it exists and the chain is the shipped one.
+
+`--methods` runs only some of DPO, PPO and GRPO (the reward model only for PPO), and `--set
+STAGE.KEY=VALUE` changes a stage's config (`dpo.model.init_args.learning_rate=0.0005`): a changed
+chain in its own `--work` folder, its gains over SFT measured as the shipped chain's are.
 
 The summary gives, per model and metric, the mean and sample sd over all runs, each split's mean
 over its seeds, and the share of the variance that lies between splits (the split's part of the
@@ -47,6 +53,30 @@ METHODS = ("dpo", "ppo", "grpo")
 METRICS = ("reward", "rougeL", "kl_to_sft", "answer_words")
 
 
+def setting(text: str) -> dict[str, Any]:
+    """`a.b.c=value` as the nested mapping {a: {b: {c: value}}}, the value read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set: expected KEY=VALUE such as model.init_args.learning_rate=0.0005, got {text!r}")
+    nested: dict[str, Any] = {}
+    inner = nested
+    *parents, last = key.split(".")
+    for part in parents:
+        inner = inner.setdefault(part, {})
+    inner[last] = number(yaml.safe_load(value))
+    return nested
+
+
+def number(value: Any) -> Any:
+    """PyYAML reads YAML 1.1, where `5e-4` (no dot) is a string; as a setting it means the number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def run(*command: str, timed: tuple[Path, str] | None = None) -> None:
     """Run `command`; `timed` (folder, stage) adds its wall time to the folder's times.txt, as
     `make align` records its stages, for the report's stage times."""
@@ -58,9 +88,14 @@ def run(*command: str, timed: tuple[Path, str] | None = None) -> None:
             times.write(f"{timed[1]} {time.perf_counter() - start:.0f} s\n")
 
 
-def stage_config(name: str, folder: Path, split: int, seed: int, sft: Path, paths: dict[str, str]) -> Path:
-    """configs/<name>_headlines.yaml with this run's seed, split and paths (module docstring)."""
+def stage_config(
+    name: str, folder: Path, split: int, seed: int, sft: Path, paths: dict[str, str], changes: list[dict[str, Any]] = ()
+) -> Path:
+    """configs/<name>_headlines.yaml with `changes` over it and this run's seed, split and paths
+    (module docstring)."""
     config = yaml.safe_load((ROOT / "configs" / f"{name}_headlines.yaml").read_text())
+    for change in changes:
+        config = merge(config, change)
     config = relocate(config, folder / name)
     config["seed_everything"] = seed
     data = config["data"]["init_args"]
@@ -103,9 +138,14 @@ def validation_prompts(path: Path, split: int, rows: int = 16) -> None:
     atomic_write_text(path, "".join(lines))
 
 
-def chain(split: int, seed: int, work: Path) -> Path:
-    """Run (or resume) the chain of one split and seed; returns its report's path."""
-    if (split, seed) == (13, 13) and (ROOT / "runs/align/report.json").exists():
+def chain(
+    split: int, seed: int, work: Path, methods: tuple[str, ...] = METHODS, changes: dict[str, list] | None = None
+) -> Path:
+    """Run (or resume) the chain of one split and seed, with only `methods` and each stage's
+    `changes` (stage -> settings); returns its report's path."""
+    changes = changes or {}
+    shipped = methods == METHODS and not changes
+    if shipped and (split, seed) == (13, 13) and (ROOT / "runs/align/report.json").exists():
         return ROOT / "runs/align/report.json"  # `make align`'s own run
     folder = work / f"s{split}-r{seed}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -118,15 +158,10 @@ def chain(split: int, seed: int, work: Path) -> Path:
         run(sys.executable, "-m", "lightkit.data.headline_pairs", "--out", paths["pairs"], "--policy", str(sft),
             "--seed", str(seed), "--split-seed", str(split), timed=(folder, "pairs"))  # fmt: skip
     validation_prompts(Path(paths["val_prompts"]), split)
-    for name in ("reward", *METHODS):
+    for name in ("reward", *methods) if "ppo" in methods else methods:
         if not (folder / name / "hf_model" / "model.safetensors").exists():
-            run(
-                LIGHTKIT,
-                "fit",
-                "--config",
-                str(stage_config(name, folder, split, seed, sft, paths)),
-                timed=(folder, name),
-            )
+            config = stage_config(name, folder, split, seed, sft, paths, changes.get(name, []))
+            run(LIGHTKIT, "fit", "--config", str(config), timed=(folder, name))
     report = folder / "report.json"
     run(sys.executable, "benchmarks/align_report.py", "--runs", str(folder), "--sft", str(sft),
         "--split_seed", str(split), "--out", str(report))  # fmt: skip
@@ -220,6 +255,15 @@ def main() -> None:
         type=split_and_seed,
         help="these split and seed pairs instead of every split with every seed (a grid not yet complete)",
     )
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    ap.add_argument(
+        "--set",
+        dest="settings",
+        nargs="+",
+        default=[],
+        metavar="STAGE.KEY=VALUE",
+        help="a stage's setting, dotted after the stage's name, with a YAML value: dpo.model.init_args.rpo_alpha=1.0",
+    )
     ap.add_argument("--work", default="runs/align-seeds")
     ap.add_argument("--out", default="benchmarks/results/align-seeds-cpu.json")
     ap.add_argument(
@@ -229,15 +273,30 @@ def main() -> None:
         "are on the machine that ran them); the result names them and the date of the result that held them",
     )
     args = ap.parse_args()
+    changes: dict[str, list[dict[str, Any]]] = {}
+    for text in args.settings:
+        stage, _, rest = text.partition(".")
+        if stage not in ("sft", "reward", *METHODS) or not rest:
+            ap.error(f"--set: expected STAGE.KEY=VALUE with STAGE one of sft, reward, dpo, ppo, grpo; got {text!r}")
+        try:
+            changes.setdefault(stage, []).append(setting(rest))
+        except ValueError as e:
+            ap.error(str(e))
+    if "sft" in changes or ("reward" in changes and "ppo" not in args.methods):
+        ap.error("--set: the SFT model and the pairs are the shipped chain's; set dpo, ppo, grpo, or reward with ppo")
+    methods = tuple(m for m in METHODS if m in args.methods)
     grid = args.runs or [(split, seed) for split in args.splits for seed in args.seeds]
     reused = reused_runs(ROOT / args.out, grid) if args.reuse else {}
-    reports = {key: reused[key][0] if key in reused else json.loads(chain(*key, ROOT / args.work).read_text())
+    work = ROOT / args.work
+    reports = {key: reused[key][0] if key in reused else json.loads(chain(*key, work, methods, changes).read_text())
                for key in grid}  # fmt: skip
     result = {
         "what": "the RLHF chain of `make align` (SFT, on-policy pairs, reward model, DPO, PPO, GRPO from SFT) over "
         "article splits and training seeds, each scored greedily on its split's held-out articles",
         "command": "python benchmarks/align_seeds.py " + " ".join(sys.argv[1:]),
         **provenance("transformers", "peft"),
+        "methods": list(methods),
+        "settings": args.settings,
         "splits": sorted({split for split, _ in grid}),
         "seeds": sorted({seed for _, seed in grid}),
         "runs": {run_name(*key): run_summary(report) for key, report in reports.items()},

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 from align_report import logged
-from align_seeds import run_name, split_and_seed
+from align_seeds import run_name, setting, split_and_seed
 from measure import write_result
 
 from lightkit.cli.ship.stages import merge, relocate
@@ -38,30 +38,6 @@ from lightkit.io.measure import provenance
 ROOT = Path(__file__).resolve().parents[1]
 LIGHTKIT = str(Path(sys.executable).with_name("lightkit"))
 LOGGED = {"reward": "val_greedy_reward", "rougeL": "val_rougeL", "loss": "val_loss", "accuracy": "val_accuracy"}
-
-
-def setting(text: str) -> dict[str, Any]:
-    """`a.b.c=value` as the nested mapping {a: {b: {c: value}}}, the value read as YAML."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--set: expected KEY=VALUE such as model.init_args.learning_rate=0.0005, got {text!r}")
-    nested: dict[str, Any] = {}
-    inner = nested
-    *parents, last = key.split(".")
-    for part in parents:
-        inner = inner.setdefault(part, {})
-    inner[last] = number(yaml.safe_load(value))
-    return nested
-
-
-def number(value: Any) -> Any:
-    """PyYAML reads YAML 1.1, where `5e-4` (no dot) is a string; as a setting it means the number."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
 
 
 def variant_config(folder: Path, stage: str, name: str, settings: list[dict[str, Any]]) -> Path:

@@ -494,7 +494,7 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from align_seeds import reused_runs, split_and_seed, stage_config, summarise
+        from align_seeds import reused_runs, setting, split_and_seed, stage_config, summarise
         from to_markdown import render  # noqa: F401 - imported here, while benchmarks/ is on the path
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
@@ -517,6 +517,12 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     ppo = yaml.safe_load(stage_config("ppo", tmp_path, 7, 14, sft, paths).read_text())
     assert ppo["model"]["init_args"]["reward_model"] == "R/hf_model"
     reward = yaml.safe_load(stage_config("reward", tmp_path, 7, 14, sft, paths).read_text())
+    changed = [setting("model.init_args.rpo_alpha=1.0"), setting("model.init_args.learning_rate=5e-4")]
+    rpo = yaml.safe_load(stage_config("dpo", tmp_path, 7, 14, sft, paths, changed).read_text())
+    assert rpo["model"]["init_args"]["rpo_alpha"] == 1.0 and rpo["model"]["init_args"]["learning_rate"] == 0.0005
+    assert {k: v for k, v in rpo["model"]["init_args"].items() if k not in ("rpo_alpha", "learning_rate")} == {
+        k: v for k, v in dpo["model"]["init_args"].items() if k != "learning_rate"
+    }
     assert reward["model"]["init_args"]["pretrained"] == "sentence-transformers/all-MiniLM-L6-v2"  # not the policy
 
     def report(sft_reward: float, dpo_reward: float) -> dict:
