@@ -487,6 +487,52 @@ def test_decode_profile_splits_decode_time_by_op(tiny_decoder: Path, tmp_path: P
     assert sum(v["share"] for v in ops.values()) == pytest.approx(1.0)
 
 
+def test_align_seeds_runs_only_the_methods_asked_with_their_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--methods dpo --set dpo...`: the chain runs SFT, pairs and DPO only (no reward model
+    without PPO), DPO's config carries the setting, and make align's own run is not taken for
+    split 13 seed 13, since its DPO is the shipped one."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import align_seeds
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    ran: list[str] = []
+
+    def fake_run(*command: str, timed: tuple[Path, str] | None = None) -> None:
+        """Each stage leaves what the chain looks for, as the real command would."""
+        args = list(command)
+        if timed and timed[1] == "pairs":
+            Path(args[args.index("--out") + 1]).write_text("{}\n")
+        elif "fit" in args:
+            config = yaml.safe_load(Path(args[args.index("--config") + 1]).read_text())
+            saved = Path(config["model"]["init_args"]["save_dir"])
+            saved.mkdir(parents=True)
+            (saved / "model.safetensors").write_text("weights")
+        else:  # the report
+            Path(args[args.index("--out") + 1]).write_text(json.dumps({"models": {}}))
+        ran.append(timed[1] if timed else "report")
+
+    monkeypatch.setattr(align_seeds, "run", fake_run)
+    monkeypatch.setattr(align_seeds, "validation_prompts", lambda path, split: path.write_text(""))
+    monkeypatch.setattr(align_seeds, "ROOT", tmp_path)  # as if make align's own run were there
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    (tmp_path / "runs" / "align").mkdir(parents=True)
+    (tmp_path / "runs" / "align" / "report.json").write_text("{}")
+    change = {"dpo": [align_seeds.setting("model.init_args.rpo_alpha=1.0")]}
+    report = align_seeds.chain(13, 13, tmp_path / "work", ("dpo",), change)
+    assert ran == ["sft", "pairs", "dpo", "report"] and report == tmp_path / "work" / "s13-r13" / "report.json"
+    dpo = yaml.safe_load((tmp_path / "work" / "s13-r13" / "dpo.yaml").read_text())
+    assert dpo["model"]["init_args"]["rpo_alpha"] == 1.0
+    assert align_seeds.chain(13, 13, tmp_path / "shipped") == tmp_path / "runs" / "align" / "report.json"
+    ran.clear()
+    align_seeds.chain(7, 13, tmp_path / "work", ("ppo",))
+    assert ran == ["sft", "pairs", "reward", "ppo", "report"]
+    with pytest.raises(SystemExit):
+        run_script("align_seeds.py", "--methods", "dpo", "--set", "sft.trainer.max_steps=1", "--out", "x.json")
+
+
 def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     """Each stage of a split and seed is the shipped config with only seed, split and paths
     changed, reading the earlier stages' outputs; the summary splits the variance by split."""
