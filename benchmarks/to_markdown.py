@@ -342,27 +342,33 @@ def align_seeds_table(result: dict) -> str:
                  *(f"{m['reward']['per_split'].get(s, float('nan')):+.3f}" for s in splits),
                  ", ".join(f"{share:.0%}" for share in shares if share is not None),
                  "" if gain is None else f"{gain:+.3f}" + ("" if in_sd is None else f" ({in_sd:+.1f} sd)"),
-                 "" if paired is None else f"{paired['mean']:+.3f} ± {paired['sd']:.3f}"]  # fmt: skip
+                 "" if paired is None else f"{paired['mean']:+.3f} ± {paired['sd']:.3f}"
+                 + (f" ({paired['mean'] / paired['sd']:+.1f} sd)" if paired["sd"] > 1e-9 else "")]  # fmt: skip
         lines.append(f"| {names.get(model, model)} | " + " | ".join(cells) + " |")
     head = (
         f"Device: {result['device']}; {result['date']}; {len(result['runs'])} runs ({'; '.join(result['runs'])}); "
         "each model scored greedily on its split's held-out articles; mean ± sample sd over the runs."
     )
+    if result.get("settings"):  # a changed chain (align_seeds.py --set)
+        head += f" Changed from the shipped configs: {', '.join(result['settings'])}."
     if result.get("reused"):  # runs carried over from an earlier result (align_seeds.py --reuse)
         taken = "; ".join(f"{k} (its result of {d})" for k, d in result["reused"].items())
         head += f" Taken from the earlier result file: {taken}."
     # Each run's reward per model, so a mean is never read without the runs behind it.
     shown = [m for m in ("sft", "dpo", "ppo", "grpo") if m in summary]
+    with_rm = any(run.get("reward_model") for run in result["runs"].values())  # only chains with PPO train one
     runs = [
         "| run | "
         + " | ".join(f"{names[m]} reward, ROUGE-L" for m in shown)
-        + " | reward model's held-out pair accuracy |",
-        "|---|" + "---|" * len(shown) + "---|",
+        + (" | reward model's held-out pair accuracy |" if with_rm else " |"),
+        "|---|" + "---|" * len(shown) + ("---|" if with_rm else ""),
     ]
     for name, run in result["runs"].items():
         rm = (run.get("reward_model") or {}).get("held_out_pair_accuracy")
         cells = [f"{run[m]['reward']:+.3f}, {run[m]['rougeL']:.3f}" if m in run else "" for m in shown]
-        runs.append(f"| {name} | " + " | ".join(cells) + f" | {'' if rm is None else f'{rm:.1%}'} |")
+        if with_rm:
+            cells.append("" if rm is None else f"{rm:.1%}")
+        runs.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join([head, "", *lines, "", *runs, "", f"Command: `{result['command']}`", ""])
 
 

@@ -595,6 +595,13 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     assert "4 runs (split 13, seed 1; split 13, seed 2; split 7, seed 1; split 7, seed 2)" in text
     # ROUGE-L is the same everywhere: no variance, so no split's share of it.
     assert "| SFT | +0.050 ± 0.059 | 0.200 ± 0.000 | 1.00 ± 0.000 | 6.0 ± 0.000 | +0.100 | +0.000 | 96% |  |  |" in text
+    # A changed chain without PPO (align_seeds.py --methods dpo --set ...): no reward model column.
+    changed = render({"device": "CPU", "date": "today", "command": "c", "splits": [13, 7], "seeds": [1, 2],
+                      "settings": ["dpo.model.init_args.rpo_alpha=1.0"], "summary": summary,
+                      "runs": {f"split {s}, seed {r}": rep["models"] | {"reward_model": None}
+                               for (s, r), rep in reports.items()}})  # fmt: skip
+    assert "Changed from the shipped configs: dpo.model.init_args.rpo_alpha=1.0." in changed
+    assert "| split 13, seed 1 | +0.110, 0.200 | +0.210, 0.200 |\n" in changed and "pair accuracy" not in changed
     assert "| split 7, seed 2 | -0.010, 0.200 | +0.090, 0.200 | 60.0% |" in text  # each run, beside the means
     assert "| DPO | +0.150 ± 0.059 |" in text and "| +0.100 (+1.7 sd) | +0.100 ± 0.000 |" in text
     # --reuse: the runs a committed result holds come back as the reports they were summarised from,
