@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def run(*command: str, timed: tuple[Path, str] | None = None) -> None:
 
 
 def stage_config(
-    name: str, folder: Path, split: int, seed: int, sft: Path, paths: dict[str, str], changes: list[dict[str, Any]] = ()
+    name: str, folder: Path, split: int, seed: int, sft: Path, paths: dict[str, str], changes: Sequence[dict] = ()
 ) -> Path:
     """configs/<name>_headlines.yaml with `changes` over it and this run's seed, split and paths
     (module docstring)."""
@@ -276,14 +277,13 @@ def main() -> None:
     changes: dict[str, list[dict[str, Any]]] = {}
     for text in args.settings:
         stage, _, rest = text.partition(".")
-        if stage not in ("sft", "reward", *METHODS) or not rest:
-            ap.error(f"--set: expected STAGE.KEY=VALUE with STAGE one of sft, reward, dpo, ppo, grpo; got {text!r}")
+        trained = [m for m in METHODS if m in args.methods] + (["reward"] if "ppo" in args.methods else [])
+        if stage not in trained or not rest:  # the SFT model and the pairs stay the shipped chain's
+            ap.error(f"--set: expected STAGE.KEY=VALUE with STAGE one of {', '.join(trained)}; got {text!r}")
         try:
             changes.setdefault(stage, []).append(setting(rest))
         except ValueError as e:
             ap.error(str(e))
-    if "sft" in changes or ("reward" in changes and "ppo" not in args.methods):
-        ap.error("--set: the SFT model and the pairs are the shipped chain's; set dpo, ppo, grpo, or reward with ppo")
     methods = tuple(m for m in METHODS if m in args.methods)
     grid = args.runs or [(split, seed) for split in args.splits for seed in args.seeds]
     reused = reused_runs(ROOT / args.out, grid) if args.reuse else {}
@@ -291,8 +291,12 @@ def main() -> None:
     reports = {key: reused[key][0] if key in reused else json.loads(chain(*key, work, methods, changes).read_text())
                for key in grid}  # fmt: skip
     result = {
-        "what": "the RLHF chain of `make align` (SFT, on-policy pairs, reward model, DPO, PPO, GRPO from SFT) over "
-        "article splits and training seeds, each scored greedily on its split's held-out articles",
+        "what": "the RLHF chain of `make align` (SFT, on-policy pairs, "
+        + ("reward model, " if "ppo" in methods else "")
+        + ", ".join(m.upper() for m in methods)
+        + " from SFT"
+        + (f"; changed: {', '.join(args.settings)}" if args.settings else "")
+        + ") over article splits and training seeds, each scored greedily on its split's held-out articles",
         "command": "python benchmarks/align_seeds.py " + " ".join(sys.argv[1:]),
         **provenance("transformers", "peft"),
         "methods": list(methods),
