@@ -139,6 +139,11 @@ def validation_prompts(path: Path, split: int, rows: int = 16) -> None:
     atomic_write_text(path, "".join(lines))
 
 
+def trained_stages(methods: tuple[str, ...]) -> tuple[str, ...]:
+    """The stages a chain trains after its SFT model and pairs: the reward model only for PPO."""
+    return ("reward", *methods) if "ppo" in methods else methods
+
+
 def chain(
     split: int, seed: int, work: Path, methods: tuple[str, ...] = METHODS, changes: dict[str, list] | None = None
 ) -> Path:
@@ -159,7 +164,7 @@ def chain(
         run(sys.executable, "-m", "lightkit.data.headline_pairs", "--out", paths["pairs"], "--policy", str(sft),
             "--seed", str(seed), "--split-seed", str(split), timed=(folder, "pairs"))  # fmt: skip
     validation_prompts(Path(paths["val_prompts"]), split)
-    for name in ("reward", *methods) if "ppo" in methods else methods:
+    for name in trained_stages(methods):
         if not (folder / name / "hf_model" / "model.safetensors").exists():
             config = stage_config(name, folder, split, seed, sft, paths, changes.get(name, []))
             run(LIGHTKIT, "fit", "--config", str(config), timed=(folder, name))
@@ -274,17 +279,17 @@ def main() -> None:
         "are on the machine that ran them); the result names them and the date of the result that held them",
     )
     args = ap.parse_args()
+    methods = tuple(m for m in METHODS if m in args.methods)
+    trained = trained_stages(methods)  # the SFT model and the pairs stay the shipped chain's
     changes: dict[str, list[dict[str, Any]]] = {}
     for text in args.settings:
         stage, _, rest = text.partition(".")
-        trained = [m for m in METHODS if m in args.methods] + (["reward"] if "ppo" in args.methods else [])
-        if stage not in trained or not rest:  # the SFT model and the pairs stay the shipped chain's
+        if stage not in trained or not rest:
             ap.error(f"--set: expected STAGE.KEY=VALUE with STAGE one of {', '.join(trained)}; got {text!r}")
         try:
             changes.setdefault(stage, []).append(setting(rest))
         except ValueError as e:
             ap.error(str(e))
-    methods = tuple(m for m in METHODS if m in args.methods)
     grid = args.runs or [(split, seed) for split in args.splits for seed in args.seeds]
     reused = reused_runs(ROOT / args.out, grid) if args.reuse else {}
     work = ROOT / args.work
