@@ -33,13 +33,20 @@ from measure import write_result
 from transformers import AutoModelForCausalLM
 
 from lightkit.io.atomic import atomic_write_text
-from lightkit.io.csvlog import logged_rows
+from lightkit.io.csvlog import logged_rows, version_logs
 from lightkit.io.measure import provenance
 from lightkit.metrics.answers import answer_scores, greedy_answers, reward_agreement
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("dpo", "ppo", "grpo")
+# The settings that tell one run of a method from another (rate, length, loss), recorded with its
+# scores: a result file then says which DPO it measured when the shipped config changes.
+SETTINGS = {
+    "dpo": ("learning_rate", "beta", "loss_type", "rpo_alpha"),
+    "ppo": ("learning_rate", "reward_model_weight", "kl_coef", "temperature"),
+    "grpo": ("learning_rate", "beta", "loss_type", "num_generations", "num_iterations", "temperature"),
+}
 
 
 def held_out(split_seed: int = 13) -> tuple[Any, list[dict[str, Any]]]:
@@ -107,6 +114,19 @@ def logged(run: Path) -> list[dict[str, str]]:
     """The rows of a run's CSV log (`<run>/lightning_logs/version_N/metrics.csv`), a resumed
     fit's versions joined."""
     return logged_rows(run / "lightning_logs")
+
+
+def settings(run: Path, method: str) -> dict[str, Any]:
+    """The method's `SETTINGS` and step count as it last ran, from the config Lightning saved beside
+    its newest log version (a resumed run saves it again)."""
+    logs = version_logs(run / "lightning_logs")
+    if not logs or not (logs[-1].parent / "config.yaml").exists():
+        return {}
+    config = yaml.safe_load((logs[-1].parent / "config.yaml").read_text())
+    init = config["model"]["init_args"]
+    return {"max_steps": config["trainer"].get("max_steps")} | {
+        k: init[k] for k in SETTINGS[method] if init.get(k) is not None
+    }
 
 
 def curves(run: Path) -> dict[str, list[list[float]]]:
@@ -210,6 +230,7 @@ def main() -> None:
         "reward": "rouge_l + headline_length + 0.5 * copied_lead (lightkit.rewards.text)",
         "stage_times_s": times,
         "models": results,
+        "settings": {m: settings(runs / m, m) for m in METHODS if (runs / m).exists()},
         "reward_model": rm,
         "curves": {m: curves(runs / m) for m in METHODS if (runs / m).exists()},
         "samples": [

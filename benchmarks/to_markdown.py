@@ -302,6 +302,10 @@ def align_table(result: dict) -> str:
             f"{rm['answers_scored']} held-out answers, Pearson {rm['pearson_with_callable_reward']:.3f}, Spearman "
             f"{rm['spearman_with_callable_reward']:.3f}."
         )
+    if ran := result.get("settings"):
+        each = ("; ".join(f"{names.get(m, m)} " + ", ".join(f"{k} {v}" for k, v in kv.items())
+                for m, kv in ran.items() if kv))  # fmt: skip
+        notes.append(f"Settings: {each}.")
     if times := result.get("stage_times_s"):
         scored = [s["eval_s"] for s in result["models"].values() if "eval_s" in s]
         scoring = f"; the report's scoring of the models {sum(scored) / 60:.1f} min" if scored else ""

@@ -998,3 +998,30 @@ def test_align_report_table_says_each_stage_time_and_the_scoring_time() -> None:
     for s in result["models"].values():  # a result from before the report timed its scoring
         del s["eval_s"]
     assert "Stage wall times: make-sft 10.0 min, dpo 6.0 min.\n" in render(result)
+
+
+def test_align_report_records_what_each_method_ran_with(tmp_path: Path) -> None:
+    """A method's settings come from the config Lightning saved beside its newest log (a resumed
+    run's), so a result says which DPO it scored after the shipped config changes."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from align_report import settings
+        from to_markdown import render
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    run = tmp_path / "dpo"
+    assert settings(run, "dpo") == {}  # never ran
+    config = yaml.safe_load((ROOT / "configs" / "dpo_headlines.yaml").read_text())
+    for version, rate in ((0, 0.0001), (1, 0.0005)):
+        folder = run / "lightning_logs" / f"version_{version}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text("step,train_loss_step\n0,0.69\n")
+        config["model"]["init_args"]["learning_rate"] = rate
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    ran = settings(run, "dpo")
+    assert ran == {"max_steps": 40, "learning_rate": 0.0005, "beta": 0.1, "loss_type": "sigmoid", "rpo_alpha": 1.0}
+    cell = {"reward": 0.1, "rouge1": 0.3, "rougeL": 0.25, "kl_to_sft": 0.0, "answer_words": 6.0, "ended_frac": 1.0}
+    result = {"device": "CPU", "date": "today", "command": "make align", "held_out_articles": 112, "reward": "r",
+              "models": {"sft": cell, "dpo": cell}, "settings": {"dpo": ran, "ppo": {}}, "samples": []}  # fmt: skip
+    assert ("Settings: DPO max_steps 40, learning_rate 0.0005, beta 0.1, loss_type sigmoid, rpo_alpha 1.0.\n"
+            in render(result))  # fmt: skip
