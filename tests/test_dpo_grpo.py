@@ -104,13 +104,15 @@ def dpo_args(tiny_lm: dict, root: Path, pairs: Path, *extra: str) -> list[str]:
             "--model.init_args.save_dir", str(root / "hf"), *extra]  # fmt: skip
 
 
-def test_dpo_with_lora_learns_the_preferences_and_caches_the_reference(tiny_lm: dict, tmp_path: Path) -> None:
-    from transformers import AutoModelForCausalLM
-
-    pairs = write_pairs(tmp_path / "pairs.jsonl")
-    calls = {"reference": 0}
+@pytest.fixture(scope="module")
+def plain_dpo(tiny_lm: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One logged DPO fit, counting the reference's forwards: read by the test of DPO itself and
+    by RPO's, which compares its chosen side against this run's."""
     from lightkit.tasks import DPOTask
 
+    root = tmp_path_factory.mktemp("plain-dpo")
+    pairs = write_pairs(root / "pairs.jsonl")
+    calls = {"reference": 0}
     original = DPOTask.sequence_logps
 
     def counting(self: DPOTask, batch: dict, reference: bool = False) -> torch.Tensor:
@@ -119,19 +121,26 @@ def test_dpo_with_lora_learns_the_preferences_and_caches_the_reference(tiny_lm: 
 
     DPOTask.sequence_logps = counting  # type: ignore[method-assign]
     try:
-        task = cli(["fit", *dpo_args(tiny_lm, tmp_path, pairs, "--trainer.logger", "true")]).model
+        task = cli(["fit", *dpo_args(tiny_lm, root / "run", pairs, "--trainer.logger", "true")]).model
     finally:
         DPOTask.sequence_logps = original  # type: ignore[method-assign]
+    return {"task": task, "root": root / "run", "pairs": pairs, "reference_calls": calls["reference"]}
+
+
+def test_dpo_with_lora_learns_the_preferences_and_caches_the_reference(plain_dpo: dict) -> None:
+    from transformers import AutoModelForCausalLM
+
+    task, root, pairs = plain_dpo["task"], plain_dpo["root"], plain_dpo["pairs"]
     assert "reference" not in task.__dict__.get("_frozen", {})  # adapters off, not a copy
     # 48 training pairs (6 batches) and 12 validation pairs (2 batches): each pair's reference is
     # computed once, though training runs 3 epochs and validation 4 times (with the sanity check).
-    assert calls["reference"] == 6 + 2
+    assert plain_dpo["reference_calls"] == 6 + 2
     assert len(task.reference_cache) == len(set(pairs.read_text().splitlines()))  # one entry per distinct pair
-    accuracy, margin, loss = (series(tmp_path, f"val_{k}") for k in ("accuracy", "margin", "loss"))
+    accuracy, margin, loss = (series(root, f"val_{k}") for k in ("accuracy", "margin", "loss"))
     assert accuracy[-1] == 1.0 and margin[-1] > margin[0] + 1.0 and loss[-1] < loss[0] - 0.2, (accuracy, margin, loss)
-    chosen, rejected = series(tmp_path, "val_logp_chosen"), series(tmp_path, "val_logp_rejected")
+    chosen, rejected = series(root, "val_logp_chosen"), series(root, "val_logp_rejected")
     assert chosen[-1] - rejected[-1] > chosen[0] - rejected[0] + 1  # nats: the pairs pulled apart
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")  # the tuned policy, plain transformers
+    merged = AutoModelForCausalLM.from_pretrained(root / "hf")  # the tuned policy, plain transformers
     assert merged.config.num_hidden_layers == 2
 
 
@@ -161,12 +170,13 @@ def test_dpo_raises_a_simple_callable_reward(tiny_lm: dict, tmp_path: Path, monk
     assert after >= before + 16, (before, after)  # at least one more e per answer
 
 
-def test_rpo_adds_the_chosen_tokens_nll_and_holds_the_chosen_side_up(tiny_lm: dict, tmp_path: Path) -> None:
+def test_rpo_adds_the_chosen_tokens_nll_and_holds_the_chosen_side_up(
+    tiny_lm: dict, plain_dpo: dict, tmp_path: Path
+) -> None:
     """RPO's term is the mean NLL over the chosen responses' tokens (as TRL's rpo_alpha), checked
     against the full logits; trained with it, the chosen side's log-prob ends higher than plain
     DPO's, which may widen the margin by lowering both sides."""
-    pairs = write_pairs(tmp_path / "pairs.jsonl")
-    cli(["fit", *dpo_args(tiny_lm, tmp_path / "dpo", pairs, "--trainer.logger", "true")])
+    pairs = plain_dpo["pairs"]
     rpo = cli(["fit", *dpo_args(tiny_lm, tmp_path / "rpo", pairs, "--trainer.logger", "true",
                                 "--model.init_args.rpo_alpha", "10")])  # fmt: skip
     task = rpo.model.eval()
@@ -183,7 +193,7 @@ def test_rpo_adds_the_chosen_tokens_nll_and_holds_the_chosen_side_up(tiny_lm: di
     assert with_nll.logs["nll_chosen"].item() == pytest.approx(nll.item(), rel=1e-4)
     assert with_nll.loss.item() == pytest.approx(without.loss.item() + 10 * nll.item(), rel=1e-4)
     assert series(tmp_path / "rpo", "val_nll_chosen")
-    held, dropped = series(tmp_path / "rpo", "val_logp_chosen"), series(tmp_path / "dpo", "val_logp_chosen")
+    held, dropped = series(tmp_path / "rpo", "val_logp_chosen"), series(plain_dpo["root"], "val_logp_chosen")
     # nats per chosen response (0.47 apart when written; equal if the NLL term did nothing)
     assert held[-1] > dropped[-1] + 0.25, (held, dropped)
     with pytest.raises(InputError, match="rpo_alpha must be >= 0"):
