@@ -46,8 +46,10 @@ lock:
 # The suite, then the checks that keep the code in shape: lint, layering, and the docs site.
 test: suite lint docs
 
+# The 15 slowest tests are listed after every run, so the suite's 5-minute budget is watched where
+# it is spent.
 suite: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # grimp (import-linter) and griffe (mkdocstrings) read a top-level package from its own folder and
 # miss package-dir's mapped subpackages, so they read a copy laid out as installed.
