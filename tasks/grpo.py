@@ -11,12 +11,18 @@ instruction DataModule) and
 3. advantages: each reward minus its group's mean, over the group's std (`lightkit.objectives.rlhf.
    group_advantages`); no value model;
 4. `num_iterations` passes over minibatches of the B*G samples (one optimizer step each) on the
-   clipped ratio loss, plus `beta` x the k3 KL to the reference (`lightkit.objectives.rlhf.grpo_loss`).
+   clipped ratio loss, plus `beta` x the k3 KL to the reference (`lightkit.objectives.rlhf.grpo_loss`),
+   plus `sft_alpha` x the NLL of the prompts' reference answers where set.
 
 With one pass and one minibatch (the defaults) the ratio is exactly 1 and the old log-probs are
 not computed (the loss's gradient is then the policy gradient), as in TRL's GRPOTrainer. With
 `beta` 0 (TRL's default too) the reference is never run in training. Log-probs are taken from the
 response positions' hidden states only, never the (B, T, V) logits.
+
+`sft_alpha` is InstructGPT's PPO-ptx mix (Ouyang et al. 2022) on the answers the policy was tuned
+on: the reward alone can be climbed by what is cheapest to change (a headline's length, say) at
+the cost of what the data asked for; the NLL term holds the policy to the reference answers, as
+RPO's does for DPO (`lightkit.tasks.dpo`).
 
 Validation samples one response per prompt and logs `val_reward`, and `val_kl` (summed over the
 response) where a reference exists (LoRA, or beta > 0).
@@ -48,6 +54,8 @@ class GRPOTask(RolloutTask):
             all tokens).
         scale_rewards: divide advantages by the group's std (false: centred rewards only).
         max_grad_norm: gradient clipping norm per update.
+        sft_alpha: weight of the prompts' reference answers' NLL (the data's `reference` column, a
+            mean over their tokens) added to every update's loss; None or 0: off.
         **kwargs: the reward (reward_fn with reward_weights, or reward_model), missing_eos_penalty,
             sampling (max_new_tokens, temperature, top_k, top_p), peft, pretrained; see RolloutTask.
     """
@@ -67,8 +75,11 @@ class GRPOTask(RolloutTask):
         loss_type: Literal["grpo", "dapo"] = "grpo",
         scale_rewards: bool = True,
         max_grad_norm: float = 1.0,
+        sft_alpha: float | None = None,
         **kwargs: Any,
     ) -> None:
+        if sft_alpha is not None and sft_alpha < 0:
+            raise InputError(f"GRPOTask: sft_alpha must be >= 0 or null, got {sft_alpha}")
         if num_generations < 2:
             raise InputError(
                 f"GRPOTask: num_generations must be at least 2, got {num_generations}: advantages are rewards "
@@ -115,13 +126,17 @@ class GRPOTask(RolloutTask):
                     h.beta,
                     h.loss_type,
                 )
+                stats["policy_loss"].append(loss.detach())
+                if h.sft_alpha:
+                    nll = self.reference_nll(batch)
+                    loss = loss + h.sft_alpha * nll
+                    stats["nll_reference"].append(nll.detach())
                 self._finite.watch(loss, f"GRPO update {self.trainer.global_step}, batch {batch_idx}")
                 self._finite.check()  # before the update: a NaN step would wreck the policy
                 optimizer.zero_grad()
                 self.manual_backward(loss)
                 self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
                 optimizer.step()
-                stats["policy_loss"].append(loss.detach())
                 for name, value in parts_.items():
                     stats[name].append(value)
         logs = {name: torch.stack(values).mean() for name, values in stats.items()}
@@ -133,3 +148,28 @@ class GRPOTask(RolloutTask):
             **{k: v.to(self.device) for k, v in parts.items()},
         )
         self.log_train(logs, n, bar=("reward",))
+
+    def reference_nll(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The policy's NLL of each prompt's reference answer followed by EOS (as the SFT data
+        ends an answer), a mean over the answers' tokens; the prompts stay left-padded as sampled."""
+        if "reference" not in batch:
+            raise InputError(
+                "GRPOTask: sft_alpha needs each prompt's reference answer, a `reference` column in the "
+                f"batch, which has {sorted(batch)}; HeadlineDataModule(prompts_only=true) gives one"
+            )
+        eos = self.tokenizer.eos_token_id
+        answers = [self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for text in batch["reference"]]
+        prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
+        response = torch.full((len(answers), max(map(len, answers))), eos, dtype=prompt_ids.dtype)
+        mask = torch.zeros_like(response)
+        for row, ids in enumerate(answers):
+            response[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+        response, mask = response.to(prompt_ids.device), mask.to(prompt_ids.device)
+        attention = torch.cat([prompt_mask, mask], 1)
+        inputs = {"input_ids": torch.cat([prompt_ids, response], 1), "attention_mask": attention,
+                  "position_ids": (attention.cumsum(1) - 1).clamp(min=0)}  # fmt: skip
+        labels = torch.full_like(inputs["input_ids"], -100)
+        labels[:, prompt_ids.size(1) :][mask.bool()] = response[mask.bool()]
+        per_token = self.logprobs(inputs, labels)
+        return -per_token.float().sum() / mask.sum()
