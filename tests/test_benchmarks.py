@@ -563,12 +563,12 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     ppo = yaml.safe_load(stage_config("ppo", tmp_path, 7, 14, sft, paths).read_text())
     assert ppo["model"]["init_args"]["reward_model"] == "R/hf_model"
     reward = yaml.safe_load(stage_config("reward", tmp_path, 7, 14, sft, paths).read_text())
-    changed = [setting("model.init_args.rpo_alpha=1.0"), setting("model.init_args.learning_rate=5e-4")]
+    changed = [setting("model.init_args.rpo_alpha=0.5"), setting("model.init_args.learning_rate=2e-4")]
     rpo = yaml.safe_load(stage_config("dpo", tmp_path, 7, 14, sft, paths, changed).read_text())
-    assert rpo["model"]["init_args"]["rpo_alpha"] == 1.0 and rpo["model"]["init_args"]["learning_rate"] == 0.0005
-    assert {k: v for k, v in rpo["model"]["init_args"].items() if k not in ("rpo_alpha", "learning_rate")} == {
-        k: v for k, v in dpo["model"]["init_args"].items() if k != "learning_rate"
-    }
+    assert rpo["model"]["init_args"]["rpo_alpha"] == 0.5 and rpo["model"]["init_args"]["learning_rate"] == 0.0002
+    assert dpo["model"]["init_args"]["rpo_alpha"] == shipped["model"]["init_args"].get("rpo_alpha")
+    others = {k: v for k, v in rpo["model"]["init_args"].items() if k not in ("rpo_alpha", "learning_rate")}
+    assert others == {k: v for k, v in dpo["model"]["init_args"].items() if k not in ("rpo_alpha", "learning_rate")}
     assert reward["model"]["init_args"]["pretrained"] == "sentence-transformers/all-MiniLM-L6-v2"  # not the policy
 
     def report(sft_reward: float, dpo_reward: float) -> dict:
