@@ -38,7 +38,7 @@ import torch
 
 from lightkit.io.errors import InputError
 from lightkit.objectives.rlhf import group_advantages, grpo_loss
-from lightkit.tasks.policy import RolloutTask
+from lightkit.tasks.policy import RolloutTask, Samples
 
 
 class GRPOTask(RolloutTask):
@@ -111,6 +111,7 @@ class GRPOTask(RolloutTask):
         with torch.no_grad():  # one update: the old log-probs are the new ones, detached
             old = self.response_logprobs(samples) if self.updates_for(n) > 1 else None
             ref = self.response_logprobs(samples, reference=True) if h.beta > 0 else None
+        answers = self.reference_answers(batch) if h.sft_alpha else None
         optimizer = self.optimizers()
         stats: dict[str, list[torch.Tensor]] = defaultdict(list)
         for _ in range(h.num_iterations):
@@ -127,8 +128,8 @@ class GRPOTask(RolloutTask):
                     h.loss_type,
                 )
                 stats["policy_loss"].append(loss.detach())
-                if h.sft_alpha:
-                    nll = self.reference_nll(batch)
+                if answers is not None:
+                    nll = self.reference_nll(answers)
                     loss = loss + h.sft_alpha * nll
                     stats["nll_reference"].append(nll.detach())
                 self._finite.watch(loss, f"GRPO update {self.trainer.global_step}, batch {batch_idx}")
@@ -149,9 +150,9 @@ class GRPOTask(RolloutTask):
         )
         self.log_train(logs, n, bar=("reward",))
 
-    def reference_nll(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The policy's NLL of each prompt's reference answer followed by EOS (as the SFT data
-        ends an answer), a mean over the answers' tokens; the prompts stay left-padded as sampled."""
+    def reference_answers(self, batch: dict[str, Any]) -> Samples:
+        """Each prompt's reference answer and EOS (as the SFT data ends an answer), laid out after
+        its left-padded prompt as a sampled response is: built once per batch for `sft_alpha`."""
         if "reference" not in batch:
             raise InputError(
                 "GRPOTask: sft_alpha needs each prompt's reference answer, a `reference` column in the "
@@ -159,17 +160,17 @@ class GRPOTask(RolloutTask):
             )
         eos = self.tokenizer.eos_token_id
         answers = [self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for text in batch["reference"]]
-        prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
+        prompt_ids = batch["input_ids"]
         response = torch.full((len(answers), max(map(len, answers))), eos, dtype=prompt_ids.dtype)
-        mask = torch.zeros_like(response)
+        mask = torch.zeros(response.shape)
         for row, ids in enumerate(answers):
             response[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
+            mask[row, : len(ids)] = 1.0
         response, mask = response.to(prompt_ids.device), mask.to(prompt_ids.device)
-        attention = torch.cat([prompt_mask, mask], 1)
-        inputs = {"input_ids": torch.cat([prompt_ids, response], 1), "attention_mask": attention,
-                  "position_ids": (attention.cumsum(1) - 1).clamp(min=0)}  # fmt: skip
-        labels = torch.full_like(inputs["input_ids"], -100)
-        labels[:, prompt_ids.size(1) :][mask.bool()] = response[mask.bool()]
-        per_token = self.logprobs(inputs, labels)
-        return -per_token.float().sum() / mask.sum()
+        ended = torch.ones(len(answers), dtype=torch.bool, device=prompt_ids.device)
+        return Samples.after(prompt_ids, batch["attention_mask"], response, mask, ended, list(batch["reference"]))
+
+    def reference_nll(self, answers: Samples) -> torch.Tensor:
+        """The policy's NLL of the reference answers, a mean over their tokens."""
+        per_token = self.logprobs(answers.inputs(), answers.labels())
+        return -per_token.float().sum() / answers.mask.sum()

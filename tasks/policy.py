@@ -105,6 +105,16 @@ class Samples(NamedTuple):
     ended: torch.Tensor  # (B,) bool, the response reached EOS
     texts: list[str]  # the decoded responses
 
+    @classmethod
+    def after(cls, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response: torch.Tensor,
+              mask: torch.Tensor, ended: torch.Tensor, texts: list[str]) -> Samples:  # fmt: skip
+        """Responses (B, R) laid out after their left-padded prompts: one row's positions start at
+        its prompt's first token and run on through its response."""
+        attention = torch.cat([prompt_mask, mask.long()], dim=1)
+        position_ids = (attention.cumsum(1) - 1).clamp(min=0)
+        sequences = torch.cat([prompt_ids, response], dim=1)
+        return cls(sequences, attention, position_ids, prompt_ids.size(1), response, mask, ended, texts)
+
     def labels(self) -> torch.Tensor:
         """(B, P+R) token ids on response tokens, -100 elsewhere (for `PolicyTask.logprobs`)."""
         labels = torch.full_like(self.sequences, -100)
@@ -192,10 +202,8 @@ class RolloutTask(PolicyTask):
         is_eos = response == eos
         after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0  # strictly after the first EOS
         mask = (~after_eos).float()
-        attention = torch.cat([prompt_mask, mask.long()], dim=1)
-        position_ids = (attention.cumsum(1) - 1).clamp(min=0)  # left padding: positions start at each prompt
         texts = [self.tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(response, mask)]
-        return Samples(sequences, attention, position_ids, P, response, mask, is_eos.any(1), texts)
+        return Samples.after(prompt_ids, prompt_mask, response, mask, is_eos.any(1), texts)
 
     def response_logprobs(self, samples: Samples, idx: torch.Tensor | None = None, reference: bool = False):
         """(B, R) log-probs of the sampled response tokens (rows `idx`) under the policy or its

@@ -335,7 +335,8 @@ def test_grpo_sft_alpha_adds_the_reference_answers_nll_and_holds_them_up(
     batch = next(iter(run.datamodule.val_dataloader()))
     eos = task.tokenizer.eos_token_id
     with torch.no_grad():
-        nll, without = task.reference_nll(batch), plain.reference_nll(batch)
+        answers = task.reference_answers(batch)
+        nll, without = task.reference_nll(answers), plain.reference_nll(answers)
         logps = []
         for ids, mask, reference in zip(batch["input_ids"], batch["attention_mask"], batch["reference"]):
             prompt = ids[mask.bool()].tolist()
@@ -348,7 +349,7 @@ def test_grpo_sft_alpha_adds_the_reference_answers_nll_and_holds_them_up(
     # nats per token (2.7 against 6.2 when written; equal if the term did nothing)
     assert nll.item() < without.item() - 1.5, (nll.item(), without.item())
     with pytest.raises(InputError, match=r"sft_alpha needs each prompt's reference answer.*\['attention_mask'"):
-        task.reference_nll({k: v for k, v in batch.items() if k != "reference"})
+        task.reference_answers({k: v for k, v in batch.items() if k != "reference"})
 
 
 def test_grpo_resume_is_exact(bpe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
