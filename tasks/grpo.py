@@ -150,14 +150,25 @@ class GRPOTask(RolloutTask):
         )
         self.log_train(logs, n, bar=("reward",))
 
+    def on_fit_start(self) -> None:
+        # Checked before the first sampling, not at the first update a minute of sampling later.
+        train = getattr(getattr(self.trainer, "datamodule", None), "datasets", {}).get("train")
+        if self.hparams.sft_alpha and train is not None:
+            self._need_reference(train.column_names, "the training data's columns")
+
+    @staticmethod
+    def _need_reference(columns: list[str], what: str) -> None:
+        if "reference" not in columns:
+            raise InputError(
+                "GRPOTask: sft_alpha needs each prompt's reference answer, a `reference` column; "
+                f"{what} are {sorted(columns)}; HeadlineDataModule or InstructionDataModule with "
+                "prompts_only: true gives one"
+            )
+
     def reference_answers(self, batch: dict[str, Any]) -> Samples:
         """Each prompt's reference answer and EOS (as the SFT data ends an answer), laid out after
         its left-padded prompt as a sampled response is: built once per batch for `sft_alpha`."""
-        if "reference" not in batch:
-            raise InputError(
-                "GRPOTask: sft_alpha needs each prompt's reference answer, a `reference` column in the "
-                f"batch, which has {sorted(batch)}; HeadlineDataModule(prompts_only=true) gives one"
-            )
+        self._need_reference(list(batch), "the batch's keys")
         eos = self.tokenizer.eos_token_id
         answers = [self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for text in batch["reference"]]
         prompt_ids = batch["input_ids"]

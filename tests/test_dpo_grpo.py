@@ -364,6 +364,23 @@ def test_grpo_resume_is_exact(bpe: Path, tmp_path: Path, monkeypatch: pytest.Mon
     assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_grpo_sft_alpha_without_reference_answers_stops_before_sampling(
+    bpe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightkit.tasks.grpo import GRPOTask
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Name a fruit\nName a colour\n" * 4)
+    data = tmp_path / "data.yaml"  # prompts alone: no reference answers
+    init = {"tokenizer": str(bpe), "train_file": str(prompts), "batch_size": 4}
+    data.write_text(json.dumps({"class_path": "PromptDataModule", "init_args": init}))
+    monkeypatch.setattr(GRPOTask, "sample", lambda *a, **k: pytest.fail("sampled before sft_alpha's data was checked"))
+    with pytest.raises(InputError, match=r"sft_alpha needs .*the training data's columns are \['prompt'\]"):
+        main(["fit", "--config", str(GRPO), "--data", str(data), "--trainer.default_root_dir", str(tmp_path),
+              "--model.init_args.sft_alpha", "1.0"])  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
