@@ -8,11 +8,12 @@ the packaged SmolLM2-135M-Instruct, LoRA r 16 / alpha 32 / dropout 0 on all line
 (the config's, constant), gradient clipping 1.0, no gradient checkpointing (TRL's configs turn it on by default;
 lightkit leaves it off), and the same torch threads.
 - DPO: the pairs of `python -m lightkit.data.headline_pairs` (real headline over the zero-shot
-  answer), batch 4 pairs, the config's beta, sigmoid loss, sequences capped at 320 tokens. TRL gets
+  answer), batch 4 pairs, the config's beta, sigmoid loss plus the config's `rpo_alpha` x the chosen
+  answers' NLL (TRL: `loss_type` sigmoid and sft, `loss_weights`), sequences capped at 320 tokens. TRL gets
   conversational prompt/chosen/rejected rows; with peft its reference is the adapters-off model,
   as lightkit's.
 - GRPO: 4 prompts x 4 generations (TRL: 16 completions per device batch, num_generations 4), 24
-  new tokens at temperature 1, beta 0, the `grpo` loss on both sides (TRL's default is `dapo`),
+  new tokens at the config's temperature, beta 0, the `grpo` loss on both sides (TRL's default is `dapo`),
   one iteration, and the same three reward callables and weights (lightkit.rewards.text; TRL
   gets them through a thin adapter to its keyword convention).
 
@@ -143,6 +144,15 @@ def settings(job: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / "configs" / f"{job}_headlines.yaml").read_text())["model"]["init_args"]
 
 
+def trl_dpo_loss(job: dict[str, Any]) -> dict[str, Any]:
+    """The DPO job's loss as TRL 1.16 spells it. TRL has no `rpo_alpha` any more: RPO is the
+    `sigmoid` loss plus its `sft` loss (the chosen tokens' NLL, a mean over them, as lightkit's)
+    weighted by `loss_weights`."""
+    if job.get("rpo_alpha"):
+        return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, float(job["rpo_alpha"])]}
+    return {"loss_type": ["sigmoid"]}
+
+
 def run_lightkit(args: argparse.Namespace, timer: StepTimer, phases: Phases) -> Any:
     import lightning as L
 
@@ -154,12 +164,12 @@ def run_lightkit(args: argparse.Namespace, timer: StepTimer, phases: Phases) -> 
     common = {"pretrained": MODEL, "tokenizer": MODEL, "peft": LORA, "learning_rate": job["learning_rate"],
               "save_dir": str(Path(args.scratch) / "hf")}  # fmt: skip
     if args.job == "dpo":
-        task = DPOTask(beta=job["beta"], **common)
+        task = DPOTask(beta=job["beta"], rpo_alpha=job.get("rpo_alpha"), **common)
         dm = PolicyPreferenceDataModule(tokenizer=MODEL, train_file=args.pairs, holdout=(0.1, 0.0), split_seed=13,
                                         batch_size=4, max_length=320)  # fmt: skip
     else:
         task = GRPOTask(reward_fn=job["reward_fn"], reward_weights=job["reward_weights"], num_generations=4, beta=0.0,
-                        temperature=1.0, max_new_tokens=24, loss_type="grpo", **common)  # fmt: skip
+                        temperature=job["temperature"], max_new_tokens=24, loss_type="grpo", **common)  # fmt: skip
         dm = HeadlineDataModule(tokenizer=MODEL, prompts_only=True, holdout=(0.02, 0.05), split_seed=13,
                                 batch_size=4, max_length=320)  # fmt: skip
     trainer = L.Trainer(max_steps=args.warmup + args.steps, precision="bf16-mixed", accelerator="cpu", logger=False,
@@ -201,7 +211,7 @@ def run_trl(args: argparse.Namespace, timer: StepTimer, phases: Phases) -> Any:
                                    "chosen": [{"role": "assistant", "content": r["chosen"]}],
                                    "rejected": [{"role": "assistant", "content": r["rejected"]}]}
                                   for r in rows])  # fmt: skip
-        config = DPOConfig(per_device_train_batch_size=4, beta=job["beta"], loss_type=["sigmoid"], max_length=320,
+        config = DPOConfig(per_device_train_batch_size=4, beta=job["beta"], max_length=320, **trl_dpo_loss(job),
                            **TRL_DPO_SPEED, **common)  # fmt: skip
         trainer = DPOTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
                              peft_config=lora, callbacks=[hf_timer(timer)])  # fmt: skip
@@ -224,7 +234,7 @@ def run_trl(args: argparse.Namespace, timer: StepTimer, phases: Phases) -> Any:
         data = Dataset.from_list([{"prompt": [{"role": "user", "content": r["user"]}], "reference": r["reference"]}
                                   for r in train])  # fmt: skip
         config = GRPOConfig(per_device_train_batch_size=16, num_generations=4, max_completion_length=24,
-                            temperature=1.0, beta=0.0, loss_type="grpo", num_iterations=1,
+                            temperature=job["temperature"], beta=0.0, loss_type="grpo", num_iterations=1,
                             reward_weights=job["reward_weights"], **common)  # fmt: skip
         trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=config, train_dataset=data,
                               processing_class=tokenizer, peft_config=lora, callbacks=[hf_timer(timer)])  # fmt: skip
@@ -344,6 +354,7 @@ def main() -> None:
                 "steps_timed": args.dpo_steps,
                 "pairs_per_batch": 4,
                 "beta": settings("dpo")["beta"],
+                "rpo_alpha": settings("dpo").get("rpo_alpha"),
                 "learning_rate": settings("dpo")["learning_rate"],
                 "max_length": 320,
             },
@@ -352,6 +363,7 @@ def main() -> None:
                 "prompts_per_batch": 4,
                 "num_generations": 4,
                 "max_new_tokens": 24,
+                "temperature": settings("grpo")["temperature"],
                 "beta": 0.0,
                 "loss_type": "grpo",
                 "learning_rate": settings("grpo")["learning_rate"],

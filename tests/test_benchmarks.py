@@ -1025,3 +1025,20 @@ def test_align_report_records_what_each_method_ran_with(tmp_path: Path) -> None:
               "models": {"sft": cell, "dpo": cell}, "settings": {"dpo": ran, "ppo": {}}, "samples": []}  # fmt: skip
     assert ("Settings: DPO max_steps 40, learning_rate 0.0005, beta 0.1, loss_type sigmoid, rpo_alpha 1.0.\n"
             in render(result))  # fmt: skip
+
+
+def test_align_vs_trl_gives_trl_the_shipped_dpo_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TRL side trains what the shipped config trains: RPO is sigmoid plus TRL's `sft` loss at
+    `rpo_alpha` (TRL 1.16 has no `rpo_alpha`), plain DPO the sigmoid loss alone."""
+    from trl import DPOConfig
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from align_vs_trl import settings, trl_dpo_loss
+
+    shipped = settings("dpo")
+    assert shipped["rpo_alpha"]  # the comparison below is of RPO because the shipped job is
+    loss = trl_dpo_loss(shipped)
+    assert loss == {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, shipped["rpo_alpha"]]}
+    assert trl_dpo_loss({**shipped, "rpo_alpha": None}) == {"loss_type": ["sigmoid"]}
+    config = DPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], **loss)
+    assert list(config.loss_type) == ["sigmoid", "sft"] and list(config.loss_weights) == [1.0, shipped["rpo_alpha"]]
