@@ -76,6 +76,17 @@ def validations(run: Path) -> list[dict[str, float]]:
             for row in rows if row.get(LOGGED["reward"])]  # fmt: skip
 
 
+def training_reward(run: Path, n: int = 10) -> dict[str, float] | None:
+    """The mean reward of the answers an RL run sampled in its first and last `n` updates (its
+    logged `train_reward_step`; None for DPO, which samples none): whether it climbed its own
+    reward, where the validation's 16 greedy answers may not show it."""
+    values = [float(row["train_reward_step"]) for row in logged(run) if row.get("train_reward_step")]
+    if not values:
+        return None
+    return {"first": statistics.fmean(values[:n]), "last": statistics.fmean(values[-n:]), "updates": len(values),
+            "of": min(n, len(values))}  # fmt: skip
+
+
 def kept(curve: list[dict[str, float]]) -> dict[str, float]:
     """The validation the run kept: the most reward, the first of equal values."""
     return max(curve, key=lambda v: (v["reward"], -v["step"]))
@@ -116,8 +127,10 @@ def main() -> None:
             command = ["fit", "--config", str(config), *resume(variant, before, config.read_text())]
             print("$ lightkit", *command, flush=True)
             subprocess.run([LIGHTKIT, *command], cwd=ROOT, check=True)
-        curves = {"as_run": validations(folder / args.stage), "variant": validations(variant)}
-        rows[run_name(split, seed)] = {side: {"kept": kept(c), "validations": c} for side, c in curves.items()}
+        runs = {"as_run": folder / args.stage, "variant": variant}
+        rows[run_name(split, seed)] = {side: {"kept": kept(validations(run)), "validations": validations(run)}
+                                       | ({"training_reward": t} if (t := training_reward(run)) else {})
+                                       for side, run in runs.items()}  # fmt: skip
     summary = {}
     for metric in ("reward", "rougeL"):
         sides = {side: [r[side]["kept"][metric] for r in rows.values()] for side in ("as_run", "variant")}

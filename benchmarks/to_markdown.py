@@ -475,7 +475,22 @@ def stage_variant_table(result: dict) -> str:
              for m, f in (("reward", "+.3f"), ("rougeL", ".3f"))]  # fmt: skip
     change = [f"{summary[m]['change']['mean']:+.3f} ± {summary[m]['change']['sd']:.3f}" for m in ("reward", "rougeL")]
     lines.append(f"| mean ± sd | {cells[0]}, {cells[1]} | {cells[2]}, {cells[3]} | {change[0]} | {change[1]} |")
-    return with_command(head, lines, result)
+    return with_command(head, lines + training_reward_table(result), result)
+
+
+def training_reward_table(result: dict) -> list[str]:
+    """An RL stage's mean reward on its own sampled answers, first and last updates, per side."""
+    runs = {name: run for name, run in result["runs"].items() if "training_reward" in run["as_run"]}
+    if not runs:
+        return []
+    of = next(iter(runs.values()))["as_run"]["training_reward"]["of"]
+    lines = ["", f"Reward of the answers each side sampled in training, mean over its first and last {of} updates:",
+             "", "| run | as run: first, last | variant: first, last |", "|---|---|---|"]  # fmt: skip
+    for name, run in runs.items():
+        cells = [f"{t['first']:+.3f}, {t['last']:+.3f}"
+                 for t in (run[side].get("training_reward") for side in ("as_run", "variant")) if t]  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def align_trl_table(result: dict) -> str:

@@ -903,6 +903,40 @@ def test_stage_variants_retrain_a_stage_with_a_setting_changed_and_compare_what_
         run_script("stage_variants.py", "--name", "x", "--set", "learning_rate", "--runs", "7:14", "--out", str(out))
 
 
+def test_stage_variants_say_whether_an_rl_stage_climbed_its_own_training_reward(tmp_path: Path) -> None:
+    """GRPO and PPO log the reward of the answers they sample; the result holds its mean over the
+    first and last ten updates per side, which DPO (no sampling) lacks."""
+    from lightkit.cli.ship.stages import relocate
+
+    folder = tmp_path / "s13-r13"
+    folder.mkdir()
+    ran = relocate(yaml.safe_load((ROOT / "configs" / "grpo_headlines.yaml").read_text()), folder / "grpo")
+    (folder / "grpo.yaml").write_text(yaml.safe_dump(ran, sort_keys=False))
+    for name, rise in (("grpo", 0.0), ("grpo-g8", 0.01)):
+        log = folder / name / "lightning_logs" / "version_0" / "metrics.csv"
+        log.parent.mkdir(parents=True)
+        lines = ["step,train_reward_step,val_greedy_reward,val_rougeL"]
+        lines += [f"{step},{-0.1 + rise * step},," for step in range(30)]  # first ten mean -0.1 + 4.5 rise
+        lines += ["29,,0.01,0.29"]
+        log.write_text("\n".join(lines) + "\n")
+        (folder / name / "hf_model").mkdir()
+        (folder / name / "hf_model" / "model.safetensors").write_text("saved: not trained again")
+    out = tmp_path / "variants.json"
+    run_script("stage_variants.py", "--stage", "grpo", "--name", "g8", "--set", "model.init_args.num_generations=8",
+               "--runs", "13:13", "--work", str(tmp_path), "--out", str(out))  # fmt: skip
+    run = json.loads(out.read_text())["runs"]["split 13, seed 13"]
+    assert run["as_run"]["training_reward"] == {"first": pytest.approx(-0.1), "last": pytest.approx(-0.1),
+                                                "updates": 30, "of": 10}  # fmt: skip
+    assert run["variant"]["training_reward"]["first"] == pytest.approx(-0.055)
+    assert run["variant"]["training_reward"]["last"] == pytest.approx(-0.1 + 0.01 * 24.5)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from to_markdown import render
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert "| split 13, seed 13 | -0.100, -0.100 | -0.055, +0.145 |" in render(json.loads(out.read_text()))
+
+
 def test_stage_variants_go_on_from_a_killed_variants_last_checkpoint_only_with_its_settings(tmp_path: Path) -> None:
     """A variant killed part-way resumes from the last.ckpt in its own folder when the config it
     ran is the one written now; a killed run of other settings under the same name is refused."""
