@@ -153,8 +153,9 @@ class GRPOTask(RolloutTask):
     def on_fit_start(self) -> None:
         # Checked before the first sampling, not at the first update a minute of sampling later.
         train = getattr(getattr(self.trainer, "datamodule", None), "datasets", {}).get("train")
-        if self.hparams.sft_alpha and train is not None:
-            self._need_reference(train.column_names, "the training data's columns")
+        columns = getattr(train, "column_names", None)  # a `datasets.Dataset`, as lightkit's DataModules hold
+        if self.hparams.sft_alpha and columns is not None:
+            self._need_reference(columns, "the training data's columns")
 
     @staticmethod
     def _need_reference(columns: list[str], what: str) -> None:
