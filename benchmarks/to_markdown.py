@@ -705,7 +705,7 @@ RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
     (lambda r: "models" in r and "held_out_articles" in r, align_table),
     (lambda r: "recipes" in r and "fp32" in r, int4_recipes_table),
     (lambda r: "summary" in r and "splits" in r and "seeds" in r, align_seeds_table),
-    (lambda r: "dpo" in r and "grpo" in r, align_trl_table),
+    (lambda r: "job" in r and ("dpo" in r or "grpo" in r), align_trl_table),  # one job or both
     (lambda r: "variants" in r and "held_out_pairs_decided_by" in r, reward_variants_table),
     (lambda r: "stage" in r and "variant" in r and "settings" in r, stage_variant_table),
     (lambda r: "trl" in r, trl_table),
