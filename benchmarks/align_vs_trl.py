@@ -7,11 +7,11 @@ the packaged SmolLM2-135M-Instruct, LoRA r 16 / alpha 32 / dropout 0 on all line
 (`peft_config` for TRL), the model's chat template, bf16 autocast, the same learning rate
 (the config's, constant), gradient clipping 1.0, no gradient checkpointing (TRL's configs turn it on by default;
 lightkit leaves it off), and the same torch threads.
-- DPO: the pairs of `python -m lightkit.data.headline_pairs` (real headline over the zero-shot
-  answer), batch 4 pairs, the config's beta, sigmoid loss plus the config's `rpo_alpha` x the chosen
-  answers' NLL (TRL: `loss_type` sigmoid and sft, `loss_weights`), sequences capped at 320 tokens. TRL gets
-  conversational prompt/chosen/rejected rows; with peft its reference is the adapters-off model,
-  as lightkit's.
+- DPO: the pairs of `python -m lightkit.data.headline_pairs` (`--pairs`; make align's are the SFT
+  model's ranked answers), every pair of the file on both sides, batch 4 pairs, the config's beta,
+  sigmoid loss plus the config's `rpo_alpha` x the chosen answers' NLL (TRL: `loss_type` sigmoid
+  and sft, `loss_weights`), sequences capped at 320 tokens. TRL gets conversational
+  prompt/chosen/rejected rows; with peft its reference is the adapters-off model, as lightkit's.
 - GRPO: 4 prompts x 4 generations (TRL: 16 completions per device batch, num_generations 4), 24
   new tokens at the config's temperature, beta 0, the `grpo` loss on both sides (TRL's default is `dapo`),
   one iteration, and the same three reward callables and weights (lightkit.rewards.text; TRL
@@ -165,7 +165,8 @@ def run_lightkit(args: argparse.Namespace, timer: StepTimer, phases: Phases) -> 
               "save_dir": str(Path(args.scratch) / "hf")}  # fmt: skip
     if args.job == "dpo":
         task = DPOTask(beta=job["beta"], rpo_alpha=job.get("rpo_alpha"), **common)
-        dm = PolicyPreferenceDataModule(tokenizer=MODEL, train_file=args.pairs, holdout=(0.1, 0.0), split_seed=13,
+        # Every pair trains, as on TRL's side (the validation file is required, never run: limit_val_batches 0).
+        dm = PolicyPreferenceDataModule(tokenizer=MODEL, train_file=args.pairs, val_file=args.pairs, holdout=(0.0, 0.0),
                                         batch_size=4, max_length=320)  # fmt: skip
     else:
         task = GRPOTask(reward_fn=job["reward_fn"], reward_weights=job["reward_weights"], num_generations=4, beta=0.0,
