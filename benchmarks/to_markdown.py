@@ -539,7 +539,8 @@ def align_trl_table(result: dict) -> str:
         notes.append(note + ".")
     lines += ["", *notes] if notes else []
     job = result["job"]
-    steps = ", ".join(f"{j.upper()} {job[j]['steps_timed'] + job['warmup_steps_untimed']}" for j in ("dpo", "grpo"))
+    ran = [j for j in ("dpo", "grpo") if j in result]
+    steps = ", ".join(f"{j.upper()} {job[j]['steps_timed'] + job['warmup_steps_untimed']}" for j in ran)
     seeds = job.get("seeds", [job.get("seed", 0)])
     over = (
         f"medians over seeds {seeds}, held-out scores as mean ± sd over them"

@@ -1088,8 +1088,9 @@ def test_an_align_vs_trl_result_of_one_job_renders(tmp_path: Path) -> None:
     side = {"s_per_step": 4.0, "peak_rss_mib": 5000.0, "held_out_reward": -0.02, "held_out_rougeL": 0.26,
             "held_out_words": 6.0, "train_wall_s": 50.0, "tokens_per_s": 400.0}  # fmt: skip
     result = {"device": "CPU", "date": "2026-12-06", "versions": {}, "command": "python benchmarks/align_vs_trl.py",
-              "job": {"warmup_steps_untimed": 2, "dpo": {"steps_timed": 8}, "seeds": [0]},
+              "job": {"warmup_steps_untimed": 2, "dpo": {"steps_timed": 8}, "grpo": {"steps_timed": 4},
+                      "seeds": [0], "precision": "bf16 autocast", "eval_rows": 32},
               "dpo": {"lightkit": side, "trl": {**side, "s_per_step": 6.0, "train_wall_s": 150.0}, "speedup": 1.5,
                       "speedup_spread": {"min": 1.4, "max": 1.6}, "speedup_train_wall": 3.0}}  # fmt: skip
     text = render(result)
-    assert text is not None and "| DPO | lightkit | 4.00 |" in text and "**1.50x**" in text and "GRPO |" not in text
+    assert text is not None and "| DPO | lightkit | 4.00 |" in text and "**1.50x**" in text and "GRPO" not in text
