@@ -77,9 +77,9 @@ def validations(run: Path) -> list[dict[str, float]]:
 
 
 def training_reward(run: Path, n: int = 10) -> dict[str, float] | None:
-    """The mean reward of the answers an RL run sampled in its first and last `n` updates (its
-    logged `train_reward_step`; None for DPO, which samples none): whether it climbed its own
-    reward, where the validation's 16 greedy answers may not show it."""
+    """The mean reward of the answers an RL run sampled in its first and last `n` batches (its
+    logged `train_reward_step`, one row per sampled batch; None for DPO, which samples none):
+    whether it climbed its own reward, where the validation's 16 greedy answers may not show it."""
     values = [float(row["train_reward_step"]) for row in logged(run) if row.get("train_reward_step")]
     if not values:
         return None
