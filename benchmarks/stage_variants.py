@@ -67,24 +67,32 @@ def resume(variant: Path, before: str | None, now: str) -> list[str]:
     return ["--ckpt_path", str(last)]
 
 
-def validations(run: Path) -> list[dict[str, float]]:
-    """Each validation's logged metrics (`LOGGED`), from the run's CSV log."""
-    rows = logged(run)
+def validations(rows: list[dict[str, str]], run: Path) -> list[dict[str, float]]:
+    """Each validation's logged metrics (`LOGGED`), from the rows of the run's CSV log."""
     if not rows:
         raise SystemExit(f"{run}: no lightning_logs/version_*/metrics.csv")
     return [{"step": int(row["step"])} | {k: float(row[c]) for k, c in LOGGED.items() if row.get(c)}
             for row in rows if row.get(LOGGED["reward"])]  # fmt: skip
 
 
-def training_reward(run: Path, n: int = 10) -> dict[str, float] | None:
+def training_reward(rows: list[dict[str, str]], n: int = 10) -> dict[str, float] | None:
     """The mean reward of the answers an RL run sampled in its first and last `n` batches (its
     logged `train_reward_step`, one row per sampled batch; None for DPO, which samples none):
     whether it climbed its own reward, where the validation's 16 greedy answers may not show it."""
-    values = [float(row["train_reward_step"]) for row in logged(run) if row.get("train_reward_step")]
+    values = [float(row["train_reward_step"]) for row in rows if row.get("train_reward_step")]
     if not values:
         return None
-    return {"first": statistics.fmean(values[:n]), "last": statistics.fmean(values[-n:]), "updates": len(values),
+    return {"first": statistics.fmean(values[:n]), "last": statistics.fmean(values[-n:]), "batches": len(values),
             "of": min(n, len(values))}  # fmt: skip
+
+
+def logged_side(run: Path) -> dict[str, Any]:
+    """What one side of the comparison logged: its validations, the one it kept, and (RL stages)
+    its training reward; the run's CSV log read once."""
+    rows = logged(run)
+    curve = validations(rows, run)
+    reward = training_reward(rows)
+    return {"kept": kept(curve), "validations": curve} | ({"training_reward": reward} if reward else {})
 
 
 def kept(curve: list[dict[str, float]]) -> dict[str, float]:
@@ -127,10 +135,7 @@ def main() -> None:
             command = ["fit", "--config", str(config), *resume(variant, before, config.read_text())]
             print("$ lightkit", *command, flush=True)
             subprocess.run([LIGHTKIT, *command], cwd=ROOT, check=True)
-        runs = {"as_run": folder / args.stage, "variant": variant}
-        rows[run_name(split, seed)] = {side: {"kept": kept(validations(run)), "validations": validations(run)}
-                                       | ({"training_reward": t} if (t := training_reward(run)) else {})
-                                       for side, run in runs.items()}  # fmt: skip
+        rows[run_name(split, seed)] = {"as_run": logged_side(folder / args.stage), "variant": logged_side(variant)}
     summary = {}
     for metric in ("reward", "rougeL"):
         sides = {side: [r[side]["kept"][metric] for r in rows.values()] for side in ("as_run", "variant")}

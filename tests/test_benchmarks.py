@@ -926,7 +926,7 @@ def test_stage_variants_say_whether_an_rl_stage_climbed_its_own_training_reward(
                "--runs", "13:13", "--work", str(tmp_path), "--out", str(out))  # fmt: skip
     run = json.loads(out.read_text())["runs"]["split 13, seed 13"]
     assert run["as_run"]["training_reward"] == {"first": pytest.approx(-0.1), "last": pytest.approx(-0.1),
-                                                "updates": 30, "of": 10}  # fmt: skip
+                                                "batches": 30, "of": 10}  # fmt: skip
     assert run["variant"]["training_reward"]["first"] == pytest.approx(-0.055)
     assert run["variant"]["training_reward"]["last"] == pytest.approx(-0.1 + 0.01 * 24.5)
     sys.path.insert(0, str(ROOT / "benchmarks"))
