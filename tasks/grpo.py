@@ -150,26 +150,16 @@ class GRPOTask(RolloutTask):
         )
         self.log_train(logs, n, bar=("reward",))
 
-    def on_fit_start(self) -> None:
-        # Checked before the first sampling, not at the first update a minute of sampling later.
-        train = getattr(getattr(self.trainer, "datamodule", None), "datasets", {}).get("train")
-        columns = getattr(train, "column_names", None)  # a `datasets.Dataset`, as lightkit's DataModules hold
-        if self.hparams.sft_alpha and columns is not None:
-            self._need_reference(columns, "the training data's columns")
-
-    @staticmethod
-    def _need_reference(columns: list[str], what: str) -> None:
-        if "reference" not in columns:
-            raise InputError(
-                "GRPOTask: sft_alpha needs each prompt's reference answer, a `reference` column; "
-                f"{what} are {sorted(columns)}; HeadlineDataModule or InstructionDataModule with "
-                "prompts_only: true gives one"
-            )
+    def needed_columns(self) -> dict[str, set[str]]:
+        return super().needed_columns() | ({"sft_alpha": {"reference"}} if self.hparams.sft_alpha else {})
 
     def reference_answers(self, batch: dict[str, Any]) -> Samples:
         """Each prompt's reference answer and EOS (as the SFT data ends an answer), laid out after
         its left-padded prompt as a sampled response is: built once per batch for `sft_alpha`."""
-        self._need_reference(list(batch), "the batch's keys")
+        if "reference" not in batch:  # a DataModule whose data fit start could not read (not a `datasets.Dataset`)
+            raise InputError(
+                f"GRPOTask: sft_alpha needs the prompt data's column ['reference']; the batch has {sorted(batch)}"
+            )
         eos = self.tokenizer.eos_token_id
         answers = [self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for text in batch["reference"]]
         prompt_ids = batch["input_ids"]

@@ -174,6 +174,26 @@ class RolloutTask(PolicyTask):
             self.add_frozen("reward", model)  # moves with the policy, never trained or saved
         self.__dict__["_reward"] = reward  # unregistered either way
 
+    def needed_columns(self) -> dict[str, set[str]]:
+        """The prompt data's text columns the run needs, by what needs them: the reward callables'
+        (e.g. `rouge_l`'s `reference`); subclasses add their own."""
+        return dict(getattr(self.__dict__["_reward"], "needs", {}))
+
+    def on_fit_start(self) -> None:
+        # Checked before the first sampling, not where the first batch lacks them, a minute later.
+        super().on_fit_start()
+        train = getattr(self.trainer.datamodule, "datasets", {}).get("train")
+        columns = getattr(train, "column_names", None)  # a `datasets.Dataset`, as lightkit's DataModules hold
+        if columns is None:
+            return
+        for who, needed in self.needed_columns().items():
+            if missing := sorted(needed - set(columns)):
+                raise InputError(
+                    f"{type(self).__name__}: {who} needs the prompt data's column(s) {missing}; the training "
+                    f"data's columns are {sorted(columns)} (HeadlineDataModule or InstructionDataModule with "
+                    "prompts_only: true keeps `reference`)"
+                )
+
     def reward_parts(self) -> dict[str, torch.Tensor]:
         """Each weighted reward callable's mean over the last scored batch (empty for one reward)."""
         return getattr(self.__dict__["_reward"], "last_parts", {})

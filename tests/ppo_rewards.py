@@ -23,3 +23,10 @@ def not_finite(prompts: list[str], responses: list[str]) -> list[float]:
 def reference_overlap(prompts: list[str], responses: list[str], reference: list[str]) -> list[float]:
     """1 where the response contains its reference answer: takes the prompt data's `reference`."""
     return [float(ref in r) for r, ref in zip(responses, reference)]
+
+
+def reference_or_default(
+    prompts: list[str], responses: list[str], reference: list[str], scale: float = 1.0
+) -> list[float]:
+    """Needs `reference`; `scale` has a default, so no column of that name is needed."""
+    return [scale * float(ref in r) for r, ref in zip(responses, reference)]

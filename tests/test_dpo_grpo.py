@@ -348,7 +348,9 @@ def test_grpo_sft_alpha_adds_the_reference_answers_nll_and_holds_them_up(
     assert series(tmp_path / "sft", "train_nll_reference_epoch")
     # nats per token (2.7 against 6.2 when written; equal if the term did nothing)
     assert nll.item() < without.item() - 1.5, (nll.item(), without.item())
-    with pytest.raises(InputError, match=r"sft_alpha needs each prompt's reference answer.*\['attention_mask'"):
+    with pytest.raises(
+        InputError, match=r"sft_alpha needs the prompt data's column \['reference'\]; the batch has \['attention_mask'"
+    ):
         task.reference_answers({k: v for k, v in batch.items() if k != "reference"})
 
 
@@ -364,9 +366,18 @@ def test_grpo_resume_is_exact(bpe: Path, tmp_path: Path, monkeypatch: pytest.Mon
     assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_grpo_sft_alpha_without_reference_answers_stops_before_sampling(
-    bpe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("setting", "who"),
+    [
+        (["--model.init_args.sft_alpha", "1.0"], "sft_alpha"),
+        (["--model.init_args.reward_fn", "lightkit.rewards.text:rouge_l"], "reward_fn 'lightkit.rewards.text:rouge_l'"),
+    ],
+)
+def test_a_column_the_run_needs_missing_from_the_prompts_stops_it_before_sampling(
+    bpe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: list[str], who: str
 ) -> None:
+    """sft_alpha and a reward callable that names `reference` both need that column: prompts alone
+    stop the run at fit start, naming what needs it, before a minute of sampling."""
     from lightkit.tasks.grpo import GRPOTask
 
     monkeypatch.syspath_prepend(str(ROOT / "tests"))
@@ -375,10 +386,13 @@ def test_grpo_sft_alpha_without_reference_answers_stops_before_sampling(
     data = tmp_path / "data.yaml"  # prompts alone: no reference answers
     init = {"tokenizer": str(bpe), "train_file": str(prompts), "batch_size": 4}
     data.write_text(json.dumps({"class_path": "PromptDataModule", "init_args": init}))
-    monkeypatch.setattr(GRPOTask, "sample", lambda *a, **k: pytest.fail("sampled before sft_alpha's data was checked"))
-    with pytest.raises(InputError, match=r"sft_alpha needs .*the training data's columns are \['prompt'\]"):
-        main(["fit", "--config", str(GRPO), "--data", str(data), "--trainer.default_root_dir", str(tmp_path),
-              "--model.init_args.sft_alpha", "1.0"])  # fmt: skip
+    monkeypatch.setattr(
+        GRPOTask, "sample", lambda *a, **k: pytest.fail("sampled before the data's columns were checked")
+    )
+    message = (rf"GRPOTask: {re.escape(who)} needs the prompt data's column\(s\) \['reference'\]; "
+               r"the training data's columns are \['prompt'\]")  # fmt: skip
+    with pytest.raises(InputError, match=message):
+        main(["fit", "--config", str(GRPO), "--data", str(data), "--trainer.default_root_dir", str(tmp_path), *setting])
 
 
 @pytest.mark.parametrize(

@@ -369,3 +369,15 @@ def test_ppo_with_lora_takes_the_adapters_off_policy_as_its_reference(tiny_lm: d
         expected = token_logprobs(pretrained(input_ids=ids).logits[:, 1:-1], ids[:, 2:])
         assert torch.allclose(task.logprobs(inputs, labels, reference=True)[:, 1:], expected, atol=1e-5)
         assert not torch.allclose(task.logprobs(inputs, labels)[:, 1:], expected, atol=1e-3)
+
+
+def test_rewards_say_which_data_columns_they_cannot_run_without(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A callable needs the named parameters after (prompts, responses) that have no default; a
+    weighted sum needs what its callables need, by callable (the fit-start check names them)."""
+    from lightkit.rewards.scoring import build_reward
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    assert build_reward("ppo_rewards:count_e", None).needs == {"reward_fn 'ppo_rewards:count_e'": set()}
+    mixed = build_reward(["ppo_rewards:count_e", "ppo_rewards:reference_or_default"], None)
+    assert mixed.needs == {"reward_fn 'ppo_rewards:count_e'": set(),
+                           "reward_fn 'ppo_rewards:reference_or_default'": {"reference"}}  # fmt: skip

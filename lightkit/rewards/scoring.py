@@ -64,6 +64,9 @@ class CallableReward:
             params = []
         self.takes_all = any(p.kind is p.VAR_KEYWORD for p in params)
         self.takes = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        # The data columns it cannot run without: named parameters after (prompts, responses) with no default.
+        named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        self.needs = {f"reward_fn '{path}'": {p.name for p in named[2:] if p.default is p.empty}}
 
     def __call__(self, prompts: list[str], responses: list[str], **columns: list[str]) -> torch.Tensor:
         # The batch's other text columns (e.g. `reference`) go to a callable that names them.
@@ -166,6 +169,11 @@ class WeightedRewards:
             self.last_parts[f"reward_{name}"] = scores.mean()
             total += weight * scores
         return total
+
+    @property
+    def needs(self) -> dict[str, set[str]]:
+        """The data columns each callable part cannot run without, by part."""
+        return {who: cols for _, part in self.parts for who, cols in getattr(part, "needs", {}).items()}
 
     @property
     def model(self) -> ModelReward | None:
