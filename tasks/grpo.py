@@ -35,6 +35,7 @@ from collections import defaultdict
 from typing import Any, Literal
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from lightkit.io.errors import InputError
 from lightkit.objectives.rlhf import group_advantages, grpo_loss
@@ -160,15 +161,11 @@ class GRPOTask(RolloutTask):
             raise InputError(
                 f"GRPOTask: sft_alpha needs the prompt data's column ['reference']; the batch has {sorted(batch)}"
             )
-        eos = self.tokenizer.eos_token_id
-        answers = [self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for text in batch["reference"]]
-        prompt_ids = batch["input_ids"]
-        response = torch.full((len(answers), max(map(len, answers))), eos, dtype=prompt_ids.dtype)
-        mask = torch.zeros(response.shape)
-        for row, ids in enumerate(answers):
-            response[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1.0
-        response, mask = response.to(prompt_ids.device), mask.to(prompt_ids.device)
+        eos, prompt_ids = self.tokenizer.eos_token_id, batch["input_ids"]
+        answers = [torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos])
+                   for text in batch["reference"]]  # fmt: skip
+        response = pad_sequence(answers, batch_first=True, padding_value=eos).to(prompt_ids)
+        mask = pad_sequence([torch.ones(len(a)) for a in answers], batch_first=True).to(prompt_ids.device)
         ended = torch.ones(len(answers), dtype=torch.bool, device=prompt_ids.device)
         return Samples.after(prompt_ids, batch["attention_mask"], response, mask, ended, list(batch["reference"]))
 
