@@ -12,7 +12,8 @@ instruction DataModule) and
    group_advantages`); no value model;
 4. `num_iterations` passes over minibatches of the B*G samples (one optimizer step each) on the
    clipped ratio loss, plus `beta` x the k3 KL to the reference (`lightkit.objectives.rlhf.grpo_loss`),
-   plus `sft_alpha` x the NLL of the prompts' reference answers where set.
+   plus `sft_alpha` x the NLL of the prompts' reference answers, and `best_alpha` x the NLL of each
+   group's best response, where set.
 
 With one pass and one minibatch (the defaults) the ratio is exactly 1 and the old log-probs are
 not computed (the loss's gradient is then the policy gradient), as in TRL's GRPOTrainer. With
@@ -23,6 +24,12 @@ response positions' hidden states only, never the (B, T, V) logits.
 on: the reward alone can be climbed by what is cheapest to change (a headline's length, say) at
 the cost of what the data asked for; the NLL term holds the policy to the reference answers, as
 RPO's does for DPO (`lightkit.tasks.dpo`).
+
+`best_alpha` is RPO's term itself, with each group's best response (by at least `best_margin` over
+its worst, as the on-policy DPO pairs are chosen) as the chosen answer. The policy gradient pushes
+the worse responses down as hard as it pulls the better up; at a learning rate that moves the model,
+that mass goes to answers nobody sampled, as DPO without RPO showed. The NLL of the best response
+holds up what the reward preferred, in the policy's own words rather than the reference's.
 
 Validation samples one response per prompt and logs `val_reward`, and `val_kl` (summed over the
 response) where a reference exists (LoRA, or beta > 0).
@@ -38,7 +45,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from lightkit.io.errors import InputError
-from lightkit.objectives.rlhf import group_advantages, grpo_loss
+from lightkit.objectives.rlhf import best_of_groups, chosen_nll, group_advantages, grpo_loss
 from lightkit.tasks.policy import RolloutTask, Samples
 
 
@@ -57,6 +64,11 @@ class GRPOTask(RolloutTask):
         max_grad_norm: gradient clipping norm per update.
         sft_alpha: weight of the prompts' reference answers' NLL (the data's `reference` column, a
             mean over their tokens) added to every update's loss; None or 0: off.
+        best_alpha: weight of the NLL of each group's best response (a mean over the tokens of the
+            chosen responses of the update, at the sampling temperature as the policy loss) added to
+            its loss; None or 0: off.
+        best_margin: how far a group's best reward must be above its worst for its best response
+            to count in `best_alpha`'s term.
         **kwargs: the reward (reward_fn with reward_weights, or reward_model), missing_eos_penalty,
             sampling (max_new_tokens, temperature, top_k, top_p), peft, pretrained; see RolloutTask.
     """
@@ -77,10 +89,15 @@ class GRPOTask(RolloutTask):
         scale_rewards: bool = True,
         max_grad_norm: float = 1.0,
         sft_alpha: float | None = None,
+        best_alpha: float | None = None,
+        best_margin: float = 0.2,
         **kwargs: Any,
     ) -> None:
-        if sft_alpha is not None and sft_alpha < 0:
-            raise InputError(f"GRPOTask: sft_alpha must be >= 0 or null, got {sft_alpha}")
+        for name, alpha in (("sft_alpha", sft_alpha), ("best_alpha", best_alpha)):
+            if alpha is not None and alpha < 0:
+                raise InputError(f"GRPOTask: {name} must be >= 0 or null, got {alpha}")
+        if best_margin < 0:
+            raise InputError(f"GRPOTask: best_margin must be >= 0, got {best_margin}")
         if num_generations < 2:
             raise InputError(
                 f"GRPOTask: num_generations must be at least 2, got {num_generations}: advantages are rewards "
@@ -113,6 +130,7 @@ class GRPOTask(RolloutTask):
             old = self.response_logprobs(samples) if self.updates_for(n) > 1 else None
             ref = self.response_logprobs(samples, reference=True) if h.beta > 0 else None
         answers = self.reference_answers(batch) if h.sft_alpha else None
+        best = best_of_groups(rewards, G, h.best_margin) if h.best_alpha else None
         optimizer = self.optimizers()
         stats: dict[str, list[torch.Tensor]] = defaultdict(list)
         for _ in range(h.num_iterations):
@@ -129,6 +147,10 @@ class GRPOTask(RolloutTask):
                     h.loss_type,
                 )
                 stats["policy_loss"].append(loss.detach())
+                if best is not None:
+                    nll = chosen_nll(logprobs, samples.mask[idx], best[idx])
+                    loss = loss + h.best_alpha * nll
+                    stats["nll_best"].append(nll.detach())
                 if answers is not None:
                     nll = self.reference_nll(answers)
                     loss = loss + h.sft_alpha * nll

@@ -15,7 +15,7 @@ from helpers import DATA, ROOT, series
 
 from lightkit.cli.main import cli, main
 from lightkit.io.errors import InputError
-from lightkit.objectives.rlhf import dpo_loss, group_advantages, grpo_loss
+from lightkit.objectives.rlhf import best_of_groups, chosen_nll, dpo_loss, group_advantages, grpo_loss
 
 DPO = ROOT / "tests" / "conf" / "dpo.yaml"
 GRPO = ROOT / "tests" / "conf" / "grpo.yaml"
@@ -46,6 +46,19 @@ def test_group_advantages_match_hand_computed_values() -> None:
     # group 0: mean 2, unbiased std 1; group 1: all equal -> 0 (teaches nothing)
     assert adv.tolist() == pytest.approx([-1 / 1.0001, 0.0, 1 / 1.0001, 0.0, 0.0, 0.0], abs=1e-6)
     assert group_advantages(rewards, 3, scale=False).tolist() == pytest.approx([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+
+def test_best_of_groups_marks_each_groups_best_only_past_the_margin() -> None:
+    rewards = torch.tensor([0.1, 0.5, 0.2, 0.0, 0.1, 0.1, 0.25, 0.1, 0.3, 0.7, 0.7, 0.2])  # three groups of 4
+    # group 0: 0.5 is 0.5 above the worst; group 1: 0.25 only 0.15 above; group 2: a tie, the first wins
+    assert best_of_groups(rewards, 4, margin=0.2).tolist() == [False, True, False, False] + [False] * 4 + [
+        False, True, False, False]  # fmt: skip
+    assert best_of_groups(rewards, 4, margin=0.0)[4:8].tolist() == [False, False, True, False]
+    logprobs = torch.tensor([[-1.0, -2.0], [-3.0, -5.0], [-7.0, -11.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])  # the second response has one token
+    chosen = torch.tensor([False, True, True])
+    assert chosen_nll(logprobs, mask, chosen).item() == pytest.approx((3 + 7 + 11) / 3)
+    assert chosen_nll(logprobs, mask, torch.zeros(3, dtype=torch.bool)).item() == 0.0
 
 
 def test_grpo_clipped_loss_matches_hand_computed_values() -> None:
@@ -354,6 +367,28 @@ def test_grpo_sft_alpha_adds_the_reference_answers_nll_and_holds_them_up(
         task.reference_answers({k: v for k, v in batch.items() if k != "reference"})
 
 
+def test_grpo_best_alpha_adds_the_best_responses_nll_and_nothing_where_no_group_passes_the_margin(
+    bpe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A margin no group reaches leaves the term at 0 and the run bit for bit plain GRPO's; a margin
+    of 0 logs a positive NLL and trains other weights."""
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    common = ["--trainer.logger", "true", "--trainer.max_epochs", "1"]
+    best = ["--model.init_args.best_alpha", "1.0", "--model.init_args.best_margin"]
+
+    def weights(root: Path, *extra: str) -> dict[str, torch.Tensor]:
+        return cli(["fit", *grpo_args(bpe, root, *common, *extra)]).model.state_dict()
+
+    plain, unreached, every = (weights(tmp_path / "plain"), weights(tmp_path / "unreached", *best, "1e9"),
+                               weights(tmp_path / "every", *best, "0"))  # fmt: skip
+    assert plain.keys() == unreached.keys() == every.keys()
+    assert all(torch.equal(plain[k], unreached[k]) for k in plain)
+    assert series(tmp_path / "unreached", "train_nll_best_epoch") == [0.0]
+    (nll,) = series(tmp_path / "every", "train_nll_best_epoch")
+    assert nll > 0.5, nll
+    assert not all(torch.equal(plain[k], every[k]) for k in plain)
+
+
 def test_grpo_resume_is_exact(bpe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "tests"))
     every = ["--trainer.max_epochs", "2", "--trainer.enable_checkpointing", "true",
@@ -404,6 +439,8 @@ def test_a_column_the_run_needs_missing_from_the_prompts_stops_it_before_samplin
         (["--model.init_args.reward_fn", "ppo_rewards:not_finite"], "returned non-finite scores at positions [0]"),
         (["--model.init_args.reward_weights", "[1.0, 2.0]"], "reward_weights has 2 weights for 1 reward_fn"),
         (["--model.init_args.sft_alpha", "-1"], "sft_alpha must be >= 0 or null, got -1"),
+        (["--model.init_args.best_alpha", "-0.5"], "best_alpha must be >= 0 or null, got -0.5"),
+        (["--model.init_args.best_margin", "-1"], "best_margin must be >= 0, got -1"),
     ],
 )
 def test_grpo_bad_input_is_named(

@@ -144,6 +144,27 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True)
     return centred.reshape(-1)
 
 
+def best_of_groups(rewards: torch.Tensor, group_size: int, margin: float) -> torch.Tensor:
+    """(B*G,) bool: each group's highest-reward sample, where it beats the group's lowest by at
+    least `margin` (the first of equal best); groups closer than that mark none.
+
+    The same rule that makes the on-policy DPO pairs (`lightkit.data.headline_pairs`): a best
+    answer only a rounding error above the rest is not one the reward prefers.
+    """
+    grouped = rewards.view(-1, group_size)
+    best = torch.zeros_like(grouped, dtype=torch.bool)
+    keep = (grouped.max(1).values - grouped.min(1).values) >= margin
+    best[keep, grouped.argmax(1)[keep]] = True
+    return best.reshape(-1)
+
+
+def chosen_nll(logprobs: torch.Tensor, mask: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """Mean NLL over the tokens of the `chosen` rows (bool, (B,)) of per-token log-probs (B, R);
+    0 where no row is chosen, so the term then adds nothing."""
+    tokens = mask * chosen.unsqueeze(1).to(mask.dtype)
+    return -(logprobs.float() * tokens).sum() / tokens.sum().clamp(min=1)
+
+
 def grpo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
