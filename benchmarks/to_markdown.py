@@ -485,7 +485,7 @@ def training_reward_table(result: dict) -> list[str]:
         return []
     of = next(iter(runs.values()))["as_run"]["training_reward"]["of"]
     lines = ["", f"Reward of the answers each side sampled in training, mean over its first and last {of} batches "
-             "(an update each where num_iterations is 1):",
+             "(a batch of sampled answers: one update, unless num_iterations or ppo_epochs make it several):",
              "", "| run | as run: first, last | variant: first, last |", "|---|---|---|"]  # fmt: skip
     for name, run in runs.items():
         cells = [f"{t['first']:+.3f}, {t['last']:+.3f}"
