@@ -161,8 +161,7 @@ def best_of_groups(rewards: torch.Tensor, group_size: int, margin: float) -> tor
 def chosen_nll(logprobs: torch.Tensor, mask: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     """Mean NLL over the tokens of the `chosen` rows (bool, (B,)) of per-token log-probs (B, R);
     0 where no row is chosen, so the term then adds nothing."""
-    tokens = mask * chosen.unsqueeze(1).to(mask.dtype)
-    return -(logprobs.float() * tokens).sum() / tokens.sum().clamp(min=1)
+    return -masked_mean(logprobs.float(), mask * chosen.unsqueeze(1).to(mask.dtype))
 
 
 def grpo_loss(
