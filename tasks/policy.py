@@ -15,7 +15,7 @@ before any update).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, NamedTuple
 
@@ -184,14 +184,20 @@ class RolloutTask(PolicyTask):
         super().on_fit_start()
         train = getattr(self.trainer.datamodule, "datasets", {}).get("train")
         columns = getattr(train, "column_names", None)  # a `datasets.Dataset`, as lightkit's DataModules hold
-        if columns is None:
-            return
+        if columns is not None:
+            self.check_columns(columns, "the training data's columns are")
+
+    def check_columns(self, columns: Iterable[str], what: str) -> None:
+        """Stop, naming who needs which column, where `columns` lack one the run needs; at fit start,
+        or at a batch where the data could not be read then (`what` says which)."""
+        columns = set(columns)
         for who, needed in self.needed_columns().items():
-            if missing := sorted(needed - set(columns)):
+            if missing := sorted(needed - columns):
+                hint = (" (HeadlineDataModule or InstructionDataModule with prompts_only: true keeps `reference`)"
+                        if "reference" in missing else "")  # fmt: skip
                 raise InputError(
-                    f"{type(self).__name__}: {who} needs the prompt data's column(s) {missing}; the training "
-                    f"data's columns are {sorted(columns)} (HeadlineDataModule or InstructionDataModule with "
-                    "prompts_only: true keeps `reference`)"
+                    f"{type(self).__name__}: {who} needs the prompt data's column(s) {missing}; {what} "
+                    f"{sorted(columns)}{hint}"
                 )
 
     def reward_parts(self) -> dict[str, torch.Tensor]:

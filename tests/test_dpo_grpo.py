@@ -362,7 +362,8 @@ def test_grpo_sft_alpha_adds_the_reference_answers_nll_and_holds_them_up(
     # nats per token (2.7 against 6.2 when written; equal if the term did nothing)
     assert nll.item() < without.item() - 1.5, (nll.item(), without.item())
     with pytest.raises(
-        InputError, match=r"sft_alpha needs the prompt data's column \['reference'\]; the batch has \['attention_mask'"
+        InputError,
+        match=r"sft_alpha needs the prompt data's column\(s\) \['reference'\]; the batch has \['attention_mask'",
     ):
         task.reference_answers({k: v for k, v in batch.items() if k != "reference"})
 
