@@ -2,14 +2,15 @@
 
     lightkit fit --config tests/conf/reward_model.yaml
 
-Loss `-log σ(r(chosen) - r(rejected))` on a sequence model with one scalar output
-(`AutoModelForSequenceClassification`, num_labels=1); accuracy is the fraction of pairs ranked
-right. The saved model is a plain transformers sequence classifier, so PPO (`reward_model:`),
+Loss `-log σ(r(chosen) - r(rejected) - margin_scale * margin)` on a sequence model with one
+scalar output (`AutoModelForSequenceClassification`, num_labels=1); accuracy is the fraction of
+pairs ranked right. The saved model is a plain transformers sequence classifier, so PPO (`reward_model:`),
 export and any transformers code load it as is.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy
 from transformers import AutoModelForSequenceClassification
 
+from lightkit.io.errors import InputError
 from lightkit.training.task import BaseTask, StepOutput
 
 
@@ -30,6 +32,10 @@ class RewardModelTask(BaseTask):
             same length.
         response_first: whether it reads the response before the prompt (linked and saved the
             same way).
+        margin_scale: how far apart, in score, a pair must be placed per unit of its `margin`
+            column (TRL's RewardTrainer and Llama 2's reward model subtract the margin the same
+            way, at scale 1): a pair the preference separates widely is pushed apart further. 0
+            ignores the column.
         **kwargs: pretrained / model_config, learning rate, ... (see BaseTask).
     """
 
@@ -37,7 +43,15 @@ class RewardModelTask(BaseTask):
     peft_task_type = "SEQ_CLS"  # with LoRA, peft keeps the new score head trainable
     primary_metric = "accuracy"
 
-    def __init__(self, input_max_length: int | None = None, response_first: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        input_max_length: int | None = None,
+        response_first: bool = False,
+        margin_scale: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        if not (math.isfinite(margin_scale) and margin_scale >= 0):
+            raise ValueError(f"margin_scale must be a finite number >= 0, got {margin_scale}")
         super().__init__(**kwargs)
 
     def saved_settings(self) -> dict[str, Any]:
@@ -58,7 +72,12 @@ class RewardModelTask(BaseTask):
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
         margin = self.score(batch, "chosen") - self.score(batch, "rejected")
-        loss = -F.logsigmoid(margin).mean()
+        if self.hparams.margin_scale:
+            if "margin" not in batch:
+                raise InputError("margin_scale needs a numeric `margin` column in every preference pair")
+            loss = -F.logsigmoid(margin - self.hparams.margin_scale * batch["margin"]).mean()
+        else:
+            loss = -F.logsigmoid(margin).mean()
         # BinaryAccuracy thresholds sigmoid(margin) at 0.5, i.e. counts pairs with margin > 0.
         ones = torch.ones_like(margin, dtype=torch.long)
         return StepOutput(loss, torch.sigmoid(margin.detach()), ones, logs={"margin": margin.detach().mean()})

@@ -13,6 +13,8 @@ import torch
 from helpers import DATA, ROOT, ppo, series
 
 from lightkit.cli.main import cli, main
+from lightkit.data.files import read_table
+from lightkit.data.prompts import PreferenceDataModule
 from lightkit.io.errors import InputError
 from lightkit.objectives.rlhf import AdaptiveKL, gae, masked_whiten, policy_loss, token_logprobs, value_loss
 
@@ -280,7 +282,6 @@ def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Pat
     assert json.loads((saved / "lightkit.json").read_text()) == {"input_max_length": 32, "response_first": False}
     folder = ModelReward(str(saved), tasks)
     assert alone.max_length == folder.max_length == 32
-    from lightkit.data.prompts import PreferenceDataModule
 
     dm = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32)
     long_prompt = "Q: " + "where is it ? " * 20 + "\nA: "
@@ -300,7 +301,6 @@ def test_a_reward_model_reading_the_response_first_keeps_the_start_of_a_long_pro
     """An encoder reward model reads `[CLS] response [SEP] prompt`, the prompt cut from its end, so
     an article's lead stays in view where the default left cut keeps only its last words; the
     order is saved with the model and PPO's ModelReward scores exactly as training read."""
-    from lightkit.data.prompts import PreferenceDataModule
     from lightkit.models.loading import load_tokenizer
     from lightkit.models.reward_inputs import encode_scored
     from lightkit.rewards.scoring import ModelReward
@@ -381,3 +381,37 @@ def test_rewards_say_which_data_columns_they_cannot_run_without(monkeypatch: pyt
     mixed = build_reward(["ppo_rewards:count_e", "ppo_rewards:reference_or_default"], None)
     assert mixed.needs == {"reward_fn 'ppo_rewards:count_e'": set(),
                            "reward_fn 'ppo_rewards:reference_or_default'": {"reference"}}  # fmt: skip
+
+
+def test_a_reward_models_margin_scale_subtracts_each_pairs_margin_column(bpe: Path, tmp_path: Path) -> None:
+    """TRL's and Llama 2's margin loss, `-log σ(r_c - r_r - scale * margin)`, from the pairs' own
+    `margin` column; without the column a scale is refused, and a bad margin is named by line."""
+    import torch.nn.functional as F
+
+    prefs = tmp_path / "prefs.jsonl"
+    rows = [{"prompt": "Q: where ?\nA:", "chosen": " oslo", "rejected": " the", "margin": m} for m in (0.5, 2.0)]
+    prefs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["--config", str(REWARD_MODEL), "--data.tokenizer", str(bpe), "--data.train_file", str(prefs)]
+    run = cli([*args, "--model.init_args.margin_scale", "1.5"], run=False)
+    task, dm = run.model, run.datamodule
+    batch = dm.collate([{**dm.from_rows([{**r, "_where": "x"}], "train")[0]} for r in rows])
+    assert batch["margin"].tolist() == [0.5, 2.0]
+    gap = task.score(batch, "chosen") - task.score(batch, "rejected")
+    want = -F.logsigmoid(gap - 1.5 * torch.tensor([0.5, 2.0])).mean()
+    assert torch.allclose(task.step(batch).loss, want)
+    assert not torch.allclose(want, -F.logsigmoid(gap).mean())  # the margin changed the loss
+    plain = cli(args, run=False).model
+    plain.model.load_state_dict(task.model.state_dict())
+    assert torch.allclose(plain.step(batch).loss, -F.logsigmoid(gap).mean())  # scale 0 ignores the column
+    without = dm.collate([{**dm.from_rows([{**rows[0], "margin": None, "_where": "x"}], "train")[0]}])
+    assert "margin" not in without
+    with pytest.raises(InputError, match="margin_scale needs a numeric `margin` column"):
+        task.step(without)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "margin": "wide"}) + "\n")
+    with pytest.raises(InputError, match=r"bad\.jsonl:2: `margin` must be a finite number.*'wide'"):
+        PreferenceDataModule(tokenizer=str(bpe), train_file=str(bad)).from_rows(
+            read_table(bad, ["chosen", "rejected"], "utf-8"), "train"
+        )
+    with pytest.raises(ValueError, match="margin_scale must be a finite number >= 0"):
+        cli([*args, "--model.init_args.margin_scale", "-1"], run=False)

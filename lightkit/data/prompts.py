@@ -6,9 +6,11 @@ PreferenceDataModule  JSONL {prompt, chosen, rejected} pairs for Bradley-Terry r
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+import torch
 from datasets import Dataset
 
 from lightkit.data.base import BaseDataModule
@@ -70,6 +72,8 @@ class PreferenceDataModule(BaseDataModule):
     Each side is scored as `prompt_template.format(**row) + response`, cut to max_length from the
     left so that the response is read whole; or, with `response_first`, as the text pair
     (response, prompt) with the prompt cut from its end (`lightkit.models.reward_inputs`).
+    A numeric `margin` column (how far apart the pair is, as TRL's reward datasets carry it) is
+    passed on as the batch's `margin`, for RewardModelTask's `margin_scale`.
 
     Args:
         prompt_template: how the prompt is formatted before the response.
@@ -97,16 +101,17 @@ class PreferenceDataModule(BaseDataModule):
         for row in rows:
             where = row["_where"]
             prompt, chosen, rejected = preference_parts(row, where)
+            margin = pair_margin(row, where)
             if isinstance(chosen, list):  # conversational: each side rendered whole by the chat template
                 if not getattr(self.tokenizer, "chat_template", None):
                     raise InputError(f"{where}: conversational pairs need a tokenizer with a chat template")
                 sides = {s: render(self.tokenizer, prompt + turns, generation_prompt=False)
                          for s, turns in zip(("chosen", "rejected"), (chosen, rejected))}  # fmt: skip
-                pairs.append({"prompt": "", **sides})  # each side is the whole text
+                pairs.append({"prompt": "", **sides, "margin": margin})  # each side is the whole text
                 continue
             # An implicit prompt is scored as it stands in the texts; an explicit one through the template.
             text = format_prompt(self.prompt_template, row, where) if "prompt" in row else (prompt or "")
-            pairs.append({"prompt": text, "chosen": chosen, "rejected": rejected})
+            pairs.append({"prompt": text, "chosen": chosen, "rejected": rejected, "margin": margin})
         return pairs
 
     def build_split(self, split: str) -> Dataset:
@@ -121,4 +126,16 @@ class PreferenceDataModule(BaseDataModule):
             prompts, responses = [f["prompt"] for f in features], [f[side] for f in features]
             enc = encode_scored(self.tokenizer, prompts, responses, self.hparams.max_length, self.response_first)
             batch.update({f"{side}_{k}": v for k, v in enc.items()})
+        if all(f.get("margin") is not None for f in features):
+            batch["margin"] = torch.tensor([f["margin"] for f in features], dtype=torch.float32)
         return batch
+
+
+def pair_margin(row: dict[str, Any], where: str) -> float | None:
+    """A row's `margin` as a finite number, or None where the row has none."""
+    margin = row.get("margin")
+    if margin is None:
+        return None
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
+        raise InputError(f"{where}: `margin` must be a finite number (how far apart the pair is), got {margin!r}")
+    return float(margin)
