@@ -179,13 +179,26 @@ def spread(values: list[float]) -> dict[str, float]:
             "n": len(values)}  # fmt: skip
 
 
+def over_splits(cells: dict[tuple[int, int], float]) -> dict[str, Any]:
+    """Mean and sd of one number over the runs (keyed by split and seed), each split's mean, and
+    the share of the variance that lies between splits (None with one split)."""
+    values = list(cells.values())
+    splits = sorted({s for s, _ in cells})
+    per_split = {s: [v for (split, _), v in cells.items() if split == s] for s in splits}
+    means = {s: statistics.fmean(v) for s, v in per_split.items()}
+    total = statistics.pvariance(values) if len(values) > 1 else 0.0
+    grand = statistics.fmean(values)
+    between = sum(len(per_split[s]) * (m - grand) ** 2 for s, m in means.items()) / len(values)
+    share = between / total if total > 0 and len(means) > 1 else None  # one split: no split's part
+    return {**spread(values), "per_split": {str(s): m for s, m in means.items()}, "between_split_share": share}
+
+
 def summarise(reports: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any]:
     """Mean and sd over runs, per-split means, the between-split share of the variance, and each
     method's reward gain over SFT: in units of the larger of the two sds, and paired (the gain
     within each run, over the SFT model that run's method started from, mean and sd over runs),
     which the split's shift of both models does not blur."""
     models = sorted({m for r in reports.values() for m in r["models"]}, key=["zero_shot", "sft", *METHODS].index)
-    splits = sorted({s for s, _ in reports})
     out: dict[str, Any] = {}
     for model in models:
         out[model] = {}
@@ -193,15 +206,7 @@ def summarise(reports: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any]:
             cells = {key: r["models"][model][metric] for key, r in reports.items() if model in r["models"]}
             if not cells:
                 continue
-            values = list(cells.values())
-            per_split = {s: [v for (split, _), v in cells.items() if split == s] for s in splits}
-            means = {s: statistics.fmean(v) for s, v in per_split.items() if v}
-            total = statistics.pvariance(values) if len(values) > 1 else 0.0
-            grand = statistics.fmean(values)
-            between = sum(len(per_split[s]) * (m - grand) ** 2 for s, m in means.items()) / len(values)
-            share = between / total if total > 0 and len(means) > 1 else None  # one split: no split's part
-            out[model][metric] = {**spread(values), "per_split": {str(s): m for s, m in means.items()},
-                                  "between_split_share": share}  # fmt: skip
+            out[model][metric] = over_splits(cells)
     for method in METHODS:
         if method in out and "sft" in out:
             gain = out[method]["reward"]["mean"] - out["sft"]["reward"]["mean"]

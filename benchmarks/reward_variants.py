@@ -23,6 +23,9 @@ its 1,024 articles, none trained on by any variant): about four times the shippe
 so a pair moves the accuracy a quarter as much; and there by quarter of the pairs' reward margin,
 since a model that had learned the reward would rank the widely separated pairs best.
 
+`--ensemble` also scores every trained model of the variants it names as one reward, the sum of
+their scores (an ensemble of seeds, or of models that read different parts of the prompt).
+
 Each runs in `runs/reward-variants/<variant>/`; a variant whose model is saved is read, not
 trained again. The result also says which part of the reward decides each held-out pair (the
 largest of its terms' differences), since only the length window and the copied lead can be read
@@ -62,12 +65,15 @@ SFT_TRUNK = {
                             "peft": {"r": 16, "alpha": 32, "target_modules": "all-linear"}}},
     "data": {"init_args": {"tokenizer": "runs/sft_headlines/hf_model", "max_length": 384}},
 }  # fmt: skip
+# Fine-tuned gently: BERT's usual learning rate (its paper's 2e-5 to 5e-5), for longer.
+FIRST_SLOW = merge(FIRST, {"model": {"init_args": {"learning_rate": 3e-5}}, "trainer": {"max_epochs": 5}})
 # key -> (what changes, settings over configs/reward_headlines.yaml, its training pairs: the shipped
 # ones, the wide ones, or the shipped ones ordered by the terms that need no reference headline)
 VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     "shipped": ("shipped: MiniLM, last 128 tokens", {}, "pairs"),
     "first-128": ("answer first, 128 tokens", FIRST, "pairs"),
     "first-256": ("answer first, 256 tokens", FIRST_256, "pairs"),
+    "first-slow": ("answer first, 128 tokens, learning rate 3e-5, 5 epochs", FIRST_SLOW, "pairs"),
     "wide": ("3.7x the pairs, last 128 tokens", {}, "wide"),
     "articles": ("4x the articles (1,024), last 128 tokens", {}, "many"),
     "articles-readable": (
@@ -76,6 +82,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
         "many-readable",
     ),
     "readable": ("pairs ordered by the terms it can read, answer first, 256 tokens", FIRST_256, "readable"),
+    "articles-first-slow": (
+        "4x the articles, answer first, 128 tokens, learning rate 3e-5, 5 epochs",
+        FIRST_SLOW,
+        "many",
+    ),
     "sft-trunk": ("the SFT model with LoRA, last 384 tokens", SFT_TRUNK, "pairs"),
     # One epoch: trained for three, its held-out loss was lowest after the first (0.633; 69.3% of
     # the 75 pairs) and rose after the second (0.729; 60.0%), so the 263 pairs judge the first.
@@ -221,6 +232,17 @@ def variant(key: str, seeds: list[int], args: argparse.Namespace) -> dict[str, A
     }
 
 
+def ensemble(keys: list[str], results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """Every trained model of the variants `keys` as one reward, the sum of their scores, on both
+    held-out sets: what an ensemble of the runs already made ranks."""
+    models = [Path(r["config"]).parent / "hf_model" for v in results if v["variant"] in keys for r in v["runs"]]
+    out: dict[str, Any] = {"variants": keys, "models": len(models)}
+    for name, pairs in (("held_out_pair_accuracy", args.pairs), ("many_held_out_pair_accuracy", args.many_pairs)):
+        gaps = [pair_scores(model, pair_files(Path(pairs))["every_val"]) for model in models]
+        out[name] = round(sum(sum(col) > 0 for col in zip(*gaps)) / len(gaps[0]), 4)
+    return out
+
+
 def deciding_parts(path: Path) -> dict[str, Any]:
     """Which reward term moves most between a pair's two answers (ROUGE-L: the margin less the
     others), and how often the terms that need no reference headline order the pair as the whole
@@ -264,8 +286,13 @@ def main() -> None:
         metavar="VARIANT[:N]",
         help="the variants run with every seed (or the first N); the others with the first",
     )
+    ap.add_argument(
+        "--ensemble", nargs="*", default=[], metavar="VARIANT", help="also score every model of these as one reward"
+    )
     ap.add_argument("--out", default="benchmarks/results/reward-variants-cpu.json")
     args = ap.parse_args()
+    if set(args.ensemble) - set(args.variants):
+        ap.error(f"--ensemble: {sorted(set(args.ensemble) - set(args.variants))} not among --variants")
     needed = [(args.many_pairs, ["--rows", "1024"])]  # every variant is scored on its held-out pairs
     needed += [(args.wide_pairs, ["--min-margin", "0.05"])] if "wide" in args.variants else []
     for out, settings in needed:
@@ -290,6 +317,8 @@ def main() -> None:
         "train_pairs_decided_by": deciding_parts(pair_files(Path(args.pairs))["every"]),
         "variants": results,
     }
+    if args.ensemble:
+        result["ensemble"] = ensemble(args.ensemble, results, args)
     write_result(args.out, result)
     for r in results:
         print(

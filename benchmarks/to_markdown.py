@@ -432,7 +432,35 @@ def reward_variants_table(result: dict) -> str:
         lines.append(" | ".join([f"| {r['description']}", str(r["train_pairs"]), f"{reads}, {r['max_length']}",
                                  *(accuracy(r, key) for key in scored), *losses, f"{seconds} |"]))  # fmt: skip
     head += " Losses and seconds are the first seed's."
+    if ens := result.get("ensemble"):
+        of = ", ".join(r["description"] for r in result["variants"] if r["variant"] in ens["variants"])
+        lines += ["", f"All {ens['models']} models of {of} as one reward (the sum of their scores): "
+                  f"**{ens['held_out_pair_accuracy']:.1%}** of the held-out pairs, "
+                  f"**{ens['many_held_out_pair_accuracy']:.1%}** of the {many[0]} of 1,024 articles."]  # fmt: skip
     return with_command(head, lines + by_margin_table(result["variants"]), result)
+
+
+def reward_seeds_table(result: dict) -> str:
+    """benchmarks/reward_seeds.py: the reward model on each chain run's own held-out pairs."""
+    runs = list(result["held_out_pairs"])
+    splits = sorted({s for v in result["variants"] for s in v["accuracy"]["per_split"]}, key=int)
+    pairs = ", ".join(f"{run} {result['train_pairs'][run]}/{result['held_out_pairs'][run]}" for run in runs)
+    head = (
+        f"Device: {result['device']}; {result['date']}; chain runs of `{result['chains']}` (training/held-out "
+        f"pairs: {pairs}); each model trained with its run's seed and scored on its run's held-out pairs as PPO "
+        "scores them; mean ± sample sd over the runs."
+    )
+    lines = ["| reward model | held-out pair accuracy | " + " | ".join(f"split {s}" for s in splits)
+             + " | split's share of the variance | " + " | ".join(runs) + " |",
+             "|---|---|" + "---|" * (len(splits) + 1 + len(runs))]  # fmt: skip
+    for v in result["variants"]:
+        a = v["accuracy"]
+        per_run = {f"s{r['split']}-r{r['seed']}": r["held_out_pair_accuracy"] for r in v["runs"]}
+        share = a["between_split_share"]
+        cells = [f"**{a['mean']:.1%}** ± {a['sd']:.1%}", *(f"{a['per_split'][s]:.1%}" for s in splits),
+                 "–" if share is None else f"{share:.0%}", *(f"{per_run[run]:.1%}" for run in runs)]  # fmt: skip
+        lines.append(f"| {v['description']} | " + " | ".join(cells) + " |")
+    return with_command(head, lines, result)
 
 
 def by_margin_table(variants: list[dict]) -> list[str]:
@@ -699,6 +727,7 @@ RENDERERS: list[tuple[Callable[[dict], bool], Callable[[dict], str]]] = [
     (lambda r: r.get("kind") == "serve-load", serve_load_table),
     (lambda r: r.get("kind") == "ship", ship_table),
     (lambda r: r.get("kind") == "ship-decoder", ship_chain_table),
+    (lambda r: r.get("kind") == "reward-seeds", reward_seeds_table),
     (lambda r: "rows" in r and "speedup_vs_pytorch" in r["rows"][0], inference_table),
     (lambda r: "encoder" in r, gpu_inference_tables),
     (lambda r: "hf_trainer" in r, train_table),

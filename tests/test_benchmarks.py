@@ -1094,3 +1094,70 @@ def test_an_align_vs_trl_result_of_one_job_renders(tmp_path: Path) -> None:
                       "speedup_spread": {"min": 1.4, "max": 1.6}, "speedup_train_wall": 3.0}}  # fmt: skip
     text = render(result)
     assert text is not None and "| DPO | lightkit | 4.00 |" in text and "**1.50x**" in text and "GRPO" not in text
+
+
+def test_reward_seeds_score_each_variant_and_their_ensemble_on_each_runs_own_pairs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chain run's variants are trained with the run's seed; the ensemble ranks by the sum of
+    their scores; the summary is over the runs, with each split's mean; the table renders it."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import reward_seeds
+        from to_markdown import render
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    chains = tmp_path / "chains"
+    for name in ("s13-r13", "s7-r14", "notes"):
+        (chains / name).mkdir(parents=True)
+        for suffix in ("", "-all", "-all-val"):
+            (chains / name / f"pairs{suffix}.jsonl").write_text('{"margin": 0.3}\n' * 4)
+    (chains / "s9-r9").mkdir()  # a run without pairs is not a run to score
+    assert list(reward_seeds.chain_runs(chains)) == [(13, 13), (7, 14)]
+    gaps = {("shipped", 13): [1.0, 1.0, -1.0, -1.0], ("first-slow", 13): [-0.5, 2.0, 2.0, -3.0],
+            ("shipped", 14): [1.0, 1.0, 1.0, -1.0], ("first-slow", 14): [1.0, 1.0, 1.0, 1.0]}  # fmt: skip
+    seen = []
+
+    def fake_train(key: str, run: Path, folder: Path, seed: int) -> dict:
+        seen.append((key, run.name, folder.relative_to(tmp_path).as_posix(), seed))
+        return {"gaps": gaps[(key, seed)], "logged_val_accuracy": 0.5, "train_s": 1}
+
+    monkeypatch.setattr(reward_seeds, "train", fake_train)
+    monkeypatch.setattr(reward_seeds, "ROOT", tmp_path)
+    out = tmp_path / "out.json"
+    argv = ["reward_seeds.py", "--chains", str(chains), "--work", "work", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    reward_seeds.main()
+    assert ("first-slow", "s7-r14", "work/first-slow/s7-r14", 14) in seen and len(seen) == 4
+    result = json.loads(out.read_text())
+    shipped, slow, ensemble = result["variants"]
+    assert [r["held_out_pair_accuracy"] for r in shipped["runs"]] == [0.5, 0.75]
+    assert [r["held_out_pair_accuracy"] for r in slow["runs"]] == [0.5, 1.0]
+    # Summed: [.5, 3, 1, -4] and [2, 2, 2, 0]; on split 13, the ensemble ranks better than either model.
+    assert [r["held_out_pair_accuracy"] for r in ensemble["runs"]] == [0.75, 0.75]
+    assert shipped["accuracy"]["mean"] == 0.625 and shipped["accuracy"]["per_split"] == {"7": 0.75, "13": 0.5}
+    assert shipped["accuracy"]["between_split_share"] == pytest.approx(1.0)  # one run per split: all between
+    table = render(result)
+    assert (
+        "| the sum of the scores of shipped and first-slow | **75.0%** ± 0.0% | 75.0% | 75.0% | – | 75.0% | 75.0% |"
+        in (table)
+    )
+    assert "| shipped: MiniLM, last 128 tokens | **62.5%** ± 17.7% | 75.0% | 50.0% | 100% | 50.0% | 75.0% |" in table
+
+
+def test_reward_variants_ensemble_sums_every_model_of_the_named_variants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import reward_variants
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    scores = {"a/seed-1": [1.0, -1.0, -1.0], "a/seed-2": [-0.5, 2.0, -1.0], "b/seed-1": [9.0, 9.0, 9.0]}
+    monkeypatch.setattr(reward_variants, "pair_scores", lambda model, pairs: scores[model.parent.as_posix()])
+    results = [{"variant": v, "runs": [{"config": f"{v}/seed-{s}/reward.yaml"} for s in seeds]}
+               for v, seeds in (("a", (1, 2)), ("b", (1,)))]  # fmt: skip
+    args = argparse.Namespace(pairs="p.jsonl", many_pairs="m.jsonl")
+    ens = reward_variants.ensemble(["a"], results, args)
+    assert ens == {"variants": ["a"], "models": 2, "held_out_pair_accuracy": 0.6667,
+                   "many_held_out_pair_accuracy": 0.6667}  # fmt: skip  # sums [.5, 1, -2]: 2 of 3 (with b: 3 of 3)
