@@ -8,7 +8,7 @@ two of its SFT model's answers 0.2 apart (pairs-all.jsonl) and those of a fifth 
 never trained on (pairs-all-val.jsonl). Each variant of `reward_variants.py` that learns from
 those pairs is trained on a run's pairs with the run's seed, as `make align` would train it, and
 scored on that run's held-out pairs as PPO scores them (`ModelReward`). So is the ensemble of the
-variants: the sum of their scores, one model of each per run.
+variants (or of those `--ensemble` names): the sum of their scores, one model of each per run.
 
 The summary gives each one's mean and sd over the runs, each split's mean and the share of the
 variance between splits (`align_seeds.over_splits`). A trained model is read, not trained again.
@@ -77,9 +77,13 @@ def main() -> None:
     ap.add_argument("--chains", default="runs/align-seeds", help="align_seeds.py's --work folder")
     own = [k for k, (_, _, source) in VARIANTS.items() if source == "pairs"]
     ap.add_argument("--variants", nargs="+", default=["shipped", "first-slow"], choices=own)
+    ap.add_argument("--ensemble", nargs="*", metavar="VARIANT", help="the variants summed as one (default: all)")
     ap.add_argument("--work", default="runs/reward-seeds")
     ap.add_argument("--out", default="benchmarks/results/reward-seeds-cpu.json")
     args = ap.parse_args()
+    members = args.variants if args.ensemble is None else args.ensemble
+    if set(members) - set(args.variants):
+        ap.error(f"--ensemble: {sorted(set(members) - set(args.variants))} not among --variants")
     runs = chain_runs(Path(args.chains))
     trained = {
         key: {(s, r): train(key, run, ROOT / args.work / key / run.name, r) for (s, r), run in runs.items()}
@@ -92,10 +96,10 @@ def main() -> None:
                      "runs": [{"split": s, "seed": r, "held_out_pair_accuracy": cells[(s, r)],
                                "logged_val_accuracy": t["logged_val_accuracy"], "train_s": t["train_s"]}
                               for (s, r), t in trained[key].items()]})  # fmt: skip
-    if len(args.variants) > 1:
-        summed = {k: [sum(col) for col in zip(*(trained[key][k]["gaps"] for key in args.variants))] for k in runs}
+    if len(members) > 1:
+        summed = {k: [sum(col) for col in zip(*(trained[key][k]["gaps"] for key in members))] for k in runs}
         cells = {k: accuracy(gaps) for k, gaps in summed.items()}
-        rows.append({"variant": "ensemble", "description": "the sum of the scores of " + " and ".join(args.variants),
+        rows.append({"variant": "ensemble", "description": "the sum of the scores of " + " and ".join(members),
                      "accuracy": over_splits(cells),
                      "runs": [{"split": s, "seed": r, "held_out_pair_accuracy": v}
                               for (s, r), v in cells.items()]})  # fmt: skip

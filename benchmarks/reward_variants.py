@@ -73,6 +73,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     "shipped": ("shipped: MiniLM, last 128 tokens", {}, "pairs"),
     "first-128": ("answer first, 128 tokens", FIRST, "pairs"),
     "first-256": ("answer first, 256 tokens", FIRST_256, "pairs"),
+    # The pairs' reward gap in the loss (TRL's and Llama 2's margin), scaled to a few logits:
+    # the margins run 0.2 to 0.8 in reward units.
+    "margin": (
+        "shipped, with each pair's reward gap as its margin (margin_scale 4)",
+        {"model": {"init_args": {"margin_scale": 4.0}}},
+        "pairs",
+    ),  # fmt: skip
     "first-slow": ("answer first, 128 tokens, learning rate 3e-5, 5 epochs", FIRST_SLOW, "pairs"),
     "wide": ("3.7x the pairs, last 128 tokens", {}, "wide"),
     "articles": ("4x the articles (1,024), last 128 tokens", {}, "many"),

@@ -1143,6 +1143,12 @@ def test_reward_seeds_score_each_variant_and_their_ensemble_on_each_runs_own_pai
         in (table)
     )
     assert "| shipped: MiniLM, last 128 tokens | **62.5%** ± 17.7% | 75.0% | 50.0% | 100% | 50.0% | 75.0% |" in table
+    monkeypatch.setattr(sys, "argv", [*argv, "--ensemble", "shipped", "margin"])
+    with pytest.raises(SystemExit):  # an ensemble of what was not trained
+        reward_seeds.main()
+    monkeypatch.setattr(sys, "argv", [*argv, "--ensemble", "shipped"])
+    reward_seeds.main()
+    assert [v["variant"] for v in json.loads(out.read_text())["variants"]] == ["shipped", "first-slow"]  # one: no sum
 
 
 def test_reward_variants_ensemble_sums_every_model_of_the_named_variants(
