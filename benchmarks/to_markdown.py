@@ -433,7 +433,7 @@ def reward_variants_table(result: dict) -> str:
                                  *(accuracy(r, key) for key in scored), *losses, f"{seconds} |"]))  # fmt: skip
     head += " Losses and seconds are the first seed's."
     if ens := result.get("ensemble"):
-        of = ", ".join(r["description"] for r in result["variants"] if r["variant"] in ens["variants"])
+        of = " and ".join(f"“{r['description']}”" for r in result["variants"] if r["variant"] in ens["variants"])
         lines += ["", f"All {ens['models']} models of {of} as one reward (the sum of their scores): "
                   f"**{ens['held_out_pair_accuracy']:.1%}** of the held-out pairs, "
                   f"**{ens['many_held_out_pair_accuracy']:.1%}** of the {many[0]} of 1,024 articles."]  # fmt: skip
