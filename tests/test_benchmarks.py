@@ -725,8 +725,14 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
         train = {"wide": wide.parent / "pairs-all.jsonl", "readable": tmp_path / key / "pairs-readable.jsonl",
                  "articles": tmp_path / key / "pairs-many.jsonl",
                  "articles-readable": tmp_path / key / "pairs-many-readable.jsonl",
-                 "articles-sft-trunk": tmp_path / key / "pairs-many.jsonl"}  # fmt: skip
+                 "articles-sft-trunk": tmp_path / key / "pairs-many.jsonl",
+                 "articles-first-slow": tmp_path / key / "pairs-many.jsonl"}  # fmt: skip
         assert data["train_file"] == str(train.get(key, tmp_path / "pairs-all.jsonl")), key
+        gentle = key.endswith("first-slow")  # BERT's usual learning rate, for longer
+        assert (model["learning_rate"], config["trainer"]["max_epochs"]) == ((3e-5, 5) if gentle else (1e-4, 3)) or (
+            key == "articles-sft-trunk"
+        ), key
+        assert model.get("margin_scale", 0) == (4.0 if key == "margin" else 0), key
         assert data.get("response_first", False) == ("answer first" in name), key
         longer = {"first-256": 256, "readable": 256, "articles-readable": 256}
         longer |= {"sft-trunk": 384, "articles-sft-trunk": 384}
