@@ -19,17 +19,14 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 from align_seeds import over_splits
 from measure import command_line, write_result
-from reward_variants import LIGHTKIT, ROOT, VARIANTS, pair_scores, variant_config
+from reward_variants import ROOT, VARIANTS, fit_once, pair_scores, variant_config
 
 from lightkit.data.sampled_pairs import pair_files
-from lightkit.io.atomic import atomic_write_text
 from lightkit.io.csvlog import logged_rows
 from lightkit.io.measure import provenance
 
@@ -52,18 +49,13 @@ def train(key: str, run: Path, folder: Path, seed: int) -> dict[str, Any]:
     """Train one variant on one run's pairs (unless saved); its held-out pairs' score gaps."""
     folder.mkdir(parents=True, exist_ok=True)
     pairs = run / "pairs.jsonl"
-    config = variant_config(key, folder, pairs, pairs, pairs, seed)  # only the run's own pairs
-    seconds = folder / "seconds.txt"
-    if not (folder / "hf_model" / "lightkit.json").exists():
-        start = time.perf_counter()
-        subprocess.run([LIGHTKIT, "fit", "--config", str(config)], cwd=ROOT, check=True)
-        atomic_write_text(seconds, f"{time.perf_counter() - start:.0f}\n")
+    train_s = fit_once(variant_config(key, folder, pairs, pairs, pairs, seed))  # only the run's own pairs
     rows = logged_rows(folder / "lightning_logs")
     logged = [round(float(r["val_accuracy"]), 4) for r in rows if r.get("val_accuracy")]
     return {
         "gaps": pair_scores(folder / "hf_model", pair_files(pairs)["every_val"]),
         "logged_val_accuracy": logged[-1],
-        "train_s": int(seconds.read_text()) if seconds.exists() else None,
+        "train_s": train_s,
     }
 
 

@@ -188,15 +188,23 @@ def accuracy_by_margin(gaps: list[list[float]], pairs: Path, parts: int = 4) -> 
     return out
 
 
-def train(key: str, folder: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Train a variant with one seed (unless its model is saved) and read its curves."""
-    folder.mkdir(parents=True, exist_ok=True)
-    config = variant_config(key, folder, Path(args.pairs), Path(args.wide_pairs), Path(args.many_pairs), seed)
+def fit_once(config: Path) -> int | None:
+    """Train the reward model of `config` (in its own folder) unless it is saved; the seconds its
+    training took, when this or an earlier call timed it."""
+    folder = config.parent
     seconds = folder / "seconds.txt"
     if not (folder / "hf_model" / "lightkit.json").exists():
         start = time.perf_counter()
         subprocess.run([LIGHTKIT, "fit", "--config", str(config)], cwd=ROOT, check=True)
         atomic_write_text(seconds, f"{time.perf_counter() - start:.0f}\n")
+    return int(seconds.read_text()) if seconds.exists() else None
+
+
+def train(key: str, folder: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train a variant with one seed (unless its model is saved) and read its curves."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = variant_config(key, folder, Path(args.pairs), Path(args.wide_pairs), Path(args.many_pairs), seed)
+    train_s = fit_once(config)
     rows = logged_rows(folder / "lightning_logs")
     column = lambda name: [round(float(r[name]), 4) for r in rows if r.get(name)]  # noqa: E731
     return {
@@ -205,7 +213,7 @@ def train(key: str, folder: Path, seed: int, args: argparse.Namespace) -> dict[s
         "accuracy_per_validation": column("val_accuracy"),
         "val_loss_per_validation": column("val_loss"),
         "train_loss_per_epoch": column("train_loss_epoch"),
-        "train_s": int(seconds.read_text()) if seconds.exists() else None,
+        "train_s": train_s,
         "many_held_out_pair_accuracy": pair_accuracy(
             folder / "hf_model", pair_files(Path(args.many_pairs))["every_val"]
         ),
