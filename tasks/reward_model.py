@@ -4,8 +4,8 @@
 
 Loss `-log σ(r(chosen) - r(rejected) - margin_scale * margin)` on a sequence model with one
 scalar output (`AutoModelForSequenceClassification`, num_labels=1); accuracy is the fraction of
-pairs ranked right. The saved model is a plain transformers sequence classifier, so PPO (`reward_model:`),
-export and any transformers code load it as is.
+pairs ranked right. The saved model is a plain transformers sequence classifier, so PPO
+(`reward_model:`), export and any transformers code load it as is.
 """
 
 from __future__ import annotations
