@@ -24,7 +24,7 @@ from typing import Any
 
 from align_seeds import over_splits
 from measure import command_line, write_result
-from reward_variants import ROOT, VARIANTS, fit_once, pair_scores, variant_config
+from reward_variants import ROOT, VARIANTS, fit_once, pair_scores, ranked, variant_config
 
 from lightkit.data.sampled_pairs import pair_files
 from lightkit.io.csvlog import logged_rows
@@ -59,11 +59,6 @@ def train(key: str, run: Path, folder: Path, seed: int) -> dict[str, Any]:
     }
 
 
-def accuracy(gaps: list[float]) -> float:
-    """The share of pairs whose chosen answer scores above the rejected one."""
-    return round(sum(gap > 0 for gap in gaps) / len(gaps), 4)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--chains", default="runs/align-seeds", help="align_seeds.py's --work folder")
@@ -83,14 +78,13 @@ def main() -> None:
     }
     rows = []
     for key in args.variants:
-        cells = {k: accuracy(t["gaps"]) for k, t in trained[key].items()}
+        cells = {k: ranked([t["gaps"]]) for k, t in trained[key].items()}
         rows.append({"variant": key, "description": VARIANTS[key][0], "accuracy": over_splits(cells),
                      "runs": [{"split": s, "seed": r, "held_out_pair_accuracy": cells[(s, r)],
                                "logged_val_accuracy": t["logged_val_accuracy"], "train_s": t["train_s"]}
                               for (s, r), t in trained[key].items()]})  # fmt: skip
     if len(members) > 1:
-        summed = {k: [sum(col) for col in zip(*(trained[key][k]["gaps"] for key in members))] for k in runs}
-        cells = {k: accuracy(gaps) for k, gaps in summed.items()}
+        cells = {k: ranked([trained[key][k]["gaps"] for key in members]) for k in runs}
         rows.append({"variant": "ensemble", "description": "the sum of the scores of " + " and ".join(members),
                      "accuracy": over_splits(cells),
                      "runs": [{"split": s, "seed": r, "held_out_pair_accuracy": v}

@@ -151,8 +151,14 @@ def without_articles(source: Path, held_out: Path, out: Path) -> None:
 def pair_accuracy(model: Path, pairs: Path) -> float:
     """The share of `pairs` whose chosen answer the reward model scores above the rejected one, as
     PPO would score them (`ModelReward`, reading what it was trained on)."""
-    gaps = pair_scores(model, pairs)
-    return round(sum(gap > 0 for gap in gaps) / len(gaps), 4)
+    return ranked([pair_scores(model, pairs)])
+
+
+def ranked(gaps: list[list[float]]) -> float:
+    """The share of pairs ranked right by the sum of the models' score gaps (one model's gaps, or
+    several models' summed as an ensemble)."""
+    summed = [sum(col) for col in zip(*gaps)]
+    return round(sum(gap > 0 for gap in summed) / len(summed), 4)
 
 
 def pair_scores(model: Path, pairs: Path) -> list[float]:
@@ -253,8 +259,7 @@ def ensemble(keys: list[str], results: list[dict[str, Any]], args: argparse.Name
     models = [Path(r["config"]).parent / "hf_model" for v in results if v["variant"] in keys for r in v["runs"]]
     out: dict[str, Any] = {"variants": keys, "models": len(models)}
     for name, pairs in (("held_out_pair_accuracy", args.pairs), ("many_held_out_pair_accuracy", args.many_pairs)):
-        gaps = [pair_scores(model, pair_files(Path(pairs))["every_val"]) for model in models]
-        out[name] = round(sum(sum(col) > 0 for col in zip(*gaps)) / len(gaps[0]), 4)
+        out[name] = ranked([pair_scores(model, pair_files(Path(pairs))["every_val"]) for model in models])
     return out
 
 
