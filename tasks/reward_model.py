@@ -22,6 +22,8 @@ from transformers import AutoModelForSequenceClassification
 from lightkit.io.errors import InputError
 from lightkit.training.task import BaseTask, StepOutput
 
+MARGIN_NEEDED = "margin_scale needs a numeric `margin` column in every preference pair"
+
 
 class RewardModelTask(BaseTask):
     """Pairwise preference training of a scalar reward.
@@ -54,6 +56,20 @@ class RewardModelTask(BaseTask):
             raise ValueError(f"margin_scale must be a finite number >= 0, got {margin_scale}")
         super().__init__(**kwargs)
 
+    def on_fit_start(self) -> None:
+        """With `margin_scale`, stop before training where a pair of the data has no margin."""
+        super().on_fit_start()
+        if not self.hparams.margin_scale:
+            return
+        datamodule = self.trainer.datamodule
+        for split in ("train", "validation"):
+            data = getattr(datamodule, "datasets", {}).get(split)
+            if data is None:
+                continue
+            margins = data["margin"] if "margin" in data.column_names else [None] * len(data)
+            if missing := sum(m is None for m in margins):
+                raise InputError(f"{datamodule.source(split)}: {MARGIN_NEEDED}; {missing} of its {len(data)} have none")
+
     def saved_settings(self) -> dict[str, Any]:
         return {"input_max_length": self.hparams.input_max_length, "response_first": self.hparams.response_first}
 
@@ -72,12 +88,12 @@ class RewardModelTask(BaseTask):
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
         margin = self.score(batch, "chosen") - self.score(batch, "rejected")
+        wanted = 0.0
         if self.hparams.margin_scale:
-            if "margin" not in batch:
-                raise InputError("margin_scale needs a numeric `margin` column in every preference pair")
-            loss = -F.logsigmoid(margin - self.hparams.margin_scale * batch["margin"]).mean()
-        else:
-            loss = -F.logsigmoid(margin).mean()
+            if "margin" not in batch:  # a DataModule whose data fit start could not read
+                raise InputError(f"{MARGIN_NEEDED}; a batch has none")
+            wanted = self.hparams.margin_scale * batch["margin"]
+        loss = -F.logsigmoid(margin - wanted).mean()
         # BinaryAccuracy thresholds sigmoid(margin) at 0.5, i.e. counts pairs with margin > 0.
         ones = torch.ones_like(margin, dtype=torch.long)
         return StepOutput(loss, torch.sigmoid(margin.detach()), ones, logs={"margin": margin.detach().mean()})

@@ -394,7 +394,7 @@ def test_a_reward_models_margin_scale_subtracts_each_pairs_margin_column(bpe: Pa
     args = ["--config", str(REWARD_MODEL), "--data.tokenizer", str(bpe), "--data.train_file", str(prefs)]
     run = cli([*args, "--model.init_args.margin_scale", "1.5"], run=False)
     task, dm = run.model, run.datamodule
-    batch = dm.collate([{**dm.from_rows([{**r, "_where": "x"}], "train")[0]} for r in rows])
+    batch = dm.collate(dm.from_rows([{**r, "_where": "x"} for r in rows], "train"))
     assert batch["margin"].tolist() == [0.5, 2.0]
     gap = task.score(batch, "chosen") - task.score(batch, "rejected")
     want = -F.logsigmoid(gap - 1.5 * torch.tensor([0.5, 2.0])).mean()
@@ -403,7 +403,7 @@ def test_a_reward_models_margin_scale_subtracts_each_pairs_margin_column(bpe: Pa
     plain = cli(args, run=False).model
     plain.model.load_state_dict(task.model.state_dict())
     assert torch.allclose(plain.step(batch).loss, -F.logsigmoid(gap).mean())  # scale 0 ignores the column
-    without = dm.collate([{**dm.from_rows([{**rows[0], "margin": None, "_where": "x"}], "train")[0]}])
+    without = dm.collate(dm.from_rows([{**rows[0], "margin": None, "_where": "x"}], "train"))
     assert "margin" not in without
     with pytest.raises(InputError, match="margin_scale needs a numeric `margin` column"):
         task.step(without)
@@ -415,3 +415,10 @@ def test_a_reward_models_margin_scale_subtracts_each_pairs_margin_column(bpe: Pa
         )
     with pytest.raises(ValueError, match="margin_scale must be a finite number >= 0"):
         cli([*args, "--model.init_args.margin_scale", "-1"], run=False)
+    # Through the CLI, pairs without margins stop the run at fit start, naming the file.
+    some = tmp_path / "some.jsonl"
+    some.write_text(json.dumps(rows[0]) + "\n" + json.dumps({k: v for k, v in rows[1].items() if k != "margin"}) + "\n")
+    ran = ["--data.train_file", str(some), "--data.holdout", "[0.0, 0.0]", "--data.val_file", str(prefs),
+           "--trainer.default_root_dir", str(tmp_path / "rm")]  # fmt: skip
+    with pytest.raises(InputError, match=r"some\.jsonl: margin_scale needs .*; 1 of its 2 have none"):
+        main(["fit", *args, "--model.init_args.margin_scale", "1.5", *ran])
