@@ -15,7 +15,7 @@ before any update).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, NamedTuple
 
@@ -179,26 +179,10 @@ class RolloutTask(PolicyTask):
         (e.g. `rouge_l`'s `reference`); subclasses add their own."""
         return dict(getattr(self.__dict__["_reward"], "needs", {}))
 
-    def on_fit_start(self) -> None:
-        # Checked before the first sampling, not where the first batch lacks them, a minute later.
-        super().on_fit_start()
-        train = getattr(self.trainer.datamodule, "datasets", {}).get("train")
-        columns = getattr(train, "column_names", None)  # a `datasets.Dataset`, as lightkit's DataModules hold
-        if columns is not None:
-            self.check_columns(columns, "the training data's columns are")
-
-    def check_columns(self, columns: Iterable[str], what: str) -> None:
-        """Stop, naming who needs which column, where `columns` lack one the run needs; at fit start,
-        or at a batch where the data could not be read then (`what` says which)."""
-        columns = set(columns)
-        for who, needed in self.needed_columns().items():
-            if missing := sorted(needed - columns):
-                hint = (" (HeadlineDataModule or InstructionDataModule with prompts_only: true keeps `reference`)"
-                        if "reference" in missing else "")  # fmt: skip
-                raise InputError(
-                    f"{type(self).__name__}: {who} needs the prompt data's column(s) {missing}; {what} "
-                    f"{sorted(columns)}{hint}"
-                )
+    def column_hint(self, missing: list[str]) -> str:
+        if "reference" in missing:
+            return " (HeadlineDataModule or InstructionDataModule with prompts_only: true keeps `reference`)"
+        return ""
 
     def reward_parts(self) -> dict[str, torch.Tensor]:
         """Each weighted reward callable's mean over the last scored batch (empty for one reward)."""

@@ -19,10 +19,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy
 from transformers import AutoModelForSequenceClassification
 
-from lightkit.io.errors import InputError
 from lightkit.training.task import BaseTask, StepOutput
-
-MARGIN_NEEDED = "margin_scale needs a numeric `margin` column in every preference pair"
 
 
 class RewardModelTask(BaseTask):
@@ -56,19 +53,8 @@ class RewardModelTask(BaseTask):
             raise ValueError(f"margin_scale must be a finite number >= 0, got {margin_scale}")
         super().__init__(**kwargs)
 
-    def on_fit_start(self) -> None:
-        """With `margin_scale`, stop before training where a pair of the data has no margin."""
-        super().on_fit_start()
-        if not self.hparams.margin_scale:
-            return
-        datamodule = self.trainer.datamodule
-        for split in ("train", "validation"):
-            data = getattr(datamodule, "datasets", {}).get(split)
-            if data is None:
-                continue
-            margins = data["margin"] if "margin" in data.column_names else [None] * len(data)
-            if missing := sum(m is None for m in margins):
-                raise InputError(f"{datamodule.source(split)}: {MARGIN_NEEDED}; {missing} of its {len(data)} have none")
+    def needed_columns(self) -> dict[str, set[str]]:
+        return {"margin_scale": {"margin"}} if self.hparams.margin_scale else {}
 
     def saved_settings(self) -> dict[str, Any]:
         return {"input_max_length": self.hparams.input_max_length, "response_first": self.hparams.response_first}
@@ -90,8 +76,7 @@ class RewardModelTask(BaseTask):
         margin = self.score(batch, "chosen") - self.score(batch, "rejected")
         wanted = 0.0
         if self.hparams.margin_scale:
-            if "margin" not in batch:  # a DataModule whose data fit start could not read
-                raise InputError(f"{MARGIN_NEEDED}; a batch has none")
+            self.check_columns(batch, "a batch")  # a DataModule whose data fit start could not read
             wanted = self.hparams.margin_scale * batch["margin"]
         loss = -F.logsigmoid(margin - wanted).mean()
         # BinaryAccuracy thresholds sigmoid(margin) at 0.5, i.e. counts pairs with margin > 0.

@@ -363,7 +363,7 @@ def test_grpo_sft_alpha_adds_the_reference_answers_nll_and_holds_them_up(
     assert nll.item() < without.item() - 1.5, (nll.item(), without.item())
     with pytest.raises(
         InputError,
-        match=r"sft_alpha needs the prompt data's column\(s\) \['reference'\]; the batch has \['attention_mask'",
+        match=r"a batch: GRPOTask: sft_alpha needs the data's column\(s\) \['reference'\]; it has \['attention_mask'",
     ):
         task.reference_answers({k: v for k, v in batch.items() if k != "reference"})
 
@@ -425,8 +425,8 @@ def test_a_column_the_run_needs_missing_from_the_prompts_stops_it_before_samplin
     monkeypatch.setattr(
         GRPOTask, "sample", lambda *a, **k: pytest.fail("sampled before the data's columns were checked")
     )
-    message = (rf"GRPOTask: {re.escape(who)} needs the prompt data's column\(s\) \['reference'\]; "
-               r"the training data's columns are \['prompt'\]")  # fmt: skip
+    message = (rf"prompts\.txt: GRPOTask: {re.escape(who)} needs the data's column\(s\) \['reference'\]; "
+               r"it has \['prompt'\] \(HeadlineDataModule")  # fmt: skip
     with pytest.raises(InputError, match=message):
         main(["fit", "--config", str(GRPO), "--data", str(data), "--trainer.default_root_dir", str(tmp_path), *setting])
 

@@ -405,7 +405,9 @@ def test_a_reward_models_margin_scale_subtracts_each_pairs_margin_column(bpe: Pa
     assert torch.allclose(plain.step(batch).loss, -F.logsigmoid(gap).mean())  # scale 0 ignores the column
     without = dm.collate(dm.from_rows([{**rows[0], "margin": None, "_where": "x"}], "train"))
     assert "margin" not in without
-    with pytest.raises(InputError, match="margin_scale needs a numeric `margin` column"):
+    with pytest.raises(
+        InputError, match=r"a batch: RewardModelTask: margin_scale needs the data's column\(s\) \['margin'\]"
+    ):
         task.step(without)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "margin": "wide"}) + "\n")
@@ -420,5 +422,8 @@ def test_a_reward_models_margin_scale_subtracts_each_pairs_margin_column(bpe: Pa
     some.write_text(json.dumps(rows[0]) + "\n" + json.dumps({k: v for k, v in rows[1].items() if k != "margin"}) + "\n")
     ran = ["--data.train_file", str(some), "--data.holdout", "[0.0, 0.0]", "--data.val_file", str(prefs),
            "--trainer.default_root_dir", str(tmp_path / "rm")]  # fmt: skip
-    with pytest.raises(InputError, match=r"some\.jsonl: margin_scale needs .*; 1 of its 2 have none"):
+    with pytest.raises(
+        InputError,
+        match=r"some\.jsonl: RewardModelTask: margin_scale needs `margin` in every row; 1 of its 2 rows have none",
+    ):
         main(["fit", *args, "--model.init_args.margin_scale", "1.5", *ran])

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
+from datasets import Dataset
 from torchmetrics import MetricCollection
 from transformers import AutoConfig, PreTrainedModel
 
@@ -38,6 +39,7 @@ from lightkit.io.errors import InputError
 from lightkit.models.hub import ModelRef, load_tokenizer, model_card, resolve_model
 from lightkit.models.loading import SETTINGS_FILE
 from lightkit.models.lora import apply_lora, check_adapter_state, merged_copy, trainable_state
+from lightkit.training.columns import check_columns
 from lightkit.training.epoch_means import EpochMeans
 from lightkit.training.fake_quant import strip_qat_state
 from lightkit.training.finite import FiniteLossGuard
@@ -214,6 +216,32 @@ class BaseTask(MovesUnregistered, L.LightningModule):
 
     def step(self, batch: dict[str, Any]) -> StepOutput:
         raise NotImplementedError
+
+    def needed_columns(self) -> dict[str, set[str]]:
+        """The data columns the run needs beyond its DataModule's, by what needs them
+        (`{"margin_scale": {"margin"}}`); fit start checks every training and validation row for
+        them (`lightkit.training.columns`). None by default."""
+        return {}
+
+    def column_hint(self, missing: list[str]) -> str:
+        """Said after a missing column's error: where data with it comes from. Nothing by default."""
+        return ""
+
+    # -- data checks ---------------------------------------------------------------------------
+    def check_columns(self, data: Any, where: str) -> None:
+        """Stop where `data` (a split, or a batch a DataModule could not show at fit start) lacks a
+        column `needed_columns` names, or a split has a row without it."""
+        check_columns(type(self).__name__, self.needed_columns(), data, where, self.column_hint)
+
+    def on_fit_start(self) -> None:
+        # Before the first step: a missing column would otherwise stop the run minutes in, at a
+        # batch, naming no file.
+        datamodule = self.trainer.datamodule
+        source = getattr(datamodule, "source", lambda split: f"the {split} data")
+        for split in ("train", "validation"):
+            data = getattr(datamodule, "datasets", {}).get(split)
+            if isinstance(data, Dataset):  # not a stream: its rows are not in reach
+                self.check_columns(data, str(source(split)))
 
     # -- model construction --------------------------------------------------------------------
     def from_pretrained_or_config(self, auto_class: Any, **overrides: Any) -> PreTrainedModel:
