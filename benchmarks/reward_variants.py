@@ -12,14 +12,14 @@ so the held-out pair accuracies compare one change at a time:
   then the prompt's start (`response_first`), which keeps the article's lead in view;
 - how many pairs: `--wide_pairs` is the pairs stage rerun with `--min-margin 0.05` (the same
   answers and held-out articles, 3.7x the training pairs); `--many_pairs` is it rerun with
-  `--rows 1024`, four times the articles, whose first 256 are sampled exactly as the shipped
-  pairs' (same seed, same batches), so the shipped held-out articles are dropped from its
-  training pairs;
+  `--rows` `--many_rows` (1,024: four times the articles; 2,069: every training article), whose
+  first 256 are sampled exactly as the shipped pairs' (same seed, same batches), so the shipped
+  held-out articles are dropped from its training pairs;
 - what it learns: the whole reward's order, or the order of the terms it can read (the length
   window and the copied lead), PPO's callables adding the ROUGE-L term it cannot.
 
 Every variant is also scored on the held-out pairs of `--many_pairs` (those of the last fifth of
-its 1,024 articles, none trained on by any variant): about four times the shipped held-out pairs,
+its articles, none trained on by any variant): about four times the shipped held-out pairs,
 so a pair moves the accuracy a quarter as much; and there by quarter of the pairs' reward margin,
 since a model that had learned the reward would rank the widely separated pairs best.
 
@@ -82,15 +82,15 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     ),  # fmt: skip
     "first-slow": ("answer first, 128 tokens, learning rate 3e-5, 5 epochs", FIRST_SLOW, "pairs"),
     "wide": ("3.7x the pairs, last 128 tokens", {}, "wide"),
-    "articles": ("4x the articles (1,024), last 128 tokens", {}, "many"),
+    "articles": ("the many articles, last 128 tokens", {}, "many"),
     "articles-readable": (
-        "4x the articles, ordered by the terms it can read, answer first, 256 tokens",
+        "the many articles, ordered by the terms it can read, answer first, 256 tokens",
         FIRST_256,
         "many-readable",
     ),
     "readable": ("pairs ordered by the terms it can read, answer first, 256 tokens", FIRST_256, "readable"),
     "articles-first-slow": (
-        "4x the articles, answer first, 128 tokens, learning rate 3e-5, 5 epochs",
+        "the many articles, answer first, 128 tokens, learning rate 3e-5, 5 epochs",
         FIRST_SLOW,
         "many",
     ),
@@ -98,7 +98,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     # One epoch: trained for three, its held-out loss was lowest after the first (0.633; 69.3% of
     # the 75 pairs) and rose after the second (0.729; 60.0%), so the 263 pairs judge the first.
     "articles-sft-trunk": (
-        "4x the articles, the SFT model with LoRA, last 384 tokens, 1 epoch",
+        "the many articles, the SFT model with LoRA, last 384 tokens, 1 epoch",
         merge(SFT_TRUNK, {"trainer": {"max_epochs": 1}}),
         "many",
     ),
@@ -293,6 +293,7 @@ def main() -> None:
     ap.add_argument("--pairs", default="runs/align/pairs.jsonl")
     ap.add_argument("--wide_pairs", default="runs/align-m05/pairs.jsonl")
     ap.add_argument("--many_pairs", default="runs/align-1024/pairs.jsonl")
+    ap.add_argument("--many_rows", type=int, default=1024, help="the articles --many_pairs is sampled from")
     ap.add_argument(
         "--sft", default="runs/sft_headlines/hf_model", help="the policy that samples the wide and many pairs"
     )
@@ -313,7 +314,7 @@ def main() -> None:
     args = ap.parse_args()
     if set(args.ensemble) - set(args.variants):
         ap.error(f"--ensemble: {sorted(set(args.ensemble) - set(args.variants))} not among --variants")
-    needed = [(args.many_pairs, ["--rows", "1024"])]  # every variant is scored on its held-out pairs
+    needed = [(args.many_pairs, ["--rows", str(args.many_rows)])]  # every variant is scored on its held-out pairs
     needed += [(args.wide_pairs, ["--min-margin", "0.05"])] if "wide" in args.variants else []
     for out, settings in needed:
         if not pair_files(Path(out))["every"].exists():
@@ -333,6 +334,7 @@ def main() -> None:
         "pairs": args.pairs,
         "wide_pairs": args.wide_pairs,
         "many_pairs": args.many_pairs,
+        "many_rows": args.many_rows,
         "held_out_pairs_decided_by": deciding_parts(pair_files(Path(args.pairs))["every_val"]),
         "train_pairs_decided_by": deciding_parts(pair_files(Path(args.pairs))["every"]),
         "variants": results,

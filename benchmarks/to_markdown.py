@@ -410,9 +410,10 @@ def reward_variants_table(result: dict) -> str:
     )
     # Results from before --many_pairs have no second held-out set.
     many = [r["many_held_out_pairs"] for r in result["variants"] if "many_held_out_pairs" in r]
+    articles = f"{result.get('many_rows', 1024):,}"  # results from before --many_rows sampled 1,024
     scored = {"held_out_pair_accuracy": "held-out pair accuracy: mean (per seed)"}
     if many:
-        scored["many_held_out_pair_accuracy"] = f"{many[0]} held-out pairs of 1,024 articles: mean (per seed)"
+        scored["many_held_out_pair_accuracy"] = f"{many[0]} held-out pairs of {articles} articles: mean (per seed)"
     lines = [" | ".join(["| variant", "training pairs", "reads", *scored.values(), "train loss", "held-out loss",
                          "train s |"]),
              "|---" * (6 + len(scored)) + "|"]  # fmt: skip
@@ -436,7 +437,7 @@ def reward_variants_table(result: dict) -> str:
         of = " and ".join(f"“{r['description']}”" for r in result["variants"] if r["variant"] in ens["variants"])
         lines += ["", f"All {ens['models']} models of {of} as one reward (the sum of their scores): "
                   f"**{ens['held_out_pair_accuracy']:.1%}** of the held-out pairs, "
-                  f"**{ens['many_held_out_pair_accuracy']:.1%}** of the {many[0]} of 1,024 articles."]  # fmt: skip
+                  f"**{ens['many_held_out_pair_accuracy']:.1%}** of the {many[0]} of {articles} articles."]  # fmt: skip
     return with_command(head, lines + by_margin_table(result["variants"]), result)
 
 

@@ -781,6 +781,8 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
                 "many_held_out_pair_accuracy_sd": 0.0354}  # fmt: skip
     text = render(result)
     assert "| held-out pair accuracy: mean (per seed) | 200 held-out pairs of 1,024 articles: mean (per seed) |" in text
+    every = render(result | {"many_rows": 2069})  # the many pairs sampled from every training article
+    assert "| 200 held-out pairs of 2,069 articles: mean (per seed) |" in every, every
     assert ("| **65.0%** ± 7.1% (60.0% (seed 13), 70.0% (seed 14)) | **77.5%** ± 3.5% (75.0% (seed 13), "
             "80.0% (seed 14)) | 0.345 | 0.675 | 91 |") in text, text  # fmt: skip
     quarters = [{"margin": [0.2, 0.25], "pairs": 50, "accuracy": 0.5}, {"margin": [0.25, 0.9], "pairs": 150,
