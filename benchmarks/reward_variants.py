@@ -11,10 +11,10 @@ so the held-out pair accuracies compare one change at a time:
 - how much it reads: the last 128 tokens of prompt and answer (shipped), or the answer first and
   then the prompt's start (`response_first`), which keeps the article's lead in view;
 - how many pairs: `--wide_pairs` is the pairs stage rerun with `--min-margin 0.05` (the same
-  answers and held-out articles, 3.7x the training pairs); `--many_pairs` is it rerun with
-  `--rows` `--many_rows` (1,024: four times the articles; 2,069: every training article), whose
-  first 256 are sampled exactly as the shipped pairs' (same seed, same batches), so the shipped
-  held-out articles are dropped from its training pairs;
+  answers and held-out articles, 3.7x the training pairs); `--many_pairs` is it rerun on
+  `--many_rows` articles (1,024, four times the articles, by default; 2,069 is every training
+  article), whose first 256 are sampled exactly as the shipped pairs' (same seed, same batches),
+  so the shipped held-out articles are dropped from its training pairs;
 - what it learns: the whole reward's order, or the order of the terms it can read (the length
   window and the copied lead), PPO's callables adding the ROUGE-L term it cannot.
 
