@@ -320,6 +320,10 @@ def main() -> None:
         if not pair_files(Path(out))["every"].exists():
             subprocess.run([sys.executable, "-m", "lightkit.data.headline_pairs", "--out", out, "--policy", args.sft,
                             *settings], cwd=ROOT, check=True)  # fmt: skip
+    # The stage reuses a pairs file whatever --rows asks, so the result says what was sampled.
+    sampled = json.loads(Path(args.many_pairs).with_suffix(".settings.json").read_text())["rows"]
+    if sampled != args.many_rows:
+        ap.error(f"--many_rows {args.many_rows}: {args.many_pairs} was sampled from {sampled} articles")
     try:
         counts = dict(seeded(text) for text in args.seeded)
     except ValueError as e:

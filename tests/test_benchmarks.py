@@ -829,6 +829,28 @@ def test_a_reward_variant_is_scored_on_pairs_as_ppo_would_score_them(tmp_path: P
     assert pair_scores(tmp_path / "model", pairs) == [1.0] * 40 and len(seen) == 160
 
 
+def test_reward_variants_many_rows_must_be_what_the_many_pairs_were_sampled_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pairs stage reuses an existing file whatever --rows asks, so a --many_rows the file was
+    not sampled with stops the run before any training, instead of being recorded as if it were."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import reward_variants
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    many = tmp_path / "pairs.jsonl"
+    for name in ("pairs.jsonl", "pairs-all.jsonl", "pairs-all-val.jsonl"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "pairs.settings.json").write_text(json.dumps({"rows": 1024}))
+    monkeypatch.setattr(reward_variants, "variant", lambda *a: pytest.fail("trained before the check"))
+    argv = ["reward_variants.py", "--many_pairs", str(many), "--many_rows", "2069", "--variants", "shipped"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit):
+        reward_variants.main()
+    assert f"--many_rows 2069: {many} was sampled from 1024 articles" in capsys.readouterr().err
+
+
 def test_reward_variants_seeded_takes_every_seed_or_the_first_n() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
