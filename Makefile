@@ -181,7 +181,7 @@ distill-sft: install
 # The RLHF chain on the headline task, from the SFT model (44 min on 2 cores on an AMD EPYC after
 # `make sft`, 27 on an Intel Xeon; measured on fresh clones, each stage's time in
 # benchmarks/results/align-smollm2-headlines*-cpu.json): when the SFT model is missing, make sft's
-# fit trains it first (5 to 6 minutes more; not make sft's
+# fit trains it first (5 to 7 minutes more; not make sft's
 # zero-shot and tuned test runs, whose scores the report below computes itself). The SFT model
 # samples 4 headlines per training article, ranked by the reward callables into pairs
 # (lightkit.data.headline_pairs); a reward model learns those pairs; then
