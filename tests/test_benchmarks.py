@@ -834,11 +834,9 @@ def test_reward_variants_many_rows_must_be_what_the_many_pairs_were_sampled_from
 ) -> None:
     """The pairs stage reuses an existing file whatever --rows asks, so a --many_rows the file was
     not sampled with stops the run before any training, instead of being recorded as if it were."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import reward_variants
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import reward_variants
+
     many = tmp_path / "pairs.jsonl"
     for name in ("pairs.jsonl", "pairs-all.jsonl", "pairs-all-val.jsonl"):
         (tmp_path / name).write_text("")
