@@ -10,7 +10,8 @@ never trained on) greedily with the same generation code, in bf16 autocast. Scor
   ppo_headlines.yaml (ROUGE-L + length window + 0.5 x copied lead);
 - ROUGE-1/L (torchmetrics, as `lightkit test` reports), mean answer words, share ending with EOS;
 - KL to SFT (the methods' reference), summed over each answer's tokens: the exact KL of the two
-  next-token distributions at every position of the model's own greedy answer;
+  next-token distributions at every position of the model's own greedy answer (the SFT model
+  reads the prompts once for all five, `lightkit.models.prompt_cache`);
 - a few samples.
 The learned reward (`<runs>/reward/hf_model`, configs/reward_headlines.yaml) is reported by its
 held-out pair accuracy (its last `val_accuracy`) and by how it tracks the callable reward on every
@@ -36,6 +37,7 @@ from lightkit.io.atomic import atomic_write_text
 from lightkit.io.csvlog import logged_rows, version_logs
 from lightkit.io.measure import provenance
 from lightkit.metrics.answers import answer_scores, greedy_answers, reward_agreement
+from lightkit.models.prompt_cache import CachedPrompts
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,6 +181,7 @@ def main() -> None:
     base_path = resolve_path(MODEL, what="model")
     sft = Path(args.sft)
     reference = AutoModelForCausalLM.from_pretrained(sft).eval()  # every method's reference
+    reader = CachedPrompts(reference)  # reads the 112 prompts once for all the models' KL
     runs = Path(args.runs)
     models = {"zero_shot": base_path, "sft": sft}
     models |= {m: runs / m / "hf_model" for m in METHODS}
@@ -198,7 +201,7 @@ def main() -> None:
         if key not in cache:
             model = reference if name == "sft" else AutoModelForCausalLM.from_pretrained(path).eval()
             start = time.perf_counter()
-            out = answer(model, reference, tokenizer, rows)
+            out = answer(model, reader, tokenizer, rows)
             cache[key] = {"scores": scores(out, rows, reward) | {"eval_s": round(time.perf_counter() - start, 1)},
                           "answers": out["answers"]}  # fmt: skip
             atomic_write_text(cache_path, json.dumps(cache))

@@ -134,3 +134,61 @@ def test_greedy_answers_skip_the_kl_forwards_of_a_model_that_is_its_own_referenc
         next(twin.parameters()).add_(0.5)
     moved = greedy_answers(model, tokenizer, prompts, 6, 2, reference=twin)
     assert all(kl > 0 for kl in moved["kl"]) and moved["answers"] == computed["answers"]
+
+
+def test_a_cached_reference_reads_each_prompt_once_and_gives_the_full_forward_kl(tiny_lm: dict) -> None:
+    """The report's KL to SFT with `CachedPrompts`: across several models the reference reads
+    each batch of prompts once and then one answer token per forward; a copy of the reference
+    scores 0 (both sides take generate's path), and a moved model's KL equals the exact
+    KL from full forwards of both models over prompt and answer."""
+    import copy
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lightkit.metrics.answers import greedy_answers
+    from lightkit.models.prompt_cache import CachedPrompts, positions
+
+    reference = AutoModelForCausalLM.from_pretrained(tiny_lm["hf"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm["bpe"])
+    prompts = ["the cat sat on", "a dog ran to the", "one two"]
+    moved = copy.deepcopy(reference)
+    with torch.no_grad():
+        for name, p in moved.named_parameters():
+            if "mlp" in name:
+                p.mul_(1.2)
+    twin = copy.deepcopy(reference)
+    reader = CachedPrompts(reference)
+    widths: list[int] = []
+    handle = reference.register_forward_pre_hook(lambda _, args, kwargs: widths.append(kwargs["input_ids"].size(1)),
+                                                 with_kwargs=True)  # fmt: skip
+    try:
+        twin = greedy_answers(twin, tokenizer, prompts, 6, 2, reader, context=torch.no_grad)
+        first = greedy_answers(moved, tokenizer, prompts, 6, 2, reader, context=torch.no_grad)
+        read = len(widths)
+        again = greedy_answers(moved, tokenizer, prompts, 6, 2, reader, context=torch.no_grad)
+    finally:
+        handle.remove()
+    assert max(twin["kl"]) < 1e-6 and len(twin["kl"]) == 3  # 0 but for a last bit's rounding
+    assert again == first
+    assert sorted(set(widths[read:])) == [1]  # the second model's turn: answer tokens only, one at a time
+    assert sum(w > 1 for w in widths) == 2  # the two batches of prompts, each read once for all three models
+
+    # the exact KL, from one forward of each model over prompt and answer
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    expected = []
+    for start in (0, 2):
+        ids, mask = enc["input_ids"][start : start + 2], enc["attention_mask"][start : start + 2]
+        with torch.no_grad():
+            out = moved.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=6,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+        response = out[:, ids.size(1) :]
+        is_eos = response == tokenizer.eos_token_id
+        keep = ((is_eos.long().cumsum(1) - is_eos.long()) == 0).float()
+        attention = torch.cat([mask, torch.ones_like(response)], 1)
+        kwargs = {"input_ids": out, "attention_mask": attention, "position_ids": positions(attention)}
+        with torch.no_grad():
+            logp = torch.log_softmax(moved(**kwargs).logits[:, ids.size(1) - 1 : -1], -1)
+            logq = torch.log_softmax(reference(**kwargs).logits[:, ids.size(1) - 1 : -1], -1)
+        expected += ((logp.exp() * (logp - logq)).sum(-1) * keep).sum(1).tolist()
+    assert all(kl > 0 for kl in first["kl"])
+    assert first["kl"] == pytest.approx(expected, rel=1e-4, abs=1e-6)

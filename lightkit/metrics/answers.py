@@ -7,7 +7,8 @@ same numbers:
 - `greedy_answers`: each prompt answered greedily (transformers' `generate`, KV cache, left
   padding), and, given a reference model, each answer's KL(model || reference) summed over its
   own tokens: the exact KL of the two next-token distributions at every position the model
-  chose, through its first EOS. (TRL logs a sampled estimate of this during training; a report
+  chose, through its first EOS (the reference reads each batch of prompts once:
+  `lightkit.models.prompt_cache`). (TRL logs a sampled estimate of this during training; a report
   comparing finished models can afford the exact one.)
 - `answer_scores`: mean reward (and its parts), ROUGE-1/L (torchmetrics, as `lightkit test`
   reports), answer length in words, the share ending with EOS, mean KL.
@@ -26,6 +27,7 @@ import torch
 from torchmetrics.text.rouge import ROUGEScore
 
 from lightkit.models.batched_generate import autocast, generate_batches
+from lightkit.models.prompt_cache import CachedPrompts
 
 
 @torch.no_grad()
@@ -40,30 +42,34 @@ def greedy_answers(
 ) -> dict[str, list[Any]]:
     """Greedy answers to `prompts` (rendered as the model is fed them), whether each ended with
     EOS, and each one's summed KL to `reference` (0 without one, or when `reference` is `model`).
-    `context` makes the context the model runs in (default `autocast`; a Lightning run passes its
-    precision plugin's)."""
+    Pass the reference as `CachedPrompts` to score several models against it: it then reads each
+    batch of prompts once, and each model costs only its answer tokens. The model's own
+    distributions are the logits `generate` computed as it answered, so scoring adds no forward of
+    the model. `context` makes the context the model runs in (default `autocast`; a Lightning run
+    passes its precision plugin's)."""
     context = context or (lambda: autocast(model))
     answers: list[str] = []
     kls: list[float] = []
     ended: list[bool] = []
     eos = tokenizer.eos_token_id
+    read = reference if reference is None or isinstance(reference, CachedPrompts) else CachedPrompts(reference)
+    scored = read is not None and read.model is not model  # a model's KL to itself is exactly 0: not computed
+    extra = {"output_logits": True, "return_dict_in_generate": True} if scored else {}
     for enc, out in generate_batches(model, tokenizer, prompts, batch_size, context, max_new_tokens=max_new_tokens,
-                                     do_sample=False):  # fmt: skip
+                                     do_sample=False, **extra):  # fmt: skip
         width = enc["input_ids"].size(1)
-        response = out[:, width:]
+        response = (out.sequences if scored else out)[:, width:]
         is_eos = response == eos
         mask = ((is_eos.long().cumsum(1) - is_eos.long()) == 0).float()  # through the first EOS
         ended += is_eos.any(1).tolist()
         answers += [a.strip() for a in tokenizer.batch_decode(response, skip_special_tokens=True)]
-        if reference is None or reference is model:  # a model's KL to itself is exactly 0: two forwards saved
+        if not scored:
             kls += [0.0] * len(response)
             continue
-        attention = torch.cat([enc["attention_mask"], mask.long()], 1)
-        keep = response.size(1) + 1
         with context():
-            logits = model(input_ids=out, attention_mask=attention, logits_to_keep=keep).logits[:, :-1].float()
-            ref = reference(input_ids=out, attention_mask=attention, logits_to_keep=keep).logits[:, :-1].float()
-        logp, logq = torch.log_softmax(logits, -1), torch.log_softmax(ref, -1)
+            ref = read.answer_logits(enc["input_ids"], enc["attention_mask"], response, mask)
+        logp = torch.log_softmax(torch.stack(out.logits, 1).float(), -1)
+        logq = torch.log_softmax(ref, -1)
         kl = (logp.exp() * (logp - logq)).sum(-1)
         kls += (kl * mask).sum(1).tolist()
     return {"answers": answers, "kl": kls, "ended": ended}

@@ -222,6 +222,7 @@ def trained_models(ctx: S.Context) -> dict[str, str]:
 
 def evaluate(ctx: S.Context) -> dict[str, Any]:
     from lightkit.metrics.answers import answer_scores, greedy_answers
+    from lightkit.models.prompt_cache import CachedPrompts
 
     section = ctx.settings.section("evaluate")
     folder = ctx.run_dir / "evaluate"
@@ -232,6 +233,7 @@ def evaluate(ctx: S.Context) -> dict[str, Any]:
     reward = reward_of(ctx, "evaluate")
     sft_path = outputs(ctx, "fit")["hf_model_path"]
     reference = causal_lm(sft_path)
+    reader = CachedPrompts(reference)  # reads the prompts once for every model's KL
     models = {}
     base = (ctx.settings.base["model"].get("init_args") or {}).get("pretrained")
     if base:
@@ -243,7 +245,7 @@ def evaluate(ctx: S.Context) -> dict[str, Any]:
     for name, path in models.items():
         model = reference if path == sft_path else causal_lm(path)
         out = greedy_answers(model, tokenizer, prompts, section.get("max_new_tokens", 24),
-                             section.get("batch_size", 16), reference)  # fmt: skip
+                             section.get("batch_size", 16), reader)  # fmt: skip
         scores = answer_scores(out, prompts, references, reward)
         rewards += scores.pop("rewards")
         answers[name] = out["answers"]
