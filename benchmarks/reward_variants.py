@@ -156,7 +156,10 @@ def pair_accuracy(model: Path, pairs: Path) -> float:
 
 def ranked(gaps: list[list[float]]) -> float:
     """The share of pairs ranked right by the sum of the models' score gaps (one model's gaps, or
-    several models' summed as an ensemble)."""
+    several models' summed as an ensemble). A tie counts as wrong, as in the task's own
+    `val_accuracy` (a margin > 0), so the two agree; learned scores almost never tie. (The
+    callable reward's parts tie often, so `align_report.reference_free_agreement` counts a tie
+    half: it measures what those parts could teach, not a model's accuracy.)"""
     summed = [sum(col) for col in zip(*gaps)]
     return round(sum(gap > 0 for gap in summed) / len(summed), 4)
 

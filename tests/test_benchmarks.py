@@ -6,6 +6,8 @@ import argparse
 import json
 import runpy
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,14 +17,26 @@ from helpers import ROOT, TINY_NER
 from lightkit.cli.main import main
 
 
-def run_script(name: str, *args: str) -> None:
-    argv, path = sys.argv, list(sys.path)
-    sys.argv = [name, *args]
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # as `python benchmarks/<name>` has it (for `measure`)
+@contextmanager
+def benchmarks_importable() -> Iterator[None]:
+    """benchmarks/ first on sys.path while a test imports or runs its scripts, as `python
+    benchmarks/<name>` has it (they import `measure` and one another as siblings)."""
+    path = list(sys.path)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        runpy.run_path(str(ROOT / "benchmarks" / name), run_name="__main__")
+        yield
     finally:
-        sys.argv, sys.path[:] = argv, path
+        sys.path[:] = path
+
+
+def run_script(name: str, *args: str) -> None:
+    argv = sys.argv
+    sys.argv = [name, *args]
+    try:
+        with benchmarks_importable():
+            runpy.run_path(str(ROOT / "benchmarks" / name), run_name="__main__")
+    finally:
+        sys.argv = argv
 
 
 def trained_artifacts(tmp_path: Path, reduced: str) -> None:
@@ -190,13 +204,10 @@ def test_llm_peer_side_measures_lightkit_and_the_peer_table_checks_the_targets(
     # Raw times come back (the peers' venvs have no lightkit); llm_peers.figures makes the figures.
     assert [len(side[f"{k}_ms_b{b}"]) for k in ("prefill", "e2e") for b in (1, 8)] == [2, 2, 2, 2]
     assert 1 < side["perplexity"] < 1e4 and 1 < side["answer_perplexity"] < 1e4 and len(side["greedy"][0]) == 3
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from llm_peers import agreement, figures
         from targets import annotate
         from to_markdown import render
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     assert agreement([[1, 2, 3, 4], [1, 2, 3, 4]], [[1, 2, 9, 4], [1, 2, 3, 4]]) == {
         "greedy_prefix_agreement": 0.75, "greedy_identical": 0.5}  # fmt: skip
     assert agreement([[1, 2, 3]], [[1, 2, 3, 4]]) == {"greedy_prefix_agreement": 0.75, "greedy_identical": 0.0}
@@ -298,11 +309,8 @@ def test_step_logging_benchmark_runs(tmp_path: Path) -> None:
 
 
 def test_targets_say_by_how_much_a_result_misses() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from targets import annotate
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     gpu = annotate(
         {"device": "NVIDIA H100 80GB HBM3", "task": "clm", "ratio_tokens_per_s": 1.81, "mfu": {"lightkit_mfu": 0.237}}
     )
@@ -493,11 +501,8 @@ def test_align_seeds_runs_only_the_methods_asked_with_their_settings(
     """`--methods dpo --set dpo...`: the chain runs SFT, pairs and DPO only (no reward model
     without PPO), DPO's config carries the setting, and make align's own run is not taken for
     split 13 seed 13, since its DPO is the shipped one."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         import align_seeds
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     ran: list[str] = []
 
     def fake_run(*command: str, timed: tuple[Path, str] | None = None) -> None:
@@ -538,12 +543,9 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     changed, reading the earlier stages' outputs; the summary splits the variance by split."""
     import yaml
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from align_seeds import reused_runs, setting, split_and_seed, stage_config, summarise
         from to_markdown import render  # noqa: F401 - imported here, while benchmarks/ is on the path
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     paths = {"pairs": "P.jsonl", "reward": "R/hf_model", "val_prompts": "V.jsonl"}
     sft = tmp_path / "sft" / "hf_model"
     dpo = yaml.safe_load(stage_config("dpo", tmp_path, 7, 14, sft, paths).read_text())
@@ -626,12 +628,9 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
 
 
 def test_int4_recipes_render_each_recipe_against_fp32() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from int4_recipes import RECIPES
         from to_markdown import render
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     shipped = [name for name in RECIPES if "(shipped)" in name]
     assert len(shipped) == 2 and RECIPES[shipped[1]].correction_rank == 16 and RECIPES[shipped[1]].bits == 4
     row = {"perplexity": 29.0, "perplexity_change": 0.02, "answer_perplexity": 18.6, "answer_perplexity_change": 0.03,
@@ -673,11 +672,8 @@ def test_serve_load_times_serve_against_generate_and_checks_every_answer(tiny_de
 def test_align_report_counts_the_pairs_the_reference_free_reward_parts_order(tmp_path: Path) -> None:
     """The ceiling quoted beside the reward model's accuracy: pairs ordered right by the length
     window and the copied-lead penalty alone, a tie counting half."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from align_report import reference_free_agreement
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     prompt = "Write a headline for this article.\n\nShares in Acme rose sharply on Monday after strong sales. More."
     rows = [
         {"prompt": prompt, "chosen": "Acme shares jump", "rejected": "Shares in Acme rose sharply on Monday"},  # right
@@ -691,13 +687,10 @@ def test_align_report_counts_the_pairs_the_reference_free_reward_parts_order(tmp
 
 
 def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from align_report import reward_fn
         from reward_variants import VARIANTS, deciding_parts, readable_pairs, variant_config
         from to_markdown import render
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     pairs, wide, many = tmp_path / "pairs.jsonl", tmp_path / "wide" / "pairs.jsonl", tmp_path / "many" / "pairs.jsonl"
     (tmp_path / "pairs-all.jsonl").write_text("")
     # The many pairs sampled the shipped held-out article first: its pairs are not trained on.
@@ -799,11 +792,8 @@ def test_a_reward_variant_is_scored_on_pairs_as_ppo_would_score_them(tmp_path: P
 
     import lightkit.rewards.scoring as scoring
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from reward_variants import pair_accuracy, pair_scores
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     seen = []
 
     class Shortest:  # prefers the shorter answer; records what it was asked to score
@@ -850,11 +840,8 @@ def test_reward_variants_many_rows_must_be_what_the_many_pairs_were_sampled_from
 
 
 def test_reward_variants_seeded_takes_every_seed_or_the_first_n() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from reward_variants import seeded
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     assert seeded("shipped") == ("shipped", None)
     assert seeded("articles-sft-trunk:2") == ("articles-sft-trunk", 2)
     for wrong in ("nonesuch", "shipped:two"):
@@ -865,11 +852,8 @@ def test_reward_variants_seeded_takes_every_seed_or_the_first_n() -> None:
 def test_reward_variants_say_the_accuracy_in_each_quarter_of_the_pairs_by_margin(tmp_path: Path) -> None:
     """Pairs split at the margin's quartiles, the last quarter holding the largest margin; each
     quarter's accuracy is the mean over the runs."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from reward_variants import accuracy_by_margin
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"margin": 0.2 + 0.01 * i}) + "\n" for i in range(8)))
     right_on_wide = [-1.0] * 4 + [1.0] * 4  # ranks only the wider half right
@@ -917,11 +901,8 @@ def test_stage_variants_retrain_a_stage_with_a_setting_changed_and_compare_what_
     assert kept["as_run"]["kept"] == {"step": 19, "reward": 0.03, "rougeL": 0.31, "loss": 0.69}  # not 29's tie
     assert kept["variant"]["kept"]["step"] == 9
     assert result["summary"]["rougeL"]["change"]["mean"] == pytest.approx(0.25 - 0.31)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from to_markdown import render
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     text = render(result)
     assert "| split 7, seed 14 | 19, +0.030, 0.310 | 9, +0.050, 0.250 | +0.020 | -0.060 |" in text
     with pytest.raises(SystemExit, match="no such stage config"):
@@ -957,11 +938,8 @@ def test_stage_variants_say_whether_an_rl_stage_climbed_its_own_training_reward(
                                                 "batches": 30, "of": 10}  # fmt: skip
     assert run["variant"]["training_reward"]["first"] == pytest.approx(-0.055)
     assert run["variant"]["training_reward"]["last"] == pytest.approx(-0.1 + 0.01 * 24.5)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from to_markdown import render
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     assert "| split 13, seed 13 | -0.100, -0.100 | -0.055, +0.145 |" in render(json.loads(out.read_text()))
 
 
@@ -970,11 +948,8 @@ def test_stage_variants_go_on_from_a_killed_variants_last_checkpoint_only_with_i
     ran is the one written now; a killed run of other settings under the same name is refused."""
     from lightkit.cli.ship.stages import relocate
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from stage_variants import resume, setting, variant_config
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     folder = tmp_path / "s13-r15"
     folder.mkdir()
     ran = relocate(yaml.safe_load((ROOT / "configs" / "ppo_headlines.yaml").read_text()), folder / "ppo")
@@ -1045,11 +1020,8 @@ def test_stage_variants_main_resumes_a_killed_variant_it_wrote_the_config_of(tmp
 def test_align_report_table_says_each_stage_time_and_the_scoring_time() -> None:
     """The stage times `make align` records (`make sft`'s when it ran it) and how long the report
     scored the models (their `eval_s`): the table accounts for the whole command."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from to_markdown import render
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     cell = {"reward": 0.1, "rouge1": 0.3, "rougeL": 0.25, "kl_to_sft": 0.0, "answer_words": 6.0, "ended_frac": 1.0}
     result = {"device": "CPU", "date": "today", "command": "make align", "held_out_articles": 112, "reward": "r",
               "models": {"sft": {**cell, "eval_s": 30.0}, "dpo": {**cell, "eval_s": 90.0, "train_s": 360.0}},
@@ -1065,12 +1037,9 @@ def test_align_report_table_says_each_stage_time_and_the_scoring_time() -> None:
 def test_align_report_records_what_each_method_ran_with(tmp_path: Path) -> None:
     """A method's settings come from the config Lightning saved beside its newest log (a resumed
     run's), so a result says which DPO it scored after the shipped config changes."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from align_report import settings
         from to_markdown import render
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     run = tmp_path / "dpo"
     assert settings(run, "dpo") == {}  # never ran
     config = yaml.safe_load((ROOT / "configs" / "dpo_headlines.yaml").read_text())
@@ -1108,11 +1077,8 @@ def test_align_vs_trl_gives_trl_the_shipped_dpo_loss(tmp_path: Path, monkeypatch
 
 def test_an_align_vs_trl_result_of_one_job_renders(tmp_path: Path) -> None:
     """`--jobs dpo` writes a result without GRPO; it still renders as the TRL comparison."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         from to_markdown import render
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     side = {"s_per_step": 4.0, "peak_rss_mib": 5000.0, "held_out_reward": -0.02, "held_out_rougeL": 0.26,
             "held_out_words": 6.0, "train_wall_s": 50.0, "tokens_per_s": 400.0}  # fmt: skip
     result = {"device": "CPU", "date": "2026-12-06", "versions": {}, "command": "python benchmarks/align_vs_trl.py",
@@ -1129,12 +1095,9 @@ def test_reward_seeds_score_each_variant_and_their_ensemble_on_each_runs_own_pai
 ) -> None:
     """Each chain run's variants are trained with the run's seed; the ensemble ranks by the sum of
     their scores; the summary is over the runs, with each split's mean; the table renders it."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         import reward_seeds
         from to_markdown import render
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     chains = tmp_path / "chains"
     for name in ("s13-r13", "s7-r14", "notes"):
         (chains / name).mkdir(parents=True)
@@ -1182,11 +1145,8 @@ def test_reward_seeds_score_each_variant_and_their_ensemble_on_each_runs_own_pai
 def test_reward_variants_ensemble_sums_every_model_of_the_named_variants(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
+    with benchmarks_importable():
         import reward_variants
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     scores = {"a/seed-1": [1.0, -1.0, -1.0], "a/seed-2": [-0.5, 2.0, -1.0], "b/seed-1": [9.0, 9.0, 9.0]}
     monkeypatch.setattr(reward_variants, "pair_scores", lambda model, pairs: scores[model.parent.as_posix()])
     results = [{"variant": v, "runs": [{"config": f"{v}/seed-{s}/reward.yaml"} for s in seeds]}

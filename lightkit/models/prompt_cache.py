@@ -49,8 +49,8 @@ class CachedPrompts:
     def _prompt(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
         key = (tuple(prompt_ids.shape), prompt_ids.cpu().numpy().tobytes(), prompt_mask.cpu().numpy().tobytes())
         if key not in self._read:
-            out = self.model(input_ids=prompt_ids, attention_mask=unless_full(prompt_mask), position_ids=positions(prompt_mask),
-                             use_cache=True, logits_to_keep=1)  # fmt: skip
+            out = self.model(input_ids=prompt_ids, attention_mask=unless_full(prompt_mask),
+                             position_ids=positions(prompt_mask), use_cache=True, logits_to_keep=1)  # fmt: skip
             cache = getattr(out, "cache", None) or out.past_key_values
             self._read[key] = (cache if getattr(cache, "is_croppable", False) else None, out.logits.float())
         return self._read[key]
