@@ -179,7 +179,7 @@ class GRPOTask(RolloutTask):
     def reference_answers(self, batch: dict[str, Any]) -> Samples:
         """Each prompt's reference answer and EOS (as the SFT data ends an answer), laid out after
         its left-padded prompt as a sampled response is: built once per batch for `sft_alpha`."""
-        self.check_columns(batch, "a batch")  # a DataModule whose data fit start could not read
+        self.check_columns(batch, "a batch")  # a DataModule whose data the stage's start could not read
         eos, prompt_ids = self.tokenizer.eos_token_id, batch["input_ids"]
         answers = [torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos])
                    for text in batch["reference"]]  # fmt: skip

@@ -76,7 +76,7 @@ class RewardModelTask(BaseTask):
         margin = self.score(batch, "chosen") - self.score(batch, "rejected")
         wanted = 0.0
         if self.hparams.margin_scale:
-            self.check_columns(batch, "a batch")  # a DataModule whose data fit start could not read
+            self.check_columns(batch, "a batch")  # a DataModule whose data the stage's start could not read
             wanted = self.hparams.margin_scale * batch["margin"]
         loss = -F.logsigmoid(margin - wanted).mean()
         # BinaryAccuracy thresholds sigmoid(margin) at 0.5, i.e. counts pairs with margin > 0.

@@ -431,6 +431,29 @@ def test_a_column_the_run_needs_missing_from_the_prompts_stops_it_before_samplin
         main(["fit", "--config", str(GRPO), "--data", str(data), "--trainer.default_root_dir", str(tmp_path), *setting])
 
 
+@pytest.mark.parametrize(("stage", "split"), [("validate", "val_file"), ("test", "test_file")])
+def test_a_column_the_reward_needs_missing_from_evaluation_prompts_stops_validate_and_test(
+    bpe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str, split: str
+) -> None:
+    """`lightkit validate` and `test` check the split they read as they start, as fit does: a
+    reward callable that needs `reference` stops them on prompts alone, naming the file, before
+    any answer is sampled."""
+    from lightkit.tasks.grpo import GRPOTask
+
+    train, prompts = tmp_path / "train.jsonl", tmp_path / "prompts.txt"
+    train.write_text("".join(json.dumps({"prompt": f"Name {w}", "reference": w}) + "\n" for w in ("a", "b") * 4))
+    prompts.write_text("Name a fruit\nName a colour\n" * 4)
+    data = tmp_path / "data.yaml"  # training rows with references; the evaluated split has none
+    init = {"tokenizer": str(bpe), "train_file": str(train), split: str(prompts), "batch_size": 4}
+    data.write_text(json.dumps({"class_path": "PromptDataModule", "init_args": init}))
+    monkeypatch.setattr(GRPOTask, "sample", lambda *a, **k: pytest.fail("sampled before the columns were checked"))
+    who = re.escape("reward_fn 'lightkit.rewards.text:rouge_l'")
+    message = rf"prompts\.txt: GRPOTask: {who} needs the data's column\(s\) \['reference'\]"
+    with pytest.raises(InputError, match=message):
+        main([stage, "--config", str(GRPO), "--data", str(data), "--trainer.default_root_dir", str(tmp_path),
+              "--model.init_args.reward_fn", "lightkit.rewards.text:rouge_l"])  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -2,9 +2,10 @@
 needs `margin`) or a reward callable's (`rouge_l` needs `reference`).
 
 A task names them (`BaseTask.needed_columns`) and they are checked where the data is first in
-reach: every row of the training and validation splits at fit start, so a missing column or an
-empty row stops the run before a minute of training or sampling, naming the file; or a batch,
-where a DataModule holds no `datasets.Dataset` to look at.
+reach: every row of the splits a stage reads, as it starts (training and validation for `fit`,
+validation for `validate`, test for `test`), so a missing column or an empty row stops the run
+before a minute of training or sampling, naming the file; or a batch, where a DataModule holds
+no `datasets.Dataset` to look at.
 """
 
 from __future__ import annotations

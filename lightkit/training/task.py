@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 import lightning as L
 import torch
 from datasets import Dataset
+from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MetricCollection
 from transformers import AutoConfig, PreTrainedModel
 
@@ -219,8 +220,8 @@ class BaseTask(MovesUnregistered, L.LightningModule):
 
     def needed_columns(self) -> dict[str, set[str]]:
         """The data columns the run needs beyond its DataModule's, by what needs them
-        (`{"margin_scale": {"margin"}}`); fit start checks every training and validation row for
-        them (`lightkit.training.columns`). None by default."""
+        (`{"margin_scale": {"margin"}}`); each stage checks every row of the splits it reads for
+        them as it starts (`lightkit.training.columns`). None by default."""
         return {}
 
     def column_hint(self, missing: list[str]) -> str:
@@ -229,19 +230,31 @@ class BaseTask(MovesUnregistered, L.LightningModule):
 
     # -- data checks ---------------------------------------------------------------------------
     def check_columns(self, data: Any, where: str) -> None:
-        """Stop where `data` (a split, or a batch a DataModule could not show at fit start) lacks a
+        """Stop where `data` (a split, or a batch a DataModule could not show at the start) lacks a
         column `needed_columns` names, or a split has a row without it."""
         check_columns(type(self).__name__, self.needed_columns(), data, where, self.column_hint)
 
-    def on_fit_start(self) -> None:
-        # Before the first step: a missing column would otherwise stop the run minutes in, at a
-        # batch, naming no file.
+    def check_splits(self, *splits: str) -> None:
+        """`check_columns` on each of the DataModule's `splits` that is a `datasets.Dataset` (a
+        stream's rows are not in reach), named by its file."""
         datamodule = self.trainer.datamodule
         source = getattr(datamodule, "source", lambda split: f"the {split} data")
-        for split in ("train", "validation"):
+        for split in splits:
             data = getattr(datamodule, "datasets", {}).get(split)
-            if isinstance(data, Dataset):  # not a stream: its rows are not in reach
+            if isinstance(data, Dataset):
                 self.check_columns(data, str(source(split)))
+
+    # Before the first step of a stage: a missing column would otherwise stop the run minutes in,
+    # at a batch, naming no file.
+    def on_fit_start(self) -> None:
+        self.check_splits("train", "validation")
+
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == TrainerFn.VALIDATING:  # in fit, on_fit_start checked it
+            self.check_splits("validation")
+
+    def on_test_start(self) -> None:
+        self.check_splits("test")
 
     # -- model construction --------------------------------------------------------------------
     def from_pretrained_or_config(self, auto_class: Any, **overrides: Any) -> PreTrainedModel:
