@@ -178,10 +178,10 @@ distill-sft: install
 	$(LIGHTKIT) test --config configs/sft_headlines.yaml --ckpt_path $(SFT_RUN)/checkpoints/last.ckpt --trainer.default_root_dir $(KD_RUN)/teacher $(KD_TEST) --trainer.logger.init_args.save_dir $(KD_RUN)/teacher
 	$(PY) benchmarks/kd_report.py --runs $(KD_RUN) --out $(KD_RUN)/report.json
 
-# The RLHF chain on the headline task, from the SFT model (44 min on 2 cores on an AMD EPYC after
-# `make sft`, 27 on an Intel Xeon; measured on fresh clones, each stage's time in
+# The RLHF chain on the headline task, from the SFT model (on 2 cores, measured on fresh clones with
+# the SFT fit: 43.6 min on an AMD EPYC, 33.5 on an Intel Xeon; each stage's time in
 # benchmarks/results/align-smollm2-headlines*-cpu.json): when the SFT model is missing, make sft's
-# fit trains it first (5 to 7 minutes more; not make sft's
+# fit trains it first (5 to 7 minutes of that; not make sft's
 # zero-shot and tuned test runs, whose scores the report below computes itself). The SFT model
 # samples 4 headlines per training article, ranked by the reward callables into pairs
 # (lightkit.data.headline_pairs); a reward model learns those pairs; then
