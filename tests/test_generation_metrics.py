@@ -192,3 +192,16 @@ def test_a_cached_reference_reads_each_prompt_once_and_gives_the_full_forward_kl
         expected += ((logp.exp() * (logp - logq)).sum(-1) * keep).sum(1).tolist()
     assert all(kl > 0 for kl in first["kl"])
     assert first["kl"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert reader.kept_bytes > 0
+
+    # Over its memory budget the reference keeps nothing and reads the prompts for every model.
+    spent = CachedPrompts(reference, max_bytes=0)
+    widths.clear()
+    handle = reference.register_forward_pre_hook(lambda _, args, kwargs: widths.append(kwargs["input_ids"].size(1)),
+                                                 with_kwargs=True)  # fmt: skip
+    try:
+        for _ in range(2):
+            assert greedy_answers(moved, tokenizer, prompts, 6, 2, spent, context=torch.no_grad) == first
+    finally:
+        handle.remove()
+    assert sum(w > 1 for w in widths) == 4 and spent.kept_bytes == 0
