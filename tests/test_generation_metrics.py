@@ -136,7 +136,9 @@ def test_greedy_answers_skip_the_kl_forwards_of_a_model_that_is_its_own_referenc
     assert all(kl > 0 for kl in moved["kl"]) and moved["answers"] == computed["answers"]
 
 
-def test_a_cached_reference_reads_each_prompt_once_and_gives_the_full_forward_kl(tiny_lm: dict) -> None:
+def test_a_cached_reference_reads_each_prompt_once_and_gives_the_full_forward_kl(
+    tiny_lm: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The report's KL to SFT with `CachedPrompts`: across several models the reference reads
     each batch of prompts once and then one answer token per forward; a copy of the reference
     scores 0 (both sides take generate's path), and a moved model's KL equals the exact
@@ -205,3 +207,11 @@ def test_a_cached_reference_reads_each_prompt_once_and_gives_the_full_forward_kl
     finally:
         handle.remove()
     assert sum(w > 1 for w in widths) == 4 and spent.kept_bytes == 0
+
+    # A cache that cannot be cut back to the prompt (sliding-window layers): one forward over
+    # prompt and answer per model, the same KL but for rounding.
+    from transformers.cache_utils import Cache
+
+    monkeypatch.setattr(Cache, "is_croppable", property(lambda self: False))
+    uncut = greedy_answers(moved, tokenizer, prompts, 6, 2, CachedPrompts(reference), context=torch.no_grad)
+    assert uncut["answers"] == first["answers"] and uncut["kl"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
