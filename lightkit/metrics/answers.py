@@ -52,7 +52,8 @@ def greedy_answers(
     kls: list[float] = []
     ended: list[bool] = []
     eos = tokenizer.eos_token_id
-    read = reference if reference is None or isinstance(reference, CachedPrompts) else CachedPrompts(reference)
+    # A plain reference model serves this call alone: nothing it reads is read again, so nothing is kept.
+    read = reference if reference is None or isinstance(reference, CachedPrompts) else CachedPrompts(reference, 0)
     scored = read is not None and read.model is not model  # a model's KL to itself is exactly 0: not computed
     extra = {"output_logits": True, "return_dict_in_generate": True} if scored else {}
     for enc, out in generate_batches(model, tokenizer, prompts, batch_size, context, max_new_tokens=max_new_tokens,
