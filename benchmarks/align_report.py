@@ -74,7 +74,9 @@ def pair_gaps(rows: list[dict[str, Any]], reward: Any, prompt: str = "prompt", b
     batches of `batch_size` pairs so a model's activations stay small."""
 
     def side(chunk: list[dict[str, Any]], key: str) -> Any:
-        return reward([r[prompt] for r in chunk], [r[key] for r in chunk])
+        # A row's reference answer, where the pairs file keeps one, goes to a reward that reads it.
+        columns = {"reference": [r["reference"] for r in chunk]} if all(r.get("reference") for r in chunk) else {}
+        return reward([r[prompt] for r in chunk], [r[key] for r in chunk], **columns)
 
     chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     return torch.cat([side(chunk, "chosen") - side(chunk, "rejected") for chunk in chunks] or [torch.zeros(0)])
@@ -153,7 +155,8 @@ def learned_reward(runs: Path, rows: list[dict[str, Any]], answers: dict[str, li
 
     model = ModelReward(str(path), (SequenceClassificationTask, RewardModelTask))
     callable_ = [v for name in answers for v in results[name]["rewards"]]
-    agreement = reward_agreement(model, [r["gen_prompt"] for r in rows], answers, callable_)
+    columns = {"reference": [r["reference"] for r in rows]}  # for a reward model that reads them
+    agreement = reward_agreement(model, [r["gen_prompt"] for r in rows], answers, callable_, columns=columns)
     accuracy = [float(r["val_accuracy"]) for r in logged(runs / "reward") if r.get("val_accuracy")]
     return {
         "model": str(path),

@@ -31,6 +31,9 @@ class RewardModelTask(BaseTask):
             same length.
         response_first: whether it reads the response before the prompt (linked and saved the
             same way).
+        reference_column: the prompt data's column of reference answers it reads beside each
+            response (linked and saved the same way); PPO's `reward_model` then needs that column
+            in its prompt data, and a run without it stops as it starts.
         margin_scale: how far apart, in score, a pair must be placed per unit of its `margin`
             column (TRL's RewardTrainer and Llama 2's reward model subtract the margin the same
             way, at scale 1): a pair the preference separates widely is pushed apart further. 0
@@ -46,6 +49,7 @@ class RewardModelTask(BaseTask):
         self,
         input_max_length: int | None = None,
         response_first: bool = False,
+        reference_column: str | None = None,
         margin_scale: float = 0.0,
         **kwargs: Any,
     ) -> None:
@@ -57,7 +61,9 @@ class RewardModelTask(BaseTask):
         return {"margin_scale": {"margin"}} if self.hparams.margin_scale else {}
 
     def saved_settings(self) -> dict[str, Any]:
-        return {"input_max_length": self.hparams.input_max_length, "response_first": self.hparams.response_first}
+        h = self.hparams
+        return {"input_max_length": h.input_max_length, "response_first": h.response_first,
+                "reference_column": h.reference_column}  # fmt: skip
 
     def model_overrides(self) -> dict[str, Any]:
         overrides: dict[str, Any] = {"num_labels": 1, "id2label": {0: "reward"}, "label2id": {"reward": 0}}

@@ -7,6 +7,7 @@ import math
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -279,7 +280,11 @@ def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Pat
     assert set(mixed.last_parts) == {"reward_model", "reward_count_e"} and mixed.model is not None
     # PPO reads a long prompt as the reward model was trained to (max_length 32, cut from the left),
     # from the checkpoint or the saved folder, not transformers' 512 default.
-    assert json.loads((saved / "lightkit.json").read_text()) == {"input_max_length": 32, "response_first": False}
+    assert json.loads((saved / "lightkit.json").read_text()) == {
+        "input_max_length": 32,
+        "response_first": False,
+        "reference_column": None,
+    }
     folder = ModelReward(str(saved), tasks)
     assert alone.max_length == folder.max_length == 32
 
@@ -322,7 +327,11 @@ def test_a_reward_model_reading_the_response_first_keeps_the_start_of_a_long_pro
           "--data.init_args.response_first", "true", "--trainer.max_epochs", "1",
           "--trainer.default_root_dir", str(root)])  # fmt: skip
     saved = root / "lightning_logs" / "version_0" / "hf_model"
-    assert json.loads((saved / "lightkit.json").read_text()) == {"input_max_length": 32, "response_first": True}
+    assert json.loads((saved / "lightkit.json").read_text()) == {
+        "input_max_length": 32,
+        "response_first": True,
+        "reference_column": None,
+    }
     scorer = ModelReward(str(saved), (SequenceClassificationTask, RewardModelTask))
     dm = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32, response_first=True)
     long_prompt = "Q: " + "where is it ? " * 20 + "\nA: "
@@ -335,6 +344,93 @@ def test_a_reward_model_reading_the_response_first_keeps_the_start_of_a_long_pro
     plain = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32)
     assert not torch.equal(plain.collate([{"prompt": long_prompt, "chosen": "oslo", "rejected": "e e"}])[
         "chosen_input_ids"], batch["chosen_input_ids"])  # fmt: skip
+
+
+def test_a_reward_model_reading_the_reference_scores_each_answer_against_it(
+    bpe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`reference_column`: the reward model reads each answer beside the prompt's reference answer,
+    in the prompt's place. The column is saved with the model, so PPO's ModelReward reads the
+    prompt data's references as training read the pairs', and PPO on prompts without them stops
+    as it starts, before any sampling."""
+    from lightkit.models.loading import load_tokenizer
+    from lightkit.models.reward_inputs import encode_scored
+    from lightkit.rewards.scoring import ModelReward
+    from lightkit.tasks import PPOTask, RewardModelTask, SequenceClassificationTask
+
+    minilm = load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
+    article, answer, reference = (
+        ["Write a headline.\n\nThe bank raised rates today."],
+        ["rates rise"],
+        ["Bank lifts rates"],
+    )
+    pair = encode_scored(minilm, article, answer, 24, response_first=True, references=reference)
+    assert minilm.decode(pair["input_ids"][0]) == "[CLS] rates rise [SEP] bank lifts rates [SEP]"
+    assert minilm.decode(encode_scored(minilm, article, answer, 24, references=reference)["input_ids"][0]) == (
+        "[CLS] bank lifts rates rates rise [SEP]"
+    )
+
+    prefs = tmp_path / "prefs.jsonl"
+    write_preferences(prefs, 40, seed=0)
+    rows = [json.loads(line) for line in prefs.read_text().splitlines()]
+    prefs.write_text("".join(json.dumps({**r, "reference": r["chosen"].strip()}) + "\n" for r in rows))
+    root = tmp_path / "rm"
+    main(["fit", "--config", str(REWARD_MODEL), "--data.tokenizer", str(bpe), "--data.train_file", str(prefs),
+          "--data.init_args.reference_column", "reference", "--trainer.max_epochs", "1",
+          "--trainer.default_root_dir", str(root)])  # fmt: skip
+    saved = root / "lightning_logs" / "version_0" / "hf_model"
+    assert json.loads((saved / "lightkit.json").read_text()) == {
+        "input_max_length": 32, "response_first": False, "reference_column": "reference"
+    }  # fmt: skip
+    scorer = ModelReward(str(saved), (SequenceClassificationTask, RewardModelTask))
+    assert scorer.needs == {f"reward_model '{saved}'": {"reference"}}
+    dm = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32, reference_column="reference")
+    prompt = "Q: where did erin go ?\nA: "
+    batch = dm.collate([{"prompt": prompt, "chosen": "oslo", "rejected": "e e", "reference": "oslo"}])
+    with torch.no_grad():
+        trained = [scorer.model(**{k.removeprefix(f"{side}_"): v for k, v in batch.items() if k.startswith(side)})
+                   .logits[0, 0] for side in ("chosen", "rejected")]  # fmt: skip
+    scored = scorer([prompt] * 2, ["oslo", "e e"], reference=["oslo", "oslo"])
+    assert torch.allclose(scored, torch.stack(trained))
+    assert not torch.allclose(scorer([prompt] * 2, ["oslo", "e e"], reference=["lima", "lima"]), scored)  # read
+    with pytest.raises(InputError, match="reference_column 'reference'"):
+        scorer([prompt], ["oslo"])  # scored without the references it was trained with
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(InputError, match=r"bad\.jsonl:1: reference_column 'reference' must hold .* got missing"):
+        PreferenceDataModule(tokenizer=str(bpe), train_file=str(bad), reference_column="reference").setup("fit")
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))  # ppo_rewards
+    seen: list[list[str]] = []
+    scored_by = ModelReward.forward
+
+    def spy(self: ModelReward, prompts: list[str], responses: list[str], **columns: list[str]) -> torch.Tensor:
+        seen.append(columns["reference"])
+        return scored_by(self, prompts, responses, **columns)
+
+    monkeypatch.setattr(ModelReward, "forward", spy)
+
+    def ppo_on(data_module: str, train: Path, **init: Any) -> None:
+        data = tmp_path / "data.yaml"
+        init |= {"tokenizer": str(bpe), "train_file": str(train), "batch_size": 4}
+        data.write_text(json.dumps({"class_path": data_module, "init_args": init}))
+        main(["fit", "--config", str(PPO), "--data", str(data), "--trainer.default_root_dir", str(tmp_path / "ppo"),
+              "--model.init_args.reward_model", str(saved), "--trainer.max_steps", "1"])  # fmt: skip
+
+    instructions = tmp_path / "instructions.jsonl"  # prompts and their reference answers
+    answers = {r["prompt"]: r["chosen"].strip() for r in rows}
+    instructions.write_text("".join(json.dumps({"prompt": q, "response": a}) + "\n" for q, a in answers.items()))
+    ppo_on("InstructionDataModule", instructions, prompt_template="Q: {prompt}\nA: ", prompts_only=True)
+    assert seen and set(seen[0]) <= set(answers.values())  # each sampled prompt's own reference
+    monkeypatch.setattr(PPOTask, "sample", lambda *a, **k: pytest.fail("sampled before the columns were checked"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("where did erin go ?\nwhere did bob go ?\n" * 4)  # prompts alone: no reference answers
+    message = (
+        rf"prompts\.txt: PPOTask: reward_model '{re.escape(str(saved))}' needs the data's column\(s\) \['reference'\]"
+    )
+    with pytest.raises(InputError, match=message):
+        ppo_on("PromptDataModule", prompts)
 
 
 def test_ppo_runs_under_the_trainers_mixed_precision(bpe: Path, tmp_path: Path) -> None:

@@ -10,7 +10,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lightkit.data.headline_pairs import sampled_pairs
-from lightkit.data.sampled_pairs import best_over_worst, every_ranked, ranked_pairs, sample_answers
+from lightkit.data.sampled_pairs import (
+    best_over_worst,
+    every_ranked,
+    pair_files,
+    ranked_pairs,
+    sample_answers,
+    write_pairs,
+)
 
 
 def test_best_over_worst_keeps_pairs_with_a_margin() -> None:
@@ -75,4 +82,24 @@ def test_headline_pairs_come_from_the_policys_samples_on_training_articles(tiny_
     again = reward([first["rendered_prompt"]] * 2, [first["chosen"], first["rejected"]],
                    reference=[train[first["rendered_prompt"]]] * 2)  # fmt: skip
     assert again.tolist() == pytest.approx([first["reward_chosen"], first["reward_rejected"]])
+    references: dict[str, set[str]] = {}  # (an article may appear twice, with other headlines)
+    for r in splits["train"]:
+        references.setdefault(r["prompt"], set()).add(r["response"])
+    assert all(p["reference"] in references[p["rendered_prompt"]] for p in every)  # for a reward model to read
     json.dumps(pairs)  # a JSONL row each
+    # The reward model's pairs have their own margin; DPO's are the same whatever it is.
+    same, none = sampled_pairs(str(tiny_lm["hf"]), rows=6, k=3, min_margin=0.0, max_new_tokens=8, max_length=512,
+                               every_margin=1e9)  # fmt: skip
+    assert same == pairs and none == []
+
+
+def test_the_reward_models_held_out_pairs_are_as_far_apart_as_dpos(tmp_path: Path) -> None:
+    """Training pairs may be closer (`every_margin`); held-out ones keep `val_margin`, so the
+    accuracy is measured on the same pairs whatever the reward model learned from."""
+    every = [{"article": a, "chosen": f"c{a}{m}", "rejected": "r", "margin": m} for a in (0, 4) for m in (0.1, 0.3)]
+    counts = write_pairs(tmp_path / "pairs.jsonl", every[:1], every, prompts=5, val_margin=0.2)
+    files = pair_files(tmp_path / "pairs.jsonl")
+    read = {k: [json.loads(line) for line in files[k].read_text().splitlines()] for k in files}
+    assert read["dpo"] == every[:1] and read["every"] == every[:2]  # article 0: both, however close
+    assert read["every_val"] == [every[3]]  # article 4, the last fifth: only the pair 0.3 apart
+    assert counts == {str(files["dpo"]): 1, str(files["every"]): 2, str(files["every_val"]): 1}

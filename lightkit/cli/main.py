@@ -51,6 +51,7 @@ LINKS = {
     "prompt_template": "prompt_template",
     "input_max_length": "input_max_length",
     "response_first": "response_first",
+    "reference_column": "reference_column",
 }
 ARTIFACT_COMMANDS = ("export", "evaluate", "benchmark")
 # Commands that build no task or DataModule here: generate reads an export folder (or exports a

@@ -80,13 +80,24 @@ class PreferenceDataModule(BaseDataModule):
         response_first: read the response, then the start of the prompt: for an encoder reward
             model and prompts longer than max_length, whose start matters (an article's lead).
             Linked into RewardModelTask with max_length, and saved with the model for PPO.
+        reference_column: a column holding each prompt's reference answer, read in the prompt's
+            place (`encode_scored`): a reward model that judges an answer against the reference,
+            for a reward defined against one (ROUGE against a real headline). Linked and saved the
+            same way; PPO's prompt data must then hold the column too.
         **kwargs: tokenizer, files, holdout, batch sizes, max_length (see BaseDataModule).
     """
 
-    def __init__(self, prompt_template: str = "{prompt}", response_first: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        prompt_template: str = "{prompt}",
+        response_first: bool = False,
+        reference_column: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.prompt_template = prompt_template
         self.response_first = response_first
+        self.reference_column = reference_column
 
     @property
     def input_max_length(self) -> int:
@@ -102,17 +113,31 @@ class PreferenceDataModule(BaseDataModule):
             where = row["_where"]
             prompt, chosen, rejected = preference_parts(row, where)
             margin = pair_margin(row, where)
+            reference = self.row_reference(row, where)
             if isinstance(chosen, list):  # conversational: each side rendered whole by the chat template
                 if not getattr(self.tokenizer, "chat_template", None):
                     raise InputError(f"{where}: conversational pairs need a tokenizer with a chat template")
                 sides = {s: render(self.tokenizer, prompt + turns, generation_prompt=False)
                          for s, turns in zip(("chosen", "rejected"), (chosen, rejected))}  # fmt: skip
-                pairs.append({"prompt": "", **sides, "margin": margin})  # each side is the whole text
+                pairs.append({"prompt": "", **sides, "margin": margin, "reference": reference})  # each side whole
                 continue
             # An implicit prompt is scored as it stands in the texts; an explicit one through the template.
             text = format_prompt(self.prompt_template, row, where) if "prompt" in row else (prompt or "")
-            pairs.append({"prompt": text, "chosen": chosen, "rejected": rejected, "margin": margin})
+            pairs.append({"prompt": text, "chosen": chosen, "rejected": rejected, "margin": margin,
+                          "reference": reference})  # fmt: skip
         return pairs
+
+    def row_reference(self, row: dict[str, Any], where: str) -> str | None:
+        """The row's reference answer, where the data module reads one (`reference_column`)."""
+        column = self.reference_column
+        if column is None:
+            return None
+        value = row.get(column)
+        if not isinstance(value, str) or not value.strip():
+            found = "missing" if column not in row else f"{value!r}"
+            raise InputError(f"{where}: reference_column '{column}' must hold the prompt's reference answer as "
+                             f"non-empty text, got {found}")  # fmt: skip
+        return value
 
     def build_split(self, split: str) -> Dataset:
         rows = self.splits(self._read)[split]
@@ -124,7 +149,9 @@ class PreferenceDataModule(BaseDataModule):
         batch = {}
         for side in ("chosen", "rejected"):  # as ModelReward will score them (lightkit.models.reward_inputs)
             prompts, responses = [f["prompt"] for f in features], [f[side] for f in features]
-            enc = encode_scored(self.tokenizer, prompts, responses, self.hparams.max_length, self.response_first)
+            references = [f["reference"] for f in features] if self.reference_column else None
+            enc = encode_scored(self.tokenizer, prompts, responses, self.hparams.max_length, self.response_first,
+                                references)  # fmt: skip
             batch.update({f"{side}_{k}": v for k, v in enc.items()})
         if all(f.get("margin") is not None for f in features):
             batch["margin"] = torch.tensor([f["margin"] for f in features], dtype=torch.float32)

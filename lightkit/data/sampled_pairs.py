@@ -134,21 +134,24 @@ def policy_pairs(
     batch_size: int = 8,
     seed: int = 13,
     progress: Callable[[int, int], None] | None = None,
+    every_margin: float | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The policy's best of `k` over its worst per prompt (for DPO), and every pair of its answers
-    at least `min_margin` apart (for a reward model), as pairs-file rows. `rows` are
+    at least `every_margin` apart (for a reward model; `min_margin` by default), as pairs-file rows. `rows` are
     `prompt_rows`; each pair row keeps the user turn (`prompt`), the rendered prompt (what a reward
-    model reads, `rendered_prompt`), both rewards and the row index (`article`)."""
+    model reads, `rendered_prompt`), the prompt's reference answer where it has one (`reference`,
+    for a reward model that reads it), both rewards and the row index (`article`)."""
     prompts = [r["rendered"] for r in rows]
     answers = sample_answers(model, tokenizer, prompts, k, max_new_tokens, temperature, batch_size=batch_size,
                              seed=seed, progress=progress)  # fmt: skip
     best, scores = ranked_pairs(prompts, answers, reward, min_margin, {"reference": [r["reference"] for r in rows]})
-    every = [(i, *p) for i, ranked in enumerate(every_ranked(answers, scores, min_margin)) for p in ranked]
+    every_margin = min_margin if every_margin is None else every_margin
+    every = [(i, *p) for i, ranked in enumerate(every_ranked(answers, scores, every_margin)) for p in ranked]
 
     def row(i: int, c: int, r: int, margin: float) -> dict[str, Any]:
         return {"article": i, "prompt": rows[i]["user"], "chosen": answers[i][c], "rejected": answers[i][r],
-                "rendered_prompt": prompts[i], "reward_chosen": scores[i][c], "reward_rejected": scores[i][r],
-                "margin": margin}  # fmt: skip
+                "rendered_prompt": prompts[i], "reference": rows[i]["reference"], "reward_chosen": scores[i][c],
+                "reward_rejected": scores[i][r], "margin": margin}  # fmt: skip
 
     return [row(*p) for p in best], [row(*p) for p in every]
 
@@ -163,17 +166,25 @@ def pair_files(out: Path) -> dict[str, Path]:
 
 
 def write_pairs(
-    out: Path, best: list[dict[str, Any]], every: list[dict[str, Any]], prompts: int, val_fraction: float = 0.2
+    out: Path,
+    best: list[dict[str, Any]],
+    every: list[dict[str, Any]],
+    prompts: int,
+    val_fraction: float = 0.2,
+    val_margin: float = 0.0,
 ) -> dict[str, int]:
     """The pairs files, each atomically: best-over-worst pairs for DPO, and every ranked pair for a
     reward model, those of the last `val_fraction` of the `prompts` prompts held out, so its pair
-    accuracy is measured on prompts it never saw. Returns the pairs written per file."""
+    accuracy is measured on prompts it never saw. Held-out pairs closer than `val_margin` are left
+    out: a reward model may learn from close pairs while its accuracy is measured on pairs as far
+    apart as DPO's, the same held-out pairs whatever it trained on. Returns the pairs written per
+    file."""
     files = pair_files(out)
     seen = int((1 - val_fraction) * prompts)
     written = {
         files["dpo"]: best,
         files["every"]: [p for p in every if p["article"] < seen],
-        files["every_val"]: [p for p in every if p["article"] >= seen],
+        files["every_val"]: [p for p in every if p["article"] >= seen and p["margin"] >= val_margin],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     for path, pairs in written.items():

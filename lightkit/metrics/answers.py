@@ -117,19 +117,23 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 @torch.no_grad()
 def reward_agreement(
-    scorer: Callable[[list[str], list[str]], torch.Tensor],
+    scorer: Callable[..., torch.Tensor],
     prompts: Sequence[str],
     answers: dict[str, list[str]],
     callable_rewards: Sequence[float],
     batch_size: int = 16,
+    columns: dict[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """How a learned reward (`scorer`, e.g. a `ModelReward`) tracks the callable reward on the
     same answers: every model's answers to `prompts`, in `answers`' order, against
-    `callable_rewards` listed alike."""
+    `callable_rewards` listed alike. `columns` are per-prompt texts the scorer may read (a
+    reward model's reference answers)."""
+    columns = columns or {}
     learned: list[float] = []
     for texts in answers.values():
         for i in range(0, len(prompts), batch_size):
-            learned += scorer(list(prompts[i : i + batch_size]), texts[i : i + batch_size]).tolist()
+            part = {k: list(v[i : i + batch_size]) for k, v in columns.items()}
+            learned += scorer(list(prompts[i : i + batch_size]), texts[i : i + batch_size], **part).tolist()
     enough = len(learned) > 1
     return {
         "answers_scored": len(learned),

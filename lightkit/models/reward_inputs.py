@@ -2,10 +2,10 @@
 
 A reward model must be fed at scoring time (PPO's `reward_model`, `ModelReward`) exactly as it was
 trained (`PreferenceDataModule`): the same text, in the same order, cut to the same length. Both
-call `encode_scored`, and a trained lightkit reward model saves how it read (`input_max_length` and
-`response_first` in `lightkit.json`), which `ModelReward` reads back. Without that record, PPO read
-512 tokens of prompt where the reward model had learned from 320, and scored text it was never
-trained on.
+call `encode_scored`, and a trained lightkit reward model saves how it read (`input_max_length`,
+`response_first` and `reference_column` in `lightkit.json`), which `ModelReward` reads back.
+Without that record, PPO read 512 tokens of prompt where the reward model had learned from 320,
+and scored text it was never trained on.
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ import torch
 
 
 def encode_scored(
-    tokenizer: Any, prompts: list[str], responses: list[str], max_length: int, response_first: bool = False
+    tokenizer: Any,
+    prompts: list[str],
+    responses: list[str],
+    max_length: int,
+    response_first: bool = False,
+    references: list[str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The padded batch of each prompt with its response; the response is always read whole.
 
@@ -26,16 +31,25 @@ def encode_scored(
     the prompt cut from its end: for an encoder, whose pooled first token sees the whole input, this
     keeps the start of a long prompt (an article's lead, which a headline is judged against) where
     the left cut kept only its last sentences.
+
+    `references` (a reference answer per prompt, for a reward model that judges a response against
+    it, as ROUGE or BLEURT do) take the prompt's place: `reference \n response`, or
+    `[CLS] response [SEP] reference`, so an encoder compares the two texts across its [SEP], the
+    layout it ranks sentence pairs in.
     """
+    if references is not None and len(references) != len(responses):
+        raise ValueError(f"{len(references)} references for {len(responses)} responses")
     side = tokenizer.truncation_side
     try:
         if response_first:
             tokenizer.truncation_side = "right"
+            second = prompts if references is None else references
             return tokenizer(
-                responses, prompts, return_tensors="pt", padding=True, truncation="longest_first", max_length=max_length
+                responses, second, return_tensors="pt", padding=True, truncation="longest_first", max_length=max_length
             )
         tokenizer.truncation_side = "left"
-        texts = [p + r for p, r in zip(prompts, responses)]
+        firsts = prompts if references is None else [f"{r}\n" for r in references]
+        texts = [p + r for p, r in zip(firsts, responses)]
         return tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
     finally:  # the caller's tokenizer is left as it was given
         tokenizer.truncation_side = side

@@ -130,6 +130,9 @@ class ModelReward(torch.nn.Module):
         settings = trained_settings(path)
         self.max_length = max_length or settings.get("input_max_length") or 512
         self.response_first = bool(settings.get("response_first", False))
+        self.reference_column: str | None = settings.get("reference_column")
+        # What the stage-start column check asks of the prompt data (as a callable's parameters).
+        self.needs = {f"reward_model '{path}'": {self.reference_column}} if self.reference_column else {}
         config = self.model.config
         if config.num_labels == 1:
             self.index = 0
@@ -149,8 +152,16 @@ class ModelReward(torch.nn.Module):
     def forward(self, prompts: list[str], responses: list[str], **columns: list[str]) -> torch.Tensor:
         prompts = list(prompts) if self.text == "prompt_and_response" else [""] * len(responses)
         device = next(self.model.parameters()).device
+        references = None
+        if self.reference_column:
+            references = columns.get(self.reference_column)
+            if references is None:
+                raise InputError(f"reward_model: it reads each answer beside its reference (reference_column "
+                                 f"'{self.reference_column}'), which the prompts came without")  # fmt: skip
+            references = list(references)
         # As PreferenceDataModule trained it.
-        batch = encode_scored(self.tokenizer, prompts, list(responses), self.max_length, self.response_first)
+        batch = encode_scored(self.tokenizer, prompts, list(responses), self.max_length, self.response_first,
+                              references)  # fmt: skip
         return self.model(**batch.to(device)).logits[:, self.index].float().cpu()
 
 

@@ -192,13 +192,15 @@ def pairs(ctx: S.Context) -> dict[str, Any]:
         k=section.get("k", 4), min_margin=section.get("min_margin", 0.2),
         max_new_tokens=section.get("max_new_tokens", 24), temperature=section.get("temperature", 1.0),
         batch_size=section.get("batch_size", 8), seed=seed, progress=progress,
+        every_margin=section.get("every_margin"),
     )  # fmt: skip
     if not best:
         raise InputError(
             f"{ctx.settings.config_file}: ship.pairs: no prompt's answers were min_margin apart; lower min_margin "
             "or sample more answers (k)"
         )
-    counts = write_pairs(folder / "pairs.jsonl", best, every, len(rows), section.get("val_fraction", 0.2))
+    counts = write_pairs(folder / "pairs.jsonl", best, every, len(rows), section.get("val_fraction", 0.2),
+                         val_margin=section.get("min_margin", 0.2))  # fmt: skip
     # DPO's GenerationMetrics answers these: the SFT run's own validation prompts, as a prompts file.
     val = split_rows(ctx, dm, "validation")
     val_path = folder / "val_prompts.jsonl"
@@ -257,14 +259,15 @@ def evaluate(ctx: S.Context) -> dict[str, Any]:
               f"KL to SFT {scores['kl_to_sft']:.2f}", flush=True)  # fmt: skip
     result: dict[str, Any] = {"models": found, "rows": len(rows)}
     if "reward" in ctx.records:
-        result["reward_model_path"] = str(reward_model(ctx, prompts, answers, rewards, folder))
+        result["reward_model_path"] = str(reward_model(ctx, prompts, references, answers, rewards, folder))
     return result
 
 
-def reward_model(ctx: S.Context, prompts: list[str], answers: dict[str, list[str]], callable_: list[float],
-                 folder: Path) -> Path:  # fmt: skip
+def reward_model(ctx: S.Context, prompts: list[str], references: list[str], answers: dict[str, list[str]],
+                 callable_: list[float], folder: Path) -> Path:  # fmt: skip
     """The reward model's held-out pair accuracy (its last `val_accuracy`) and how it tracks the
-    callable reward on every model's held-out answers."""
+    callable reward on every model's held-out answers (given their references, for a reward model
+    that reads them)."""
     from lightkit.cli.ship.report import read_curves
     from lightkit.metrics.answers import reward_agreement
     from lightkit.rewards.scoring import ModelReward
@@ -277,7 +280,7 @@ def reward_model(ctx: S.Context, prompts: list[str], answers: dict[str, list[str
         "model": trained["hf_model_path"],
         "held_out_pair_accuracy": accuracy[-1] if accuracy else None,
         "pair_accuracy_per_validation": accuracy,
-        **reward_agreement(scorer, prompts, answers, callable_),
+        **reward_agreement(scorer, prompts, answers, callable_, columns={"reference": references}),
     }
     path = folder / "reward_model.json"
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")

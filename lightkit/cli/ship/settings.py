@@ -78,7 +78,8 @@ DECODER_NEEDS = {
 TRAINED = {"config", "model", "trainer", "data"}  # a stage trained from its own config, with overrides
 REWARD = {"reward_fn", "reward_weights"}
 DECODER_SECTIONS = {
-    "pairs": {"rows", "k", "min_margin", "temperature", "seed", "batch_size", "max_new_tokens", "val_fraction"}
+    "pairs": {"rows", "k", "min_margin", "every_margin", "temperature", "seed", "batch_size", "max_new_tokens"}
+    | {"val_fraction"}
     | REWARD,
     "reward": TRAINED,
     "dpo": TRAINED,
