@@ -62,7 +62,7 @@ def train(key: str, run: Path, folder: Path, seed: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--chains", default="runs/align-seeds", help="align_seeds.py's --work folder")
-    own = [k for k, (_, _, source) in VARIANTS.items() if source == "pairs"]
+    own = [k for k, (_, _, source) in VARIANTS.items() if source in ("pairs", "close")]
     ap.add_argument("--variants", nargs="+", default=["shipped", "first-slow"], choices=own)
     ap.add_argument("--ensemble", nargs="*", metavar="VARIANT", help="the variants summed as one (default: all)")
     ap.add_argument("--work", default="runs/reward-seeds")

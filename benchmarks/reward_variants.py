@@ -3,10 +3,14 @@
     python benchmarks/reward_variants.py --pairs runs/align/pairs.jsonl \
         --wide_pairs runs/align-m05/pairs.jsonl --sft runs/sft_headlines/hf_model
 
-Every variant is configs/reward_headlines.yaml with a few settings changed, trained on the SFT
-model's ranked answers of `make align` (`--pairs`: pairs-all.jsonl beside it) and scored on the
-same held-out pairs (pairs-all-val.jsonl: the pairs of a fifth of the articles, never trained on),
-so the held-out pair accuracies compare one change at a time:
+Every variant is a reward-model config with a few settings changed, trained on the SFT model's
+ranked answers of `make align` (`--pairs`: pairs-all.jsonl beside it) and scored on the same
+held-out pairs (pairs-all-val.jsonl: the pairs of a fifth of the articles, never trained on, 0.2
+apart), so the held-out pair accuracies compare one change at a time. The variants of the reward
+model that reads the prompt (`PROMPT_READER`, shipped until the reference reader) train on the
+pairs 0.2 apart, as the pairs stage wrote them then; `reference` and `reference-far` are
+configs/reward_headlines.yaml as it is, reading each answer beside the real headline, on every
+pair 0.05 apart or on those 0.2 apart:
 
 - how much it reads: the last 128 tokens of prompt and answer (shipped), or the answer first and
   then the prompt's start (`response_first`), which keeps the article's lead in view;
@@ -29,7 +33,8 @@ their scores (an ensemble of seeds, or of models that read different parts of th
 Each runs in `runs/reward-variants/<variant>/`; a variant whose model is saved is read, not
 trained again. The result also says which part of the reward decides each held-out pair (the
 largest of its terms' differences), since only the length window and the copied lead can be read
-from the article and the answer; ROUGE-L needs the real headline, which the reward model never sees.
+from the article and the answer; ROUGE-L needs the real headline, which only the reference reader
+sees. A `--many_pairs` file written before pair rows held `reference` gets it from its articles.
 """
 
 from __future__ import annotations
@@ -67,10 +72,18 @@ SFT_TRUNK = {
 }  # fmt: skip
 # Fine-tuned gently: BERT's usual learning rate (its paper's 2e-5 to 5e-5), for longer.
 FIRST_SLOW = merge(FIRST, {"model": {"init_args": {"learning_rate": 3e-5}}, "trainer": {"max_epochs": 5}})
+# configs/reward_headlines.yaml before it read the reference headline: the rendered prompt and the
+# answer, the last 128 tokens, 3 epochs. The variants below it are changes to this one, so they
+# measure what their results say they measured.
+PROMPT_READER = {
+    "data": {"init_args": {"reference_column": None, "response_first": False, "max_length": 128,
+                           "prompt_template": "{rendered_prompt}"}},
+    "trainer": {"max_epochs": 3},
+}  # fmt: skip
 # key -> (what changes, settings over configs/reward_headlines.yaml, its training pairs: the shipped
 # ones, the wide ones, or the shipped ones ordered by the terms that need no reference headline)
 VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "shipped": ("shipped: MiniLM, last 128 tokens", {}, "pairs"),
+    "shipped": ("the prompt reader: MiniLM, last 128 tokens (shipped before the reference reader)", {}, "pairs"),
     "first-128": ("answer first, 128 tokens", FIRST, "pairs"),
     "first-256": ("answer first, 256 tokens", FIRST_256, "pairs"),
     # The pairs' reward gap in the loss (TRL's and Llama 2's margin), scaled to a few logits:
@@ -103,26 +116,65 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
         "many",
     ),
 }
+# Variants of configs/reward_headlines.yaml as it is, without PROMPT_READER under them: the answer
+# beside the article's real headline (`reference_column`), on every pair 0.05 apart (`close`) or
+# only those 0.2 apart.
+REFERENCE_VARIANTS = {
+    "reference": ("the answer beside the real headline, 64 tokens, 1 epoch, pairs 0.05 apart (shipped)", {}, "close"),
+    "reference-far": ("the answer beside the real headline, 64 tokens, 1 epoch, pairs 0.2 apart", {}, "pairs"),
+}
+PROMPT_VARIANTS = set(VARIANTS)
+VARIANTS |= REFERENCE_VARIANTS
 
 
 def variant_config(key: str, folder: Path, pairs: Path, wide: Path, many: Path, seed: int) -> Path:
     _, settings, source = VARIANTS[key]
     config = relocate(yaml.safe_load((ROOT / "configs" / "reward_headlines.yaml").read_text()), folder)
+    config = merge(config, PROMPT_READER) if key in PROMPT_VARIANTS else config
     config = merge(config, {**settings, "seed_everything": seed})
     data = config["data"]["init_args"]
     readable = folder.parent / "pairs-readable.jsonl"
     many_train = folder.parent / "pairs-many.jsonl"
-    train = {"pairs": pair_files(pairs)["every"], "wide": pair_files(wide)["every"], "readable": readable,
-             "many": many_train, "many-readable": folder.parent / "pairs-many-readable.jsonl"}[source]  # fmt: skip
+    far = folder.parent / "pairs-far.jsonl"  # the pairs 0.2 apart, as the pairs stage wrote them before
+    train = {"pairs": far, "close": pair_files(pairs)["every"], "wide": pair_files(wide)["every"],
+             "readable": readable, "many": many_train,
+             "many-readable": folder.parent / "pairs-many-readable.jsonl"}[source]  # fmt: skip
+    if not far.exists():
+        far_pairs(pair_files(pairs)["every"], far)
     if source.startswith("many") and not many_train.exists():
         without_articles(pair_files(many)["every"], pair_files(pairs)["every_val"], many_train)
     if source.endswith("readable") and not train.exists():
-        readable_pairs(many_train if source == "many-readable" else pair_files(pairs)["every"], train)
+        readable_pairs(many_train if source == "many-readable" else far, train)
     data["train_file"] = str(train)
     data["val_file"] = str(pair_files(pairs)["every_val"])
     path = folder / "reward.yaml"
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def far_pairs(source: Path, out: Path, margin: float = 0.2) -> None:
+    """The pairs of `source` at least `margin` apart: the reward model's training pairs as the pairs
+    stage wrote them before `--every-margin` (0.05) gave it the closer ones too."""
+    lines = [line for line in source.open() if json.loads(line)["margin"] >= margin]
+    atomic_write_text(out, "".join(lines))
+
+
+def with_references(path: Path, rows: int, seed: int, split_seed: int) -> None:
+    """Give the pairs of a file written before pair rows held `reference` each article's real
+    headline, found by its index (`article`) among the `rows` training articles the pairs stage
+    drew with `seed`; a row's user turn must be that article's."""
+    pairs = [json.loads(line) for line in path.open()]
+    if all(p.get("reference") for p in pairs):
+        return
+    from lightkit.data.headline_pairs import SMOLLM2, training_articles
+
+    _, articles = training_articles(SMOLLM2, rows, seed, holdout=[0.02, 0.05], split_seed=split_seed)
+    for p in pairs:
+        article = articles[p["article"]]
+        if article["user"] != p["prompt"]:
+            raise ValueError(f"{path}: pair of article {p['article']} is not that article's; cannot add its headline")
+        p["reference"] = article["reference"]
+    atomic_write_text(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
 
 
 def readable_pairs(source: Path, out: Path) -> None:
@@ -324,9 +376,11 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "lightkit.data.headline_pairs", "--out", out, "--policy", args.sft,
                             *settings], cwd=ROOT, check=True)  # fmt: skip
     # The stage reuses a pairs file whatever --rows asks, so the result says what was sampled.
-    sampled = json.loads(Path(args.many_pairs).with_suffix(".settings.json").read_text())["rows"]
-    if sampled != args.many_rows:
-        ap.error(f"--many_rows {args.many_rows}: {args.many_pairs} was sampled from {sampled} articles")
+    settings = json.loads(Path(args.many_pairs).with_suffix(".settings.json").read_text())
+    if settings["rows"] != args.many_rows:
+        ap.error(f"--many_rows {args.many_rows}: {args.many_pairs} was sampled from {settings['rows']} articles")
+    for path in pair_files(Path(args.many_pairs)).values():  # a reference reader scores them too
+        with_references(path, settings["rows"], settings["seed"], settings["split_seed"])
     try:
         counts = dict(seeded(text) for text in args.seeded)
     except ValueError as e:

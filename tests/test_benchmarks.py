@@ -692,7 +692,8 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
         from reward_variants import VARIANTS, deciding_parts, readable_pairs, variant_config
         from to_markdown import render
     pairs, wide, many = tmp_path / "pairs.jsonl", tmp_path / "wide" / "pairs.jsonl", tmp_path / "many" / "pairs.jsonl"
-    (tmp_path / "pairs-all.jsonl").write_text("")
+    close = [{"prompt": "p", "chosen": "a", "rejected": "b", "margin": m, "reference": "r"} for m in (0.05, 0.3)]
+    (tmp_path / "pairs-all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in close))
     # The many pairs sampled the shipped held-out article first: its pairs are not trained on.
     held = {"rendered_prompt": "<user>held-out article", "prompt": "held-out article", "chosen": "a b c d e f",
             "rejected": "b", "margin": 0.3}  # fmt: skip
@@ -708,9 +709,15 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
     # ... and, ordered by the terms it can read, the length window prefers the 6-word answer.
     readable = [json.loads(line) for line in (tmp_path / "articles-readable" / "pairs-many-readable.jsonl").open()]
     assert [(r["chosen"], r["rejected"]) for r in readable] == [("a b c d e f", "b")] * 2, readable
-    shipped = configs["shipped"]
-    assert shipped["data"]["init_args"]["train_file"] == str(tmp_path / "pairs-all.jsonl")
+    shipped = configs["shipped"]  # the prompt reader, on the pairs 0.2 apart as they were written before
+    assert shipped["data"]["init_args"]["train_file"] == str(tmp_path / "shipped" / "pairs-far.jsonl")
+    assert [json.loads(line) for line in (tmp_path / "shipped" / "pairs-far.jsonl").open()] == close[1:]
     assert shipped["model"]["init_args"]["save_dir"] == str(tmp_path / "shipped" / "seed-14" / "hf_model")
+    reference = {"reference", "reference-far"}  # configs/reward_headlines.yaml as it is
+    for key in reference:
+        data = configs[key]["data"]["init_args"]
+        assert (data["reference_column"], data["response_first"], data["max_length"]) == ("reference", True, 64), key
+        assert configs[key]["trainer"]["max_epochs"] == 1 and "prompt_template" not in data, key
     for key, config in configs.items():
         data, model, name = config["data"]["init_args"], config["model"]["init_args"], VARIANTS[key][0]
         assert config["seed_everything"] == 14
@@ -719,8 +726,12 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
                  "articles": tmp_path / key / "pairs-many.jsonl",
                  "articles-readable": tmp_path / key / "pairs-many-readable.jsonl",
                  "articles-sft-trunk": tmp_path / key / "pairs-many.jsonl",
-                 "articles-first-slow": tmp_path / key / "pairs-many.jsonl"}  # fmt: skip
-        assert data["train_file"] == str(train.get(key, tmp_path / "pairs-all.jsonl")), key
+                 "articles-first-slow": tmp_path / key / "pairs-many.jsonl",
+                 "reference": tmp_path / "pairs-all.jsonl"}  # fmt: skip
+        assert data["train_file"] == str(train.get(key, tmp_path / key / "pairs-far.jsonl")), key
+        if key in reference:
+            continue
+        assert data["reference_column"] is None and data["prompt_template"] == "{rendered_prompt}", key
         gentle = key.endswith("first-slow")  # BERT's usual learning rate, for longer
         assert (model["learning_rate"], config["trainer"]["max_epochs"]) == ((3e-5, 5) if gentle else (1e-4, 3)) or (
             key == "articles-sft-trunk"
@@ -1097,6 +1108,7 @@ def test_reward_seeds_score_each_variant_and_their_ensemble_on_each_runs_own_pai
     their scores; the summary is over the runs, with each split's mean; the table renders it."""
     with benchmarks_importable():
         import reward_seeds
+        from reward_variants import VARIANTS
         from to_markdown import render
     chains = tmp_path / "chains"
     for name in ("s13-r13", "s7-r14", "notes"):
@@ -1133,7 +1145,8 @@ def test_reward_seeds_score_each_variant_and_their_ensemble_on_each_runs_own_pai
         "| the sum of the scores of shipped and first-slow | **75.0%** ± 0.0% | 75.0% | 75.0% | – | 75.0% | 75.0% |"
         in (table)
     )
-    assert "| shipped: MiniLM, last 128 tokens | **62.5%** ± 17.7% | 75.0% | 50.0% | 100% | 50.0% | 75.0% |" in table
+    described = VARIANTS["shipped"][0]
+    assert f"| {described} | **62.5%** ± 17.7% | 75.0% | 50.0% | 100% | 50.0% | 75.0% |" in table
     monkeypatch.setattr(sys, "argv", [*argv, "--ensemble", "shipped", "margin"])
     with pytest.raises(SystemExit):  # an ensemble of what was not trained
         reward_seeds.main()
@@ -1155,3 +1168,23 @@ def test_reward_variants_ensemble_sums_every_model_of_the_named_variants(
     ens = reward_variants.ensemble(["a"], results, args)
     assert ens == {"variants": ["a"], "models": 2, "held_out_pair_accuracy": 0.6667,
                    "many_held_out_pair_accuracy": 0.6667}  # fmt: skip  # sums [.5, 1, -2]: 2 of 3 (with b: 3 of 3)
+
+
+@pytest.mark.slow  # reads and carves every BBC article with SmolLM2's tokenizer
+def test_pairs_written_before_rows_held_references_get_each_articles_headline(tmp_path: Path) -> None:
+    """reward_variants.with_references: an older pairs file's rows get their article's real
+    headline by its index among the articles the pairs stage drew, checked against the row's turn."""
+    from lightkit.data.headline_pairs import SMOLLM2, training_articles
+
+    with benchmarks_importable():
+        from reward_variants import with_references
+    _, articles = training_articles(SMOLLM2, 3, 13, holdout=[0.02, 0.05], split_seed=13)
+    rows = [{"article": i, "prompt": articles[i]["user"], "chosen": "a", "rejected": "b"} for i in (2, 0)]
+    path = tmp_path / "pairs-all.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with_references(path, 3, 13, 13)
+    headlines = [json.loads(line)["reference"] for line in path.open()]
+    assert headlines == [articles[2]["reference"], articles[0]["reference"]]
+    path.write_text(json.dumps({**rows[0], "article": 1}) + "\n")  # another article's turn
+    with pytest.raises(ValueError, match="pair of article 1 is not that article's"):
+        with_references(path, 3, 13, 13)
