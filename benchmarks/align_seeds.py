@@ -164,6 +164,8 @@ def chain(
         run(sys.executable, "-m", "lightkit.data.headline_pairs", "--out", paths["pairs"], "--policy", str(sft),
             "--seed", str(seed), "--split-seed", str(split), timed=(folder, "pairs"))  # fmt: skip
     validation_prompts(Path(paths["val_prompts"]), split)
+    if not methods:  # the SFT model and its pairs only: what reward-model studies train on
+        return Path(paths["pairs"])
     for name in trained_stages(methods):
         if not (folder / name / "hf_model" / "model.safetensors").exists():
             config = stage_config(name, folder, split, seed, sft, paths, changes.get(name, []))
@@ -283,7 +285,17 @@ def main() -> None:
         help="take the runs that --out already holds from it instead of running them again (their folders "
         "are on the machine that ran them); the result names them and the date of the result that held them",
     )
+    ap.add_argument(
+        "--pairs_only",
+        action="store_true",
+        help="each run's SFT model and pairs only, no result written: the runs reward_variants.py and "
+        "reward_seeds.py train reward models on",
+    )
     args = ap.parse_args()
+    if args.pairs_only:
+        for key in args.runs or [(split, seed) for split in args.splits for seed in args.seeds]:
+            print(f"s{key[0]}-r{key[1]}: {chain(*key, ROOT / args.work, ())}")
+        return
     methods = tuple(m for m in METHODS if m in args.methods)
     trained = trained_stages(methods)  # the SFT model and the pairs stay the shipped chain's
     changes: dict[str, list[dict[str, Any]]] = {}

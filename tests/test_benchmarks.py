@@ -534,6 +534,9 @@ def test_align_seeds_runs_only_the_methods_asked_with_their_settings(
     ran.clear()
     align_seeds.chain(7, 13, tmp_path / "work", ("ppo",))
     assert ran == ["sft", "pairs", "reward", "ppo", "report"]
+    ran.clear()  # --pairs_only: the SFT model and its pairs, for reward-model studies
+    assert align_seeds.chain(7, 14, tmp_path / "work", ()) == tmp_path / "work" / "s7-r14" / "pairs.jsonl"
+    assert ran == ["sft", "pairs"]
     with pytest.raises(SystemExit):
         run_script("align_seeds.py", "--methods", "dpo", "--set", "sft.trainer.max_steps=1", "--out", "x.json")
 
