@@ -122,6 +122,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
 REFERENCE_VARIANTS = {
     "reference": ("the answer beside the real headline, 64 tokens, 1 epoch, pairs 0.05 apart (shipped)", {}, "close"),
     "reference-far": ("the answer beside the real headline, 64 tokens, 1 epoch, pairs 0.2 apart", {}, "pairs"),
+    "reference-3ep": (
+        "the answer beside the real headline, 64 tokens, 3 epochs, pairs 0.05 apart",
+        {"trainer": {"max_epochs": 3}},
+        "close",
+    ),
 }
 PROMPT_VARIANTS = set(VARIANTS)
 VARIANTS |= REFERENCE_VARIANTS

@@ -716,11 +716,12 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
     assert shipped["data"]["init_args"]["train_file"] == str(tmp_path / "shipped" / "pairs-far.jsonl")
     assert [json.loads(line) for line in (tmp_path / "shipped" / "pairs-far.jsonl").open()] == close[1:]
     assert shipped["model"]["init_args"]["save_dir"] == str(tmp_path / "shipped" / "seed-14" / "hf_model")
-    reference = {"reference", "reference-far"}  # configs/reward_headlines.yaml as it is
+    reference = {"reference", "reference-far", "reference-3ep"}  # configs/reward_headlines.yaml as it is
     for key in reference:
         data = configs[key]["data"]["init_args"]
         assert (data["reference_column"], data["response_first"], data["max_length"]) == ("reference", True, 64), key
-        assert configs[key]["trainer"]["max_epochs"] == 1 and "prompt_template" not in data, key
+        assert configs[key]["trainer"]["max_epochs"] == (3 if key == "reference-3ep" else 1), key
+        assert "prompt_template" not in data, key
     for key, config in configs.items():
         data, model, name = config["data"]["init_args"], config["model"]["init_args"], VARIANTS[key][0]
         assert config["seed_everything"] == 14
@@ -730,7 +731,7 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
                  "articles-readable": tmp_path / key / "pairs-many-readable.jsonl",
                  "articles-sft-trunk": tmp_path / key / "pairs-many.jsonl",
                  "articles-first-slow": tmp_path / key / "pairs-many.jsonl",
-                 "reference": tmp_path / "pairs-all.jsonl"}  # fmt: skip
+                 "reference": tmp_path / "pairs-all.jsonl", "reference-3ep": tmp_path / "pairs-all.jsonl"}  # fmt: skip
         assert data["train_file"] == str(train.get(key, tmp_path / key / "pairs-far.jsonl")), key
         if key in reference:
             continue
