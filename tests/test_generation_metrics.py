@@ -215,3 +215,22 @@ def test_a_cached_reference_reads_each_prompt_once_and_gives_the_full_forward_kl
     monkeypatch.setattr(Cache, "is_croppable", property(lambda self: False))
     uncut = greedy_answers(moved, tokenizer, prompts, 6, 2, CachedPrompts(reference), context=torch.no_grad)
     assert uncut["answers"] == first["answers"] and uncut["kl"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_reward_agreement_gives_a_reward_model_each_prompts_columns() -> None:
+    """A reward model that reads each answer's reference gets the references of the very prompts
+    it scores, batch by batch, for every model's answers."""
+    from lightkit.metrics.answers import reward_agreement
+
+    seen: list[tuple[list[str], list[str]]] = []
+
+    def scorer(prompts: list[str], answers: list[str], reference: list[str]) -> torch.Tensor:
+        seen.append((prompts, reference))
+        return torch.tensor([float(a == r) for a, r in zip(answers, reference)])
+
+    prompts, references = ["p0", "p1", "p2"], ["a", "b", "c"]
+    answers = {"good": ["a", "b", "c"], "bad": ["x", "b", "y"]}
+    out = reward_agreement(scorer, prompts, answers, [1.0, 1.0, 1.0, 0.0, 1.0, 0.0], batch_size=2,
+                           columns={"reference": references})  # fmt: skip
+    assert seen == [(["p0", "p1"], ["a", "b"]), (["p2"], ["c"])] * 2
+    assert out["answers_scored"] == 6 and out["pearson_with_callable_reward"] == pytest.approx(1.0)

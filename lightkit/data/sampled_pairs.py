@@ -137,10 +137,11 @@ def policy_pairs(
     every_margin: float | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The policy's best of `k` over its worst per prompt (for DPO), and every pair of its answers
-    at least `every_margin` apart (for a reward model; `min_margin` by default), as pairs-file rows. `rows` are
-    `prompt_rows`; each pair row keeps the user turn (`prompt`), the rendered prompt (what a reward
-    model reads, `rendered_prompt`), the prompt's reference answer where it has one (`reference`,
-    for a reward model that reads it), both rewards and the row index (`article`)."""
+    at least `every_margin` apart (for a reward model; `min_margin` by default), as pairs-file
+    rows. `rows` are `prompt_rows`; each pair row keeps the user turn (`prompt`), the rendered
+    prompt (what a reward model reads, `rendered_prompt`), the prompt's reference answer where it
+    has one (`reference`, for a reward model that reads it), both rewards and the row index
+    (`article`)."""
     prompts = [r["rendered"] for r in rows]
     answers = sample_answers(model, tokenizer, prompts, k, max_new_tokens, temperature, batch_size=batch_size,
                              seed=seed, progress=progress)  # fmt: skip
