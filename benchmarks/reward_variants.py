@@ -302,6 +302,7 @@ def variant(key: str, seeds: list[int], args: argparse.Namespace) -> dict[str, A
         "many_held_out_pairs": sum(1 for _ in many_pairs.open()),
         "max_length": data["max_length"],
         "response_first": bool(data.get("response_first", False)),
+        "reference_column": data.get("reference_column"),
         "held_out_pair_accuracy": round(statistics.mean(accuracy), 4),
         "held_out_pair_accuracy_sd": round(statistics.stdev(accuracy), 4) if len(runs) > 1 else None,
         "many_held_out_pair_accuracy": round(statistics.mean(many), 4),

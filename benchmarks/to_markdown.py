@@ -425,6 +425,8 @@ def reward_variants_table(result: dict) -> str:
 
     for r in result["variants"]:
         reads = "answer, then prompt" if r["response_first"] else "prompt + answer, from the left"
+        if r.get("reference_column"):  # the reference answer in the prompt's place
+            reads = "answer, then reference" if r["response_first"] else "reference + answer, from the left"
         runs = r["runs"]
         losses = [
             f"{runs[0][k][-1]:.3f}" if runs[0][k] else "–" for k in ("train_loss_per_epoch", "val_loss_per_validation")

@@ -783,6 +783,8 @@ def test_reward_variants_change_one_setting_each_and_count_what_decides_a_pair(t
     )
     assert row in render(result), render(result)
     assert "rouge_l 1, headline_length 1, copied_lead 1" in render(result)
+    reads_reference = render(result | {"variants": [variant | {"reference_column": "reference"}]})
+    assert "| v | 238 | answer, then reference, 128 |" in reads_reference, reads_reference
     # With the many pairs' held-out set, each variant's accuracy there too.
     runs = [{**r, "many_held_out_pair_accuracy": a} for r, a in zip(variant["runs"], (0.75, 0.8))]
     variant |= {"runs": runs, "many_held_out_pairs": 200, "many_held_out_pair_accuracy": 0.775,
