@@ -292,8 +292,9 @@ def main() -> None:
         "reward_seeds.py train reward models on",
     )
     args = ap.parse_args()
+    grid = args.runs or [(split, seed) for split in args.splits for seed in args.seeds]
     if args.pairs_only:
-        for key in args.runs or [(split, seed) for split in args.splits for seed in args.seeds]:
+        for key in grid:
             print(f"s{key[0]}-r{key[1]}: {chain(*key, ROOT / args.work, ())}")
         return
     methods = tuple(m for m in METHODS if m in args.methods)
@@ -307,7 +308,6 @@ def main() -> None:
             changes.setdefault(stage, []).append(setting(rest))
         except ValueError as e:
             ap.error(str(e))
-    grid = args.runs or [(split, seed) for split in args.splits for seed in args.seeds]
     reused = reused_runs(ROOT / args.out, grid) if args.reuse else {}
     work = ROOT / args.work
     reports = {key: reused[key][0] if key in reused else json.loads(chain(*key, work, methods, changes).read_text())

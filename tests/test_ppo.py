@@ -209,6 +209,23 @@ def write_preferences(path: Path, n: int, seed: int) -> None:
             )
 
 
+def fit_reward_model(bpe: Path, prefs: Path, root: Path, *overrides: str) -> Path:
+    """One epoch of tests/conf/reward_model.yaml on `prefs` through the CLI; its saved hf_model."""
+    main(["fit", "--config", str(REWARD_MODEL), "--data.tokenizer", str(bpe), "--data.train_file", str(prefs),
+          *overrides, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(root)])  # fmt: skip
+    return root / "lightning_logs" / "version_0" / "hf_model"
+
+
+def scores_as_trained(scorer: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The reward model's scores of one collated pair's chosen and rejected sides, as training read
+    them: what `ModelReward` must reproduce from the texts."""
+    with torch.no_grad():
+        return torch.stack([
+            scorer.model(**{k.removeprefix(f"{side}_"): v for k, v in batch.items() if k.startswith(side)}).logits[0, 0]
+            for side in ("chosen", "rejected")
+        ])  # fmt: skip
+
+
 def test_warmup_under_ppo_counts_its_updates(bpe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """PPO makes ppo_epochs x minibatches updates per batch: LRWarmup plans and sets the LR per
     update, so warmup and decay span the whole run instead of its first batches."""
@@ -291,11 +308,9 @@ def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Pat
     dm = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32)
     long_prompt = "Q: " + "where is it ? " * 20 + "\nA: "
     batch = dm.collate([{"prompt": long_prompt, "chosen": "oslo", "rejected": "e e"}])
-    with torch.no_grad():
-        trained = [folder.model(**{k.removeprefix(f"{side}_"): v for k, v in batch.items() if k.startswith(side)})
-                   .logits[0, 0] for side in ("chosen", "rejected")]  # fmt: skip
+    trained = scores_as_trained(folder, batch)
     assert batch["chosen_input_ids"].shape[1] == 32
-    assert torch.allclose(folder([long_prompt] * 2, ["oslo", "e e"]), torch.stack(trained))
+    assert torch.allclose(folder([long_prompt] * 2, ["oslo", "e e"]), trained)
     assert folder.tokenizer.truncation_side == dm.tokenizer.truncation_side == "right"  # cut left, left as given
     task = cli(["--config", str(PPO), "--data.tokenizer", str(bpe), "--model.init_args.reward_model", str(ckpt),
                 "--model.init_args.reward_model_weight", "0.5"], run=False).model  # fmt: skip
@@ -322,11 +337,7 @@ def test_a_reward_model_reading_the_response_first_keeps_the_start_of_a_long_pro
 
     prefs = tmp_path / "prefs.jsonl"
     write_preferences(prefs, 40, seed=0)
-    root = tmp_path / "rm"
-    main(["fit", "--config", str(REWARD_MODEL), "--data.tokenizer", str(bpe), "--data.train_file", str(prefs),
-          "--data.init_args.response_first", "true", "--trainer.max_epochs", "1",
-          "--trainer.default_root_dir", str(root)])  # fmt: skip
-    saved = root / "lightning_logs" / "version_0" / "hf_model"
+    saved = fit_reward_model(bpe, prefs, tmp_path / "rm", "--data.init_args.response_first", "true")
     assert json.loads((saved / "lightkit.json").read_text()) == {
         "input_max_length": 32,
         "response_first": True,
@@ -336,11 +347,9 @@ def test_a_reward_model_reading_the_response_first_keeps_the_start_of_a_long_pro
     dm = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32, response_first=True)
     long_prompt = "Q: " + "where is it ? " * 20 + "\nA: "
     batch = dm.collate([{"prompt": long_prompt, "chosen": "oslo", "rejected": "e e"}])
-    with torch.no_grad():
-        trained = [scorer.model(**{k.removeprefix(f"{side}_"): v for k, v in batch.items() if k.startswith(side)})
-                   .logits[0, 0] for side in ("chosen", "rejected")]  # fmt: skip
+    trained = scores_as_trained(scorer, batch)
     assert scorer.response_first and scorer.max_length == 32
-    assert torch.allclose(scorer([long_prompt] * 2, ["oslo", "e e"]), torch.stack(trained))
+    assert torch.allclose(scorer([long_prompt] * 2, ["oslo", "e e"]), trained)
     plain = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32)
     assert not torch.equal(plain.collate([{"prompt": long_prompt, "chosen": "oslo", "rejected": "e e"}])[
         "chosen_input_ids"], batch["chosen_input_ids"])  # fmt: skip
@@ -374,11 +383,7 @@ def test_a_reward_model_reading_the_reference_scores_each_answer_against_it(
     write_preferences(prefs, 40, seed=0)
     rows = [json.loads(line) for line in prefs.read_text().splitlines()]
     prefs.write_text("".join(json.dumps({**r, "reference": r["chosen"].strip()}) + "\n" for r in rows))
-    root = tmp_path / "rm"
-    main(["fit", "--config", str(REWARD_MODEL), "--data.tokenizer", str(bpe), "--data.train_file", str(prefs),
-          "--data.init_args.reference_column", "reference", "--trainer.max_epochs", "1",
-          "--trainer.default_root_dir", str(root)])  # fmt: skip
-    saved = root / "lightning_logs" / "version_0" / "hf_model"
+    saved = fit_reward_model(bpe, prefs, tmp_path / "rm", "--data.init_args.reference_column", "reference")
     assert json.loads((saved / "lightkit.json").read_text()) == {
         "input_max_length": 32, "response_first": False, "reference_column": "reference"
     }  # fmt: skip
@@ -387,11 +392,9 @@ def test_a_reward_model_reading_the_reference_scores_each_answer_against_it(
     dm = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32, reference_column="reference")
     prompt = "Q: where did erin go ?\nA: "
     batch = dm.collate([{"prompt": prompt, "chosen": "oslo", "rejected": "e e", "reference": "oslo"}])
-    with torch.no_grad():
-        trained = [scorer.model(**{k.removeprefix(f"{side}_"): v for k, v in batch.items() if k.startswith(side)})
-                   .logits[0, 0] for side in ("chosen", "rejected")]  # fmt: skip
+    trained = scores_as_trained(scorer, batch)
     scored = scorer([prompt] * 2, ["oslo", "e e"], reference=["oslo", "oslo"])
-    assert torch.allclose(scored, torch.stack(trained))
+    assert torch.allclose(scored, trained)
     assert not torch.allclose(scorer([prompt] * 2, ["oslo", "e e"], reference=["lima", "lima"]), scored)  # read
     with pytest.raises(InputError, match="reference_column 'reference'"):
         scorer([prompt], ["oslo"])  # scored without the references it was trained with
