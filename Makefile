@@ -205,7 +205,7 @@ align: install
 	$(call timed,grpo,$(LIGHTKIT) fit --config configs/grpo_headlines.yaml)
 	$(PY) benchmarks/align_report.py --runs $(ALIGN_RUN) --sft $(SFT_RUN)/hf_model --out $(ALIGN_RUN)/report.json
 
-# The headline writer's RLHF chain shipped in one command (67 minutes on 2 cores, measured): make sft's
+# The headline writer's RLHF chain shipped in one command (45 to 74 minutes on 2 cores, measured): make sft's
 # SFT run, on-policy pairs from it, a reward model, DPO, PPO and GRPO from the SFT model, every model
 # scored on the 112 held-out articles (reward, ROUGE, KL to SFT), int8 export of SFT and the three
 # methods through the parity gate, and `lightkit generate` with each, greedy and refined; the report
