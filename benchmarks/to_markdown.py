@@ -301,6 +301,12 @@ def align_table(result: dict) -> str:
             f"{'n/a' if accuracy is None else format(accuracy, '.1%')}; against the callable reward on "
             f"{rm['answers_scored']} held-out answers, Pearson {rm['pearson_with_callable_reward']:.3f}, Spearman "
             f"{rm['spearman_with_callable_reward']:.3f}."
+            + (
+                f" Spread of the SFT model's answers (sd): learned {sft['learned_sd']:.3f}, callable "
+                f"{sft['callable_sd']:.3f}."
+                if (sft := rm.get("sd_per_model", {}).get("sft"))
+                else ""
+            )
         )
     if ran := result.get("settings"):
         each = ("; ".join(f"{names.get(m, m)} " + ", ".join(f"{k} {v}" for k, v in kv.items())

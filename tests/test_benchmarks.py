@@ -1049,6 +1049,13 @@ def test_align_report_table_says_each_stage_time_and_the_scoring_time() -> None:
     for s in result["models"].values():  # a result from before the report timed its scoring
         del s["eval_s"]
     assert "Stage wall times: make-sft 10.0 min, dpo 6.0 min.\n" in render(result)
+    # The reward model's line: its agreement with the callable reward and, where the result has
+    # them, the spreads of SFT's answers under both (which term a weighted mix follows).
+    result["reward_model"] = {"model": "rm", "held_out_pair_accuracy": 0.7, "answers_scored": 224,
+                              "pearson_with_callable_reward": 0.24, "spearman_with_callable_reward": 0.39}  # fmt: skip
+    assert "Pearson 0.240, Spearman 0.390.\n" in render(result)
+    result["reward_model"]["sd_per_model"] = {"sft": {"learned_sd": 1.0851, "callable_sd": 0.1412}}
+    assert "Spearman 0.390. Spread of the SFT model's answers (sd): learned 1.085, callable 0.141.\n" in render(result)
 
 
 def test_align_report_records_what_each_method_ran_with(tmp_path: Path) -> None:

@@ -234,3 +234,8 @@ def test_reward_agreement_gives_a_reward_model_each_prompts_columns() -> None:
                            columns={"reference": references})  # fmt: skip
     assert seen == [(["p0", "p1"], ["a", "b"]), (["p2"], ["c"])] * 2
     assert out["answers_scored"] == 6 and out["pearson_with_callable_reward"] == pytest.approx(1.0)
+    # Each model's spread under both: "good" scores 1, 1, 1 under both; "bad" 0, 1, 0.
+    assert out["sd_per_model"] == {
+        "good": {"learned_sd": 0.0, "callable_sd": 0.0},
+        "bad": {"learned_sd": pytest.approx(0.57735, rel=1e-4), "callable_sd": pytest.approx(0.57735, rel=1e-4)},
+    }

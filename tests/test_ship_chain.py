@@ -183,6 +183,13 @@ def test_the_chain_report_shows_the_stage_files(shipped: Path) -> None:
         parity = json.loads((run / "export" / stage / "manifest.json").read_text())["forms"]["int8-cpu"]["parity"]
         steps = parity["greedy_decided_steps"] + parity["greedy_near_ties"]
         assert cells["decided steps"] == f"{parity['greedy_decided_steps']} of {steps}"  # what the agreement is over
+    reward_model = Table(table_id="reward-model")
+    reward_model.feed(html)
+    rm = json.loads((run / "evaluate" / "reward_model.json").read_text())
+    spread = dict(zip(*reward_model.rows))  # each answer set's spread under both rewards, SFT's shown
+    assert set(rm["sd_per_model"]) == {"zero_shot", "sft", "dpo", "ppo", "grpo"}
+    assert spread["sd of SFT's answers: learned"] == f"{rm['sd_per_model']['sft']['learned_sd']:.3f}"
+    assert spread["callable"] == f"{rm['sd_per_model']['sft']['callable_sd']:.3f}"
     samples = Table(table_id="samples")
     samples.feed(html)
     sft = json.loads((run / "evaluate" / "sft.json").read_text())

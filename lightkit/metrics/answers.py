@@ -20,6 +20,7 @@ The reward is passed in (a `lightkit.rewards.scoring.build_reward` callable), ne
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -127,7 +128,11 @@ def reward_agreement(
     """How a learned reward (`scorer`, e.g. a `ModelReward`) tracks the callable reward on the
     same answers: every model's answers to `prompts`, in `answers`' order, against
     `callable_rewards` listed alike. `columns` are per-prompt texts the scorer may read (a
-    reward model's reference answers)."""
+    reward model's reference answers).
+
+    Each model's answers' spread (sd) under both rewards is reported too: a reward mixed with
+    weights (PPO's `reward_model_weight` beside `reward_weights`) weighs raw scores, and a reward
+    model's scale is whatever its training left, so the spreads say which term a mix follows."""
     columns = columns or {}
     learned: list[float] = []
     for texts in answers.values():
@@ -135,8 +140,15 @@ def reward_agreement(
             part = {k: list(v[i : i + batch_size]) for k, v in columns.items()}
             learned += scorer(list(prompts[i : i + batch_size]), texts[i : i + batch_size], **part).tolist()
     enough = len(learned) > 1
+    n = len(prompts)
+    spread = {
+        name: {"learned_sd": statistics.stdev(learned[k * n : (k + 1) * n]),
+               "callable_sd": statistics.stdev(callable_rewards[k * n : (k + 1) * n])}
+        for k, name in enumerate(answers) if n > 1
+    }  # fmt: skip
     return {
         "answers_scored": len(learned),
         "pearson_with_callable_reward": pearson(learned, callable_rewards) if enough else None,
         "spearman_with_callable_reward": spearman(learned, callable_rewards) if enough else None,
+        "sd_per_model": spread,
     }
