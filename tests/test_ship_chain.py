@@ -190,6 +190,7 @@ def test_the_chain_report_shows_the_stage_files(shipped: Path) -> None:
     assert set(rm["sd_per_model"]) == {"zero_shot", "sft", "dpo", "ppo", "grpo"}
     assert spread["sd of SFT's answers: learned"] == f"{rm['sd_per_model']['sft']['learned_sd']:.3f}"
     assert spread["callable"] == f"{rm['sd_per_model']['sft']['callable_sd']:.3f}"
+    assert f"spread (sd) {rm['sd_per_model']['sft']['learned_sd']:.3f} under the learned reward" in markdown
     samples = Table(table_id="samples")
     samples.feed(html)
     sft = json.loads((run / "evaluate" / "sft.json").read_text())

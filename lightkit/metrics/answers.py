@@ -144,8 +144,8 @@ def reward_agreement(
     spread = {
         name: {"learned_sd": statistics.stdev(learned[k * n : (k + 1) * n]),
                "callable_sd": statistics.stdev(callable_rewards[k * n : (k + 1) * n])}
-        for k, name in enumerate(answers) if n > 1
-    }  # fmt: skip
+        for k, name in enumerate(answers)
+    } if n > 1 else {}  # fmt: skip
     return {
         "answers_scored": len(learned),
         "pearson_with_callable_reward": pearson(learned, callable_rewards) if enough else None,

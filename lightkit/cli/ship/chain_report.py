@@ -147,6 +147,8 @@ def write_chain_report(settings: ShipSettings, records: dict[str, dict[str, Any]
         "models": models,
         "reward_parts": sorted({k for m in models for k in m if k.startswith("reward_")}),
         "reward_model": reward_model,
+        # SFT's answers' spread under both rewards, which the mix's weights multiply (None before it was recorded)
+        "reward_spread": ((reward_model or {}).get("sd_per_model") or {}).get("sft"),
         "pairs": records.get("pairs", {}).get("outputs"),
         "curves": curves,
         "charts": charts,
