@@ -36,7 +36,7 @@ from transformers import AutoModelForCausalLM
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.csvlog import logged_rows, version_logs
 from lightkit.io.measure import provenance
-from lightkit.metrics.answers import answer_scores, greedy_answers, reward_agreement
+from lightkit.metrics.answers import answer_scores, greedy_answers, reward_model_report
 from lightkit.models.prompt_cache import CachedPrompts
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -150,21 +150,14 @@ def learned_reward(runs: Path, rows: list[dict[str, Any]], answers: dict[str, li
     path = runs / "reward" / "hf_model"
     if not (path / "model.safetensors").exists():
         return None
-    from lightkit.rewards.scoring import ModelReward
-    from lightkit.tasks import RewardModelTask, SequenceClassificationTask
-
-    model = ModelReward(str(path), (SequenceClassificationTask, RewardModelTask))
     callable_ = [v for name in answers for v in results[name]["rewards"]]
-    columns = {"reference": [r["reference"] for r in rows]}  # for a reward model that reads them
-    agreement = reward_agreement(model, [r["gen_prompt"] for r in rows], answers, callable_, columns=columns)
     accuracy = [float(r["val_accuracy"]) for r in logged(runs / "reward") if r.get("val_accuracy")]
+    report = reward_model_report(path, accuracy, [r["gen_prompt"] for r in rows], answers, callable_,
+                                 [r["reference"] for r in rows])  # fmt: skip
     return {
-        "model": str(path),
-        "held_out_pair_accuracy": accuracy[-1] if accuracy else None,
-        "pair_accuracy_per_validation": accuracy,
+        **report,
         "held_out_pairs_ordered_by_reference_free_parts": reference_free_agreement(runs / "pairs-all-val.jsonl"),
         "training_pairs_ordered_by_reference_free_parts": reference_free_agreement(runs / "pairs-all.jsonl"),
-        **agreement,
     }
 
 

@@ -13,7 +13,7 @@ same numbers:
 - `answer_scores`: mean reward (and its parts), ROUGE-1/L (torchmetrics, as `lightkit test`
   reports), answer length in words, the share ending with EOS, mean KL.
 - `pearson` / `spearman`, and `reward_agreement` with them: how one reward tracks another on the
-  same answers.
+  same answers; `reward_model_report`: that and a reward model's held-out pair accuracy.
 
 The reward is passed in (a `lightkit.rewards.scoring.build_reward` callable), never built here.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -151,4 +152,29 @@ def reward_agreement(
         "pearson_with_callable_reward": pearson(learned, callable_rewards) if enough else None,
         "spearman_with_callable_reward": spearman(learned, callable_rewards) if enough else None,
         "sd_per_model": spread,
+    }
+
+
+def reward_model_report(
+    path: str | Path,
+    accuracy: Sequence[float],
+    prompts: Sequence[str],
+    answers: dict[str, list[str]],
+    callable_rewards: Sequence[float],
+    references: Sequence[str],
+) -> dict[str, Any]:
+    """What `lightkit ship`'s decoder report and `make align`'s report both say of a trained
+    reward model (its `hf_model` at `path`): its held-out pair accuracy (`accuracy`, its logged
+    `val_accuracy` per validation; the last counts), and `reward_agreement` on every model's
+    held-out answers, the reference answers given for a reward model that reads them. It is
+    scored as PPO scores it (`ModelReward`)."""
+    from lightkit.rewards.scoring import ModelReward
+    from lightkit.tasks import RewardModelTask, SequenceClassificationTask
+
+    scorer = ModelReward(str(path), (SequenceClassificationTask, RewardModelTask))
+    return {
+        "model": str(path),
+        "held_out_pair_accuracy": accuracy[-1] if accuracy else None,
+        "pair_accuracy_per_validation": list(accuracy),
+        **reward_agreement(scorer, prompts, answers, callable_rewards, columns={"reference": list(references)}),
     }

@@ -265,23 +265,14 @@ def evaluate(ctx: S.Context) -> dict[str, Any]:
 
 def reward_model(ctx: S.Context, prompts: list[str], references: list[str], answers: dict[str, list[str]],
                  callable_: list[float], folder: Path) -> Path:  # fmt: skip
-    """The reward model's held-out pair accuracy (its last `val_accuracy`) and how it tracks the
-    callable reward on every model's held-out answers (given their references, for a reward model
-    that reads them)."""
+    """`reward_model_report` of the reward stage's model on the evaluated answers, as a file of the
+    evaluate stage."""
     from lightkit.cli.ship.report import read_curves
-    from lightkit.metrics.answers import reward_agreement
-    from lightkit.rewards.scoring import ModelReward
-    from lightkit.tasks import RewardModelTask, SequenceClassificationTask
+    from lightkit.metrics.answers import reward_model_report
 
     trained = outputs(ctx, "reward")
-    scorer = ModelReward(trained["hf_model_path"], (SequenceClassificationTask, RewardModelTask))
     accuracy = [v for _, v in read_curves(trained.get("metrics_csv_path")).get("val_accuracy", [])]
-    result = {
-        "model": trained["hf_model_path"],
-        "held_out_pair_accuracy": accuracy[-1] if accuracy else None,
-        "pair_accuracy_per_validation": accuracy,
-        **reward_agreement(scorer, prompts, answers, callable_, columns={"reference": references}),
-    }
+    result = reward_model_report(trained["hf_model_path"], accuracy, prompts, answers, callable_, references)
     path = folder / "reward_model.json"
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return path
