@@ -39,6 +39,17 @@ def run_script(name: str, *args: str) -> None:
         sys.argv = argv
 
 
+def flags(**options: object) -> list[str]:
+    """A script's command line from keyword options: `--name value`, a list's values one after
+    another, and True as the bare flag."""
+    args = []
+    for name, value in options.items():
+        args.append(f"--{name}")
+        if value is not True:
+            args += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return args
+
+
 def trained_artifacts(tmp_path: Path, reduced: str) -> None:
     """The tiny NER model (`run/`) and tiny causal LM (`clm/`), trained one epoch each and exported
     as fp32 and the `reduced` form (`onnx/`, `clm-onnx/`). Their parity gate is made lenient: what
@@ -63,26 +74,18 @@ def test_inference_cpu_benchmark_runs(tmp_path: Path) -> None:
     out = tmp_path / "inference.json"
     run_script(
         "inference_cpu.py",
-        "--artifact",
-        str(tmp_path / "onnx"),
-        "--hf_model",
-        str(tmp_path / "run" / "hf_model"),
-        "--length",
-        "32",
-        "--warmup",
-        "1",
-        "--repeats",
-        "2",
-        "--clm_artifact",
-        str(tmp_path / "clm-onnx"),
-        "--clm_hf_model",
-        str(tmp_path / "clm" / "hf_model"),
-        "--prompt",
-        "8",
-        "--new_tokens",
-        "2",
-        "--out",
-        str(out),
+        *flags(
+            artifact=tmp_path / "onnx",
+            hf_model=tmp_path / "run" / "hf_model",
+            length=32,
+            warmup=1,
+            repeats=2,
+            clm_artifact=tmp_path / "clm-onnx",
+            clm_hf_model=tmp_path / "clm" / "hf_model",
+            prompt=8,
+            new_tokens=2,
+            out=out,
+        ),
     )
     result = json.loads(out.read_text())
     assert [r["shape"] for r in result["rows"]] == ["1x32", "8x32", "32x32"]
@@ -104,16 +107,13 @@ def test_inference_cpu_benchmark_runs(tmp_path: Path) -> None:
     ops = tmp_path / "ops.json"
     run_script(
         "int8_cpu_ops.py",
-        "--artifact",
-        str(tmp_path / "onnx"),
-        "--hf_model",
-        str(tmp_path / "run" / "hf_model"),
-        "--length",
-        "32",
-        "--repeats",
-        "2",
-        "--out",
-        str(ops),
+        *flags(
+            artifact=tmp_path / "onnx",
+            hf_model=tmp_path / "run" / "hf_model",
+            length=32,
+            repeats=2,
+            out=ops,
+        ),
     )
     forms = json.loads(ops.read_text())["forms"]
     assert forms["matmul_gemm"]["float_ops_left"] == ["Attention", "EmbedLayerNormalization"]
@@ -141,16 +141,12 @@ def test_embedding_tables_benchmark_scores_each_scheme(tmp_path: Path) -> None:
     out = tmp_path / "tables.json"
     run_script(
         "embedding_tables.py",
-        "--config",
-        str(TINY_NER),
-        "--hf_model",
-        str(tmp_path / "hf"),
-        "--schemes",
-        "sym8_b32",
-        "asym4_b16",
-        "asym4_b16+pos",
-        "--out",
-        str(out),
+        *flags(
+            config=TINY_NER,
+            hf_model=tmp_path / "hf",
+            schemes=["sym8_b32", "asym4_b16", "asym4_b16+pos"],
+            out=out,
+        ),
     )
     result = json.loads(out.read_text())
     token = result["float"]["token_table"]
@@ -243,26 +239,18 @@ def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
     out = tmp_path / "train.json"
     run_script(
         "train_throughput.py",
-        "--model",
-        "tiny",
-        "--tokenizer",
-        str(DATA / "tokenizer"),
-        "--train_file",
-        str(DATA / "ner" / "train.conll"),
-        "--steps",
-        "3",
-        "--warmup",
-        "1",
-        "--max_length",
-        "32",
-        "--repeats",
-        "2",
-        "--pad_to_multiple_of",
-        "8",
-        "--num_workers",
-        "1",
-        "--out",
-        str(out),
+        *flags(
+            model="tiny",
+            tokenizer=DATA / "tokenizer",
+            train_file=DATA / "ner" / "train.conll",
+            steps=3,
+            warmup=1,
+            max_length=32,
+            repeats=2,
+            pad_to_multiple_of=8,
+            num_workers=1,
+            out=out,
+        ),
     )
     result = json.loads(out.read_text())
     # Counts are made in the loader worker and ride with the batch; a step whose batch arrived
@@ -289,18 +277,14 @@ def test_step_logging_benchmark_runs(tmp_path: Path) -> None:
     out = tmp_path / "logging.json"
     run_script(
         "step_logging.py",
-        "--tokenizer",
-        str(DATA / "tokenizer"),
-        "--train_file",
-        str(DATA / "ner" / "train.conll"),
-        "--steps",
-        "3",
-        "--warmup",
-        "1",
-        "--repeats",
-        "1",
-        "--out",
-        str(out),
+        *flags(
+            tokenizer=DATA / "tokenizer",
+            train_file=DATA / "ner" / "train.conll",
+            steps=3,
+            warmup=1,
+            repeats=1,
+            out=out,
+        ),
     )
     result = json.loads(out.read_text())
     medians = result["ms_per_step"]
@@ -330,26 +314,18 @@ def test_train_throughput_benchmark_runs_the_causal_lm(tmp_path: Path) -> None:
     out = tmp_path / "train-clm.json"
     run_script(
         "train_throughput.py",
-        "--task",
-        "clm",
-        "--model",
-        "tiny-gpt2",
-        "--tokenizer",
-        str(tmp_path / "bpe"),
-        "--train_file",
-        str(DATA / "lm" / "corpus.txt"),
-        "--steps",
-        "3",
-        "--warmup",
-        "1",
-        "--max_length",
-        "32",
-        "--batch_size",
-        "4",
-        "--repeats",
-        "1",
-        "--out",
-        str(out),
+        *flags(
+            task="clm",
+            model="tiny-gpt2",
+            tokenizer=tmp_path / "bpe",
+            train_file=DATA / "lm" / "corpus.txt",
+            steps=3,
+            warmup=1,
+            max_length=32,
+            batch_size=4,
+            repeats=1,
+            out=out,
+        ),
     )
     result = json.loads(out.read_text())
     assert result["task"] == "clm" and result["lightkit"]["timed_steps"] == result["hf_trainer"]["timed_steps"] == 3
@@ -369,33 +345,21 @@ def test_inference_matrix_runs_encoder_and_decoder(tmp_path: Path) -> None:
     out = tmp_path / "inference-gpu.json"
     run_script(
         "inference.py",
-        "--artifact",
-        str(tmp_path / "onnx"),
-        "--hf_model",
-        str(tmp_path / "run" / "hf_model"),
-        "--forms",
-        "fp32",
-        "int8-gpu",
-        "--clm_artifact",
-        str(tmp_path / "clm-onnx"),
-        "--clm_hf_model",
-        str(tmp_path / "clm" / "hf_model"),
-        "--clm_forms",
-        "fp32",
-        "int8-gpu",
-        "--length",
-        "16",
-        "--prompt",
-        "8",
-        "--new_tokens",
-        "2",
-        "--warmup",
-        "1",
-        "--repeats",
-        "3",
-        "--allow_cpu",
-        "--out",
-        str(out),
+        *flags(
+            artifact=tmp_path / "onnx",
+            hf_model=tmp_path / "run" / "hf_model",
+            forms=["fp32", "int8-gpu"],
+            clm_artifact=tmp_path / "clm-onnx",
+            clm_hf_model=tmp_path / "clm" / "hf_model",
+            clm_forms=["fp32", "int8-gpu"],
+            length=16,
+            prompt=8,
+            new_tokens=2,
+            warmup=1,
+            repeats=3,
+            allow_cpu=True,
+            out=out,
+        ),
     )
     result = json.loads(out.read_text())
     rows = result["encoder"]["rows"]
