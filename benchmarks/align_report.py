@@ -38,6 +38,7 @@ from lightkit.io.csvlog import logged_rows, version_logs
 from lightkit.io.measure import provenance
 from lightkit.metrics.answers import answer_scores, greedy_answers, reward_model_report
 from lightkit.models.prompt_cache import CachedPrompts
+from lightkit.tasks import RewardModelTask, SequenceClassificationTask
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +153,8 @@ def learned_reward(runs: Path, rows: list[dict[str, Any]], answers: dict[str, li
         return None
     callable_ = [v for name in answers for v in results[name]["rewards"]]
     accuracy = [float(r["val_accuracy"]) for r in logged(runs / "reward") if r.get("val_accuracy")]
-    report = reward_model_report(path, accuracy, [r["gen_prompt"] for r in rows], answers, callable_,
+    tasks = (SequenceClassificationTask, RewardModelTask)
+    report = reward_model_report(path, tasks, accuracy, [r["gen_prompt"] for r in rows], answers, callable_,
                                  [r["reference"] for r in rows])  # fmt: skip
     return {
         **report,

@@ -398,7 +398,10 @@ def test_a_reward_model_reading_the_reference_scores_each_answer_against_it(
     assert torch.allclose(scored, trained)
     assert not torch.allclose(scorer([prompt] * 2, ["oslo", "e e"], reference=["lima", "lima"]), scored)  # read
     # The reports of `make align` and `lightkit ship` score it the same way, references given.
-    report = reward_model_report(saved, [0.5, 0.75], [prompt] * 2, {"m": ["oslo", "e e"]}, [1.0, 0.0], ["oslo"] * 2)
+    tasks = (SequenceClassificationTask, RewardModelTask)
+    report = reward_model_report(
+        saved, tasks, [0.5, 0.75], [prompt] * 2, {"m": ["oslo", "e e"]}, [1.0, 0.0], ["oslo"] * 2
+    )
     assert report["model"] == str(saved) and report["held_out_pair_accuracy"] == 0.75
     assert report["answers_scored"] == 2 and report["pair_accuracy_per_validation"] == [0.5, 0.75]
     assert report["sd_per_model"]["m"]["learned_sd"] == pytest.approx(float(scored.std()), rel=1e-4)

@@ -157,6 +157,7 @@ def reward_agreement(
 
 def reward_model_report(
     path: str | Path,
+    tasks: tuple[type, ...],
     accuracy: Sequence[float],
     prompts: Sequence[str],
     answers: dict[str, list[str]],
@@ -167,11 +168,11 @@ def reward_model_report(
     reward model (its `hf_model` at `path`): its held-out pair accuracy (`accuracy`, its logged
     `val_accuracy` per validation; the last counts), and `reward_agreement` on every model's
     held-out answers, the reference answers given for a reward model that reads them. It is
-    scored as PPO scores it (`ModelReward`)."""
+    scored as PPO scores it (`ModelReward`, loading it with `tasks`: the caller names them, as
+    there)."""
     from lightkit.rewards.scoring import ModelReward
-    from lightkit.tasks import RewardModelTask, SequenceClassificationTask
 
-    scorer = ModelReward(str(path), (SequenceClassificationTask, RewardModelTask))
+    scorer = ModelReward(str(path), tasks)
     return {
         "model": str(path),
         "held_out_pair_accuracy": accuracy[-1] if accuracy else None,

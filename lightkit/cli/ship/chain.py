@@ -269,10 +269,12 @@ def reward_model(ctx: S.Context, prompts: list[str], references: list[str], answ
     evaluate stage."""
     from lightkit.cli.ship.report import read_curves
     from lightkit.metrics.answers import reward_model_report
+    from lightkit.tasks import RewardModelTask, SequenceClassificationTask
 
     trained = outputs(ctx, "reward")
     accuracy = [v for _, v in read_curves(trained.get("metrics_csv_path")).get("val_accuracy", [])]
-    result = reward_model_report(trained["hf_model_path"], accuracy, prompts, answers, callable_, references)
+    tasks = (SequenceClassificationTask, RewardModelTask)
+    result = reward_model_report(trained["hf_model_path"], tasks, accuracy, prompts, answers, callable_, references)
     path = folder / "reward_model.json"
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return path
