@@ -222,6 +222,14 @@ def summarise(reports: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def reward_model_accuracy(reports: dict[tuple[int, int], dict[str, Any]]) -> dict[str, Any] | None:
+    """The reward model's held-out pair accuracy over the runs that trained one (those with PPO),
+    each on its own run's pairs and seed, as `over_splits` gives a model's numbers."""
+    cells = {key: (r.get("reward_model") or {}).get("held_out_pair_accuracy") for key, r in reports.items()}
+    found = {key: value for key, value in cells.items() if value is not None}
+    return over_splits(found) if found else None
+
+
 def run_name(split: int, seed: int) -> str:
     """A run's key in the result file (`reused_runs` reads it back)."""
     return f"split {split}, seed {seed}"
@@ -327,6 +335,7 @@ def main() -> None:
         "seeds": sorted({seed for _, seed in grid}),
         "runs": {run_name(*key): run_summary(report) for key, report in reports.items()},
         "summary": summarise(reports),
+        "reward_model_accuracy": reward_model_accuracy(reports),
     }
     if reused:
         result["reused"] = {run_name(*key): date for key, (_, date) in reused.items()}

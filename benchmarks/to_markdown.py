@@ -379,6 +379,13 @@ def align_seeds_table(result: dict) -> str:
         if with_rm:
             cells.append("" if rm is None else f"{rm:.1%}")
         runs.append(f"| {name} | " + " | ".join(cells) + " |")
+    accuracy = result.get("reward_model_accuracy")
+    if accuracy:  # over the runs that trained a reward model
+        per_split = ", ".join(f"split {s} {a:.1%}" for s, a in accuracy["per_split"].items())
+        share = accuracy["between_split_share"]
+        runs += ["", f"Reward model's held-out pair accuracy over {accuracy['n']} runs: {accuracy['mean']:.1%} "
+                 f"± {accuracy['sd']:.1%} ({per_split}" + ("" if share is None else f"; the split's share of "
+                 f"the variance {share:.0%}") + ")."]  # fmt: skip
     return "\n".join([head, "", *lines, "", *runs, "", f"Command: `{result['command']}`", ""])
 
 

@@ -511,7 +511,7 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     import yaml
 
     with benchmarks_importable():
-        from align_seeds import reused_runs, setting, split_and_seed, stage_config, summarise
+        from align_seeds import reused_runs, reward_model_accuracy, setting, split_and_seed, stage_config, summarise
         from to_markdown import render  # noqa: F401 - imported here, while benchmarks/ is on the path
     paths = {"pairs": "P.jsonl", "reward": "R/hf_model", "val_prompts": "V.jsonl"}
     sft = tmp_path / "sft" / "hf_model"
@@ -572,6 +572,21 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     assert "Changed from the shipped configs: dpo.model.init_args.rpo_alpha=1.0." in changed
     assert "| split 13, seed 1 | +0.110, 0.200 | +0.210, 0.200 |\n" in changed and "pair accuracy" not in changed
     assert "| split 7, seed 2 | -0.010, 0.200 | +0.090, 0.200 | 60.0% |" in text  # each run, beside the means
+    # The reward model over the runs that trained one: split 13's rank 70% and 60%, split 7's 60%.
+    accuracies = {(13, 1): 0.7, (13, 2): 0.6, (7, 1): 0.6, (7, 2): None}
+    accuracy = reward_model_accuracy({k: {**rep, "reward_model": {"held_out_pair_accuracy": accuracies[k]}}
+                                      for k, rep in reports.items()})  # fmt: skip
+    assert accuracy["n"] == 3 and accuracy["mean"] == pytest.approx(0.6333, abs=1e-4)
+    assert accuracy["per_split"] == {"13": pytest.approx(0.65), "7": pytest.approx(0.6)}
+    assert reward_model_accuracy({k: {**rep, "reward_model": None} for k, rep in reports.items()}) is None
+    with_accuracy = render({"device": "CPU", "date": "today", "command": "c", "splits": [13, 7], "seeds": [1, 2],
+                            "runs": {f"split {s}, seed {r}": rep["models"] | {"reward_model": None}
+                                     for (s, r), rep in reports.items()},
+                            "summary": summary, "reward_model_accuracy": accuracy})  # fmt: skip
+    assert (
+        "Reward model's held-out pair accuracy over 3 runs: 63.3% ± 5.8% (split 7 60.0%, split 13 65.0%; "
+        "the split's share of the variance 25%)." in with_accuracy
+    )
     assert "| DPO | +0.150 ± 0.059 |" in text and "| +0.100 (+1.7 sd) | +0.100 ± 0.000 |" in text
     # --reuse: the runs a committed result holds come back as the reports they were summarised from,
     # with the date of the result that first held each (a run reused before keeps that date).
