@@ -232,26 +232,18 @@ def test_llm_peer_side_measures_lightkit_and_the_peer_table_checks_the_targets(
     assert "| genai |" in render(result) and "missed by" in render(result)
 
 
+def train_throughput(out: Path, **options: object) -> None:
+    """benchmarks/train_throughput.py for 3 timed steps of 32 tokens after 1 warm-up step."""
+    run_script("train_throughput.py", *flags(steps=3, warmup=1, max_length=32, **options, out=out))
+
+
 @pytest.mark.slow
 def test_train_throughput_benchmark_runs(tmp_path: Path) -> None:
     from helpers import DATA
 
     out = tmp_path / "train.json"
-    run_script(
-        "train_throughput.py",
-        *flags(
-            model="tiny",
-            tokenizer=DATA / "tokenizer",
-            train_file=DATA / "ner" / "train.conll",
-            steps=3,
-            warmup=1,
-            max_length=32,
-            repeats=2,
-            pad_to_multiple_of=8,
-            num_workers=1,
-            out=out,
-        ),
-    )
+    train_throughput(out, model="tiny", tokenizer=DATA / "tokenizer", train_file=DATA / "ner" / "train.conll",
+                     repeats=2, pad_to_multiple_of=8, num_workers=1)  # fmt: skip
     result = json.loads(out.read_text())
     # Counts are made in the loader worker and ride with the batch; a step whose batch arrived
     # without them would have stopped the script (Meter.end).
@@ -312,21 +304,8 @@ def test_train_throughput_benchmark_runs_the_causal_lm(tmp_path: Path) -> None:
     from helpers import DATA
 
     out = tmp_path / "train-clm.json"
-    run_script(
-        "train_throughput.py",
-        *flags(
-            task="clm",
-            model="tiny-gpt2",
-            tokenizer=tmp_path / "bpe",
-            train_file=DATA / "lm" / "corpus.txt",
-            steps=3,
-            warmup=1,
-            max_length=32,
-            batch_size=4,
-            repeats=1,
-            out=out,
-        ),
-    )
+    train_throughput(out, task="clm", model="tiny-gpt2", tokenizer=tmp_path / "bpe",
+                     train_file=DATA / "lm" / "corpus.txt", batch_size=4, repeats=1)  # fmt: skip
     result = json.loads(out.read_text())
     assert result["task"] == "clm" and result["lightkit"]["timed_steps"] == result["hf_trainer"]["timed_steps"] == 3
     # Packed blocks carry no padding: every timed sample is max_length tokens, in both loops.
