@@ -38,7 +38,7 @@ from lightkit.io.csvlog import logged_rows, version_logs
 from lightkit.io.measure import provenance
 from lightkit.metrics.answers import answer_scores, greedy_answers, reward_model_report
 from lightkit.models.prompt_cache import CachedPrompts
-from lightkit.tasks import RewardModelTask, SequenceClassificationTask
+from lightkit.tasks import REWARD_MODEL_TASKS
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,9 +153,8 @@ def learned_reward(runs: Path, rows: list[dict[str, Any]], answers: dict[str, li
         return None
     callable_ = [v for name in answers for v in results[name]["rewards"]]
     accuracy = [float(r["val_accuracy"]) for r in logged(runs / "reward") if r.get("val_accuracy")]
-    tasks = (SequenceClassificationTask, RewardModelTask)
-    report = reward_model_report(path, tasks, accuracy, [r["gen_prompt"] for r in rows], answers, callable_,
-                                 [r["reference"] for r in rows])  # fmt: skip
+    prompts, references = [r["gen_prompt"] for r in rows], [r["reference"] for r in rows]
+    report = reward_model_report(path, REWARD_MODEL_TASKS, accuracy, prompts, answers, callable_, references)
     return {
         **report,
         "held_out_pairs_ordered_by_reference_free_parts": reference_free_agreement(runs / "pairs-all-val.jsonl"),

@@ -225,13 +225,13 @@ def pair_scores(model: Path, pairs: Path) -> list[float]:
     """The reward model's chosen-less-rejected score of each pair. Saved beside the model per
     pairs file, so a rerun that adds a variant does not score every saved model again."""
     from lightkit.rewards.scoring import ModelReward
-    from lightkit.tasks import RewardModelTask, SequenceClassificationTask
+    from lightkit.tasks import REWARD_MODEL_TASKS
 
     saved = model.parent / "pair_scores.json"
     known = json.loads(saved.read_text()) if saved.exists() else {}
     key = f"{pairs}@{hashlib.sha256(pairs.read_bytes()).hexdigest()[:16]}"
     if key not in known:
-        reward = ModelReward(str(model), (SequenceClassificationTask, RewardModelTask))
+        reward = ModelReward(str(model), REWARD_MODEL_TASKS)
         rows = [json.loads(line) for line in pairs.open()]
         known[key] = pair_gaps(rows, reward, prompt="rendered_prompt", batch_size=32).tolist()
         atomic_write_text(saved, json.dumps(known) + "\n")

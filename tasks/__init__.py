@@ -16,7 +16,7 @@ from lightkit.tasks.dpo import DPOTask
 from lightkit.tasks.grpo import GRPOTask
 from lightkit.tasks.masked_lm import MaskedLMTask
 from lightkit.tasks.ppo import PPOTask
-from lightkit.tasks.reward_model import RewardModelTask
+from lightkit.tasks.reward_model import REWARD_MODEL_TASKS, RewardModelTask
 from lightkit.tasks.sequence_classification import SequenceClassificationTask
 from lightkit.tasks.token_classification import TokenClassificationTask
 
@@ -29,6 +29,7 @@ __all__ = [
     "MaskedLMDistillation",
     "MaskedLMTask",
     "PPOTask",
+    "REWARD_MODEL_TASKS",
     "RewardModelTask",
     "SequenceClassificationDistillation",
     "SequenceClassificationTask",

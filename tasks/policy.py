@@ -29,8 +29,7 @@ from lightkit.models.shared_prefill import shared_prefill
 from lightkit.objectives.lm_loss import labelled_logprobs
 from lightkit.rewards.scoring import ModelReward, build_reward
 from lightkit.tasks.causal_lm import CausalLMTask
-from lightkit.tasks.reward_model import RewardModelTask
-from lightkit.tasks.sequence_classification import SequenceClassificationTask
+from lightkit.tasks.reward_model import REWARD_MODEL_TASKS
 
 
 class PolicyTask(CausalLMTask):
@@ -163,7 +162,7 @@ class RolloutTask(PolicyTask):
             reward_model,
             weights=reward_weights,
             model_weight=reward_model_weight,
-            tasks=(SequenceClassificationTask, RewardModelTask),
+            tasks=REWARD_MODEL_TASKS,
             label=reward_label,
             text=reward_text,
             revision=reward_model_revision,

@@ -19,6 +19,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy
 from transformers import AutoModelForSequenceClassification
 
+from lightkit.tasks.sequence_classification import SequenceClassificationTask
 from lightkit.training.task import BaseTask, StepOutput
 
 
@@ -88,3 +89,8 @@ class RewardModelTask(BaseTask):
         # BinaryAccuracy thresholds sigmoid(margin) at 0.5, i.e. counts pairs with margin > 0.
         ones = torch.ones_like(margin, dtype=torch.long)
         return StepOutput(loss, torch.sigmoid(margin.detach()), ones, logs={"margin": margin.detach().mean()})
+
+
+# The task classes whose checkpoints hold a reward model, the first loading a Hugging Face folder:
+# what `ModelReward` (and PPO's `reward_model`) is given to load one.
+REWARD_MODEL_TASKS = (SequenceClassificationTask, RewardModelTask)

@@ -286,11 +286,10 @@ def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Pat
     assert rewards and all(math.isfinite(v) for v in rewards)  # logged, and finite
     # Mixed with a callable: model_weight x the model's score + the callables' weighted sum.
     from lightkit.rewards.scoring import ModelReward, build_reward
-    from lightkit.tasks import RewardModelTask, SequenceClassificationTask
+    from lightkit.tasks import REWARD_MODEL_TASKS
 
-    tasks = (SequenceClassificationTask, RewardModelTask)
-    alone = ModelReward(str(ckpt), tasks)
-    mixed = build_reward("ppo_rewards:count_e", str(ckpt), weights=[2.0], model_weight=0.5, tasks=tasks)
+    alone = ModelReward(str(ckpt), REWARD_MODEL_TASKS)
+    mixed = build_reward("ppo_rewards:count_e", str(ckpt), weights=[2.0], model_weight=0.5, tasks=REWARD_MODEL_TASKS)
     prompts, responses = ["Q: where ?\nA: ", "Q: who ?\nA: "], ["oslo", "the e e"]
     want = 0.5 * alone(prompts, responses) + 2.0 * torch.tensor([0.0, 3.0])
     assert torch.allclose(mixed(prompts, responses), want)
@@ -302,7 +301,7 @@ def test_reward_model_learns_preferences_and_steers_ppo(bpe: Path, tmp_path: Pat
         "response_first": False,
         "reference_column": None,
     }
-    folder = ModelReward(str(saved), tasks)
+    folder = ModelReward(str(saved), REWARD_MODEL_TASKS)
     assert alone.max_length == folder.max_length == 32
 
     dm = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32)
@@ -324,7 +323,7 @@ def test_a_reward_model_reading_the_response_first_keeps_the_start_of_a_long_pro
     from lightkit.models.loading import load_tokenizer
     from lightkit.models.reward_inputs import encode_scored
     from lightkit.rewards.scoring import ModelReward
-    from lightkit.tasks import RewardModelTask, SequenceClassificationTask
+    from lightkit.tasks import REWARD_MODEL_TASKS
 
     minilm = load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
     article = "Write a headline.\n\nThe bank raised rates today. " + "Markets moved on the news again. " * 40
@@ -343,7 +342,7 @@ def test_a_reward_model_reading_the_response_first_keeps_the_start_of_a_long_pro
         "response_first": True,
         "reference_column": None,
     }
-    scorer = ModelReward(str(saved), (SequenceClassificationTask, RewardModelTask))
+    scorer = ModelReward(str(saved), REWARD_MODEL_TASKS)
     dm = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32, response_first=True)
     long_prompt = "Q: " + "where is it ? " * 20 + "\nA: "
     batch = dm.collate([{"prompt": long_prompt, "chosen": "oslo", "rejected": "e e"}])
@@ -366,7 +365,7 @@ def test_a_reward_model_reading_the_reference_scores_each_answer_against_it(
     from lightkit.models.loading import load_tokenizer
     from lightkit.models.reward_inputs import encode_scored
     from lightkit.rewards.scoring import ModelReward
-    from lightkit.tasks import PPOTask, RewardModelTask, SequenceClassificationTask
+    from lightkit.tasks import REWARD_MODEL_TASKS, PPOTask
 
     minilm = load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
     article, answer, reference = (
@@ -388,7 +387,7 @@ def test_a_reward_model_reading_the_reference_scores_each_answer_against_it(
     assert json.loads((saved / "lightkit.json").read_text()) == {
         "input_max_length": 32, "response_first": False, "reference_column": "reference"
     }  # fmt: skip
-    scorer = ModelReward(str(saved), (SequenceClassificationTask, RewardModelTask))
+    scorer = ModelReward(str(saved), REWARD_MODEL_TASKS)
     assert scorer.needs == {f"reward_model '{saved}'": {"reference"}}
     dm = PreferenceDataModule(tokenizer=str(bpe), train_file=str(prefs), max_length=32, reference_column="reference")
     prompt = "Q: where did erin go ?\nA: "
@@ -398,9 +397,9 @@ def test_a_reward_model_reading_the_reference_scores_each_answer_against_it(
     assert torch.allclose(scored, trained)
     assert not torch.allclose(scorer([prompt] * 2, ["oslo", "e e"], reference=["lima", "lima"]), scored)  # read
     # The reports of `make align` and `lightkit ship` score it the same way, references given.
-    tasks = (SequenceClassificationTask, RewardModelTask)
+
     report = reward_model_report(
-        saved, tasks, [0.5, 0.75], [prompt] * 2, {"m": ["oslo", "e e"]}, [1.0, 0.0], ["oslo"] * 2
+        saved, REWARD_MODEL_TASKS, [0.5, 0.75], [prompt] * 2, {"m": ["oslo", "e e"]}, [1.0, 0.0], ["oslo"] * 2
     )
     assert report["model"] == str(saved) and report["held_out_pair_accuracy"] == 0.75
     assert report["answers_scored"] == 2 and report["pair_accuracy_per_validation"] == [0.5, 0.75]

@@ -30,6 +30,7 @@ from torchmetrics.text.rouge import ROUGEScore
 
 from lightkit.models.batched_generate import autocast, generate_batches
 from lightkit.models.prompt_cache import CachedPrompts
+from lightkit.rewards.scoring import ModelReward
 
 
 @torch.no_grad()
@@ -170,8 +171,6 @@ def reward_model_report(
     held-out answers, the reference answers given for a reward model that reads them. It is
     scored as PPO scores it (`ModelReward`, loading it with `tasks`: the caller names them, as
     there)."""
-    from lightkit.rewards.scoring import ModelReward
-
     scorer = ModelReward(str(path), tasks)
     return {
         "model": str(path),

@@ -269,12 +269,13 @@ def reward_model(ctx: S.Context, prompts: list[str], references: list[str], answ
     evaluate stage."""
     from lightkit.cli.ship.report import read_curves
     from lightkit.metrics.answers import reward_model_report
-    from lightkit.tasks import RewardModelTask, SequenceClassificationTask
+    from lightkit.tasks import REWARD_MODEL_TASKS
 
     trained = outputs(ctx, "reward")
     accuracy = [v for _, v in read_curves(trained.get("metrics_csv_path")).get("val_accuracy", [])]
-    tasks = (SequenceClassificationTask, RewardModelTask)
-    result = reward_model_report(trained["hf_model_path"], tasks, accuracy, prompts, answers, callable_, references)
+    result = reward_model_report(
+        trained["hf_model_path"], REWARD_MODEL_TASKS, accuracy, prompts, answers, callable_, references
+    )
     path = folder / "reward_model.json"
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return path
