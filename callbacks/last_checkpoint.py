@@ -10,7 +10,9 @@ random state that lightkit stores, a run killed at any point resumes exactly.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -33,6 +35,15 @@ class LastCheckpoint(ModelCheckpoint):
         super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, every_n_train_steps=every_n_train_steps,
                          enable_version_counter=False)  # fmt: skip
         self.save_every = every_n_train_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        # With manual optimization (PPO, GRPO) Lightning warns on every step save that the weights
+        # are those after the optimizer step and suggests keeping pre-step copies. After the step
+        # is what resuming needs: the checkpoint's global_step counts that step, and the RL
+        # resume tests check that a resumed run ends on the uninterrupted run's weights.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
+            super().on_train_batch_end(trainer, pl_module, *args)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
