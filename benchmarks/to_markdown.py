@@ -448,11 +448,23 @@ def reward_variants_table(result: dict) -> str:
         lines.append(" | ".join([f"| {r['description']}", str(r["train_pairs"]), f"{reads}, {r['max_length']}",
                                  *(accuracy(r, key) for key in scored), *losses, f"{seconds} |"]))  # fmt: skip
     head += " Losses and seconds are the first seed's."
+    repeated = [r for r in result["variants"] if r.get("many_held_out_pairs_of_trained_articles")]
+    if repeated:  # results from before the check hold no such count
+        each = "; ".join(f"{r['description']} ({r['many_held_out_pairs_of_trained_articles']} dropped): "
+                         f"**{r['many_unseen_held_out_pair_accuracy']:.1%}**"
+                         + (f" ± {r['many_unseen_held_out_pair_accuracy_sd']:.1%}"
+                            if r["many_unseen_held_out_pair_accuracy_sd"] is not None else "")
+                         for r in repeated)  # fmt: skip
+        lines += ["", f"The BBC set repeats some articles word for word, so a few of the {many[0]} held-out pairs of "
+                  f"{articles} articles are of an article the variant trained on. Without them: {each}."]  # fmt: skip
     if ens := result.get("ensemble"):
         of = " and ".join(f"“{r['description']}”" for r in result["variants"] if r["variant"] in ens["variants"])
+        unseen = ens.get("many_unseen_held_out_pair_accuracy")
+        without = f" ({unseen:.1%} without the pairs of articles a model trained on)" if repeated else ""
         lines += ["", f"All {ens['models']} models of {of} as one reward (the sum of their scores): "
                   f"**{ens['held_out_pair_accuracy']:.1%}** of the held-out pairs, "
-                  f"**{ens['many_held_out_pair_accuracy']:.1%}** of the {many[0]} of {articles} articles."]  # fmt: skip
+                  f"**{ens['many_held_out_pair_accuracy']:.1%}** of the {many[0]} of {articles} articles"
+                  f"{without}."]  # fmt: skip
     return with_command(head, lines + by_margin_table(result["variants"]), result)
 
 

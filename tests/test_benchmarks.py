@@ -1133,12 +1133,41 @@ def test_reward_variants_ensemble_sums_every_model_of_the_named_variants(
         import reward_variants
     scores = {"a/seed-1": [1.0, -1.0, -1.0], "a/seed-2": [-0.5, 2.0, -1.0], "b/seed-1": [9.0, 9.0, 9.0]}
     monkeypatch.setattr(reward_variants, "pair_scores", lambda model, pairs: scores[model.parent.as_posix()])
-    results = [{"variant": v, "runs": [{"config": f"{v}/seed-{s}/reward.yaml"} for s in seeds]}
-               for v, seeds in (("a", (1, 2)), ("b", (1,)))]  # fmt: skip
-    args = argparse.Namespace(pairs="p.jsonl", many_pairs="m.jsonl")
+    # The second held-out pair's article is also one a trains on (the BBC set repeats articles).
+    many, trained = tmp_path / "m-all-val.jsonl", tmp_path / "a-train.jsonl"
+    many.write_text("".join(json.dumps({"rendered_prompt": f"article {i}"}) + "\n" for i in range(3)))
+    trained.write_text(json.dumps({"rendered_prompt": "article 1"}) + "\n")
+    results = [{"variant": v, "runs": [{"config": f"{v}/seed-{s}/reward.yaml"} for s in seeds], "train_file": str(t)}
+               for v, seeds, t in (("a", (1, 2), trained), ("b", (1,), tmp_path / "b-train.jsonl"))]  # fmt: skip
+    args = argparse.Namespace(pairs="p.jsonl", many_pairs=str(tmp_path / "m.jsonl"))
     ens = reward_variants.ensemble(["a"], results, args)
     assert ens == {"variants": ["a"], "models": 2, "held_out_pair_accuracy": 0.6667,
-                   "many_held_out_pair_accuracy": 0.6667}  # fmt: skip  # sums [.5, 1, -2]: 2 of 3 (with b: 3 of 3)
+                   "many_held_out_pair_accuracy": 0.6667,  # sums [.5, 1, -2]: 2 of 3 (with b: 3 of 3)
+                   "many_unseen_held_out_pair_accuracy": 0.5}  # fmt: skip  # without the second pair: [.5, -2]
+
+
+def test_reward_variants_table_says_the_accuracy_without_the_pairs_of_repeated_articles() -> None:
+    with benchmarks_importable():
+        from to_markdown import render
+    run = {"seed": 13, "held_out_pair_accuracy": 0.7, "many_held_out_pair_accuracy": 0.72, "train_s": 30,
+           "train_loss_per_epoch": [0.6], "val_loss_per_validation": [0.58]}  # fmt: skip
+    variant = {"variant": "reference", "description": "shipped", "train_pairs": 884, "response_first": True,
+               "reference_column": "reference", "max_length": 64, "held_out_pair_accuracy": 0.7,
+               "held_out_pair_accuracy_sd": None, "many_held_out_pairs": 479, "many_held_out_pair_accuracy": 0.72,
+               "many_held_out_pair_accuracy_sd": None, "many_held_out_pairs_of_trained_articles": 7,
+               "many_unseen_held_out_pair_accuracy": 0.7161, "many_unseen_held_out_pair_accuracy_sd": None,
+               "runs": [run]}  # fmt: skip
+    result = {"device": "CPU", "date": "today", "command": "c", "many_rows": 2069, "variants": [variant],
+              "held_out_pairs_decided_by": {"pairs": 55, "largest_term": {"rouge_l": 31},
+                                            "ordered_by_reference_free_terms": 0.89},
+              "ensemble": {"variants": ["reference"], "models": 1, "held_out_pair_accuracy": 0.7,
+                           "many_held_out_pair_accuracy": 0.72,
+                           "many_unseen_held_out_pair_accuracy": 0.7161}}  # fmt: skip
+    text = render(result)
+    assert "Without them: shipped (7 dropped): **71.6%**." in text
+    assert "**72.0%** of the 479 of 2,069 articles (71.6% without the pairs of articles a model trained on)." in text
+    del variant["many_held_out_pairs_of_trained_articles"]  # a result from before the count: no such line
+    assert "Without them" not in render(result) and "without the pairs" not in render(result)
 
 
 @pytest.mark.slow  # reads and carves every BBC article with SmolLM2's tokenizer
