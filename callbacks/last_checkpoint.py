@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -36,14 +35,16 @@ class LastCheckpoint(ModelCheckpoint):
                          enable_version_counter=False)  # fmt: skip
         self.save_every = every_n_train_steps
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
         # With manual optimization (PPO, GRPO) Lightning warns on every step save that the weights
         # are those after the optimizer step and suggests keeping pre-step copies. After the step
         # is what resuming needs: the checkpoint's global_step counts that step, and the RL
-        # resume tests check that a resumed run ends on the uninterrupted run's weights.
-        with warnings.catch_warnings():
+        # resume tests check that a resumed run ends on the uninterrupted run's weights. Set once
+        # per fit rather than around each save, since every change of the filters makes Python
+        # forget which warnings it has already shown.
+        if not pl_module.automatic_optimization:
             warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
-            super().on_train_batch_end(trainer, pl_module, *args)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
