@@ -200,9 +200,14 @@ def readable_pairs(source: Path, out: Path) -> None:
 def without_articles(source: Path, held_out: Path, out: Path) -> None:
     """The pairs of `source` but those of the articles `held_out` holds pairs of: `--many_pairs`
     sampled the shipped pairs' articles first, its held-out ones among them."""
-    prompts = {json.loads(line)["rendered_prompt"] for line in held_out.open()}
+    prompts = articles(held_out)
     lines = [line for line in source.open() if json.loads(line)["rendered_prompt"] not in prompts]
     atomic_write_text(out, "".join(lines))
+
+
+def articles(*paths: Path) -> set[str]:
+    """The articles the pairs of `paths` are of (each pair's rendered prompt)."""
+    return {json.loads(line)["rendered_prompt"] for path in paths for line in path.open()}
 
 
 def pair_accuracy(model: Path, pairs: Path) -> float:
@@ -325,20 +330,20 @@ def ensemble(keys: list[str], results: list[dict[str, Any]], args: argparse.Name
     """Every trained model of the variants `keys` as one reward, the sum of their scores, on both
     held-out sets: what an ensemble of the runs already made ranks."""
     models = [Path(r["config"]).parent / "hf_model" for v in results if v["variant"] in keys for r in v["runs"]]
-    out: dict[str, Any] = {"variants": keys, "models": len(models)}
-    for name, pairs in (("held_out_pair_accuracy", args.pairs), ("many_held_out_pair_accuracy", args.many_pairs)):
-        out[name] = ranked([pair_scores(model, pair_files(Path(pairs))["every_val"]) for model in models])
-    many_pairs = pair_files(Path(args.many_pairs))["every_val"]
+    held_out, many_pairs = (pair_files(Path(p))["every_val"] for p in (args.pairs, args.many_pairs))
+    many = [pair_scores(model, many_pairs) for model in models]
     fresh = unseen(many_pairs, [Path(v["train_file"]) for v in results if v["variant"] in keys and v.get("train_file")])
-    out["many_unseen_held_out_pair_accuracy"] = ranked([only(pair_scores(m, many_pairs), fresh) for m in models])
-    return out
+    return {"variants": keys, "models": len(models),
+            "held_out_pair_accuracy": ranked([pair_scores(model, held_out) for model in models]),
+            "many_held_out_pair_accuracy": ranked(many),
+            "many_unseen_held_out_pair_accuracy": ranked([only(gaps, fresh) for gaps in many])}  # fmt: skip
 
 
 def unseen(held_out: Path, train_files: list[Path]) -> list[bool]:
     """Which pairs of `held_out` are of an article that no pair of `train_files` is of. The BBC
     set repeats some articles word for word, so the held-out fifth of `--many_pairs` can hold an
     article the shipped pairs trained on; the accuracy without those pairs is the unseen one."""
-    seen = {json.loads(line)["rendered_prompt"] for path in train_files for line in path.open()}
+    seen = articles(*train_files)
     return [json.loads(line)["rendered_prompt"] not in seen for line in held_out.open()]
 
 
