@@ -431,10 +431,12 @@ def reward_variants_table(result: dict) -> str:
                          "train s |"]),
              "|---" * (6 + len(scored)) + "|"]  # fmt: skip
 
+    def mean(r: dict, key: str) -> str:  # the mean over seeds, and their sd when there are several
+        return f"**{r[key]:.1%}**" + (f" ± {r[key + '_sd']:.1%}" if r[key + "_sd"] is not None else "")
+
     def accuracy(r: dict, key: str) -> str:
         per = ", ".join(f"{run[key]:.1%} (seed {run['seed']})" for run in r["runs"])
-        spread = f" ± {r[key + '_sd']:.1%}" if r[key + "_sd"] is not None else ""
-        return f"**{r[key]:.1%}**{spread} ({per})"
+        return f"{mean(r, key)} ({per})"
 
     for r in result["variants"]:
         reads = "answer, then prompt" if r["response_first"] else "prompt + answer, from the left"
@@ -451,10 +453,7 @@ def reward_variants_table(result: dict) -> str:
     repeated = [r for r in result["variants"] if r.get("many_held_out_pairs_of_trained_articles")]
     if repeated:  # results from before the check hold no such count
         each = "; ".join(f"{r['description']} ({r['many_held_out_pairs_of_trained_articles']} dropped): "
-                         f"**{r['many_unseen_held_out_pair_accuracy']:.1%}**"
-                         + (f" ± {r['many_unseen_held_out_pair_accuracy_sd']:.1%}"
-                            if r["many_unseen_held_out_pair_accuracy_sd"] is not None else "")
-                         for r in repeated)  # fmt: skip
+                         f"{mean(r, 'many_unseen_held_out_pair_accuracy')}" for r in repeated)  # fmt: skip
         lines += ["", f"The BBC set repeats some articles word for word, so a few of the {many[0]} held-out pairs of "
                   f"{articles} articles are of an article the variant trained on. Without them: {each}."]  # fmt: skip
     if ens := result.get("ensemble"):
