@@ -31,13 +31,11 @@ from typing import Any
 import torch
 import yaml
 from measure import write_result
-from transformers import AutoModelForCausalLM
 
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.csvlog import logged_rows, version_logs
 from lightkit.io.measure import provenance
-from lightkit.metrics.answers import answer_scores, greedy_answers, reward_model_report
-from lightkit.models.prompt_cache import CachedPrompts
+from lightkit.metrics.answers import PolicyComparison, reward_model_report
 from lightkit.tasks import REWARD_MODEL_TASKS
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -95,14 +93,6 @@ def reference_free_agreement(pairs: Path) -> float | None:
     return float(((gaps > 0).float() + 0.5 * (gaps == 0).float()).mean())
 
 
-def answer(model: Any, reference: Any, tokenizer: Any, rows: list[dict[str, Any]], batch: int = 16) -> dict[str, Any]:
-    return greedy_answers(model, tokenizer, [r["gen_prompt"] for r in rows], 24, batch, reference)
-
-
-def scores(out: dict[str, Any], rows: list[dict[str, Any]], reward: Any) -> dict[str, Any]:
-    return answer_scores(out, [r["gen_prompt"] for r in rows], [r["reference"] for r in rows], reward)
-
-
 def train_times(runs: Path) -> dict[str, float]:
     path = runs / "times.txt"
     if not path.exists():
@@ -145,7 +135,7 @@ def curves(run: Path) -> dict[str, list[list[float]]]:
     return out
 
 
-def learned_reward(runs: Path, rows: list[dict[str, Any]], answers: dict[str, list[str]],
+def learned_reward(runs: Path, prompts: list[str], references: list[str], answers: dict[str, list[str]],
                    results: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
     """The reward model's held-out pair accuracy and its agreement with the callable reward."""
     path = runs / "reward" / "hf_model"
@@ -153,7 +143,6 @@ def learned_reward(runs: Path, rows: list[dict[str, Any]], answers: dict[str, li
         return None
     callable_ = [v for name in answers for v in results[name]["rewards"]]
     accuracy = [float(r["val_accuracy"]) for r in logged(runs / "reward") if r.get("val_accuracy")]
-    prompts, references = [r["gen_prompt"] for r in rows], [r["reference"] for r in rows]
     report = reward_model_report(path, REWARD_MODEL_TASKS, accuracy, prompts, answers, callable_, references)
     return {
         **report,
@@ -177,8 +166,8 @@ def main() -> None:
     reward = reward_fn()
     base_path = resolve_path(MODEL, what="model")
     sft = Path(args.sft)
-    reference = AutoModelForCausalLM.from_pretrained(sft).eval()  # every method's reference
-    reader = CachedPrompts(reference)  # reads the 112 prompts once for all the models' KL
+    prompts, references = [r["gen_prompt"] for r in rows], [r["reference"] for r in rows]
+    comparison = PolicyComparison(sft, tokenizer, prompts, references, reward)  # SFT: every method's reference
     runs = Path(args.runs)
     models = {"zero_shot": base_path, "sft": sft}
     models |= {m: runs / m / "hf_model" for m in METHODS}
@@ -196,10 +185,9 @@ def main() -> None:
             continue
         key = f"{path.resolve()}@{weights.stat().st_mtime_ns}~{sft_key}"
         if key not in cache:
-            model = reference if name == "sft" else AutoModelForCausalLM.from_pretrained(path).eval()
             start = time.perf_counter()
-            out = answer(model, reader, tokenizer, rows)
-            cache[key] = {"scores": scores(out, rows, reward) | {"eval_s": round(time.perf_counter() - start, 1)},
+            out, scored = comparison.score(path)
+            cache[key] = {"scores": scored | {"eval_s": round(time.perf_counter() - start, 1)},
                           "answers": out["answers"]}  # fmt: skip
             atomic_write_text(cache_path, json.dumps(cache))
         results[name], answers[name] = dict(cache[key]["scores"]), cache[key]["answers"]
@@ -210,7 +198,7 @@ def main() -> None:
     for name, seconds in times.items():
         if name in results:
             results[name]["train_s"] = seconds
-    rm = learned_reward(runs, rows, answers, results)
+    rm = learned_reward(runs, prompts, references, answers, results)
     if rm is not None:
         rm["train_s"] = times.get("reward")
         print(f"reward model: held-out pair accuracy {rm['held_out_pair_accuracy']}, Pearson "

@@ -230,6 +230,14 @@ def reward_model_accuracy(reports: dict[tuple[int, int], dict[str, Any]]) -> dic
     return over_splits(found) if found else None
 
 
+def not_run_here(report: dict[str, Any], trained: tuple[str, ...]) -> list[str]:
+    """The stages of a run whose output was in its folder without this script (or `make align`)
+    having timed them there: put there by hand (another grid's SFT model, pairs or reward model,
+    linked in to train one stage again on the same inputs), or `make sft`'s model for `make
+    align`'s own run. Every stage run here has its line in the run's times.txt."""
+    return [stage for stage in ("sft", "pairs", *trained) if stage not in (report.get("stage_times_s") or {})]
+
+
 def run_name(split: int, seed: int) -> str:
     """A run's key in the result file (`reused_runs` reads it back)."""
     return f"split {split}, seed {seed}"
@@ -339,6 +347,10 @@ def main() -> None:
     }
     if reused:
         result["reused"] = {run_name(*key): date for key, (_, date) in reused.items()}
+    elsewhere = {run_name(*key): stages for key, report in reports.items() if key not in reused
+                 and (stages := not_run_here(report, trained))}  # fmt: skip
+    if elsewhere:
+        result["stages_not_run_here"] = elsewhere
     write_result(args.out, result)
 
 

@@ -43,10 +43,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from align_report import ROOT, answer, held_out, reward_fn, scores
+from align_report import ROOT, held_out, reward_fn
 from measure import peak_rss_mib, peer_header, run_side, write_result
 
 from lightkit.io.measure import median, stopwatch
+from lightkit.metrics.answers import answer_scores, greedy_answers
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
@@ -275,8 +276,9 @@ def child(args: argparse.Namespace) -> None:
     tokenizer, rows = held_out()
     rows = rows[: args.eval_rows]
     model.eval()
-    out = answer(model, None, tokenizer, rows)
-    held = scores(out, rows, reward_fn())
+    prompts = [r["gen_prompt"] for r in rows]
+    out = greedy_answers(model, tokenizer, prompts)
+    held = answer_scores(out, prompts, [r["reference"] for r in rows], reward_fn())
     result = {"s_per_step": median(timed), "steps_timed": len(timed), "train_wall_s": train_wall_s,
               "peak_rss_mib": peak, "held_out_reward": held["reward"], "held_out_rougeL": held["rougeL"],
               "held_out_words": held["answer_words"]}  # fmt: skip

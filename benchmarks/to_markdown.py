@@ -364,6 +364,9 @@ def align_seeds_table(result: dict) -> str:
     if result.get("reused"):  # runs carried over from an earlier result (align_seeds.py --reuse)
         taken = "; ".join(f"{k} (its result of {d})" for k, d in result["reused"].items())
         head += f" Taken from the earlier result file: {taken}."
+    if result.get("stages_not_run_here"):  # outputs put in a run's folder from elsewhere
+        found = "; ".join(f"{k}: {', '.join(v)}" for k, v in result["stages_not_run_here"].items())
+        head += f" Stages whose output came from elsewhere (not timed in the run's folder): {found}."
     # Each run's reward per model, so a mean is never read without the runs behind it.
     shown = [m for m in ("sft", "dpo", "ppo", "grpo") if m in summary]
     with_rm = any(run.get("reward_model") for run in result["runs"].values())  # only chains with PPO train one

@@ -449,7 +449,7 @@ def test_align_seeds_runs_only_the_methods_asked_with_their_settings(
     ran: list[str] = []
 
     def fake_run(*command: str, timed: tuple[Path, str] | None = None) -> None:
-        """Each stage leaves what the chain looks for, as the real command would."""
+        """Each stage leaves what the chain looks for, and its time, as the real command would."""
         args = list(command)
         if timed and timed[1] == "pairs":
             Path(args[args.index("--out") + 1]).write_text("{}\n")
@@ -458,8 +458,16 @@ def test_align_seeds_runs_only_the_methods_asked_with_their_settings(
             saved = Path(config["model"]["init_args"]["save_dir"])
             saved.mkdir(parents=True)
             (saved / "model.safetensors").write_text("weights")
-        else:  # the report
-            Path(args[args.index("--out") + 1]).write_text(json.dumps({"models": {}}))
+        else:  # the report, with the stage times align_report reads from times.txt
+            out = Path(args[args.index("--out") + 1])
+            times = out.with_name("times.txt")
+            stages = [line.split()[0] for line in times.read_text().splitlines()] if times.exists() else []
+            cell = {"reward": 0.1, "rougeL": 0.2, "kl_to_sft": 0.0, "answer_words": 6.0}
+            report = {"models": {"sft": cell, "dpo": cell}, "stage_times_s": dict.fromkeys(stages, 1)}
+            out.write_text(json.dumps(report))
+        if timed:
+            with (timed[0] / "times.txt").open("a") as f:
+                f.write(f"{timed[1]} 1 s\n")
         ran.append(timed[1] if timed else "report")
 
     monkeypatch.setattr(align_seeds, "run", fake_run)
@@ -482,6 +490,16 @@ def test_align_seeds_runs_only_the_methods_asked_with_their_settings(
     assert ran == ["sft", "pairs"]
     with pytest.raises(SystemExit):
         run_script("align_seeds.py", "--methods", "dpo", "--set", "sft.trainer.max_steps=1", "--out", "x.json")
+    # An SFT model put in a run's folder by hand (linked from another grid, to train DPO again on
+    # it) is named in the result as not run there; a run whose stages all ran there is not.
+    linked = tmp_path / "grid" / "s13-r14" / "sft" / "hf_model"
+    linked.mkdir(parents=True)
+    (linked / "model.safetensors").write_text("weights")
+    monkeypatch.setattr(sys, "argv", ["align_seeds.py", "--methods", "dpo", "--runs", "13:14", "7:15",
+                                      "--work", "grid", "--out", str(tmp_path / "grid.json")])  # fmt: skip
+    align_seeds.main()
+    result = json.loads((tmp_path / "grid.json").read_text())
+    assert result["stages_not_run_here"] == {"split 13, seed 14": ["sft"]}
 
 
 def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
@@ -582,6 +600,10 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
     text = render({"device": "CPU", "date": "today", "command": "c", "splits": [13, 7], "seeds": [1, 2], "runs": runs,
                    "summary": summary, "reused": {"split 7, seed 2": "2026-12-01"}})  # fmt: skip
     assert "Taken from the earlier result file: split 7, seed 2 (its result of 2026-12-01)." in text
+    linked = {"split 13, seed 1": ["sft", "pairs", "reward"]}
+    text = render({"device": "CPU", "date": "today", "command": "c", "splits": [13, 7], "seeds": [1, 2], "runs": runs,
+                   "summary": summary, "stages_not_run_here": linked})  # fmt: skip
+    assert "came from elsewhere (not timed in the run's folder): split 13, seed 1: sft, pairs, reward." in text
     # A grid not yet complete is named run by run (`--runs 13:13 7:13`).
     assert split_and_seed("7:13") == (7, 13)
     with pytest.raises(argparse.ArgumentTypeError, match="SPLIT:SEED"):

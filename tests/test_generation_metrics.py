@@ -217,6 +217,45 @@ def test_a_cached_reference_reads_each_prompt_once_and_gives_the_full_forward_kl
     assert uncut["answers"] == first["answers"] and uncut["kl"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
+def test_a_policy_comparison_scores_every_policy_against_the_reference_it_loaded_once(
+    tiny_lm: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `lightkit ship`'s evaluate stage and align_report share: the reference named as a policy
+    answers as itself (KL 0, not loaded again); another policy is loaded from its folder, and its
+    answers, KL and scores are `greedy_answers` against that reference and `answer_scores` of them."""
+    import copy
+
+    from transformers import AutoTokenizer
+
+    from lightkit.metrics import answers
+
+    loads: list[str] = []
+    load = answers.load_causal_lm
+    monkeypatch.setattr(answers, "load_causal_lm", lambda name: loads.append(str(name)) or load(name))
+    reference = load(tiny_lm["hf"])
+    moved = copy.deepcopy(reference)
+    with torch.no_grad():
+        for name, p in moved.named_parameters():
+            if "mlp" in name:
+                p.mul_(1.2)
+    moved.save_pretrained(tmp_path / "moved")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm["bpe"])
+    prompts, references = ["the cat sat on", "a dog ran to the", "one two"], ["the cat", "a dog", "two"]
+
+    def reward(prompts: list[str], responses: list[str], reference: list[str]) -> torch.Tensor:
+        return torch.tensor([float(len(r.split()) - len(ref.split())) for r, ref in zip(responses, reference)])
+
+    comparison = answers.PolicyComparison(tiny_lm["hf"], tokenizer, prompts, references, reward, 6, 2)
+    own_out, own = comparison.score(tiny_lm["hf"])
+    out, scored = comparison.score(tmp_path / "moved")
+    assert loads == [str(tiny_lm["hf"]), str(tmp_path / "moved")]
+    assert own_out == answers.greedy_answers(reference, tokenizer, prompts, 6, 2) and own["kl_to_sft"] == 0.0
+    expected = answers.greedy_answers(moved, tokenizer, prompts, 6, 2, answers.CachedPrompts(reference))
+    assert out == expected and all(kl > 0 for kl in out["kl"])
+    assert scored == answers.answer_scores(expected, prompts, references, reward)
+    assert scored["rewards"] == reward(prompts, expected["answers"], references).tolist()
+
+
 def test_reward_agreement_gives_a_reward_model_each_prompts_columns() -> None:
     """A reward model that reads each answer's reference gets the references of the very prompts
     it scores, batch by batch, for every model's answers."""

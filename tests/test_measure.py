@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightkit.io.measure import interleaved, latency_summary, provenance, spread, versions, write_json
+from lightkit.io.measure import KERNEL_FEATURES, interleaved, latency_summary, provenance, spread, versions, write_json
 
 
 def test_percentiles_are_numpy_linear_interpolation() -> None:
@@ -32,6 +32,14 @@ def test_a_result_names_machine_and_versions_and_is_written_whole(tmp_path: Path
     assert {"device", "machine", "versions", "date"} <= set(header)
     assert header["versions"]["numpy"] == np.__version__ and "not_a_real_package" not in header["versions"]
     assert set(versions()) == {"lightkit", "python", "torch"}
+    # The kernels a CPU runs decide the rounding of what it trains: its vector features are named.
+    import torch
+
+    assert header["machine"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    features = header["machine"]["cpu_features"]
+    assert set(features) <= set(KERNEL_FEATURES)
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    assert ("avx2" in features) == (" avx2 " in flags.replace("\n", " "))
     path = tmp_path / "out" / "result.json"
     write_json(path, {"x": 1})
     with pytest.raises(TypeError):

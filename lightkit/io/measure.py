@@ -94,6 +94,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# The vector instructions whose presence changes which kernels torch and oneDNN run, and so the
+# rounding of a bf16 or fp32 training: two CPUs of one model name can train different weights.
+KERNEL_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_features() -> list[str]:
+    """Which of `KERNEL_FEATURES` the CPU has (Linux's /proc/cpuinfo flags; empty elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return []
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return [f for f in KERNEL_FEATURES if f in flags]
+    return []
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on: they mean nothing without it."""
     import torch
@@ -101,6 +118,8 @@ def machine() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "processor": cpu_name(),
+        "cpu_features": cpu_features(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

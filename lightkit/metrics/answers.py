@@ -12,6 +12,8 @@ same numbers:
   comparing finished models can afford the exact one.)
 - `answer_scores`: mean reward (and its parts), ROUGE-1/L (torchmetrics, as `lightkit test`
   reports), answer length in words, the share ending with EOS, mean KL.
+- `PolicyComparison`: both of those for several policies against the reference they all started
+  from (the SFT model), the reference reading each batch of prompts once for all of them.
 - `pearson` / `spearman`, and `reward_agreement` with them: how one reward tracks another on the
   same answers; `reward_model_report`: that and a reward model's held-out pair accuracy.
 
@@ -29,6 +31,7 @@ import torch
 from torchmetrics.text.rouge import ROUGEScore
 
 from lightkit.models.batched_generate import autocast, generate_batches
+from lightkit.models.hub import load_causal_lm
 from lightkit.models.prompt_cache import CachedPrompts
 from lightkit.rewards.scoring import ModelReward
 
@@ -98,6 +101,36 @@ def answer_scores(
         "kl_to_sft": sum(out["kl"]) / n,
         "answers": n,
     }
+
+
+class PolicyComparison:
+    """Greedy answers of several policies to the same prompts, each scored (`answer_scores`) and
+    measured against one reference, the model they all started from: what `lightkit ship`'s
+    evaluate stage and `benchmarks/align_report.py` both report, so that they compare models on
+    the same numbers. The reference is loaded once, reads each batch of prompts once for every
+    policy (`CachedPrompts`), and answers as itself when named as a policy."""
+
+    def __init__(
+        self,
+        reference: str | Path,
+        tokenizer: Any,
+        prompts: Sequence[str],
+        references: Sequence[str],
+        reward: Callable[..., Any],
+        max_new_tokens: int = 24,
+        batch_size: int = 16,
+    ) -> None:
+        self.reference_name = str(reference)
+        self.reference = load_causal_lm(reference)
+        self.reader = CachedPrompts(self.reference)
+        self.tokenizer, self.prompts, self.references, self.reward = tokenizer, list(prompts), list(references), reward
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+
+    def score(self, policy: str | Path) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+        """A policy's (packaged name, folder or Hub id) `greedy_answers` and their `answer_scores`."""
+        model = self.reference if str(policy) == self.reference_name else load_causal_lm(policy)
+        out = greedy_answers(model, self.tokenizer, self.prompts, self.max_new_tokens, self.batch_size, self.reader)
+        return out, answer_scores(out, self.prompts, self.references, self.reward)
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:

@@ -164,6 +164,14 @@ def load_tokenizer(
     return tokenizer
 
 
+def load_causal_lm(name: str | Path, what: str = "model") -> Any:
+    """A causal LM by packaged name, local folder or Hub id, in eval mode: a finished model to
+    answer with or to sample from, never to train."""
+    from transformers import AutoModelForCausalLM
+
+    return resolve_model(name, what).from_pretrained(AutoModelForCausalLM, what).eval()
+
+
 def model_card(source: ModelRef | None, task: str) -> str:
     """The README.md saved with a trained model. Its `base_model` is how the Hub links a fine-tune
     to the model it came from; `base_model_revision` is the commit that was trained."""

@@ -38,6 +38,7 @@ from lightkit.cli.ship.settings import POLICY_STAGES, ShipSettings, read_config
 from lightkit.cli.ship.state import fingerprint
 from lightkit.io.atomic import atomic_write_text
 from lightkit.io.errors import InputError
+from lightkit.models.hub import load_causal_lm
 
 TRAINED_STAGES = ("fit", "reward", *POLICY_STAGES)
 # What the prompts of PPO and GRPO take from the SFT config's data when both use the same class.
@@ -165,14 +166,6 @@ def reward_of(ctx: S.Context, stage: str) -> Any:
     return build_reward(section["reward_fn"], None, weights=section.get("reward_weights"))
 
 
-def causal_lm(path: str) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    from lightkit.models.hub import resolve_model
-
-    return resolve_model(path, "model").from_pretrained(AutoModelForCausalLM, "model").eval()
-
-
 def pairs(ctx: S.Context) -> dict[str, Any]:
     from lightkit.data.sampled_pairs import pair_files, policy_pairs, write_pairs
 
@@ -188,7 +181,7 @@ def pairs(ctx: S.Context) -> dict[str, Any]:
         print(f"lightkit ship: pairs: sampled {done}/{total} prompts", flush=True)
 
     best, every = policy_pairs(
-        causal_lm(outputs(ctx, "fit")["hf_model_path"]), dm.tokenizer, rows, reward_of(ctx, "pairs"),
+        load_causal_lm(outputs(ctx, "fit")["hf_model_path"]), dm.tokenizer, rows, reward_of(ctx, "pairs"),
         k=section.get("k", 4), min_margin=section.get("min_margin", 0.2),
         max_new_tokens=section.get("max_new_tokens", 24), temperature=section.get("temperature", 1.0),
         batch_size=section.get("batch_size", 8), seed=seed, progress=progress,
@@ -223,19 +216,16 @@ def trained_models(ctx: S.Context) -> dict[str, str]:
 
 
 def evaluate(ctx: S.Context) -> dict[str, Any]:
-    from lightkit.metrics.answers import answer_scores, greedy_answers
-    from lightkit.models.prompt_cache import CachedPrompts
+    from lightkit.metrics.answers import PolicyComparison
 
     section = ctx.settings.section("evaluate")
     folder = ctx.run_dir / "evaluate"
     dm = datamodule(ctx)
     rows = split_rows(ctx, dm, "test")[: section.get("rows")]
     prompts, references = [r["rendered"] for r in rows], [r["reference"] for r in rows]
-    tokenizer = dm.tokenizer
-    reward = reward_of(ctx, "evaluate")
-    sft_path = outputs(ctx, "fit")["hf_model_path"]
-    reference = causal_lm(sft_path)
-    reader = CachedPrompts(reference)  # reads the prompts once for every model's KL
+    comparison = PolicyComparison(outputs(ctx, "fit")["hf_model_path"], dm.tokenizer, prompts, references,
+                                  reward_of(ctx, "evaluate"), section.get("max_new_tokens", 24),
+                                  section.get("batch_size", 16))  # fmt: skip
     models = {}
     base = (ctx.settings.base["model"].get("init_args") or {}).get("pretrained")
     if base:
@@ -245,10 +235,7 @@ def evaluate(ctx: S.Context) -> dict[str, Any]:
     answers: dict[str, list[str]] = {}
     rewards: list[float] = []
     for name, path in models.items():
-        model = reference if path == sft_path else causal_lm(path)
-        out = greedy_answers(model, tokenizer, prompts, section.get("max_new_tokens", 24),
-                             section.get("batch_size", 16), reader)  # fmt: skip
-        scores = answer_scores(out, prompts, references, reward)
+        out, scores = comparison.score(path)
         rewards += scores.pop("rewards")
         answers[name] = out["answers"]
         file = folder / f"{name}.json"
