@@ -46,6 +46,10 @@ def inference_table(result: dict) -> str:
     )
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def ms(cell: dict) -> str:
     return f"{cell['median_ms']:.2f}" if "median_ms" in cell else "n/a"
 
@@ -342,7 +346,9 @@ def align_seeds_table(result: dict) -> str:
 
         def cell(metric: str, fmt: str) -> str:
             x = m.get(metric)
-            return f"{format(x['mean'], fmt)} ± {x['sd']:.3f}" if x else ""
+            if not x:
+                return ""
+            return format(x["mean"], fmt) + (f" ± {x['sd']:.3f}" if x["n"] > 1 else "")  # one run: no spread
 
         shares = [m[metric].get("between_split_share") for metric in ("reward", "rougeL")]
         gain = m.get("reward_gain_over_sft")
@@ -352,11 +358,13 @@ def align_seeds_table(result: dict) -> str:
                  *(f"{m['reward']['per_split'].get(s, float('nan')):+.3f}" for s in splits),
                  ", ".join(f"{share:.0%}" for share in shares if share is not None),
                  "" if gain is None else f"{gain:+.3f}" + ("" if in_sd is None else f" ({in_sd:+.1f} sd)"),
-                 "" if paired is None else f"{paired['mean']:+.3f} ± {paired['sd']:.3f}"
+                 "" if paired is None else f"{paired['mean']:+.3f}" + (
+                     f" ± {paired['sd']:.3f}" if paired["n"] > 1 else "")
                  + (f" ({paired['mean'] / paired['sd']:+.1f} sd)" if paired["sd"] > 1e-9 else "")]  # fmt: skip
         lines.append(f"| {names.get(model, model)} | " + " | ".join(cells) + " |")
     head = (
-        f"Device: {result['device']}; {result['date']}; {len(result['runs'])} runs ({'; '.join(result['runs'])}); "
+        f"Device: {result['device']}; {result['date']}; {plural(len(result['runs']), 'run')} "
+        f"({'; '.join(result['runs'])}); "
         "each model scored greedily on its split's held-out articles; mean ± sample sd over the runs."
     )
     if result.get("settings"):  # a changed chain (align_seeds.py --set)
@@ -386,8 +394,9 @@ def align_seeds_table(result: dict) -> str:
     if accuracy:  # over the runs that trained a reward model
         per_split = ", ".join(f"split {s} {a:.1%}" for s, a in accuracy["per_split"].items())
         share = accuracy["between_split_share"]
-        runs += ["", f"Reward model's held-out pair accuracy over {accuracy['n']} runs: {accuracy['mean']:.1%} "
-                 f"± {accuracy['sd']:.1%} ({per_split}" + ("" if share is None else f"; the split's share of "
+        spread = f" ± {accuracy['sd']:.1%}" if accuracy["n"] > 1 else ""
+        runs += ["", f"Reward model's held-out pair accuracy over {plural(accuracy['n'], 'run')}: "
+                 f"{accuracy['mean']:.1%}{spread} ({per_split}" + ("" if share is None else f"; the split's share of "
                  f"the variance {share:.0%}") + ")."]  # fmt: skip
     return "\n".join([head, "", *lines, "", *runs, "", f"Command: `{result['command']}`", ""])
 

@@ -585,6 +585,13 @@ def test_align_seeds_configs_and_summary(tmp_path: Path) -> None:
         "the split's share of the variance 25%)." in with_accuracy
     )
     assert "| DPO | +0.150 ± 0.059 |" in text and "| +0.100 (+1.7 sd) | +0.100 ± 0.000 |" in text
+    # One run (a screen on one split and seed) has no spread to show.
+    one = {(13, 1): {**reports[(13, 1)], "reward_model": {"held_out_pair_accuracy": 0.7}}}
+    single = render({"device": "CPU", "date": "today", "command": "c", "splits": [13], "seeds": [1],
+                     "runs": {"split 13, seed 1": reports[(13, 1)]["models"] | {"reward_model": None}},
+                     "summary": summarise(one), "reward_model_accuracy": reward_model_accuracy(one)})  # fmt: skip
+    assert "; 1 run (split 13, seed 1);" in single and "| SFT | +0.110 | 0.200 | 1.00 | 6.0 | +0.110 |" in single
+    assert "| +0.100 | +0.100 |" in single and "over 1 run: 70.0% (split 13 70.0%)." in single
     # --reuse: the runs a committed result holds come back as the reports they were summarised from,
     # with the date of the result that first held each (a run reused before keeps that date).
     runs = {f"split {s}, seed {r}": rep["models"] | {"reward_model": {"held_out_pair_accuracy": 0.6}}

@@ -96,8 +96,11 @@ def packaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 def test_a_packaged_gguf_converts_once_and_round_trips(packaged: dict, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     from transformers import AutoModelForCausalLM
 
+    state = torch.get_rng_state()
     folder = resources.resolve_path("test/tiny-llm", what="pretrained")
     assert folder.parent == tmp_path / "cache" / "models" and "converted" in capsys.readouterr().out
+    # A seeded run draws the same numbers whether it converted the model or read the converted folder.
+    assert torch.equal(torch.get_rng_state(), state)
     assert resources.resolve_path("test/tiny-llm") == folder and "converted" not in capsys.readouterr().out  # cached
     converted = AutoModelForCausalLM.from_pretrained(folder).eval()
     ids = torch.tensor([[5, 17, 42, 99, 7]])

@@ -60,5 +60,9 @@ def cached_conversion(path: Path, cache: Path) -> Path:
     """The converted folder of `path` under `cache/models`, converting it on first use."""
     out = cache / "models" / f"{path.stem}-{path.stat().st_size}"
     if not (out / "config.json").is_file():
-        convert(path, out)
+        # Converting builds models, whose initialisation draws from torch's global generator. A
+        # seeded run that converts on first use would then draw other LoRA weights and dropout
+        # masks than every later run, which reads the folder: the draws are undone.
+        with torch.random.fork_rng(devices=[]):
+            convert(path, out)
     return out
