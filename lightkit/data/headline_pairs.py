@@ -33,7 +33,7 @@ import torch
 from lightkit.data.headlines import HeadlineDataModule
 from lightkit.data.sampled_pairs import pair_files, policy_pairs, prompt_rows, write_pairs
 from lightkit.io.atomic import atomic_write_text
-from lightkit.models.hub import resolve_model
+from lightkit.models.hub import load_causal_lm
 from lightkit.rewards.scoring import build_reward
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -48,12 +48,6 @@ def training_articles(model_name: str, rows: int, seed: int, **data: Any) -> tup
     articles = dm.splits(dm._read, dm.split_key)["train"]
     order = torch.randperm(len(articles), generator=torch.Generator().manual_seed(seed))[:rows].tolist()
     return dm.tokenizer, [articles[i] for i in order]
-
-
-def load_policy(model_name: str) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    return resolve_model(model_name, "model").from_pretrained(AutoModelForCausalLM, "model").eval()
 
 
 def sampled_pairs(
@@ -79,7 +73,7 @@ def sampled_pairs(
     def progress(done: int, total: int) -> None:
         print(f"sampled headlines: {done}/{total} articles", flush=True)
 
-    return policy_pairs(load_policy(policy), tokenizer, prompt_rows(articles, "headline articles"), reward, k,
+    return policy_pairs(load_causal_lm(policy), tokenizer, prompt_rows(articles, "headline articles"), reward, k,
                         min_margin, max_new_tokens, temperature, batch_size, seed, progress,
                         every_margin)  # fmt: skip
 
@@ -96,7 +90,7 @@ def zero_shot_pairs(
     """`rows` pairs {prompt, chosen, rejected} from the training articles (greedy by default,
     or sampled at `temperature` with `seed`). `data` goes to HeadlineDataModule (split settings)."""
     tokenizer, articles = training_articles(model_name, rows, seed, **data)
-    model = load_policy(model_name)
+    model = load_causal_lm(model_name)
     torch.manual_seed(seed)
     pairs = []
     for start in range(0, len(articles), batch_size):
