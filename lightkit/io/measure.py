@@ -84,14 +84,16 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], warmup: int, repeats: int,
     return times
 
 
+def cpuinfo(field: str) -> str | None:
+    """The first value of `field` in Linux's /proc/cpuinfo (None elsewhere, or where it lacks it)."""
+    path = Path("/proc/cpuinfo")
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(field)), None)
+
+
 def cpu_name() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo), else what `platform` knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    """The CPU's model name, else what `platform` knows."""
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 # The vector instructions whose presence changes which kernels torch and oneDNN run, and so the
@@ -100,15 +102,9 @@ KERNEL_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", 
 
 
 def cpu_features() -> list[str]:
-    """Which of `KERNEL_FEATURES` the CPU has (Linux's /proc/cpuinfo flags; empty elsewhere)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return []
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return [f for f in KERNEL_FEATURES if f in flags]
-    return []
+    """Which of `KERNEL_FEATURES` the CPU has (its cpuinfo flags; empty where there are none)."""
+    flags = set((cpuinfo("flags") or "").split())
+    return [f for f in KERNEL_FEATURES if f in flags]
 
 
 def machine() -> dict[str, Any]:
