@@ -50,6 +50,11 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def mean_sd(x: dict, fmt: str, sd_fmt: str = ".3f") -> str:
+    """An `align_seeds.spread` (mean, sd, n) as "mean ± sd"; one run has no spread to show."""
+    return format(x["mean"], fmt) + (f" ± {format(x['sd'], sd_fmt)}" if x["n"] > 1 else "")
+
+
 def ms(cell: dict) -> str:
     return f"{cell['median_ms']:.2f}" if "median_ms" in cell else "n/a"
 
@@ -345,10 +350,7 @@ def align_seeds_table(result: dict) -> str:
     for model, m in summary.items():
 
         def cell(metric: str, fmt: str) -> str:
-            x = m.get(metric)
-            if not x:
-                return ""
-            return format(x["mean"], fmt) + (f" ± {x['sd']:.3f}" if x["n"] > 1 else "")  # one run: no spread
+            return mean_sd(m[metric], fmt) if m.get(metric) else ""
 
         shares = [m[metric].get("between_split_share") for metric in ("reward", "rougeL")]
         gain = m.get("reward_gain_over_sft")
@@ -358,8 +360,7 @@ def align_seeds_table(result: dict) -> str:
                  *(f"{m['reward']['per_split'].get(s, float('nan')):+.3f}" for s in splits),
                  ", ".join(f"{share:.0%}" for share in shares if share is not None),
                  "" if gain is None else f"{gain:+.3f}" + ("" if in_sd is None else f" ({in_sd:+.1f} sd)"),
-                 "" if paired is None else f"{paired['mean']:+.3f}" + (
-                     f" ± {paired['sd']:.3f}" if paired["n"] > 1 else "")
+                 "" if paired is None else mean_sd(paired, "+.3f")
                  + (f" ({paired['mean'] / paired['sd']:+.1f} sd)" if paired["sd"] > 1e-9 else "")]  # fmt: skip
         lines.append(f"| {names.get(model, model)} | " + " | ".join(cells) + " |")
     head = (
@@ -394,10 +395,9 @@ def align_seeds_table(result: dict) -> str:
     if accuracy:  # over the runs that trained a reward model
         per_split = ", ".join(f"split {s} {a:.1%}" for s, a in accuracy["per_split"].items())
         share = accuracy["between_split_share"]
-        spread = f" ± {accuracy['sd']:.1%}" if accuracy["n"] > 1 else ""
+        split_share = "" if share is None else f"; the split's share of the variance {share:.0%}"
         runs += ["", f"Reward model's held-out pair accuracy over {plural(accuracy['n'], 'run')}: "
-                 f"{accuracy['mean']:.1%}{spread} ({per_split}" + ("" if share is None else f"; the split's share of "
-                 f"the variance {share:.0%}") + ")."]  # fmt: skip
+                 f"{mean_sd(accuracy, '.1%', '.1%')} ({per_split}{split_share})."]  # fmt: skip
     return "\n".join([head, "", *lines, "", *runs, "", f"Command: `{result['command']}`", ""])
 
 
