@@ -179,7 +179,7 @@ distill-sft: install
 	$(PY) benchmarks/kd_report.py --runs $(KD_RUN) --out $(KD_RUN)/report.json
 
 # The RLHF chain on the headline task, from the SFT model (on 2 cores, measured on fresh clones with
-# the SFT fit: 42.7 to 47.6 min on an AMD EPYC, 33.5 on an Intel Xeon; each stage's time in
+# the SFT fit: 42.6 to 47.6 min on an AMD EPYC, 33.5 on an Intel Xeon; each stage's time in
 # benchmarks/results/align-smollm2-headlines*-cpu.json): when the SFT model is missing, make sft's
 # fit trains it first (5 to 7 minutes of that; not make sft's
 # zero-shot and tuned test runs, whose scores the report below computes itself). The SFT model
