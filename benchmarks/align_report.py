@@ -36,6 +36,7 @@ from lightkit.io.atomic import atomic_write_text
 from lightkit.io.csvlog import logged_rows, version_logs
 from lightkit.io.measure import provenance
 from lightkit.metrics.answers import PolicyComparison, reward_model_report
+from lightkit.rewards.scoring import describe_reward
 from lightkit.tasks import REWARD_MODEL_TASKS
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -57,13 +58,18 @@ def held_out(split_seed: int = 13) -> tuple[Any, list[dict[str, Any]]]:
     return dm.tokenizer, dm.splits(dm._read, dm.split_key)["test"]
 
 
+def reward_settings() -> tuple[list[str], list[float]]:
+    """configs/grpo_headlines.yaml's reward callables and their weights."""
+    args = yaml.safe_load((ROOT / "configs" / "grpo_headlines.yaml").read_text())["model"]["init_args"]
+    return args["reward_fn"], args["reward_weights"]
+
+
 def reward_fn(without: tuple[str, ...] = ()) -> Any:
     """The reward of configs/grpo_headlines.yaml, built the way the task builds it, less the
     callables named in `without`."""
     from lightkit.rewards.scoring import build_reward
 
-    args = yaml.safe_load((ROOT / "configs" / "grpo_headlines.yaml").read_text())["model"]["init_args"]
-    kept = [(f, w) for f, w in zip(args["reward_fn"], args["reward_weights"]) if f.rsplit(":", 1)[-1] not in without]
+    kept = [(f, w) for f, w in zip(*reward_settings()) if f.rsplit(":", 1)[-1] not in without]
     return build_reward([f for f, _ in kept], None, weights=[w for _, w in kept])
 
 
@@ -215,7 +221,7 @@ def main() -> None:
         **provenance("transformers", "peft", "onnxruntime"),
         "held_out_articles": len(rows),
         "split_seed": args.split_seed,
-        "reward": "rouge_l + headline_length + 0.5 * copied_lead (lightkit.rewards.text)",
+        "reward": describe_reward(*reward_settings()),
         "stage_times_s": times,
         "models": results,
         "settings": {m: settings(runs / m, m) for m in METHODS if (runs / m).exists()},

@@ -478,6 +478,17 @@ def test_ppo_with_lora_takes_the_adapters_off_policy_as_its_reference(tiny_lm: d
         assert not torch.allclose(task.logprobs(inputs, labels)[:, 1:], expected, atol=1e-3)
 
 
+def test_a_weighted_reward_is_described_with_its_weights() -> None:
+    """What reports print as their reward: a weight of 1 unsaid, the module once where all share it."""
+    from lightkit.rewards.scoring import describe_reward
+
+    text = "lightkit.rewards.text"
+    paths = [f"{text}:rouge_l", f"{text}:headline_length", f"{text}.copied_lead"]
+    assert describe_reward(paths, [1.0, 1.0, 0.5]) == f"rouge_l + headline_length + 0.5 * copied_lead ({text})"
+    assert describe_reward("mypkg.rewards:brevity") == "brevity (mypkg.rewards)"
+    assert describe_reward(["a:x", "b:y"], [2.0, -1.0]) == "2 * x + -1 * y"
+
+
 def test_rewards_say_which_data_columns_they_cannot_run_without(monkeypatch: pytest.MonkeyPatch) -> None:
     """A callable needs the named parameters after (prompts, responses) that have no default; a
     weighted sum needs what its callables need, by callable (the fit-start check names them)."""

@@ -199,6 +199,9 @@ def test_the_chain_report_shows_the_stage_files(shipped: Path) -> None:
     for stage, record in done.items():
         assert f"<tr><td>{stage}</td><td>{record['wall_s']:.1f}</td></tr>" in html
     assert re.search(r"Preference pairs sampled from the SFT model on 2\d training prompts", markdown)
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    assert summary["reward"] == "count_e (ppo_rewards)"  # the chain's reward_fn, as ship.pairs names it
+    assert "Reward: `count_e (ppo_rewards)`" in markdown and "Reward: <code>count_e (ppo_rewards)</code>" in html
 
 
 @pytest.mark.slow
@@ -257,7 +260,23 @@ def test_the_chain_summary_renders_as_a_results_page(shipped: Path) -> None:
         agreement = "–" if a["greedy_agreement"] is None else f"{a['greedy_agreement']:.3f}"
         decided = f"{a['greedy_decided_steps']} of {a['greedy_steps']}"
         assert f"| {a['model']} | int8-cpu | {a['mib']:.1f} | passed | {agreement} | {decided} |" in text
+    assert "reward: count_e (ppo_rewards)." in text  # the summary's own reward, weights and all
     assert text.rstrip().endswith(f"Command: `{summary['command']}`")
+
+
+def test_a_bar_charts_values_sit_past_each_bars_end_negative_ones_included(tmp_path: Path, monkeypatch) -> None:
+    """The held-out rewards are negative: their values are written left of their bars, not over them."""
+    from lightkit.cli.ship import report
+
+    drawn = {}
+    monkeypatch.setattr(report, "figure_png", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    report.plot_bars("held-out reward", ["sft", "dpo", "x"], {"reward": [-0.04, 0.02, None]}, "mean reward", tmp_path)
+    ax = drawn["fig"].axes[0]
+    labels = {t.get_text(): t for t in ax.texts}
+    assert set(labels) == {"-0.04", "0.02", "n/a"}
+    bars = {round(b.get_width(), 2): b for b in ax.patches}
+    assert labels["-0.04"].xy[0] == bars[-0.04].get_x() + bars[-0.04].get_width()  # at the bar's far end
+    assert labels["-0.04"].get_ha() == "right" and labels["0.02"].get_ha() == "left"  # and written away from it
 
 
 def test_curve_panels_say_what_each_stage_logged_and_wrap_after_three(tmp_path: Path, monkeypatch) -> None:

@@ -223,3 +223,14 @@ def build_reward(
         fn = CallableReward(path)
         parts.append((fn.fn.__name__, fn))
     return WeightedRewards(parts, weights)
+
+
+def describe_reward(reward_fn: str | list[str], weights: list[float] | None = None) -> str:
+    """The weighted callables as a reader writes them, `rouge_l + 0.5 * copied_lead (pkg.module)`,
+    so a report says what its reward was, weights included, without importing anything."""
+    paths = [reward_fn] if isinstance(reward_fn, str) else list(reward_fn)
+    weights = [1.0] * len(paths) if weights is None else list(weights)
+    split = [p.partition(":")[::2] if ":" in p else p.rpartition(".")[::2] for p in paths]
+    terms = [name if w == 1 else f"{w:g} * {name}" for (_, name), w in zip(split, weights)]
+    modules = {module for module, _ in split}
+    return " + ".join(terms) + (f" ({modules.pop()})" if len(modules) == 1 else "")

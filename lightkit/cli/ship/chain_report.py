@@ -25,6 +25,7 @@ from typing import Any
 from lightkit.cli.ship.report import figure_png, page_context, plot_bars, read_curves, write_pages
 from lightkit.cli.ship.settings import ShipSettings
 from lightkit.io.measure import versions
+from lightkit.rewards.scoring import describe_reward
 
 # Curve panels: a title and the logged keys drawn in it (those a stage logs; the rest are left out).
 PANELS = (
@@ -142,8 +143,10 @@ def write_chain_report(settings: ShipSettings, records: dict[str, dict[str, Any]
     for i in range(n):
         samples.append({"reference": models[0]["references"][i], "answers": {m["model"]: m["answers_list"][i]
                                                                               for m in models}})  # fmt: skip
+    pairs = settings.section("pairs")
     context = {
         **page_context(settings, records, None, versions("transformers", "peft", "onnx", "onnxruntime")),
+        "reward": describe_reward(pairs["reward_fn"], pairs.get("reward_weights")) if pairs.get("reward_fn") else None,
         "models": models,
         "reward_parts": sorted({k for m in models for k in m if k.startswith("reward_")}),
         "reward_model": reward_model,
@@ -159,6 +162,7 @@ def write_chain_report(settings: ShipSettings, records: dict[str, dict[str, Any]
     }
     summary = {
         "held_out": context["held_out"],
+        "reward": context["reward"],
         "models": [{k: v for k, v in m.items() if k not in ("answers_list", "references")} for m in models],
         "reward_model": reward_model,
         "pairs": context["pairs"],

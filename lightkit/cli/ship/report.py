@@ -95,9 +95,8 @@ def plot_bars(title: str, labels: list[str], series: dict[str, list[float | None
         ys = [j + i * height for j in range(len(labels))]
         shown = [v if v is not None and math.isfinite(v) else 0.0 for v in values]
         bars = ax.barh(ys, shown, height=height, label=key)
-        for bar, value in zip(bars, values):
-            text = "n/a" if value is None else f"{value:.3g}"
-            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {text}", va="center", fontsize=8)
+        # bar_label writes past the bar's end on its own side, so a negative bar's value is not drawn over it.
+        ax.bar_label(bars, ["n/a" if v is None else f"{v:.3g}" for v in values], padding=2, fontsize=8)
     ax.set_yticks([j + height * (len(series) - 1) / 2 for j in range(len(labels))], labels)
     ax.invert_yaxis()
     ax.set_xlabel(unit)
