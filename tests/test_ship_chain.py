@@ -264,6 +264,20 @@ def test_the_chain_summary_renders_as_a_results_page(shipped: Path) -> None:
     assert text.rstrip().endswith(f"Command: `{summary['command']}`")
 
 
+def test_each_stage_scores_with_its_own_reward_or_else_the_pairs_one(tmp_path: Path) -> None:
+    """One rule for the evaluate and generate stages, the report's description of the reward included."""
+    config = yaml.safe_load(CHAIN.read_text())
+    pairs = config["ship"]["pairs"]
+    config["ship"]["evaluate"] = {**config["ship"].get("evaluate", {}), "reward_fn": ["a:x", "b:y"],
+                                  "reward_weights": [1.0, 0.5]}  # fmt: skip
+    settings = parse(config, tmp_path / "chain.yaml")
+    assert settings.reward_section("evaluate")["reward_fn"] == ["a:x", "b:y"]
+    assert settings.reward_section("generate") == pairs
+    del pairs["reward_fn"]
+    with pytest.raises(InputError, match=r"chain\.yaml: ship\.generate\.reward_fn: .*set ship\.pairs\.reward_fn"):
+        parse(config, tmp_path / "chain.yaml").reward_section("generate")
+
+
 def test_a_bar_charts_values_sit_past_each_bars_end_negative_ones_included(tmp_path: Path, monkeypatch) -> None:
     """The held-out rewards are negative: their values are written left of their bars, not over them."""
     from lightkit.cli.ship import report

@@ -155,14 +155,7 @@ def reward_of(ctx: S.Context, stage: str) -> Any:
     """The reward callables of `ship.<stage>` or, when it sets none, of `ship.pairs`."""
     from lightkit.rewards.scoring import build_reward
 
-    section = ctx.settings.section(stage)
-    if not section.get("reward_fn"):
-        section = ctx.settings.section("pairs")
-    if not section.get("reward_fn"):
-        raise InputError(
-            f"{ctx.settings.config_file}: ship.{stage}.reward_fn: the chain ranks and scores answers with reward "
-            "callables; set ship.pairs.reward_fn (a list of import paths) and reward_weights"
-        )
+    section = ctx.settings.reward_section(stage)
     return build_reward(section["reward_fn"], None, weights=section.get("reward_weights"))
 
 
@@ -300,7 +293,7 @@ def generate(ctx: S.Context) -> dict[str, Any]:
     prompts = folder / "prompts.jsonl"
     atomic_write_text(prompts, "".join(json.dumps({"prompt": r["user"], "reference": r["reference"]},
                                                   ensure_ascii=False) + "\n" for r in rows))  # fmt: skip
-    reward_section = section if section.get("reward_fn") else ctx.settings.section("pairs")
+    reward_section = ctx.settings.reward_section("generate")
     reward = reward_of(ctx, "generate")
     chat = dm.chat
     found: dict[str, Any] = {}

@@ -143,10 +143,10 @@ def write_chain_report(settings: ShipSettings, records: dict[str, dict[str, Any]
     for i in range(n):
         samples.append({"reference": models[0]["references"][i], "answers": {m["model"]: m["answers_list"][i]
                                                                               for m in models}})  # fmt: skip
-    pairs = settings.section("pairs")
+    scored = settings.reward_section("evaluate") if models else {}  # the reward the models were scored with
     context = {
         **page_context(settings, records, None, versions("transformers", "peft", "onnx", "onnxruntime")),
-        "reward": describe_reward(pairs["reward_fn"], pairs.get("reward_weights")) if pairs.get("reward_fn") else None,
+        "reward": describe_reward(scored["reward_fn"], scored.get("reward_weights")) if scored else None,
         "models": models,
         "reward_parts": sorted({k for m in models for k in m if k.startswith("reward_")}),
         "reward_model": reward_model,

@@ -110,6 +110,17 @@ class ShipSettings:
     def section(self, name: str) -> dict[str, Any]:
         return self.sections.get(name, {})
 
+    def reward_section(self, stage: str) -> dict[str, Any]:
+        """The section whose `reward_fn` and `reward_weights` a decoder chain's `stage` scores with:
+        its own where it sets `reward_fn`, else `ship.pairs`'s, which ranks the DPO pairs."""
+        for section in (self.section(stage), self.section("pairs")):
+            if section.get("reward_fn"):
+                return section
+        raise InputError(
+            f"{self.config_file}: ship.{stage}.reward_fn: the chain ranks and scores answers with reward "
+            "callables; set ship.pairs.reward_fn (a list of import paths) and reward_weights"
+        )
+
 
 def parse(config: dict[str, Any], config_file: Path) -> ShipSettings:
     """Check the `ship:` section of `config` (read from `config_file`); every error names its field."""
