@@ -36,7 +36,7 @@ from lightkit.io.atomic import atomic_write_text
 from lightkit.io.csvlog import logged_rows, version_logs
 from lightkit.io.measure import provenance
 from lightkit.metrics.answers import PolicyComparison, reward_model_report
-from lightkit.rewards.scoring import describe_reward
+from lightkit.rewards.scoring import build_reward, describe_reward, path_parts
 from lightkit.tasks import REWARD_MODEL_TASKS
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -67,9 +67,7 @@ def reward_settings() -> tuple[list[str], list[float]]:
 def reward_fn(without: tuple[str, ...] = ()) -> Any:
     """The reward of configs/grpo_headlines.yaml, built the way the task builds it, less the
     callables named in `without`."""
-    from lightkit.rewards.scoring import build_reward
-
-    kept = [(f, w) for f, w in zip(*reward_settings()) if f.rsplit(":", 1)[-1] not in without]
+    kept = [(f, w) for f, w in zip(*reward_settings()) if path_parts(f)[1] not in without]
     return build_reward([f for f, _ in kept], None, weights=[w for _, w in kept])
 
 

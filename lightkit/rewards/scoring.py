@@ -34,11 +34,17 @@ from lightkit.models.reward_inputs import encode_scored
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
 
-def import_callable(path: str) -> RewardFn:
-    """`module:attr` or `module.attr` -> the object, with an error naming what was missing."""
+def path_parts(path: str) -> tuple[str, str]:
+    """`module:attr` or `module.attr` -> (module, attr); either may be empty in a malformed path."""
     module_name, sep, attr = path.partition(":")
     if not sep:
         module_name, _, attr = path.rpartition(".")
+    return module_name, attr
+
+
+def import_callable(path: str) -> RewardFn:
+    """`module:attr` or `module.attr` -> the object, with an error naming what was missing."""
+    module_name, attr = path_parts(path)
     if not module_name or not attr:
         raise InputError(f"reward_fn: '{path}' is not an import path like 'package.module:function'")
     try:
@@ -230,7 +236,7 @@ def describe_reward(reward_fn: str | list[str], weights: list[float] | None = No
     so a report says what its reward was, weights included, without importing anything."""
     paths = [reward_fn] if isinstance(reward_fn, str) else list(reward_fn)
     weights = [1.0] * len(paths) if weights is None else list(weights)
-    split = [p.partition(":")[::2] if ":" in p else p.rpartition(".")[::2] for p in paths]
+    split = [path_parts(p) for p in paths]
     terms = [name if w == 1 else f"{w:g} * {name}" for (_, name), w in zip(split, weights)]
     modules = {module for module, _ in split}
     return " + ".join(terms) + (f" ({modules.pop()})" if len(modules) == 1 else "")
