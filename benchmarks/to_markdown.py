@@ -698,9 +698,7 @@ def ship_chain_table(result: dict) -> str:
         **result,
         "models": models,
         "held_out_articles": result["held_out"],
-        # Its reward with the weights; a summary written before it said them, by its parts' names.
-        "reward": result.get("reward")
-        or " + ".join(k.removeprefix("reward_") for k in next(iter(models.values())) if k.startswith("reward_")),
+        "reward": result["reward"],
         "stage_times_s": result["stages_wall_s"],
         "samples": [{"reference": s["reference"], **s["answers"]} for s in result["samples"]],
     }
